@@ -1,0 +1,49 @@
+//! Typed errors of the storage layer.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in storage; callers map these to protocol
+/// statuses (overload → 429 / RESOURCE_EXHAUSTED, the rest → 5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write-ahead log failed earlier and refuses writes until restart: {0}")]
+    WalFailed(String),
+    #[error("storage is overloaded: {0}")]
+    Overloaded(String),
+    #[error("storage is shutting down")]
+    ShuttingDown,
+    #[error("catalog: {0}")]
+    Catalog(#[from] rusqlite::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("batch does not match the {signal} schema: {reason}")]
+    Schema {
+        signal: crate::Signal,
+        reason: String,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

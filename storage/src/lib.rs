@@ -1,0 +1,25 @@
+//! Loupe's storage layer: write-ahead log, memtables, Parquet splits and the
+//! catalog that names them. Ingest appends Arrow batches; query reads
+//! consistent snapshots of splits plus memtable.
+
+mod catalog;
+mod error;
+mod ipc;
+mod memtable;
+pub mod metrics;
+mod schema;
+mod split_store;
+mod split_writer;
+mod store;
+mod wal;
+mod writer;
+
+#[cfg(test)]
+mod test_batches;
+
+pub use catalog::{Catalog, SplitMeta, SqliteCatalog};
+pub use error::{Result, StorageError};
+pub use schema::{Signal, attributes_type, timestamp_type};
+pub use split_store::STORE_URL;
+pub use store::{Storage, StorageConfig, TableSnapshot};
+pub use wal::SyncMode;
