@@ -1,1 +1,63 @@
-fn main() {}
+//! The `loupe` binary: command-line parsing and wiring only. The work is in
+//! the `ingest`, `storage` and `query` crates.
+
+mod config;
+mod routes;
+mod serve;
+mod sql_client;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Loupe: OpenTelemetry traces, metrics and logs in; Parquet and SQL out.
+#[derive(Debug, Parser)]
+#[command(name = "loupe", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, storage, SQL API.
+    Serve(config::ServeArgs),
+    /// Run a SQL query against a running server.
+    Sql(sql_client::SqlArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("LOUPE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Sql(args) => sql_client::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    let server = serve::Server::start(config).await?;
+    let b = server.bound;
+    // One line on stdout with the bound addresses, for people and scripts
+    // (port 0 picks free ports).
+    println!(
+        "loupe listening otlp_grpc={} otlp_http={} http={}",
+        b.otlp_grpc, b.otlp_http, b.http
+    );
+    tracing::info!(otlp_grpc = %b.otlp_grpc, otlp_http = %b.otlp_http, http = %b.http, "Loupe is ready");
+    serve::termination().await;
+    tracing::info!("shutting down: finishing requests and flushing data");
+    server.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,1 +1,14 @@
+//! Loupe's query layer: DataFusion SQL over the `logs`, `spans` and
+//! `metrics` tables (catalog splits UNION memtable), sandboxed and bounded,
+//! and the HTTP API that serves it.
 
+pub mod api;
+mod engine;
+mod error;
+mod output;
+mod sandbox;
+mod table;
+mod time_bounds;
+
+pub use engine::{QueryConfig, QueryEngine, QueryOutput};
+pub use error::QueryError;

@@ -89,7 +89,9 @@ impl SqliteCatalog {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -211,7 +213,11 @@ mod tests {
                 .commit_flush(Signal::Logs, &[split("x", 5, 9), split("y", 1, 3)], 17)
                 .unwrap();
             // A duplicate path aborts the whole transaction: progress stays.
-            assert!(catalog.commit_flush(Signal::Logs, &[split("x", 5, 9)], 30).is_err());
+            assert!(
+                catalog
+                    .commit_flush(Signal::Logs, &[split("x", 5, 9)], 30)
+                    .is_err()
+            );
         }
         let catalog = SqliteCatalog::open(&path).unwrap();
         assert_eq!(catalog.flushed_seq(Signal::Logs).unwrap(), 17);

@@ -11,7 +11,10 @@ use crate::error::{Result, StorageError};
 use crate::schema::Signal;
 
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut writer = StreamWriter::try_new(Vec::with_capacity(batch.get_array_memory_size()), &batch.schema())?;
+    let mut writer = StreamWriter::try_new(
+        Vec::with_capacity(batch.get_array_memory_size()),
+        &batch.schema(),
+    )?;
     writer.write(batch)?;
     writer.finish()?;
     Ok(writer.into_inner()?)
@@ -21,9 +24,10 @@ pub fn decode(signal: Signal, payload: &[u8]) -> Result<RecordBatch> {
     let reader = StreamReader::try_new(Cursor::new(payload), None)?;
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     let schema = signal.schema();
-    let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError::Schema {
-        signal,
-        reason: format!("WAL record: {e}"),
-    })?;
+    let batch =
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError::Schema {
+            signal,
+            reason: format!("WAL record: {e}"),
+        })?;
     Ok(batch)
 }

@@ -85,7 +85,11 @@ mod tests {
 
     fn batch(n: i32) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![n; n as usize]))]).unwrap()
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int32Array::from(vec![n; n as usize]))],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -100,6 +104,9 @@ mod tests {
         assert_eq!((m.rows(), m.first_seq()), (3, Some(9)));
         assert!(m.oldest().is_some());
         m.remove_through(9);
-        assert_eq!((m.rows(), m.bytes(), m.first_seq(), m.oldest()), (0, 0, None, None));
+        assert_eq!(
+            (m.rows(), m.bytes(), m.first_seq(), m.oldest()),
+            (0, 0, None, None)
+        );
     }
 }

@@ -112,7 +112,10 @@ fn label_string(labels: Labels<'_>) -> String {
         if i > 0 {
             out.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(out, "{k}=\"{v}\"");
     }
     out
@@ -138,7 +141,12 @@ impl Registry {
             .clone()
     }
 
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: Labels<'_>) -> Arc<Counter> {
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels<'_>,
+    ) -> Arc<Counter> {
         match self.get_or_insert(name, help, labels, || Metric::Counter(Arc::default())) {
             Metric::Counter(c) => c,
             _ => Arc::default(),
@@ -221,8 +229,10 @@ mod tests {
         let c = r.counter("loupe_x_total", "Xs.", &[("signal", "logs")]);
         c.inc_by(3);
         // The same name and labels give the same series.
-        r.counter("loupe_x_total", "Xs.", &[("signal", "logs")]).inc();
-        r.histogram("loupe_lat_seconds", "Latency.", &[]).observe(Duration::from_millis(2));
+        r.counter("loupe_x_total", "Xs.", &[("signal", "logs")])
+            .inc();
+        r.histogram("loupe_lat_seconds", "Latency.", &[])
+            .observe(Duration::from_millis(2));
         let text = r.render();
         assert!(text.contains("# TYPE loupe_x_total counter\nloupe_x_total{signal=\"logs\"} 4\n"));
         assert!(text.contains("loupe_lat_seconds_bucket{le=\"0.0025\"} 1\n"));

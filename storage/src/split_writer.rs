@@ -12,8 +12,8 @@ use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::catalog::SplitMeta;
@@ -37,7 +37,10 @@ pub fn encode_splits(signal: Signal, batches: &[RecordBatch]) -> Result<Vec<Enco
         return Ok(Vec::new());
     }
     let time = time_values(signal, &all)?;
-    let hours: Int64Array = time.iter().map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR))).collect();
+    let hours: Int64Array = time
+        .iter()
+        .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
+        .collect();
     let service = column(signal, &all, "service")?;
     let order = lexsort_to_indices(
         &[
@@ -110,7 +113,10 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_sorting_columns(Some(vec![sort_col("service")?, sort_col(signal.time_column())?]));
+        .set_sorting_columns(Some(vec![
+            sort_col("service")?,
+            sort_col(signal.time_column())?,
+        ]));
     if schema.field_with_name("trace_id").is_ok() {
         props = props
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
@@ -132,7 +138,8 @@ fn encode_one(signal: Signal, batch: &RecordBatch, hour: i64) -> Result<EncodedS
         .unwrap_or_default();
 
     let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(writer_properties(signal)?))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, batch.schema(), Some(writer_properties(signal)?))?;
     writer.write(batch)?;
     writer.close()?;
 
@@ -174,7 +181,14 @@ mod tests {
         let splits = encode_splits(Signal::Logs, &[batch]).unwrap();
         assert_eq!(splits.len(), 2);
         let first = &splits[0];
-        assert_eq!((first.meta.min_time, first.meta.max_time, first.meta.row_count), (h + 1, h + 5, 3));
+        assert_eq!(
+            (
+                first.meta.min_time,
+                first.meta.max_time,
+                first.meta.row_count
+            ),
+            (h + 1, h + 5, 3)
+        );
         assert_eq!(first.meta.services, vec!["a".to_string(), "b".to_string()]);
         assert!(first.meta.path.starts_with("logs/date=1970-01-01/hour=01/"));
 

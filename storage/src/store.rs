@@ -141,7 +141,9 @@ impl Shared {
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut state);
-        self.metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
+        self.metrics
+            .unflushed_bytes
+            .set(state.unflushed_bytes() as i64);
         out
     }
 
@@ -330,9 +332,10 @@ impl Storage {
             return Ok(());
         };
         let started = Instant::now();
-        let encoded = tokio::task::spawn_blocking(move || split_writer::encode_splits(signal, &batches))
-            .await
-            .map_err(|e| StorageError::Internal(format!("flush task: {e}")))??;
+        let encoded =
+            tokio::task::spawn_blocking(move || split_writer::encode_splits(signal, &batches))
+                .await
+                .map_err(|e| StorageError::Internal(format!("flush task: {e}")))??;
         let mut metas = Vec::with_capacity(encoded.len());
         for split in encoded {
             let bytes = split.bytes.len() as u64;
@@ -356,9 +359,15 @@ impl Storage {
             state.wal_flushed_through()
         });
         // Best effort: if the writer is gone the next start removes them.
-        let _ = self.wal_tx.send(Command::RemoveThrough(flushed_through)).await;
+        let _ = self
+            .wal_tx
+            .send(Command::RemoveThrough(flushed_through))
+            .await;
         self.shared.metrics.flushes.inc();
-        self.shared.metrics.flush_duration.observe(started.elapsed());
+        self.shared
+            .metrics
+            .flush_duration
+            .observe(started.elapsed());
         tracing::debug!(%signal, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(())
     }
@@ -375,7 +384,8 @@ impl Storage {
         self.shared.read_state(|s| {
             let m = &s.memtables[signal.index()];
             m.bytes() >= self.config.flush_bytes
-                || m.oldest().is_some_and(|t| t.elapsed() >= self.config.flush_interval)
+                || m.oldest()
+                    .is_some_and(|t| t.elapsed() >= self.config.flush_interval)
         })
     }
 
@@ -438,19 +448,30 @@ mod tests {
     }
 
     async fn open(dir: &std::path::Path) -> Arc<Storage> {
-        Storage::open(StorageConfig::new(dir), &Registry::default()).await.unwrap()
+        Storage::open(StorageConfig::new(dir), &Registry::default())
+            .await
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appended_rows_are_visible_then_flushed_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path()).await;
-        storage.append(Signal::Logs, log_batch(&[(1, "a"), (2, "b")])).await.unwrap();
-        storage.append(Signal::Logs, log_batch(&[(3, "a")])).await.unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(1, "a"), (2, "b")]))
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(3, "a")]))
+            .await
+            .unwrap();
         assert_eq!(rows(&storage.snapshot(Signal::Logs)), (0, 3));
         storage.flush(Signal::Logs).await.unwrap();
         assert_eq!(rows(&storage.snapshot(Signal::Logs)), (3, 0));
-        storage.append(Signal::Logs, log_batch(&[(4, "c")])).await.unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(4, "c")]))
+            .await
+            .unwrap();
         storage.shutdown().await.unwrap();
         assert!(matches!(
             storage.append(Signal::Logs, log_batch(&[(5, "c")])).await,
@@ -469,9 +490,15 @@ mod tests {
     async fn unflushed_rows_replay_from_the_wal_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path()).await;
-        storage.append(Signal::Logs, log_batch(&[(1, "a")])).await.unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(1, "a")]))
+            .await
+            .unwrap();
         storage.flush(Signal::Logs).await.unwrap();
-        storage.append(Signal::Logs, log_batch(&[(2, "a"), (3, "a")])).await.unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(2, "a"), (3, "a")]))
+            .await
+            .unwrap();
         // A crash: no shutdown, no flush. Leak the instance so nothing runs on drop.
         std::mem::forget(storage);
         // An orphan split file as a crash mid-flush would leave.
@@ -491,7 +518,10 @@ mod tests {
         let mut config = StorageConfig::new(dir.path());
         config.max_unflushed_bytes = 1;
         let storage = Storage::open(config, &Registry::default()).await.unwrap();
-        let err = storage.append(Signal::Logs, log_batch(&[(1, "a")])).await.unwrap_err();
+        let err = storage
+            .append(Signal::Logs, log_batch(&[(1, "a")]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StorageError::Overloaded(_)), "{err}");
         storage.shutdown().await.unwrap();
     }

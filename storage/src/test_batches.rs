@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Array, MapBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt32Array,
-    new_null_array,
+    ArrayRef, Int32Array, MapBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
+    UInt32Array, new_null_array,
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
@@ -26,7 +26,9 @@ pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
                         .with_timezone("UTC"),
                 ),
                 ("service", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-                ("body", _) => Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("row {i}")))),
+                ("body", _) => Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("row {i}")),
+                )),
                 (_, DataType::Map(..)) => {
                     let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
                     for _ in 0..n {

@@ -320,10 +320,16 @@ mod tests {
         wal.sync().unwrap();
         drop(wal);
         let (wal, records) = replay_all(dir.path(), 0);
-        let got: Vec<_> = records.iter().map(|r| (r.seq, r.signal, r.payload.clone())).collect();
+        let got: Vec<_> = records
+            .iter()
+            .map(|r| (r.seq, r.signal, r.payload.clone()))
+            .collect();
         assert_eq!(
             got,
-            vec![(1, Signal::Logs, b"one".to_vec()), (2, Signal::Spans, b"two".to_vec())]
+            vec![
+                (1, Signal::Logs, b"one".to_vec()),
+                (2, Signal::Spans, b"two".to_vec())
+            ]
         );
         assert_eq!(wal.next_seq(), 3);
     }

@@ -54,7 +54,9 @@ fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wa
             match cmd {
                 Command::Append(a) => {
                     group_bytes += a.payload.len();
-                    shared.queued_bytes.fetch_sub(a.payload.len(), Ordering::Relaxed);
+                    shared
+                        .queued_bytes
+                        .fetch_sub(a.payload.len(), Ordering::Relaxed);
                     group.push(a);
                 }
                 Command::RemoveThrough(seq) => removals.push(seq),

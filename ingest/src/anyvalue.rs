@@ -1,0 +1,136 @@
+//! Rendering OTLP `AnyValue`s as the text stored in attribute maps and log
+//! bodies: strings as-is, ints in decimal, booleans `true`/`false`, bytes in
+//! base64 and arrays / key-value lists as JSON.
+
+use arrow::array::{MapBuilder, StringBuilder};
+use base64::Engine;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use serde_json::{Map, Number, Value as Json};
+
+pub type AttrBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+pub fn new_attr_builder() -> AttrBuilder {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+}
+
+/// The text form of a value; `None` for an empty `AnyValue`.
+pub fn to_text(value: Option<&AnyValue>) -> Option<String> {
+    match value?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        Value::IntValue(i) => Some(i.to_string()),
+        // A string-table index only means something inside profiles.
+        Value::StringValueStrindex(i) => Some(i.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        Value::BytesValue(b) => Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        v @ (Value::ArrayValue(_) | Value::KvlistValue(_)) => Some(value_to_json(v).to_string()),
+    }
+}
+
+/// The JSON form of a value, nesting arrays and maps natively.
+pub fn to_json(value: Option<&AnyValue>) -> Json {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(v) => value_to_json(v),
+        None => Json::Null,
+    }
+}
+
+fn value_to_json(value: &Value) -> Json {
+    match value {
+        Value::StringValue(s) => Json::String(s.clone()),
+        Value::BoolValue(b) => Json::Bool(*b),
+        Value::IntValue(i) => Json::Number((*i).into()),
+        Value::StringValueStrindex(i) => Json::Number((*i).into()),
+        Value::DoubleValue(d) => Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(d.to_string())),
+        Value::BytesValue(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::ArrayValue(a) => Json::Array(a.values.iter().map(|v| to_json(Some(v))).collect()),
+        Value::KvlistValue(kv) => attributes_json(&kv.values),
+    }
+}
+
+/// Key-value pairs as a JSON object (used inside span events and links).
+pub fn attributes_json(attrs: &[KeyValue]) -> Json {
+    let mut map = Map::with_capacity(attrs.len());
+    for kv in attrs {
+        map.insert(kv.key.clone(), to_json(kv.value.as_ref()));
+    }
+    Json::Object(map)
+}
+
+/// Appends one row's attributes (as one map entry list) to `builder`.
+pub fn append_attributes<'a>(
+    builder: &mut AttrBuilder,
+    attrs: impl IntoIterator<Item = &'a KeyValue>,
+) {
+    for kv in attrs {
+        builder.keys().append_value(&kv.key);
+        builder.values().append_option(to_text(kv.value.as_ref()));
+    }
+    // Appending a non-null map can only fail if keys and values disagree in
+    // length, which the two appends above rule out.
+    let _ = builder.append(true);
+}
+
+/// The `service.name` resource attribute, as DESIGN.md defines `service`.
+pub fn service_name(resource_attrs: &[KeyValue]) -> String {
+    resource_attrs
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| to_text(kv.value.as_ref()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    fn av(v: Value) -> AnyValue {
+        AnyValue { value: Some(v) }
+    }
+
+    #[test]
+    fn renders_every_value_type_as_text() {
+        let cases = [
+            (Value::StringValue("x".into()), "x"),
+            (Value::BoolValue(true), "true"),
+            (Value::IntValue(-42), "-42"),
+            (Value::DoubleValue(1.5), "1.5"),
+            (Value::BytesValue(vec![1, 2, 255]), "AQL/"),
+            (
+                Value::ArrayValue(ArrayValue {
+                    values: vec![av(Value::IntValue(1)), av(Value::StringValue("a".into()))],
+                }),
+                r#"[1,"a"]"#,
+            ),
+            (
+                Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(av(Value::BoolValue(false))),
+                        ..Default::default()
+                    }],
+                }),
+                r#"{"k":false}"#,
+            ),
+        ];
+        for (value, text) in cases {
+            assert_eq!(to_text(Some(&av(value))).as_deref(), Some(text));
+        }
+        assert_eq!(to_text(Some(&AnyValue { value: None })), None);
+    }
+
+    #[test]
+    fn service_defaults_to_unknown_service() {
+        assert_eq!(service_name(&[]), "unknown_service");
+        let kv = KeyValue {
+            key: "service.name".into(),
+            value: Some(av(Value::StringValue("cart".into()))),
+            ..Default::default()
+        };
+        assert_eq!(service_name(&[kv]), "cart");
+    }
+}

@@ -1,0 +1,234 @@
+//! OTLP logs → the `logs` table.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder,
+};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use loupe_storage::Signal;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+use super::{Converted, Rejections, optional_id, to_nanos};
+use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name, to_text};
+
+/// `severity_text` for records that only carry a number, per the OTLP
+/// severity ranges (1–4 TRACE … 21–24 FATAL).
+fn severity_text_for(number: i32) -> &'static str {
+    match number {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => "",
+    }
+}
+
+struct Columns {
+    time: TimestampNanosecondBuilder,
+    observed_time: TimestampNanosecondBuilder,
+    service: StringBuilder,
+    severity_text: StringBuilder,
+    severity_number: Int32Builder,
+    body: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    flags: UInt32Builder,
+    event_name: StringBuilder,
+    attributes: AttrBuilder,
+    resource_attributes: AttrBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+}
+
+impl Columns {
+    fn new() -> Self {
+        Columns {
+            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            observed_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            service: StringBuilder::new(),
+            severity_text: StringBuilder::new(),
+            severity_number: Int32Builder::new(),
+            body: StringBuilder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            flags: UInt32Builder::new(),
+            event_name: StringBuilder::new(),
+            attributes: new_attr_builder(),
+            resource_attributes: new_attr_builder(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.observed_time.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.severity_text.finish()),
+            Arc::new(self.severity_number.finish()),
+            Arc::new(self.body.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.event_name.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+        ];
+        RecordBatch::try_new(Signal::Logs.schema(), columns)
+    }
+}
+
+fn ids(record: &LogRecord) -> Result<(Option<String>, Option<String>), String> {
+    Ok((
+        optional_id(&record.trace_id, 16, "trace_id")?,
+        optional_id(&record.span_id, 8, "span_id")?,
+    ))
+}
+
+/// Converts a request; `received` (ns) stands in for missing timestamps.
+pub fn convert(request: &ExportLogsServiceRequest, received: i64) -> Result<Converted, ArrowError> {
+    let mut c = Columns::new();
+    let mut rejected = Rejections::default();
+    for resource_logs in &request.resource_logs {
+        let resource_attrs = resource_logs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let service = service_name(resource_attrs);
+        for scope_logs in &resource_logs.scope_logs {
+            let (scope_name, scope_version) = scope_logs
+                .scope
+                .as_ref()
+                .map(|s| (s.name.as_str(), s.version.as_str()))
+                .unwrap_or_default();
+            for record in &scope_logs.log_records {
+                let (trace_id, span_id) = match ids(record) {
+                    Ok(ids) => ids,
+                    Err(reason) => {
+                        rejected
+                            .reject(1, || format!("log record of service {service:?}: {reason}"));
+                        continue;
+                    }
+                };
+                let observed = match to_nanos(record.observed_time_unix_nano) {
+                    0 => received,
+                    t => t,
+                };
+                let time = match to_nanos(record.time_unix_nano) {
+                    0 => observed,
+                    t => t,
+                };
+                c.time.append_value(time);
+                c.observed_time.append_value(observed);
+                c.service.append_value(&service);
+                if record.severity_text.is_empty() {
+                    c.severity_text
+                        .append_value(severity_text_for(record.severity_number));
+                } else {
+                    c.severity_text.append_value(&record.severity_text);
+                }
+                c.severity_number.append_value(record.severity_number);
+                c.body.append_option(to_text(record.body.as_ref()));
+                c.trace_id.append_option(trace_id);
+                c.span_id.append_option(span_id);
+                c.flags.append_value(record.flags);
+                c.event_name
+                    .append_option(Some(record.event_name.as_str()).filter(|s| !s.is_empty()));
+                append_attributes(&mut c.attributes, &record.attributes);
+                append_attributes(&mut c.resource_attributes, resource_attrs);
+                c.scope_name.append_value(scope_name);
+                c.scope_version.append_value(scope_version);
+            }
+        }
+    }
+    Ok(Converted {
+        batch: c.finish()?,
+        rejected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, MapArray};
+    use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_fields_fills_times_and_rejects_bad_ids() {
+        let good = LogRecord {
+            time_unix_nano: 0,
+            observed_time_unix_nano: 500,
+            severity_number: 17,
+            body: Some(AnyValue {
+                value: Some(Value::StringValue("boom".into())),
+            }),
+            attributes: vec![kv("http.response.status_code", Value::IntValue(500))],
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        };
+        let bad = LogRecord {
+            trace_id: vec![1; 7],
+            ..Default::default()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", Value::StringValue("cart".into()))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![good, bad],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = convert(&request, 999).unwrap();
+        let b = &out.batch;
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(out.rejected.count, 1);
+        assert!(
+            out.rejected
+                .message()
+                .contains("trace_id must be 16 bytes, got 7")
+        );
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        assert_eq!(
+            col("time")
+                .as_primitive::<TimestampNanosecondType>()
+                .value(0),
+            500
+        );
+        assert_eq!(col("service").as_string::<i32>().value(0), "cart");
+        assert_eq!(col("severity_text").as_string::<i32>().value(0), "ERROR");
+        assert_eq!(
+            col("severity_number").as_primitive::<Int32Type>().value(0),
+            17
+        );
+        assert_eq!(col("trace_id").as_string::<i32>().value(0), "01".repeat(16));
+        let attrs = col("attributes");
+        let attrs = attrs.as_any().downcast_ref::<MapArray>().unwrap();
+        assert_eq!(attrs.value(0).column(1).as_string::<i32>().value(0), "500");
+    }
+}

@@ -1,0 +1,58 @@
+//! OTLP → Arrow: one module per signal, each producing a batch in the
+//! storage schema plus an account of the records it had to reject.
+
+mod ids;
+pub mod logs;
+pub mod metrics;
+pub mod traces;
+
+use arrow::record_batch::RecordBatch;
+
+pub use ids::{hex_id, optional_id};
+
+/// The result of converting one request.
+pub struct Converted {
+    pub batch: RecordBatch,
+    pub rejected: Rejections,
+}
+
+/// Records dropped as individually invalid, reported to the client through
+/// OTLP `partial_success`.
+#[derive(Debug, Default)]
+pub struct Rejections {
+    pub count: usize,
+    /// The first few reasons, to name the problem without unbounded text.
+    reasons: Vec<String>,
+}
+
+const MAX_REASONS: usize = 3;
+
+impl Rejections {
+    pub fn reject(&mut self, n: usize, reason: impl FnOnce() -> String) {
+        self.count += n;
+        if self.reasons.len() < MAX_REASONS {
+            self.reasons.push(reason());
+        }
+    }
+
+    /// The `partial_success.error_message` text.
+    pub fn message(&self) -> String {
+        if self.count == 0 {
+            return String::new();
+        }
+        let mut msg = format!(
+            "{} record(s) rejected: {}",
+            self.count,
+            self.reasons.join("; ")
+        );
+        if self.count > self.reasons.len() {
+            msg.push_str("; …");
+        }
+        msg
+    }
+}
+
+/// OTLP times are u64 ns; Arrow's are i64. Anything past 2262 is clamped.
+pub fn to_nanos(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}

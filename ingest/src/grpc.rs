@@ -1,0 +1,144 @@
+//! OTLP/gRPC receiver: the three export services, gzip accepted.
+//!
+//! Written against `tonic::server::Grpc` directly rather than the generated
+//! servers so that one generic service covers all signals, and so that a
+//! malformed protobuf is answered with INVALID_ARGUMENT (tonic's stock codec
+//! says INTERNAL, which exporters would retry forever).
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use prost::Message;
+use tonic::codec::{
+    BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings,
+};
+use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+use crate::ingestor::{Ingestor, Transport};
+use crate::otlp::OtlpExport;
+
+/// The gRPC export service for one signal.
+pub struct OtlpGrpc<R> {
+    ingestor: Arc<Ingestor>,
+    max_message_bytes: usize,
+    _request: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for OtlpGrpc<R> {
+    fn clone(&self) -> Self {
+        OtlpGrpc {
+            ingestor: self.ingestor.clone(),
+            max_message_bytes: self.max_message_bytes,
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<R: OtlpExport> OtlpGrpc<R> {
+    pub fn new(ingestor: Arc<Ingestor>, max_message_bytes: usize) -> Self {
+        OtlpGrpc {
+            ingestor,
+            max_message_bytes,
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<R: OtlpExport> NamedService for OtlpGrpc<R> {
+    const NAME: &'static str = R::GRPC_SERVICE;
+}
+
+struct Export<R>(Arc<Ingestor>, PhantomData<fn() -> R>);
+
+impl<R: OtlpExport> UnaryService<R> for Export<R> {
+    type Response = R::Response;
+    type Future = BoxFuture<Response<R::Response>, Status>;
+
+    fn call(&mut self, request: Request<R>) -> Self::Future {
+        let ingestor = self.0.clone();
+        Box::pin(async move {
+            let request = request.into_inner();
+            let wire_bytes = request.encoded_len();
+            match ingestor.export(request, Transport::Grpc, wire_bytes).await {
+                Ok(outcome) => Ok(Response::new(R::response(
+                    outcome.rejected,
+                    outcome.message,
+                ))),
+                Err(e) => Err(e.grpc_status()),
+            }
+        })
+    }
+}
+
+impl<R, B> Service<http::Request<B>> for OtlpGrpc<R>
+where
+    R: OtlpExport,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != format!("/{}/Export", R::GRPC_SERVICE) {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let mut gzip = EnabledCompressionEncodings::default();
+        gzip.enable(CompressionEncoding::Gzip);
+        let mut grpc = tonic::server::Grpc::new(OtlpCodec::<R::Response, R>::default())
+            .apply_compression_config(gzip, gzip)
+            .apply_max_message_size_config(Some(self.max_message_bytes), None);
+        let export = Export::<R>(self.ingestor.clone(), PhantomData);
+        Box::pin(async move { Ok(grpc.unary(export, req).await) })
+    }
+}
+
+/// Prost encoding, with decode failures reported as INVALID_ARGUMENT.
+struct OtlpCodec<E, D>(PhantomData<fn() -> (E, D)>);
+
+impl<E, D> Default for OtlpCodec<E, D> {
+    fn default() -> Self {
+        OtlpCodec(PhantomData)
+    }
+}
+
+impl<E, D> Codec for OtlpCodec<E, D>
+where
+    E: Message + Send + 'static,
+    D: Message + Default + Send + 'static,
+{
+    type Encode = E;
+    type Decode = D;
+    type Encoder = ProstEncoder<E>;
+    type Decoder = InvalidArgumentDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        InvalidArgumentDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+struct InvalidArgumentDecoder<D>(ProstDecoder<D>);
+
+impl<D: Message + Default> Decoder for InvalidArgumentDecoder<D> {
+    type Item = D;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        self.0
+            .decode(buf)
+            .map_err(|s| Status::invalid_argument(format!("malformed protobuf: {}", s.message())))
+    }
+}

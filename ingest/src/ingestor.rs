@@ -1,0 +1,144 @@
+//! The part of ingest both transports share: convert a decoded request,
+//! append it durably, count what happened.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use loupe_storage::metrics::{Counter, Registry};
+use loupe_storage::{Signal, Storage};
+
+use crate::error::IngestError;
+use crate::otlp::OtlpExport;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What became of a request that was (at least partly) stored.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rejected: usize,
+    pub message: String,
+}
+
+struct Counters {
+    records_accepted: Arc<Counter>,
+    records_rejected: Arc<Counter>,
+    bytes_accepted: Arc<Counter>,
+    bytes_rejected: Arc<Counter>,
+    requests_failed: Arc<Counter>,
+}
+
+/// Converts and stores export requests. Shared by the gRPC and HTTP receivers.
+pub struct Ingestor {
+    storage: Arc<Storage>,
+    counters: HashMap<(Signal, Transport), Counters>,
+}
+
+impl Ingestor {
+    pub fn new(storage: Arc<Storage>, registry: &Registry) -> Ingestor {
+        let mut counters = HashMap::new();
+        for signal in Signal::ALL {
+            for transport in [Transport::Grpc, Transport::Http] {
+                let labels = [("signal", signal.name()), ("transport", transport.name())];
+                let with = |outcome: &'static str| [labels[0], labels[1], ("outcome", outcome)];
+                counters.insert(
+                    (signal, transport),
+                    Counters {
+                        records_accepted: registry.counter(
+                            "loupe_ingest_records_total",
+                            "Records (log records, spans, data points) received.",
+                            &with("accepted"),
+                        ),
+                        records_rejected: registry.counter(
+                            "loupe_ingest_records_total",
+                            "Records (log records, spans, data points) received.",
+                            &with("rejected"),
+                        ),
+                        bytes_accepted: registry.counter(
+                            "loupe_ingest_bytes_total",
+                            "Uncompressed request bytes received.",
+                            &with("accepted"),
+                        ),
+                        bytes_rejected: registry.counter(
+                            "loupe_ingest_bytes_total",
+                            "Uncompressed request bytes received.",
+                            &with("rejected"),
+                        ),
+                        requests_failed: registry.counter(
+                            "loupe_ingest_failed_requests_total",
+                            "Export requests refused as a whole (bad input, overload, errors).",
+                            &labels,
+                        ),
+                    },
+                );
+            }
+        }
+        Ingestor { storage, counters }
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// Stores every valid record of `request`; `wire_bytes` is its
+    /// uncompressed size, for accounting.
+    pub async fn export<R: OtlpExport>(
+        &self,
+        request: R,
+        transport: Transport,
+        wire_bytes: usize,
+    ) -> Result<Outcome, IngestError> {
+        let received = now_nanos();
+        let converted = request
+            .convert(received)
+            .map_err(|e| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL)))?;
+        drop(request);
+        let accepted = converted.batch.num_rows();
+        let stored = self.storage.append(R::SIGNAL, converted.batch).await;
+        let counters = self.counters.get(&(R::SIGNAL, transport));
+        match stored {
+            Ok(()) => {
+                if let Some(c) = counters {
+                    c.records_accepted.inc_by(accepted as u64);
+                    c.records_rejected.inc_by(converted.rejected.count as u64);
+                    c.bytes_accepted.inc_by(wire_bytes as u64);
+                }
+                Ok(Outcome {
+                    rejected: converted.rejected.count,
+                    message: converted.rejected.message(),
+                })
+            }
+            Err(e) => {
+                self.count_failure(R::SIGNAL, transport, wire_bytes);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Counts a request refused before it could be decoded.
+    pub fn count_failure(&self, signal: Signal, transport: Transport, wire_bytes: usize) {
+        if let Some(c) = self.counters.get(&(signal, transport)) {
+            c.requests_failed.inc();
+            c.bytes_rejected.inc_by(wire_bytes as u64);
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,174 @@
+//! Runs one SQL query: a fresh DataFusion session over the three tables,
+//! its own memory pool, spilling disabled (queries never write), a time
+//! limit, a cap on result rows, and a bound on concurrent queries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use loupe_storage::metrics::{Counter, Histogram, Registry};
+use loupe_storage::{STORE_URL, Signal, Storage};
+use tokio::sync::Semaphore;
+
+use crate::error::{QueryError, from_datafusion};
+use crate::sandbox;
+use crate::table::SignalTable;
+
+/// Limits that keep one query from hurting the server.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub timeout: Duration,
+    /// Memory one query may use for sorts, joins and aggregations.
+    pub memory_limit: usize,
+    /// Rows returned at most; the response says when it was cut.
+    pub max_result_rows: usize,
+    /// Bytes of result held at most, whatever the row count.
+    pub max_result_bytes: usize,
+    /// Queries running at once; more wait (within their timeout).
+    pub max_concurrent: usize,
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: Duration::from_secs(30),
+            memory_limit: 512 << 20,
+            max_result_rows: 100_000,
+            max_result_bytes: 64 << 20,
+            max_concurrent: 4,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// A finished query's rows.
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+    pub elapsed: Duration,
+}
+
+pub struct QueryEngine {
+    storage: Arc<Storage>,
+    config: QueryConfig,
+    store_url: ObjectStoreUrl,
+    permits: Semaphore,
+    ok: Arc<Counter>,
+    failed: Arc<Counter>,
+    latency: Arc<Histogram>,
+}
+
+impl QueryEngine {
+    pub fn new(
+        storage: Arc<Storage>,
+        config: QueryConfig,
+        registry: &Registry,
+    ) -> Result<Self, QueryError> {
+        let store_url =
+            ObjectStoreUrl::parse(STORE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
+        Ok(QueryEngine {
+            storage,
+            permits: Semaphore::new(config.max_concurrent.max(1)),
+            config,
+            store_url,
+            ok: registry.counter(
+                "loupe_queries_total",
+                "SQL queries run.",
+                &[("outcome", "ok")],
+            ),
+            failed: registry.counter(
+                "loupe_queries_total",
+                "SQL queries run.",
+                &[("outcome", "error")],
+            ),
+            latency: registry.histogram("loupe_query_duration_seconds", "SQL query latency.", &[]),
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// A session with the three tables, for one query.
+    pub fn session(&self) -> Result<SessionContext, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(from_datafusion)?;
+        runtime.register_object_store(self.store_url.as_ref(), self.storage.object_store());
+        let config = SessionConfig::new()
+            .with_target_partitions(self.config.target_partitions)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for signal in Signal::ALL {
+            let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
+            ctx.register_table(signal.name(), Arc::new(table))
+                .map_err(from_datafusion)?;
+        }
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement.
+    pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.timeout, self.run(sql, started)).await;
+        let result = result.unwrap_or(Err(QueryError::Timeout(self.config.timeout)));
+        self.latency.observe(started.elapsed());
+        match &result {
+            Ok(_) => self.ok.inc(),
+            Err(_) => self.failed.inc(),
+        }
+        result
+    }
+
+    async fn run(&self, sql: &str, started: Instant) -> Result<QueryOutput, QueryError> {
+        sandbox::check(sql)?;
+        let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
+        let ctx = self.session()?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(from_datafusion)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(from_datafusion)?;
+        let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, false);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(from_datafusion)?;
+            let room = self.config.max_result_rows - rows;
+            let batch = if batch.num_rows() > room {
+                truncated = true;
+                batch.slice(0, room)
+            } else {
+                batch
+            };
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            batches.push(batch);
+            if rows >= self.config.max_result_rows || bytes > self.config.max_result_bytes {
+                truncated = truncated || stream.next().await.is_some();
+                break;
+            }
+        }
+        Ok(QueryOutput {
+            schema,
+            batches,
+            truncated,
+            elapsed: started.elapsed(),
+        })
+    }
+}

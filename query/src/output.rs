@@ -1,0 +1,93 @@
+//! Query results as JSON, CSV or an Arrow IPC stream.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::csv::WriterBuilder;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::{Map, Value, json};
+
+use crate::engine::QueryOutput;
+
+/// `{"columns":[{"name","type"}], "rows":[[…]], "elapsed_ms", "truncated"}`.
+pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
+    let columns: Vec<Value> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let mut writer = JsonWriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
+    for batch in &out.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let text = writer.into_inner();
+    let objects: Vec<Map<String, Value>> = if text.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&text).map_err(|e| ArrowError::JsonError(e.to_string()))?
+    };
+    let rows: Vec<Value> = objects
+        .into_iter()
+        .map(|mut obj| {
+            Value::Array(
+                out.schema
+                    .fields()
+                    .iter()
+                    .map(|f| obj.remove(f.name()).unwrap_or(Value::Null))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "columns": columns,
+        "rows": rows,
+        "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
+        "truncated": out.truncated,
+    }))
+}
+
+/// CSV with a header row; nested values (maps, lists) are written as text.
+pub fn to_csv(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
+    let mut writer = WriterBuilder::new().with_header(true).build(Vec::new());
+    for batch in &out.batches {
+        writer.write(&flatten_nested(batch)?)?;
+    }
+    Ok(writer.into_inner())
+}
+
+fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let options = FormatOptions::default().with_null("");
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let text: StringArray = (0..column.len())
+                .map(|i| (!column.is_null(i)).then(|| formatter.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+pub fn to_arrow_ipc(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
+    let mut writer = StreamWriter::try_new(Vec::new(), &out.schema)?;
+    for batch in &out.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    writer.into_inner()
+}
