@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: OTLP receivers, storage, SQL API.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run a SQL query against a running server.
     Sql(sql_client::SqlArgs),
 }
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Sql(args) => sql_client::run(args).await,
         }
     })

@@ -1,1 +1,10 @@
-fn main() {}
+//! End-to-end tests: the real `loupe` binary, real OTLP clients, real HTTP.
+//! One test binary (modules below) to keep link times down.
+
+mod bad_input;
+mod crash;
+mod harness;
+mod otlp_json;
+mod otlp_proto;
+mod otlp_sdk;
+mod sql_api;

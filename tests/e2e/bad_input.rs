@@ -1,0 +1,223 @@
+//! Every kind of bad input gets its OTLP status and a message naming the
+//! problem, and never disturbs data from other requests.
+
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use prost::Message;
+use serde_json::json;
+use tonic_types::StatusExt;
+
+use crate::harness::Loupe;
+use crate::otlp_proto::{LOGS_EXPORT, logs_request, raw_grpc};
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn malformed_oversized_and_mistyped_requests_are_refused_with_reasons() {
+    let loupe = Loupe::start(&["--max-request-size", "64KiB"]);
+    let good = logs_request("good", bodies("good", 10)).encode_to_vec();
+    assert_eq!(
+        loupe.post("/v1/logs", PROTOBUF, good).status().as_u16(),
+        200
+    );
+
+    let status_of = |response: reqwest::blocking::Response| -> (u16, RpcStatus) {
+        let code = response.status().as_u16();
+        (code, RpcStatus::decode(response.bytes().unwrap()).unwrap())
+    };
+
+    // Malformed protobuf.
+    let (code, status) = status_of(loupe.post("/v1/logs", PROTOBUF, vec![0xff, 0xff, 0xff, 0x01]));
+    assert_eq!(code, 400);
+    assert!(
+        status.message.contains("malformed protobuf logs"),
+        "{}",
+        status.message
+    );
+    assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
+
+    // Malformed JSON, answered in JSON.
+    let response = loupe.post(
+        "/v1/traces",
+        "application/json",
+        b"{\"resourceSpans\": [".to_vec(),
+    );
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed OTLP JSON spans"),
+        "{body}"
+    );
+
+    // Wrong content type.
+    let response = loupe.post("/v1/metrics", "text/plain", b"hello".to_vec());
+    assert_eq!(response.status().as_u16(), 415);
+    let (_, status) = status_of(response);
+    assert!(
+        status
+            .message
+            .contains("unsupported content type \"text/plain\""),
+        "{}",
+        status.message
+    );
+
+    // Too large as sent.
+    let big = logs_request("big", vec!["x".repeat(100 * 1024)]).encode_to_vec();
+    let (code, status) = status_of(loupe.post("/v1/logs", PROTOBUF, big));
+    assert_eq!(code, 413);
+    assert!(status.message.contains("65536 bytes"), "{}", status.message);
+
+    // A gzip bomb: 9 KiB on the wire, 8 MiB inflated.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 8 << 20]).unwrap();
+    let response = loupe
+        .client()
+        .post(loupe.otlp_http_url("/v1/logs"))
+        .header("content-type", PROTOBUF)
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .unwrap();
+    let (code, status) = status_of(response);
+    assert_eq!(code, 413);
+    assert!(
+        status.message.contains("after gzip decompression"),
+        "{}",
+        status.message
+    );
+
+    // Corrupt gzip.
+    let response = loupe
+        .client()
+        .post(loupe.otlp_http_url("/v1/logs"))
+        .header("content-type", PROTOBUF)
+        .header("content-encoding", "gzip")
+        .body(b"not gzip at all".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // One record with a 7-byte trace id: rejected alone, the rest stored.
+    let mut partial = logs_request("partial", bodies("partial", 3));
+    partial.resource_logs[0].scope_logs[0].log_records[1].trace_id = vec![7; 7];
+    let response = loupe.post("/v1/logs", PROTOBUF, partial.encode_to_vec());
+    assert_eq!(response.status().as_u16(), 200);
+    let reply = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(
+        response.bytes().unwrap(),
+    )
+    .unwrap();
+    let partial_success = reply.partial_success.unwrap();
+    assert_eq!(partial_success.rejected_log_records, 1);
+    assert!(
+        partial_success
+            .error_message
+            .contains("trace_id must be 16 bytes, got 7")
+    );
+
+    // gRPC: malformed protobuf is INVALID_ARGUMENT, an oversized message is refused.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let err = raw_grpc(&loupe.grpc_url(), LOGS_EXPORT, vec![0xff, 0xff, 0xff, 0x01])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("malformed protobuf"), "{err}");
+
+        let big = logs_request("big", vec!["x".repeat(100 * 1024)]).encode_to_vec();
+        let err = raw_grpc(&loupe.grpc_url(), LOGS_EXPORT, big)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            ),
+            "{err}"
+        );
+
+        let mut client = LogsServiceClient::connect(loupe.grpc_url()).await.unwrap();
+        let mut partial = logs_request("grpc-partial", bodies("grpc-partial", 2));
+        partial.resource_logs[0].scope_logs[0].log_records[0].span_id = vec![1; 3];
+        let reply = client.export(partial).await.unwrap().into_inner();
+        assert_eq!(reply.partial_success.unwrap().rejected_log_records, 1);
+    });
+
+    // Nothing bad touched the good data.
+    let rows = loupe.sql("SELECT service, count(*) FROM logs GROUP BY service ORDER BY service");
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("good"), json!(10)],
+            vec![json!("grpc-partial"), json!(1)],
+            vec![json!("partial"), json!(2)],
+        ]
+    );
+    let metrics = reqwest::blocking::get(loupe.api_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"loupe_ingest_records_total{signal="logs",transport="http",outcome="rejected"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn overload_is_429_with_retry_after_and_resource_exhausted_with_retry_info() {
+    // A tiny unflushed-data budget and no flushing: the budget fills fast.
+    let loupe = Loupe::start(&[
+        "--max-unflushed",
+        "256KiB",
+        "--flush-interval",
+        "1h",
+        "--flush-size",
+        "1GiB",
+    ]);
+    let mut refused = None;
+    for i in 0..200 {
+        let request = logs_request("load", bodies(&format!("load-{i}"), 200)).encode_to_vec();
+        let response = loupe.post("/v1/logs", PROTOBUF, request);
+        if response.status().as_u16() != 200 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let response = refused.expect("the server never pushed back");
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let status = RpcStatus::decode(response.bytes().unwrap()).unwrap();
+    assert!(status.message.contains("overloaded"), "{}", status.message);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = LogsServiceClient::connect(loupe.grpc_url()).await.unwrap();
+        let err = client
+            .export(logs_request("load", bodies("grpc-load", 200)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        let retry = err.get_details_retry_info().expect("RetryInfo detail");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+    });
+    // The server is still healthy and answers queries.
+    assert!(loupe.count("SELECT count(*) FROM logs") > 0);
+}

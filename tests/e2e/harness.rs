@@ -1,0 +1,205 @@
+//! Starts the real `loupe` binary on ephemeral ports with a temporary data
+//! directory, and talks to it over HTTP. Dropping a `Loupe` kills the
+//! process and removes the directory.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub struct Loupe {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+    args: Vec<String>,
+    pub grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+    client: reqwest::blocking::Client,
+}
+
+fn parse_addr(line: &str, key: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+impl Loupe {
+    /// Starts a server; `args` are extra `serve` flags.
+    pub fn start(args: &[&str]) -> Loupe {
+        let root = tempfile::tempdir().unwrap();
+        let mut loupe = Loupe {
+            child: None,
+            root,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            otlp_http: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        loupe.spawn();
+        loupe
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loupe"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args([
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(&self.args)
+            .env("LOUPE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start loupe");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the child never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("loupe did not start; log:\n{}", self.log()));
+        assert!(
+            line.starts_with("loupe listening"),
+            "unexpected first line {line:?}; log:\n{}",
+            self.log()
+        );
+        self.grpc = parse_addr(&line, "otlp_grpc");
+        self.otlp_http = parse_addr(&line, "otlp_http");
+        self.http = parse_addr(&line, "http");
+        self.child = Some(child);
+    }
+
+    /// The server's stderr so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no cleanup — a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and expect a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "loupe exited with {status}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts again on the same data directory (new ports).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn otlp_http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.otlp_http)
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// Runs SQL; returns the HTTP status and the JSON body.
+    pub fn sql_response(&self, sql: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.api_url("/api/v1/sql"))
+            .json(&json!({ "sql": sql }))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap())
+    }
+
+    /// Runs SQL that must succeed; returns its rows.
+    pub fn sql(&self, sql: &str) -> Vec<Vec<Value>> {
+        let (status, body) = self.sql_response(sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+        serde_json::from_value(body["rows"].clone()).unwrap()
+    }
+
+    /// A single value, e.g. of `SELECT count(*) …`.
+    pub fn sql_value(&self, sql: &str) -> Value {
+        let rows = self.sql(sql);
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0][0].clone()
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.sql_value(sql)
+            .as_u64()
+            .unwrap_or_else(|| panic!("{sql} is not a count"))
+    }
+
+    pub fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::blocking::Response {
+        self.client
+            .post(self.otlp_http_url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+}
+
+impl Drop for Loupe {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,152 @@
+//! The SQL endpoint: output formats, the read-only sandbox, and the time
+//! and memory limits.
+
+use prost::Message;
+use serde_json::json;
+
+use crate::harness::Loupe;
+use crate::otlp_proto::logs_request;
+
+fn load_logs(loupe: &Loupe, requests: usize, per_request: usize) {
+    for r in 0..requests {
+        let bodies =
+            (0..per_request).map(|i| format!("request {r} line {i} {}", "padding ".repeat(8)));
+        let body = logs_request("sql", bodies).encode_to_vec();
+        assert_eq!(
+            loupe
+                .post("/v1/logs", "application/x-protobuf", body)
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+}
+
+#[test]
+fn results_come_as_json_csv_or_arrow() {
+    let loupe = Loupe::start(&[]);
+    load_logs(&loupe, 1, 3);
+    let sql = json!({"sql": "SELECT service, count(*) AS n FROM logs GROUP BY service"});
+    let (status, body) =
+        loupe.sql_response("SELECT service, count(*) AS n FROM logs GROUP BY service");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["columns"],
+        json!([{"name": "service", "type": "Utf8"}, {"name": "n", "type": "Int64"}])
+    );
+    assert_eq!(body["rows"], json!([["sql", 3]]));
+    assert!(body["elapsed_ms"].as_f64().unwrap() >= 0.0);
+
+    let csv = loupe
+        .client()
+        .post(loupe.api_url("/api/v1/sql"))
+        .header("accept", "text/csv")
+        .json(&sql)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(csv, "service,n\nsql,3\n");
+
+    let arrow = loupe
+        .client()
+        .post(loupe.api_url("/api/v1/sql"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&sql)
+        .send()
+        .unwrap();
+    assert_eq!(
+        arrow.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let reader = arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(arrow.bytes().unwrap()),
+        None,
+    )
+    .unwrap();
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+
+    let health = reqwest::blocking::get(loupe.api_url("/readyz")).unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let missing = reqwest::blocking::get(loupe.api_url("/api/v1/nope")).unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    assert!(missing.text().unwrap().contains("\"error\""));
+}
+
+#[test]
+fn the_sandbox_refuses_every_writing_or_file_reading_statement() {
+    let loupe = Loupe::start(&[]);
+    let cases = [
+        ("CREATE TABLE t (a INT)", "CREATE TABLE is not allowed"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "CREATE EXTERNAL TABLE is not allowed",
+        ),
+        ("CREATE VIEW v AS SELECT 1", "CREATE VIEW is not allowed"),
+        ("DROP TABLE logs", "DROP TABLE is not allowed"),
+        (
+            "INSERT INTO logs (body) VALUES ('x')",
+            "INSERT is not allowed",
+        ),
+        ("DELETE FROM spans", "DELETE is not allowed"),
+        ("UPDATE logs SET body = 'x'", "UPDATE is not allowed"),
+        (
+            "COPY (SELECT 1) TO '/tmp/loupe-escape.csv'",
+            "COPY is not allowed",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            "SET is not allowed",
+        ),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "table function read_parquet is not allowed",
+        ),
+        (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "table function read_csv is not allowed",
+        ),
+        ("SELECT * FROM \"/etc/passwd\"", "reading files"),
+        ("SELECT 1; DROP TABLE logs", "one statement"),
+    ];
+    for (sql, want) in cases {
+        let (status, body) = loupe.sql_response(sql);
+        assert_eq!(status, 400, "{sql}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(want), "{sql}: {error}");
+    }
+    assert!(!std::path::Path::new("/tmp/loupe-escape.csv").exists());
+    let (status, body) = loupe.sql_response("SELECT nosuchcolumn FROM logs");
+    assert_eq!(status, 400, "{body}");
+    // The allowed kinds work.
+    for sql in [
+        "SHOW TABLES",
+        "DESCRIBE spans",
+        "EXPLAIN SELECT * FROM metrics",
+        "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+    ] {
+        assert_eq!(loupe.sql_response(sql).0, 200, "{sql}");
+    }
+}
+
+#[test]
+fn queries_over_their_memory_or_time_limit_fail_cleanly() {
+    let loupe = Loupe::start(&["--query-memory-limit", "1MiB", "--query-timeout", "2s"]);
+    load_logs(&loupe, 20, 1_000);
+    let (status, body) =
+        loupe.sql_response("SELECT body, observed_time FROM logs ORDER BY body, observed_time");
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("memory"), "{body}");
+
+    let (status, body) =
+        loupe.sql_response("SELECT count(*) FROM generate_series(1, 10000000000) a");
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
+
+    // The server is unharmed.
+    assert_eq!(loupe.count("SELECT count(*) FROM logs"), 20_000);
+}
