@@ -53,11 +53,12 @@ fn forbidden(kind: &str) -> QueryError {
 fn statement_kind(sql: &str) -> String {
     let words: Vec<String> = sql
         .split_whitespace()
-        .take(3)
         .map(|w| {
             w.trim_matches(|c: char| !c.is_alphanumeric())
                 .to_ascii_uppercase()
         })
+        .skip_while(|w| matches!(w.as_str(), "EXPLAIN" | "ANALYZE" | "VERBOSE"))
+        .take(3)
         .collect();
     match words.first().map(String::as_str) {
         Some("CREATE" | "DROP" | "ALTER") if words.len() > 1 => {
