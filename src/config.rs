@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// Rows one SQL response returns at most [default: 100000].
     #[arg(long, env = "LOUPE_MAX_RESULT_ROWS")]
     pub max_result_rows: Option<usize>,
+    /// Also run a built-in simulated shop that sends telemetry to this
+    /// server, cycling through incidents, so there is data to look at.
+    #[arg(long)]
+    pub demo: bool,
+    /// Requests per second of the demo workload.
+    #[arg(long, default_value_t = 20.0)]
+    pub demo_rate: f64,
 }
 
 /// The same keys, read from the TOML file.

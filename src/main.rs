@@ -2,6 +2,7 @@
 //! the `ingest`, `storage` and `query` crates.
 
 mod config;
+mod gen_cmd;
 mod routes;
 mod serve;
 mod sql_client;
@@ -23,6 +24,8 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Run a SQL query against a running server.
     Sql(sql_client::SqlArgs),
+    /// Send a simulated shop's telemetry, with optional injected faults.
+    Gen(Box<gen_cmd::GenArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,11 +43,13 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Sql(args) => sql_client::run(args).await,
+            Command::Gen(args) => gen_cmd::run(*args).await,
         }
     })
 }
 
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
+    let demo = args.demo.then_some(args.demo_rate);
     let config = args.resolve()?;
     let server = serve::Server::start(config).await?;
     let b = server.bound;
@@ -55,8 +60,12 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
         b.otlp_grpc, b.otlp_http, b.http
     );
     tracing::info!(otlp_grpc = %b.otlp_grpc, otlp_http = %b.otlp_http, http = %b.http, "Loupe is ready");
+    let demo = demo.map(|rate| serve::start_demo(b.otlp_grpc, rate));
     serve::termination().await;
     tracing::info!("shutting down: finishing requests and flushing data");
+    if let Some(demo) = demo {
+        demo.stop().await;
+    }
     server.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())

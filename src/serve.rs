@@ -152,3 +152,50 @@ pub async fn termination() {
         let _ = ctrl_c.await;
     }
 }
+
+/// The `--demo` workload running in-process.
+pub struct Demo {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the simulated shop against this server's OTLP/gRPC port.
+pub fn start_demo(otlp_grpc: SocketAddr, rate: f64) -> Demo {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = loupe_gen::GenConfig {
+        endpoint: format!("http://{otlp_grpc}"),
+        rate,
+        scenario: loupe_gen::Scenario::Demo,
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1),
+        concurrency: 2,
+        batch: 10,
+        progress: false,
+        ..Default::default()
+    };
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        match loupe_gen::run(config, flag).await {
+            Ok(report) => tracing::info!(
+                traces = report.traces,
+                errors = report.errors,
+                "demo workload stopped"
+            ),
+            Err(e) => tracing::warn!(error = %e, "demo workload failed"),
+        }
+    });
+    tracing::info!(
+        rate,
+        "demo workload started: a simulated shop with incidents every few minutes"
+    );
+    Demo { stop, task }
+}
+
+impl Demo {
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}

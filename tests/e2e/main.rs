@@ -7,4 +7,5 @@ mod harness;
 mod otlp_json;
 mod otlp_proto;
 mod otlp_sdk;
+mod scenarios;
 mod sql_api;

@@ -1,0 +1,247 @@
+//! Delivers export requests over OTLP/gRPC, OTLP/HTTP (protobuf or JSON) or
+//! to a sink that only encodes them, retrying what the server asks to be
+//! retried, and timing each acknowledgement.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+
+use crate::GenError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grpc" => Ok(Protocol::Grpc),
+            "http-protobuf" | "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "http-json" | "http/json" => Ok(Protocol::HttpJson),
+            other => Err(format!(
+                "unknown protocol {other:?}; use grpc, http-protobuf or http-json"
+            )),
+        }
+    }
+}
+
+/// One export request of any signal.
+pub enum Payload {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+impl Payload {
+    /// Size as uncompressed protobuf, whatever the wire format.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Payload::Traces(r) => r.encode_to_vec(),
+            Payload::Logs(r) => r.encode_to_vec(),
+            Payload::Metrics(r) => r.encode_to_vec(),
+        }
+    }
+
+    fn json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            Payload::Traces(r) => serde_json::to_vec(r),
+            Payload::Logs(r) => serde_json::to_vec(r),
+            Payload::Metrics(r) => serde_json::to_vec(r),
+        }
+    }
+
+    fn path(&self) -> &'static str {
+        match self {
+            Payload::Traces(_) => "/v1/traces",
+            Payload::Logs(_) => "/v1/logs",
+            Payload::Metrics(_) => "/v1/metrics",
+        }
+    }
+}
+
+enum Transport {
+    /// Encodes and discards: measures the generator alone.
+    Null,
+    Grpc(Box<GrpcClients>),
+    Http {
+        client: reqwest::Client,
+        base: String,
+        json: bool,
+    },
+}
+
+struct GrpcClients {
+    traces: TraceServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+}
+
+pub struct Sender {
+    transport: Transport,
+}
+
+/// Why one attempt failed, and whether to try again (and when).
+struct Attempt {
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+const MAX_ATTEMPTS: u32 = 5;
+
+impl Sender {
+    /// `endpoint` is a base URL (`http://127.0.0.1:4317`), or `null` to
+    /// encode and discard.
+    pub async fn connect(
+        endpoint: &str,
+        protocol: Protocol,
+        gzip: bool,
+    ) -> Result<Sender, GenError> {
+        if endpoint == "null" {
+            return Ok(Sender {
+                transport: Transport::Null,
+            });
+        }
+        let transport = match protocol {
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| GenError::Endpoint(format!("{endpoint}: {e}")))?
+                    .tcp_nodelay(true)
+                    .timeout(Duration::from_secs(30))
+                    .connect()
+                    .await
+                    .map_err(|e| {
+                        GenError::Endpoint(format!("cannot connect to {endpoint}: {e}"))
+                    })?;
+                let mut traces =
+                    TraceServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+                let mut logs = LogsServiceClient::new(channel.clone());
+                let mut metrics = MetricsServiceClient::new(channel);
+                if gzip {
+                    traces = traces.send_compressed(CompressionEncoding::Gzip);
+                    logs = logs.send_compressed(CompressionEncoding::Gzip);
+                    metrics = metrics.send_compressed(CompressionEncoding::Gzip);
+                }
+                Transport::Grpc(Box::new(GrpcClients {
+                    traces,
+                    logs,
+                    metrics,
+                }))
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => Transport::Http {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| GenError::Endpoint(e.to_string()))?,
+                base: endpoint.trim_end_matches('/').to_string(),
+                json: protocol == Protocol::HttpJson,
+            },
+        };
+        Ok(Sender { transport })
+    }
+
+    /// Sends one request, retrying throttling and unavailability; returns
+    /// the time to the successful acknowledgement and the retries used.
+    pub async fn send(&mut self, payload: &Payload) -> Result<(Duration, u32), String> {
+        let mut retries = 0;
+        loop {
+            let started = Instant::now();
+            match self.attempt(payload).await {
+                Ok(()) => return Ok((started.elapsed(), retries)),
+                Err(Attempt {
+                    message,
+                    retry_after: Some(wait),
+                }) if retries + 1 < MAX_ATTEMPTS => {
+                    tracing::debug!(%message, "retrying");
+                    retries += 1;
+                    tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+                }
+                Err(a) => return Err(a.message),
+            }
+        }
+    }
+
+    async fn attempt(&mut self, payload: &Payload) -> Result<(), Attempt> {
+        match &mut self.transport {
+            Transport::Null => {
+                std::hint::black_box(payload.encode());
+                Ok(())
+            }
+            Transport::Grpc(clients) => {
+                let result = match payload {
+                    Payload::Traces(r) => clients.traces.export(r.clone()).await.map(|_| ()),
+                    Payload::Logs(r) => clients.logs.export(r.clone()).await.map(|_| ()),
+                    Payload::Metrics(r) => clients.metrics.export(r.clone()).await.map(|_| ()),
+                };
+                result.map_err(|status| {
+                    let retry = matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted
+                            | tonic::Code::Unavailable
+                            | tonic::Code::Aborted
+                    );
+                    Attempt {
+                        message: format!("{}: {}", status.code(), status.message()),
+                        retry_after: retry.then_some(Duration::from_millis(250)),
+                    }
+                })
+            }
+            Transport::Http { client, base, json } => {
+                let (body, content_type) = if *json {
+                    let body = payload.json().map_err(|e| Attempt {
+                        message: format!("encoding JSON: {e}"),
+                        retry_after: None,
+                    })?;
+                    (body, "application/json")
+                } else {
+                    (payload.encode(), "application/x-protobuf")
+                };
+                let response = client
+                    .post(format!("{base}{}", payload.path()))
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| Attempt {
+                        message: e.to_string(),
+                        retry_after: Some(Duration::from_millis(250)),
+                    })?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let retry_after = matches!(status.as_u16(), 429 | 502 | 503 | 504).then(|| {
+                    let secs = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    secs.map_or(Duration::from_millis(250), Duration::from_secs)
+                });
+                Err(Attempt {
+                    message: format!("HTTP {status}"),
+                    retry_after,
+                })
+            }
+        }
+    }
+}
