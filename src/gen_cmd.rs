@@ -57,6 +57,9 @@ pub struct GenArgs {
     /// load-test-ramp: how long each concurrency step lasts.
     #[arg(long, default_value = "10s")]
     pub step_duration: String,
+    /// Signals to send: any of traces, logs, metrics (comma-separated), or all.
+    #[arg(long, default_value = "all")]
+    pub signals: loupe_gen::Signals,
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +105,7 @@ impl GenArgs {
             capacity_rps: self.capacity,
             step_secs: parse_duration(&self.step_duration)?.as_secs_f64(),
             progress: !self.quiet,
+            signals: self.signals,
         })
     }
 }

@@ -14,7 +14,7 @@ mod shop;
 mod telemetry;
 mod topology;
 
-pub use runner::{GenConfig, Latency, Report, run};
+pub use runner::{GenConfig, Latency, Report, Signals, run};
 pub use scenario::Scenario;
 pub use sender::Protocol;
 

@@ -47,6 +47,51 @@ pub struct GenConfig {
     pub step_secs: f64,
     /// Print a progress line every few seconds.
     pub progress: bool,
+    /// Which signals to send (all three by default).
+    pub signals: Signals,
+}
+
+/// A subset of the three signals, e.g. only logs for a log-ingest benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    pub traces: bool,
+    pub logs: bool,
+    pub metrics: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            traces: true,
+            logs: true,
+            metrics: true,
+        }
+    }
+}
+
+impl std::str::FromStr for Signals {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Signals {
+            traces: false,
+            logs: false,
+            metrics: false,
+        };
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "traces" | "spans" => out.traces = true,
+                "logs" => out.logs = true,
+                "metrics" => out.metrics = true,
+                "all" => out = Signals::default(),
+                other => {
+                    return Err(format!(
+                        "unknown signal {other:?}; use traces, logs, metrics or all"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Default for GenConfig {
@@ -68,6 +113,7 @@ impl Default for GenConfig {
             capacity_rps: 200.0,
             step_secs: 10.0,
             progress: true,
+            signals: Signals::default(),
         }
     }
 }
@@ -288,7 +334,7 @@ async fn produce(
         stats.traces.fetch_add(1, Ordering::Relaxed);
         in_batch += 1;
         let last = stop.load(Ordering::Relaxed) || duration.is_some_and(|d| t + step >= d);
-        if t >= next_metrics || last {
+        if config.signals.metrics && (t >= next_metrics || last) {
             let versions = |inst: &crate::topology::Instance| {
                 if faults.bad_deploy && inst.service == scenario::BAD_DEPLOY_SERVICE {
                     scenario::BAD_VERSION.to_string()
@@ -318,7 +364,7 @@ async fn produce(
             next_metrics += metrics_every;
         }
         if in_batch >= config.batch.max(1) || t - last_flush >= 0.5 {
-            if !flush(&mut pending, &shop, &tx).await {
+            if !flush(&mut pending, &shop, config.signals, &tx).await {
                 break;
             }
             in_batch = 0;
@@ -326,7 +372,18 @@ async fn produce(
         }
         t += step;
     }
-    flush(&mut pending, &shop, &tx).await;
+    flush(&mut pending, &shop, config.signals, &tx).await;
+}
+
+fn span_count(
+    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum()
 }
 
 fn data_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
@@ -342,12 +399,28 @@ fn data_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usiz
 }
 
 /// Hands the pending spans and logs to the senders; false once they are gone.
-async fn flush(pending: &mut Pending, shop: &Shop, tx: &mpsc::Sender<Item>) -> bool {
-    let (spans, logs) = (pending.span_count() as u64, pending.log_count() as u64);
-    if spans + logs == 0 {
-        return true;
-    }
+async fn flush(
+    pending: &mut Pending,
+    shop: &Shop,
+    signals: Signals,
+    tx: &mpsc::Sender<Item>,
+) -> bool {
     let (traces, log_request) = pending.take_requests(&shop.instances, scenario::BAD_VERSION);
+    let spans = if signals.traces {
+        span_count(&traces)
+    } else {
+        0
+    };
+    let logs = if signals.logs {
+        log_request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len() as u64)
+            .sum()
+    } else {
+        0
+    };
     if spans > 0
         && tx
             .send(Item {

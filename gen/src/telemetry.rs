@@ -66,14 +66,6 @@ impl Pending {
         self.logs.push((exporter, log));
     }
 
-    pub fn span_count(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn log_count(&self) -> usize {
-        self.logs.len()
-    }
-
     /// Builds the export requests and empties the buffer.
     pub fn take_requests(
         &mut self,
