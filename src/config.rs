@@ -171,17 +171,21 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-/// `300ms`, `15s`, `5m`, `2h`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+/// Splits `"15s"` into `(15.0, "s")`.
+fn number_and_unit(text: &str) -> anyhow::Result<(f64, &str)> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration like 15s"))?;
-    let secs = match unit.trim() {
+    Ok((number.parse()?, unit.trim()))
+}
+
+/// `300ms`, `15s`, `5m`, `2h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let (n, unit) =
+        number_and_unit(text).with_context(|| format!("{text:?} is not a duration like 15s"))?;
+    let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
@@ -194,15 +198,9 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 
 /// `512MiB`, `16MB`, `1GiB`, `4096`, … (bytes).
 pub fn parse_size(text: &str) -> anyhow::Result<usize> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a size like 64MiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) =
+        number_and_unit(text).with_context(|| format!("{text:?} is not a size like 64MiB"))?;
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kib" => 1024.0,
         "m" | "mib" => 1024.0 * 1024.0,

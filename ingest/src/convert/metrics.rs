@@ -139,6 +139,15 @@ impl Columns {
         self.scope_version.append_value(ctx.scope.1);
     }
 
+    /// The columns every distribution kind fills (and `value`, which none does).
+    fn distribution(&mut self, count: u64, sum: Option<f64>, min: Option<f64>, max: Option<f64>) {
+        self.value.append_null();
+        self.count.append_value(count);
+        self.sum.append_option(sum);
+        self.min.append_option(min);
+        self.max.append_option(max);
+    }
+
     fn null_histogram(&mut self) {
         self.bucket_bounds.append_null();
         self.bucket_counts.append_null();
@@ -203,11 +212,7 @@ impl Columns {
                             is_monotonic: None,
                         },
                     );
-                    self.value.append_null();
-                    self.count.append_value(dp.count);
-                    self.sum.append_option(dp.sum);
-                    self.min.append_option(dp.min);
-                    self.max.append_option(dp.max);
+                    self.distribution(dp.count, dp.sum, dp.min, dp.max);
                     self.bucket_bounds
                         .values()
                         .append_slice(&dp.explicit_bounds);
@@ -233,11 +238,7 @@ impl Columns {
                             is_monotonic: None,
                         },
                     );
-                    self.value.append_null();
-                    self.count.append_value(dp.count);
-                    self.sum.append_option(dp.sum);
-                    self.min.append_option(dp.min);
-                    self.max.append_option(dp.max);
+                    self.distribution(dp.count, dp.sum, dp.min, dp.max);
                     self.null_histogram();
                     self.exp_scale.append_value(dp.scale);
                     self.exp_zero_count.append_value(dp.zero_count);
@@ -269,11 +270,7 @@ impl Columns {
                             is_monotonic: None,
                         },
                     );
-                    self.value.append_null();
-                    self.count.append_value(dp.count);
-                    self.sum.append_value(dp.sum);
-                    self.min.append_null();
-                    self.max.append_null();
+                    self.distribution(dp.count, Some(dp.sum), None, None);
                     self.null_histogram();
                     self.null_exponential();
                     for q in &dp.quantile_values {
