@@ -111,6 +111,7 @@ impl QueryEngine {
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::search::match_all_udf());
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
             ctx.register_table(signal.name(), Arc::new(table))

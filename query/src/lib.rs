@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod output;
 mod sandbox;
+mod search;
 mod table;
 mod time_bounds;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result as DfResult, project_schema};
+use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -21,6 +21,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use loupe_storage::{Signal, Storage, TableSnapshot};
 
+use crate::search;
 use crate::time_bounds::TimeBounds;
 
 pub struct SignalTable {
@@ -46,24 +47,45 @@ impl SignalTable {
         }
     }
 
-    fn parquet_scan(
+    /// The files to read, each with the rows a search selected (if any).
+    async fn files(
         &self,
-        state: &dyn Session,
         snapshot: &TableSnapshot,
         bounds: TimeBounds,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-        let files: Vec<PartitionedFile> = snapshot
+        searches: &[String],
+    ) -> DfResult<Vec<PartitionedFile>> {
+        let mut files = Vec::new();
+        for split in snapshot
             .splits
             .iter()
             .filter(|s| s.overlaps(bounds.start, bounds.end))
-            .map(|s| PartitionedFile::new(s.path.clone(), s.byte_size))
-            .collect();
-        if files.is_empty() {
-            return Ok(None);
+        {
+            let mut file = PartitionedFile::new(split.path.clone(), split.byte_size);
+            if !searches.is_empty() {
+                let index = self
+                    .storage
+                    .split_index(split)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let rows = search::matching_rows(searches, |q| index.matching_rows(q))?;
+                if rows.is_empty() {
+                    continue;
+                }
+                file = file.with_extension(search::access_plan(&rows, split.row_count as usize));
+            }
+            files.push(file);
         }
+        Ok(files)
+    }
+
+    fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        files: Vec<PartitionedFile>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.signal.schema();
         let mut source = ParquetSource::new(schema.clone())
             .with_pushdown_filters(true)
@@ -80,7 +102,7 @@ impl SignalTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        Ok(Some(DataSourceExec::from_data_source(config)))
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 
@@ -109,8 +131,16 @@ impl TableProvider for SignalTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Used for pruning only; DataFusion still applies every filter.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| match (search::match_all_query(f), self.signal) {
+                // The scan returns exactly the matching rows.
+                (Some(_), Signal::Logs) => TableProviderFilterPushDown::Exact,
+                (Some(_), _) => TableProviderFilterPushDown::Unsupported,
+                // Used for pruning only; DataFusion still applies the filter.
+                (None, _) => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -122,14 +152,30 @@ impl TableProvider for SignalTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let snapshot = self.storage.snapshot(self.signal);
         let bounds = TimeBounds::from_filters(filters, self.signal.time_column());
+        let searches = match self.signal {
+            Signal::Logs => search::queries(filters)?,
+            Signal::Spans | Signal::Metrics => Vec::new(),
+        };
+        let plain: Vec<Expr> = filters
+            .iter()
+            .filter(|f| search::match_all_query(f).is_none())
+            .cloned()
+            .collect();
         let mut inputs = Vec::new();
-        if let Some(scan) =
-            self.parquet_scan(state, &snapshot, bounds, projection, filters, limit)?
-        {
-            inputs.push(scan);
+        let files = self.files(&snapshot, bounds, &searches).await?;
+        if !files.is_empty() {
+            inputs.push(self.parquet_scan(state, files, projection, &plain, limit)?);
         }
-        if !snapshot.batches.is_empty() {
-            let partitions = spread(snapshot.batches, state.config().target_partitions());
+        let mut batches = Vec::with_capacity(snapshot.batches.len());
+        for mem in &snapshot.batches {
+            if searches.is_empty() {
+                batches.push(mem.batch.clone());
+            } else if let Some(matching) = search::filter_mem_batch(mem, &searches)? {
+                batches.push(matching);
+            }
+        }
+        if !batches.is_empty() {
+            let partitions = spread(batches, state.config().target_partitions());
             inputs.push(MemorySourceConfig::try_new_exec(
                 &partitions,
                 self.signal.schema(),

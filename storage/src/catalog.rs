@@ -22,6 +22,8 @@ pub struct SplitMeta {
     pub signal: Signal,
     /// Object-store path relative to the data root.
     pub path: String,
+    /// The full-text index bundle beside it (logs only).
+    pub index_path: Option<String>,
     /// Smallest and largest value of the signal's time column, in ns since the epoch.
     pub min_time: i64,
     pub max_time: i64,
@@ -61,6 +63,7 @@ CREATE TABLE IF NOT EXISTS splits (
     id          TEXT PRIMARY KEY,
     signal      TEXT NOT NULL,
     path        TEXT NOT NULL UNIQUE,
+    index_path  TEXT,
     min_time    INTEGER NOT NULL,
     max_time    INTEGER NOT NULL,
     row_count   INTEGER NOT NULL,
@@ -101,8 +104,8 @@ impl Catalog for SqliteCatalog {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO splits (id, signal, path, min_time, max_time, row_count, byte_size, services, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for split in splits {
                 let services = serde_json::to_string(&split.services)
@@ -111,6 +114,7 @@ impl Catalog for SqliteCatalog {
                     split.id,
                     split.signal.name(),
                     split.path,
+                    split.index_path,
                     split.min_time,
                     split.max_time,
                     split.row_count as i64,
@@ -132,25 +136,36 @@ impl Catalog for SqliteCatalog {
     fn list_splits(&self) -> Result<Vec<SplitMeta>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, signal, path, min_time, max_time, row_count, byte_size, services, created_at
+            "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at
              FROM splits ORDER BY min_time",
         )?;
         let rows = stmt.query_map([], |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
+                (
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ),
                 row.get::<_, i64>(4)?,
                 row.get::<_, i64>(5)?,
                 row.get::<_, i64>(6)?,
-                row.get::<_, String>(7)?,
-                row.get::<_, i64>(8)?,
+                row.get::<_, i64>(7)?,
+                row.get::<_, String>(8)?,
+                row.get::<_, i64>(9)?,
             ))
         })?;
         let mut splits = Vec::new();
         for row in rows {
-            let (id, signal, path, min_time, max_time, rows, bytes, services, created_at) = row?;
+            let (
+                (id, signal, path, index_path),
+                min_time,
+                max_time,
+                rows,
+                bytes,
+                services,
+                created_at,
+            ) = row?;
             let signal = signal
                 .parse::<Signal>()
                 .map_err(|e| StorageError::Internal(format!("catalog row {id}: {e}")))?;
@@ -160,6 +175,7 @@ impl Catalog for SqliteCatalog {
                 id,
                 signal,
                 path,
+                index_path,
                 min_time,
                 max_time,
                 row_count: rows as u64,
@@ -193,6 +209,7 @@ mod tests {
             id: id.into(),
             signal: Signal::Logs,
             path: format!("logs/{id}.parquet"),
+            index_path: Some(format!("logs/{id}.idx")),
             min_time: min,
             max_time: max,
             row_count: 10,

@@ -32,6 +32,10 @@ pub enum StorageError {
         signal: crate::Signal,
         reason: String,
     },
+    #[error("invalid search query: {0}")]
+    InvalidSearch(String),
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
     #[error("{0}")]
     Internal(String),
 }

@@ -5,6 +5,7 @@
 mod catalog;
 mod error;
 mod ipc;
+pub mod log_index;
 mod memtable;
 pub mod metrics;
 mod schema;
@@ -19,7 +20,9 @@ mod test_batches;
 
 pub use catalog::{Catalog, SplitMeta, SqliteCatalog};
 pub use error::{Result, StorageError};
+pub use memtable::MemBatch;
 pub use schema::{Signal, attributes_type, timestamp_type};
 pub use split_store::STORE_URL;
+pub use split_writer::ROW_GROUP_ROWS;
 pub use store::{Storage, StorageConfig, TableSnapshot};
 pub use wal::SyncMode;

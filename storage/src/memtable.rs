@@ -3,14 +3,45 @@
 //! of its acknowledgement.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::error::Result;
+use crate::log_index::LogIndex;
+
+/// One unflushed batch as queries see it, with its full-text index built
+/// on first use (logs only) and shared by every later query.
+#[derive(Clone)]
+pub struct MemBatch {
+    pub batch: RecordBatch,
+    index: Arc<OnceLock<Arc<LogIndex>>>,
+}
+
+impl MemBatch {
+    fn new(batch: RecordBatch) -> Self {
+        MemBatch {
+            batch,
+            index: Arc::default(),
+        }
+    }
+
+    /// The batch's log index (row numbers are the batch's rows).
+    pub fn log_index(&self) -> Result<Arc<LogIndex>> {
+        if let Some(index) = self.index.get() {
+            return Ok(index.clone());
+        }
+        let built = Arc::new(LogIndex::build(&self.batch)?);
+        // Two queries may race to build it; either result is the same.
+        Ok(self.index.get_or_init(|| built).clone())
+    }
+}
+
 /// One signal's unflushed batches, in WAL sequence order.
 #[derive(Default)]
 pub struct Memtable {
-    entries: VecDeque<(u64, RecordBatch)>,
+    entries: VecDeque<(u64, MemBatch)>,
     bytes: usize,
     rows: usize,
     oldest: Option<Instant>,
@@ -22,12 +53,12 @@ impl Memtable {
         self.bytes += batch.get_array_memory_size();
         self.rows += batch.num_rows();
         self.oldest.get_or_insert_with(Instant::now);
-        self.entries.push_back((seq, batch));
+        self.entries.push_back((seq, MemBatch::new(batch)));
     }
 
     /// Clones (cheaply: Arrow arrays are reference-counted) every batch and
     /// returns the highest sequence number among them.
-    pub fn snapshot(&self) -> (Vec<RecordBatch>, Option<u64>) {
+    pub fn snapshot(&self) -> (Vec<MemBatch>, Option<u64>) {
         let batches = self.entries.iter().map(|(_, b)| b.clone()).collect();
         (batches, self.entries.back().map(|(seq, _)| *seq))
     }
@@ -40,8 +71,8 @@ impl Memtable {
             if *seq > through {
                 break;
             }
-            freed += batch.get_array_memory_size();
-            self.rows -= batch.num_rows();
+            freed += batch.batch.get_array_memory_size();
+            self.rows -= batch.batch.num_rows();
             self.entries.pop_front();
         }
         self.bytes -= freed;

@@ -50,6 +50,16 @@ impl SplitStore {
         Ok(())
     }
 
+    /// Reads a whole file.
+    pub async fn get(&self, path: &str) -> Result<bytes::Bytes> {
+        Ok(self
+            .store
+            .get(&ObjectPath::from(path))
+            .await?
+            .bytes()
+            .await?)
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.store.delete(&ObjectPath::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

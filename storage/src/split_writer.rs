@@ -18,15 +18,21 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
+use crate::log_index::LogIndex;
 use crate::schema::Signal;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
-const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per Parquet row group: every row group but a file's last has
+/// exactly this many, which lets a search turn row numbers into row-group
+/// selections without reading the footer.
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// A Parquet file ready to be stored, with its catalog row.
 pub struct EncodedSplit {
     pub meta: SplitMeta,
     pub bytes: Vec<u8>,
+    /// The full-text index bundle of a logs split, for `meta.index_path`.
+    pub index: Option<Vec<u8>>,
 }
 
 /// Encodes `batches` (all of `signal`'s schema) into one split per hour.
@@ -145,17 +151,22 @@ fn encode_one(signal: Signal, batch: &RecordBatch, hour: i64) -> Result<EncodedS
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
-    let path = format!(
-        "{}/{}/{}.parquet",
+    let stem = format!(
+        "{}/{}/{}",
         signal.name(),
         hour_start.format("date=%Y-%m-%d/hour=%H"),
         id
     );
+    let index = match signal {
+        Signal::Logs => Some(LogIndex::build(batch)?.to_bundle()?),
+        Signal::Spans | Signal::Metrics => None,
+    };
     Ok(EncodedSplit {
         meta: SplitMeta {
             id,
             signal,
-            path,
+            path: format!("{stem}.parquet"),
+            index_path: index.as_ref().map(|_| format!("{stem}.idx")),
             min_time,
             max_time,
             row_count: batch.num_rows() as u64,
@@ -164,6 +175,7 @@ fn encode_one(signal: Signal, batch: &RecordBatch, hour: i64) -> Result<EncodedS
             created_at: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         },
         bytes,
+        index,
     })
 }
 

@@ -14,7 +14,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
 use crate::error::{Result, StorageError};
-use crate::memtable::Memtable;
+use crate::log_index::LogIndex;
+use crate::memtable::{MemBatch, Memtable};
 use crate::metrics::{Counter, Gauge, Histogram, Registry};
 use crate::schema::Signal;
 use crate::split_store::SplitStore;
@@ -57,7 +58,7 @@ impl StorageConfig {
 #[derive(Clone, Default)]
 pub struct TableSnapshot {
     pub splits: Vec<Arc<SplitMeta>>,
-    pub batches: Vec<RecordBatch>,
+    pub batches: Vec<MemBatch>,
 }
 
 pub(crate) struct State {
@@ -171,6 +172,35 @@ pub struct Storage {
     closing: AtomicBool,
     stop_flusher: Notify,
     ready: AtomicBool,
+    index_cache: IndexCache,
+}
+
+/// Recently used split indexes, bounded by count.
+#[derive(Default)]
+struct IndexCache {
+    entries: Mutex<std::collections::HashMap<String, Arc<LogIndex>>>,
+}
+
+const INDEX_CACHE_ENTRIES: usize = 64;
+
+impl IndexCache {
+    fn get(&self, path: &str) -> Option<Arc<LogIndex>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn insert(&self, path: String, index: Arc<LogIndex>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= INDEX_CACHE_ENTRIES
+            && let Some(evict) = entries.keys().next().cloned()
+        {
+            entries.remove(&evict);
+        }
+        entries.insert(path, index);
+    }
 }
 
 impl Storage {
@@ -190,7 +220,10 @@ impl Storage {
             last_seq: 0,
         };
         let listed = catalog.list_splits()?;
-        let known: HashSet<&str> = listed.iter().map(|s| s.path.as_str()).collect();
+        let known: HashSet<&str> = listed
+            .iter()
+            .flat_map(|s| std::iter::once(s.path.as_str()).chain(s.index_path.as_deref()))
+            .collect();
         for path in splits.list().await? {
             if !known.contains(path.as_str()) {
                 tracing::info!(%path, "removing split file with no catalog entry");
@@ -251,6 +284,7 @@ impl Storage {
             closing: AtomicBool::new(false),
             stop_flusher: Notify::new(),
             ready: AtomicBool::new(true),
+            index_cache: IndexCache::default(),
         });
         tokio::spawn(storage.clone().run_flusher());
         Ok(storage)
@@ -332,16 +366,21 @@ impl Storage {
             return Ok(());
         };
         let started = Instant::now();
-        let encoded =
-            tokio::task::spawn_blocking(move || split_writer::encode_splits(signal, &batches))
-                .await
-                .map_err(|e| StorageError::Internal(format!("flush task: {e}")))??;
+        let encoded = tokio::task::spawn_blocking(move || {
+            let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.batch).collect();
+            split_writer::encode_splits(signal, &batches)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("flush task: {e}")))??;
         let mut metas = Vec::with_capacity(encoded.len());
         for split in encoded {
             let bytes = split.bytes.len() as u64;
-            if let Err(e) = self.splits.put(&split.meta.path, split.bytes).await {
-                for meta in &metas {
-                    let _ = self.splits.delete(&SplitMeta::clone(meta).path).await;
+            let stored = self
+                .store_split(&split.meta, split.bytes, split.index)
+                .await;
+            if let Err(e) = stored {
+                for meta in metas.iter().chain([&split.meta]) {
+                    self.delete_split_files(meta).await;
                 }
                 return Err(e);
             }
@@ -370,6 +409,48 @@ impl Storage {
             .observe(started.elapsed());
         tracing::debug!(%signal, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(())
+    }
+
+    /// Writes a split's Parquet file and, for logs, its index bundle.
+    async fn store_split(
+        &self,
+        meta: &SplitMeta,
+        parquet: Vec<u8>,
+        index: Option<Vec<u8>>,
+    ) -> Result<()> {
+        self.splits.put(&meta.path, parquet).await?;
+        if let (Some(path), Some(index)) = (&meta.index_path, index) {
+            self.splits.put(path, index).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_split_files(&self, meta: &SplitMeta) {
+        let _ = self.splits.delete(&meta.path).await;
+        if let Some(path) = &meta.index_path {
+            let _ = self.splits.delete(path).await;
+        }
+    }
+
+    /// The full-text index of a logs split, loaded from its bundle file and
+    /// kept in a small cache.
+    pub async fn split_index(&self, split: &SplitMeta) -> Result<Arc<LogIndex>> {
+        let Some(path) = &split.index_path else {
+            return Err(StorageError::Internal(format!(
+                "split {} has no index",
+                split.id
+            )));
+        };
+        if let Some(index) = self.index_cache.get(path) {
+            return Ok(index);
+        }
+        let bytes = self.splits.get(path).await?;
+        let index = tokio::task::spawn_blocking(move || LogIndex::open(&bytes))
+            .await
+            .map_err(|e| StorageError::Internal(format!("index task: {e}")))??;
+        let index = Arc::new(index);
+        self.index_cache.insert(path.clone(), index.clone());
+        Ok(index)
     }
 
     /// Flushes every signal.
@@ -443,7 +524,7 @@ mod tests {
 
     fn rows(snapshot: &TableSnapshot) -> (u64, usize) {
         let split_rows = snapshot.splits.iter().map(|s| s.row_count).sum();
-        let mem_rows = snapshot.batches.iter().map(RecordBatch::num_rows).sum();
+        let mem_rows = snapshot.batches.iter().map(|b| b.batch.num_rows()).sum();
         (split_rows, mem_rows)
     }
 

@@ -8,4 +8,5 @@ mod otlp_json;
 mod otlp_proto;
 mod otlp_sdk;
 mod scenarios;
+mod search;
 mod sql_api;

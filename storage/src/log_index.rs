@@ -1,0 +1,465 @@
+//! The full-text index of a set of log rows (one Parquet split, or one
+//! memtable batch): Tantivy over `body`, `service`, `severity_text`,
+//! `severity_number`, `trace_id`, `time` and `attributes`, storing nothing
+//! but each document's row number, so a search yields the rows to read from
+//! Parquet and never a second copy of the data.
+//!
+//! On disk an index is one "bundle" file beside its Parquet file, written
+//! and deleted with it through the object store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use tantivy::collector::Count;
+use tantivy::directory::RamDirectory;
+use tantivy::query::{EnableScoring, QueryParser};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
+    OwnedValue, STORED, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
+use tantivy::{DateTime, Directory, Index, IndexReader, TantivyDocument};
+
+use crate::error::{Result, StorageError};
+
+const BUNDLE_MAGIC: &[u8; 8] = b"LPIDX001";
+const RAW_LOWER: &str = "raw_lower";
+const WRITER_MEMORY: usize = 64 << 20;
+
+/// Field handles of the log index schema.
+#[derive(Clone, Copy)]
+struct Fields {
+    body: Field,
+    service: Field,
+    severity_text: Field,
+    severity_number: Field,
+    trace_id: Field,
+    time: Field,
+    attributes: Field,
+    row: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_with_positions = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let keyword = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(RAW_LOWER)
+            .set_index_option(IndexRecordOption::Basic),
+    );
+    let json = JsonObjectOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_expand_dots_enabled()
+        // Range queries on JSON values need a columnar copy of them.
+        .set_fast("raw");
+    let fields = Fields {
+        body: b.add_text_field("body", text_with_positions),
+        service: b.add_text_field("service", keyword.clone()),
+        severity_text: b.add_text_field("severity_text", keyword.clone()),
+        severity_number: b.add_i64_field("severity_number", INDEXED),
+        trace_id: b.add_text_field("trace_id", keyword),
+        time: b.add_date_field(
+            "time",
+            DateOptions::default()
+                .set_indexed()
+                .set_precision(DateTimePrecision::Nanoseconds),
+        ),
+        attributes: b.add_json_field("attributes", json),
+        row: b.add_u64_field("row", FAST | STORED),
+    };
+    (b.build(), fields)
+}
+
+fn register_tokenizers(index: &Index) {
+    index.tokenizers().register(
+        RAW_LOWER,
+        TextAnalyzer::builder(RawTokenizer::default())
+            .filter(LowerCaser)
+            .build(),
+    );
+}
+
+/// An attribute value as indexed: numbers as numbers (so ranges work on
+/// `attributes.http.response.status_code:[500 TO 599]`), the rest as text.
+fn attribute_value(text: &str) -> OwnedValue {
+    if let Ok(i) = text.parse::<i64>() {
+        OwnedValue::I64(i)
+    } else if let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'e' || b == b'E')
+    {
+        OwnedValue::F64(f)
+    } else {
+        OwnedValue::Str(text.to_string())
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| StorageError::Internal(format!("log batch has no {name} column")))
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    column(batch, name)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| StorageError::Internal(format!("{name} is not text")))
+}
+
+/// Indexes the rows of a logs batch into `index` (row numbers from 0).
+fn index_batch(index: &Index, fields: Fields, batch: &RecordBatch) -> Result<()> {
+    let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+    let body = strings(batch, "body")?;
+    let service = strings(batch, "service")?;
+    let severity_text = strings(batch, "severity_text")?;
+    let trace_id = strings(batch, "trace_id")?;
+    let severity_number = column(batch, "severity_number")?
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| StorageError::Internal("severity_number is not Int32".into()))?;
+    let time = column(batch, "time")?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| StorageError::Internal("time is not a timestamp".into()))?;
+    let attributes = column(batch, "attributes")?
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .ok_or_else(|| StorageError::Internal("attributes is not a map".into()))?;
+    for row in 0..batch.num_rows() {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(fields.row, row as u64);
+        if body.is_valid(row) {
+            doc.add_text(fields.body, body.value(row));
+        }
+        doc.add_text(fields.service, service.value(row));
+        doc.add_text(fields.severity_text, severity_text.value(row));
+        doc.add_i64(fields.severity_number, severity_number.value(row) as i64);
+        if trace_id.is_valid(row) {
+            doc.add_text(fields.trace_id, trace_id.value(row));
+        }
+        doc.add_date(fields.time, DateTime::from_timestamp_nanos(time.value(row)));
+        let entries = attributes.value(row);
+        let (keys, values) = (
+            entries.column(0).as_string::<i32>(),
+            entries.column(1).as_string::<i32>(),
+        );
+        if !keys.is_empty() {
+            let mut object = BTreeMap::new();
+            for i in 0..keys.len() {
+                if values.is_valid(i) {
+                    object.insert(keys.value(i).to_string(), attribute_value(values.value(i)));
+                }
+            }
+            doc.add_object(fields.attributes, object);
+        }
+        writer.add_document(doc)?;
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(())
+}
+
+fn new_index() -> Result<(Index, Fields)> {
+    let (schema, fields) = schema();
+    let index = Index::create_in_ram(schema);
+    register_tokenizers(&index);
+    Ok((index, fields))
+}
+
+/// A searchable index of some log rows.
+pub struct LogIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl LogIndex {
+    /// Indexes `batch` in memory (used for memtable batches).
+    pub fn build(batch: &RecordBatch) -> Result<LogIndex> {
+        let (index, fields) = new_index()?;
+        index_batch(&index, fields, batch)?;
+        LogIndex::from_index(index, fields)
+    }
+
+    fn from_index(index: Index, fields: Fields) -> Result<LogIndex> {
+        let reader = index.reader()?;
+        Ok(LogIndex {
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    /// Opens an index from its bundle file's bytes.
+    pub fn open(bundle: &[u8]) -> Result<LogIndex> {
+        let directory = RamDirectory::create();
+        for (path, data) in read_bundle(bundle)? {
+            directory.atomic_write(&path, data).map_err(|e| {
+                StorageError::Internal(format!("loading index file {}: {e}", path.display()))
+            })?;
+        }
+        let index = Index::open(directory)?;
+        register_tokenizers(&index);
+        let (_, fields) = schema();
+        LogIndex::from_index(index, fields)
+    }
+
+    /// The bundle file: every file of the index, concatenated.
+    pub fn to_bundle(&self) -> Result<Vec<u8>> {
+        let directory = self.index.directory();
+        let mut files: Vec<PathBuf> = directory.list_managed_files().into_iter().collect();
+        files.push(PathBuf::from("meta.json"));
+        files.sort();
+        files.dedup();
+        let mut out = Vec::new();
+        out.extend_from_slice(BUNDLE_MAGIC);
+        for path in files {
+            let data = match directory.atomic_read(&path) {
+                Ok(data) => data,
+                Err(tantivy::directory::error::OpenReadError::FileDoesNotExist(_)) => continue,
+                Err(e) => return Err(StorageError::Internal(format!("reading index file: {e}"))),
+            };
+            let name = path.to_string_lossy();
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Rows matching `query`, ascending. The syntax is Lucene-like; bare
+    /// terms search `body` and are ANDed.
+    pub fn matching_rows(&self, query: &str) -> Result<Vec<u32>> {
+        let query = parse(&self.index, self.fields, query)?;
+        let searcher = self.reader.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let mut rows = Vec::new();
+        for segment in searcher.segment_readers() {
+            let row_column = segment.fast_fields().u64("row")?;
+            weight.for_each_no_score(segment, &mut |docs| {
+                rows.extend(
+                    docs.iter()
+                        .filter_map(|d| row_column.first(*d))
+                        .map(|r| r as u32),
+                );
+            })?;
+        }
+        rows.sort_unstable();
+        Ok(rows)
+    }
+
+    /// Number of indexed rows.
+    pub fn num_docs(&self) -> Result<usize> {
+        let searcher = self.reader.searcher();
+        Ok(searcher.search(&tantivy::query::AllQuery, &Count)?)
+    }
+}
+
+/// Brings Lucene habits to Tantivy's grammar, outside quoted phrases:
+/// `a AND NOT b` becomes `a -b` (Tantivy reads the former as "a and
+/// (nothing but not-b)", which matches nothing), and a trailing-wildcard
+/// term `conn*` or `field:conn*` becomes the regex `body:/conn.*/`.
+fn normalize(query: &str) -> String {
+    let mut out = String::with_capacity(query.len() + 8);
+    for (i, segment) in query.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        if i % 2 == 1 {
+            out.push_str(segment);
+            continue;
+        }
+        let words: Vec<&str> = segment.split(' ').collect();
+        let mut j = 0;
+        while j < words.len() {
+            if j > 0 {
+                out.push(' ');
+            }
+            if words[j] == "AND" && words.get(j + 1) == Some(&"NOT") {
+                out.push('-');
+                j += 2;
+                // Skip the spaces between NOT and its operand.
+                while words.get(j) == Some(&"") {
+                    j += 1;
+                }
+                if let Some(w) = words.get(j) {
+                    out.push_str(&prefix_to_regex(w));
+                }
+                j += 1;
+                continue;
+            }
+            out.push_str(&prefix_to_regex(words[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+fn prefix_to_regex(word: &str) -> String {
+    let core = word
+        .trim_start_matches(['(', '-', '+'])
+        .trim_end_matches(')');
+    let lead = &word[..word.len() - word.trim_start_matches(['(', '-', '+']).len()];
+    let trail = &word[word.trim_end_matches(')').len()..];
+    let Some(stem) = core.strip_suffix('*') else {
+        return word.to_string();
+    };
+    let (field, term) = match stem.rsplit_once(':') {
+        Some((field, term)) => (field, term),
+        None => ("body", stem),
+    };
+    if term.is_empty() || !term.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return word.to_string();
+    }
+    format!("{lead}{field}:/{}.*/{trail}", term.to_ascii_lowercase())
+}
+
+fn parse(index: &Index, fields: Fields, query: &str) -> Result<Box<dyn tantivy::query::Query>> {
+    let mut parser = QueryParser::for_index(index, vec![fields.body]);
+    parser.set_conjunction_by_default();
+    parser.allow_regexes();
+    parser
+        .parse_query(&normalize(query))
+        .map_err(|e| StorageError::InvalidSearch(format!("{e}")))
+}
+
+/// Checks a query's syntax without running it.
+pub fn validate_query(query: &str) -> Result<()> {
+    let (index, fields) = new_index()?;
+    parse(&index, fields, query).map(|_| ())
+}
+
+fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
+    let corrupt = || StorageError::Internal("corrupt index bundle".into());
+    let mut rest = bytes
+        .strip_prefix(BUNDLE_MAGIC.as_slice())
+        .ok_or_else(corrupt)?;
+    let mut files = Vec::new();
+    while !rest.is_empty() {
+        let name_len = u32::from_le_bytes(
+            rest.get(..4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let name = rest.get(4..4 + name_len).ok_or_else(corrupt)?;
+        let after = &rest[4 + name_len..];
+        let data_len = u64::from_le_bytes(
+            after
+                .get(..8)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let data = after.get(8..8 + data_len).ok_or_else(corrupt)?;
+        files.push((
+            Path::new(std::str::from_utf8(name).map_err(|_| corrupt())?).to_path_buf(),
+            data,
+        ));
+        rest = &after[8 + data_len..];
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_batches::log_batch_with;
+
+    fn rows(index: &LogIndex, q: &str) -> Vec<u32> {
+        index
+            .matching_rows(q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+    }
+
+    #[test]
+    fn lucene_habits_are_rewritten_outside_quotes() {
+        assert_eq!(normalize("a AND NOT b"), "a -b");
+        assert_eq!(normalize("a AND NOT (b OR c)"), "a -(b OR c)");
+        assert_eq!(
+            normalize("\"x AND NOT y\" z*"),
+            "\"x AND NOT y\" body:/z.*/"
+        );
+        assert_eq!(normalize("service:Pay*"), "service:/pay.*/");
+        assert_eq!(normalize("a-b*"), "a-b*");
+    }
+
+    #[test]
+    fn terms_phrases_fields_attributes_and_ranges() {
+        let batch = log_batch_with(&[
+            (
+                "cart",
+                "ERROR",
+                17,
+                "connection reset by peer at /api/cart",
+                &[
+                    ("http.route", "/cart"),
+                    ("http.response.status_code", "503"),
+                ],
+            ),
+            (
+                "cart",
+                "INFO",
+                9,
+                "added item SKU-1234 x2 to cart c-5512",
+                &[
+                    ("http.route", "/cart"),
+                    ("http.response.status_code", "200"),
+                ],
+            ),
+            (
+                "payment",
+                "WARN",
+                13,
+                "reset the connection pool",
+                &[("http.response.status_code", "404")],
+            ),
+        ]);
+        let index = LogIndex::build(&batch).unwrap();
+        assert_eq!(index.num_docs().unwrap(), 3);
+        assert_eq!(rows(&index, "connection reset"), vec![0, 2]);
+        assert_eq!(rows(&index, "\"connection reset\""), vec![0]);
+        assert_eq!(rows(&index, "reset AND NOT service:payment"), vec![0]);
+        assert_eq!(rows(&index, "reset NOT service:payment"), vec![0]);
+        assert_eq!(rows(&index, "reset -service:payment"), vec![0]);
+        assert_eq!(rows(&index, "\"by peer AND NOT\" OR pool"), vec![2]);
+        assert_eq!(rows(&index, "connection OR sku"), vec![0, 1, 2]);
+        assert_eq!(rows(&index, "severity_text:error"), vec![0]);
+        assert_eq!(rows(&index, "severity_number:[13 TO 24]"), vec![0, 2]);
+        assert_eq!(rows(&index, "\"SKU-1234\""), vec![1]);
+        assert_eq!(rows(&index, "c-55*"), Vec::<u32>::new());
+        assert_eq!(rows(&index, "conn*"), vec![0, 2]);
+        assert_eq!(rows(&index, "(Conn* AND service:cart)"), vec![0]);
+        assert_eq!(rows(&index, "service:pay*"), vec![2]);
+        assert_eq!(rows(&index, "\"connection res\"*"), vec![0]);
+        assert_eq!(rows(&index, "attributes.http.route:cart"), vec![0, 1]);
+        assert_eq!(
+            rows(&index, "attributes.http.response.status_code:[500 TO 599]"),
+            vec![0]
+        );
+        assert!(index.matching_rows("body:(").is_err());
+        assert!(validate_query("a AND (").is_err());
+
+        let reopened = LogIndex::open(&index.to_bundle().unwrap()).unwrap();
+        assert_eq!(rows(&reopened, "\"connection reset\""), vec![0]);
+        assert_eq!(
+            rows(
+                &reopened,
+                "attributes.http.response.status_code:[500 TO 599]"
+            ),
+            vec![0]
+        );
+    }
+}
