@@ -58,6 +58,24 @@ pub struct ServeArgs {
     /// Rows one SQL response returns at most [default: 100000].
     #[arg(long, env = "LOUPE_MAX_RESULT_ROWS")]
     pub max_result_rows: Option<usize>,
+    /// How often compaction and retention run [default: 60s].
+    #[arg(long, env = "LOUPE_COMPACTION_INTERVAL")]
+    pub compaction_interval: Option<String>,
+    /// Size compaction aims for per file [default: 64MiB].
+    #[arg(long, env = "LOUPE_COMPACTION_TARGET_SIZE")]
+    pub compaction_target_size: Option<String>,
+    /// Small files of one signal and hour that trigger a merge [default: 8].
+    #[arg(long, env = "LOUPE_COMPACTION_MIN_FILES")]
+    pub compaction_min_files: Option<usize>,
+    /// Maximum age of logs [default: 7d].
+    #[arg(long, env = "LOUPE_RETENTION_LOGS")]
+    pub retention_logs: Option<String>,
+    /// Maximum age of spans [default: 7d].
+    #[arg(long, env = "LOUPE_RETENTION_SPANS")]
+    pub retention_spans: Option<String>,
+    /// Maximum age of metrics [default: 30d].
+    #[arg(long, env = "LOUPE_RETENTION_METRICS")]
+    pub retention_metrics: Option<String>,
     /// Also run a built-in simulated shop that sends telemetry to this
     /// server, cycling through incidents, so there is data to look at.
     #[arg(long)]
@@ -84,6 +102,12 @@ struct FileConfig {
     query_timeout: Option<String>,
     query_memory_limit: Option<String>,
     max_result_rows: Option<usize>,
+    compaction_interval: Option<String>,
+    compaction_target_size: Option<String>,
+    compaction_min_files: Option<usize>,
+    retention_logs: Option<String>,
+    retention_spans: Option<String>,
+    retention_metrics: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -125,6 +149,36 @@ impl ServeArgs {
         }
         if let Some(v) = text(self.max_unflushed, file.max_unflushed) {
             storage.max_unflushed_bytes = parse_size(&v).context("max_unflushed")?;
+        }
+        let m = &mut storage.maintenance;
+        if let Some(v) = text(self.compaction_interval, file.compaction_interval) {
+            m.interval = parse_duration(&v).context("compaction_interval")?;
+        }
+        if let Some(v) = text(self.compaction_target_size, file.compaction_target_size) {
+            m.target_bytes = parse_size(&v).context("compaction_target_size")? as u64;
+        }
+        if let Some(v) = self.compaction_min_files.or(file.compaction_min_files) {
+            m.min_files = v.max(2);
+        }
+        for (i, (cli, file, name)) in [
+            (self.retention_logs, file.retention_logs, "retention_logs"),
+            (
+                self.retention_spans,
+                file.retention_spans,
+                "retention_spans",
+            ),
+            (
+                self.retention_metrics,
+                file.retention_metrics,
+                "retention_metrics",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(v) = text(cli, file) {
+                m.retention[i] = parse_duration(&v).context(name)?;
+            }
         }
         let mut query = QueryConfig::default();
         if let Some(v) = text(self.query_timeout, file.query_timeout) {

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use loupe_query::QueryEngine;
 use loupe_query::api::error_response;
-use loupe_storage::Storage;
 use loupe_storage::metrics::Registry;
+use loupe_storage::{Signal, Storage};
 
 #[derive(Clone)]
 struct AppState {
@@ -24,8 +24,10 @@ pub fn api_router(storage: Arc<Storage>, engine: Arc<QueryEngine>, registry: Reg
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/splits", get(splits))
         .with_state(AppState { storage, registry });
-    loupe_query::api::router(engine)
+    loupe_query::api::router(engine.clone())
+        .merge(loupe_query::logs_api::router(engine))
         .merge(ops)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
 }
@@ -36,6 +38,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
+}
+
+/// The Parquet files of every signal, as the catalog lists them.
+async fn splits(State(state): State<AppState>) -> Response {
+    let mut out = serde_json::Map::new();
+    for signal in Signal::ALL {
+        let snapshot = state.storage.snapshot(signal);
+        let list: Vec<serde_json::Value> = snapshot
+            .splits
+            .iter()
+            .map(|s| serde_json::to_value(s.as_ref()).unwrap_or_default())
+            .collect();
+        out.insert(signal.name().to_string(), serde_json::Value::Array(list));
+    }
+    axum::Json(serde_json::Value::Object(out)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_storage::metrics::{Counter, Histogram, Registry};
 use loupe_storage::{STORE_URL, Signal, Storage};
@@ -122,9 +122,35 @@ impl QueryEngine {
 
     /// Runs one read-only statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        sandbox::check(sql)?;
+        self.query(async |ctx| {
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            ctx.sql_with_options(sql, options)
+                .await
+                .map_err(from_datafusion)
+        })
+        .await
+    }
+
+    /// Runs a query built with the DataFrame API (the search and trace
+    /// APIs do, to avoid assembling SQL text), under the same limits as SQL.
+    pub async fn query<F>(&self, build: F) -> Result<QueryOutput, QueryError>
+    where
+        F: AsyncFnOnce(&SessionContext) -> Result<DataFrame, QueryError>,
+    {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.config.timeout, self.run(sql, started)).await;
-        let result = result.unwrap_or(Err(QueryError::Timeout(self.config.timeout)));
+        let run = async {
+            let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
+            let ctx = self.session()?;
+            let df = build(&ctx).await?;
+            self.collect(df, started).await
+        };
+        let result = tokio::time::timeout(self.config.timeout, run)
+            .await
+            .unwrap_or(Err(QueryError::Timeout(self.config.timeout)));
         self.latency.observe(started.elapsed());
         match &result {
             Ok(_) => self.ok.inc(),
@@ -133,18 +159,8 @@ impl QueryEngine {
         result
     }
 
-    async fn run(&self, sql: &str, started: Instant) -> Result<QueryOutput, QueryError> {
-        sandbox::check(sql)?;
-        let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
-        let ctx = self.session()?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(from_datafusion)?;
+    /// Executes `df`, keeping at most the configured rows and bytes.
+    async fn collect(&self, df: DataFrame, started: Instant) -> Result<QueryOutput, QueryError> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await.map_err(from_datafusion)?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, false);

@@ -5,11 +5,13 @@
 pub mod api;
 mod engine;
 mod error;
+pub mod logs_api;
 mod output;
 mod sandbox;
 mod search;
 mod table;
 mod time_bounds;
+mod time_param;
 
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
 pub use error::QueryError;

@@ -21,20 +21,7 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
         .iter()
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
-    let mut writer = JsonWriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
-    for batch in &out.batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    let text = writer.into_inner();
-    let objects: Vec<Map<String, Value>> = if text.iter().all(u8::is_ascii_whitespace) {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&text).map_err(|e| ArrowError::JsonError(e.to_string()))?
-    };
-    let rows: Vec<Value> = objects
+    let rows: Vec<Value> = to_objects(out)?
         .into_iter()
         .map(|mut obj| {
             Value::Array(
@@ -52,6 +39,22 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
         "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
         "truncated": out.truncated,
     }))
+}
+
+/// Each row as a JSON object keyed by column name (nulls included).
+pub fn to_objects(out: &QueryOutput) -> Result<Vec<Map<String, Value>>, ArrowError> {
+    let mut writer = JsonWriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
+    for batch in &out.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let text = writer.into_inner();
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&text).map_err(|e| ArrowError::JsonError(e.to_string()))
 }
 
 /// CSV with a header row; nested values (maps, lists) are written as text.

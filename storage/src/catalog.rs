@@ -47,6 +47,9 @@ pub trait Catalog: Send + Sync {
     /// Adds `splits` of `signal` and records that every WAL record of that
     /// signal up to `flushed_seq` is now in Parquet, atomically.
     fn commit_flush(&self, signal: Signal, splits: &[SplitMeta], flushed_seq: u64) -> Result<()>;
+    /// Removes the splits `remove` and adds `add`, atomically (compaction
+    /// and retention).
+    fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()>;
     /// Every split of every signal.
     fn list_splits(&self) -> Result<Vec<SplitMeta>>;
     /// The highest WAL sequence number of `signal` already in Parquet (0: none).
@@ -98,32 +101,53 @@ impl SqliteCatalog {
     }
 }
 
+fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for split in splits {
+        let services = serde_json::to_string(&split.services)
+            .map_err(|e| StorageError::Internal(format!("encode services: {e}")))?;
+        insert.execute(params![
+            split.id,
+            split.signal.name(),
+            split.path,
+            split.index_path,
+            split.min_time,
+            split.max_time,
+            split.row_count as i64,
+            split.byte_size as i64,
+            services,
+            split.created_at,
+        ])?;
+    }
+    Ok(())
+}
+
 impl Catalog for SqliteCatalog {
-    fn commit_flush(&self, signal: Signal, splits: &[SplitMeta], flushed_seq: u64) -> Result<()> {
+    fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for split in splits {
-                let services = serde_json::to_string(&split.services)
-                    .map_err(|e| StorageError::Internal(format!("encode services: {e}")))?;
-                insert.execute(params![
-                    split.id,
-                    split.signal.name(),
-                    split.path,
-                    split.index_path,
-                    split.min_time,
-                    split.max_time,
-                    split.row_count as i64,
-                    split.byte_size as i64,
-                    services,
-                    split.created_at,
-                ])?;
+            let mut delete = tx.prepare_cached("DELETE FROM splits WHERE id = ?1")?;
+            for id in remove {
+                if delete.execute([id])? != 1 {
+                    return Err(StorageError::Internal(format!(
+                        "split {id} is not in the catalog"
+                    )));
+                }
             }
         }
+        insert_splits(&tx, add)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_flush(&self, signal: Signal, splits: &[SplitMeta], flushed_seq: u64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_splits(&tx, splits)?;
         tx.execute(
             "INSERT INTO wal_progress (signal, flushed_seq) VALUES (?1, ?2)
              ON CONFLICT (signal) DO UPDATE SET flushed_seq = max(flushed_seq, excluded.flushed_seq)",

@@ -6,6 +6,7 @@ mod catalog;
 mod error;
 mod ipc;
 pub mod log_index;
+mod maintenance;
 mod memtable;
 pub mod metrics;
 mod schema;
@@ -20,6 +21,7 @@ mod test_batches;
 
 pub use catalog::{Catalog, SplitMeta, SqliteCatalog};
 pub use error::{Result, StorageError};
+pub use maintenance::MaintenanceConfig;
 pub use memtable::MemBatch;
 pub use schema::{Signal, attributes_type, timestamp_type};
 pub use split_store::STORE_URL;

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
 use crate::error::{Result, StorageError};
 use crate::log_index::LogIndex;
+use crate::maintenance::MaintenanceConfig;
 use crate::memtable::{MemBatch, Memtable};
 use crate::metrics::{Counter, Gauge, Histogram, Registry};
 use crate::schema::Signal;
@@ -37,6 +38,8 @@ pub struct StorageConfig {
     pub max_unflushed_bytes: usize,
     /// Requests waiting for the WAL writer before new ones are refused.
     pub queue_depth: usize,
+    /// Compaction and retention.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl StorageConfig {
@@ -49,6 +52,7 @@ impl StorageConfig {
             flush_interval: Duration::from_secs(60),
             max_unflushed_bytes: 1 << 30,
             queue_depth: 1024,
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -170,7 +174,8 @@ pub struct Storage {
     wal_thread: Mutex<Option<std::thread::JoinHandle<Wal>>>,
     flush_lock: tokio::sync::Mutex<()>,
     closing: AtomicBool,
-    stop_flusher: Notify,
+    /// Tells the background tasks (flusher, maintenance) to stop.
+    stop: watch::Sender<bool>,
     ready: AtomicBool,
     index_cache: IndexCache,
 }
@@ -282,11 +287,12 @@ impl Storage {
             wal_thread: Mutex::new(Some(wal_thread)),
             flush_lock: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
-            stop_flusher: Notify::new(),
+            stop: watch::channel(false).0,
             ready: AtomicBool::new(true),
             index_cache: IndexCache::default(),
         });
         tokio::spawn(storage.clone().run_flusher());
+        tokio::spawn(storage.clone().run_maintenance());
         Ok(storage)
     }
 
@@ -411,8 +417,73 @@ impl Storage {
         Ok(())
     }
 
+    pub(crate) fn maintenance_config(&self) -> &MaintenanceConfig {
+        &self.config.maintenance
+    }
+
+    pub(crate) fn split_store(&self) -> &SplitStore {
+        &self.splits
+    }
+
+    /// Swaps `old` splits for `new` ones in the catalog and for queries,
+    /// then deletes the old files once running queries are done with them.
+    pub(crate) async fn replace_splits(
+        &self,
+        signal: Signal,
+        old: &[SplitMeta],
+        new: Vec<SplitMeta>,
+    ) -> Result<()> {
+        let catalog = self.catalog.clone();
+        let remove: Vec<String> = old.iter().map(|s| s.id.clone()).collect();
+        let add = new.clone();
+        tokio::task::spawn_blocking(move || catalog.replace_splits(&remove, &add))
+            .await
+            .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))??;
+        self.shared.with_state(|state| {
+            let list = &mut state.splits[signal.index()];
+            list.retain(|s| !old.iter().any(|o| o.id == s.id));
+            list.extend(new.into_iter().map(Arc::new));
+        });
+        let grace = self.config.maintenance.delete_grace;
+        let (store, old) = (self.splits.clone(), old.to_vec());
+        let delete = async move {
+            tokio::time::sleep(grace).await;
+            for split in old {
+                for path in std::iter::once(&split.path).chain(split.index_path.as_ref()) {
+                    if let Err(e) = store.delete(path).await {
+                        tracing::warn!(%path, error = %e, "could not delete a replaced split file");
+                    }
+                }
+            }
+        };
+        if grace.is_zero() {
+            delete.await;
+        } else {
+            tokio::spawn(delete);
+        }
+        Ok(())
+    }
+
+    async fn run_maintenance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.maintenance.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.compact().await {
+                tracing::warn!(error = %e, "compaction failed; will retry");
+            }
+            if let Err(e) = self.enforce_retention().await {
+                tracing::warn!(error = %e, "retention failed; will retry");
+            }
+        }
+    }
+
     /// Writes a split's Parquet file and, for logs, its index bundle.
-    async fn store_split(
+    pub(crate) async fn store_split(
         &self,
         meta: &SplitMeta,
         parquet: Vec<u8>,
@@ -425,7 +496,7 @@ impl Storage {
         Ok(())
     }
 
-    async fn delete_split_files(&self, meta: &SplitMeta) {
+    pub(crate) async fn delete_split_files(&self, meta: &SplitMeta) {
         let _ = self.splits.delete(&meta.path).await;
         if let Some(path) = &meta.index_path {
             let _ = self.splits.delete(path).await;
@@ -474,10 +545,11 @@ impl Storage {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut stop = self.stop.subscribe();
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.shared.flush_wanted.notified() => {}
-                _ = self.stop_flusher.notified() => return,
+                _ = stop.wait_for(|s| *s) => return,
             }
             for signal in Signal::ALL {
                 if self.needs_flush(signal)
@@ -496,7 +568,7 @@ impl Storage {
         if self.closing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.stop_flusher.notify_one();
+        let _ = self.stop.send(true);
         let _ = self.wal_tx.send(Command::Shutdown).await;
         let thread = self
             .wal_thread
@@ -604,6 +676,69 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Overloaded(_)), "{err}");
+        storage.shutdown().await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod maintenance_tests {
+    use super::*;
+    use crate::test_batches::log_batch;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_merges_files_with_their_index_and_retention_drops_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.maintenance = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            min_files: 3,
+            delete_grace: Duration::ZERO,
+            ..MaintenanceConfig::default()
+        };
+        let storage = Storage::open(config.clone(), &Registry::default())
+            .await
+            .unwrap();
+        let now = crate::maintenance::now_nanos();
+        for i in 0..4 {
+            storage
+                .append(
+                    Signal::Logs,
+                    log_batch(&[(now + i, "svc"), (now + 10 + i, "other")]),
+                )
+                .await
+                .unwrap();
+            storage.flush(Signal::Logs).await.unwrap();
+        }
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 4);
+        assert_eq!(storage.compact().await.unwrap(), 1);
+        let splits = storage.snapshot(Signal::Logs).splits;
+        assert_eq!(splits.len(), 1);
+        assert_eq!(splits[0].row_count, 8);
+        let index = storage.split_index(&splits[0]).await.unwrap();
+        // Rows are sorted by service, then time: "other" comes first.
+        assert_eq!(
+            index.matching_rows("service:other").unwrap(),
+            vec![0, 1, 2, 3]
+        );
+        // Only the merged files remain on disk.
+        let files = storage.split_store().list().await.unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+
+        // An old split goes at the next retention pass.
+        storage
+            .append(Signal::Logs, log_batch(&[(1_000, "ancient")]))
+            .await
+            .unwrap();
+        storage.flush(Signal::Logs).await.unwrap();
+        assert_eq!(storage.enforce_retention().await.unwrap(), 1);
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 1);
+        storage.shutdown().await.unwrap();
+        drop(storage);
+
+        // The catalog agrees after a restart.
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let splits = storage.snapshot(Signal::Logs).splits;
+        assert_eq!((splits.len(), splits[0].row_count), (1, 8));
         storage.shutdown().await.unwrap();
     }
 }

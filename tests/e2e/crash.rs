@@ -1,6 +1,7 @@
 //! Crash safety: stream requests, note which were acknowledged, SIGKILL the
 //! server at a random moment (while flushes are happening), restart, and
-//! check that every acknowledged record is there exactly once.
+//! check that every acknowledged record is there exactly once — with
+//! flushes and compactions running when the kill comes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +58,17 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
     println!("crash test seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // Frequent small flushes, so kills land before, during and after them.
-    let mut loupe = Loupe::start(&["--flush-interval", "200ms", "--flush-size", "128KiB"]);
+    // Compaction runs all the time too, so kills also land mid-merge.
+    let mut loupe = Loupe::start(&[
+        "--flush-interval",
+        "200ms",
+        "--flush-size",
+        "128KiB",
+        "--compaction-interval",
+        "300ms",
+        "--compaction-min-files",
+        "2",
+    ]);
     let acked = Arc::new(Mutex::new(Vec::new()));
 
     for round in 0..ROUNDS {

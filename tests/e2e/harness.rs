@@ -49,6 +49,14 @@ impl Loupe {
         loupe
     }
 
+    /// Starts a new server, with other flags, on a stopped one's data.
+    pub fn start_in(mut previous: Loupe, args: &[&str]) -> Loupe {
+        previous.kill9();
+        previous.args = args.iter().map(|s| s.to_string()).collect();
+        previous.spawn();
+        previous
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
     }

@@ -116,3 +116,128 @@ fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
         "{body}"
     );
 }
+
+fn get_json(loupe: &Loupe, path_and_query: &str) -> (u16, serde_json::Value) {
+    let response = loupe
+        .client()
+        .get(loupe.api_url(path_and_query))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+#[test]
+fn search_api_returns_hits_total_histogram_and_context() {
+    let loupe = Loupe::start(&[]);
+    load(
+        &loupe,
+        "cart",
+        &["first reset", "unrelated line", "second reset"],
+    );
+    load(&loupe, "payment", &["third reset"]);
+    let (status, body) = get_json(
+        &loupe,
+        "/api/v1/logs/search?q=reset&start=now-15m&end=now&limit=2",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], json!(3));
+    let hits = body["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 2);
+    let times: Vec<&str> = hits.iter().map(|h| h["time"].as_str().unwrap()).collect();
+    assert!(times[0] >= times[1], "newest first: {times:?}");
+    let histogram = body["histogram"].as_array().unwrap();
+    assert!(
+        (60..=121).contains(&histogram.len()),
+        "{} buckets",
+        histogram.len()
+    );
+    let counted: i64 = histogram.iter().map(|b| b["count"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 3);
+    assert!(body["took_ms"].as_f64().is_some());
+
+    let (_, only_cart) = get_json(&loupe, "/api/v1/logs/search?q=reset&service=cart");
+    assert_eq!(only_cart["total"], json!(2));
+    let (_, everything) = get_json(&loupe, "/api/v1/logs/search");
+    assert_eq!(everything["total"], json!(4));
+    let (status, bad) = get_json(&loupe, "/api/v1/logs/search?q=a%20AND%20(");
+    assert_eq!(status, 400, "{bad}");
+    let (status, bad) = get_json(&loupe, "/api/v1/logs/search?start=yesterday");
+    assert_eq!(status, 400, "{bad}");
+
+    // Context: the lines around "unrelated line" of the same service.
+    let time = loupe.sql_value(
+        "SELECT CAST(CAST(time AS BIGINT) AS VARCHAR) FROM logs WHERE body = 'unrelated line'",
+    );
+    let (status, context) = get_json(
+        &loupe,
+        &format!(
+            "/api/v1/logs/context?service=cart&time={}&before=5&after=5",
+            time.as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 200, "{context}");
+    // All three cart lines share one timestamp (one request): they are "the line".
+    let lines: Vec<&str> = context["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["body"].as_str().unwrap())
+        .collect();
+    assert!(lines.contains(&"unrelated line"), "{context}");
+    assert!(context["before"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn compaction_keeps_results_identical() {
+    let mut loupe = Loupe::start(&["--compaction-interval", "1h"]);
+    for round in 0..4 {
+        let bodies: Vec<String> = (0..50)
+            .map(|i| format!("round {round} line {i} reset {}", i % 7))
+            .collect();
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        load(
+            &loupe,
+            if round % 2 == 0 { "cart" } else { "payment" },
+            &refs,
+        );
+        // A clean stop flushes: one split per round.
+        loupe.terminate();
+        loupe.restart();
+    }
+    let parquet_files = |loupe: &Loupe| {
+        let (_, splits) = get_json(loupe, "/api/v1/splits");
+        splits["logs"].as_array().unwrap().len()
+    };
+    assert_eq!(parquet_files(&loupe), 4);
+    let queries = [
+        "SELECT body FROM logs WHERE match_all('reset AND 3') ORDER BY body",
+        "SELECT service, count(*) FROM logs GROUP BY service ORDER BY service",
+        "SELECT body FROM logs WHERE match_all('\"line 4\"') AND service = 'payment' ORDER BY body",
+        "SELECT count(*) FROM logs",
+    ];
+    let before: Vec<_> = queries.iter().map(|q| loupe.sql(q)).collect();
+
+    loupe.terminate();
+    let mut compacting = Loupe::start_in(
+        loupe,
+        &[
+            "--compaction-interval",
+            "200ms",
+            "--compaction-min-files",
+            "2",
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while parquet_files(&compacting) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not run; log:\n{}",
+            compacting.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after: Vec<_> = queries.iter().map(|q| compacting.sql(q)).collect();
+    assert_eq!(before, after);
+    compacting.terminate();
+}

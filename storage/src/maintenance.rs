@@ -1,0 +1,234 @@
+//! Background upkeep of splits: compaction merges small files of one
+//! signal and hour into larger ones (Parquet and index rewritten
+//! together), retention drops files older than a signal's maximum age.
+//!
+//! Both swap files in one catalog transaction and delete the old files only
+//! after a grace period, so running queries finish reading them; a crash at
+//! any step leaves either the old or the new files named by the catalog,
+//! and the start-up sweep removes whichever are not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::catalog::SplitMeta;
+use crate::error::{Result, StorageError};
+use crate::schema::Signal;
+use crate::split_writer;
+use crate::store::Storage;
+
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// How compaction and retention behave.
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// How often to look for work.
+    pub interval: Duration,
+    /// Merged files aim for this size; files at half of it are left alone.
+    pub target_bytes: u64,
+    /// Merge an hour's small files once there are this many…
+    pub min_files: usize,
+    /// …or, once the hour is this far in the past, as soon as there are two.
+    pub settle: Duration,
+    /// Old files stay this long after being replaced, for running queries.
+    pub delete_grace: Duration,
+    /// Maximum age per signal (logs, spans, metrics).
+    pub retention: [Duration; 3],
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        MaintenanceConfig {
+            interval: Duration::from_secs(60),
+            target_bytes: 64 << 20,
+            min_files: 8,
+            settle: Duration::from_secs(300),
+            delete_grace: Duration::from_secs(120),
+            retention: [
+                Duration::from_secs(7 * DAY),
+                Duration::from_secs(7 * DAY),
+                Duration::from_secs(30 * DAY),
+            ],
+        }
+    }
+}
+
+/// The groups of splits one compaction pass should merge, oldest first.
+pub fn plan_merges(
+    splits: &[Arc<SplitMeta>],
+    config: &MaintenanceConfig,
+    now_ns: i64,
+) -> Vec<Vec<Arc<SplitMeta>>> {
+    let mut by_hour: BTreeMap<i64, Vec<Arc<SplitMeta>>> = BTreeMap::new();
+    for split in splits {
+        if split.byte_size < config.target_bytes / 2 {
+            by_hour
+                .entry(split.min_time.div_euclid(NANOS_PER_HOUR))
+                .or_default()
+                .push(split.clone());
+        }
+    }
+    let settle = config.settle.as_nanos() as i64;
+    let mut merges = Vec::new();
+    for (hour, mut small) in by_hour {
+        let settled = (hour + 1) * NANOS_PER_HOUR + settle <= now_ns;
+        if small.len() < 2 || (small.len() < config.min_files && !settled) {
+            continue;
+        }
+        small.sort_by_key(|s| (s.min_time, s.created_at));
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        for split in small {
+            if group.len() >= 2 && bytes + split.byte_size > config.target_bytes {
+                merges.push(std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += split.byte_size;
+            group.push(split);
+        }
+        if group.len() >= 2 {
+            merges.push(group);
+        }
+    }
+    merges
+}
+
+impl Storage {
+    /// One compaction pass over every signal; returns the merges done.
+    pub async fn compact(&self) -> Result<usize> {
+        let config = self.maintenance_config().clone();
+        let mut done = 0;
+        for signal in Signal::ALL {
+            let splits = self.snapshot(signal).splits;
+            for group in plan_merges(&splits, &config, now_nanos()) {
+                self.merge(signal, group).await?;
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<()> {
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for split in &group {
+            let bytes = self.split_store().get(&split.path).await?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+            for batch in reader {
+                batches.push(batch?);
+            }
+        }
+        let encoded =
+            tokio::task::spawn_blocking(move || split_writer::encode_splits(signal, &batches))
+                .await
+                .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
+        let mut merged = Vec::with_capacity(encoded.len());
+        for split in encoded {
+            let meta = split.meta.clone();
+            if let Err(e) = self.store_split(&meta, split.bytes, split.index).await {
+                for m in merged.iter().chain([&meta]) {
+                    self.delete_split_files(m).await;
+                }
+                return Err(e);
+            }
+            merged.push(meta);
+        }
+        let old: Vec<SplitMeta> = group.iter().map(|s| SplitMeta::clone(s)).collect();
+        self.replace_splits(signal, &old, merged).await?;
+        tracing::debug!(%signal, files = old.len(), "compacted");
+        Ok(())
+    }
+
+    /// Drops every split past its signal's retention; returns how many.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let config = self.maintenance_config().clone();
+        let now = now_nanos();
+        let mut dropped = 0;
+        for signal in Signal::ALL {
+            let cutoff = now
+                - config.retention[signal.index()]
+                    .as_nanos()
+                    .min(i64::MAX as u128) as i64;
+            let expired: Vec<SplitMeta> = self
+                .snapshot(signal)
+                .splits
+                .iter()
+                .filter(|s| s.max_time < cutoff)
+                .map(|s| SplitMeta::clone(s))
+                .collect();
+            if !expired.is_empty() {
+                dropped += expired.len();
+                self.replace_splits(signal, &expired, Vec::new()).await?;
+                tracing::info!(%signal, files = expired.len(), "dropped splits past retention");
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(id: &str, hour: i64, minute: i64, bytes: u64) -> Arc<SplitMeta> {
+        let t = hour * NANOS_PER_HOUR + minute * 60_000_000_000;
+        Arc::new(SplitMeta {
+            id: id.into(),
+            signal: Signal::Logs,
+            path: format!("{id}.parquet"),
+            index_path: None,
+            min_time: t,
+            max_time: t + 1,
+            row_count: 1,
+            byte_size: bytes,
+            services: vec![],
+            created_at: t,
+        })
+    }
+
+    fn ids(merges: &[Vec<Arc<SplitMeta>>]) -> Vec<Vec<String>> {
+        merges
+            .iter()
+            .map(|g| g.iter().map(|s| s.id.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn merges_small_files_per_hour_up_to_the_target() {
+        let config = MaintenanceConfig {
+            target_bytes: 100,
+            min_files: 3,
+            settle: Duration::from_secs(0),
+            ..Default::default()
+        };
+        let now_in_hour_2 = 2 * NANOS_PER_HOUR + 1;
+        let splits = vec![
+            split("a", 1, 0, 10),
+            split("b", 1, 1, 10),
+            split("big", 1, 2, 80),
+            split("c", 2, 0, 10),
+            split("d", 2, 1, 10),
+        ];
+        // Hour 1 is over: its two small files merge; hour 2 is still open
+        // and has fewer than three.
+        assert_eq!(
+            ids(&plan_merges(&splits, &config, now_in_hour_2)),
+            vec![vec!["a", "b"]]
+        );
+        let many: Vec<_> = (0..7).map(|i| split(&format!("s{i}"), 2, i, 30)).collect();
+        assert_eq!(
+            ids(&plan_merges(&many, &config, now_in_hour_2)),
+            vec![vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"]]
+        );
+    }
+}
