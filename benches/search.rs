@@ -1,0 +1,247 @@
+//! Search benchmark: loads ≥ 20 M generated log lines into `loupe serve`
+//! (over OTLP/gRPC from `loupe gen`), lets compaction merge them, then
+//! times three questions through the search API — (a) a rare term with
+//! ≤ 100 hits, (b) the newest 100 lines with a common term, (c) a count
+//! and histogram over a day for that term — against the same questions as
+//! LIKE scans over the same Parquet files in DuckDB (PyPI `duckdb`), and
+//! reports bytes on disk per raw log byte, index included.
+//!
+//! Run: `cargo bench --bench search` (env: `LINES`, default 20000000;
+//! `RUNS`, default 5; `KEEP_DATA=1` reuses a loaded data dir in
+//! target/bench-search between runs).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loupe");
+
+struct Server {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("LOUPE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start loupe serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("bound addresses");
+        let get = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .expect("address")
+                .to_string()
+        };
+        Server {
+            grpc: get("otlp_grpc"),
+            http: get("http"),
+            child,
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "loupe serve exited with {status}");
+    }
+
+    fn get(&self, client: &reqwest::blocking::Client, path: &str) -> Value {
+        client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .and_then(|r| r.json())
+            .expect("API call")
+    }
+
+    fn sql(&self, client: &reqwest::blocking::Client, sql: &str) -> Value {
+        let body: Value = client
+            .post(format!("http://{}/api/v1/sql", self.http))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .and_then(|r| r.json())
+            .expect("SQL call");
+        body["rows"][0][0].clone()
+    }
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let lines = env("LINES", 20_000_000);
+    let runs = env("RUNS", 5) as usize;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("client");
+    if std::env::var("KEEP_DATA").is_err() {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    // Load (skipped when a kept data dir already holds enough).
+    let server = Server::start(&data, &["--compaction-interval", "1h"]);
+    let mut stored = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
+    let mut ingested_bytes = 0.0;
+    let load_started = Instant::now();
+    let mut seed = 1;
+    while stored < lines {
+        let remaining = lines - stored;
+        // About 3 log lines per simulated request.
+        let traces = remaining / 3 + 1000;
+        let rate = 40_000u64;
+        let secs = (traces / rate).clamp(5, 120);
+        let output = Command::new(BIN)
+            .args(["gen", "--protocol", "grpc", "--signals", "logs", "--quiet", "--json", "--concurrency", "8", "--batch", "200"])
+            .args(["--endpoint", &format!("http://{}", server.grpc)])
+            .args(["--rate", &rate.to_string(), "--duration", &format!("{secs}s"), "--seed", &seed.to_string()])
+            .output()
+            .expect("loupe gen");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("gen report");
+        ingested_bytes += report["bytes"].as_f64().unwrap_or(0.0);
+        seed += 1;
+        stored = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
+        eprintln!("loaded {stored} log lines ({:.0}s)", load_started.elapsed().as_secs_f64());
+    }
+    server.stop();
+
+    // Compact: restart with eager compaction and wait until it settles.
+    let server = Server::start(&data, &["--compaction-interval", "2s", "--compaction-min-files", "2"]);
+    let mut last = usize::MAX;
+    let compact_started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let files = server.get(&client, "/api/v1/splits")["logs"].as_array().map_or(0, Vec::len);
+        eprintln!("logs splits: {files}");
+        if files == last {
+            break;
+        }
+        last = files;
+    }
+    let compaction_secs = compact_started.elapsed().as_secs_f64();
+
+    let rare_body = server.sql(
+        &client,
+        "SELECT body FROM logs WHERE body LIKE 'sent order confirmation o-%' ORDER BY body LIMIT 1",
+    );
+    let rare = rare_body
+        .as_str()
+        .and_then(|b| b.split_whitespace().find(|w| w.starts_with("o-")))
+        .expect("an order id")
+        .to_string();
+    let common = "charged";
+    let total_lines = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
+    let raw_bytes = server
+        .sql(&client, "SELECT sum(CAST(length(body) AS BIGINT)) FROM logs")
+        .as_f64()
+        .unwrap_or(1.0);
+
+    let time_api = |path: &str| -> (f64, Value) {
+        let mut times = Vec::new();
+        let mut body = Value::Null;
+        for _ in 0..runs {
+            let started = Instant::now();
+            body = server.get(&client, path);
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        (median(times), body)
+    };
+    let quoted = format!("%22{rare}%22");
+    let (rare_ms, rare_body) = time_api(&format!("/api/v1/logs/search?q={quoted}&start=now-1d&limit=100"));
+    let (recent_ms, recent_body) = time_api(&format!("/api/v1/logs/search?q={common}&start=now-1d&limit=100"));
+    let (count_ms, count_body) = time_api(&format!("/api/v1/logs/search?q={common}&start=now-1d&limit=0"));
+    server.stop();
+
+    let splits_dir = data.join("splits/logs");
+    let parquet_glob = format!("{}/**/*.parquet", splits_dir.display());
+    let peer = Command::new("python3")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_compare.py"))
+        .args([&parquet_glob, &rare, common, &runs.to_string()])
+        .output()
+        .expect("python3 with duckdb (pip install duckdb)");
+    let duck: Value = serde_json::from_slice(&peer.stdout)
+        .unwrap_or_else(|e| panic!("duckdb: {e}: {}", String::from_utf8_lossy(&peer.stderr)));
+
+    let mut parquet_bytes = 0;
+    let mut index_bytes = 0;
+    let mut stack = vec![splits_dir];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "idx") {
+                index_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            } else {
+                parquet_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    let _ = dir_bytes(&data);
+
+    println!("search benchmark: {total_lines} log lines, {runs} runs per query, medians");
+    println!("compaction settled after {compaction_secs:.0}s");
+    println!("{:<44} {:>12} {:>12} {:>8} {:>10}", "query", "loupe ms", "duckdb ms", "ratio", "hits");
+    let row = |name: &str, ours: f64, key: &str, hits: String| {
+        let theirs = duck[key]["median_ms"].as_f64().unwrap_or(f64::NAN);
+        println!("{name:<44} {ours:>12.1} {theirs:>12.1} {:>7.1}x {hits:>10}", theirs / ours);
+    };
+    row(
+        &format!("(a) rare term \"{rare}\""),
+        rare_ms,
+        "rare",
+        format!("{}/{}", rare_body["total"], duck["rare"]["rows"]),
+    );
+    row(
+        &format!("(b) '{common}' ORDER BY time DESC LIMIT 100"),
+        recent_ms,
+        "recent",
+        format!("{}/{}", recent_body["hits"].as_array().map_or(0, Vec::len), duck["recent"]["rows"]),
+    );
+    row(
+        &format!("(c) count + histogram of '{common}' over 1 day"),
+        count_ms,
+        "count_day",
+        format!("{}/{}", count_body["total"], duck["count_day"]["rows"]),
+    );
+    println!(
+        "on disk: parquet {:.1} MB + index {:.1} MB for {:.1} MB of raw log text: {:.3} bytes per raw byte ({:.3} without the index); {:.3} per ingested OTLP byte",
+        parquet_bytes as f64 / 1e6,
+        index_bytes as f64 / 1e6,
+        raw_bytes / 1e6,
+        (parquet_bytes + index_bytes) as f64 / raw_bytes,
+        parquet_bytes as f64 / raw_bytes,
+        (parquet_bytes + index_bytes) as f64 / ingested_bytes.max(1.0),
+    );
+}
