@@ -28,7 +28,15 @@ struct Server {
 impl Server {
     fn start(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(data)
             .args(extra)
@@ -82,7 +90,9 @@ impl Server {
 }
 
 fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -98,7 +108,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let lines = env("LINES", 20_000_000);
     let runs = env("RUNS", 5) as usize;
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search");
@@ -112,7 +127,10 @@ fn main() {
 
     // Load (skipped when a kept data dir already holds enough).
     let server = Server::start(&data, &["--compaction-interval", "1h"]);
-    let mut stored = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
+    let mut stored = server
+        .sql(&client, "SELECT count(*) FROM logs")
+        .as_u64()
+        .unwrap_or(0);
     let mut ingested_bytes = 0.0;
     let load_started = Instant::now();
     let mut seed = 1;
@@ -123,26 +141,56 @@ fn main() {
         let rate = 40_000u64;
         let secs = (traces / rate).clamp(5, 120);
         let output = Command::new(BIN)
-            .args(["gen", "--protocol", "grpc", "--signals", "logs", "--quiet", "--json", "--concurrency", "8", "--batch", "200"])
+            .args([
+                "gen",
+                "--protocol",
+                "grpc",
+                "--signals",
+                "logs",
+                "--quiet",
+                "--json",
+                "--concurrency",
+                "8",
+                "--batch",
+                "200",
+            ])
             .args(["--endpoint", &format!("http://{}", server.grpc)])
-            .args(["--rate", &rate.to_string(), "--duration", &format!("{secs}s"), "--seed", &seed.to_string()])
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                &format!("{secs}s"),
+                "--seed",
+                &seed.to_string(),
+            ])
             .output()
             .expect("loupe gen");
         let report: Value = serde_json::from_slice(&output.stdout).expect("gen report");
         ingested_bytes += report["bytes"].as_f64().unwrap_or(0.0);
         seed += 1;
-        stored = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
-        eprintln!("loaded {stored} log lines ({:.0}s)", load_started.elapsed().as_secs_f64());
+        stored = server
+            .sql(&client, "SELECT count(*) FROM logs")
+            .as_u64()
+            .unwrap_or(0);
+        eprintln!(
+            "loaded {stored} log lines ({:.0}s)",
+            load_started.elapsed().as_secs_f64()
+        );
     }
     server.stop();
 
     // Compact: restart with eager compaction and wait until it settles.
-    let server = Server::start(&data, &["--compaction-interval", "2s", "--compaction-min-files", "2"]);
+    let server = Server::start(
+        &data,
+        &["--compaction-interval", "2s", "--compaction-min-files", "2"],
+    );
     let mut last = usize::MAX;
     let compact_started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(10));
-        let files = server.get(&client, "/api/v1/splits")["logs"].as_array().map_or(0, Vec::len);
+        let files = server.get(&client, "/api/v1/splits")["logs"]
+            .as_array()
+            .map_or(0, Vec::len);
         eprintln!("logs splits: {files}");
         if files == last {
             break;
@@ -161,9 +209,15 @@ fn main() {
         .expect("an order id")
         .to_string();
     let common = "charged";
-    let total_lines = server.sql(&client, "SELECT count(*) FROM logs").as_u64().unwrap_or(0);
+    let total_lines = server
+        .sql(&client, "SELECT count(*) FROM logs")
+        .as_u64()
+        .unwrap_or(0);
     let raw_bytes = server
-        .sql(&client, "SELECT sum(CAST(length(body) AS BIGINT)) FROM logs")
+        .sql(
+            &client,
+            "SELECT sum(CAST(length(body) AS BIGINT)) FROM logs",
+        )
         .as_f64()
         .unwrap_or(1.0);
 
@@ -178,9 +232,15 @@ fn main() {
         (median(times), body)
     };
     let quoted = format!("%22{rare}%22");
-    let (rare_ms, rare_body) = time_api(&format!("/api/v1/logs/search?q={quoted}&start=now-1d&limit=100"));
-    let (recent_ms, recent_body) = time_api(&format!("/api/v1/logs/search?q={common}&start=now-1d&limit=100"));
-    let (count_ms, count_body) = time_api(&format!("/api/v1/logs/search?q={common}&start=now-1d&limit=0"));
+    let (rare_ms, rare_body) = time_api(&format!(
+        "/api/v1/logs/search?q={quoted}&start=now-1d&limit=100"
+    ));
+    let (recent_ms, recent_body) = time_api(&format!(
+        "/api/v1/logs/search?q={common}&start=now-1d&limit=100"
+    ));
+    let (count_ms, count_body) = time_api(&format!(
+        "/api/v1/logs/search?q={common}&start=now-1d&limit=0"
+    ));
     server.stop();
 
     let splits_dir = data.join("splits/logs");
@@ -212,10 +272,16 @@ fn main() {
 
     println!("search benchmark: {total_lines} log lines, {runs} runs per query, medians");
     println!("compaction settled after {compaction_secs:.0}s");
-    println!("{:<44} {:>12} {:>12} {:>8} {:>10}", "query", "loupe ms", "duckdb ms", "ratio", "hits");
+    println!(
+        "{:<44} {:>12} {:>12} {:>8} {:>10}",
+        "query", "loupe ms", "duckdb ms", "ratio", "hits"
+    );
     let row = |name: &str, ours: f64, key: &str, hits: String| {
         let theirs = duck[key]["median_ms"].as_f64().unwrap_or(f64::NAN);
-        println!("{name:<44} {ours:>12.1} {theirs:>12.1} {:>7.1}x {hits:>10}", theirs / ours);
+        println!(
+            "{name:<44} {ours:>12.1} {theirs:>12.1} {:>7.1}x {hits:>10}",
+            theirs / ours
+        );
     };
     row(
         &format!("(a) rare term \"{rare}\""),
@@ -227,7 +293,11 @@ fn main() {
         &format!("(b) '{common}' ORDER BY time DESC LIMIT 100"),
         recent_ms,
         "recent",
-        format!("{}/{}", recent_body["hits"].as_array().map_or(0, Vec::len), duck["recent"]["rows"]),
+        format!(
+            "{}/{}",
+            recent_body["hits"].as_array().map_or(0, Vec::len),
+            duck["recent"]["rows"]
+        ),
     );
     row(
         &format!("(c) count + histogram of '{common}' over 1 day"),

@@ -27,7 +27,8 @@ pub fn api_router(storage: Arc<Storage>, engine: Arc<QueryEngine>, registry: Reg
         .route("/api/v1/splits", get(splits))
         .with_state(AppState { storage, registry });
     loupe_query::api::router(engine.clone())
-        .merge(loupe_query::logs_api::router(engine))
+        .merge(loupe_query::logs_api::router(engine.clone()))
+        .merge(loupe_query::traces_api::router(engine))
         .merge(ops)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
 }

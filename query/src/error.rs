@@ -10,6 +10,8 @@ pub enum QueryError {
     /// The SQL does not parse or plan (unknown column, bad syntax, …).
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(std::time::Duration),
     #[error("query exceeded its memory limit: {0}")]
@@ -25,6 +27,7 @@ impl QueryError {
         use http::StatusCode as S;
         match self {
             QueryError::Forbidden(_) | QueryError::Invalid(_) => S::BAD_REQUEST,
+            QueryError::NotFound(_) => S::NOT_FOUND,
             QueryError::Timeout(_) => S::GATEWAY_TIMEOUT,
             QueryError::ResourcesExhausted(_) => S::UNPROCESSABLE_ENTITY,
             QueryError::Busy => S::TOO_MANY_REQUESTS,

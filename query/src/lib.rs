@@ -12,6 +12,8 @@ mod search;
 mod table;
 mod time_bounds;
 mod time_param;
+mod trace_tree;
+pub mod traces_api;
 
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
 pub use error::QueryError;

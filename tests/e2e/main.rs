@@ -10,3 +10,4 @@ mod otlp_sdk;
 mod scenarios;
 mod search;
 mod sql_api;
+mod traces;

@@ -1,0 +1,173 @@
+//! Trace view, trace search, RED per service and the service graph, on
+//! generated shop traffic.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::harness::Loupe;
+
+fn generate(loupe: &Loupe, args: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn get(loupe: &Loupe, path: &str) -> (u16, Value) {
+    let response = loupe.client().get(loupe.api_url(path)).send().unwrap();
+    (response.status().as_u16(), response.json().unwrap())
+}
+
+#[test]
+fn trace_view_has_the_tree_critical_path_and_logs() {
+    let loupe = Loupe::start(&[]);
+    generate(&loupe, &["--rate", "40", "--duration", "3s"]);
+    let id = loupe.sql_value("SELECT trace_id FROM spans WHERE name = 'POST /checkout' AND kind = 'server' ORDER BY trace_id LIMIT 1");
+    let id = id.as_str().unwrap();
+    let (status, trace) = get(&loupe, &format!("/api/v1/traces/{id}"));
+    assert_eq!(status, 200, "{trace}");
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(
+        spans.len() as u64,
+        loupe.count(&format!(
+            "SELECT count(*) FROM spans WHERE trace_id = '{id}'"
+        ))
+    );
+    assert_eq!(
+        (spans[0]["depth"].clone(), spans[0]["service"].clone()),
+        (json!(0), json!("frontend"))
+    );
+    assert_eq!(trace["root_operation"], "POST /checkout");
+    // The critical path covers the root's whole duration, span by span.
+    let path = trace["critical_path"].as_array().unwrap();
+    let covered: i64 = path
+        .iter()
+        .map(|s| s["duration_ns"].as_i64().unwrap())
+        .sum();
+    assert_eq!(covered, trace["duration_ns"].as_i64().unwrap());
+    assert!(
+        path.iter().any(|s| s["service"] == "payment"),
+        "payment is on a checkout's critical path"
+    );
+    // The email consumer runs after the checkout answered: off the path.
+    let consumer = spans
+        .iter()
+        .find(|s| s["name"] == "orders process")
+        .expect("consumer span");
+    assert_eq!(consumer["critical_path_ns"], json!(0));
+    assert!(consumer["depth"].as_i64().unwrap() > 1);
+    for span in spans {
+        assert!(span["self_time_ns"].as_i64().unwrap() <= span["duration_ns"].as_i64().unwrap());
+    }
+    let logs = trace["logs"].as_array().unwrap();
+    assert!(!logs.is_empty());
+    assert_eq!(
+        logs.len() as u64,
+        loupe.count(&format!(
+            "SELECT count(*) FROM logs WHERE trace_id = '{id}'"
+        ))
+    );
+
+    assert_eq!(
+        get(&loupe, "/api/v1/traces/0123456789abcdef0123456789abcdef").0,
+        404
+    );
+    assert_eq!(get(&loupe, "/api/v1/traces/not-a-trace").0, 400);
+}
+
+#[test]
+fn trace_search_red_and_service_graph_agree_with_sql() {
+    let loupe = Loupe::start(&[]);
+    generate(
+        &loupe,
+        &[
+            "--scenario",
+            "payment-errors",
+            "--fault-at",
+            "0s",
+            "--rate",
+            "60",
+            "--duration",
+            "4s",
+        ],
+    );
+
+    let (status, found) = get(
+        &loupe,
+        "/api/v1/traces?service=payment&status=error&attr.service.instance.id=payment-2&limit=10",
+    );
+    assert_eq!(status, 200, "{found}");
+    let traces = found["traces"].as_array().unwrap();
+    assert!(!traces.is_empty());
+    for t in traces {
+        assert!(t["error_count"].as_i64().unwrap() > 0, "{t}");
+        assert!(
+            t["services"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("payment"))
+        );
+        assert_eq!(t["root_service"], "frontend");
+    }
+    let (_, slow) = get(&loupe, "/api/v1/traces?min_duration=10s");
+    assert!(slow["traces"].as_array().unwrap().is_empty());
+
+    let (status, red) = get(&loupe, "/api/v1/services?start=now-1h&step=1m");
+    assert_eq!(status, 200, "{red}");
+    let services = red["services"].as_array().unwrap();
+    let payment = services.iter().find(|s| s["service"] == "payment").unwrap();
+    let sql = loupe.sql(
+        "SELECT count(*), sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END),
+                count(DISTINCT resource_attributes['service.instance.id'])
+         FROM spans WHERE service = 'payment' AND kind IN ('server', 'consumer')",
+    );
+    assert_eq!(payment["requests"], sql[0][0]);
+    assert_eq!(payment["errors"], sql[0][1]);
+    assert_eq!(payment["instances"], sql[0][2]);
+    let error_rate = sql[0][1].as_f64().unwrap() / sql[0][0].as_f64().unwrap();
+    assert!((payment["error_rate"].as_f64().unwrap() - error_rate).abs() < 1e-9);
+    let p95_sql = loupe
+        .sql_value("SELECT approx_percentile_cont(duration_ns, 0.95) FROM spans WHERE service = 'payment' AND kind IN ('server', 'consumer')")
+        .as_f64()
+        .unwrap();
+    let p95_api = payment["p95_ms"].as_f64().unwrap() * 1e6;
+    assert!(
+        (p95_api - p95_sql).abs() / p95_sql < 0.02,
+        "p95 {p95_api} vs {p95_sql}"
+    );
+    assert!(
+        payment["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["operation"] == "POST /api/charge")
+    );
+    assert!(!payment["series"].as_array().unwrap().is_empty());
+
+    let (status, graph) = get(&loupe, "/api/v1/service-graph");
+    assert_eq!(status, 200, "{graph}");
+    let edge = |caller: &str, callee: &str| {
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["caller"] == caller && e["callee"] == callee)
+            .cloned()
+            .unwrap_or_else(|| panic!("no edge {caller} -> {callee}: {graph}"))
+    };
+    assert_eq!(edge("frontend", "checkout")["inferred"], json!(false));
+    assert_eq!(edge("checkout", "email")["inferred"], json!(false));
+    assert!(edge("checkout", "payment")["errors"].as_i64().unwrap() > 0);
+    let db = edge("inventory", "postgresql postgres-inventory");
+    assert_eq!(db["inferred"], json!(true));
+    let node = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "redis redis-cart")
+        .cloned();
+    assert_eq!(node.unwrap()["inferred"], json!(true));
+}
