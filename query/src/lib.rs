@@ -7,6 +7,8 @@ mod engine;
 mod error;
 pub mod logs_api;
 mod output;
+mod patterns;
+pub mod problems;
 mod sandbox;
 mod search;
 mod table;

@@ -40,6 +40,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/api/v1/logs/search", get(search_logs))
         .route("/api/v1/logs/context", get(context))
+        .route("/api/v1/logs/patterns", get(patterns))
         .with_state(engine)
 }
 
@@ -250,4 +251,61 @@ async fn run_context(engine: &QueryEngine, p: ContextParams) -> Result<Value, Qu
         )));
     }
     Ok(json!({"before": earlier, "lines": lines, "after": later}))
+}
+
+#[derive(Debug, Deserialize)]
+struct PatternParams {
+    start: Option<String>,
+    end: Option<String>,
+    service: Option<String>,
+}
+
+async fn patterns(
+    State(engine): State<Arc<QueryEngine>>,
+    Query(p): Query<PatternParams>,
+) -> Response {
+    match run_patterns(&engine, p).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+/// Templates of the window's log lines with counts, marked new or surging
+/// against the window of the same length just before.
+async fn run_patterns(engine: &QueryEngine, p: PatternParams) -> Result<Value, QueryError> {
+    let now = now_nanos();
+    let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
+    let start = time_param::parse(p.start.as_deref().unwrap_or("now-15m"), now)?;
+    if start >= end {
+        return Err(QueryError::Invalid("start must be before end".into()));
+    }
+    let service = p.service.as_deref();
+    let current = crate::problems::warn_patterns(engine, start, end, service, 0).await?;
+    let before =
+        crate::problems::warn_patterns(engine, start - (end - start), start, service, 0).await?;
+    let mut list: Vec<Value> = current
+        .counts
+        .iter()
+        .map(|(key, (n, example))| {
+            let b = before.get(key);
+            let trend = if b == 0 {
+                "new"
+            } else if *n >= 3 * b {
+                "surging"
+            } else {
+                "steady"
+            };
+            json!({
+                "service": key.0, "severity_text": key.1, "template": key.2,
+                "count": n, "previous_count": b, "trend": trend, "example": example,
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b["count"]
+            .as_u64()
+            .cmp(&a["count"].as_u64())
+            .then_with(|| a["template"].as_str().cmp(&b["template"].as_str()))
+    });
+    Ok(json!({ "patterns": list }))
 }

@@ -25,6 +25,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/services", get(services))
         .route("/api/v1/service-graph", get(service_graph))
+        .route("/api/v1/problems", get(crate::problems::handler))
         .with_state(engine)
 }
 

@@ -7,6 +7,7 @@ mod harness;
 mod otlp_json;
 mod otlp_proto;
 mod otlp_sdk;
+mod problems;
 mod scenarios;
 mod search;
 mod sql_api;
