@@ -9,14 +9,15 @@
 //!
 //! Run: `cargo bench --bench ingest` (env: `RUNS`, `SECONDS`, `RATE_SCALE`).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use common::{BIN, Server, dir_bytes, median};
 
-const BIN: &str = env!("CARGO_BIN_EXE_loupe");
+use serde_json::Value;
 
 struct Workload {
     name: &'static str,
@@ -88,47 +89,10 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
 fn run_once(w: &Workload, seconds: u64, seed: u64) -> Sample {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--otlp-grpc",
-            "127.0.0.1:0",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("LOUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start loupe serve");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("read bound addresses");
-    let grpc = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("otlp_grpc="))
-        .expect("otlp_grpc address")
-        .to_string();
-    let pid = server.id();
+    let server = Server::start(data.path(), &[]);
+    let (pid, grpc) = (server.pid(), server.grpc.clone());
     let cpu_before = cpu_secs(pid);
     let output = Command::new(BIN)
         .args([
@@ -154,12 +118,7 @@ fn run_once(w: &Workload, seconds: u64, seed: u64) -> Sample {
         .expect("run loupe gen");
     let cpu = cpu_secs(pid) - cpu_before;
     let rss = peak_rss_mb(pid);
-    // SAFETY: plain signal to our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let status = server.wait().expect("wait for loupe");
-    assert!(status.success(), "loupe serve exited with {status}");
+    server.stop();
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "gen report: {e}: {}",
@@ -184,18 +143,6 @@ fn run_once(w: &Workload, seconds: u64, seed: u64) -> Sample {
         peak_rss_mb: rss,
         disk_per_byte: on_disk as f64 / bytes.max(1.0),
         errors: report["errors"].as_u64().unwrap_or(0),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

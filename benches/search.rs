@@ -10,102 +10,15 @@
 //! `RUNS`, default 5; `KEEP_DATA=1` reuses a loaded data dir in
 //! target/bench-search between runs).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use common::{Server, median};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_loupe");
-
-struct Server {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl Server {
-    fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("LOUPE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start loupe serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("bound addresses");
-        let get = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .expect("address")
-                .to_string()
-        };
-        Server {
-            grpc: get("otlp_grpc"),
-            http: get("http"),
-            child,
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: a plain signal to our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "loupe serve exited with {status}");
-    }
-
-    fn get(&self, client: &reqwest::blocking::Client, path: &str) -> Value {
-        client
-            .get(format!("http://{}{path}", self.http))
-            .send()
-            .and_then(|r| r.json())
-            .expect("API call")
-    }
-
-    fn sql(&self, client: &reqwest::blocking::Client, sql: &str) -> Value {
-        let body: Value = client
-            .post(format!("http://{}/api/v1/sql", self.http))
-            .json(&serde_json::json!({ "sql": sql }))
-            .send()
-            .and_then(|r| r.json())
-            .expect("SQL call");
-        body["rows"][0][0].clone()
-    }
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn main() {
     let env = |k: &str, d: u64| {
@@ -117,10 +30,7 @@ fn main() {
     let lines = env("LINES", 20_000_000);
     let runs = env("RUNS", 5) as usize;
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search");
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()
-        .expect("client");
+    let client = common::client();
     if std::env::var("KEEP_DATA").is_err() {
         let _ = std::fs::remove_dir_all(&data);
     }
@@ -140,32 +50,20 @@ fn main() {
         let traces = remaining / 3 + 1000;
         let rate = 40_000u64;
         let secs = (traces / rate).clamp(5, 120);
-        let output = Command::new(BIN)
-            .args([
-                "gen",
-                "--protocol",
-                "grpc",
-                "--signals",
-                "logs",
-                "--quiet",
-                "--json",
-                "--concurrency",
-                "8",
-                "--batch",
-                "200",
-            ])
-            .args(["--endpoint", &format!("http://{}", server.grpc)])
-            .args([
-                "--rate",
-                &rate.to_string(),
-                "--duration",
-                &format!("{secs}s"),
-                "--seed",
-                &seed.to_string(),
-            ])
-            .output()
-            .expect("loupe gen");
-        let report: Value = serde_json::from_slice(&output.stdout).expect("gen report");
+        let report = server.generate(&[
+            "--signals",
+            "logs",
+            "--concurrency",
+            "8",
+            "--batch",
+            "200",
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+            "--seed",
+            &seed.to_string(),
+        ]);
         ingested_bytes += report["bytes"].as_f64().unwrap_or(0.0);
         seed += 1;
         stored = server
@@ -184,19 +82,8 @@ fn main() {
         &data,
         &["--compaction-interval", "2s", "--compaction-min-files", "2"],
     );
-    let mut last = usize::MAX;
     let compact_started = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let files = server.get(&client, "/api/v1/splits")["logs"]
-            .as_array()
-            .map_or(0, Vec::len);
-        eprintln!("logs splits: {files}");
-        if files == last {
-            break;
-        }
-        last = files;
-    }
+    server.settle_compaction(&client, "logs");
     let compaction_secs = compact_started.elapsed().as_secs_f64();
 
     let rare_body = server.sql(
@@ -268,7 +155,6 @@ fn main() {
             }
         }
     }
-    let _ = dir_bytes(&data);
 
     println!("search benchmark: {total_lines} log lines, {runs} runs per query, medians");
     println!("compaction settled after {compaction_secs:.0}s");

@@ -1,0 +1,153 @@
+//! What the benchmarks share: a `loupe serve` child process on ephemeral
+//! ports, and small statistics helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_loupe");
+
+pub struct Server {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--otlp-http",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("LOUPE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start loupe serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("bound addresses");
+        let get = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .expect("address")
+                .to_string()
+        };
+        Server {
+            grpc: get("otlp_grpc"),
+            http: get("http"),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and a clean exit (which flushes everything).
+    pub fn stop(mut self) {
+        // SAFETY: a plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "loupe serve exited with {status}");
+    }
+
+    pub fn get(&self, client: &reqwest::blocking::Client, path: &str) -> Value {
+        client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .and_then(|r| r.json())
+            .expect("API call")
+    }
+
+    /// The first value of the first row of a SQL query.
+    pub fn sql(&self, client: &reqwest::blocking::Client, sql: &str) -> Value {
+        let body: Value = client
+            .post(format!("http://{}/api/v1/sql", self.http))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .and_then(|r| r.json())
+            .expect("SQL call");
+        body["rows"][0][0].clone()
+    }
+
+    /// Runs `loupe gen` against this server until done; returns its report.
+    pub fn generate(&self, args: &[&str]) -> Value {
+        let output = Command::new(BIN)
+            .args(["gen", "--protocol", "grpc", "--quiet", "--json"])
+            .args(["--endpoint", &format!("http://{}", self.grpc)])
+            .args(args)
+            .output()
+            .expect("loupe gen");
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "gen report: {e}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
+    /// Waits until compaction stops changing the number of `signal` files.
+    pub fn settle_compaction(&self, client: &reqwest::blocking::Client, signal: &str) -> usize {
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            let files = self.get(client, "/api/v1/splits")[signal]
+                .as_array()
+                .map_or(0, Vec::len);
+            eprintln!("{signal} files: {files}");
+            if files == last {
+                return files;
+            }
+            last = files;
+        }
+    }
+}
+
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .expect("HTTP client")
+}

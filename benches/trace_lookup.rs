@@ -1,0 +1,107 @@
+//! Trace lookup benchmark: loads ≥ 10 M generated spans into `loupe serve`,
+//! lets compaction settle, then fetches random traces by id through
+//! `GET /api/v1/traces/{id}` (tree, critical path and logs) and reports the
+//! median latency.
+//!
+//! Run: `cargo bench --bench trace_lookup` (env: `SPANS`, default 10000000;
+//! `LOOKUPS`, default 50).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use common::{Server, client, median};
+
+fn main() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let spans = env("SPANS", 10_000_000);
+    let lookups = env("LOOKUPS", 50) as usize;
+    let data = tempfile::tempdir().expect("temp dir");
+    let http = client();
+
+    let server = Server::start(data.path(), &["--compaction-interval", "1h"]);
+    let mut stored = 0;
+    let mut seed = 1;
+    let started = Instant::now();
+    while stored < spans {
+        let traces = (spans - stored) / 6 + 1000;
+        let secs = (traces / 20_000).clamp(5, 120);
+        let report = server.generate(&[
+            "--signals",
+            "traces",
+            "--concurrency",
+            "8",
+            "--batch",
+            "200",
+            "--rate",
+            "20000",
+            "--duration",
+            &format!("{secs}s"),
+            "--seed",
+            &seed.to_string(),
+        ]);
+        assert_eq!(report["errors"], 0, "{report}");
+        seed += 1;
+        stored = server
+            .sql(&http, "SELECT count(*) FROM spans")
+            .as_u64()
+            .unwrap_or(0);
+        eprintln!(
+            "loaded {stored} spans ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    server.stop();
+    let server = Server::start(
+        data.path(),
+        &["--compaction-interval", "2s", "--compaction-min-files", "2"],
+    );
+    let files = server.settle_compaction(&http, "spans");
+
+    let ids: Vec<String> = {
+        let body: serde_json::Value = http
+            .post(format!("http://{}/api/v1/sql", server.http))
+            .json(&serde_json::json!({"sql": format!(
+                "SELECT trace_id FROM spans WHERE parent_span_id IS NULL ORDER BY random() LIMIT {lookups}"
+            )}))
+            .send()
+            .and_then(|r| r.json())
+            .expect("sample trace ids");
+        body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r[0].as_str().map(String::from))
+            .collect()
+    };
+    let mut api_ms = Vec::new();
+    let mut span_counts = Vec::new();
+    for id in &ids {
+        let t = Instant::now();
+        let trace = server.get(&http, &format!("/api/v1/traces/{id}"));
+        api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        span_counts.push(trace["span_count"].as_f64().unwrap_or(0.0));
+    }
+    let total = server.sql(&http, "SELECT count(*) FROM spans");
+    server.stop();
+    println!(
+        "trace lookup: {total} spans in {files} files, {} lookups of random traces",
+        ids.len()
+    );
+    println!(
+        "GET /api/v1/traces/{{id}}: median {:.1} ms, p90 {:.1} ms (median {:.0} spans per trace)",
+        median(api_ms.clone()),
+        {
+            let mut v = api_ms.clone();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[(v.len() * 9 / 10).min(v.len() - 1)]
+        },
+        median(span_counts)
+    );
+}
