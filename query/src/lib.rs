@@ -5,6 +5,7 @@
 pub mod api;
 mod engine;
 mod error;
+mod errors;
 pub mod logs_api;
 mod output;
 mod patterns;

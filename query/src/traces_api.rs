@@ -26,6 +26,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/service-graph", get(service_graph))
         .route("/api/v1/problems", get(crate::problems::handler))
+        .route("/api/v1/errors", get(crate::errors::handler))
         .with_state(engine)
 }
 

@@ -13,7 +13,7 @@ fn incident(scenario: &str, seed: &str) -> (Value, Loupe) {
     let loupe = Loupe::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let truth_path = dir.path().join("truth.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
+    let status = Command::new(env!("CARGO_BIN_EXEloupe"))
         .args([
             "gen",
             "--endpoint",
@@ -57,7 +57,7 @@ fn top(report: &Value) -> &Value {
 
 #[test]
 fn db_slow_points_at_the_database() {
-    let (report, _loupe) = incident("db-slow", "3");
+    let (report, loupe) = incident("db-slow", "3");
     let s = top(&report);
     assert_eq!(s["subject"]["kind"], "dependency", "{report:#}");
     assert_eq!(s["subject"]["system"], "postgresql");
@@ -68,7 +68,7 @@ fn db_slow_points_at_the_database() {
 
 #[test]
 fn payment_errors_point_at_the_instance() {
-    let (report, _loupe) = incident("payment-errors", "4");
+    let (report, loupe) = incident("payment-errors", "4");
     let s = top(&report);
     assert_eq!(
         s["subject"]["service.instance.id"], "payment-2",
