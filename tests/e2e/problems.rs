@@ -13,7 +13,7 @@ fn incident(scenario: &str, seed: &str) -> (Value, Loupe) {
     let loupe = Loupe::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let truth_path = dir.path().join("truth.json");
-    let status = Command::new(env!("CARGO_BIN_EXEloupe"))
+    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
         .args([
             "gen",
             "--endpoint",
@@ -57,7 +57,7 @@ fn top(report: &Value) -> &Value {
 
 #[test]
 fn db_slow_points_at_the_database() {
-    let (report, loupe) = incident("db-slow", "3");
+    let (report, _loupe) = incident("db-slow", "3");
     let s = top(&report);
     assert_eq!(s["subject"]["kind"], "dependency", "{report:#}");
     assert_eq!(s["subject"]["system"], "postgresql");
