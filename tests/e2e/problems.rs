@@ -86,6 +86,23 @@ fn payment_errors_point_at_the_instance() {
             .any(|l| l["body"].as_str().unwrap().contains("PaymentGatewayError")),
         "{logs:?}"
     );
+
+    // Error groups: the exception events collapse into one group.
+    let response = loupe
+        .client()
+        .get(loupe.api_url("/api/v1/errors?start=now-1h"))
+        .send()
+        .unwrap();
+    let body: Value = response.json().unwrap();
+    let groups = body["groups"].as_array().unwrap();
+    let events = groups
+        .iter()
+        .find(|g| g["type"] == "PaymentGatewayError" && g["source"] == "span_event")
+        .unwrap_or_else(|| panic!("{body:#}"));
+    assert_eq!(events["top_frames"][0], "com.shop.payment.Gateway.charge");
+    assert_eq!(events["services"], serde_json::json!(["payment"]));
+    let errors = loupe.count("SELECT count(*) FROM spans WHERE service = 'payment' AND events LIKE '%PaymentGatewayError%'");
+    assert_eq!(events["count"].as_u64().unwrap(), errors);
 }
 
 #[test]
