@@ -80,7 +80,14 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
                 std::thread::spawn(move || send_until_stopped(url, round, s, stop, acked))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        // Wait for traffic to flow (a loaded CI machine can be slow), then
+        // kill at a random moment.
+        let before = acked.lock().unwrap().len();
+        let flowing = std::time::Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() == before && std::time::Instant::now() < flowing {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1200)));
         loupe.kill9();
         stop.store(true, Ordering::Relaxed);
         for s in senders {
