@@ -2,7 +2,8 @@
 the same Parquet files in DuckDB. Prints one JSON object of median
 milliseconds (and row counts, to check the answers agree).
 
-usage: python3 duckdb_compare.py PARQUET_GLOB RARE_TERM COMMON_TERM RUNS
+usage: python3 duckdb_compare.py FILE_LIST RARE_TERM COMMON_TERM RUNS
+(FILE_LIST: a text file with one Parquet path per line)
 """
 import json
 import statistics
@@ -11,10 +12,12 @@ import time
 
 import duckdb
 
-glob, rare, common, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+list_file, rare, common, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with open(list_file) as f:
+    files = [line.strip() for line in f if line.strip()]
 con = duckdb.connect()
 con.execute("SET threads TO 2")
-src = f"read_parquet('{glob}')"
+src = "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in files) + "])"
 queries = {
     "rare": (f"SELECT time, service, body FROM {src} WHERE body LIKE ? ORDER BY time DESC LIMIT 100", [f"%{rare}%"]),
     "recent": (f"SELECT time, service, body FROM {src} WHERE body ILIKE ? ORDER BY time DESC LIMIT 100", [f"%{common}%"]),

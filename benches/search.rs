@@ -83,7 +83,7 @@ fn main() {
         &["--compaction-interval", "2s", "--compaction-min-files", "2"],
     );
     let compact_started = Instant::now();
-    server.settle_compaction(&client, "logs");
+    let live_files = server.settle_compaction(&client, "logs");
     let compaction_secs = compact_started.elapsed().as_secs_f64();
 
     let rare_body = server.sql(
@@ -130,32 +130,33 @@ fn main() {
     ));
     server.stop();
 
-    let splits_dir = data.join("splits/logs");
-    let parquet_glob = format!("{}/**/*.parquet", splits_dir.display());
+    // DuckDB reads exactly the files the catalog lists (replaced files may
+    // still sit in the directory during their grace period).
+    let list_path = data.join("duckdb-files.txt");
+    let list: Vec<String> = live_files
+        .iter()
+        .map(|p| data.join("splits").join(p).display().to_string())
+        .collect();
+    std::fs::write(&list_path, list.join("\n")).expect("file list");
     let peer = Command::new("python3")
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_compare.py"))
-        .args([&parquet_glob, &rare, common, &runs.to_string()])
+        .arg(&list_path)
+        .args([&rare, common, &runs.to_string()])
         .output()
         .expect("python3 with duckdb (pip install duckdb)");
     let duck: Value = serde_json::from_slice(&peer.stdout)
         .unwrap_or_else(|e| panic!("duckdb: {e}: {}", String::from_utf8_lossy(&peer.stderr)));
 
-    let mut parquet_bytes = 0;
-    let mut index_bytes = 0;
-    let mut stack = vec![splits_dir];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "idx") {
-                index_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            } else {
-                parquet_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
+    let (mut parquet_bytes, mut index_bytes) = (0u64, 0u64);
+    for p in &live_files {
+        let size = |rel: &str| {
+            std::fs::metadata(data.join("splits").join(rel))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        parquet_bytes += size(p);
+        index_bytes += size(&p.replace(".parquet", ".idx"));
     }
-
     println!("search benchmark: {total_lines} log lines, {runs} runs per query, medians");
     println!("compaction settled after {compaction_secs:.0}s");
     println!(

@@ -31,7 +31,7 @@ fn main() {
     let started = Instant::now();
     while stored < spans {
         let traces = (spans - stored) / 6 + 1000;
-        let secs = (traces / 20_000).clamp(5, 120);
+        let secs = (traces / 10_000).clamp(5, 120);
         let report = server.generate(&[
             "--signals",
             "traces",
@@ -40,7 +40,7 @@ fn main() {
             "--batch",
             "200",
             "--rate",
-            "20000",
+            "10000",
             "--duration",
             &format!("{secs}s"),
             "--seed",
@@ -62,7 +62,7 @@ fn main() {
         data.path(),
         &["--compaction-interval", "2s", "--compaction-min-files", "2"],
     );
-    let files = server.settle_compaction(&http, "spans");
+    let files = server.settle_compaction(&http, "spans").len();
 
     let ids: Vec<String> = {
         let body: serde_json::Value = http

@@ -102,19 +102,43 @@ impl Server {
         })
     }
 
-    /// Waits until compaction stops changing the number of `signal` files.
-    pub fn settle_compaction(&self, client: &reqwest::blocking::Client, signal: &str) -> usize {
+    /// Waits until compaction has nothing left to merge: no hour of
+    /// `signal` with two files under half the target size (32 MiB), and the
+    /// file count steady. Returns the live files' paths.
+    pub fn settle_compaction(
+        &self,
+        client: &reqwest::blocking::Client,
+        signal: &str,
+    ) -> Vec<String> {
         let mut last = usize::MAX;
         loop {
             std::thread::sleep(std::time::Duration::from_secs(10));
-            let files = self.get(client, "/api/v1/splits")[signal]
+            let splits = self.get(client, "/api/v1/splits")[signal]
                 .as_array()
-                .map_or(0, Vec::len);
-            eprintln!("{signal} files: {files}");
-            if files == last {
-                return files;
+                .cloned()
+                .unwrap_or_default();
+            let mut small_per_hour = std::collections::HashMap::<i64, usize>::new();
+            for s in &splits {
+                if s["byte_size"].as_u64().unwrap_or(0) < 32 << 20 {
+                    let hour = s["min_time"]
+                        .as_i64()
+                        .unwrap_or(0)
+                        .div_euclid(3_600_000_000_000);
+                    *small_per_hour.entry(hour).or_default() += 1;
+                }
             }
-            last = files;
+            let pending = small_per_hour.values().any(|n| *n >= 2);
+            eprintln!(
+                "{signal} files: {} (merges pending: {pending})",
+                splits.len()
+            );
+            if !pending && splits.len() == last {
+                return splits
+                    .iter()
+                    .filter_map(|s| s["path"].as_str().map(String::from))
+                    .collect();
+            }
+            last = splits.len();
         }
     }
 }

@@ -307,7 +307,10 @@ async fn produce(
     let (mut t, mut next_metrics, mut last_flush, mut in_batch) =
         (0.0f64, metrics_every, 0.0f64, 0usize);
     loop {
-        if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| t >= d) {
+        // Scenario time paces the data; the wall clock bounds the run too,
+        // in case the receiver (or this machine) cannot keep the rate.
+        let over = |d: f64| t >= d || started.elapsed().as_secs_f64() >= d;
+        if stop.load(Ordering::Relaxed) || duration.is_some_and(over) {
             break;
         }
         let ahead = t - started.elapsed().as_secs_f64();

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -19,6 +21,8 @@ use tokio::sync::Semaphore;
 use crate::error::{QueryError, from_datafusion};
 use crate::sandbox;
 use crate::table::SignalTable;
+
+const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// Limits that keep one query from hurting the server.
 #[derive(Debug, Clone)]
@@ -61,6 +65,9 @@ pub struct QueryEngine {
     config: QueryConfig,
     store_url: ObjectStoreUrl,
     permits: Semaphore,
+    /// Parquet footers, page indexes and bloom filters, shared by every
+    /// query: split files never change, so this is always valid.
+    metadata_cache: Arc<FileMetadataCache>,
     ok: Arc<Counter>,
     failed: Arc<Counter>,
     latency: Arc<Histogram>,
@@ -77,6 +84,7 @@ impl QueryEngine {
         Ok(QueryEngine {
             storage,
             permits: Semaphore::new(config.max_concurrent.max(1)),
+            metadata_cache: Arc::new(DefaultCache::new(METADATA_CACHE_BYTES)),
             config,
             store_url,
             ok: registry.counter(
@@ -93,13 +101,31 @@ impl QueryEngine {
         })
     }
 
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The `logs` table restricted to the given rows, for one query.
+    pub fn selected_logs(&self, selection: crate::table::Selection) -> crate::table::SignalTable {
+        crate::table::SignalTable::selected(
+            self.storage.clone(),
+            Signal::Logs,
+            self.store_url.clone(),
+            selection,
+        )
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }
 
     /// A session with the three tables, for one query.
     pub fn session(&self) -> Result<SessionContext, QueryError> {
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES);
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_memory_limit(self.config.memory_limit, 1.0)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),

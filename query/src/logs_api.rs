@@ -9,10 +9,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use datafusion::functions::expr_fn::date_bin;
-use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, col, lit};
-use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -20,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::api::error_response;
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, from_datafusion};
-use crate::{output, search, time_param};
+use crate::{output, time_param};
 
 const HIT_COLUMNS: [&str; 9] = [
     "time",
@@ -68,33 +65,6 @@ fn fail(e: QueryError) -> Response {
     error_response(e.http_status(), e.to_string())
 }
 
-/// The logs matching the request's range, service and query.
-async fn matching(
-    ctx: &SessionContext,
-    start: i64,
-    end: i64,
-    service: Option<&str>,
-    q: Option<&str>,
-) -> Result<DataFrame, QueryError> {
-    let mut df = ctx
-        .table("logs")
-        .await
-        .map_err(from_datafusion)?
-        .filter(col("time").gt_eq(ts(start)).and(col("time").lt_eq(ts(end))))
-        .map_err(from_datafusion)?;
-    if let Some(service) = service {
-        df = df
-            .filter(col("service").eq(lit(service)))
-            .map_err(from_datafusion)?;
-    }
-    if let Some(q) = q.filter(|q| !q.trim().is_empty()) {
-        df = df
-            .filter(search::match_all_udf().call(vec![lit(q)]))
-            .map_err(from_datafusion)?;
-    }
-    Ok(df)
-}
-
 fn hit_columns() -> Vec<Expr> {
     HIT_COLUMNS.iter().map(|c| col(*c)).collect()
 }
@@ -114,6 +84,45 @@ async fn search_logs(
 }
 
 async fn run_search(engine: &QueryEngine, p: SearchParams) -> Result<Value, QueryError> {
+    let timeout = engine.config().timeout;
+    tokio::time::timeout(timeout, search_indexes(engine, p))
+        .await
+        .unwrap_or(Err(QueryError::Timeout(timeout)))
+}
+
+/// The Tantivy query for a request: its `q` (everything when empty),
+/// restricted to one service when asked.
+fn index_query(q: Option<&str>, service: Option<&str>) -> String {
+    let q = q.map(str::trim).filter(|q| !q.is_empty());
+    let service = service.map(|s| {
+        format!(
+            "service:\"{}\"",
+            s.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    });
+    match (q, service) {
+        (Some(q), Some(s)) => format!("({q}) AND {s}"),
+        (Some(q), None) => q.to_string(),
+        (None, Some(s)) => s,
+        (None, None) => "*".to_string(),
+    }
+}
+
+fn storage_error(e: loupe_storage::StorageError) -> QueryError {
+    match e {
+        loupe_storage::StorageError::InvalidSearch(m) => {
+            QueryError::Invalid(format!("invalid search query: {m}"))
+        }
+        other => QueryError::Internal(other.to_string()),
+    }
+}
+
+/// Answers a search from the indexes alone — the total, the histogram
+/// and which rows are the newest hits — then reads just those rows.
+async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, QueryError> {
+    use std::cmp::Reverse;
+    use std::collections::{BTreeMap, BinaryHeap};
+
     let started = Instant::now();
     let now = now_nanos();
     let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
@@ -122,54 +131,81 @@ async fn run_search(engine: &QueryEngine, p: SearchParams) -> Result<Value, Quer
         return Err(QueryError::Invalid("start is after end".into()));
     }
     let limit = p.limit.unwrap_or(100).min(MAX_LIMIT);
-    let (service, q) = (p.service.as_deref(), p.q.as_deref());
-    if let Some(q) = q.filter(|q| !q.trim().is_empty()) {
-        loupe_storage::log_index::validate_query(q)
-            .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let query = index_query(p.q.as_deref(), p.service.as_deref());
+    loupe_storage::log_index::validate_query(&query).map_err(storage_error)?;
+    let width = time_param::bucket_width(end - start);
+
+    let storage = engine.storage().clone();
+    let snapshot = storage.snapshot(loupe_storage::Signal::Logs);
+    let splits: Vec<_> = snapshot
+        .splits
+        .iter()
+        .filter(|s| s.overlaps(start, end))
+        .cloned()
+        .collect();
+    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    // Min-heap of the newest `limit` hits: (time, source, row).
+    let mut newest: BinaryHeap<Reverse<(i64, usize, u32)>> = BinaryHeap::new();
+    let mut note = |t: i64, source: usize, row: u32| {
+        total += 1;
+        *counts.entry(t.div_euclid(width) * width).or_default() += 1;
+        if limit == 0 {
+            return;
+        }
+        if newest.len() < limit {
+            newest.push(Reverse((t, source, row)));
+        } else if newest
+            .peek()
+            .is_some_and(|Reverse((oldest, _, _))| t > *oldest)
+        {
+            newest.pop();
+            newest.push(Reverse((t, source, row)));
+        }
+    };
+    for (i, split) in splits.iter().enumerate() {
+        let index = storage.split_index(split).await.map_err(storage_error)?;
+        tokio::task::block_in_place(|| {
+            index.for_each_match(&query, start, end, |t, row| note(t, i, row))
+        })
+        .map_err(storage_error)?;
+    }
+    for (j, mem) in snapshot.batches.iter().enumerate() {
+        let index = tokio::task::block_in_place(|| mem.log_index()).map_err(storage_error)?;
+        index
+            .for_each_match(&query, start, end, |t, row| note(t, splits.len() + j, row))
+            .map_err(storage_error)?;
     }
 
+    let mut by_source: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for Reverse((_, source, row)) in newest {
+        by_source.entry(source).or_default().push(row);
+    }
+    let mut selection = crate::table::Selection::default();
+    for (source, mut rows) in by_source {
+        rows.sort_unstable();
+        if let Some(split) = splits.get(source) {
+            selection.splits.push((split.clone(), rows));
+        } else if let Some(mem) = snapshot.batches.get(source - splits.len()) {
+            let indices = datafusion::arrow::array::UInt32Array::from(rows);
+            let taken = datafusion::arrow::compute::take_record_batch(&mem.batch, &indices)
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+            selection.batches.push(taken);
+        }
+    }
+    let table = Arc::new(engine.selected_logs(selection));
     let hits = engine
         .query(async |ctx| {
-            matching(ctx, start, end, service, q)
-                .await?
-                .select(hit_columns())
+            ctx.register_table("hits", table).map_err(from_datafusion)?;
+            ctx.table("hits")
+                .await
+                .and_then(|df| df.select(hit_columns()))
                 .and_then(|df| df.sort(vec![col("time").sort(false, true)]))
                 .and_then(|df| df.limit(0, Some(limit)))
                 .map_err(from_datafusion)
         })
         .await?;
 
-    let width = time_param::bucket_width(end - start);
-    let stride = lit(ScalarValue::IntervalMonthDayNano(Some(
-        datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, width),
-    )));
-    let histogram = engine
-        .query(async |ctx| {
-            let bucket = date_bin(stride.clone(), col("time"), ts(0)).alias("bucket");
-            matching(ctx, start, end, service, q)
-                .await?
-                .aggregate(vec![bucket], vec![count(lit(1)).alias("count")])
-                .map_err(from_datafusion)
-        })
-        .await?;
-
-    let mut counts = std::collections::BTreeMap::new();
-    for batch in &histogram.batches {
-        let buckets = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>();
-        let n = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>();
-        if let (Some(buckets), Some(n)) = (buckets, n) {
-            for i in 0..batch.num_rows() {
-                counts.insert(buckets.value(i), n.value(i));
-            }
-        }
-    }
-    let total: i64 = counts.values().sum();
     let first = start.div_euclid(width) * width;
     let mut histogram = Vec::new();
     let mut bucket = first;

@@ -28,6 +28,17 @@ pub struct SignalTable {
     storage: Arc<Storage>,
     signal: Signal,
     store_url: ObjectStoreUrl,
+    /// When set, the table is just these rows (see [`Selection`]).
+    selection: Option<Selection>,
+}
+
+/// Given rows of a table: rows of splits (ascending row numbers) and
+/// memtable rows already cut out. The search API reads its newest hits,
+/// found in the indexes, through this.
+#[derive(Default, Clone)]
+pub struct Selection {
+    pub splits: Vec<(Arc<loupe_storage::SplitMeta>, Vec<u32>)>,
+    pub batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
 }
 
 impl std::fmt::Debug for SignalTable {
@@ -44,6 +55,20 @@ impl SignalTable {
             storage,
             signal,
             store_url,
+            selection: None,
+        }
+    }
+
+    /// The table restricted to `selection`.
+    pub fn selected(
+        storage: Arc<Storage>,
+        signal: Signal,
+        store_url: ObjectStoreUrl,
+        selection: Selection,
+    ) -> Self {
+        SignalTable {
+            selection: Some(selection),
+            ..SignalTable::new(storage, signal, store_url)
         }
     }
 
@@ -150,6 +175,34 @@ impl TableProvider for SignalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(selection) = &self.selection {
+            let files: Vec<PartitionedFile> = selection
+                .splits
+                .iter()
+                .map(|(split, rows)| {
+                    PartitionedFile::new(split.path.clone(), split.byte_size)
+                        .with_extension(search::access_plan(rows, split.row_count as usize))
+                })
+                .collect();
+            let mut inputs = Vec::new();
+            if !files.is_empty() {
+                inputs.push(self.parquet_scan(state, files, projection, &[], None)?);
+            }
+            if !selection.batches.is_empty() {
+                inputs.push(MemorySourceConfig::try_new_exec(
+                    std::slice::from_ref(&selection.batches),
+                    self.signal.schema(),
+                    projection.cloned(),
+                )?);
+            }
+            if inputs.is_empty() {
+                return Ok(Arc::new(EmptyExec::new(project_schema(
+                    &self.signal.schema(),
+                    projection,
+                )?)));
+            }
+            return UnionExec::try_new(inputs);
+        }
         let snapshot = self.storage.snapshot(self.signal);
         let bounds = TimeBounds::from_filters(filters, self.signal.time_column());
         let searches = match self.signal {

@@ -39,6 +39,8 @@ struct Fields {
     time: Field,
     attributes: Field,
     row: Field,
+    /// The time as ns, columnar: newest-first and histograms need no Parquet.
+    ts: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -76,6 +78,7 @@ fn schema() -> (Schema, Fields) {
         ),
         attributes: b.add_json_field("attributes", json),
         row: b.add_u64_field("row", FAST | STORED),
+        ts: b.add_i64_field("ts", FAST),
     };
     (b.build(), fields)
 }
@@ -149,6 +152,7 @@ fn index_batch(index: &Index, fields: Fields, batch: &RecordBatch) -> Result<()>
             doc.add_text(fields.trace_id, trace_id.value(row));
         }
         doc.add_date(fields.time, DateTime::from_timestamp_nanos(time.value(row)));
+        doc.add_i64(fields.ts, time.value(row));
         let entries = attributes.value(row);
         let (keys, values) = (
             entries.column(0).as_string::<i32>(),
@@ -258,6 +262,35 @@ impl LogIndex {
         }
         rows.sort_unstable();
         Ok(rows)
+    }
+
+    /// Calls `each(time_ns, row)` for every row matching `query` whose time
+    /// is within `[start, end]`.
+    pub fn for_each_match(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        mut each: impl FnMut(i64, u32),
+    ) -> Result<()> {
+        let query = parse(&self.index, self.fields, query)?;
+        let searcher = self.reader.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        for segment in searcher.segment_readers() {
+            let rows = segment.fast_fields().u64("row")?;
+            let times = segment.fast_fields().i64("ts")?;
+            weight.for_each_no_score(segment, &mut |docs| {
+                for doc in docs {
+                    if let (Some(row), Some(t)) = (rows.first(*doc), times.first(*doc))
+                        && t >= start
+                        && t <= end
+                    {
+                        each(t, row as u32);
+                    }
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Number of indexed rows.
@@ -451,6 +484,13 @@ mod tests {
         );
         assert!(index.matching_rows("body:(").is_err());
         assert!(validate_query("a AND (").is_err());
+
+        let mut seen = Vec::new();
+        index
+            .for_each_match("reset", 1_000, 1_001, |t, row| seen.push((t, row)))
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, vec![(1_000, 0)], "time bounds apply");
 
         let reopened = LogIndex::open(&index.to_bundle().unwrap()).unwrap();
         assert_eq!(rows(&reopened, "\"connection reset\""), vec![0]);

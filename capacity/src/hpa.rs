@@ -1,0 +1,448 @@
+//! The Kubernetes Horizontal Pod Autoscaler's decision algorithm, step for
+//! step: per-signal proposals with a tolerance band, the maximum over
+//! signals (holding when a signal is missing and the rest say "down"),
+//! stabilisation windows, rate-limit policies and min/max clamping — each
+//! decision recording the reason that limited it.
+
+use std::time::Duration;
+
+/// One signal: its total over all ready instances and its per-instance
+/// target. (HPA's `usage ratio` is total / (target × current).)
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalReading {
+    pub name: String,
+    /// The current total (e.g. requests/s over the service, or the sum of
+    /// CPU utilisation), or `None` when the signal could not be read.
+    pub value: Option<f64>,
+    /// The target per instance (e.g. target utilisation × capacity).
+    pub target: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    Pods,
+    Percent,
+}
+
+/// At most `value` instances (or percent) of change per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub kind: PolicyKind,
+    pub value: u32,
+    pub period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// The policy allowing the biggest change.
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No change in this direction at all.
+    Disabled,
+}
+
+/// HPA's `behavior` for one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    pub stabilization: Duration,
+    pub policies: Vec<Policy>,
+    pub select: Select,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behavior {
+    pub scale_up: Rules,
+    pub scale_down: Rules,
+}
+
+impl Default for Behavior {
+    /// Kubernetes' defaults: up by max(4 pods, 100%) per 15 s with no
+    /// stabilisation; down by 100% per 15 s after 300 s of stabilisation.
+    fn default() -> Self {
+        let period = Duration::from_secs(15);
+        Behavior {
+            scale_up: Rules {
+                stabilization: Duration::ZERO,
+                policies: vec![
+                    Policy { kind: PolicyKind::Pods, value: 4, period },
+                    Policy { kind: PolicyKind::Percent, value: 100, period },
+                ],
+                select: Select::Max,
+            },
+            scale_down: Rules {
+                stabilization: Duration::from_secs(300),
+                policies: vec![Policy { kind: PolicyKind::Percent, value: 100, period }],
+                select: Select::Max,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub min: u32,
+    pub max: u32,
+    pub tolerance_up: f64,
+    pub tolerance_down: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min: 1,
+            max: u32::MAX,
+            tolerance_up: 0.1,
+            tolerance_down: 0.1,
+        }
+    }
+}
+
+/// Why a decision came out as it did (HPA's condition reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    DesiredWithinRange,
+    WithinTolerance,
+    MissingSignalHold,
+    ScaleUpStabilized,
+    ScaleDownStabilized,
+    ScaleUpLimit,
+    ScaleDownLimit,
+    TooManyReplicas,
+    TooFewReplicas,
+}
+
+/// One signal's contribution, kept as evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub name: String,
+    pub value: Option<f64>,
+    pub target: f64,
+    pub ratio: Option<f64>,
+    pub replicas: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub current: u32,
+    /// What the signals asked for, before stabilisation and limits.
+    pub desired: u32,
+    pub replicas: u32,
+    pub reason: Reason,
+    pub proposals: Vec<Proposal>,
+}
+
+/// The per-service state HPA keeps between evaluations.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// (time, recommendation) of past evaluations.
+    recommendations: Vec<(Duration, u32)>,
+    /// (time, change) of past scale events (+ up, − down).
+    events: Vec<(Duration, i64)>,
+}
+
+impl History {
+    pub fn record_recommendation(&mut self, at: Duration, replicas: u32) {
+        self.recommendations.push((at, replicas));
+    }
+}
+
+/// A signal's proposal: `ceil(current × ratio)`, or `current` inside the
+/// tolerance band (inclusive).
+fn propose(reading: &SignalReading, current: u32, limits: &Limits) -> Proposal {
+    let mut p = Proposal {
+        name: reading.name.clone(),
+        value: reading.value,
+        target: reading.target,
+        ratio: None,
+        replicas: None,
+    };
+    if let Some(total) = reading.value.filter(|_| reading.target > 0.0) {
+        let ratio = (current > 0).then(|| total / (reading.target * current as f64));
+        p.ratio = ratio;
+        let within = ratio.is_some_and(|r| r >= 1.0 - limits.tolerance_down && r <= 1.0 + limits.tolerance_up);
+        // ceil(current × ratio), computed as ceil(total / target) so that
+        // exact multiples stay exact.
+        p.replicas = Some(if within { current } else { (total / reading.target).ceil().max(0.0) as u32 });
+    }
+    p
+}
+
+/// Decides the instance count at time `now` (a monotonic clock), updating
+/// `history`. `schedule_floor` is a scheduled minimum (0 for none), taken
+/// in the same maximum as the signals.
+pub fn decide(
+    current: u32,
+    readings: &[SignalReading],
+    schedule_floor: u32,
+    limits: &Limits,
+    behavior: &Behavior,
+    history: &mut History,
+    now: Duration,
+) -> Decision {
+    let proposals: Vec<Proposal> = readings.iter().map(|r| propose(r, current, limits)).collect();
+    let known: Vec<u32> = proposals.iter().filter_map(|p| p.replicas).collect();
+    let missing = known.len() < proposals.len();
+    let mut desired = known.iter().copied().max().unwrap_or(current).max(schedule_floor);
+    let mut reason = Reason::DesiredWithinRange;
+    if !known.is_empty() && known.iter().all(|r| *r == current) && schedule_floor <= current {
+        reason = Reason::WithinTolerance;
+    }
+    if (missing || known.is_empty()) && desired < current {
+        desired = current;
+        reason = Reason::MissingSignalHold;
+    }
+
+    // Stabilisation (HPA's stabilizeRecommendationWithBehaviors).
+    let (mut up, mut down) = (desired, desired);
+    let up_from = now.saturating_sub(behavior.scale_up.stabilization);
+    let down_from = now.saturating_sub(behavior.scale_down.stabilization);
+    for &(at, r) in &history.recommendations {
+        if at > up_from {
+            up = up.min(r);
+        }
+        if at > down_from {
+            down = down.max(r);
+        }
+    }
+    let mut stabilized = current;
+    if stabilized < up {
+        stabilized = up;
+    }
+    if stabilized > down {
+        stabilized = down;
+    }
+    if stabilized != desired && reason != Reason::MissingSignalHold {
+        reason = if stabilized < desired { Reason::ScaleUpStabilized } else { Reason::ScaleDownStabilized };
+    }
+    history.recommendations.push((now, desired));
+    let keep = behavior.scale_up.stabilization.max(behavior.scale_down.stabilization);
+    history.recommendations.retain(|(at, _)| *at + keep >= now);
+
+    // Rate limits, then min/max.
+    let mut replicas = stabilized;
+    if stabilized > current {
+        let limit = scale_up_limit(current, &behavior.scale_up, &history.events, now);
+        if replicas > limit {
+            replicas = limit;
+            reason = Reason::ScaleUpLimit;
+        }
+    } else if stabilized < current {
+        let limit = scale_down_limit(current, &behavior.scale_down, &history.events, now);
+        if replicas < limit {
+            replicas = limit;
+            reason = Reason::ScaleDownLimit;
+        }
+    }
+    if replicas > limits.max {
+        replicas = limits.max;
+        reason = Reason::TooManyReplicas;
+    } else if replicas < limits.min {
+        replicas = limits.min;
+        reason = Reason::TooFewReplicas;
+    }
+    if replicas != current {
+        history.events.push((now, replicas as i64 - current as i64));
+    }
+    let longest = behavior
+        .scale_up
+        .policies
+        .iter()
+        .chain(&behavior.scale_down.policies)
+        .map(|p| p.period)
+        .max()
+        .unwrap_or_default();
+    history.events.retain(|(at, _)| *at + longest >= now);
+    Decision {
+        current,
+        desired,
+        replicas,
+        reason,
+        proposals,
+    }
+}
+
+/// Change in the current period of `policy` (sum of ups or of downs).
+fn changed_in_period(events: &[(Duration, i64)], period: Duration, now: Duration, up: bool) -> i64 {
+    events
+        .iter()
+        .filter(|(at, _)| *at + period > now)
+        .map(|(_, change)| *change)
+        .filter(|c| if up { *c > 0 } else { *c < 0 })
+        .sum()
+}
+
+fn scale_up_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
+    if rules.select == Select::Disabled {
+        return current;
+    }
+    let mut result: Option<i64> = None;
+    for p in &rules.policies {
+        let start = current as i64 - changed_in_period(events, p.period, now, true);
+        let proposed = match p.kind {
+            PolicyKind::Pods => start + p.value as i64,
+            PolicyKind::Percent => (start as f64 * (1.0 + p.value as f64 / 100.0)).ceil() as i64,
+        };
+        result = Some(match (result, rules.select) {
+            (None, _) => proposed,
+            (Some(r), Select::Min) => r.min(proposed),
+            (Some(r), _) => r.max(proposed),
+        });
+    }
+    result.map_or(current, |r| r.max(current as i64) as u32)
+}
+
+fn scale_down_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
+    if rules.select == Select::Disabled {
+        return current;
+    }
+    let mut result: Option<i64> = None;
+    for p in &rules.policies {
+        let start = current as i64 - changed_in_period(events, p.period, now, false);
+        let proposed = match p.kind {
+            PolicyKind::Pods => start - p.value as i64,
+            PolicyKind::Percent => (start as f64 * (1.0 - p.value as f64 / 100.0)) as i64,
+        };
+        // For scaling down, "Max" is the policy allowing the most change:
+        // the fewest instances.
+        result = Some(match (result, rules.select) {
+            (None, _) => proposed,
+            (Some(r), Select::Min) => r.max(proposed),
+            (Some(r), _) => r.min(proposed),
+        });
+    }
+    result.map_or(current, |r| r.clamp(0, current as i64) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(total: f64, target: f64) -> SignalReading {
+        SignalReading {
+            name: "load".into(),
+            value: Some(total),
+            target,
+        }
+    }
+
+    fn once(current: u32, readings: &[SignalReading], limits: &Limits) -> Decision {
+        decide(current, readings, 0, limits, &Behavior::default(), &mut History::default(), Duration::from_secs(1000))
+    }
+
+    #[test]
+    fn ratio_scales_the_current_count() {
+        // 50 instances at 90 against a target of 75 → 60.
+        let d = once(50, &[load(90.0 * 50.0, 75.0)], &Limits::default());
+        assert_eq!(d.replicas, 60);
+    }
+
+    #[test]
+    fn tolerance_band_is_inclusive() {
+        // Ratio exactly 1.10 holds; 1.1001 scales.
+        let d = once(10, &[load(1100.0, 100.0)], &Limits::default());
+        assert_eq!((d.replicas, d.reason), (10, Reason::WithinTolerance));
+        let d = once(10, &[load(1100.1, 100.0)], &Limits::default());
+        assert_eq!(d.replicas, 12);
+    }
+
+    #[test]
+    fn load_over_capacity_whatever_the_current_count() {
+        // Load 20 with capacity 5 per instance → 4, from any current count.
+        for current in [1u32, 3, 4, 10, 40] {
+            let d = decide(
+                current,
+                &[load(20.0, 5.0)],
+                0,
+                &Limits::default(),
+                &Behavior {
+                    scale_down: Rules {
+                        stabilization: Duration::ZERO,
+                        ..Behavior::default().scale_down
+                    },
+                    ..Behavior::default()
+                },
+                &mut History::default(),
+                Duration::from_secs(100),
+            );
+            assert_eq!(d.desired, 4, "from {current}");
+        }
+        let limits = Limits { max: 2, ..Limits::default() };
+        let d = once(1, &[load(20.0, 5.0)], &limits);
+        assert_eq!((d.replicas, d.reason), (2, Reason::TooManyReplicas));
+    }
+
+    #[test]
+    fn scale_down_waits_out_the_stabilisation_window() {
+        let behavior = Behavior::default();
+        let mut history = History::default();
+        let t = Duration::from_secs(1000);
+        history.record_recommendation(t - Duration::from_secs(240), 8);
+        history.record_recommendation(t - Duration::from_secs(120), 9);
+        let five = load(50.0, 10.0); // load for 5 instances
+        let d = decide(10, &[five.clone()], 0, &Limits::default(), &behavior, &mut history, t);
+        assert_eq!((d.replicas, d.reason), (9, Reason::ScaleDownStabilized));
+        // 61 s later the 8 has aged out; the 9 (and the newer 5) remain.
+        let d = decide(9, &[five.clone()], 0, &Limits::default(), &behavior, &mut history, t + Duration::from_secs(61));
+        assert_eq!(d.replicas, 9);
+        // Once the 9 is older than 300 s, only 5s remain.
+        let d = decide(9, &[five], 0, &Limits::default(), &behavior, &mut history, t + Duration::from_secs(181));
+        assert_eq!(d.replicas, 5);
+    }
+
+    #[test]
+    fn default_scale_up_doubles_or_adds_four_per_period() {
+        let behavior = Behavior::default();
+        let mut history = History::default();
+        let mut current = 3;
+        let mut t = Duration::from_secs(1000);
+        let mut steps = Vec::new();
+        for _ in 0..3 {
+            let want = load(20.0, 1.0); // 20 instances' worth
+            let d = decide(current, &[want], 0, &Limits::default(), &behavior, &mut history, t);
+            steps.push((d.replicas, d.reason));
+            current = d.replicas;
+            t += Duration::from_secs(15);
+        }
+        assert_eq!(steps, vec![(7, Reason::ScaleUpLimit), (14, Reason::ScaleUpLimit), (20, Reason::DesiredWithinRange)]);
+    }
+
+    #[test]
+    fn scale_down_policies_select_the_biggest_change() {
+        let period = Duration::from_secs(60);
+        let behavior = Behavior {
+            scale_down: Rules {
+                stabilization: Duration::ZERO,
+                policies: vec![
+                    Policy { kind: PolicyKind::Pods, value: 4, period },
+                    Policy { kind: PolicyKind::Percent, value: 10, period },
+                ],
+                select: Select::Max,
+            },
+            ..Behavior::default()
+        };
+        let d = decide(80, &[load(10.0, 1.0)], 0, &Limits::default(), &behavior, &mut History::default(), Duration::from_secs(1000));
+        assert_eq!((d.desired, d.replicas, d.reason), (10, 72, Reason::ScaleDownLimit));
+    }
+
+    #[test]
+    fn a_missing_signal_holds_scale_down_but_not_scale_up() {
+        let missing = SignalReading {
+            name: "cpu".into(),
+            value: None,
+            target: 0.7,
+        };
+        let no_stabilization = Behavior {
+            scale_down: Rules {
+                stabilization: Duration::ZERO,
+                ..Behavior::default().scale_down
+            },
+            ..Behavior::default()
+        };
+        let mut h = History::default();
+        let down = decide(10, &[load(20.0, 10.0), missing.clone()], 0, &Limits::default(), &no_stabilization, &mut h, Duration::from_secs(10));
+        assert_eq!((down.replicas, down.reason), (10, Reason::MissingSignalHold));
+        let up = decide(10, &[load(200.0, 10.0), missing], 0, &Limits::default(), &no_stabilization, &mut History::default(), Duration::from_secs(10));
+        assert_eq!(up.replicas, 20);
+    }
+}
