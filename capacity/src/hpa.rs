@@ -65,14 +65,26 @@ impl Default for Behavior {
             scale_up: Rules {
                 stabilization: Duration::ZERO,
                 policies: vec![
-                    Policy { kind: PolicyKind::Pods, value: 4, period },
-                    Policy { kind: PolicyKind::Percent, value: 100, period },
+                    Policy {
+                        kind: PolicyKind::Pods,
+                        value: 4,
+                        period,
+                    },
+                    Policy {
+                        kind: PolicyKind::Percent,
+                        value: 100,
+                        period,
+                    },
                 ],
                 select: Select::Max,
             },
             scale_down: Rules {
                 stabilization: Duration::from_secs(300),
-                policies: vec![Policy { kind: PolicyKind::Percent, value: 100, period }],
+                policies: vec![Policy {
+                    kind: PolicyKind::Percent,
+                    value: 100,
+                    period,
+                }],
                 select: Select::Max,
             },
         }
@@ -160,10 +172,15 @@ fn propose(reading: &SignalReading, current: u32, limits: &Limits) -> Proposal {
     if let Some(total) = reading.value.filter(|_| reading.target > 0.0) {
         let ratio = (current > 0).then(|| total / (reading.target * current as f64));
         p.ratio = ratio;
-        let within = ratio.is_some_and(|r| r >= 1.0 - limits.tolerance_down && r <= 1.0 + limits.tolerance_up);
+        let within = ratio
+            .is_some_and(|r| r >= 1.0 - limits.tolerance_down && r <= 1.0 + limits.tolerance_up);
         // ceil(current × ratio), computed as ceil(total / target) so that
         // exact multiples stay exact.
-        p.replicas = Some(if within { current } else { (total / reading.target).ceil().max(0.0) as u32 });
+        p.replicas = Some(if within {
+            current
+        } else {
+            (total / reading.target).ceil().max(0.0) as u32
+        });
     }
     p
 }
@@ -180,10 +197,18 @@ pub fn decide(
     history: &mut History,
     now: Duration,
 ) -> Decision {
-    let proposals: Vec<Proposal> = readings.iter().map(|r| propose(r, current, limits)).collect();
+    let proposals: Vec<Proposal> = readings
+        .iter()
+        .map(|r| propose(r, current, limits))
+        .collect();
     let known: Vec<u32> = proposals.iter().filter_map(|p| p.replicas).collect();
     let missing = known.len() < proposals.len();
-    let mut desired = known.iter().copied().max().unwrap_or(current).max(schedule_floor);
+    let mut desired = known
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(current)
+        .max(schedule_floor);
     let mut reason = Reason::DesiredWithinRange;
     if !known.is_empty() && known.iter().all(|r| *r == current) && schedule_floor <= current {
         reason = Reason::WithinTolerance;
@@ -213,10 +238,17 @@ pub fn decide(
         stabilized = down;
     }
     if stabilized != desired && reason != Reason::MissingSignalHold {
-        reason = if stabilized < desired { Reason::ScaleUpStabilized } else { Reason::ScaleDownStabilized };
+        reason = if stabilized < desired {
+            Reason::ScaleUpStabilized
+        } else {
+            Reason::ScaleDownStabilized
+        };
     }
     history.recommendations.push((now, desired));
-    let keep = behavior.scale_up.stabilization.max(behavior.scale_down.stabilization);
+    let keep = behavior
+        .scale_up
+        .stabilization
+        .max(behavior.scale_down.stabilization);
     history.recommendations.retain(|(at, _)| *at + keep >= now);
 
     // Rate limits, then min/max.
@@ -327,7 +359,15 @@ mod tests {
     }
 
     fn once(current: u32, readings: &[SignalReading], limits: &Limits) -> Decision {
-        decide(current, readings, 0, limits, &Behavior::default(), &mut History::default(), Duration::from_secs(1000))
+        decide(
+            current,
+            readings,
+            0,
+            limits,
+            &Behavior::default(),
+            &mut History::default(),
+            Duration::from_secs(1000),
+        )
     }
 
     #[test]
@@ -367,7 +407,10 @@ mod tests {
             );
             assert_eq!(d.desired, 4, "from {current}");
         }
-        let limits = Limits { max: 2, ..Limits::default() };
+        let limits = Limits {
+            max: 2,
+            ..Limits::default()
+        };
         let d = once(1, &[load(20.0, 5.0)], &limits);
         assert_eq!((d.replicas, d.reason), (2, Reason::TooManyReplicas));
     }
@@ -380,13 +423,37 @@ mod tests {
         history.record_recommendation(t - Duration::from_secs(240), 8);
         history.record_recommendation(t - Duration::from_secs(120), 9);
         let five = load(50.0, 10.0); // load for 5 instances
-        let d = decide(10, &[five.clone()], 0, &Limits::default(), &behavior, &mut history, t);
+        let d = decide(
+            10,
+            &[five.clone()],
+            0,
+            &Limits::default(),
+            &behavior,
+            &mut history,
+            t,
+        );
         assert_eq!((d.replicas, d.reason), (9, Reason::ScaleDownStabilized));
         // 61 s later the 8 has aged out; the 9 (and the newer 5) remain.
-        let d = decide(9, &[five.clone()], 0, &Limits::default(), &behavior, &mut history, t + Duration::from_secs(61));
+        let d = decide(
+            9,
+            &[five.clone()],
+            0,
+            &Limits::default(),
+            &behavior,
+            &mut history,
+            t + Duration::from_secs(61),
+        );
         assert_eq!(d.replicas, 9);
         // Once the 9 is older than 300 s, only 5s remain.
-        let d = decide(9, &[five], 0, &Limits::default(), &behavior, &mut history, t + Duration::from_secs(181));
+        let d = decide(
+            9,
+            &[five],
+            0,
+            &Limits::default(),
+            &behavior,
+            &mut history,
+            t + Duration::from_secs(181),
+        );
         assert_eq!(d.replicas, 5);
     }
 
@@ -399,12 +466,27 @@ mod tests {
         let mut steps = Vec::new();
         for _ in 0..3 {
             let want = load(20.0, 1.0); // 20 instances' worth
-            let d = decide(current, &[want], 0, &Limits::default(), &behavior, &mut history, t);
+            let d = decide(
+                current,
+                &[want],
+                0,
+                &Limits::default(),
+                &behavior,
+                &mut history,
+                t,
+            );
             steps.push((d.replicas, d.reason));
             current = d.replicas;
             t += Duration::from_secs(15);
         }
-        assert_eq!(steps, vec![(7, Reason::ScaleUpLimit), (14, Reason::ScaleUpLimit), (20, Reason::DesiredWithinRange)]);
+        assert_eq!(
+            steps,
+            vec![
+                (7, Reason::ScaleUpLimit),
+                (14, Reason::ScaleUpLimit),
+                (20, Reason::DesiredWithinRange)
+            ]
+        );
     }
 
     #[test]
@@ -414,15 +496,34 @@ mod tests {
             scale_down: Rules {
                 stabilization: Duration::ZERO,
                 policies: vec![
-                    Policy { kind: PolicyKind::Pods, value: 4, period },
-                    Policy { kind: PolicyKind::Percent, value: 10, period },
+                    Policy {
+                        kind: PolicyKind::Pods,
+                        value: 4,
+                        period,
+                    },
+                    Policy {
+                        kind: PolicyKind::Percent,
+                        value: 10,
+                        period,
+                    },
                 ],
                 select: Select::Max,
             },
             ..Behavior::default()
         };
-        let d = decide(80, &[load(10.0, 1.0)], 0, &Limits::default(), &behavior, &mut History::default(), Duration::from_secs(1000));
-        assert_eq!((d.desired, d.replicas, d.reason), (10, 72, Reason::ScaleDownLimit));
+        let d = decide(
+            80,
+            &[load(10.0, 1.0)],
+            0,
+            &Limits::default(),
+            &behavior,
+            &mut History::default(),
+            Duration::from_secs(1000),
+        );
+        assert_eq!(
+            (d.desired, d.replicas, d.reason),
+            (10, 72, Reason::ScaleDownLimit)
+        );
     }
 
     #[test]
@@ -440,9 +541,28 @@ mod tests {
             ..Behavior::default()
         };
         let mut h = History::default();
-        let down = decide(10, &[load(20.0, 10.0), missing.clone()], 0, &Limits::default(), &no_stabilization, &mut h, Duration::from_secs(10));
-        assert_eq!((down.replicas, down.reason), (10, Reason::MissingSignalHold));
-        let up = decide(10, &[load(200.0, 10.0), missing], 0, &Limits::default(), &no_stabilization, &mut History::default(), Duration::from_secs(10));
+        let down = decide(
+            10,
+            &[load(20.0, 10.0), missing.clone()],
+            0,
+            &Limits::default(),
+            &no_stabilization,
+            &mut h,
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            (down.replicas, down.reason),
+            (10, Reason::MissingSignalHold)
+        );
+        let up = decide(
+            10,
+            &[load(200.0, 10.0), missing],
+            0,
+            &Limits::default(),
+            &no_stabilization,
+            &mut History::default(),
+            Duration::from_secs(10),
+        );
         assert_eq!(up.replicas, 20);
     }
 }

@@ -12,7 +12,11 @@ pub struct BadSecret(pub String);
 
 impl std::fmt::Display for BadSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "webhook secret must be whsec_ followed by base64: {}", self.0)
+        write!(
+            f,
+            "webhook secret must be whsec_ followed by base64: {}",
+            self.0
+        )
     }
 }
 
@@ -20,7 +24,9 @@ impl std::error::Error for BadSecret {}
 
 /// The key bytes of a `whsec_…` secret.
 pub fn secret_key(secret: &str) -> Result<Vec<u8>, BadSecret> {
-    let b64 = secret.strip_prefix("whsec_").ok_or_else(|| BadSecret("missing whsec_ prefix".into()))?;
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or_else(|| BadSecret("missing whsec_ prefix".into()))?;
     STANDARD.decode(b64).map_err(|e| BadSecret(e.to_string()))
 }
 
@@ -33,7 +39,10 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 #[cfg(test)]

@@ -37,7 +37,11 @@ impl Usl {
 
     /// The concurrency of peak throughput, sqrt((1 − σ) / κ) (continuous).
     pub fn peak_concurrency(&self) -> f64 {
-        if self.kappa > 0.0 { ((1.0 - self.sigma) / self.kappa).sqrt() } else { f64::INFINITY }
+        if self.kappa > 0.0 {
+            ((1.0 - self.sigma) / self.kappa).sqrt()
+        } else {
+            f64::INFINITY
+        }
     }
 
     /// `N_max = floor(sqrt((1 − σ) / κ))`.
@@ -48,7 +52,11 @@ impl Usl {
     /// Peak throughput, at the continuous optimum.
     pub fn x_max(&self) -> f64 {
         let n = self.peak_concurrency();
-        if n.is_finite() { self.throughput(n) } else { self.lambda / self.sigma.max(f64::EPSILON) }
+        if n.is_finite() {
+            self.throughput(n)
+        } else {
+            self.lambda / self.sigma.max(f64::EPSILON)
+        }
     }
 
     /// Least-squares fit of `(concurrency, throughput)` points.
@@ -62,8 +70,15 @@ impl Usl {
             .fold(0.0f64, f64::max);
         let mut p = [0.01, 0.0001, lambda0.max(1e-9)];
         let cost = |p: &[f64; 3]| -> f64 {
-            let u = Usl { sigma: p[0], kappa: p[1], lambda: p[2] };
-            points.iter().map(|(n, x)| (x - u.throughput(*n)).powi(2)).sum()
+            let u = Usl {
+                sigma: p[0],
+                kappa: p[1],
+                lambda: p[2],
+            };
+            points
+                .iter()
+                .map(|(n, x)| (x - u.throughput(*n)).powi(2))
+                .sum()
         };
         let mut mu = 1e-3;
         let mut current = cost(&p);
@@ -74,7 +89,11 @@ impl Usl {
             for (n, x) in points {
                 let d = 1.0 + p[0] * (n - 1.0) + p[1] * n * (n - 1.0);
                 let model = p[2] * n / d;
-                let j = [-p[2] * n * (n - 1.0) / (d * d), -p[2] * n * n * (n - 1.0) / (d * d), n / d];
+                let j = [
+                    -p[2] * n * (n - 1.0) / (d * d),
+                    -p[2] * n * n * (n - 1.0) / (d * d),
+                    n / d,
+                ];
                 let r = x - model;
                 for a in 0..3 {
                     jtr[a] += j[a] * r;
@@ -90,7 +109,11 @@ impl Usl {
                     row[a] += mu * jtj[a][a].max(1e-12);
                 }
                 let Some(step) = solve3(m, jtr) else { break };
-                let candidate = [(p[0] + step[0]).clamp(0.0, 1.0), (p[1] + step[1]).max(0.0), (p[2] + step[2]).max(1e-12)];
+                let candidate = [
+                    (p[0] + step[0]).clamp(0.0, 1.0),
+                    (p[1] + step[1]).max(0.0),
+                    (p[2] + step[2]).max(1e-12),
+                ];
                 let c = cost(&candidate);
                 if c < current {
                     let done = (current - c) <= 1e-12 * current.max(1.0);
@@ -99,7 +122,11 @@ impl Usl {
                     mu = (mu / 3.0).max(1e-12);
                     improved = true;
                     if done {
-                        return Ok(Usl { sigma: p[0], kappa: p[1], lambda: p[2] });
+                        return Ok(Usl {
+                            sigma: p[0],
+                            kappa: p[1],
+                            lambda: p[2],
+                        });
                     }
                     break;
                 }
@@ -110,7 +137,11 @@ impl Usl {
             }
         }
         if current.is_finite() {
-            Ok(Usl { sigma: p[0], kappa: p[1], lambda: p[2] })
+            Ok(Usl {
+                sigma: p[0],
+                kappa: p[1],
+                lambda: p[2],
+            })
         } else {
             Err(FitError::DidNotConverge)
         }
@@ -148,7 +179,15 @@ mod tests {
 
     #[test]
     fn reproduces_the_usl_rs_test_vector() {
-        let points = [(1.0, 65.0), (18.0, 996.0), (36.0, 1652.0), (72.0, 1853.0), (108.0, 1829.0), (144.0, 1775.0), (216.0, 1702.0)];
+        let points = [
+            (1.0, 65.0),
+            (18.0, 996.0),
+            (36.0, 1652.0),
+            (72.0, 1853.0),
+            (108.0, 1829.0),
+            (144.0, 1775.0),
+            (216.0, 1702.0),
+        ];
         let usl = Usl::fit(&points).unwrap();
         let close = |got: f64, want: f64| (got - want).abs() / want < 0.01;
         assert!(close(usl.sigma, 0.028), "{usl:?}");
@@ -160,13 +199,25 @@ mod tests {
 
     #[test]
     fn recovers_known_coefficients() {
-        let truth = Usl { sigma: 0.03, kappa: 0.0005, lambda: 11.0 };
-        let points: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0]
-            .iter()
-            .map(|n| (*n, truth.throughput(*n)))
-            .collect();
+        let truth = Usl {
+            sigma: 0.03,
+            kappa: 0.0005,
+            lambda: 11.0,
+        };
+        let points: Vec<(f64, f64)> = [
+            1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0,
+        ]
+        .iter()
+        .map(|n| (*n, truth.throughput(*n)))
+        .collect();
         let fit = Usl::fit(&points).unwrap();
-        assert!((fit.x_max() - truth.x_max()).abs() / truth.x_max() < 1e-3, "{fit:?}");
-        assert!(matches!(Usl::fit(&points[..2]), Err(FitError::TooFewPoints)));
+        assert!(
+            (fit.x_max() - truth.x_max()).abs() / truth.x_max() < 1e-3,
+            "{fit:?}"
+        );
+        assert!(matches!(
+            Usl::fit(&points[..2]),
+            Err(FitError::TooFewPoints)
+        ));
     }
 }
