@@ -6,13 +6,11 @@
 //!
 //! Run: `cargo bench --bench problems` (env: `SEEDS`, default 5).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+#[path = "common/mod.rs"]
+mod common;
 
+use common::{Server, client};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_loupe");
 const SCENARIOS: [&str; 3] = ["db-slow", "payment-errors", "bad-deploy"];
 
 /// Whether a suspect names the cause recorded in the ground truth.
@@ -32,77 +30,36 @@ fn names_cause(suspect: &Value, truth: &Value) -> bool {
 
 fn run(scenario: &str, seed: u64) -> (bool, bool, String) {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--otlp-grpc",
-            "127.0.0.1:0",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("LOUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start loupe serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("bound addresses");
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{key}=")))
-            .expect("address")
-            .to_string()
-    };
+    let server = Server::start(data.path(), &[]);
     let truth_path = data.path().join("truth.json");
-    let status = Command::new(BIN)
-        .args([
-            "gen",
-            "--quiet",
-            "--scenario",
-            scenario,
-            "--rate",
-            "120",
-            "--duration",
-            "12s",
-            "--fault-at",
-            "6s",
-        ])
-        .args([
-            "--endpoint",
-            &format!("http://{}", addr("otlp_grpc")),
-            "--seed",
-            &seed.to_string(),
-            "--truth",
-        ])
-        .arg(&truth_path)
-        .status()
-        .expect("loupe gen");
-    assert!(status.success());
+    let report = server.generate(&[
+        "--scenario",
+        scenario,
+        "--rate",
+        "120",
+        "--duration",
+        "12s",
+        "--fault-at",
+        "6s",
+        "--seed",
+        &seed.to_string(),
+        "--truth",
+        &truth_path.display().to_string(),
+    ]);
+    assert_eq!(report["errors"], 0, "{report}");
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth_path).expect("truth"))
         .expect("truth json");
     let fault = truth["fault"]["start_unix_nano"]
         .as_i64()
         .expect("fault start");
-    let report: Value = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .and_then(|c| {
-            c.get(format!(
-                "http://{}/api/v1/problems?start={fault}&end={}",
-                addr("http"),
-                fault + 6_000_000_000
-            ))
-            .send()
-        })
-        .and_then(|r| r.json())
-        .expect("problems report");
-    server.kill().ok();
-    server.wait().ok();
+    let report = server.get(
+        &client(),
+        &format!(
+            "/api/v1/problems?start={fault}&end={}",
+            fault + 6_000_000_000
+        ),
+    );
+    server.stop();
     let suspects = report["suspects"].as_array().cloned().unwrap_or_default();
     let top1 = suspects.first().is_some_and(|s| names_cause(s, &truth));
     let top3 = suspects.iter().take(3).any(|s| names_cause(s, &truth));

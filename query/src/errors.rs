@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use crate::api::error_response;
 use crate::engine::QueryEngine;
-use crate::error::{QueryError, from_datafusion};
+use crate::error::QueryError;
+use crate::internal_sql::{quote, rows};
 use crate::patterns::template;
-use crate::{output, time_param};
+use crate::time_param;
 
 const SAMPLE: usize = 50_000;
 const TOP_FRAMES: usize = 2;
@@ -77,20 +78,6 @@ impl Group {
             self.example = example.to_string();
         }
     }
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-async fn rows(
-    engine: &QueryEngine,
-    sql: String,
-) -> Result<Vec<serde_json::Map<String, Value>>, QueryError> {
-    let out = engine
-        .query(async |ctx| ctx.sql(&sql).await.map_err(from_datafusion))
-        .await?;
-    output::to_objects(&out).map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 async fn groups(engine: &QueryEngine, p: &ErrorParams) -> Result<Value, QueryError> {

@@ -24,13 +24,14 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::api::error_response;
 use crate::engine::QueryEngine;
-use crate::error::{QueryError, from_datafusion};
+use crate::error::QueryError;
+use crate::internal_sql::{quote, rows, ts};
 use crate::patterns::PatternCounts;
-use crate::{output, time_param};
+use crate::time_param;
 
 const MIN_SPANS: f64 = 20.0;
 const MIN_EXCESS_ERRORS: f64 = 5.0;
@@ -166,17 +167,6 @@ impl Stats {
             0.0
         }
     }
-}
-
-fn ts(ns: i64) -> String {
-    format!("to_timestamp_nanos({ns})")
-}
-
-async fn rows(engine: &QueryEngine, sql: String) -> Result<Vec<Map<String, Value>>, QueryError> {
-    let out = engine
-        .query(async |ctx| ctx.sql(&sql).await.map_err(from_datafusion))
-        .await?;
-    output::to_objects(&out).map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -390,10 +380,6 @@ fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subject, Stats>) 
 /// A baseline error rate that is never zero (add-half smoothing).
 fn smoothed_rate(b: &Stats) -> f64 {
     (b.origin_errors + 0.5) / (b.spans + 1.0)
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The SQL condition selecting a subject's spans.

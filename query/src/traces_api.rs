@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 
 use crate::api::error_response;
 use crate::engine::QueryEngine;
-use crate::error::{QueryError, from_datafusion};
+use crate::error::QueryError;
+use crate::internal_sql::{quote, rows, ts};
+use crate::time_param;
 use crate::trace_tree::{SpanTiming, TraceTree};
-use crate::{output, time_param};
 
 pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
@@ -35,22 +36,6 @@ fn reply(result: Result<Value, QueryError>) -> Response {
         Ok(v) => Json(v).into_response(),
         Err(e) => error_response(e.http_status(), e.to_string()),
     }
-}
-
-/// A SQL string literal (quotes doubled), for values from requests.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn ts(ns: i64) -> String {
-    format!("to_timestamp_nanos({ns})")
-}
-
-async fn rows(engine: &QueryEngine, sql: String) -> Result<Vec<Map<String, Value>>, QueryError> {
-    let out = engine
-        .query(async |ctx| ctx.sql(&sql).await.map_err(from_datafusion))
-        .await?;
-    output::to_objects(&out).map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 fn now_nanos() -> i64 {

@@ -1,0 +1,30 @@
+//! Helpers for the APIs that answer with SQL they assemble themselves:
+//! literals quoted safely, times as SQL, results as JSON objects. These
+//! queries skip the sandbox (they are ours) but keep every other limit.
+
+use serde_json::{Map, Value};
+
+use crate::engine::QueryEngine;
+use crate::error::{QueryError, from_datafusion};
+use crate::output;
+
+/// A SQL string literal (quotes doubled), for values from requests.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A timestamp literal from ns since the epoch.
+pub fn ts(ns: i64) -> String {
+    format!("to_timestamp_nanos({ns})")
+}
+
+/// Runs `sql` under the engine's limits; one JSON object per row.
+pub async fn rows(
+    engine: &QueryEngine,
+    sql: String,
+) -> Result<Vec<Map<String, Value>>, QueryError> {
+    let out = engine
+        .query(async |ctx| ctx.sql(&sql).await.map_err(from_datafusion))
+        .await?;
+    output::to_objects(&out).map_err(|e| QueryError::Internal(e.to_string()))
+}
