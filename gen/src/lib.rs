@@ -10,6 +10,7 @@ mod random;
 mod runner;
 mod scenario;
 mod sender;
+mod services;
 mod shop;
 mod telemetry;
 mod topology;
