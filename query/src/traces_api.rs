@@ -72,16 +72,26 @@ async fn get_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, QueryE
             "{trace_id:?} is not a trace id (32 hex digits)"
         )));
     }
-    let spans = rows(
-        engine,
-        format!(
-            "SELECT span_id, parent_span_id, service, name, kind, start_time,
-                    CAST(start_time AS BIGINT) AS start_ns, CAST(end_time AS BIGINT) AS end_ns, duration_ns,
-                    status_code, status_message, attributes, resource_attributes, events, links
-             FROM spans WHERE trace_id = '{id}'"
+    // Spans and logs are looked up at the same time.
+    let (spans, logs) = tokio::join!(
+        rows(
+            engine,
+            format!(
+                "SELECT span_id, parent_span_id, service, name, kind, start_time,
+                        CAST(start_time AS BIGINT) AS start_ns, CAST(end_time AS BIGINT) AS end_ns, duration_ns,
+                        status_code, status_message, attributes, resource_attributes, events, links
+                 FROM spans WHERE trace_id = '{id}'"
+            ),
         ),
-    )
-    .await?;
+        rows(
+            engine,
+            format!(
+                "SELECT time, service, severity_text, body, span_id, attributes FROM logs
+                 WHERE trace_id = '{id}' ORDER BY time LIMIT 1000"
+            ),
+        ),
+    );
+    let (spans, logs) = (spans?, logs?);
     if spans.is_empty() {
         return Err(QueryError::NotFound(format!("no trace {id}")));
     }
@@ -138,14 +148,6 @@ async fn get_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, QueryE
             })
         })
         .collect();
-    let logs = rows(
-        engine,
-        format!(
-            "SELECT time, service, severity_text, body, span_id, attributes FROM logs
-             WHERE trace_id = '{id}' ORDER BY time LIMIT 1000"
-        ),
-    )
-    .await?;
     let errors = spans.iter().filter(|s| s["status_code"] == "error").count();
     Ok(json!({
         "trace_id": id,
