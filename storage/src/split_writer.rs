@@ -126,7 +126,14 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
     if schema.field_with_name("trace_id").is_ok() {
         props = props
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
-            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01);
+            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
+            // Sized for the ids a row group can hold (a trace has several
+            // spans or logs), not parquet's default of a million: a lookup
+            // reads one filter per row group, so their size is its cost.
+            .set_column_bloom_filter_max_ndv(
+                ColumnPath::from("trace_id"),
+                (ROW_GROUP_ROWS / 4) as u64,
+            );
     }
     Ok(props.build())
 }
