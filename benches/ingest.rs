@@ -7,7 +7,7 @@
 //! - the server's peak RSS,
 //! - bytes on disk (Parquet + catalog, after the final flush) per ingested byte.
 //!
-//! Run: `cargo bench --bench ingest` (env: `RUNS`, `SECONDS`, `RATE_SCALE`).
+//! Run: `cargo bench --bench ingest` (env: `RUNS`, `SECONDS`, `RATE_SCALE_PERCENT`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Server, dir_bytes, median};
+use common::{BIN, Server, dir_bytes, env, median};
 
 use serde_json::Value;
 
@@ -148,15 +148,9 @@ fn run_once(w: &Workload, seconds: u64, seed: u64) -> Sample {
 
 fn main() {
     // `cargo bench` passes flags such as --bench; only our env vars matter.
-    let env = |k: &str, d: f64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let runs = env("RUNS", 3.0) as usize;
-    let seconds = env("SECONDS", 20.0) as u64;
-    let scale = env("RATE_SCALE", 1.0);
+    let runs = env("RUNS", 3) as usize;
+    let seconds = env("SECONDS", 20);
+    let scale = env("RATE_SCALE_PERCENT", 100) as f64 / 100.0;
     println!(
         "ingest benchmark: {runs} runs × {seconds}s per workload, OTLP/gRPC from a separate `loupe gen` process"
     );

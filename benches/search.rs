@@ -17,16 +17,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{Server, median};
+use common::{Server, env, median};
 use serde_json::Value;
 
 fn main() {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let lines = env("LINES", 20_000_000);
     let runs = env("RUNS", 5) as usize;
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search");

@@ -11,15 +11,9 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Server, client, median};
+use common::{Server, client, env, median};
 
 fn main() {
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let spans = env("SPANS", 10_000_000);
     let lookups = env("LOOKUPS", 50) as usize;
     let data = tempfile::tempdir().expect("temp dir");

@@ -156,6 +156,15 @@ pub fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// A whole-number setting from the environment (`cargo bench` passes its
+/// own flags on the command line, so benchmarks are tuned by env vars).
+pub fn env(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
