@@ -19,7 +19,12 @@ struct AppState {
     registry: Registry,
 }
 
-pub fn api_router(storage: Arc<Storage>, engine: Arc<QueryEngine>, registry: Registry) -> Router {
+pub fn api_router(
+    storage: Arc<Storage>,
+    engine: Arc<QueryEngine>,
+    registry: Registry,
+    capacity: Arc<loupe_capacity::Capacity>,
+) -> Router {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -29,6 +34,7 @@ pub fn api_router(storage: Arc<Storage>, engine: Arc<QueryEngine>, registry: Reg
     loupe_query::api::router(engine.clone())
         .merge(loupe_query::logs_api::router(engine.clone()))
         .merge(loupe_query::traces_api::router(engine))
+        .merge(loupe_capacity::api::router(capacity))
         .merge(ops)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
 }

@@ -57,6 +57,8 @@ impl Server {
             &registry,
         )?);
 
+        let capacity = crate::capacity::start(&data_dir, engine.clone())?;
+
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
         let api_listener = bind(config.http, "the API").await?;
@@ -93,7 +95,8 @@ impl Server {
                 .context("OTLP/HTTP server")
         }));
 
-        let api = routes::api_router(storage.clone(), engine, registry);
+        tasks.extend(capacity.spawn(&stop_rx));
+        let api = routes::api_router(storage.clone(), engine, registry, capacity.capacity);
         let api_stop = stopped(stop_rx);
         tasks.push(tokio::spawn(async move {
             axum::serve(api_listener, api)

@@ -157,6 +157,16 @@ impl History {
     pub fn record_recommendation(&mut self, at: Duration, replicas: u32) {
         self.recommendations.push((at, replicas));
     }
+
+    /// History as it was persisted: past (time, recommendation) pairs and
+    /// past (time, change) scale events — so a restart does not forget a
+    /// stabilisation window or a rate limit already in progress.
+    pub fn restore(recommendations: Vec<(Duration, u32)>, events: Vec<(Duration, i64)>) -> History {
+        History {
+            recommendations,
+            events,
+        }
+    }
 }
 
 /// A signal's proposal: `ceil(current × ratio)`, or `current` inside the

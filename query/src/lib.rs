@@ -6,7 +6,7 @@ pub mod api;
 mod engine;
 mod error;
 mod errors;
-mod internal_sql;
+pub mod internal_sql;
 pub mod logs_api;
 mod output;
 mod patterns;

@@ -27,6 +27,23 @@ const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// selections without reading the footer.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// Rows per row group of spans and metrics, smaller than logs': files are
+/// sorted by service, so one trace's spans sit in a row group per service it
+/// touched, and a lookup by id decodes the whole `trace_id` column of each.
+/// Logs keep [`ROW_GROUP_ROWS`] because search maps index rows onto it.
+const SPAN_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Rows per data page: a lookup that selects a few rows through the page
+/// index then decodes one small page per column instead of a megabyte.
+const PAGE_ROWS: usize = 8 * 1024;
+
+fn row_group_rows(signal: Signal) -> usize {
+    match signal {
+        Signal::Logs => ROW_GROUP_ROWS,
+        Signal::Spans | Signal::Metrics => SPAN_ROW_GROUP_ROWS,
+    }
+}
+
 /// A Parquet file ready to be stored, with its catalog row.
 pub struct EncodedSplit {
     pub meta: SplitMeta,
@@ -118,7 +135,8 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(row_group_rows(signal)))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(vec![
             sort_col("service")?,
             sort_col(signal.time_column())?,
@@ -132,7 +150,7 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
             // reads one filter per row group, so their size is its cost.
             .set_column_bloom_filter_max_ndv(
                 ColumnPath::from("trace_id"),
-                (ROW_GROUP_ROWS / 4) as u64,
+                (row_group_rows(signal) / 4) as u64,
             );
     }
     Ok(props.build())

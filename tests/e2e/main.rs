@@ -2,6 +2,7 @@
 //! One test binary (modules below) to keep link times down.
 
 mod bad_input;
+mod capacity;
 mod crash;
 mod harness;
 mod otlp_json;
@@ -12,3 +13,4 @@ mod scenarios;
 mod search;
 mod sql_api;
 mod traces;
+mod webhook_receiver;

@@ -45,6 +45,26 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
     ))
 }
 
+/// A new random `whsec_` secret (24 bytes), for endpoints configured
+/// without one.
+pub fn generate_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+/// Whether `header` (a `webhook-signature` value, possibly several
+/// space-separated `v1,…` signatures) matches the message.
+pub fn verify(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> Result<bool, BadSecret> {
+    let expected = sign(secret, id, timestamp, body)?;
+    Ok(header.split(' ').any(|candidate| candidate == expected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +80,17 @@ mod tests {
         .unwrap();
         assert_eq!(signature, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
         assert!(sign("nope", "id", 1, b"").is_err());
+        assert!(
+            verify(
+                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1649367553,
+                br#"{"email":"test@example.com","username":"test_user"}"#,
+                "v1,bm9wZQ== v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+            )
+            .unwrap()
+        );
+        let secret = generate_secret();
+        assert!(secret_key(&secret).is_ok_and(|k| k.len() == 24));
     }
 }

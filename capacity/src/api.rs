@@ -1,0 +1,425 @@
+//! The capacity HTTP API under `/api/v1/capacity/`: policies, baselines
+//! (manual or from a load test), schedules, decisions, scale tasks (with
+//! the executor's ack and manual tasks) and alert events.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::baseline::{self, Baseline, LoadTestRequest};
+use crate::error::CapacityError;
+use crate::evaluator::{Capacity, endpoint, now_ms};
+use crate::policy::PolicySpec;
+use crate::schedule::Schedule;
+use crate::store::NewTask;
+
+type Reply = Result<Response, CapacityError>;
+
+pub fn router(capacity: Arc<Capacity>) -> Router {
+    Router::new()
+        .route("/api/v1/capacity/policies", get(list_policies))
+        .route(
+            "/api/v1/capacity/policies/{service}",
+            get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/api/v1/capacity/baselines", get(list_baselines))
+        .route(
+            "/api/v1/capacity/baselines/{service}",
+            get(get_baseline).put(put_baseline).delete(delete_baseline),
+        )
+        .route(
+            "/api/v1/capacity/baselines/{service}/from-load-test",
+            post(from_load_test),
+        )
+        .route("/api/v1/capacity/schedules", get(list_schedules))
+        .route(
+            "/api/v1/capacity/schedules/{name}",
+            get(get_schedule).put(put_schedule).delete(delete_schedule),
+        )
+        .route("/api/v1/capacity/decisions", get(decisions))
+        .route("/api/v1/capacity/events", get(events))
+        .route("/api/v1/capacity/tasks", get(tasks).post(manual_task))
+        .route("/api/v1/capacity/tasks/{id}", get(get_task))
+        .route("/api/v1/capacity/tasks/{id}/ack", post(ack_task))
+        .with_state(capacity)
+}
+
+impl IntoResponse for CapacityError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            CapacityError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CapacityError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CapacityError::NotFound(_) => StatusCode::NOT_FOUND,
+            CapacityError::Query(_) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, axum::Json(json!({"error": self.to_string()}))).into_response()
+    }
+}
+
+fn ok(value: impl serde::Serialize) -> Reply {
+    Ok(axum::Json(value).into_response())
+}
+
+/// Parses a JSON body, answering 400 with serde's message (which names the
+/// field) rather than axum's generic rejection.
+fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CapacityError> {
+    serde_json::from_str(text).map_err(|e| CapacityError::Invalid(format!("bad JSON body: {e}")))
+}
+
+fn not_found(what: &str) -> CapacityError {
+    CapacityError::NotFound(format!("no {what}"))
+}
+
+async fn list_policies(State(c): State<Arc<Capacity>>) -> Reply {
+    let list: Vec<Value> = c
+        .store
+        .policies()?
+        .into_iter()
+        .map(|(service, policy)| json!({"service": service, "policy": policy}))
+        .collect();
+    ok(list)
+}
+
+async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+    let policy = c
+        .store
+        .policy(&service)?
+        .ok_or_else(|| not_found(&format!("policy for {service}")))?;
+    ok(policy)
+}
+
+/// Saves the policy; without `webhook_secret` it keeps the stored one or
+/// generates a new one, returned in the answer.
+async fn put_policy(
+    State(c): State<Arc<Capacity>>,
+    Path(service): Path<String>,
+    text: String,
+) -> Reply {
+    let mut policy: PolicySpec = body(&text)?;
+    policy.validate().map_err(CapacityError::Invalid)?;
+    if policy.webhook_secret.is_none() {
+        policy.webhook_secret = Some(
+            c.store
+                .policy(&service)?
+                .and_then(|p| p.webhook_secret)
+                .unwrap_or_else(loupe_notify::signing::generate_secret),
+        );
+    }
+    c.store.put_policy(&service, &policy, now_ms())?;
+    ok(policy)
+}
+
+async fn delete_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+    if !c.store.delete_policy(&service)? {
+        return Err(not_found(&format!("policy for {service}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_baselines(State(c): State<Arc<Capacity>>) -> Reply {
+    let list: Vec<Value> = c
+        .store
+        .baselines()?
+        .into_iter()
+        .map(|(service, baseline)| json!({"service": service, "baseline": baseline}))
+        .collect();
+    ok(list)
+}
+
+async fn get_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+    let baseline = c
+        .store
+        .baseline(&service)?
+        .ok_or_else(|| not_found(&format!("baseline for {service}")))?;
+    ok(baseline)
+}
+
+async fn put_baseline(
+    State(c): State<Arc<Capacity>>,
+    Path(service): Path<String>,
+    text: String,
+) -> Reply {
+    let baseline: Baseline = body(&text)?;
+    baseline.validate().map_err(CapacityError::Invalid)?;
+    c.store.put_baseline(&service, &baseline, now_ms())?;
+    ok(baseline)
+}
+
+async fn delete_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+    if !c.store.delete_baseline(&service)? {
+        return Err(not_found(&format!("baseline for {service}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A time: RFC 3339, ns since the epoch, or `now` / `now-15m`.
+fn parse_time(value: &Value, now_ms: i64) -> Result<i64, String> {
+    match value {
+        Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a time")),
+        Value::String(s) => {
+            if let Ok(ns) = s.parse::<i64>() {
+                return Ok(ns);
+            }
+            if let Some(rest) = s.strip_prefix("now") {
+                let ago = match rest.strip_prefix('-') {
+                    Some(d) => crate::duration_text::parse(d)?,
+                    None if rest.is_empty() => std::time::Duration::ZERO,
+                    None => return Err(format!("{s:?} is not a time like now-15m")),
+                };
+                return Ok(now_ms * 1_000_000 - ago.as_nanos() as i64);
+            }
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .ok_or_else(|| format!("{s:?} is not RFC 3339, ns since the epoch or now-…"))
+        }
+        other => Err(format!("{other} is not a time")),
+    }
+}
+
+/// Fits the load test in `[start, end)` and stores the baseline (unless
+/// `"dry_run": true`).
+async fn from_load_test(
+    State(c): State<Arc<Capacity>>,
+    Path(service): Path<String>,
+    text: String,
+) -> Reply {
+    let mut raw: serde_json::Map<String, Value> = body(&text)?;
+    let now = now_ms();
+    let mut time = |key: &str| -> Result<i64, CapacityError> {
+        let value = raw
+            .remove(key)
+            .ok_or_else(|| CapacityError::Invalid(format!("{key} is required")))?;
+        parse_time(&value, now).map_err(|e| CapacityError::Invalid(format!("{key}: {e}")))
+    };
+    let (start_ns, end_ns) = (time("start")?, time("end")?);
+    if end_ns <= start_ns {
+        return Err(CapacityError::Invalid("end must be after start".into()));
+    }
+    let dry_run = raw
+        .remove("dry_run")
+        .is_some_and(|v| v.as_bool().unwrap_or(false));
+    let mut req: LoadTestRequest = serde_json::from_value(Value::Object(raw))
+        .map_err(|e| CapacityError::Invalid(e.to_string()))?;
+    req.start_ns = start_ns;
+    req.end_ns = end_ns;
+    let slo = match req.slo.clone() {
+        Some(slo) => slo,
+        None => c
+            .store
+            .baseline(&service)?
+            .map(|b| b.slo)
+            .unwrap_or_default(),
+    };
+    let steps = baseline::measure_steps(c.telemetry.as_ref(), &service, &req).await?;
+    let fit = baseline::fit_steps(steps, &slo)?;
+    let baseline = baseline::baseline_from_fit(&fit, slo, &req);
+    if !dry_run {
+        c.store.put_baseline(&service, &baseline, now)?;
+    }
+    ok(json!({"service": service, "baseline": baseline, "fit": fit, "stored": !dry_run}))
+}
+
+async fn list_schedules(State(c): State<Arc<Capacity>>) -> Reply {
+    ok(c.store.schedules()?)
+}
+
+async fn get_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
+    let schedule = c
+        .store
+        .schedule(&name)?
+        .ok_or_else(|| not_found(&format!("schedule {name}")))?;
+    ok(schedule)
+}
+
+async fn put_schedule(
+    State(c): State<Arc<Capacity>>,
+    Path(name): Path<String>,
+    text: String,
+) -> Reply {
+    let mut schedule: Schedule = body(&text)?;
+    schedule.name = name;
+    schedule.validate().map_err(CapacityError::Invalid)?;
+    c.store.put_schedule(&schedule, now_ms())?;
+    ok(schedule)
+}
+
+async fn delete_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
+    if !c.store.delete_schedule(&name)? {
+        return Err(not_found(&format!("schedule {name}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    service: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+impl ListParams {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 10_000)
+    }
+}
+
+async fn decisions(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+    ok(c.store.decisions(p.service.as_deref(), p.limit())?)
+}
+
+async fn events(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+    ok(c.store.events(p.limit())?)
+}
+
+async fn tasks(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+    ok(c.store
+        .tasks(p.service.as_deref(), p.state.as_deref(), p.limit())?)
+}
+
+async fn get_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>) -> Reply {
+    let task = c
+        .store
+        .task(&id)?
+        .ok_or_else(|| not_found(&format!("task {id}")))?;
+    ok(task)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ack {
+    /// `succeeded` (default) or `failed`.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The executor's callback once it has carried out (or failed) a task.
+async fn ack_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>, text: String) -> Reply {
+    let ack: Ack = if text.trim().is_empty() {
+        Ack {
+            status: None,
+            message: None,
+        }
+    } else {
+        body(&text)?
+    };
+    let succeeded = match ack.status.as_deref() {
+        None | Some("succeeded") => true,
+        Some("failed") => false,
+        Some(other) => {
+            return Err(CapacityError::Invalid(format!(
+                "status {other:?}: use succeeded or failed"
+            )));
+        }
+    };
+    let task = c
+        .store
+        .ack_task(
+            &id,
+            succeeded,
+            ack.message.as_deref().unwrap_or(""),
+            now_ms(),
+        )?
+        .ok_or_else(|| not_found(&format!("task {id}")))?;
+    ok(task)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualTask {
+    service: String,
+    #[serde(default)]
+    region: String,
+    to: u32,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Keep the evaluator from changing the count for this long (`30m`).
+    #[serde(default, with = "optional_duration")]
+    hold: Option<std::time::Duration>,
+}
+
+mod optional_duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| crate::duration_text::parse(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// An operator's task: scale (service, region) to `to` now, optionally
+/// holding it there. Goes out through the policy's webhook like any other.
+async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
+    let req: ManualTask = body(&text)?;
+    let policy = c.store.policy(&req.service)?.ok_or_else(|| {
+        CapacityError::Unprocessable(format!(
+            "no policy for {} (it says where tasks go): PUT /api/v1/capacity/policies/{}",
+            req.service, req.service
+        ))
+    })?;
+    let now = now_ms();
+    let from = match c.store.current(&req.service, &req.region)? {
+        Some(n) => n,
+        None => {
+            let scope = crate::load::Scope {
+                service: &req.service,
+                region: (!req.region.is_empty()).then_some(req.region.as_str()),
+            };
+            crate::load::ready_instances(
+                c.telemetry.as_ref(),
+                scope,
+                now * 1_000_000,
+                policy.instance_window,
+            )
+            .await?
+        }
+    };
+    let task = NewTask {
+        service: req.service.clone(),
+        region: req.region.clone(),
+        from,
+        to: req.to,
+        reason: req.reason.unwrap_or_else(|| "Manual".into()),
+        evidence: json!({"manual": true}),
+        origin: "manual",
+        hold_until_ms: req.hold.map(|h| now + h.as_millis() as i64),
+    };
+    let created = c.store.commit_manual_task(&task, &endpoint(&policy), now)?;
+    c.forget(&req.service, &req.region);
+    c.wake_worker();
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_form() {
+        let now_ms = 1_700_000_000_000;
+        assert_eq!(parse_time(&json!(5), now_ms), Ok(5));
+        assert_eq!(parse_time(&json!("7"), now_ms), Ok(7));
+        assert_eq!(
+            parse_time(&json!("now-1m"), now_ms),
+            Ok((now_ms - 60_000) * 1_000_000)
+        );
+        assert_eq!(
+            parse_time(&json!("1970-01-01T00:00:01Z"), now_ms),
+            Ok(1_000_000_000)
+        );
+        assert!(parse_time(&json!("yesterday"), now_ms).is_err());
+        assert!(parse_time(&json!(true), now_ms).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CapacityError {
+    #[error("capacity state: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Outbox(#[from] loupe_notify::NotifyError),
+    /// The request is wrong (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// It is right but cannot be answered from the data (HTTP 422).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A telemetry query failed.
+    #[error("telemetry query failed: {0}")]
+    Query(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = CapacityError> = std::result::Result<T, E>;

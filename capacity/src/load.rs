@@ -1,0 +1,329 @@
+//! Live load, read from the telemetry Loupe stores: request rate (from
+//! SERVER/CONSUMER spans or from the counts of `http.server.request.duration`
+//! histograms), ready instances, CPU, in-flight requests, or any SQL.
+//!
+//! The capacity crate does not run SQL itself; the server hands it a
+//! [`Telemetry`] backed by the query engine, with its limits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::{CapacityError, Result};
+use crate::policy::{RateSource, SignalSpec};
+
+pub type Row = Map<String, Value>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs read-only SQL over `spans`, `logs` and `metrics`.
+pub trait Telemetry: Send + Sync + 'static {
+    fn rows(&self, sql: String) -> BoxFuture<'_, Result<Vec<Row>, String>>;
+}
+
+/// A SQL string literal.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A timestamp literal from ns since the epoch.
+pub fn ts(ns: i64) -> String {
+    format!("to_timestamp_nanos({ns})")
+}
+
+/// What is being measured: a service, or one region of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub service: &'a str,
+    pub region: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn filter(&self) -> String {
+        let mut f = format!("service = {}", quote(self.service));
+        if let Some(region) = self.region {
+            f.push_str(&format!(
+                " AND resource_attributes['cloud.region'] = {}",
+                quote(region)
+            ));
+        }
+        f
+    }
+}
+
+pub(crate) async fn query(t: &dyn Telemetry, sql: String) -> Result<Vec<Row>> {
+    t.rows(sql).await.map_err(CapacityError::Query)
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn first_number(rows: &[Row], column: &str) -> Option<f64> {
+    rows.first().and_then(|r| number(r.get(column)))
+}
+
+/// The window of live data: `[end − window, end)` in ns.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub end_ns: i64,
+    pub length: Duration,
+}
+
+impl Window {
+    fn start_ns(&self) -> i64 {
+        self.end_ns - self.length.as_nanos() as i64
+    }
+
+    fn secs(&self) -> f64 {
+        self.length.as_secs_f64()
+    }
+
+    fn spans(&self) -> String {
+        format!(
+            "start_time >= {} AND start_time < {}",
+            ts(self.start_ns()),
+            ts(self.end_ns)
+        )
+    }
+}
+
+const REQUEST_SPANS: &str = "kind IN ('server', 'consumer')";
+
+/// Requests per second handled by the scope, from its spans.
+pub async fn rate_from_spans(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -> Result<f64> {
+    let rows = query(
+        t,
+        format!(
+            "SELECT count(*) AS n FROM spans WHERE {} AND {REQUEST_SPANS} AND {}",
+            scope.filter(),
+            w.spans()
+        ),
+    )
+    .await?;
+    Ok(first_number(&rows, "n").unwrap_or(0.0) / w.secs())
+}
+
+/// One cumulative count of a histogram series at a point in time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterPoint {
+    pub time_ns: i64,
+    /// The series' start time: a new one means the counter restarted.
+    pub start_ns: Option<i64>,
+    pub count: f64,
+}
+
+/// Per second increase of one cumulative counter series, handling resets
+/// (the value dropping, or the start time changing, restarts from zero as
+/// Prometheus does). `None` with fewer than two points.
+pub fn counter_rate(points: &mut [CounterPoint]) -> Option<f64> {
+    points.sort_by_key(|p| p.time_ns);
+    let (first, last) = (points.first()?, points.last()?);
+    let span = (last.time_ns - first.time_ns) as f64 / 1e9;
+    if span <= 0.0 {
+        return None;
+    }
+    let increase: f64 = points
+        .windows(2)
+        .map(|pair| {
+            let (prev, cur) = (pair[0], pair[1]);
+            let restarted = cur.count < prev.count || cur.start_ns != prev.start_ns;
+            if restarted {
+                cur.count
+            } else {
+                cur.count - prev.count
+            }
+        })
+        .sum();
+    Some(increase / span)
+}
+
+/// Requests per second from the `http.server.request.duration` histograms'
+/// counts: each series' rate (instance × attributes), summed.
+pub async fn rate_from_metrics(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -> Result<f64> {
+    let rows = query(
+        t,
+        format!(
+            "SELECT resource_attributes['service.instance.id'] AS instance, attributes,
+                    CAST(start_time AS BIGINT) AS start_ns, CAST(time AS BIGINT) AS time_ns, count
+             FROM metrics
+             WHERE {} AND name = 'http.server.request.duration' AND count IS NOT NULL
+               AND time >= {} AND time < {}
+             LIMIT 100000",
+            scope.filter(),
+            ts(w.start_ns()),
+            ts(w.end_ns)
+        ),
+    )
+    .await?;
+    let mut series: HashMap<String, Vec<CounterPoint>> = HashMap::new();
+    for row in &rows {
+        let key = format!(
+            "{}|{}",
+            row.get("instance").unwrap_or(&Value::Null),
+            row.get("attributes").unwrap_or(&Value::Null)
+        );
+        let (Some(time), Some(count)) = (number(row.get("time_ns")), number(row.get("count")))
+        else {
+            continue;
+        };
+        series.entry(key).or_default().push(CounterPoint {
+            time_ns: time as i64,
+            start_ns: number(row.get("start_ns")).map(|s| s as i64),
+            count,
+        });
+    }
+    if series.is_empty() {
+        return Err(CapacityError::Unprocessable(format!(
+            "no http.server.request.duration points for {} in the last {}s",
+            scope.service,
+            w.secs()
+        )));
+    }
+    Ok(series
+        .values_mut()
+        .filter_map(|points| counter_rate(points))
+        .sum())
+}
+
+/// Instances of the scope that sent spans or metrics within `window` of `now_ns`.
+pub async fn ready_instances(
+    t: &dyn Telemetry,
+    scope: Scope<'_>,
+    now_ns: i64,
+    window: Duration,
+) -> Result<u32> {
+    let since = ts(now_ns - window.as_nanos() as i64);
+    let filter = scope.filter();
+    let rows = query(
+        t,
+        format!(
+            "SELECT count(DISTINCT instance) AS n FROM (
+                SELECT resource_attributes['service.instance.id'] AS instance FROM spans
+                WHERE {filter} AND start_time >= {since}
+                UNION ALL
+                SELECT resource_attributes['service.instance.id'] AS instance FROM metrics
+                WHERE {filter} AND time >= {since})"
+        ),
+    )
+    .await?;
+    Ok(first_number(&rows, "n").unwrap_or(0.0) as u32)
+}
+
+/// Regions the service sent spans from within the window.
+pub async fn regions(t: &dyn Telemetry, service: &str, w: Window) -> Result<Vec<String>> {
+    let rows = query(
+        t,
+        format!(
+            "SELECT DISTINCT resource_attributes['cloud.region'] AS region FROM spans
+             WHERE service = {} AND {} ORDER BY region",
+            quote(service),
+            w.spans()
+        ),
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get("region").and_then(Value::as_str).map(String::from))
+        .collect())
+}
+
+/// A signal's current total for the scope, in the unit of its target.
+pub async fn read_signal(
+    t: &dyn Telemetry,
+    signal: &SignalSpec,
+    scope: Scope<'_>,
+    w: Window,
+) -> Result<f64> {
+    match signal {
+        SignalSpec::Rps {
+            source: RateSource::Spans,
+        } => rate_from_spans(t, scope, w).await,
+        SignalSpec::Rps {
+            source: RateSource::Metrics,
+        } => rate_from_metrics(t, scope, w).await,
+        SignalSpec::Cpu { metric, .. } => {
+            let rows = query(
+                t,
+                format!(
+                    "SELECT resource_attributes['service.instance.id'] AS instance, avg(value) AS v
+                     FROM metrics WHERE {} AND name = {} AND time >= {} AND time < {}
+                     GROUP BY 1",
+                    scope.filter(),
+                    quote(metric),
+                    ts(w.start_ns()),
+                    ts(w.end_ns)
+                ),
+            )
+            .await?;
+            if rows.is_empty() {
+                return Err(CapacityError::Unprocessable(format!(
+                    "no {metric} points for {}",
+                    scope.service
+                )));
+            }
+            Ok(rows.iter().filter_map(|r| number(r.get("v"))).sum())
+        }
+        SignalSpec::Concurrency { .. } => {
+            // Little's law: in flight = arrival rate × time in system
+            // = (n / T) × (Σ duration / n) = Σ duration / T.
+            let rows = query(
+                t,
+                format!(
+                    "SELECT sum(duration_ns) AS busy_ns FROM spans WHERE {} AND {REQUEST_SPANS} AND {}",
+                    scope.filter(),
+                    w.spans()
+                ),
+            )
+            .await?;
+            Ok(first_number(&rows, "busy_ns").unwrap_or(0.0) / 1e9 / w.secs())
+        }
+        SignalSpec::Sql { sql, name, .. } => {
+            let sql = sql
+                .replace("$service", &quote(scope.service))
+                .replace("$region", &scope.region.map(quote).unwrap_or("NULL".into()));
+            let rows = query(t, sql).await?;
+            rows.first()
+                .and_then(|r| r.values().next())
+                .and_then(|v| number(Some(v)))
+                .ok_or_else(|| {
+                    CapacityError::Unprocessable(format!(
+                        "signal {name}: the SQL returned no number"
+                    ))
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(secs: i64, start: i64, count: f64) -> CounterPoint {
+        CounterPoint {
+            time_ns: secs * 1_000_000_000,
+            start_ns: Some(start),
+            count,
+        }
+    }
+
+    #[test]
+    fn counter_rate_handles_resets() {
+        // 100 → 160 → 220 over 20 s: 6/s.
+        let mut steady = vec![p(20, 0, 220.0), p(0, 0, 100.0), p(10, 0, 160.0)];
+        assert_eq!(counter_rate(&mut steady), Some(6.0));
+        // Restart between 10 s and 20 s: the counter drops to 50.
+        let mut dropped = vec![p(0, 0, 100.0), p(10, 0, 160.0), p(20, 0, 50.0)];
+        assert_eq!(counter_rate(&mut dropped), Some((60.0 + 50.0) / 20.0));
+        // Restart seen through a new start time even though the value is higher.
+        let mut restarted = vec![p(0, 0, 100.0), p(10, 5, 170.0)];
+        assert_eq!(counter_rate(&mut restarted), Some(17.0));
+        assert_eq!(counter_rate(&mut [p(0, 0, 1.0)]), None);
+    }
+}

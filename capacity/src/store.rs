@@ -1,0 +1,739 @@
+//! Capacity state in the catalog's SQLite file: baselines, policies,
+//! schedules, each decision, the scale tasks and the current count per
+//! service. A decision that changes the count commits its task, the new
+//! count and the task's webhook (in the notify outbox) in one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::baseline::Baseline;
+use crate::error::{CapacityError, Result};
+use crate::policy::PolicySpec;
+use crate::schedule::Schedule;
+use loupe_notify::outbox;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS capacity_baselines (
+    service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS capacity_policies (
+    service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS capacity_schedules (
+    name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS capacity_decisions (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    service  TEXT NOT NULL,
+    region   TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    desired  INTEGER NOT NULL,
+    replicas INTEGER NOT NULL,
+    body     TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS capacity_decisions_by_service ON capacity_decisions (service, region, at);
+CREATE TABLE IF NOT EXISTS capacity_tasks (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    service     TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    from_count  INTEGER NOT NULL,
+    to_count    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    evidence    TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    hold_until  INTEGER,
+    acked_at    INTEGER,
+    ack_status  TEXT,
+    ack_message TEXT);
+CREATE INDEX IF NOT EXISTS capacity_tasks_by_service ON capacity_tasks (service, region, created_at);
+CREATE TABLE IF NOT EXISTS capacity_current (
+    service TEXT NOT NULL, region TEXT NOT NULL, replicas INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, PRIMARY KEY (service, region));
+CREATE TABLE IF NOT EXISTS capacity_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, region TEXT NOT NULL,
+    at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+";
+
+/// Decisions and events older than this are deleted as new ones arrive.
+const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub struct CapacityStore {
+    conn: Mutex<Connection>,
+}
+
+/// A scale task as the API and the webhook show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub sequence: i64,
+    pub service: String,
+    /// Empty when the policy decides for the service as a whole.
+    pub region: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    pub evidence: Value,
+    /// `decision`, `manual` or `fallback`.
+    pub origin: String,
+    /// pending → sent → acknowledged | failed | superseded.
+    pub state: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<outbox::Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Value>,
+}
+
+/// A task to create with a decision.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub service: String,
+    pub region: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    pub evidence: Value,
+    pub origin: &'static str,
+    pub hold_until_ms: Option<i64>,
+}
+
+/// Where the task's webhook goes.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| CapacityError::Internal(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| CapacityError::Internal(format!("stored JSON: {e}")))
+}
+
+impl CapacityStore {
+    pub fn open(path: &Path) -> Result<CapacityStore> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        outbox::migrate(&conn)?;
+        Ok(CapacityStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, table: &str, key_col: &str, key: &str, body: String, now_ms: i64) -> Result<()> {
+        self.conn().execute(
+            &format!(
+                "INSERT INTO {table} ({key_col}, body, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT ({key_col}) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+            ),
+            params![key, body, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: &str, key_col: &str, key: &str) -> Result<Option<T>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                &format!("SELECT body FROM {table} WHERE {key_col} = ?1"),
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    fn delete(&self, table: &str, key_col: &str, key: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            &format!("DELETE FROM {table} WHERE {key_col} = ?1"),
+            params![key],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn list<T: DeserializeOwned>(&self, table: &str, key_col: &str) -> Result<Vec<(String, T)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {key_col}, body FROM {table} ORDER BY {key_col}"
+        ))?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, body) = row?;
+            out.push((key, from_json(&body)?));
+        }
+        Ok(out)
+    }
+
+    /// Saves a policy and re-enables its webhook endpoint (a 410 may have
+    /// disabled it).
+    pub fn put_policy(&self, service: &str, policy: &PolicySpec, now_ms: i64) -> Result<()> {
+        self.put(
+            "capacity_policies",
+            "service",
+            service,
+            to_json(policy)?,
+            now_ms,
+        )?;
+        outbox::enable_endpoint(&self.conn(), &policy.webhook_url)?;
+        Ok(())
+    }
+
+    pub fn policy(&self, service: &str) -> Result<Option<PolicySpec>> {
+        self.get("capacity_policies", "service", service)
+    }
+
+    pub fn delete_policy(&self, service: &str) -> Result<bool> {
+        self.delete("capacity_policies", "service", service)
+    }
+
+    pub fn policies(&self) -> Result<Vec<(String, PolicySpec)>> {
+        self.list("capacity_policies", "service")
+    }
+
+    pub fn put_baseline(&self, service: &str, baseline: &Baseline, now_ms: i64) -> Result<()> {
+        self.put(
+            "capacity_baselines",
+            "service",
+            service,
+            to_json(baseline)?,
+            now_ms,
+        )
+    }
+
+    pub fn baseline(&self, service: &str) -> Result<Option<Baseline>> {
+        self.get("capacity_baselines", "service", service)
+    }
+
+    pub fn delete_baseline(&self, service: &str) -> Result<bool> {
+        self.delete("capacity_baselines", "service", service)
+    }
+
+    pub fn baselines(&self) -> Result<Vec<(String, Baseline)>> {
+        self.list("capacity_baselines", "service")
+    }
+
+    pub fn put_schedule(&self, schedule: &Schedule, now_ms: i64) -> Result<()> {
+        self.put(
+            "capacity_schedules",
+            "name",
+            &schedule.name,
+            to_json(schedule)?,
+            now_ms,
+        )
+    }
+
+    pub fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        self.get("capacity_schedules", "name", name)
+    }
+
+    pub fn delete_schedule(&self, name: &str) -> Result<bool> {
+        self.delete("capacity_schedules", "name", name)
+    }
+
+    pub fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self
+            .list::<Schedule>("capacity_schedules", "name")?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// The count Loupe last decided for (service, region), if any.
+    pub fn current(&self, service: &str, region: &str) -> Result<Option<u32>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT replicas FROM capacity_current WHERE service = ?1 AND region = ?2",
+                params![service, region],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a decision and, when it changes the count, its task, the new
+    /// count and the task's webhook — atomically. Returns the task.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_decision(
+        &self,
+        service: &str,
+        region: &str,
+        decision: &Value,
+        desired: u32,
+        replicas: u32,
+        task: Option<(NewTask, Endpoint)>,
+        now_ms: i64,
+    ) -> Result<Option<Task>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let created = match task {
+            Some((task, endpoint)) => Some(insert_task(&tx, &task, &endpoint, now_ms)?),
+            None => None,
+        };
+        let mut body = decision.clone();
+        if let (Some(t), Some(obj)) = (&created, body.as_object_mut()) {
+            obj.insert("task_id".into(), Value::String(t.id.clone()));
+        }
+        tx.execute(
+            "INSERT INTO capacity_decisions (service, region, at, desired, replicas, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![service, region, now_ms, desired, replicas, to_json(&body)?],
+        )?;
+        tx.execute(
+            "DELETE FROM capacity_decisions WHERE at < ?1",
+            params![now_ms - KEEP_HISTORY_MS],
+        )?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// A manual task (an operator's override): sets the count now and,
+    /// with `hold_until_ms`, keeps the evaluator from changing it until then.
+    pub fn commit_manual_task(
+        &self,
+        task: &NewTask,
+        endpoint: &Endpoint,
+        now_ms: i64,
+    ) -> Result<Task> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let created = insert_task(&tx, task, endpoint, now_ms)?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// The latest manual hold on (service, region) still in force.
+    pub fn hold_until(&self, service: &str, region: &str, now_ms: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT max(hold_until) FROM capacity_tasks
+                 WHERE service = ?1 AND region = ?2 AND hold_until > ?3",
+                params![service, region, now_ms],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// (time ms, desired) of the decisions since `since_ms`, oldest first:
+    /// the stabilisation window's memory across restarts.
+    pub fn recommendations(
+        &self,
+        service: &str,
+        region: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, u32)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, desired FROM capacity_decisions
+             WHERE service = ?1 AND region = ?2 AND at >= ?3 ORDER BY at",
+        )?;
+        let rows = stmt.query_map(params![service, region, since_ms], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// (time ms, change) of the scale tasks since `since_ms`: the rate
+    /// policies' memory across restarts.
+    pub fn scale_events(
+        &self,
+        service: &str,
+        region: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT created_at, to_count - from_count FROM capacity_tasks
+             WHERE service = ?1 AND region = ?2 AND created_at >= ?3 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map(params![service, region, since_ms], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn decisions(&self, service: Option<&str>, limit: usize) -> Result<Vec<Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, body FROM capacity_decisions
+             WHERE ?1 IS NULL OR service = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![service, limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, body) = row?;
+            let mut value: Value = from_json(&body)?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("sequence".into(), seq.into());
+            }
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    pub fn tasks(
+        &self,
+        service: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{TASK_SELECT} WHERE ?1 IS NULL OR service = ?1 ORDER BY seq DESC"
+        ))?;
+        let mut out = Vec::new();
+        let mut rows = stmt.query(params![service])?;
+        while let Some(row) = rows.next()? {
+            let task = task_from_row(&conn, row)?;
+            if state.is_none_or(|s| s == task.state) {
+                out.push(task);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<Task>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{TASK_SELECT} WHERE id = ?1"))?;
+        let mut rows = stmt.query(params![id])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(task_from_row(&conn, row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The executor's callback: the task was carried out (`succeeded`) or
+    /// not (`failed`). Returns the updated task, `None` if unknown.
+    pub fn ack_task(
+        &self,
+        id: &str,
+        succeeded: bool,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<Task>> {
+        let n = self.conn().execute(
+            "UPDATE capacity_tasks SET acked_at = ?2, ack_status = ?3, ack_message = ?4 WHERE id = ?1",
+            params![
+                id,
+                now_ms,
+                if succeeded { "succeeded" } else { "failed" },
+                message
+            ],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.task(id)
+    }
+
+    pub fn record_event(
+        &self,
+        service: &str,
+        region: &str,
+        kind: &str,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO capacity_events (service, region, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![service, region, now_ms, kind, message],
+        )?;
+        conn.execute(
+            "DELETE FROM capacity_events WHERE at < ?1",
+            params![now_ms - KEEP_HISTORY_MS],
+        )?;
+        Ok(())
+    }
+
+    /// Records an alert event and sends it to the policy's webhook as
+    /// `capacity.<kind>`, atomically.
+    #[allow(clippy::too_many_arguments)]
+    pub fn raise_alert(
+        &self,
+        service: &str,
+        region: &str,
+        kind: &str,
+        message: &str,
+        evidence: &Value,
+        endpoint: &Endpoint,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO capacity_events (service, region, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![service, region, now_ms, kind, message],
+        )?;
+        let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+        let event_type = format!("capacity.{kind}");
+        let body = serde_json::json!({
+            "type": event_type,
+            "timestamp": rfc3339(now_ms),
+            "data": {"id": id, "service": service, "region": region, "message": message, "evidence": evidence},
+        });
+        outbox::enqueue(
+            &tx,
+            &outbox::Message {
+                id,
+                url: endpoint.url.clone(),
+                secret: endpoint.secret.clone(),
+                event_type,
+                body: to_json(&body)?,
+                supersede_key: None,
+            },
+            now_ms,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn events(&self, limit: usize) -> Result<Vec<Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, service, region, at, kind, message FROM capacity_events ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            Ok(serde_json::json!({
+                "sequence": row.get::<_, i64>(0)?,
+                "service": row.get::<_, String>(1)?,
+                "region": row.get::<_, String>(2)?,
+                "time": rfc3339(row.get(3)?),
+                "kind": row.get::<_, String>(4)?,
+                "message": row.get::<_, String>(5)?,
+            }))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+const TASK_SELECT: &str =
+    "SELECT seq, id, service, region, from_count, to_count, reason, evidence, origin,
+        created_at, hold_until, acked_at, ack_status, ack_message FROM capacity_tasks";
+
+fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
+    let id: String = row.get(1)?;
+    let delivery = outbox::status(conn, &id)?;
+    let ack_status: Option<String> = row.get(12)?;
+    let state = match (&ack_status, delivery.as_ref().map(|d| d.state)) {
+        (Some(s), _) if s == "failed" => "failed",
+        (Some(_), _) => "acknowledged",
+        (None, Some(outbox::State::Delivered)) => "sent",
+        (None, Some(outbox::State::Failed)) => "failed",
+        (None, Some(outbox::State::Superseded)) => "superseded",
+        (None, _) => "pending",
+    };
+    let evidence: String = row.get(7)?;
+    let acked_at: Option<i64> = row.get(11)?;
+    Ok(Task {
+        sequence: row.get(0)?,
+        id,
+        service: row.get(2)?,
+        region: row.get(3)?,
+        from: row.get(4)?,
+        to: row.get(5)?,
+        reason: row.get(6)?,
+        evidence: from_json(&evidence)?,
+        origin: row.get(8)?,
+        state: state.into(),
+        created_at: rfc3339(row.get(9)?),
+        hold_until: row.get::<_, Option<i64>>(10)?.map(rfc3339),
+        delivery,
+        ack: ack_status.map(|status| {
+            serde_json::json!({
+                "status": status,
+                "time": acked_at.map(rfc3339),
+                "message": row.get::<_, Option<String>>(13).ok().flatten(),
+            })
+        }),
+    })
+}
+
+/// Inserts a task, sets the current count and enqueues its webhook
+/// (superseding the service's undelivered older ones), inside `tx`.
+fn insert_task(
+    tx: &rusqlite::Transaction<'_>,
+    task: &NewTask,
+    endpoint: &Endpoint,
+    now_ms: i64,
+) -> Result<Task> {
+    let id = format!("task_{}", uuid::Uuid::new_v4().simple());
+    tx.execute(
+        "INSERT INTO capacity_tasks (id, service, region, from_count, to_count, reason, evidence, origin, created_at, hold_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            id,
+            task.service,
+            task.region,
+            task.from,
+            task.to,
+            task.reason,
+            to_json(&task.evidence)?,
+            task.origin,
+            now_ms,
+            task.hold_until_ms
+        ],
+    )?;
+    let sequence = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO capacity_current (service, region, replicas, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (service, region) DO UPDATE SET replicas = excluded.replicas, updated_at = excluded.updated_at",
+        params![task.service, task.region, task.to, now_ms],
+    )?;
+    let created = Task {
+        id: id.clone(),
+        sequence,
+        service: task.service.clone(),
+        region: task.region.clone(),
+        from: task.from,
+        to: task.to,
+        reason: task.reason.clone(),
+        evidence: task.evidence.clone(),
+        origin: task.origin.into(),
+        state: "pending".into(),
+        created_at: rfc3339(now_ms),
+        hold_until: task.hold_until_ms.map(rfc3339),
+        delivery: None,
+        ack: None,
+    };
+    let event_type = if task.to > task.from {
+        "capacity.scale_up"
+    } else if task.to < task.from {
+        "capacity.scale_down"
+    } else {
+        "capacity.hold"
+    };
+    let body = serde_json::json!({
+        "type": event_type,
+        "timestamp": rfc3339(now_ms),
+        "data": created,
+    });
+    outbox::enqueue(
+        tx,
+        &outbox::Message {
+            id,
+            url: endpoint.url.clone(),
+            secret: endpoint.secret.clone(),
+            event_type: event_type.into(),
+            body: to_json(&body)?,
+            supersede_key: Some(format!("capacity:{}:{}", task.service, task.region)),
+        },
+        now_ms,
+    )?;
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(to: u32) -> (NewTask, Endpoint) {
+        (
+            NewTask {
+                service: "cart".into(),
+                region: String::new(),
+                from: 2,
+                to,
+                reason: "DesiredWithinRange".into(),
+                evidence: serde_json::json!({"rps": 10}),
+                origin: "decision",
+                hold_until_ms: None,
+            },
+            Endpoint {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: None,
+            },
+        )
+    }
+
+    #[test]
+    fn decision_task_count_and_webhook_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
+        assert_eq!(store.current("cart", "").unwrap(), None);
+        let first = store
+            .commit_decision(
+                "cart",
+                "",
+                &serde_json::json!({}),
+                5,
+                5,
+                Some(task(5)),
+                1_000,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.current("cart", "").unwrap(), Some(5));
+        let second = store
+            .commit_decision(
+                "cart",
+                "",
+                &serde_json::json!({}),
+                3,
+                3,
+                Some(task(3)),
+                2_000,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(second.sequence > first.sequence);
+        assert_eq!(store.task(&first.id).unwrap().unwrap().state, "superseded");
+        assert_eq!(store.task(&second.id).unwrap().unwrap().state, "pending");
+        let acked = store
+            .ack_task(&second.id, true, "done", 3_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(acked.state, "acknowledged");
+        assert_eq!(
+            store.recommendations("cart", "", 0).unwrap(),
+            vec![(1_000, 5), (2_000, 3)]
+        );
+        assert_eq!(
+            store.scale_events("cart", "", 0).unwrap(),
+            vec![(1_000, 3), (2_000, 1)]
+        );
+        assert_eq!(
+            store
+                .tasks(Some("cart"), Some("superseded"), 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.decisions(None, 10).unwrap().len(), 2);
+        // Reopening finds everything (it is the same SQLite file).
+        drop(store);
+        let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
+        assert_eq!(store.current("cart", "").unwrap(), Some(3));
+        assert_eq!(store.tasks(None, None, 10).unwrap().len(), 2);
+    }
+}

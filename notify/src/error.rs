@@ -1,0 +1,11 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NotifyError {
+    #[error("webhook outbox database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("webhook client: {0}")]
+    Client(String),
+}
+
+pub type Result<T, E = NotifyError> = std::result::Result<T, E>;

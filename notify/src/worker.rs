@@ -1,0 +1,434 @@
+//! The delivery worker: sends due outbox messages as signed Standard
+//! Webhooks POSTs and records each outcome.
+//!
+//! 2xx is success. Connection errors, timeouts, 408, 429 and 5xx are
+//! retried with exponential backoff and jitter — or when the receiver says
+//! (`Retry-After`, in seconds or as an HTTP date). 410 Gone disables the
+//! endpoint; any other 4xx gives the message up ("dead letter"), since
+//! sending it again would get the same answer.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use rusqlite::Connection;
+use tokio::sync::{Notify, watch};
+
+use crate::error::{NotifyError, Result};
+use crate::outbox::{self, Due, Outcome};
+use crate::signing;
+
+/// How hard the worker tries.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Per-request timeout (connect + response).
+    pub request_timeout: Duration,
+    /// Wait after the first failure; doubles per attempt, with jitter.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Give up after this many attempts…
+    pub max_attempts: u32,
+    /// …or once a message is this old.
+    pub max_age: Duration,
+    /// How often to look for due messages when nobody calls [`Worker::wake`].
+    pub poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            request_timeout: Duration::from_secs(10),
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 20,
+            max_age: Duration::from_secs(24 * 3600),
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Delivers the outbox of one SQLite database.
+#[derive(Clone)]
+pub struct Worker {
+    db: Arc<Mutex<Connection>>,
+    http: reqwest::Client,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+/// Messages attempted per pass; the rest wait for the next one.
+const BATCH: usize = 64;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Worker {
+    /// Opens its own connection to the database at `path` (creating the
+    /// outbox tables if needed).
+    pub fn open(path: PathBuf, config: WorkerConfig) -> Result<Worker> {
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        outbox::migrate(&conn)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .user_agent(concat!("loupe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| NotifyError::Client(e.to_string()))?;
+        Ok(Worker {
+            db: Arc::new(Mutex::new(conn)),
+            http,
+            config,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Asks the worker to look at the outbox now (after an enqueue).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delivers until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "webhook delivery pass failed");
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+    }
+
+    /// Attempts every due message once, concurrently; returns how many.
+    pub async fn pass(&self) -> Result<usize> {
+        let due = self
+            .with_db(|conn| outbox::due(conn, now_ms(), BATCH))
+            .await?;
+        let count = due.len();
+        let attempts = due.into_iter().map(|msg| async move {
+            let outcome = self.attempt(&msg).await;
+            match &outcome {
+                Outcome::Delivered { .. } => {
+                    tracing::info!(id = %msg.id, url = %msg.url, "webhook delivered")
+                }
+                other => tracing::warn!(id = %msg.id, url = %msg.url, outcome = ?other, "webhook not delivered"),
+            }
+            let recorded = self
+                .with_db(move |conn| outbox::record(conn, &msg, &outcome, now_ms()))
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "recording a webhook attempt failed");
+            }
+        });
+        futures::future::join_all(attempts).await;
+        Ok(count)
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| NotifyError::Client(format!("database task failed: {e}")))?
+    }
+
+    async fn attempt(&self, msg: &Due) -> Outcome {
+        let now = now_ms();
+        let timestamp = now / 1000;
+        let mut request = self
+            .http
+            .post(&msg.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &msg.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .body(msg.body.clone());
+        if let Some(secret) = &msg.secret {
+            match signing::sign(secret, &msg.id, timestamp, msg.body.as_bytes()) {
+                Ok(signature) => request = request.header("webhook-signature", signature),
+                Err(e) => {
+                    return Outcome::Failed {
+                        status: None,
+                        error: e.to_string(),
+                    };
+                }
+            }
+        }
+        match request.send().await {
+            Ok(response) => classify(
+                response.status(),
+                response.headers(),
+                msg,
+                &self.config,
+                now,
+            ),
+            Err(e) => self.retry_or_fail(msg, None, error_chain(&e), None, now),
+        }
+    }
+
+    fn retry_or_fail(
+        &self,
+        msg: &Due,
+        status: Option<u16>,
+        error: String,
+        retry_after_ms: Option<i64>,
+        now: i64,
+    ) -> Outcome {
+        retry_or_fail(msg, status, error, retry_after_ms, &self.config, now)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    msg: &Due,
+    config: &WorkerConfig,
+    now: i64,
+) -> Outcome {
+    let code = status.as_u16();
+    if status.is_success() {
+        return Outcome::Delivered { status: code };
+    }
+    if code == 410 {
+        return Outcome::EndpointGone { status: code };
+    }
+    let retryable = status.is_server_error() || code == 408 || code == 429;
+    if !retryable {
+        return Outcome::Failed {
+            status: Some(code),
+            error: format!("the receiver answered {status}; not retried"),
+        };
+    }
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after_ms(v, now));
+    retry_or_fail(
+        msg,
+        Some(code),
+        format!("the receiver answered {status}"),
+        retry_after,
+        config,
+        now,
+    )
+}
+
+/// `Retry-After` as a wait in ms: delta-seconds or an HTTP date.
+fn retry_after_ms(value: &str, now_ms: i64) -> Option<i64> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
+    }
+    let at = httpdate::parse_http_date(value.trim()).ok()?;
+    let at_ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some((at_ms - now_ms).max(0))
+}
+
+fn retry_or_fail(
+    msg: &Due,
+    status: Option<u16>,
+    error: String,
+    retry_after_ms: Option<i64>,
+    config: &WorkerConfig,
+    now: i64,
+) -> Outcome {
+    let attempts = msg.attempts + 1;
+    let age = Duration::from_millis((now - msg.created_at_ms).max(0) as u64);
+    if attempts >= config.max_attempts || age >= config.max_age {
+        return Outcome::Failed {
+            status,
+            error: format!("{error}; gave up after {attempts} attempts"),
+        };
+    }
+    let wait = match retry_after_ms {
+        // The receiver's word, but never beyond our own ceiling.
+        Some(ms) => ms.min(config.max_backoff.as_millis() as i64),
+        None => backoff_ms(attempts, config),
+    };
+    Outcome::Retry {
+        next_ms: now + wait,
+        status,
+        error,
+    }
+}
+
+/// Exponential backoff with "equal jitter": half fixed, half random, so
+/// receivers coming back up are not hit by every sender at once.
+fn backoff_ms(attempts: u32, config: &WorkerConfig) -> i64 {
+    let base = config.base_backoff.as_millis() as f64;
+    let cap = config.max_backoff.as_millis() as f64;
+    let exp = (base * 2f64.powi(attempts.saturating_sub(1).min(30) as i32)).min(cap);
+    let jitter: f64 = rand::random();
+    (exp / 2.0 + exp / 2.0 * jitter) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(attempts: u32) -> Due {
+        Due {
+            id: "m".into(),
+            url: "http://127.0.0.1:9/".into(),
+            secret: None,
+            body: "{}".into(),
+            attempts,
+            created_at_ms: 0,
+        }
+    }
+
+    fn outcome(code: u16, retry_after: Option<&str>) -> Outcome {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, v.parse().unwrap());
+        }
+        classify(
+            StatusCode::from_u16(code).unwrap(),
+            &headers,
+            &due(0),
+            &WorkerConfig::default(),
+            1_000,
+        )
+    }
+
+    #[test]
+    fn status_codes_map_to_outcomes() {
+        assert_eq!(outcome(204, None), Outcome::Delivered { status: 204 });
+        assert_eq!(outcome(410, None), Outcome::EndpointGone { status: 410 });
+        assert!(matches!(
+            outcome(400, None),
+            Outcome::Failed {
+                status: Some(400),
+                ..
+            }
+        ));
+        assert!(matches!(outcome(404, None), Outcome::Failed { .. }));
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(outcome(code, None), Outcome::Retry { .. }),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            outcome(429, Some("7")),
+            Outcome::Retry { next_ms: 8_000, .. }
+        ));
+        assert!(matches!(
+            outcome(503, Some("Thu, 01 Jan 1970 00:00:04 GMT")),
+            Outcome::Retry { next_ms: 4_000, .. }
+        ));
+    }
+
+    /// A real receiver on 127.0.0.1 answering 503 (Retry-After: 0) twice,
+    /// then 200: the message arrives, signed, with the same id each time.
+    #[tokio::test]
+    async fn retries_until_the_receiver_recovers() {
+        use axum::http::HeaderMap as Headers;
+        let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let secret = signing::generate_secret();
+        let app = {
+            let seen = seen.clone();
+            let secret = secret.clone();
+            axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: Headers, body: String| async move {
+                    let h = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let ts: i64 = h("webhook-timestamp").parse().unwrap_or_default();
+                    let ok = signing::verify(
+                        &secret,
+                        &h("webhook-id"),
+                        ts,
+                        body.as_bytes(),
+                        &h("webhook-signature"),
+                    )
+                    .unwrap_or(false);
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((h("webhook-id"), ok));
+                    if seen.len() <= 2 {
+                        (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")]).into_response()
+                    } else {
+                        StatusCode::NO_CONTENT.into_response()
+                    }
+                }),
+            )
+        };
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let worker = Worker::open(path.clone(), WorkerConfig::default()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let msg = outbox::Message {
+            id: "task_1".into(),
+            url: format!("http://{addr}/hook"),
+            secret: Some(secret),
+            event_type: "test".into(),
+            body: r#"{"type":"test"}"#.into(),
+            supersede_key: None,
+        };
+        outbox::enqueue(&conn, &msg, now_ms()).unwrap();
+        for _ in 0..3 {
+            worker.pass().await.unwrap();
+        }
+        let status = outbox::status(&conn, "task_1").unwrap().unwrap();
+        assert_eq!(status.state, outbox::State::Delivered);
+        assert_eq!(status.attempts, 3);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen.iter().all(|(id, ok)| id == "task_1" && *ok),
+            "{seen:?}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_then_gives_up() {
+        let config = WorkerConfig::default();
+        for attempts in 1..8 {
+            let ms = backoff_ms(attempts, &config);
+            let full = 1000 * (1 << (attempts - 1));
+            assert!(ms >= full / 2 && ms <= full, "{attempts}: {ms}");
+        }
+        assert!(backoff_ms(30, &config) <= 300_000);
+        let last = retry_or_fail(&due(19), None, "x".into(), None, &config, 1);
+        assert!(matches!(last, Outcome::Failed { .. }));
+    }
+}
