@@ -53,7 +53,10 @@ impl Baseline {
         if !(self.max_rps_per_instance > 0.0 && self.max_rps_per_instance.is_finite()) {
             return Err("max_rps_per_instance must be a positive number".into());
         }
-        if self.slo.p99_ms.is_nan() || self.slo.p99_ms <= 0.0 || !(0.0..=1.0).contains(&self.slo.max_error_rate) {
+        if self.slo.p99_ms.is_nan()
+            || self.slo.p99_ms <= 0.0
+            || !(0.0..=1.0).contains(&self.slo.max_error_rate)
+        {
             return Err("slo needs p99_ms > 0 and max_error_rate in [0, 1]".into());
         }
         Ok(())
