@@ -202,18 +202,6 @@ impl Capacity {
             }
         };
         let key = (service.to_string(), region.to_string());
-        if readings.iter().all(|r| r.value.is_none()) {
-            return self
-                .failed(service, region, policy, ready, errors, now_ms)
-                .await;
-        }
-        {
-            let mut units = self.units();
-            let unit = units.entry(key.clone()).or_default();
-            unit.failures = 0;
-            unit.in_fallback = false;
-        }
-
         let current = match self.store.current(service, region)? {
             Some(n) => n,
             None => ready.filter(|n| *n > 0).unwrap_or(policy.min),
@@ -221,6 +209,19 @@ impl Capacity {
         let schedules = self.store.schedules()?;
         let now_utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         let (floor, windows) = schedule::floor(&schedules, service, now_utc);
+        // With no signal readable the evaluation failed — but a scheduled
+        // window above the current count still applies: it needs no metrics.
+        if readings.iter().all(|r| r.value.is_none()) && floor <= current {
+            return self
+                .failed(service, region, policy, ready, errors, now_ms)
+                .await;
+        }
+        if readings.iter().any(|r| r.value.is_some()) {
+            let mut units = self.units();
+            let unit = units.entry(key.clone()).or_default();
+            unit.failures = 0;
+            unit.in_fallback = false;
+        }
         let hold = self.store.hold_until(service, region, now_ms)?;
 
         let decision = if hold.is_some() {

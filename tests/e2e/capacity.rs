@@ -307,3 +307,78 @@ fn webhook_survives_a_receiver_outage_and_a_kill_before_delivery() {
     let (status, _) = call(&loupe, "GET", "/api/v1/capacity/tasks/task_nope", None);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn schedules_apply_without_metrics_and_failures_fall_back_with_an_alert() {
+    let secret = loupe_notify::signing::generate_secret();
+    let receiver = Receiver::start(&secret, 204);
+    let loupe = Loupe::start(&[]);
+    // No baseline and no traffic for `email`: every evaluation fails.
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/policies/email",
+        Some(
+            json!({"webhook_url": receiver.url(), "webhook_secret": secret,
+                    "evaluation_interval": "500ms", "max": 10}),
+        ),
+    );
+    // A window open right now (it starts every minute, ends on 1 January).
+    let (status, body) = call(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/schedules/always",
+        Some(
+            json!({"service": "email", "start_cron": "* * * * *", "end_cron": "0 0 1 1 *",
+                    "timezone": "Europe/Berlin", "desired_instances": 6, "lead_seconds": 0}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    // From 1 instance: +4 in the first 15 s period (HPA's default rate
+    // limit), then the rest.
+    let seen = receiver.wait_for("the scheduled scale-up", Duration::from_secs(40), |d| {
+        d.iter().any(|d| d.body["data"]["to"] == 6)
+    });
+    let first = &seen[0];
+    assert_eq!(event_type(first), "capacity.scale_up");
+    assert_eq!(first.body["data"]["to"], 5, "{:?}", first.body);
+    assert_eq!(first.body["data"]["reason"], "ScaleUpLimit");
+    let up = seen.iter().find(|d| d.body["data"]["to"] == 6).unwrap();
+    assert_eq!(
+        up.body["data"]["evidence"]["schedule"]["windows"],
+        json!(["always"])
+    );
+
+    // The schedule goes away (no restart): evaluations now fail, and the
+    // third in a row raises the fallback alert, keeping the count.
+    ok(&loupe, "DELETE", "/api/v1/capacity/schedules/always", None);
+    let seen = receiver.wait_for("the fallback alert", Duration::from_secs(30), |d| {
+        d.iter().any(|d| event_type(d) == "capacity.fallback")
+    });
+    let alert = seen
+        .iter()
+        .find(|d| event_type(d) == "capacity.fallback")
+        .unwrap();
+    assert!(alert.signature_ok);
+    let message = alert.body["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no baseline") && message.contains("keeping 6"),
+        "{message}"
+    );
+    let events = ok(&loupe, "GET", "/api/v1/capacity/events", None);
+    assert_eq!(events[0]["kind"], "fallback", "{events}");
+    assert!(
+        !seen.iter().any(|d| event_type(d) == "capacity.scale_down"),
+        "{seen:?}"
+    );
+    let (status, body) = call(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/schedules/bad",
+        Some(
+            json!({"service": "email", "start_cron": "* * *", "end_cron": "0 0 1 1 *",
+                    "desired_instances": 6}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+}
