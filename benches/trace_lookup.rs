@@ -4,7 +4,7 @@
 //! median latency.
 //!
 //! Run: `cargo bench --bench trace_lookup` (env: `SPANS`, default 10000000;
-//! `LOOKUPS`, default 50).
+//! `LOOKUPS`, default 50; `DATA_DIR` to keep the data for the next run).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,11 +16,18 @@ use common::{Server, client, env, median};
 fn main() {
     let spans = env("SPANS", 10_000_000);
     let lookups = env("LOOKUPS", 50) as usize;
-    let data = tempfile::tempdir().expect("temp dir");
+    // DATA_DIR keeps the loaded spans for the next run (which then skips
+    // loading); by default they go to a temporary directory.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = std::env::var_os("DATA_DIR").map_or_else(|| temp.path().to_path_buf(), Into::into);
+    std::fs::create_dir_all(&data).expect("data dir");
     let http = client();
 
-    let server = Server::start(data.path(), &["--compaction-interval", "1h"]);
-    let mut stored = 0;
+    let server = Server::start(&data, &["--compaction-interval", "1h"]);
+    let mut stored = server
+        .sql(&http, "SELECT count(*) FROM spans")
+        .as_u64()
+        .unwrap_or(0);
     let mut seed = 1;
     let started = Instant::now();
     while stored < spans {
@@ -53,7 +60,7 @@ fn main() {
     }
     server.stop();
     let server = Server::start(
-        data.path(),
+        &data,
         &["--compaction-interval", "2s", "--compaction-min-files", "2"],
     );
     let files = server.settle_compaction(&http, "spans").len();

@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
-use loupe_storage::{MemBatch, ROW_GROUP_ROWS};
+use loupe_storage::MemBatch;
 
 pub const MATCH_ALL: &str = "match_all";
 
@@ -123,15 +123,16 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
-/// Which rows of a Parquet file of `total_rows` rows to read: row groups
-/// without a match are skipped, the others read only the matching rows.
-pub fn access_plan(rows: &[u32], total_rows: usize) -> ParquetAccessPlan {
-    let groups = total_rows.div_ceil(ROW_GROUP_ROWS).max(1);
+/// Which rows of a Parquet file of `total_rows` rows, in row groups of
+/// `group_rows`, to read: row groups without a match are skipped, the
+/// others read only the matching rows.
+pub fn access_plan(rows: &[u32], total_rows: usize, group_rows: usize) -> ParquetAccessPlan {
+    let groups = total_rows.div_ceil(group_rows).max(1);
     let mut plan = ParquetAccessPlan::new_all(groups);
     let mut rows = rows.iter().map(|r| *r as usize).peekable();
     for group in 0..groups {
-        let start = group * ROW_GROUP_ROWS;
-        let end = (start + ROW_GROUP_ROWS).min(total_rows);
+        let start = group * group_rows;
+        let end = (start + group_rows).min(total_rows);
         let mut ranges: Vec<Range<usize>> = Vec::new();
         while let Some(row) = rows.next_if(|r| *r < end) {
             let local = row - start;
@@ -177,12 +178,13 @@ pub fn filter_mem_batch(batch: &MemBatch, queries: &[String]) -> DfResult<Option
 mod tests {
     use super::*;
     use datafusion::datasource::physical_plan::parquet::RowGroupAccess;
+    use loupe_storage::ROW_GROUP_ROWS;
 
     #[test]
     fn access_plans_skip_groups_without_matches() {
         let total = ROW_GROUP_ROWS * 2 + 10;
         let last = (ROW_GROUP_ROWS * 2 + 3) as u32;
-        let plan = access_plan(&[1, 2, 3, 7, last], total);
+        let plan = access_plan(&[1, 2, 3, 7, last], total, ROW_GROUP_ROWS);
         let groups = plan.inner();
         assert!(matches!(&groups[0], RowGroupAccess::Selection(s) if s.row_count() == 4));
         assert!(matches!(&groups[1], RowGroupAccess::Skip));

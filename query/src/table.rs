@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -15,7 +16,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -72,13 +73,16 @@ impl SignalTable {
         }
     }
 
-    /// The files to read, each with the rows a search selected (if any).
+    /// The files to read, each with the rows a search or a trace lookup
+    /// selected (if any).
     async fn files(
         &self,
         snapshot: &TableSnapshot,
         bounds: TimeBounds,
         searches: &[String],
+        trace_id: Option<&str>,
     ) -> DfResult<Vec<PartitionedFile>> {
+        let group_rows = loupe_storage::row_group_rows(self.signal);
         let mut files = Vec::new();
         for split in snapshot
             .splits
@@ -96,7 +100,28 @@ impl SignalTable {
                 if rows.is_empty() {
                     continue;
                 }
-                file = file.with_extension(search::access_plan(&rows, split.row_count as usize));
+                file = file.with_extension(search::access_plan(
+                    &rows,
+                    split.row_count as usize,
+                    group_rows,
+                ));
+            } else if let Some(id) = trace_id {
+                let rows = self
+                    .storage
+                    .trace_rows(split, id)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                match rows {
+                    Some(rows) if rows.is_empty() => continue,
+                    Some(rows) => {
+                        file = file.with_extension(search::access_plan(
+                            &rows,
+                            split.row_count as usize,
+                            group_rows,
+                        ));
+                    }
+                    None => {}
+                }
             }
             files.push(file);
         }
@@ -129,6 +154,36 @@ impl SignalTable {
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// The id of a `trace_id = '…'` filter, if the query has one: the trace
+/// index then picks the rows to read (the filter itself still applies).
+fn trace_id_literal(filters: &[Expr]) -> Option<String> {
+    filters.iter().find_map(|f| {
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = f
+        else {
+            return None;
+        };
+        let (column, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                (c, v)
+            }
+            _ => return None,
+        };
+        if column.name != "trace_id" {
+            return None;
+        }
+        match value {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => Some(s.to_ascii_lowercase()),
+            _ => None,
+        }
+    })
 }
 
 /// Deals `items` round-robin into at most `n` non-empty groups.
@@ -180,8 +235,13 @@ impl TableProvider for SignalTable {
                 .splits
                 .iter()
                 .map(|(split, rows)| {
-                    PartitionedFile::new(split.path.clone(), split.byte_size)
-                        .with_extension(search::access_plan(rows, split.row_count as usize))
+                    PartitionedFile::new(split.path.clone(), split.byte_size).with_extension(
+                        search::access_plan(
+                            rows,
+                            split.row_count as usize,
+                            loupe_storage::row_group_rows(self.signal),
+                        ),
+                    )
                 })
                 .collect();
             let mut inputs = Vec::new();
@@ -215,7 +275,13 @@ impl TableProvider for SignalTable {
             .cloned()
             .collect();
         let mut inputs = Vec::new();
-        let files = self.files(&snapshot, bounds, &searches).await?;
+        let trace_id = match self.signal {
+            Signal::Spans => trace_id_literal(filters),
+            Signal::Logs | Signal::Metrics => None,
+        };
+        let files = self
+            .files(&snapshot, bounds, &searches, trace_id.as_deref())
+            .await?;
         if !files.is_empty() {
             inputs.push(self.parquet_scan(state, files, projection, &plain, limit)?);
         }

@@ -13,6 +13,7 @@ mod schema;
 mod split_store;
 mod split_writer;
 mod store;
+pub mod trace_index;
 mod wal;
 mod writer;
 
@@ -25,6 +26,6 @@ pub use maintenance::MaintenanceConfig;
 pub use memtable::MemBatch;
 pub use schema::{Signal, attributes_type, timestamp_type};
 pub use split_store::STORE_URL;
-pub use split_writer::ROW_GROUP_ROWS;
+pub use split_writer::{ROW_GROUP_ROWS, row_group_rows};
 pub use store::{Storage, StorageConfig, TableSnapshot};
 pub use wal::SyncMode;

@@ -60,6 +60,11 @@ impl SplitStore {
             .await?)
     }
 
+    /// Reads `range` of a file.
+    pub async fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        Ok(self.store.get_range(&ObjectPath::from(path), range).await?)
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.store.delete(&ObjectPath::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

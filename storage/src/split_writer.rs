@@ -37,7 +37,8 @@ const SPAN_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// index then decodes one small page per column instead of a megabyte.
 const PAGE_ROWS: usize = 8 * 1024;
 
-fn row_group_rows(signal: Signal) -> usize {
+/// Rows per row group (all but a file's last) of `signal`'s files.
+pub fn row_group_rows(signal: Signal) -> usize {
     match signal {
         Signal::Logs => ROW_GROUP_ROWS,
         Signal::Spans | Signal::Metrics => SPAN_ROW_GROUP_ROWS,
@@ -141,13 +142,15 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
             sort_col("service")?,
             sort_col(signal.time_column())?,
         ]));
-    if schema.field_with_name("trace_id").is_ok() {
+    // Logs get a bloom filter on trace_id for a trace's log lines; spans
+    // have a trace index file instead (see `trace_index`).
+    if signal == Signal::Logs {
         props = props
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
             .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
             // Sized for the ids a row group can hold (a trace has several
-            // spans or logs), not parquet's default of a million: a lookup
-            // reads one filter per row group, so their size is its cost.
+            // log lines), not parquet's default of a million: a lookup reads
+            // one filter per row group, so their size is its cost.
             .set_column_bloom_filter_max_ndv(
                 ColumnPath::from("trace_id"),
                 (row_group_rows(signal) / 4) as u64,
@@ -182,16 +185,26 @@ fn encode_one(signal: Signal, batch: &RecordBatch, hour: i64) -> Result<EncodedS
         hour_start.format("date=%Y-%m-%d/hour=%H"),
         id
     );
-    let index = match signal {
-        Signal::Logs => Some(LogIndex::build(batch)?.to_bundle()?),
-        Signal::Spans | Signal::Metrics => None,
+    let (index, extension) = match signal {
+        Signal::Logs => (Some(LogIndex::build(batch)?.to_bundle()?), "idx"),
+        Signal::Spans => {
+            let ids = column(signal, batch, "trace_id")?;
+            let ids = ids
+                .as_string_opt::<i32>()
+                .ok_or_else(|| StorageError::Schema {
+                    signal,
+                    reason: "trace_id is not a string column".into(),
+                })?;
+            (Some(crate::trace_index::build(ids)), "tix")
+        }
+        Signal::Metrics => (None, ""),
     };
     Ok(EncodedSplit {
         meta: SplitMeta {
             id,
             signal,
             path: format!("{stem}.parquet"),
-            index_path: index.as_ref().map(|_| format!("{stem}.idx")),
+            index_path: index.as_ref().map(|_| format!("{stem}.{extension}")),
             min_time,
             max_time,
             row_count: batch.num_rows() as u64,

@@ -20,6 +20,7 @@ use crate::memtable::{MemBatch, Memtable};
 use crate::metrics::{Counter, Gauge, Histogram, Registry};
 use crate::schema::Signal;
 use crate::split_store::SplitStore;
+use crate::trace_index::{self, TraceIndexHead};
 use crate::wal::{SyncMode, Wal};
 use crate::writer::{self, Append, Command};
 use crate::{ipc, split_writer};
@@ -177,19 +178,30 @@ pub struct Storage {
     /// Tells the background tasks (flusher, maintenance) to stop.
     stop: watch::Sender<bool>,
     ready: AtomicBool,
-    index_cache: IndexCache,
+    index_cache: IndexCache<LogIndex>,
+    trace_index_cache: IndexCache<TraceIndexHead>,
 }
 
-/// Recently used split indexes, bounded by count.
-#[derive(Default)]
-struct IndexCache {
-    entries: Mutex<std::collections::HashMap<String, Arc<LogIndex>>>,
+/// Recently used split indexes (by file path), bounded by count.
+struct IndexCache<T> {
+    entries: Mutex<std::collections::HashMap<String, Arc<T>>>,
+    capacity: usize,
 }
 
-const INDEX_CACHE_ENTRIES: usize = 64;
+/// Full-text indexes are loaded whole, so few are kept.
+const LOG_INDEX_CACHE_ENTRIES: usize = 64;
+/// Trace index heads are 4 bytes per 1,024 spans: keep one per split.
+const TRACE_INDEX_CACHE_ENTRIES: usize = 16_384;
 
-impl IndexCache {
-    fn get(&self, path: &str) -> Option<Arc<LogIndex>> {
+impl<T> IndexCache<T> {
+    fn new(capacity: usize) -> Self {
+        IndexCache {
+            entries: Mutex::default(),
+            capacity,
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<Arc<T>> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -197,9 +209,9 @@ impl IndexCache {
             .cloned()
     }
 
-    fn insert(&self, path: String, index: Arc<LogIndex>) {
+    fn insert(&self, path: String, index: Arc<T>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= INDEX_CACHE_ENTRIES
+        if entries.len() >= self.capacity
             && let Some(evict) = entries.keys().next().cloned()
         {
             entries.remove(&evict);
@@ -289,7 +301,8 @@ impl Storage {
             closing: AtomicBool::new(false),
             stop: watch::channel(false).0,
             ready: AtomicBool::new(true),
-            index_cache: IndexCache::default(),
+            index_cache: IndexCache::new(LOG_INDEX_CACHE_ENTRIES),
+            trace_index_cache: IndexCache::new(TRACE_INDEX_CACHE_ENTRIES),
         });
         tokio::spawn(storage.clone().run_flusher());
         tokio::spawn(storage.clone().run_maintenance());
@@ -522,6 +535,44 @@ impl Storage {
         let index = Arc::new(index);
         self.index_cache.insert(path.clone(), index.clone());
         Ok(index)
+    }
+
+    /// The rows of a spans split that may belong to `trace_id` (a superset:
+    /// the index keys on 32 bits of the id), ascending; `None` when the
+    /// split has no trace index and must be scanned.
+    pub async fn trace_rows(&self, split: &SplitMeta, trace_id: &str) -> Result<Option<Vec<u32>>> {
+        let Some(path) = split
+            .index_path
+            .as_ref()
+            .filter(|_| split.signal == Signal::Spans)
+        else {
+            return Ok(None);
+        };
+        let Some(key) = trace_index::key(trace_id) else {
+            return Ok(Some(Vec::new()));
+        };
+        let head = match self.trace_index_cache.get(path) {
+            Some(head) => head,
+            None => {
+                let header = self
+                    .splits
+                    .get_range(path, 0..trace_index::HEADER_LEN)
+                    .await?;
+                let (entries, block) = TraceIndexHead::parse_header(&header)?;
+                let fences = self
+                    .splits
+                    .get_range(path, TraceIndexHead::fences_range(entries, block))
+                    .await?;
+                let head = Arc::new(TraceIndexHead::new(entries, block, &fences)?);
+                self.trace_index_cache.insert(path.clone(), head.clone());
+                head
+            }
+        };
+        let Some(range) = head.entries_range(key) else {
+            return Ok(Some(Vec::new()));
+        };
+        let entries = self.splits.get_range(path, range).await?;
+        Ok(Some(trace_index::rows_for(&entries, key)))
     }
 
     /// Flushes every signal.

@@ -382,3 +382,103 @@ fn schedules_apply_without_metrics_and_failures_fall_back_with_an_alert() {
     );
     assert_eq!(status, 400, "{body}");
 }
+
+/// Every kind of signal reads live data, per region when asked: request
+/// rate from spans and from histogram counts agree, CPU and in-flight
+/// requests are measured, and a SQL signal returns its number.
+#[test]
+fn every_signal_kind_reads_live_load_per_region() {
+    let receiver = Receiver::start(&loupe_notify::signing::generate_secret(), 204);
+    let loupe = Loupe::start(&[]);
+    let mut generator = spawn_gen(
+        &loupe,
+        &[
+            "--rate",
+            "30",
+            "--duration",
+            "60s",
+            "--metrics-interval",
+            "2s",
+            "--seed",
+            "11",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/baselines/frontend",
+        Some(json!({"max_rps_per_instance": 50})),
+    );
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/policies/frontend",
+        Some(json!({
+            "webhook_url": receiver.url(), "evaluation_interval": "1s", "load_window": "12s",
+            "split_by_region": true,
+            "signals": [
+                {"type": "rps"},
+                {"type": "rps", "source": "metrics"},
+                {"type": "cpu", "target": 0.8},
+                {"type": "concurrency", "target": 20},
+                {"type": "sql", "name": "routes",
+                 "sql": "SELECT count(DISTINCT attributes['http.route']) FROM spans WHERE service = $service AND resource_attributes['cloud.region'] = $region",
+                 "target": 100}
+            ],
+        })),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let decisions = loop {
+        let all = ok(
+            &loupe,
+            "GET",
+            "/api/v1/capacity/decisions?service=frontend",
+            None,
+        );
+        let regions: std::collections::BTreeSet<String> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["region"].as_str().map(String::from))
+            .collect();
+        if regions.len() >= 2 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = generator.kill();
+    let _ = generator.wait();
+    let decisions = decisions.as_array().unwrap();
+    let regions: std::collections::BTreeSet<&str> = decisions
+        .iter()
+        .filter_map(|d| d["region"].as_str())
+        .collect();
+    assert_eq!(
+        regions,
+        ["eu-west-1", "us-east-1"].into_iter().collect(),
+        "{decisions:?}"
+    );
+    let latest = &decisions[0];
+    let signals = latest["evidence"]["signals"].as_array().unwrap();
+    let value = |name: &str, nth: usize| {
+        signals
+            .iter()
+            .filter(|s| s["name"] == name)
+            .nth(nth)
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("{name} #{nth} missing: {latest}"))
+    };
+    let (from_spans, from_metrics) = (value("rps", 0), value("rps", 1));
+    assert!(from_spans > 1.0, "{latest}");
+    assert!(
+        (from_metrics - from_spans).abs() / from_spans < 0.35,
+        "spans {from_spans}/s vs metrics {from_metrics}/s: {latest}"
+    );
+    assert!(
+        value("cpu", 0) > 0.0 && value("concurrency", 0) > 0.0,
+        "{latest}"
+    );
+    assert!(value("routes", 0) >= 1.0, "{latest}");
+    assert_eq!(latest["evidence"]["errors"], json!([]), "{latest}");
+}

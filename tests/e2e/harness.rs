@@ -138,6 +138,12 @@ impl Loupe {
     }
 
     /// Starts again on the same data directory (new ports).
+    /// SIGTERM (everything flushed to Parquet), then start again.
+    pub fn clean_restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

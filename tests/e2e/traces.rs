@@ -171,3 +171,56 @@ fn trace_search_red_and_service_graph_agree_with_sql() {
         .cloned();
     assert_eq!(node.unwrap()["inferred"], json!(true));
 }
+
+/// Lookups by trace id go through each spans file's trace index; after a
+/// restart (everything in Parquet, several files) they must find exactly
+/// the spans a full scan finds.
+#[test]
+fn trace_index_lookups_match_full_scans_on_parquet() {
+    let mut loupe = Loupe::start(&[]);
+    for seed in ["1", "2", "3"] {
+        generate(
+            &loupe,
+            &["--rate", "200", "--duration", "2s", "--seed", seed],
+        );
+        loupe.clean_restart();
+    }
+    let (_, splits) = get(&loupe, "/api/v1/splits");
+    let files = splits["spans"].as_array().unwrap();
+    assert!(files.len() >= 3, "{splits}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f["index_path"].as_str().unwrap().ends_with(".tix"))
+    );
+    let expected = loupe
+        .sql("SELECT trace_id, count(*) FROM spans GROUP BY trace_id ORDER BY trace_id LIMIT 40");
+    assert_eq!(expected.len(), 40);
+    for row in &expected {
+        let id = row[0].as_str().unwrap();
+        let n = row[1].as_u64().unwrap();
+        assert_eq!(
+            loupe.count(&format!(
+                "SELECT count(*) FROM spans WHERE trace_id = '{id}'"
+            )),
+            n,
+            "{id}"
+        );
+        let upper = id.to_ascii_uppercase();
+        assert_eq!(
+            loupe.count(&format!(
+                "SELECT count(*) FROM spans WHERE '{upper}' = upper(trace_id)"
+            )),
+            n
+        );
+        let (status, trace) = get(&loupe, &format!("/api/v1/traces/{id}"));
+        assert_eq!(status, 200);
+        assert_eq!(trace["spans"].as_array().unwrap().len() as u64, n, "{id}");
+    }
+    assert_eq!(
+        loupe.count(
+            "SELECT count(*) FROM spans WHERE trace_id = '0123456789abcdef0123456789abcdef'"
+        ),
+        0
+    );
+}
