@@ -1,7 +1,7 @@
 //! Turns a signal's memtable batches into Parquet files ("splits"): sorted by
 //! service then time, one file per hour of data, zstd-compressed, with page
-//! statistics and a bloom filter on `trace_id` so trace lookups skip most
-//! row groups.
+//! statistics — plus, beside each file, the index that finds rows by more
+//! than time: a full-text index for logs, a trace-id index for spans.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
