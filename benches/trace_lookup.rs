@@ -4,7 +4,9 @@
 //! median latency.
 //!
 //! Run: `cargo bench --bench trace_lookup` (env: `SPANS`, default 10000000;
-//! `LOOKUPS`, default 50; `DATA_DIR` to keep the data for the next run).
+//! `LOOKUPS`, default 50; `DATA_DIR` to keep the data for the next run;
+//! `WITH_LOGS=1` to store the traces' logs too, so the trace view's log
+//! lookup has data to search).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,6 +17,11 @@ use common::{Server, client, env, median};
 
 fn main() {
     let spans = env("SPANS", 10_000_000);
+    let signals = if env("WITH_LOGS", 0) == 1 {
+        "traces,logs"
+    } else {
+        "traces"
+    };
     let lookups = env("LOOKUPS", 50) as usize;
     // DATA_DIR keeps the loaded spans for the next run (which then skips
     // loading); by default they go to a temporary directory.
@@ -35,7 +42,7 @@ fn main() {
         let secs = (traces / 10_000).clamp(5, 120);
         let report = server.generate(&[
             "--signals",
-            "traces",
+            signals,
             "--concurrency",
             "8",
             "--batch",
@@ -83,17 +90,21 @@ fn main() {
     };
     let mut api_ms = Vec::new();
     let mut span_counts = Vec::new();
+    let mut log_counts = Vec::new();
     for id in &ids {
         let t = Instant::now();
         let trace = server.get(&http, &format!("/api/v1/traces/{id}"));
         api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         span_counts.push(trace["span_count"].as_f64().unwrap_or(0.0));
+        log_counts.push(trace["logs"].as_array().map_or(0.0, |l| l.len() as f64));
     }
     let total = server.sql(&http, "SELECT count(*) FROM spans");
+    let logs = server.sql(&http, "SELECT count(*) FROM logs");
     server.stop();
     println!(
-        "trace lookup: {total} spans in {files} files, {} lookups of random traces",
-        ids.len()
+        "trace lookup: {total} spans in {files} files and {logs} logs, {} lookups of random traces (median {:.0} logs each)",
+        ids.len(),
+        median(log_counts)
     );
     println!(
         "GET /api/v1/traces/{{id}}: median {:.1} ms, p90 {:.1} ms (median {:.0} spans per trace)",

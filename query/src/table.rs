@@ -188,6 +188,10 @@ fn trace_id_literal(filters: &[Expr]) -> Option<String> {
     })
 }
 
+fn is_trace_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Deals `items` round-robin into at most `n` non-empty groups.
 fn spread<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let n = n.clamp(1, items.len().max(1));
@@ -267,20 +271,25 @@ impl TableProvider for SignalTable {
         }
         let snapshot = self.storage.snapshot(self.signal);
         let bounds = TimeBounds::from_filters(filters, self.signal.time_column());
-        let searches = match self.signal {
+        let mut searches = match self.signal {
             Signal::Logs => search::queries(filters)?,
             Signal::Spans | Signal::Metrics => Vec::new(),
         };
+        let trace_id = trace_id_literal(filters);
+        // A trace's log lines come from the full-text index, which holds
+        // trace_id too (the equality itself still applies).
+        if self.signal == Signal::Logs
+            && let Some(id) = trace_id.as_deref().filter(|id| is_trace_id(id))
+        {
+            searches.push(format!("trace_id:\"{id}\""));
+        }
         let plain: Vec<Expr> = filters
             .iter()
             .filter(|f| search::match_all_query(f).is_none())
             .cloned()
             .collect();
         let mut inputs = Vec::new();
-        let trace_id = match self.signal {
-            Signal::Spans => trace_id_literal(filters),
-            Signal::Logs | Signal::Metrics => None,
-        };
+        let trace_id = trace_id.filter(|_| self.signal == Signal::Spans);
         let files = self
             .files(&snapshot, bounds, &searches, trace_id.as_deref())
             .await?;

@@ -196,6 +196,7 @@ fn trace_index_lookups_match_full_scans_on_parquet() {
     let expected = loupe
         .sql("SELECT trace_id, count(*) FROM spans GROUP BY trace_id ORDER BY trace_id LIMIT 40");
     assert_eq!(expected.len(), 40);
+    let mut with_logs = 0;
     for row in &expected {
         let id = row[0].as_str().unwrap();
         let n = row[1].as_u64().unwrap();
@@ -216,7 +217,20 @@ fn trace_index_lookups_match_full_scans_on_parquet() {
         let (status, trace) = get(&loupe, &format!("/api/v1/traces/{id}"));
         assert_eq!(status, 200);
         assert_eq!(trace["spans"].as_array().unwrap().len() as u64, n, "{id}");
+        // Its logs come through the logs' full-text index.
+        let logs = loupe.count(&format!(
+            "SELECT count(*) FROM logs WHERE '{upper}' = upper(trace_id)"
+        ));
+        assert_eq!(
+            loupe.count(&format!(
+                "SELECT count(*) FROM logs WHERE trace_id = '{id}'"
+            )),
+            logs
+        );
+        assert_eq!(trace["logs"].as_array().unwrap().len() as u64, logs, "{id}");
+        with_logs += u64::from(logs > 0);
     }
+    assert!(with_logs > 10, "only {with_logs} of 40 traces have logs");
     assert_eq!(
         loupe.count(
             "SELECT count(*) FROM spans WHERE trace_id = '0123456789abcdef0123456789abcdef'"
