@@ -13,13 +13,14 @@ use loupe_notify::{Worker, WorkerConfig};
 use loupe_query::QueryEngine;
 use tokio::sync::watch;
 
-/// Telemetry queries through the engine, under its memory and time limits.
+/// Telemetry queries through the engine, under its memory and time limits
+/// and the SQL API's sandbox (policies may carry users' SQL).
 struct EngineTelemetry(Arc<QueryEngine>);
 
 impl Telemetry for EngineTelemetry {
     fn rows(&self, sql: String) -> BoxFuture<'_, Result<Vec<Row>, String>> {
         Box::pin(async move {
-            loupe_query::internal_sql::rows(&self.0, sql)
+            loupe_query::internal_sql::sandboxed_rows(&self.0, &sql)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -104,6 +104,7 @@ async fn put_policy(
 ) -> Reply {
     let mut policy: PolicySpec = body(&text)?;
     policy.validate().map_err(CapacityError::Invalid)?;
+    check_sql_signals(&c, &service, &policy).await?;
     if policy.webhook_secret.is_none() {
         policy.webhook_secret = Some(
             c.store
@@ -114,6 +115,38 @@ async fn put_policy(
     }
     c.store.put_policy(&service, &policy, now_ms())?;
     ok(policy)
+}
+
+/// Runs each SQL signal once, so SQL the sandbox refuses or that does not
+/// parse is a 400 now rather than a failed evaluation later. (No data yet is
+/// fine.)
+async fn check_sql_signals(
+    c: &Capacity,
+    service: &str,
+    policy: &PolicySpec,
+) -> Result<(), CapacityError> {
+    for signal in &policy.signals {
+        if !matches!(signal, crate::policy::SignalSpec::Sql { .. }) {
+            continue;
+        }
+        let scope = crate::load::Scope {
+            service,
+            region: None,
+        };
+        let window = crate::load::Window {
+            end_ns: now_ms() * 1_000_000,
+            length: policy.load_window,
+        };
+        if let Err(CapacityError::Query(e)) =
+            crate::load::read_signal(c.telemetry.as_ref(), signal, scope, window).await
+        {
+            return Err(CapacityError::Invalid(format!(
+                "signal {}: {e}",
+                signal.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn delete_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {

@@ -119,7 +119,13 @@ impl Capacity {
                     end_ns: now_ms * 1_000_000,
                     length: policy.load_window,
                 };
-                load::regions(self.telemetry.as_ref(), &service, window).await?
+                match load::regions(self.telemetry.as_ref(), &service, window).await {
+                    Ok(regions) => regions,
+                    Err(e) => {
+                        tracing::warn!(service, error = %e, "cannot list regions; skipping");
+                        continue;
+                    }
+                }
             } else {
                 vec![String::new()]
             };

@@ -18,6 +18,16 @@ pub fn ts(ns: i64) -> String {
     format!("to_timestamp_nanos({ns})")
 }
 
+/// Runs SQL that came from a user (e.g. a capacity policy's signal)
+/// through the SQL API's sandbox and limits; one JSON object per row.
+pub async fn sandboxed_rows(
+    engine: &QueryEngine,
+    sql: &str,
+) -> Result<Vec<Map<String, Value>>, QueryError> {
+    let out = engine.sql(sql).await?;
+    output::to_objects(&out).map_err(|e| QueryError::Internal(e.to_string()))
+}
+
 /// Runs `sql` under the engine's limits; one JSON object per row.
 pub async fn rows(
     engine: &QueryEngine,

@@ -304,6 +304,16 @@ fn webhook_survives_a_receiver_outage_and_a_kill_before_delivery() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("often"), "{body}");
+    // A SQL signal goes through the SQL API's sandbox.
+    let (status, body) = call(
+        &loupe,
+        "PUT",
+        "/api/v1/capacity/policies/cart",
+        Some(json!({"webhook_url": receiver.url(), "signals": [
+            {"type": "sql", "name": "leak", "sql": "SELECT * FROM read_csv('/etc/passwd')", "target": 1}]})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("leak"), "{body}");
     let (status, _) = call(&loupe, "GET", "/api/v1/capacity/tasks/task_nope", None);
     assert_eq!(status, 404);
 }
