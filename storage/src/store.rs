@@ -190,7 +190,7 @@ struct IndexCache<T> {
 
 /// Full-text indexes are loaded whole, so few are kept.
 const LOG_INDEX_CACHE_ENTRIES: usize = 64;
-/// Trace index heads are 4 bytes per 1,024 spans: keep one per split.
+/// Trace index heads are 8 bytes per 1,024 spans: keep one per split.
 const TRACE_INDEX_CACHE_ENTRIES: usize = 16_384;
 
 impl<T> IndexCache<T> {
@@ -558,21 +558,18 @@ impl Storage {
                     .splits
                     .get_range(path, 0..trace_index::HEADER_LEN)
                     .await?;
-                let (entries, block) = TraceIndexHead::parse_header(&header)?;
-                let fences = self
-                    .splits
-                    .get_range(path, TraceIndexHead::fences_range(entries, block))
-                    .await?;
-                let head = Arc::new(TraceIndexHead::new(entries, block, &fences)?);
+                let header = trace_index::Header::parse(&header)?;
+                let table = self.splits.get_range(path, header.table_range()).await?;
+                let head = Arc::new(TraceIndexHead::new(header, &table)?);
                 self.trace_index_cache.insert(path.clone(), head.clone());
                 head
             }
         };
-        let Some(range) = head.entries_range(key) else {
+        let Some(blocks) = head.blocks_for(key) else {
             return Ok(Some(Vec::new()));
         };
-        let entries = self.splits.get_range(path, range).await?;
-        Ok(Some(trace_index::rows_for(&entries, key)))
+        let bytes = self.splits.get_range(path, blocks.bytes.clone()).await?;
+        Ok(Some(head.rows_for(&blocks, &bytes, key)?))
     }
 
     /// Flushes every signal.
