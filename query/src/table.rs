@@ -1,6 +1,6 @@
 //! `logs`, `spans` and `metrics` as DataFusion tables: the catalog's splits
 //! that overlap the query's time window, read through the object store with
-//! statistics, page-index and bloom-filter pruning, UNION the memtable. A
+//! statistics and page-index pruning, UNION the memtable. A
 //! `match_all` on logs or a `trace_id = '…'` on spans reads only the rows
 //! the split's index names.
 

@@ -14,7 +14,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
@@ -29,12 +28,14 @@ pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Rows per row group of spans and metrics, smaller than logs': files are
 /// sorted by service, so one trace's spans sit in a row group per service it
-/// touched, and a lookup by id decodes the whole `trace_id` column of each.
+/// touched, and reading them costs a page per column in each.
 /// Logs keep [`ROW_GROUP_ROWS`] because search maps index rows onto it.
 const SPAN_ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// Rows per data page: a lookup that selects a few rows through the page
-/// index then decodes one small page per column instead of a megabyte.
+/// Rows per data page of spans and metrics: a trace lookup selects a few
+/// rows through the trace index and then decodes one small page per column
+/// instead of a megabyte. (Logs keep parquet's size-based pages, which
+/// compress better; their reads are mostly whole ranges.)
 const PAGE_ROWS: usize = 8 * 1024;
 
 /// Rows per row group (all but a file's last) of `signal`'s files.
@@ -142,19 +143,8 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
             sort_col("service")?,
             sort_col(signal.time_column())?,
         ]));
-    // Logs get a bloom filter on trace_id for a trace's log lines; spans
-    // have a trace index file instead (see `trace_index`).
-    if signal == Signal::Logs {
-        props = props
-            .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
-            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
-            // Sized for the ids a row group can hold (a trace has several
-            // log lines), not parquet's default of a million: a lookup reads
-            // one filter per row group, so their size is its cost.
-            .set_column_bloom_filter_max_ndv(
-                ColumnPath::from("trace_id"),
-                (row_group_rows(signal) / 4) as u64,
-            );
+    if signal != Signal::Logs {
+        props = props.set_data_page_row_count_limit(PAGE_ROWS);
     }
     Ok(props.build())
 }
