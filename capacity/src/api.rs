@@ -254,6 +254,9 @@ async fn from_load_test(
     let steps = baseline::measure_steps(c.telemetry.as_ref(), &service, &req).await?;
     let fit = baseline::fit_steps(steps, &slo)?;
     let baseline = baseline::baseline_from_fit(&fit, slo, &req);
+    baseline.validate().map_err(|e| {
+        CapacityError::Unprocessable(format!("the fit gives no usable baseline: {e}"))
+    })?;
     if !dry_run {
         c.store.put_baseline(&service, &baseline, now)?;
     }

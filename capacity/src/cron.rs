@@ -84,8 +84,10 @@ impl std::str::FromStr for Cron {
             days: field(day, 1, 31, &[], 0).map_err(context)?,
             months: field(month, 1, 12, &MONTHS, 1).map_err(context)?,
             weekdays,
-            days_restricted: day != "*",
-            weekdays_restricted: weekday != "*",
+            // Vixie cron: a field starting with `*` (also `*/2`) does not
+            // restrict, so the other day field alone decides.
+            days_restricted: !day.starts_with('*'),
+            weekdays_restricted: !weekday.starts_with('*'),
         })
     }
 }
@@ -185,5 +187,9 @@ mod tests {
         assert_eq!(at, utc("2026-11-29T00:00:00Z"));
         let (at, _) = c.last_fire(tz, utc("2026-12-01T12:00:00Z")).unwrap();
         assert_eq!(at, utc("2026-12-01T00:00:00Z"));
+        // `*/2` days AND Sundays: 2026-11-29 is odd-numbered... and a Sunday.
+        let c: Cron = "0 0 */2 * sun".parse().unwrap();
+        let (at, _) = c.last_fire(tz, utc("2026-12-01T12:00:00Z")).unwrap();
+        assert_eq!(at, utc("2026-11-29T00:00:00Z"));
     }
 }

@@ -120,7 +120,13 @@ impl Capacity {
                     length: policy.load_window,
                 };
                 match load::regions(self.telemetry.as_ref(), &service, window).await {
-                    Ok(regions) => regions,
+                    Ok(mut regions) => {
+                        // Regions that went quiet are still decided for.
+                        regions.extend(self.store.known_regions(&service)?);
+                        regions.sort();
+                        regions.dedup();
+                        regions
+                    }
                     Err(e) => {
                         tracing::warn!(service, error = %e, "cannot list regions; skipping");
                         continue;
@@ -207,6 +213,26 @@ impl Capacity {
                 None
             }
         };
+        // No instance reporting and no spans is a telemetry outage, not an
+        // idle service: span-based signals count as missing, so the count
+        // holds instead of falling to `min`.
+        if ready == Some(0) {
+            for (signal, reading) in policy.signals.iter().zip(&mut readings) {
+                let from_spans = matches!(
+                    signal,
+                    SignalSpec::Rps {
+                        source: crate::policy::RateSource::Spans
+                    } | SignalSpec::Concurrency { .. }
+                );
+                if from_spans && reading.value == Some(0.0) {
+                    reading.value = None;
+                    errors.push(json!({"signal": signal.name(), "error": format!(
+                        "no telemetry from {service} in the last {}",
+                        crate::duration_text::format(policy.instance_window)
+                    )}));
+                }
+            }
+        }
         let key = (service.to_string(), region.to_string());
         let current = match self.store.current(service, region)? {
             Some(n) => n,
@@ -215,9 +241,11 @@ impl Capacity {
         let schedules = self.store.schedules()?;
         let now_utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         let (floor, windows) = schedule::floor(&schedules, service, now_utc);
+        let hold = self.store.hold_until(service, region, now_ms)?;
         // With no signal readable the evaluation failed — but a scheduled
-        // window above the current count still applies: it needs no metrics.
-        if readings.iter().all(|r| r.value.is_none()) && floor <= current {
+        // window above the current count still applies (it needs no
+        // metrics), and an operator's hold is never overridden by fallback.
+        if readings.iter().all(|r| r.value.is_none()) && floor <= current && hold.is_none() {
             return self
                 .failed(service, region, policy, ready, errors, now_ms)
                 .await;
@@ -228,8 +256,6 @@ impl Capacity {
             unit.failures = 0;
             unit.in_fallback = false;
         }
-        let hold = self.store.hold_until(service, region, now_ms)?;
-
         let decision = if hold.is_some() {
             hpa::Decision {
                 current,

@@ -304,13 +304,13 @@ pub fn decide(
     }
 }
 
-/// Change in the current period of `policy` (sum of ups or of downs).
-fn changed_in_period(events: &[(Duration, i64)], period: Duration, now: Duration, up: bool) -> i64 {
+/// Net change within the current period: the period started at
+/// `current − added + deleted`, as Kubernetes counts it in both directions.
+fn changed_in_period(events: &[(Duration, i64)], period: Duration, now: Duration) -> i64 {
     events
         .iter()
         .filter(|(at, _)| *at + period > now)
         .map(|(_, change)| *change)
-        .filter(|c| if up { *c > 0 } else { *c < 0 })
         .sum()
 }
 
@@ -320,7 +320,7 @@ fn scale_up_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: 
     }
     let mut result: Option<i64> = None;
     for p in &rules.policies {
-        let start = current as i64 - changed_in_period(events, p.period, now, true);
+        let start = current as i64 - changed_in_period(events, p.period, now);
         let proposed = match p.kind {
             PolicyKind::Pods => start + p.value as i64,
             PolicyKind::Percent => (start as f64 * (1.0 + p.value as f64 / 100.0)).ceil() as i64,
@@ -340,7 +340,7 @@ fn scale_down_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now
     }
     let mut result: Option<i64> = None;
     for p in &rules.policies {
-        let start = current as i64 - changed_in_period(events, p.period, now, false);
+        let start = current as i64 - changed_in_period(events, p.period, now);
         let proposed = match p.kind {
             PolicyKind::Pods => start - p.value as i64,
             PolicyKind::Percent => (start as f64 * (1.0 - p.value as f64 / 100.0)) as i64,
@@ -385,6 +385,23 @@ mod tests {
         // 50 instances at 90 against a target of 75 → 60.
         let d = once(50, &[load(90.0 * 50.0, 75.0)], &Limits::default());
         assert_eq!(d.replicas, 60);
+    }
+
+    #[test]
+    fn rate_limits_count_both_directions_in_the_period() {
+        // 10 → 5 five seconds ago: the period started at 10, so the default
+        // scale-up policy allows max(10 + 4, 2 × 10) = 20, not 2 × 5.
+        let mut history = History::restore(Vec::new(), vec![(Duration::from_secs(100), -5)]);
+        let d = decide(
+            5,
+            &[load(3000.0, 100.0)],
+            0,
+            &Limits::default(),
+            &Behavior::default(),
+            &mut history,
+            Duration::from_secs(105),
+        );
+        assert_eq!((d.replicas, d.reason), (20, Reason::ScaleUpLimit));
     }
 
     #[test]

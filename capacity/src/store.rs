@@ -1,7 +1,7 @@
 //! Capacity state in the catalog's SQLite file: baselines, policies,
-//! schedules, each decision, the scale tasks and the current count per
-//! service. A decision that changes the count commits its task, the new
-//! count and the task's webhook (in the notify outbox) in one transaction.
+//! schedules, each decision and the scale tasks (the latest of which is the
+//! service's current count). A decision that changes the count commits its
+//! task and the task's webhook (in the notify outbox) in one transaction.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -50,9 +50,8 @@ CREATE TABLE IF NOT EXISTS capacity_tasks (
     ack_status  TEXT,
     ack_message TEXT);
 CREATE INDEX IF NOT EXISTS capacity_tasks_by_service ON capacity_tasks (service, region, created_at);
-CREATE TABLE IF NOT EXISTS capacity_current (
-    service TEXT NOT NULL, region TEXT NOT NULL, replicas INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL, PRIMARY KEY (service, region));
+CREATE INDEX IF NOT EXISTS capacity_tasks_by_time ON capacity_tasks (created_at);
+CREATE INDEX IF NOT EXISTS capacity_decisions_by_time ON capacity_decisions (at);
 CREATE TABLE IF NOT EXISTS capacity_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, region TEXT NOT NULL,
     at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
@@ -262,16 +261,43 @@ impl CapacityStore {
             .collect())
     }
 
-    /// The count Loupe last decided for (service, region), if any.
+    /// The count (service, region) is at as far as Loupe knows: its latest
+    /// task's target — or, when that task failed (undeliverable, or the
+    /// executor acknowledged a failure), the count it started from, so the
+    /// next decision asks again.
     pub fn current(&self, service: &str, region: &str) -> Result<Option<u32>> {
-        Ok(self
+        let latest = self
             .conn()
             .query_row(
-                "SELECT replicas FROM capacity_current WHERE service = ?1 AND region = ?2",
+                "SELECT t.from_count, t.to_count, t.ack_status, o.state
+                 FROM capacity_tasks t LEFT JOIN webhook_outbox o ON o.id = t.id
+                 WHERE t.service = ?1 AND t.region = ?2 ORDER BY t.seq DESC LIMIT 1",
                 params![service, region],
-                |row| row.get(0),
+                |row| {
+                    Ok((
+                        row.get::<_, u32>(0)?,
+                        row.get::<_, u32>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                    ))
+                },
             )
-            .optional()?)
+            .optional()?;
+        Ok(latest.map(|(from, to, ack, delivery)| {
+            let failed = ack.as_deref() == Some("failed") || delivery.as_deref() == Some("failed");
+            if failed { from } else { to }
+        }))
+    }
+
+    /// Regions (service, region) units were decided for before: a region
+    /// that went quiet still gets evaluated (and can scale down).
+    pub fn known_regions(&self, service: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT region FROM capacity_tasks WHERE service = ?1 AND region != ''",
+        )?;
+        let rows = stmt.query_map(params![service], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Records a decision and, when it changes the count, its task, the new
@@ -306,6 +332,20 @@ impl CapacityStore {
             "DELETE FROM capacity_decisions WHERE at < ?1",
             params![now_ms - KEEP_HISTORY_MS],
         )?;
+        if created.is_some() {
+            // Old tasks go, except each unit's latest (its current count),
+            // and with them their delivered or failed webhooks.
+            tx.execute(
+                "DELETE FROM capacity_tasks WHERE created_at < ?1
+                   AND seq NOT IN (SELECT max(seq) FROM capacity_tasks GROUP BY service, region)",
+                params![now_ms - KEEP_HISTORY_MS],
+            )?;
+            tx.execute(
+                "DELETE FROM webhook_outbox WHERE created_at < ?1 AND state != 'pending'
+                   AND id NOT IN (SELECT id FROM capacity_tasks)",
+                params![now_ms - KEEP_HISTORY_MS],
+            )?;
+        }
         tx.commit()?;
         Ok(created)
     }
@@ -605,11 +645,6 @@ fn insert_task(
         ],
     )?;
     let sequence = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO capacity_current (service, region, replicas, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (service, region) DO UPDATE SET replicas = excluded.replicas, updated_at = excluded.updated_at",
-        params![task.service, task.region, task.to, now_ms],
-    )?;
     let created = Task {
         id: id.clone(),
         sequence,
@@ -735,5 +770,27 @@ mod tests {
         let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
         assert_eq!(store.current("cart", "").unwrap(), Some(3));
         assert_eq!(store.tasks(None, None, 10).unwrap().len(), 2);
+        // A task the executor could not carry out leaves the count where
+        // it was, so the next decision asks again.
+        let (mut up, endpoint) = task(7);
+        up.from = 3;
+        let third = store
+            .commit_decision(
+                "cart",
+                "",
+                &serde_json::json!({}),
+                7,
+                7,
+                Some((up, endpoint)),
+                4_000,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.current("cart", "").unwrap(), Some(7));
+        store
+            .ack_task(&third.id, false, "quota exceeded", 5_000)
+            .unwrap();
+        assert_eq!(store.current("cart", "").unwrap(), Some(3));
+        assert_eq!(store.task(&third.id).unwrap().unwrap().state, "failed");
     }
 }

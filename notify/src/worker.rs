@@ -58,6 +58,9 @@ pub struct Worker {
     wake: Arc<Notify>,
 }
 
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_CAP_MS: i64 = 3_600_000;
+
 /// Messages attempted per pass; the rest wait for the next one.
 const BATCH: usize = 64;
 
@@ -81,6 +84,8 @@ impl Worker {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
             .user_agent(concat!("loupe/", env!("CARGO_PKG_VERSION")))
+            // A redirected POST would arrive as a GET without the body.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| NotifyError::Client(e.to_string()))?;
         Ok(Worker {
@@ -269,8 +274,8 @@ fn retry_or_fail(
         };
     }
     let wait = match retry_after_ms {
-        // The receiver's word, but never beyond our own ceiling.
-        Some(ms) => ms.min(config.max_backoff.as_millis() as i64),
+        // The receiver's word, up to an hour.
+        Some(ms) => ms.min(RETRY_AFTER_CAP_MS),
         None => backoff_ms(attempts, config),
     };
     Outcome::Retry {
@@ -331,6 +336,13 @@ mod tests {
             }
         ));
         assert!(matches!(outcome(404, None), Outcome::Failed { .. }));
+        assert!(matches!(
+            outcome(301, None),
+            Outcome::Failed {
+                status: Some(301),
+                ..
+            }
+        ));
         for code in [408, 429, 500, 502, 503, 504] {
             assert!(
                 matches!(outcome(code, None), Outcome::Retry { .. }),
