@@ -365,18 +365,8 @@ impl Capacity {
             return Ok(h);
         }
         let behavior = policy.behavior();
-        let window = behavior
-            .scale_up
-            .stabilization
-            .max(behavior.scale_down.stabilization);
-        let period = behavior
-            .scale_up
-            .policies
-            .iter()
-            .chain(&behavior.scale_down.policies)
-            .map(|p| p.period)
-            .max()
-            .unwrap_or_default();
+        let window = behavior.longest_stabilization();
+        let period = behavior.longest_period();
         let recs = self
             .store
             .recommendations(service, region, now_ms - window.as_millis() as i64)?

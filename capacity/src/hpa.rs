@@ -91,6 +91,26 @@ impl Default for Behavior {
     }
 }
 
+impl Behavior {
+    /// How far back recommendations matter (the longer window).
+    pub fn longest_stabilization(&self) -> Duration {
+        self.scale_up
+            .stabilization
+            .max(self.scale_down.stabilization)
+    }
+
+    /// How far back scale events matter (the longest rate-policy period).
+    pub fn longest_period(&self) -> Duration {
+        self.scale_up
+            .policies
+            .iter()
+            .chain(&self.scale_down.policies)
+            .map(|p| p.period)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub min: u32,
@@ -255,10 +275,7 @@ pub fn decide(
         };
     }
     history.recommendations.push((now, desired));
-    let keep = behavior
-        .scale_up
-        .stabilization
-        .max(behavior.scale_down.stabilization);
+    let keep = behavior.longest_stabilization();
     history.recommendations.retain(|(at, _)| *at + keep >= now);
 
     // Rate limits, then min/max.
@@ -286,14 +303,7 @@ pub fn decide(
     if replicas != current {
         history.events.push((now, replicas as i64 - current as i64));
     }
-    let longest = behavior
-        .scale_up
-        .policies
-        .iter()
-        .chain(&behavior.scale_down.policies)
-        .map(|p| p.period)
-        .max()
-        .unwrap_or_default();
+    let longest = behavior.longest_period();
     history.events.retain(|(at, _)| *at + longest >= now);
     Decision {
         current,
