@@ -235,19 +235,10 @@ fn number_and_unit(text: &str) -> anyhow::Result<(f64, &str)> {
     Ok((number.parse()?, unit.trim()))
 }
 
-/// `300ms`, `15s`, `5m`, `2h`, or a plain number of seconds.
+/// `300ms`, `15s`, `5m`, `2h`, or a plain number of seconds — the same
+/// durations the capacity API takes.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let (n, unit) =
-        number_and_unit(text).with_context(|| format!("{text:?} is not a duration like 15s"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        other => bail!("unknown duration unit {other:?} in {text:?}: use ms, s, m, h or d"),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    loupe_capacity::duration_text::parse(text).map_err(anyhow::Error::msg)
 }
 
 /// `512MiB`, `16MB`, `1GiB`, `4096`, … (bytes).

@@ -92,7 +92,17 @@ async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>)
         .store
         .policy(&service)?
         .ok_or_else(|| not_found(&format!("policy for {service}")))?;
-    ok(policy)
+    let mut value =
+        serde_json::to_value(&policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
+    // A 410 from the receiver stops deliveries until the policy is saved
+    // again; say so where the user looks.
+    if let (Some(reason), Some(obj)) = (
+        c.store.webhook_disabled(&policy.webhook_url)?,
+        value.as_object_mut(),
+    ) {
+        obj.insert("webhook_disabled".into(), Value::String(reason));
+    }
+    ok(value)
 }
 
 /// Saves the policy; without `webhook_secret` it keeps the stored one or
@@ -379,20 +389,8 @@ struct ManualTask {
     #[serde(default)]
     reason: Option<String>,
     /// Keep the evaluator from changing the count for this long (`30m`).
-    #[serde(default, with = "optional_duration")]
+    #[serde(default, with = "crate::duration_text::option")]
     hold: Option<std::time::Duration>,
-}
-
-mod optional_duration {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|t| crate::duration_text::parse(&t).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 /// An operator's task: scale (service, region) to `to` now, optionally

@@ -34,9 +34,19 @@ const TICK: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct Unit {
     history: Option<History>,
-    last_ms: Option<i64>,
     failures: u32,
     in_fallback: bool,
+}
+
+/// What an evaluation concluded, before it is recorded.
+struct Verdict {
+    current: u32,
+    desired: u32,
+    replicas: u32,
+    reason: String,
+    evidence: Value,
+    /// `decision` or `fallback`: where a resulting task came from.
+    origin: &'static str,
 }
 
 /// Capacity planning at run time: the state, the telemetry it reads and
@@ -46,6 +56,8 @@ pub struct Capacity {
     pub telemetry: Arc<dyn Telemetry>,
     notifier: Option<loupe_notify::Worker>,
     units: Mutex<HashMap<(String, String), Unit>>,
+    /// When each service was last evaluated (ms).
+    last_pass: Mutex<HashMap<String, i64>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -70,11 +82,16 @@ impl Capacity {
             telemetry,
             notifier,
             units: Mutex::new(HashMap::new()),
+            last_pass: Mutex::new(HashMap::new()),
         }
     }
 
     fn units(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Unit>> {
         self.units.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn last_pass(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.last_pass.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tells the worker a webhook is waiting.
@@ -114,6 +131,16 @@ impl Capacity {
     /// Evaluates every policy whose interval has passed at `now_ms`.
     pub async fn evaluate_due(&self, now_ms: i64) -> Result<()> {
         for (service, policy) in self.store.policies()? {
+            // Due per service, before any query: regions are listed (and
+            // evaluated) once per interval, not on every tick.
+            let due = self
+                .last_pass()
+                .get(&service)
+                .is_none_or(|last| now_ms - last >= policy.evaluation_interval.as_millis() as i64);
+            if !due {
+                continue;
+            }
+            self.last_pass().insert(service.clone(), now_ms);
             let regions = if policy.split_by_region {
                 let window = Window {
                     end_ns: now_ms * 1_000_000,
@@ -136,18 +163,6 @@ impl Capacity {
                 vec![String::new()]
             };
             for region in regions {
-                let key = (service.clone(), region.clone());
-                let due = self
-                    .units()
-                    .get(&key)
-                    .and_then(|u| u.last_ms)
-                    .is_none_or(|last| {
-                        now_ms - last >= policy.evaluation_interval.as_millis() as i64
-                    });
-                if !due {
-                    continue;
-                }
-                self.units().entry(key).or_default().last_ms = Some(now_ms);
                 if let Err(e) = self.evaluate(&service, &region, &policy, now_ms).await {
                     tracing::warn!(service, region, error = %e, "capacity evaluation failed");
                 }
@@ -247,7 +262,7 @@ impl Capacity {
         // metrics), and an operator's hold is never overridden by fallback.
         if readings.iter().all(|r| r.value.is_none()) && floor <= current && hold.is_none() {
             return self
-                .failed(service, region, policy, ready, errors, now_ms)
+                .failed(service, region, policy, current, ready, errors, now_ms)
                 .await;
         }
         if readings.iter().any(|r| r.value.is_some()) {
@@ -275,9 +290,7 @@ impl Capacity {
                 &mut history,
                 since_epoch(now_ms),
             );
-            if let Some(unit) = self.units().get_mut(&key) {
-                unit.history = Some(history);
-            }
+            self.units().entry(key.clone()).or_default().history = Some(history);
             d
         };
         let reason = if hold.is_some() {
@@ -311,45 +324,20 @@ impl Capacity {
             "hold_until": hold.map(rfc3339),
             "window": crate::duration_text::format(policy.load_window),
         });
-        let record = json!({
-            "service": service,
-            "region": region,
-            "time": rfc3339(now_ms),
-            "current": decision.current,
-            "desired": decision.desired,
-            "replicas": decision.replicas,
-            "reason": reason,
-            "evidence": evidence,
-        });
-        let task = (decision.replicas != current).then(|| {
-            (
-                NewTask {
-                    service: service.into(),
-                    region: region.into(),
-                    from: current,
-                    to: decision.replicas,
-                    reason: reason.clone(),
-                    evidence: evidence.clone(),
-                    origin: "decision",
-                    hold_until_ms: None,
-                },
-                endpoint(policy),
-            )
-        });
-        let created = self.store.commit_decision(
+        self.commit(
             service,
             region,
-            &record,
-            decision.desired,
-            decision.replicas,
-            task,
+            policy,
+            Verdict {
+                current,
+                desired: decision.desired,
+                replicas: decision.replicas,
+                reason,
+                evidence,
+                origin: "decision",
+            },
             now_ms,
-        )?;
-        if let Some(task) = created {
-            tracing::info!(service, region, from = task.from, to = task.to, reason = %task.reason, "scale task");
-            self.wake_worker();
-        }
-        Ok(record)
+        )
     }
 
     /// The unit's HPA history, reloaded from the store after a restart.
@@ -384,11 +372,13 @@ impl Capacity {
 
     /// Counts a failed evaluation; the third in a row applies the fallback
     /// once and raises an alert event.
+    #[allow(clippy::too_many_arguments)]
     async fn failed(
         &self,
         service: &str,
         region: &str,
         policy: &PolicySpec,
+        current: u32,
         ready: Option<u32>,
         errors: Vec<Value>,
         now_ms: i64,
@@ -416,11 +406,6 @@ impl Capacity {
                 "no signal could be read: {message}"
             )));
         };
-        let current = self
-            .store
-            .current(service, region)?
-            .or(ready.filter(|n| *n > 0))
-            .unwrap_or(policy.min);
         let (to, what) = match policy.fallback {
             Fallback::Keep => (current, format!("keeping {current} instances")),
             Fallback::Static { instances } => {
@@ -443,34 +428,65 @@ impl Capacity {
             &endpoint(policy),
             now_ms,
         )?;
+        self.wake_worker();
+        self.commit(
+            service,
+            region,
+            policy,
+            Verdict {
+                current,
+                desired: to,
+                replicas: to,
+                reason: "Fallback".into(),
+                evidence,
+                origin: "fallback",
+            },
+            now_ms,
+        )
+    }
+
+    /// Records a decision for (service, region) and, when it changes the
+    /// count, its scale task (whose webhook the worker is woken to send).
+    fn commit(
+        &self,
+        service: &str,
+        region: &str,
+        policy: &PolicySpec,
+        v: Verdict,
+        now_ms: i64,
+    ) -> Result<Value> {
         let record = json!({
             "service": service,
             "region": region,
             "time": rfc3339(now_ms),
-            "current": current,
-            "desired": to,
-            "replicas": to,
-            "reason": "Fallback",
-            "evidence": evidence,
+            "current": v.current,
+            "desired": v.desired,
+            "replicas": v.replicas,
+            "reason": v.reason,
+            "evidence": v.evidence,
         });
-        let task = (to != current).then(|| {
+        let task = (v.replicas != v.current).then(|| {
             (
                 NewTask {
                     service: service.into(),
                     region: region.into(),
-                    from: current,
-                    to,
-                    reason: "Fallback".into(),
-                    evidence: evidence.clone(),
-                    origin: "fallback",
+                    from: v.current,
+                    to: v.replicas,
+                    reason: v.reason.clone(),
+                    evidence: v.evidence.clone(),
+                    origin: v.origin,
                     hold_until_ms: None,
                 },
                 endpoint(policy),
             )
         });
-        self.store
-            .commit_decision(service, region, &record, to, to, task, now_ms)?;
-        self.wake_worker();
+        let created = self.store.commit_decision(
+            service, region, &record, v.desired, v.replicas, task, now_ms,
+        )?;
+        if let Some(task) = created {
+            tracing::info!(service, region, from = task.from, to = task.to, reason = %task.reason, "scale task");
+            self.wake_worker();
+        }
         Ok(record)
     }
 }

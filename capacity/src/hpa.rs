@@ -174,10 +174,6 @@ pub struct History {
 }
 
 impl History {
-    pub fn record_recommendation(&mut self, at: Duration, replicas: u32) {
-        self.recommendations.push((at, replicas));
-    }
-
     /// History as it was persisted: past (time, recommendation) pairs and
     /// past (time, change) scale events — so a restart does not forget a
     /// stabilisation window or a rate limit already in progress.
@@ -455,10 +451,14 @@ mod tests {
     #[test]
     fn scale_down_waits_out_the_stabilisation_window() {
         let behavior = Behavior::default();
-        let mut history = History::default();
         let t = Duration::from_secs(1000);
-        history.record_recommendation(t - Duration::from_secs(240), 8);
-        history.record_recommendation(t - Duration::from_secs(120), 9);
+        let mut history = History::restore(
+            vec![
+                (t - Duration::from_secs(240), 8),
+                (t - Duration::from_secs(120), 9),
+            ],
+            Vec::new(),
+        );
         let five = load(50.0, 10.0); // load for 5 instances
         let d = decide(
             10,

@@ -55,7 +55,7 @@ pub struct PolicySpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesSpec {
-    #[serde(default, with = "optional_duration")]
+    #[serde(default, with = "crate::duration_text::option")]
     pub stabilization_window: Option<Duration>,
     #[serde(default)]
     pub policies: Option<Vec<RatePolicySpec>>,
@@ -176,25 +176,6 @@ fn sixty_seconds() -> Duration {
 }
 fn cpu_metric() -> String {
     "process.cpu.utilization".into()
-}
-
-mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&crate::duration_text::format(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| crate::duration_text::parse(&text).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 impl PolicySpec {

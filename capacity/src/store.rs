@@ -201,6 +201,11 @@ impl CapacityStore {
         Ok(())
     }
 
+    /// Why the webhook endpoint at `url` is disabled (a 410), if it is.
+    pub fn webhook_disabled(&self, url: &str) -> Result<Option<String>> {
+        Ok(outbox::endpoint_disabled(&self.conn(), url)?)
+    }
+
     pub fn policy(&self, service: &str) -> Result<Option<PolicySpec>> {
         self.get("capacity_policies", "service", service)
     }
@@ -266,26 +271,19 @@ impl CapacityStore {
     /// executor acknowledged a failure), the count it started from, so the
     /// next decision asks again.
     pub fn current(&self, service: &str, region: &str) -> Result<Option<u32>> {
-        let latest = self
-            .conn()
-            .query_row(
-                "SELECT t.from_count, t.to_count, t.ack_status, o.state
-                 FROM capacity_tasks t LEFT JOIN webhook_outbox o ON o.id = t.id
-                 WHERE t.service = ?1 AND t.region = ?2 ORDER BY t.seq DESC LIMIT 1",
-                params![service, region],
-                |row| {
-                    Ok((
-                        row.get::<_, u32>(0)?,
-                        row.get::<_, u32>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        Ok(latest.map(|(from, to, ack, delivery)| {
-            let failed = ack.as_deref() == Some("failed") || delivery.as_deref() == Some("failed");
-            if failed { from } else { to }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{TASK_SELECT} WHERE service = ?1 AND region = ?2 ORDER BY seq DESC LIMIT 1"
+        ))?;
+        let mut rows = stmt.query(params![service, region])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let latest = task_from_row(&conn, row)?;
+        Ok(Some(if latest.state == "failed" {
+            latest.from
+        } else {
+            latest.to
         }))
     }
 
@@ -711,36 +709,32 @@ mod tests {
         )
     }
 
+    /// Commits a decision from `from` to `to` at `at` ms, with its task.
+    fn decide(store: &CapacityStore, from: u32, to: u32, at: i64) -> Task {
+        let (mut new, endpoint) = task(to);
+        new.from = from;
+        store
+            .commit_decision(
+                "cart",
+                "",
+                &serde_json::json!({}),
+                to,
+                to,
+                Some((new, endpoint)),
+                at,
+            )
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn decision_task_count_and_webhook_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
         assert_eq!(store.current("cart", "").unwrap(), None);
-        let first = store
-            .commit_decision(
-                "cart",
-                "",
-                &serde_json::json!({}),
-                5,
-                5,
-                Some(task(5)),
-                1_000,
-            )
-            .unwrap()
-            .unwrap();
+        let first = decide(&store, 2, 5, 1_000);
         assert_eq!(store.current("cart", "").unwrap(), Some(5));
-        let second = store
-            .commit_decision(
-                "cart",
-                "",
-                &serde_json::json!({}),
-                3,
-                3,
-                Some(task(3)),
-                2_000,
-            )
-            .unwrap()
-            .unwrap();
+        let second = decide(&store, 2, 3, 2_000);
         assert!(second.sequence > first.sequence);
         assert_eq!(store.task(&first.id).unwrap().unwrap().state, "superseded");
         assert_eq!(store.task(&second.id).unwrap().unwrap().state, "pending");
@@ -772,20 +766,7 @@ mod tests {
         assert_eq!(store.tasks(None, None, 10).unwrap().len(), 2);
         // A task the executor could not carry out leaves the count where
         // it was, so the next decision asks again.
-        let (mut up, endpoint) = task(7);
-        up.from = 3;
-        let third = store
-            .commit_decision(
-                "cart",
-                "",
-                &serde_json::json!({}),
-                7,
-                7,
-                Some((up, endpoint)),
-                4_000,
-            )
-            .unwrap()
-            .unwrap();
+        let third = decide(&store, 3, 7, 4_000);
         assert_eq!(store.current("cart", "").unwrap(), Some(7));
         store
             .ack_task(&third.id, false, "quota exceeded", 5_000)

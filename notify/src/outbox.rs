@@ -57,15 +57,6 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Delivered => "delivered",
-            State::Failed => "failed",
-            State::Superseded => "superseded",
-        }
-    }
-
     fn parse(text: &str) -> State {
         match text {
             "delivered" => State::Delivered,

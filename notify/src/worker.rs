@@ -185,19 +185,8 @@ impl Worker {
                 &self.config,
                 now,
             ),
-            Err(e) => self.retry_or_fail(msg, None, error_chain(&e), None, now),
+            Err(e) => retry_or_fail(msg, None, error_chain(&e), None, &self.config, now),
         }
-    }
-
-    fn retry_or_fail(
-        &self,
-        msg: &Due,
-        status: Option<u16>,
-        error: String,
-        retry_after_ms: Option<i64>,
-        now: i64,
-    ) -> Outcome {
-        retry_or_fail(msg, status, error, retry_after_ms, &self.config, now)
     }
 }
 

@@ -91,39 +91,34 @@ impl SignalTable {
             .iter()
             .filter(|s| s.overlaps(bounds.start, bounds.end))
         {
-            let mut file = PartitionedFile::new(split.path.clone(), split.byte_size);
-            if !searches.is_empty() {
+            // The rows an index names; `None`: read the whole file.
+            let rows = if !searches.is_empty() {
                 let index = self
                     .storage
                     .split_index(split)
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let rows = search::matching_rows(searches, |q| index.matching_rows(q))?;
-                if rows.is_empty() {
-                    continue;
-                }
-                file = file.with_extension(search::access_plan(
-                    &rows,
-                    split.row_count as usize,
-                    group_rows,
-                ));
+                Some(search::matching_rows(searches, |q| index.matching_rows(q))?)
             } else if let Some(id) = trace_id {
                 // An unreadable index costs speed, not the answer: scan.
-                let rows = self.storage.trace_rows(split, id).await.unwrap_or_else(|e| {
+                self.storage.trace_rows(split, id).await.unwrap_or_else(|e| {
                     tracing::warn!(split = %split.id, error = %e, "trace index unreadable; scanning the file");
                     None
-                });
-                match rows {
-                    Some(rows) if rows.is_empty() => continue,
-                    Some(rows) => {
-                        file = file.with_extension(search::access_plan(
-                            &rows,
-                            split.row_count as usize,
-                            group_rows,
-                        ));
-                    }
-                    None => {}
+                })
+            } else {
+                None
+            };
+            let mut file = PartitionedFile::new(split.path.clone(), split.byte_size);
+            match rows {
+                Some(rows) if rows.is_empty() => continue,
+                Some(rows) => {
+                    file = file.with_extension(search::access_plan(
+                        &rows,
+                        split.row_count as usize,
+                        group_rows,
+                    ));
                 }
+                None => {}
             }
             files.push(file);
         }
