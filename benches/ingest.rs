@@ -59,6 +59,7 @@ struct Sample {
 
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }

@@ -1,81 +1,147 @@
-//! Server configuration: command-line flags, then `LOUPE_*` environment
-//! variables (both through clap), then an optional TOML file, then
-//! defaults — the first that sets a value wins.
+//! Server configuration, defined once: every setting of `loupe serve` is a
+//! row of the [`settings!`] table below — its name (the TOML key and, with
+//! dashes, the flag), its environment variable, its type and its default,
+//! written in the same grammar a user writes. Precedence: command-line flag,
+//! then `LOUPE_*` variable (both through clap), then the TOML file given
+//! with `--config`, then the default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use loupe_query::QueryConfig;
 use loupe_storage::{StorageConfig, SyncMode};
 use serde::Deserialize;
 
-/// Flags of `loupe serve`. Every one is optional here so that the TOML
-/// file and defaults can fill what the command line leaves out.
+/// A duration setting in the shared grammar (`300ms`, `15s`, `1.5h`, `7d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl FromStr for DurationSetting {
+    type Err = loupe_base::duration::DurationError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        loupe_base::duration::parse(text).map(DurationSetting)
+    }
+}
+
+/// A byte-size setting (`64MiB`, `1GiB`, `4096`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeSetting(pub usize);
+
+impl FromStr for SizeSetting {
+    type Err = loupe_base::size::SizeError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        loupe_base::size::parse(text).map(SizeSetting)
+    }
+}
+
+/// Reads a TOML string through the type's `FromStr`, so the file accepts
+/// exactly what the flag does.
+macro_rules! deserialize_from_str {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(DurationSetting, SizeSetting);
+
+/// Defines the settings struct (flags + env through clap, keys through
+/// serde), the resolved struct, and the table of defaults, from one list.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:literal, env $env:literal; )*) => {
+        /// Every setting, each optional so that the file and the defaults
+        /// can fill what the command line leaves out.
+        #[derive(Debug, Default, Clone, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $(
+                #[arg(long, env = $env, help = concat!($($doc,)+ " [default: ", $default, "]"))]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// Every setting with a value.
+        #[derive(Debug, Clone)]
+        pub struct Resolved {
+            $( pub $name: $ty, )*
+        }
+
+        /// `(TOML key, environment variable, default)` of every setting.
+        #[cfg(test)]
+        pub const DEFAULTS: &[(&str, &str, &str)] = &[$( (stringify!($name), $env, $default), )*];
+
+        impl Settings {
+            /// Fills what `self` leaves unset from `file`, then from the defaults.
+            fn resolve(self, file: Settings) -> anyhow::Result<Resolved> {
+                Ok(Resolved {
+                    $( $name: match self.$name.or(file.$name) {
+                        Some(v) => v,
+                        None => $default
+                            .parse()
+                            .map_err(|e| anyhow::anyhow!("default of {}: {e}", stringify!($name)))?,
+                    }, )*
+                })
+            }
+        }
+    };
+}
+
+settings! {
+    /// Where the WAL, Parquet files and catalog live.
+    data_dir: PathBuf = "./loupe-data", env "LOUPE_DATA_DIR";
+    /// OTLP/gRPC listen address.
+    otlp_grpc: SocketAddr = "127.0.0.1:4317", env "LOUPE_OTLP_GRPC";
+    /// OTLP/HTTP listen address.
+    otlp_http: SocketAddr = "127.0.0.1:4318", env "LOUPE_OTLP_HTTP";
+    /// API and UI listen address.
+    http: SocketAddr = "127.0.0.1:7080", env "LOUPE_HTTP";
+    /// Largest OTLP request accepted, after decompression too.
+    max_request_size: SizeSetting = "16MiB", env "LOUPE_MAX_REQUEST_SIZE";
+    /// Time limit for one OTLP request, body upload included.
+    request_timeout: DurationSetting = "30s", env "LOUPE_REQUEST_TIMEOUT";
+    /// `always` (fsync before acknowledging) or `never` (leave it to the OS).
+    wal_fsync: SyncMode = "always", env "LOUPE_WAL_FSYNC";
+    /// Flush a signal to Parquet once its oldest unflushed data is this old.
+    flush_interval: DurationSetting = "60s", env "LOUPE_FLUSH_INTERVAL";
+    /// …or once it holds this much data.
+    flush_size: SizeSetting = "64MiB", env "LOUPE_FLUSH_SIZE";
+    /// Refuse writes with 429 while this much accepted data is unflushed.
+    max_unflushed: SizeSetting = "1GiB", env "LOUPE_MAX_UNFLUSHED";
+    /// Time limit for one SQL query.
+    query_timeout: DurationSetting = "30s", env "LOUPE_QUERY_TIMEOUT";
+    /// Memory one SQL query may use.
+    query_memory_limit: SizeSetting = "512MiB", env "LOUPE_QUERY_MEMORY_LIMIT";
+    /// Rows one SQL response returns at most.
+    max_result_rows: usize = "100000", env "LOUPE_MAX_RESULT_ROWS";
+    /// How often compaction and retention run.
+    compaction_interval: DurationSetting = "60s", env "LOUPE_COMPACTION_INTERVAL";
+    /// Size compaction aims for per file.
+    compaction_target_size: SizeSetting = "64MiB", env "LOUPE_COMPACTION_TARGET_SIZE";
+    /// Small files of one signal and hour that trigger a merge (at least 2).
+    compaction_min_files: usize = "8", env "LOUPE_COMPACTION_MIN_FILES";
+    /// Maximum age of logs.
+    retention_logs: DurationSetting = "7d", env "LOUPE_RETENTION_LOGS";
+    /// Maximum age of spans.
+    retention_spans: DurationSetting = "7d", env "LOUPE_RETENTION_SPANS";
+    /// Maximum age of metrics.
+    retention_metrics: DurationSetting = "30d", env "LOUPE_RETENTION_METRICS";
+}
+
+/// Flags of `loupe serve`.
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
     /// TOML configuration file (keys as the long flags, with underscores).
     #[arg(long, env = "LOUPE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Where the WAL, Parquet files and catalog live [default: ./loupe-data].
-    #[arg(long, env = "LOUPE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
-    #[arg(long, env = "LOUPE_OTLP_GRPC")]
-    pub otlp_grpc: Option<SocketAddr>,
-    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
-    #[arg(long, env = "LOUPE_OTLP_HTTP")]
-    pub otlp_http: Option<SocketAddr>,
-    /// API and UI listen address [default: 127.0.0.1:7080].
-    #[arg(long, env = "LOUPE_HTTP")]
-    pub http: Option<SocketAddr>,
-    /// Largest OTLP request accepted, after decompression too [default: 16MiB].
-    #[arg(long, env = "LOUPE_MAX_REQUEST_SIZE")]
-    pub max_request_size: Option<String>,
-    /// Time limit for one OTLP request, body upload included [default: 30s].
-    #[arg(long, env = "LOUPE_REQUEST_TIMEOUT")]
-    pub request_timeout: Option<String>,
-    /// `always` (fsync before acknowledging) or `never` (leave it to the OS) [default: always].
-    #[arg(long, env = "LOUPE_WAL_FSYNC")]
-    pub wal_fsync: Option<String>,
-    /// Flush a signal to Parquet once its oldest unflushed data is this old [default: 60s].
-    #[arg(long, env = "LOUPE_FLUSH_INTERVAL")]
-    pub flush_interval: Option<String>,
-    /// …or once it holds this much data [default: 64MiB].
-    #[arg(long, env = "LOUPE_FLUSH_SIZE")]
-    pub flush_size: Option<String>,
-    /// Refuse writes with 429 while this much accepted data is unflushed [default: 1GiB].
-    #[arg(long, env = "LOUPE_MAX_UNFLUSHED")]
-    pub max_unflushed: Option<String>,
-    /// Time limit for one SQL query [default: 30s].
-    #[arg(long, env = "LOUPE_QUERY_TIMEOUT")]
-    pub query_timeout: Option<String>,
-    /// Memory one SQL query may use [default: 512MiB].
-    #[arg(long, env = "LOUPE_QUERY_MEMORY_LIMIT")]
-    pub query_memory_limit: Option<String>,
-    /// Rows one SQL response returns at most [default: 100000].
-    #[arg(long, env = "LOUPE_MAX_RESULT_ROWS")]
-    pub max_result_rows: Option<usize>,
-    /// How often compaction and retention run [default: 60s].
-    #[arg(long, env = "LOUPE_COMPACTION_INTERVAL")]
-    pub compaction_interval: Option<String>,
-    /// Size compaction aims for per file [default: 64MiB].
-    #[arg(long, env = "LOUPE_COMPACTION_TARGET_SIZE")]
-    pub compaction_target_size: Option<String>,
-    /// Small files of one signal and hour that trigger a merge [default: 8].
-    #[arg(long, env = "LOUPE_COMPACTION_MIN_FILES")]
-    pub compaction_min_files: Option<usize>,
-    /// Maximum age of logs [default: 7d].
-    #[arg(long, env = "LOUPE_RETENTION_LOGS")]
-    pub retention_logs: Option<String>,
-    /// Maximum age of spans [default: 7d].
-    #[arg(long, env = "LOUPE_RETENTION_SPANS")]
-    pub retention_spans: Option<String>,
-    /// Maximum age of metrics [default: 30d].
-    #[arg(long, env = "LOUPE_RETENTION_METRICS")]
-    pub retention_metrics: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
     /// Also run a built-in simulated shop that sends telemetry to this
     /// server, cycling through incidents, so there is data to look at.
     #[arg(long)]
@@ -83,31 +149,6 @@ pub struct ServeArgs {
     /// Requests per second of the demo workload.
     #[arg(long, default_value_t = 20.0)]
     pub demo_rate: f64,
-}
-
-/// The same keys, read from the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    otlp_grpc: Option<SocketAddr>,
-    otlp_http: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    max_request_size: Option<String>,
-    request_timeout: Option<String>,
-    wal_fsync: Option<String>,
-    flush_interval: Option<String>,
-    flush_size: Option<String>,
-    max_unflushed: Option<String>,
-    query_timeout: Option<String>,
-    query_memory_limit: Option<String>,
-    max_result_rows: Option<usize>,
-    compaction_interval: Option<String>,
-    compaction_target_size: Option<String>,
-    compaction_min_files: Option<usize>,
-    retention_logs: Option<String>,
-    retention_spans: Option<String>,
-    retention_metrics: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -126,136 +167,50 @@ impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServeConfig> {
         let file = match &self.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        let text = |cli: Option<String>, file: Option<String>| cli.or(file);
-        let data_dir = self
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./loupe-data"));
-        let mut storage = StorageConfig::new(data_dir);
-        if let Some(mode) = text(self.wal_fsync, file.wal_fsync) {
-            storage.wal_sync = match mode.as_str() {
-                "always" => SyncMode::Always,
-                "never" => SyncMode::Never,
-                other => bail!("wal_fsync must be `always` or `never`, not {other:?}"),
-            };
-        }
-        if let Some(v) = text(self.flush_interval, file.flush_interval) {
-            storage.flush_interval = parse_duration(&v).context("flush_interval")?;
-        }
-        if let Some(v) = text(self.flush_size, file.flush_size) {
-            storage.flush_bytes = parse_size(&v).context("flush_size")?;
-        }
-        if let Some(v) = text(self.max_unflushed, file.max_unflushed) {
-            storage.max_unflushed_bytes = parse_size(&v).context("max_unflushed")?;
-        }
+        let s = self.settings.resolve(file)?;
+        let mut storage = StorageConfig::new(s.data_dir);
+        storage.wal_sync = s.wal_fsync;
+        storage.flush_interval = s.flush_interval.0;
+        storage.flush_bytes = s.flush_size.0;
+        storage.max_unflushed_bytes = s.max_unflushed.0;
         let m = &mut storage.maintenance;
-        if let Some(v) = text(self.compaction_interval, file.compaction_interval) {
-            m.interval = parse_duration(&v).context("compaction_interval")?;
-        }
-        if let Some(v) = text(self.compaction_target_size, file.compaction_target_size) {
-            m.target_bytes = parse_size(&v).context("compaction_target_size")? as u64;
-        }
-        if let Some(v) = self.compaction_min_files.or(file.compaction_min_files) {
-            m.min_files = v.max(2);
-        }
-        for (i, (cli, file, name)) in [
-            (self.retention_logs, file.retention_logs, "retention_logs"),
-            (
-                self.retention_spans,
-                file.retention_spans,
-                "retention_spans",
-            ),
-            (
-                self.retention_metrics,
-                file.retention_metrics,
-                "retention_metrics",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if let Some(v) = text(cli, file) {
-                m.retention[i] = parse_duration(&v).context(name)?;
-            }
-        }
-        let mut query = QueryConfig::default();
-        if let Some(v) = text(self.query_timeout, file.query_timeout) {
-            query.timeout = parse_duration(&v).context("query_timeout")?;
-        }
-        if let Some(v) = text(self.query_memory_limit, file.query_memory_limit) {
-            query.memory_limit = parse_size(&v).context("query_memory_limit")?;
-        }
-        if let Some(v) = self.max_result_rows.or(file.max_result_rows) {
-            query.max_result_rows = v.max(1);
-        }
-        let max_request_bytes = match text(self.max_request_size, file.max_request_size) {
-            Some(v) => parse_size(&v).context("max_request_size")?,
-            None => 16 << 20,
-        };
-        let request_timeout = match text(self.request_timeout, file.request_timeout) {
-            Some(v) => parse_duration(&v).context("request_timeout")?,
-            None => Duration::from_secs(30),
-        };
-        let addr = |a: Option<SocketAddr>,
-                    b: Option<SocketAddr>,
-                    default: &str|
-         -> anyhow::Result<SocketAddr> {
-            match a.or(b) {
-                Some(addr) => Ok(addr),
-                None => default.parse().context("default address"),
-            }
+        m.interval = s.compaction_interval.0;
+        m.target_bytes = s.compaction_target_size.0 as u64;
+        m.min_files = s.compaction_min_files.max(2);
+        m.retention = [
+            s.retention_logs.0,
+            s.retention_spans.0,
+            s.retention_metrics.0,
+        ];
+        let query = QueryConfig {
+            timeout: s.query_timeout.0,
+            memory_limit: s.query_memory_limit.0,
+            max_result_rows: s.max_result_rows.max(1),
+            ..QueryConfig::default()
         };
         Ok(ServeConfig {
-            otlp_grpc: addr(self.otlp_grpc, file.otlp_grpc, "127.0.0.1:4317")?,
-            otlp_http: addr(self.otlp_http, file.otlp_http, "127.0.0.1:4318")?,
-            http: addr(self.http, file.http, "127.0.0.1:7080")?,
-            max_request_bytes,
-            request_timeout,
+            otlp_grpc: s.otlp_grpc,
+            otlp_http: s.otlp_http,
+            http: s.http,
+            max_request_bytes: s.max_request_size.0,
+            request_timeout: s.request_timeout.0,
             storage,
             query,
         })
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-/// Splits `"15s"` into `(15.0, "s")`.
-fn number_and_unit(text: &str) -> anyhow::Result<(f64, &str)> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    Ok((number.parse()?, unit.trim()))
-}
-
-/// `300ms`, `15s`, `5m`, `2h`, or a plain number of seconds — the same
-/// durations the capacity API takes.
+/// A duration flag of `loupe gen` and other subcommands, in the shared grammar.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    loupe_capacity::duration_text::parse(text).map_err(anyhow::Error::msg)
-}
-
-/// `512MiB`, `16MB`, `1GiB`, `4096`, … (bytes).
-pub fn parse_size(text: &str) -> anyhow::Result<usize> {
-    let (n, unit) =
-        number_and_unit(text).with_context(|| format!("{text:?} is not a size like 64MiB"))?;
-    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        other => bail!("unknown size unit {other:?} in {text:?}: use B, KiB, MiB or GiB"),
-    };
-    Ok((n * scale) as usize)
+    Ok(loupe_base::duration::parse(text)?)
 }
 
 #[cfg(test)]
@@ -263,36 +218,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_durations_and_sizes() {
-        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
     fn flags_beat_the_file_which_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("loupe.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nquery_timeout = \"5s\"\n",
+            "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nquery_timeout = \"1.5h\"\nwal_fsync = \"never\"\n",
         )
         .unwrap();
         let args = ServeArgs {
             config: Some(path),
-            http: Some("127.0.0.1:9100".parse().unwrap()),
+            settings: Settings {
+                http: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let config = args.resolve().unwrap();
         assert_eq!(config.http.port(), 9100);
         assert_eq!(config.storage.data_dir, PathBuf::from("/from/file"));
-        assert_eq!(config.query.timeout, Duration::from_secs(5));
+        assert_eq!(config.query.timeout, Duration::from_secs(5400));
+        assert_eq!(config.storage.wal_sync, SyncMode::Never);
         assert_eq!(config.otlp_grpc.port(), 4317);
         assert_eq!(config.max_request_bytes, 16 << 20);
+        assert_eq!(
+            config.storage.maintenance.retention[2],
+            Duration::from_secs(30 * 86400)
+        );
+    }
+
+    #[test]
+    fn the_file_is_checked_like_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "wal_fsync = \"sometimes\"",
+            "flush_interval = \"soon\"",
+            "flush_size = \"lots\"",
+            "no_such_key = 1",
+        ] {
+            let path = dir.path().join("bad.toml");
+            std::fs::write(&path, bad).unwrap();
+            let args = ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            };
+            assert!(args.resolve().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn every_default_parses_and_the_readme_agrees() {
+        Settings::default()
+            .resolve(Settings::default())
+            .expect("defaults parse");
+        let readme = include_str!("../README.md");
+        let mut checked = 0;
+        for line in readme.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | `--a` / `--b` | `LOUPE_A` / `LOUPE_B` | `x` / `y` |
+            let flags: Vec<&str> = cells[1].split(" / ").collect();
+            let defaults: Vec<&str> = cells[3].split(" / ").collect();
+            for (flag, default) in flags.iter().zip(&defaults) {
+                let key = flag
+                    .trim_matches('`')
+                    .trim_start_matches("--")
+                    .replace('-', "_");
+                let default = default.split('`').nth(1).unwrap_or(default);
+                let (_, _, ours) = DEFAULTS
+                    .iter()
+                    .find(|(k, _, _)| *k == key)
+                    .unwrap_or_else(|| panic!("README lists unknown setting {key}"));
+                assert_eq!(*ours, default, "README default of {key}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} README defaults found");
     }
 }

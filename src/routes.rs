@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use loupe_base::self_metrics::Registry;
 use loupe_query::QueryEngine;
 use loupe_query::api::error_response;
-use loupe_storage::metrics::Registry;
 use loupe_storage::{Signal, Storage};
 
 #[derive(Clone)]

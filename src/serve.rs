@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use loupe_base::self_metrics::Registry;
 use loupe_ingest::Ingestor;
 use loupe_query::QueryEngine;
 use loupe_storage::Storage;
-use loupe_storage::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

@@ -60,6 +60,7 @@ impl Server {
     /// SIGTERM and a clean exit (which flushes everything).
     pub fn stop(mut self) {
         // SAFETY: a plain signal to our own child.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }

@@ -202,26 +202,13 @@ async fn delete_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<Str
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A time: RFC 3339, ns since the epoch, or `now` / `now-15m`.
+/// A time in a request body: a JSON number of ns since the epoch, or any
+/// text of the shared time grammar (RFC 3339, `now-1.5h`, `now-1w`, ns).
 fn parse_time(value: &Value, now_ms: i64) -> Result<i64, String> {
     match value {
         Value::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a time")),
         Value::String(s) => {
-            if let Ok(ns) = s.parse::<i64>() {
-                return Ok(ns);
-            }
-            if let Some(rest) = s.strip_prefix("now") {
-                let ago = match rest.strip_prefix('-') {
-                    Some(d) => crate::duration_text::parse(d)?,
-                    None if rest.is_empty() => std::time::Duration::ZERO,
-                    None => return Err(format!("{s:?} is not a time like now-15m")),
-                };
-                return Ok(now_ms * 1_000_000 - ago.as_nanos() as i64);
-            }
-            chrono::DateTime::parse_from_rfc3339(s)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .ok_or_else(|| format!("{s:?} is not RFC 3339, ns since the epoch or now-…"))
+            loupe_base::time_expr::parse(s, now_ms * 1_000_000).map_err(|e| e.to_string())
         }
         other => Err(format!("{other} is not a time")),
     }
@@ -389,7 +376,7 @@ struct ManualTask {
     #[serde(default)]
     reason: Option<String>,
     /// Keep the evaluator from changing the count for this long (`30m`).
-    #[serde(default, with = "crate::duration_text::option")]
+    #[serde(default, with = "loupe_base::duration::option")]
     hold: Option<std::time::Duration>,
 }
 
@@ -452,6 +439,14 @@ mod tests {
         assert_eq!(
             parse_time(&json!("1970-01-01T00:00:01Z"), now_ms),
             Ok(1_000_000_000)
+        );
+        assert_eq!(
+            parse_time(&json!("now-1w"), now_ms),
+            Ok((now_ms - 7 * 86_400_000) * 1_000_000)
+        );
+        assert_eq!(
+            parse_time(&json!("now-1.5h"), now_ms),
+            Ok((now_ms - 5_400_000) * 1_000_000)
         );
         assert!(parse_time(&json!("yesterday"), now_ms).is_err());
         assert!(parse_time(&json!(true), now_ms).is_err());

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{CapacityError, Result};
-use crate::load::{Telemetry, query, quote, ts};
+use crate::load::{Telemetry, query};
 use crate::usl::Usl;
+use loupe_base::sql_literal::{quote, timestamp as ts};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,7 +145,7 @@ pub struct LoadTestRequest {
     #[serde(default)]
     pub slo: Option<Slo>,
     /// Step length when the spans carry no `loadtest.concurrency`.
-    #[serde(default = "ten_seconds", with = "crate::duration_text")]
+    #[serde(default = "ten_seconds", with = "loupe_base::duration")]
     pub step: std::time::Duration,
     #[serde(default)]
     pub load_test_id: Option<String>,

@@ -6,6 +6,8 @@ pub enum CapacityError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Outbox(#[from] loupe_notify::NotifyError),
+    #[error(transparent)]
+    CatalogDb(#[from] loupe_catalog::CatalogDbError),
     /// The request is wrong (HTTP 400).
     #[error("{0}")]
     Invalid(String),

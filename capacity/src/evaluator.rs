@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -20,7 +20,9 @@ use crate::hpa::{self, History, SignalReading};
 use crate::load::{self, Scope, Telemetry, Window};
 use crate::policy::{Fallback, PolicySpec, SignalSpec};
 use crate::schedule;
-use crate::store::{CapacityStore, Endpoint, NewTask, rfc3339};
+use crate::store::{CapacityStore, Endpoint, NewTask};
+pub use loupe_base::clock::now_ms;
+use loupe_base::clock::rfc3339_ms as rfc3339;
 
 /// Spans reach storage a few seconds after they end (SDK batching), so the
 /// load window ends this long before now.
@@ -58,13 +60,6 @@ pub struct Capacity {
     units: Mutex<HashMap<(String, String), Unit>>,
     /// When each service was last evaluated (ms).
     last_pass: Mutex<HashMap<String, i64>>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn since_epoch(ms: i64) -> Duration {
@@ -243,7 +238,7 @@ impl Capacity {
                     reading.value = None;
                     errors.push(json!({"signal": signal.name(), "error": format!(
                         "no telemetry from {service} in the last {}",
-                        crate::duration_text::format(policy.instance_window)
+                        loupe_base::duration::format(policy.instance_window)
                     )}));
                 }
             }
@@ -322,7 +317,7 @@ impl Capacity {
             })),
             "schedule": {"floor": floor, "windows": windows},
             "hold_until": hold.map(rfc3339),
-            "window": crate::duration_text::format(policy.load_window),
+            "window": loupe_base::duration::format(policy.load_window),
         });
         self.commit(
             service,

@@ -7,7 +7,6 @@
 pub mod api;
 pub mod baseline;
 pub mod cron;
-pub mod duration_text;
 mod error;
 pub mod evaluator;
 pub mod hpa;

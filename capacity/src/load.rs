@@ -23,15 +23,7 @@ pub trait Telemetry: Send + Sync + 'static {
     fn rows(&self, sql: String) -> BoxFuture<'_, Result<Vec<Row>, String>>;
 }
 
-/// A SQL string literal.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A timestamp literal from ns since the epoch.
-pub fn ts(ns: i64) -> String {
-    format!("to_timestamp_nanos({ns})")
-}
+use loupe_base::sql_literal::{quote, timestamp as ts};
 
 /// What is being measured: a service, or one region of it.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration_text;
 use crate::hpa::{self, Behavior, Limits, PolicyKind, Rules, Select};
+use loupe_base::duration as duration_text;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +55,7 @@ pub struct PolicySpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesSpec {
-    #[serde(default, with = "crate::duration_text::option")]
+    #[serde(default, with = "loupe_base::duration::option")]
     pub stabilization_window: Option<Duration>,
     #[serde(default)]
     pub policies: Option<Vec<RatePolicySpec>>,

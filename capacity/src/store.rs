@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -16,10 +15,13 @@ use crate::baseline::Baseline;
 use crate::error::{CapacityError, Result};
 use crate::policy::PolicySpec;
 use crate::schedule::Schedule;
+use loupe_base::clock::rfc3339_ms as rfc3339;
 use loupe_notify::outbox;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS capacity_baselines (
+/// The capacity tables in the catalog database.
+pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
+    component: "capacity",
+    migrations: &["CREATE TABLE IF NOT EXISTS capacity_baselines (
     service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS capacity_policies (
     service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
@@ -54,8 +56,8 @@ CREATE INDEX IF NOT EXISTS capacity_tasks_by_time ON capacity_tasks (created_at)
 CREATE INDEX IF NOT EXISTS capacity_decisions_by_time ON capacity_decisions (at);
 CREATE TABLE IF NOT EXISTS capacity_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, region TEXT NOT NULL,
-    at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
-";
+    at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);"],
+};
 
 /// Decisions and events older than this are deleted as new ones arrive.
 const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -109,12 +111,6 @@ pub struct Endpoint {
     pub secret: Option<String>,
 }
 
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| CapacityError::Internal(e.to_string()))
 }
@@ -125,12 +121,9 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
 
 impl CapacityStore {
     pub fn open(path: &Path) -> Result<CapacityStore> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        outbox::migrate(&conn)?;
+        // Decisions write their webhook into notify's outbox in the same
+        // transaction, so this connection migrates both schemas.
+        let conn = loupe_catalog::open(path, &[&SCHEMA, &outbox::SCHEMA])?;
         Ok(CapacityStore {
             conn: Mutex::new(conn),
         })
@@ -338,11 +331,11 @@ impl CapacityStore {
                    AND seq NOT IN (SELECT max(seq) FROM capacity_tasks GROUP BY service, region)",
                 params![now_ms - KEEP_HISTORY_MS],
             )?;
-            tx.execute(
-                "DELETE FROM webhook_outbox WHERE created_at < ?1 AND state != 'pending'
-                   AND id NOT IN (SELECT id FROM capacity_tasks)",
-                params![now_ms - KEEP_HISTORY_MS],
-            )?;
+            let old_kept: Vec<String> = tx
+                .prepare("SELECT id FROM capacity_tasks WHERE created_at < ?1")?
+                .query_map(params![now_ms - KEEP_HISTORY_MS], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            outbox::prune(&tx, now_ms - KEEP_HISTORY_MS, &old_kept)?;
         }
         tx.commit()?;
         Ok(created)

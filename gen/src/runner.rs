@@ -166,13 +166,6 @@ struct Item {
     records: u64,
 }
 
-fn unix_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 /// Runs until the duration (or the load test) ends or `stop` is set.
 pub async fn run(config: GenConfig, stop: Arc<AtomicBool>) -> Result<Report, GenError> {
     if (config.rate.is_nan() || config.rate <= 0.0) && config.scenario != Scenario::LoadTestRamp {
@@ -191,7 +184,7 @@ pub async fn run(config: GenConfig, stop: Arc<AtomicBool>) -> Result<Report, Gen
             .unwrap_or_else(|| duration.map_or(120.0, |d| d / 3.0)),
         spike_secs: config.spike_secs,
     };
-    let start_ns = unix_nanos();
+    let start_ns = loupe_base::clock::now_nanos();
     if let Some(path) = &config.truth {
         let lt = (config.scenario == Scenario::LoadTestRamp).then(|| load_test.truth(start_ns));
         let truth = plan.truth(config.seed, start_ns, lt);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use loupe_storage::metrics::{Counter, Registry};
+use loupe_base::self_metrics::{Counter, Registry};
 use loupe_storage::{Signal, Storage};
 
 use crate::error::IngestError;
@@ -100,7 +100,7 @@ impl Ingestor {
         transport: Transport,
         wire_bytes: usize,
     ) -> Result<Outcome, IngestError> {
-        let received = now_nanos();
+        let received = loupe_base::clock::now_nanos();
         let converted = request
             .convert(received)
             .map_err(|e| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL)))?;
@@ -134,11 +134,4 @@ impl Ingestor {
             c.bytes_rejected.inc_by(wire_bytes as u64);
         }
     }
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }

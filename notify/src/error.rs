@@ -4,6 +4,8 @@ use thiserror::Error;
 pub enum NotifyError {
     #[error("webhook outbox database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    CatalogDb(#[from] loupe_catalog::CatalogDbError),
     #[error("webhook client: {0}")]
     Client(String),
 }

@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use crate::error::Result;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS webhook_outbox (
+/// The outbox tables in the catalog database.
+pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
+    component: "notify",
+    migrations: &["CREATE TABLE IF NOT EXISTS webhook_outbox (
     id              TEXT PRIMARY KEY,
     url             TEXT NOT NULL,
     secret          TEXT,
@@ -33,13 +35,25 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     url         TEXT PRIMARY KEY,
     disabled_at INTEGER NOT NULL,
     reason      TEXT NOT NULL
-);
-";
+);"],
+};
 
-/// Creates the outbox tables if they are missing.
-pub fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    Ok(())
+/// Deletes delivered, failed and superseded messages created before
+/// `before_ms`, except those in `keep` (ids a caller still shows the
+/// delivery state of). Pending messages are never pruned.
+pub fn prune(conn: &Connection, before_ms: i64, keep: &[String]) -> Result<usize> {
+    let mut select = conn.prepare_cached(
+        "SELECT id FROM webhook_outbox WHERE created_at < ?1 AND state != 'pending'",
+    )?;
+    let old: Vec<String> = select
+        .query_map(params![before_ms], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete = conn.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?;
+    let mut pruned = 0;
+    for id in old.iter().filter(|id| !keep.contains(id)) {
+        pruned += delete.execute([id])?;
+    }
+    Ok(pruned)
 }
 
 /// Where a message is in its life.
@@ -282,6 +296,25 @@ pub(crate) fn record(
 mod tests {
     use super::*;
 
+    #[test]
+    fn prune_keeps_pending_recent_and_referenced_messages() {
+        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
+        for id in ["old-done", "old-kept", "old-pending", "new-done"] {
+            let created = if id.starts_with("old") { 1 } else { 100 };
+            enqueue(&conn, &message(id, id), created).unwrap();
+        }
+        for due in due(&conn, 1_000, 10).unwrap() {
+            if due.id != "old-pending" {
+                record(&mut conn, &due, &Outcome::Delivered { status: 200 }, 1_000).unwrap();
+            }
+        }
+        assert_eq!(prune(&conn, 50, &["old-kept".to_string()]).unwrap(), 1);
+        assert!(status(&conn, "old-done").unwrap().is_none());
+        for id in ["old-kept", "old-pending", "new-done"] {
+            assert!(status(&conn, id).unwrap().is_some(), "{id} pruned");
+        }
+    }
+
     fn message(id: &str, key: &str) -> Message {
         Message {
             id: id.into(),
@@ -295,8 +328,7 @@ mod tests {
 
     #[test]
     fn newer_message_supersedes_only_pending_ones_with_its_key() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&conn).unwrap();
+        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
         enqueue(&conn, &message("a", "cart"), 1).unwrap();
         enqueue(&conn, &message("b", "payment"), 1).unwrap();
         let due_now = due(&conn, 1, 10).unwrap();
@@ -332,8 +364,7 @@ mod tests {
 
     #[test]
     fn gone_endpoint_fails_its_messages_until_enabled_again() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&conn).unwrap();
+        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
         enqueue(&conn, &message("a", "x"), 1).unwrap();
         enqueue(&conn, &message("b", "y"), 1).unwrap();
         let first = due(&conn, 1, 1).unwrap().remove(0);

@@ -30,8 +30,13 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, BadSecret> {
     STANDARD.decode(b64).map_err(|e| BadSecret(e.to_string()))
 }
 
-/// The `webhook-signature` header value.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, BadSecret> {
+/// The MAC over `{id}.{timestamp}.{body}`, ready to finalize or verify.
+fn message_mac(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<Hmac<Sha256>, BadSecret> {
     let key = secret_key(secret)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| BadSecret(e.to_string()))?;
     mac.update(id.as_bytes());
@@ -39,6 +44,12 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
+    Ok(mac)
+}
+
+/// The `webhook-signature` header value.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, BadSecret> {
+    let mac = message_mac(secret, id, timestamp, body)?;
     Ok(format!(
         "v1,{}",
         STANDARD.encode(mac.finalize().into_bytes())
@@ -61,8 +72,14 @@ pub fn verify(
     body: &[u8],
     header: &str,
 ) -> Result<bool, BadSecret> {
-    let expected = sign(secret, id, timestamp, body)?;
-    Ok(header.split(' ').any(|candidate| candidate == expected))
+    let mac = message_mac(secret, id, timestamp, body)?;
+    // Compared in constant time (the MAC's own verify), so response timing
+    // reveals nothing about how much of a forged signature was right.
+    Ok(header
+        .split(' ')
+        .filter_map(|candidate| candidate.strip_prefix("v1,"))
+        .filter_map(|b64| STANDARD.decode(b64).ok())
+        .any(|tag| mac.clone().verify_slice(&tag).is_ok()))
 }
 
 #[cfg(test)]
@@ -92,5 +109,27 @@ mod tests {
         );
         let secret = generate_secret();
         assert!(secret_key(&secret).is_ok_and(|k| k.len() == 24));
+    }
+
+    #[test]
+    fn refuses_wrong_truncated_and_malformed_signatures() {
+        let (secret, id, ts, body) = ("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_1", 7, b"{}");
+        let good = sign(secret, id, ts, body).unwrap();
+        assert!(verify(secret, id, ts, body, &good).unwrap());
+        let tag = good.strip_prefix("v1,").unwrap();
+        for bad in [
+            String::new(),
+            tag.to_string(),
+            format!("v2,{tag}"),
+            format!("v1,{}", &tag[..tag.len() - 4]),
+            "v1,not base64!".to_string(),
+            good.replace(&tag[..4], "AAAA"),
+        ] {
+            assert!(
+                !verify(secret, id, ts, body, &bad).unwrap(),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(!verify(secret, id, ts + 1, body, &good).unwrap());
     }
 }

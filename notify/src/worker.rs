@@ -9,7 +9,9 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use loupe_base::clock::now_ms;
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -64,22 +66,11 @@ const RETRY_AFTER_CAP_MS: i64 = 3_600_000;
 /// Messages attempted per pass; the rest wait for the next one.
 const BATCH: usize = 64;
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 impl Worker {
     /// Opens its own connection to the database at `path` (creating the
     /// outbox tables if needed).
     pub fn open(path: PathBuf, config: WorkerConfig) -> Result<Worker> {
-        let conn = Connection::open(&path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        outbox::migrate(&conn)?;
+        let conn = loupe_catalog::open(&path, &[&outbox::SCHEMA])?;
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)

@@ -14,7 +14,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
-use loupe_storage::metrics::{Counter, Histogram, Registry};
+use loupe_base::self_metrics::{Counter, Histogram, Registry};
 use loupe_storage::{STORE_URL, Signal, Storage};
 use tokio::sync::Semaphore;
 

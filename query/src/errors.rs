@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use crate::api::error_response;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::internal_sql::{quote, rows};
+use crate::internal_sql::rows;
 use crate::patterns::template;
 use crate::time_param;
+use loupe_base::sql_literal::quote;
 
 const SAMPLE: usize = 50_000;
 const TOP_FRAMES: usize = 2;
@@ -81,9 +82,7 @@ impl Group {
 }
 
 async fn groups(engine: &QueryEngine, p: &ErrorParams) -> Result<Value, QueryError> {
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
-    let start = time_param::parse(p.start.as_deref().unwrap_or("now-1h"), now)?;
+    let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-1h")?;
     let service = p
         .service
         .as_deref()

@@ -8,16 +8,6 @@ use crate::engine::QueryEngine;
 use crate::error::{QueryError, from_datafusion};
 use crate::output;
 
-/// A SQL string literal (quotes doubled), for values from requests.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A timestamp literal from ns since the epoch.
-pub fn ts(ns: i64) -> String {
-    format!("to_timestamp_nanos({ns})")
-}
-
 /// Runs SQL that came from a user (e.g. a capacity policy's signal)
 /// through the SQL API's sandbox and limits; one JSON object per row.
 pub async fn sandboxed_rows(

@@ -50,10 +50,6 @@ struct SearchParams {
     service: Option<String>,
 }
 
-fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-}
-
 fn ts(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(ns),
@@ -124,12 +120,7 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
     use std::collections::{BTreeMap, BinaryHeap};
 
     let started = Instant::now();
-    let now = now_nanos();
-    let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
-    let start = time_param::parse(p.start.as_deref().unwrap_or("now-1h"), now)?;
-    if start > end {
-        return Err(QueryError::Invalid("start is after end".into()));
-    }
+    let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-1h")?;
     let limit = p.limit.unwrap_or(100).min(MAX_LIMIT);
     let query = index_query(p.q.as_deref(), p.service.as_deref());
     loupe_storage::log_index::validate_query(&query).map_err(storage_error)?;
@@ -247,7 +238,7 @@ async fn context(
 }
 
 async fn run_context(engine: &QueryEngine, p: ContextParams) -> Result<Value, QueryError> {
-    let at = time_param::parse(&p.time, now_nanos())?;
+    let at = time_param::parse(&p.time, loupe_base::clock::now_nanos())?;
     let (before, after) = (
         p.before.unwrap_or(10).min(MAX_CONTEXT),
         p.after.unwrap_or(10).min(MAX_CONTEXT),
@@ -309,10 +300,8 @@ async fn patterns(
 /// Templates of the window's log lines with counts, marked new or surging
 /// against the window of the same length just before.
 async fn run_patterns(engine: &QueryEngine, p: PatternParams) -> Result<Value, QueryError> {
-    let now = now_nanos();
-    let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
-    let start = time_param::parse(p.start.as_deref().unwrap_or("now-15m"), now)?;
-    if start >= end {
+    let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-15m")?;
+    if start == end {
         return Err(QueryError::Invalid("start must be before end".into()));
     }
     let service = p.service.as_deref();

@@ -21,18 +21,7 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
         .iter()
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
-    let rows: Vec<Value> = to_objects(out)?
-        .into_iter()
-        .map(|mut obj| {
-            Value::Array(
-                out.schema
-                    .fields()
-                    .iter()
-                    .map(|f| obj.remove(f.name()).unwrap_or(Value::Null))
-                    .collect(),
-            )
-        })
-        .collect();
+    let rows: Vec<Value> = to_rows(out)?.into_iter().map(Value::Array).collect();
     Ok(json!({
         "columns": columns,
         "rows": rows,
@@ -41,20 +30,47 @@ pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
     }))
 }
 
-/// Each row as a JSON object keyed by column name (nulls included).
+/// Each row as a list of JSON values in column order, so that two columns
+/// with the same name (a self-join) both keep their values.
+pub fn to_rows(out: &QueryOutput) -> Result<Vec<Vec<Value>>, ArrowError> {
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for batch in out.batches.iter().filter(|b| b.num_rows() > 0) {
+        let first = rows.len();
+        rows.extend((0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())));
+        for column in batch.columns() {
+            // One column at a time under a fixed name: JSON objects cannot
+            // hold duplicate keys, positions can.
+            let single = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    "v",
+                    column.data_type().clone(),
+                    true,
+                )])),
+                vec![column.clone()],
+            )?;
+            let mut writer = JsonWriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
+            writer.write(&single)?;
+            writer.finish()?;
+            let values: Vec<Map<String, Value>> = serde_json::from_slice(&writer.into_inner())
+                .map_err(|e| ArrowError::JsonError(e.to_string()))?;
+            for (row, mut value) in rows[first..].iter_mut().zip(values) {
+                row.push(value.remove("v").unwrap_or(Value::Null));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Each row as a JSON object keyed by column name (nulls included), for
+/// internal queries whose column names are distinct.
 pub fn to_objects(out: &QueryOutput) -> Result<Vec<Map<String, Value>>, ArrowError> {
-    let mut writer = JsonWriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
-    for batch in &out.batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    let text = writer.into_inner();
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&text).map_err(|e| ArrowError::JsonError(e.to_string()))
+    let names: Vec<&String> = out.schema.fields().iter().map(|f| f.name()).collect();
+    Ok(to_rows(out)?
+        .into_iter()
+        .map(|row| names.iter().map(|n| n.to_string()).zip(row).collect())
+        .collect())
 }
 
 /// CSV with a header row; nested values (maps, lists) are written as text.

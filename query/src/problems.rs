@@ -29,9 +29,10 @@ use serde_json::{Value, json};
 use crate::api::error_response;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::internal_sql::{quote, rows, ts};
+use crate::internal_sql::rows;
 use crate::patterns::PatternCounts;
 use crate::time_param;
+use loupe_base::sql_literal::{quote, timestamp as ts};
 
 const MIN_SPANS: f64 = 20.0;
 const MIN_EXCESS_ERRORS: f64 = 5.0;
@@ -496,7 +497,7 @@ pub async fn warn_patterns(
 }
 
 async fn problems(engine: &QueryEngine, p: &ProblemParams) -> Result<Value, QueryError> {
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let now = loupe_base::clock::now_nanos();
     let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
     let start = time_param::parse(p.start.as_deref().unwrap_or("now-15m"), now)?;
     if start >= end {

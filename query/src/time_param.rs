@@ -1,91 +1,80 @@
-//! Times in API parameters: RFC 3339 (`2026-11-26T14:00:00Z`), relative to
-//! now (`now`, `now-15m`, `now-2h`, `now+30s`) or nanoseconds since the epoch.
+//! Times and durations in API parameters: the shared grammar of
+//! [`loupe_base::time_expr`] and [`loupe_base::duration`], answered as
+//! [`QueryError::Invalid`] so every API reports a bad time the same way.
 
-use chrono::DateTime;
+use loupe_base::{clock, duration, time_expr};
 
 use crate::error::QueryError;
 
-/// Parses `text` to ns since the epoch; `now` is the current time in ns.
+/// Parses `text` to ns since the epoch; `now` is what `now` means.
 pub fn parse(text: &str, now: i64) -> Result<i64, QueryError> {
-    let t = text.trim();
-    if let Some(rest) = t.strip_prefix("now") {
-        if rest.is_empty() {
-            return Ok(now);
-        }
-        let (sign, amount) = match rest.split_at(1) {
-            ("-", a) => (-1, a),
-            ("+", a) => (1, a),
-            _ => return Err(bad(text)),
-        };
-        return Ok(now + sign * duration_nanos(amount).ok_or_else(|| bad(text))?);
+    time_expr::parse(text, now).map_err(|e| QueryError::Invalid(e.to_string()))
+}
+
+/// A request's `[start, end]` window: `end` defaults to now, `start` to
+/// `default_start` (e.g. `now-1h`); start after end is refused.
+pub fn window(
+    start: Option<&str>,
+    end: Option<&str>,
+    default_start: &str,
+) -> Result<(i64, i64), QueryError> {
+    let now = clock::now_nanos();
+    let end = parse(end.unwrap_or("now"), now)?;
+    let start = parse(start.unwrap_or(default_start), now)?;
+    if start > end {
+        return Err(QueryError::Invalid("start is after end".into()));
     }
-    if let Ok(ns) = t.parse::<i64>() {
-        return Ok(ns);
-    }
-    DateTime::parse_from_rfc3339(t)
-        .ok()
-        .and_then(|d| d.timestamp_nanos_opt())
-        .ok_or_else(|| bad(text))
+    Ok((start, end))
 }
 
-fn bad(text: &str) -> QueryError {
-    QueryError::Invalid(format!(
-        "{text:?} is not a time: use RFC 3339 (2026-11-26T14:00:00Z), now, now-15m, or nanoseconds since the epoch"
-    ))
+/// A duration parameter (`min_duration=250ms`, `step=1m`) in ns.
+pub fn duration_nanos(key: &str, text: &str) -> Result<i64, QueryError> {
+    duration::parse_nanos(text).map_err(|e| QueryError::Invalid(format!("{key}: {e}")))
 }
 
-/// `15m`, `2h`, `30s`, `500ms`, `7d` in ns.
-pub fn duration_nanos(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: i64 = n.parse().ok()?;
-    let scale: i64 = match unit {
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        "w" => 7 * 86_400_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
-
-/// A histogram bucket width for a time range: the smallest "round" width
-/// giving at most 120 buckets (so usually 60–120 of them).
+/// A histogram bucket width for a time range: the smallest round width
+/// giving at most 120 buckets. Consecutive widths differ by at most 2×, so
+/// a range of 1.2 s or more gets 60–120 buckets.
 pub fn bucket_width(range_ns: i64) -> i64 {
     const MS: i64 = 1_000_000;
     const S: i64 = 1_000 * MS;
-    const WIDTHS: [i64; 24] = [
+    const M: i64 = 60 * S;
+    const H: i64 = 60 * M;
+    const D: i64 = 24 * H;
+    const WIDTHS: [i64; 28] = [
         10 * MS,
         20 * MS,
+        30 * MS,
         50 * MS,
         100 * MS,
         200 * MS,
+        300 * MS,
         500 * MS,
         S,
         2 * S,
+        3 * S,
         5 * S,
         10 * S,
         15 * S,
         30 * S,
-        60 * S,
-        120 * S,
-        300 * S,
-        600 * S,
-        900 * S,
-        1800 * S,
-        3600 * S,
-        7200 * S,
-        10800 * S,
-        21600 * S,
-        43200 * S,
-        86400 * S,
+        M,
+        2 * M,
+        3 * M,
+        5 * M,
+        10 * M,
+        15 * M,
+        30 * M,
+        H,
+        2 * H,
+        3 * H,
+        6 * H,
+        12 * H,
+        D,
     ];
     WIDTHS
         .into_iter()
         .find(|w| range_ns / w <= 120)
-        .unwrap_or_else(|| (range_ns / 120 / (86400 * S) + 1) * 86400 * S)
+        .unwrap_or_else(|| (range_ns / 120 / D + 1) * D)
 }
 
 #[cfg(test)]
@@ -93,23 +82,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_absolute_relative_and_raw_times() {
-        let now = 1_000_000_000_000;
-        assert_eq!(parse("now", now).unwrap(), now);
-        assert_eq!(parse("now-15m", now).unwrap(), now - 900_000_000_000);
-        assert_eq!(parse("now+1s", now).unwrap(), now + 1_000_000_000);
-        assert_eq!(parse("1970-01-01T00:00:01Z", now).unwrap(), 1_000_000_000);
-        assert_eq!(parse("42", now).unwrap(), 42);
-        assert!(parse("yesterday", now).is_err());
-        assert!(parse("now-15q", now).is_err());
+    fn bad_times_are_invalid_requests() {
+        assert!(matches!(parse("now€", 0), Err(QueryError::Invalid(_))));
+        assert_eq!(parse("now-1s", 5_000_000_000).unwrap(), 4_000_000_000);
+        assert!(matches!(
+            duration_nanos("step", "soon"),
+            Err(QueryError::Invalid(m)) if m.starts_with("step:")
+        ));
     }
 
     #[test]
     fn buckets_number_sixty_to_one_hundred_twenty() {
-        for range_s in [60, 900, 3600, 6 * 3600, 86400, 7 * 86400] {
-            let range = range_s * 1_000_000_000i64;
+        // Every range from 1.2 s to a year, in small multiplicative steps.
+        let mut range: i64 = 1_200_000_000;
+        while range < 366 * 86_400_000_000_000 {
             let n = range / bucket_width(range);
-            assert!((30..=120).contains(&n), "{range_s}s → {n} buckets");
+            assert!((60..=120).contains(&n), "{range} ns → {n} buckets");
+            range += range / 37 + 1;
         }
         assert_eq!(bucket_width(3600 * 1_000_000_000), 30 * 1_000_000_000);
     }

@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 use crate::api::error_response;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::internal_sql::{quote, rows, ts};
+use crate::internal_sql::rows;
 use crate::time_param;
 use crate::trace_tree::{SpanTiming, TraceTree};
+use loupe_base::sql_literal::{quote, timestamp as ts};
 
 pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
@@ -38,19 +39,9 @@ fn reply(result: Result<Value, QueryError>) -> Response {
     }
 }
 
-fn now_nanos() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-}
-
 /// The `[start, end]` window of a request, defaulting to the last hour.
 fn window(start: Option<&str>, end: Option<&str>) -> Result<(i64, i64), QueryError> {
-    let now = now_nanos();
-    let end = time_param::parse(end.unwrap_or("now"), now)?;
-    let start = time_param::parse(start.unwrap_or("now-1h"), now)?;
-    if start > end {
-        return Err(QueryError::Invalid("start is after end".into()));
-    }
-    Ok((start, end))
+    time_param::window(start, end, "now-1h")
 }
 
 fn int(v: &Value) -> i64 {
@@ -199,9 +190,7 @@ async fn find_traces(
     }
     for (key, op) in [("min_duration", ">="), ("max_duration", "<=")] {
         if let Some(d) = p.get(key) {
-            let ns = time_param::duration_nanos(d).ok_or_else(|| {
-                QueryError::Invalid(format!("{key}={d:?} is not a duration like 250ms"))
-            })?;
+            let ns = time_param::duration_nanos(key, d)?;
             conditions.push(format!("duration_ns {op} {ns}"));
         }
     }
@@ -341,11 +330,10 @@ async fn red(engine: &QueryEngine, p: &WindowParams) -> Result<Value, QueryError
     }
     let mut series: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     if let Some(step) = &p.step {
-        let step_ns = time_param::duration_nanos(step)
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                QueryError::Invalid(format!("step={step:?} is not a duration like 1m"))
-            })?;
+        let step_ns = time_param::duration_nanos("step", step)?;
+        if step_ns <= 0 {
+            return Err(QueryError::Invalid("step must be positive".into()));
+        }
         if (end - start) / step_ns > 10_000 {
             return Err(QueryError::Invalid(
                 "step is too small for the window (over 10000 points)".into(),

@@ -61,34 +61,33 @@ pub struct SqliteCatalog {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS splits (
-    id          TEXT PRIMARY KEY,
-    signal      TEXT NOT NULL,
-    path        TEXT NOT NULL UNIQUE,
-    index_path  TEXT,
-    min_time    INTEGER NOT NULL,
-    max_time    INTEGER NOT NULL,
-    row_count   INTEGER NOT NULL,
-    byte_size   INTEGER NOT NULL,
-    services    TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS splits_by_time ON splits (signal, min_time, max_time);
-CREATE TABLE IF NOT EXISTS wal_progress (
-    signal       TEXT PRIMARY KEY,
-    flushed_seq  INTEGER NOT NULL
-);
-";
+/// The storage component's tables in the catalog database.
+pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
+    component: "storage",
+    migrations: &["
+    CREATE TABLE IF NOT EXISTS splits (
+        id          TEXT PRIMARY KEY,
+        signal      TEXT NOT NULL,
+        path        TEXT NOT NULL UNIQUE,
+        index_path  TEXT,
+        min_time    INTEGER NOT NULL,
+        max_time    INTEGER NOT NULL,
+        row_count   INTEGER NOT NULL,
+        byte_size   INTEGER NOT NULL,
+        services    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS splits_by_time ON splits (signal, min_time, max_time);
+    CREATE TABLE IF NOT EXISTS wal_progress (
+        signal       TEXT PRIMARY KEY,
+        flushed_seq  INTEGER NOT NULL
+    );"],
+};
 
 impl SqliteCatalog {
     pub fn open(path: &Path) -> Result<SqliteCatalog> {
-        let conn = Connection::open(path)?;
         // WAL journal + FULL sync: a committed flush survives power loss.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = loupe_catalog::open(path, &[&SCHEMA])?;
         Ok(SqliteCatalog {
             conn: Mutex::new(conn),
         })

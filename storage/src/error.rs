@@ -21,6 +21,8 @@ pub enum StorageError {
     ShuttingDown,
     #[error("catalog: {0}")]
     Catalog(#[from] rusqlite::Error),
+    #[error(transparent)]
+    CatalogDb(#[from] loupe_catalog::CatalogDbError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet: {0}")]

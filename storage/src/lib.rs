@@ -8,7 +8,6 @@ mod ipc;
 pub mod log_index;
 mod maintenance;
 mod memtable;
-pub mod metrics;
 mod schema;
 mod split_store;
 mod split_writer;

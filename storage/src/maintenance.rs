@@ -104,7 +104,7 @@ impl Storage {
         let mut done = 0;
         for signal in Signal::ALL {
             let splits = self.snapshot(signal).splits;
-            for group in plan_merges(&splits, &config, now_nanos()) {
+            for group in plan_merges(&splits, &config, loupe_base::clock::now_nanos()) {
                 self.merge(signal, group).await?;
                 done += 1;
             }
@@ -145,7 +145,7 @@ impl Storage {
     /// Drops every split past its signal's retention; returns how many.
     pub async fn enforce_retention(&self) -> Result<usize> {
         let config = self.maintenance_config().clone();
-        let now = now_nanos();
+        let now = loupe_base::clock::now_nanos();
         let mut dropped = 0;
         for signal in Signal::ALL {
             let cutoff = now
@@ -167,13 +167,6 @@ impl Storage {
         }
         Ok(dropped)
     }
-}
-
-pub(crate) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

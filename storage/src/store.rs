@@ -17,13 +17,13 @@ use crate::error::{Result, StorageError};
 use crate::log_index::LogIndex;
 use crate::maintenance::MaintenanceConfig;
 use crate::memtable::{MemBatch, Memtable};
-use crate::metrics::{Counter, Gauge, Histogram, Registry};
 use crate::schema::Signal;
 use crate::split_store::SplitStore;
 use crate::trace_index::{self, TraceIndexHead};
 use crate::wal::{SyncMode, Wal};
 use crate::writer::{self, Append, Command};
 use crate::{ipc, split_writer};
+use loupe_base::self_metrics::{Counter, Gauge, Histogram, Registry};
 
 /// How storage behaves; every field has a production default.
 #[derive(Debug, Clone)]
@@ -746,7 +746,7 @@ mod maintenance_tests {
         let storage = Storage::open(config.clone(), &Registry::default())
             .await
             .unwrap();
-        let now = crate::maintenance::now_nanos();
+        let now = loupe_base::clock::now_nanos();
         for i in 0..4 {
             storage
                 .append(

@@ -41,6 +41,27 @@ pub enum SyncMode {
     Never,
 }
 
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "always" => Ok(SyncMode::Always),
+            "never" => Ok(SyncMode::Never),
+            other => Err(format!(
+                "{other:?} is not a WAL fsync mode: use always or never"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SyncMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug)]
 struct ClosedSegment {
     path: PathBuf,

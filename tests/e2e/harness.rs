@@ -125,6 +125,8 @@ impl Loupe {
     /// SIGTERM, and expect a clean exit.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: a plain signal to our own child.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGTERM);
             }

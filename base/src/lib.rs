@@ -1,0 +1,14 @@
+//! The few primitives every Loupe crate needs, kept in one place so that
+//! each has exactly one definition: the clock, the grammar of times and
+//! durations that every API, flag and config key accepts, SQL literal
+//! quoting, and the self-metrics registry behind `/metrics`.
+//!
+//! Nothing here knows about telemetry, storage or HTTP; it sits below every
+//! other crate.
+
+pub mod clock;
+pub mod duration;
+pub mod self_metrics;
+pub mod size;
+pub mod sql_literal;
+pub mod time_expr;
