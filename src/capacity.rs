@@ -27,13 +27,15 @@ impl Telemetry for EngineTelemetry {
     }
 }
 
-/// Capacity planning, opened but not yet running.
-pub struct Started {
+/// Capacity planning with its state opened; [`Planner::spawn`] starts its
+/// evaluation loop and webhook delivery worker.
+pub struct Planner {
     pub capacity: Arc<Capacity>,
     worker: Worker,
 }
 
-pub fn start(data_dir: &Path, engine: Arc<QueryEngine>) -> anyhow::Result<Started> {
+/// Opens capacity state and the webhook outbox in the catalog database.
+pub fn open(data_dir: &Path, engine: Arc<QueryEngine>) -> anyhow::Result<Planner> {
     let path = data_dir.join("catalog.sqlite");
     let store = CapacityStore::open(&path)
         .with_context(|| format!("opening capacity state in {}", path.display()))?;
@@ -44,10 +46,10 @@ pub fn start(data_dir: &Path, engine: Arc<QueryEngine>) -> anyhow::Result<Starte
         Arc::new(EngineTelemetry(engine)),
         Some(worker.clone()),
     ));
-    Ok(Started { capacity, worker })
+    Ok(Planner { capacity, worker })
 }
 
-impl Started {
+impl Planner {
     /// Runs the evaluation loop and the delivery worker until `stop`.
     pub fn spawn(
         &self,

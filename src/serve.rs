@@ -57,7 +57,7 @@ impl Server {
             &registry,
         )?);
 
-        let capacity = crate::capacity::start(&data_dir, engine.clone())?;
+        let capacity = crate::capacity::open(&data_dir, engine.clone())?;
 
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;

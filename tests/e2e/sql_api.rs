@@ -150,3 +150,31 @@ fn queries_over_their_memory_or_time_limit_fail_cleanly() {
     // The server is unharmed.
     assert_eq!(loupe.count("SELECT count(*) FROM logs"), 20_000);
 }
+
+#[test]
+fn columns_with_the_same_name_keep_their_own_values() {
+    let loupe = Loupe::start(&[]);
+    load_logs(&loupe, 1, 2);
+    // A self-join: both sides have `service` and `body`; the right side's
+    // body is a different row's, so a name-keyed row would lose one.
+    let (status, body) = loupe.sql_response(
+        "SELECT a.service, a.body, b.service, b.body FROM logs a JOIN logs b \
+         ON a.service = b.service AND a.body < b.body",
+    );
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["service", "body", "service", "body"]);
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = rows[0].as_array().unwrap();
+    assert_eq!(row[0], "sql");
+    assert_eq!(row[2], "sql");
+    let (left, right) = (row[1].as_str().unwrap(), row[3].as_str().unwrap());
+    assert!(left.starts_with("request 0 line 0"), "{left}");
+    assert!(right.starts_with("request 0 line 1"), "{right}");
+}
