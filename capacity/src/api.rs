@@ -9,15 +9,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::baseline::{self, Baseline, LoadTestRequest};
 use crate::error::CapacityError;
 use crate::evaluator::{Capacity, endpoint, now_ms};
+use crate::load::{self, Scope, Window};
 use crate::policy::PolicySpec;
 use crate::schedule::Schedule;
-use crate::store::NewTask;
+use crate::store::{BASELINES, Bodies, NewTask, POLICIES, SCHEDULES, TaskOrigin, TaskState};
 
 type Reply = Result<Response, CapacityError>;
 
@@ -77,21 +79,46 @@ fn not_found(what: &str) -> CapacityError {
     CapacityError::NotFound(format!("no {what}"))
 }
 
-async fn list_policies(State(c): State<Arc<Capacity>>) -> Reply {
+/// The body under `key`, or a 404 naming it.
+fn fetch<T: DeserializeOwned>(
+    c: &Capacity,
+    table: &Bodies<T>,
+    key: &str,
+) -> Result<T, CapacityError> {
+    c.store
+        .get(table, key)?
+        .ok_or_else(|| not_found(&format!("{} {key}", table.what)))
+}
+
+/// Deletes the body under `key`: 204, or a 404 naming it.
+fn remove<T>(c: &Capacity, table: &Bodies<T>, key: &str) -> Reply {
+    if !c.store.delete(table, key)? {
+        return Err(not_found(&format!("{} {key}", table.what)));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every body of a per-service table as `{"service": …, field: body}`.
+fn list_by_service<T: DeserializeOwned + Serialize>(
+    c: &Capacity,
+    table: &Bodies<T>,
+    field: &str,
+) -> Reply {
     let list: Vec<Value> = c
         .store
-        .policies()?
+        .list(table)?
         .into_iter()
-        .map(|(service, policy)| json!({"service": service, "policy": policy}))
+        .map(|(service, body)| json!({"service": service, field: body}))
         .collect();
     ok(list)
 }
 
+async fn list_policies(State(c): State<Arc<Capacity>>) -> Reply {
+    list_by_service(&c, &POLICIES, "policy")
+}
+
 async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    let policy = c
-        .store
-        .policy(&service)?
-        .ok_or_else(|| not_found(&format!("policy for {service}")))?;
+    let policy = fetch(&c, &POLICIES, &service)?;
     let mut value =
         serde_json::to_value(&policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
     // A 410 from the receiver stops deliveries until the policy is saved
@@ -118,7 +145,7 @@ async fn put_policy(
     if policy.webhook_secret.is_none() {
         policy.webhook_secret = Some(
             c.store
-                .policy(&service)?
+                .get(&POLICIES, &service)?
                 .and_then(|p| p.webhook_secret)
                 .unwrap_or_else(loupe_notify::signing::generate_secret),
         );
@@ -139,16 +166,13 @@ async fn check_sql_signals(
         if !matches!(signal, crate::policy::SignalSpec::Sql { .. }) {
             continue;
         }
-        let scope = crate::load::Scope {
-            service,
-            region: None,
-        };
-        let window = crate::load::Window {
+        let scope = Scope::of(service, "");
+        let window = Window {
             end_ns: now_ms() * 1_000_000,
             length: policy.load_window,
         };
         if let Err(CapacityError::Query(e)) =
-            crate::load::read_signal(c.telemetry.as_ref(), signal, scope, window).await
+            load::read_signal(c.telemetry.as_ref(), signal, scope, window).await
         {
             return Err(CapacityError::Invalid(format!(
                 "signal {}: {e}",
@@ -160,28 +184,15 @@ async fn check_sql_signals(
 }
 
 async fn delete_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    if !c.store.delete_policy(&service)? {
-        return Err(not_found(&format!("policy for {service}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    remove(&c, &POLICIES, &service)
 }
 
 async fn list_baselines(State(c): State<Arc<Capacity>>) -> Reply {
-    let list: Vec<Value> = c
-        .store
-        .baselines()?
-        .into_iter()
-        .map(|(service, baseline)| json!({"service": service, "baseline": baseline}))
-        .collect();
-    ok(list)
+    list_by_service(&c, &BASELINES, "baseline")
 }
 
 async fn get_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    let baseline = c
-        .store
-        .baseline(&service)?
-        .ok_or_else(|| not_found(&format!("baseline for {service}")))?;
-    ok(baseline)
+    ok(fetch(&c, &BASELINES, &service)?)
 }
 
 async fn put_baseline(
@@ -191,15 +202,12 @@ async fn put_baseline(
 ) -> Reply {
     let baseline: Baseline = body(&text)?;
     baseline.validate().map_err(CapacityError::Invalid)?;
-    c.store.put_baseline(&service, &baseline, now_ms())?;
+    c.store.put(&BASELINES, &service, &baseline, now_ms())?;
     ok(baseline)
 }
 
 async fn delete_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    if !c.store.delete_baseline(&service)? {
-        return Err(not_found(&format!("baseline for {service}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    remove(&c, &BASELINES, &service)
 }
 
 /// A time in a request body: a JSON number of ns since the epoch, or any
@@ -244,7 +252,7 @@ async fn from_load_test(
         Some(slo) => slo,
         None => c
             .store
-            .baseline(&service)?
+            .get(&BASELINES, &service)?
             .map(|b| b.slo)
             .unwrap_or_default(),
     };
@@ -255,7 +263,7 @@ async fn from_load_test(
         CapacityError::Unprocessable(format!("the fit gives no usable baseline: {e}"))
     })?;
     if !dry_run {
-        c.store.put_baseline(&service, &baseline, now)?;
+        c.store.put(&BASELINES, &service, &baseline, now)?;
     }
     ok(json!({"service": service, "baseline": baseline, "fit": fit, "stored": !dry_run}))
 }
@@ -265,11 +273,7 @@ async fn list_schedules(State(c): State<Arc<Capacity>>) -> Reply {
 }
 
 async fn get_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
-    let schedule = c
-        .store
-        .schedule(&name)?
-        .ok_or_else(|| not_found(&format!("schedule {name}")))?;
-    ok(schedule)
+    ok(fetch(&c, &SCHEDULES, &name)?)
 }
 
 async fn put_schedule(
@@ -280,15 +284,13 @@ async fn put_schedule(
     let mut schedule: Schedule = body(&text)?;
     schedule.name = name;
     schedule.validate().map_err(CapacityError::Invalid)?;
-    c.store.put_schedule(&schedule, now_ms())?;
+    c.store
+        .put(&SCHEDULES, &schedule.name, &schedule, now_ms())?;
     ok(schedule)
 }
 
 async fn delete_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
-    if !c.store.delete_schedule(&name)? {
-        return Err(not_found(&format!("schedule {name}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    remove(&c, &SCHEDULES, &name)
 }
 
 #[derive(Deserialize)]
@@ -313,16 +315,19 @@ async fn events(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> 
 }
 
 async fn tasks(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
-    ok(c.store
-        .tasks(p.service.as_deref(), p.state.as_deref(), p.limit())?)
+    let state = match p.state.as_deref().map(TaskState::parse) {
+        None => None,
+        Some(Some(state)) => Some(state),
+        // A state no task can be in matches none.
+        Some(None) => return ok(Vec::<Value>::new()),
+    };
+    ok(c.store.tasks(p.service.as_deref(), state, p.limit())?)
 }
 
 async fn get_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>) -> Reply {
-    let task = c
-        .store
+    ok(c.store
         .task(&id)?
-        .ok_or_else(|| not_found(&format!("task {id}")))?;
-    ok(task)
+        .ok_or_else(|| not_found(&format!("task {id}")))?)
 }
 
 #[derive(Deserialize)]
@@ -384,7 +389,7 @@ struct ManualTask {
 /// holding it there. Goes out through the policy's webhook like any other.
 async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
     let req: ManualTask = body(&text)?;
-    let policy = c.store.policy(&req.service)?.ok_or_else(|| {
+    let policy = c.store.get(&POLICIES, &req.service)?.ok_or_else(|| {
         CapacityError::Unprocessable(format!(
             "no policy for {} (it says where tasks go): PUT /api/v1/capacity/policies/{}",
             req.service, req.service
@@ -394,11 +399,8 @@ async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
     let from = match c.store.current(&req.service, &req.region)? {
         Some(n) => n,
         None => {
-            let scope = crate::load::Scope {
-                service: &req.service,
-                region: (!req.region.is_empty()).then_some(req.region.as_str()),
-            };
-            crate::load::ready_instances(
+            let scope = Scope::of(&req.service, &req.region);
+            load::ready_instances(
                 c.telemetry.as_ref(),
                 scope,
                 now * 1_000_000,
@@ -414,7 +416,7 @@ async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
         to: req.to,
         reason: req.reason.unwrap_or_else(|| "Manual".into()),
         evidence: json!({"manual": true}),
-        origin: "manual",
+        origin: TaskOrigin::Manual,
         hold_until_ms: req.hold.map(|h| now + h.as_millis() as i64),
     };
     let created = c.store.commit_manual_task(&task, &endpoint(&policy), now)?;

@@ -15,41 +15,21 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::decision::{self, Measurement, Outcome, Unit, Verdict, since_epoch};
 use crate::error::{CapacityError, Result};
-use crate::hpa::{self, History, SignalReading};
+use crate::hpa::{History, SignalReading};
 use crate::load::{self, Scope, Telemetry, Window};
-use crate::policy::{Fallback, PolicySpec, SignalSpec};
+use crate::policy::PolicySpec;
 use crate::schedule;
-use crate::store::{CapacityStore, Endpoint, NewTask};
+use crate::store::{Alert, BASELINES, CapacityStore, DecisionRow, Endpoint, NewTask, POLICIES};
 pub use loupe_base::clock::now_ms;
 use loupe_base::clock::rfc3339_ms as rfc3339;
 
 /// Spans reach storage a few seconds after they end (SDK batching), so the
 /// load window ends this long before now.
 const INGEST_DELAY: Duration = Duration::from_secs(5);
-/// Consecutive failed evaluations before the fallback applies.
-const FAILURES_BEFORE_FALLBACK: u32 = 3;
 /// How often the loop looks for due evaluations.
 const TICK: Duration = Duration::from_millis(250);
-
-/// What the loop remembers per (service, region) between evaluations.
-#[derive(Default)]
-struct Unit {
-    history: Option<History>,
-    failures: u32,
-    in_fallback: bool,
-}
-
-/// What an evaluation concluded, before it is recorded.
-struct Verdict {
-    current: u32,
-    desired: u32,
-    replicas: u32,
-    reason: String,
-    evidence: Value,
-    /// `decision` or `fallback`: where a resulting task came from.
-    origin: &'static str,
-}
 
 /// Capacity planning at run time: the state, the telemetry it reads and
 /// the webhook worker it wakes.
@@ -60,10 +40,6 @@ pub struct Capacity {
     units: Mutex<HashMap<(String, String), Unit>>,
     /// When each service was last evaluated (ms).
     last_pass: Mutex<HashMap<String, i64>>,
-}
-
-fn since_epoch(ms: i64) -> Duration {
-    Duration::from_millis(ms.max(0) as u64)
 }
 
 impl Capacity {
@@ -125,7 +101,7 @@ impl Capacity {
 
     /// Evaluates every policy whose interval has passed at `now_ms`.
     pub async fn evaluate_due(&self, now_ms: i64) -> Result<()> {
-        for (service, policy) in self.store.policies()? {
+        for (service, policy) in self.store.list(&POLICIES)? {
             // Due per service, before any query: regions are listed (and
             // evaluated) once per interval, not on every tick.
             let due = self
@@ -166,7 +142,8 @@ impl Capacity {
         Ok(())
     }
 
-    /// One evaluation of (service, region); returns the recorded decision.
+    /// One evaluation of (service, region): measure, decide (pure, see
+    /// [`decision::decide`]), record. Returns the recorded decision.
     pub async fn evaluate(
         &self,
         service: &str,
@@ -174,10 +151,33 @@ impl Capacity {
         policy: &PolicySpec,
         now_ms: i64,
     ) -> Result<Value> {
-        let scope = Scope {
-            service,
-            region: (!region.is_empty()).then_some(region),
+        let m = self.measure(service, region, policy, now_ms).await?;
+        // From here on nothing awaits: the unit is out of the map only
+        // while it is decided for.
+        let key = (service.to_string(), region.to_string());
+        let mut unit = self.units().remove(&key).unwrap_or_default();
+        let loaded = match unit.history {
+            None if m.needs_history() => self
+                .load_history(service, region, policy, now_ms)
+                .map(|h| unit.history = Some(h)),
+            _ => Ok(()),
         };
+        let outcome = loaded.map(|()| decision::decide(service, policy, &m, &mut unit, now_ms));
+        self.units().insert(key, unit);
+        self.record(service, region, policy, outcome?, now_ms)
+    }
+
+    /// Reads the signals, the ready instances, the current count, the
+    /// schedules' floor and any hold. Unreadable signals are noted in the
+    /// measurement, not returned as errors.
+    async fn measure(
+        &self,
+        service: &str,
+        region: &str,
+        policy: &PolicySpec,
+        now_ms: i64,
+    ) -> Result<Measurement> {
+        let scope = Scope::of(service, region);
         let now_ns = now_ms * 1_000_000;
         let window = Window {
             end_ns: now_ns - INGEST_DELAY.as_nanos() as i64,
@@ -185,168 +185,63 @@ impl Capacity {
         };
         let t = self.telemetry.as_ref();
         let ready = load::ready_instances(t, scope, now_ns, policy.instance_window).await;
-        let baseline = self.store.baseline(service)?;
-        let mut readings = Vec::new();
-        let mut errors = Vec::new();
+        let mut m = Measurement {
+            baseline: self.store.get(&BASELINES, service)?,
+            ..Measurement::default()
+        };
         for signal in &policy.signals {
-            let target = match signal {
-                SignalSpec::Rps { .. } => baseline
-                    .as_ref()
-                    .map(|b| policy.target_utilization * b.max_rps_per_instance),
-                SignalSpec::Cpu { target, .. }
-                | SignalSpec::Concurrency { target }
-                | SignalSpec::Sql { target, .. } => Some(*target),
-            };
+            let target = signal.fixed_target().or_else(|| {
+                let b = m.baseline.as_ref()?;
+                Some(policy.target_utilization * b.max_rps_per_instance)
+            });
             let value = match target {
                 None => Err(CapacityError::Unprocessable(format!(
                     "no baseline for {service}: PUT /api/v1/capacity/baselines/{service}"
                 ))),
                 Some(_) => load::read_signal(t, signal, scope, window).await,
             };
-            let value = match value {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    errors.push(json!({"signal": signal.name(), "error": e.to_string()}));
-                    None
-                }
-            };
-            readings.push(SignalReading {
+            let value = m.note(&signal.name(), value);
+            m.readings.push(SignalReading {
                 name: signal.name(),
                 value,
                 target: target.unwrap_or(0.0),
             });
         }
-        let ready = match ready {
-            Ok(n) => Some(n),
-            Err(e) => {
-                errors.push(json!({"signal": "ready_instances", "error": e.to_string()}));
-                None
-            }
-        };
+        m.ready = m.note("ready_instances", ready);
         // No instance reporting and no spans is a telemetry outage, not an
         // idle service: span-based signals count as missing, so the count
         // holds instead of falling to `min`.
-        if ready == Some(0) {
-            for (signal, reading) in policy.signals.iter().zip(&mut readings) {
-                let from_spans = matches!(
-                    signal,
-                    SignalSpec::Rps {
-                        source: crate::policy::RateSource::Spans
-                    } | SignalSpec::Concurrency { .. }
-                );
-                if from_spans && reading.value == Some(0.0) {
-                    reading.value = None;
-                    errors.push(json!({"signal": signal.name(), "error": format!(
+        if m.ready == Some(0) {
+            for (signal, i) in policy.signals.iter().zip(0..) {
+                if signal.from_spans() && m.readings[i].value == Some(0.0) {
+                    m.readings[i].value = None;
+                    let silent: Result<(), String> = Err(format!(
                         "no telemetry from {service} in the last {}",
                         loupe_base::duration::format(policy.instance_window)
-                    )}));
+                    ));
+                    m.note(&signal.name(), silent);
                 }
             }
         }
-        let key = (service.to_string(), region.to_string());
-        let current = match self.store.current(service, region)? {
+        m.current = match self.store.current(service, region)? {
             Some(n) => n,
-            None => ready.filter(|n| *n > 0).unwrap_or(policy.min),
+            None => m.ready.filter(|n| *n > 0).unwrap_or(policy.min),
         };
         let schedules = self.store.schedules()?;
         let now_utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
-        let (floor, windows) = schedule::floor(&schedules, service, now_utc);
-        let hold = self.store.hold_until(service, region, now_ms)?;
-        // With no signal readable the evaluation failed — but a scheduled
-        // window above the current count still applies (it needs no
-        // metrics), and an operator's hold is never overridden by fallback.
-        if readings.iter().all(|r| r.value.is_none()) && floor <= current && hold.is_none() {
-            return self
-                .failed(service, region, policy, current, ready, errors, now_ms)
-                .await;
-        }
-        if readings.iter().any(|r| r.value.is_some()) {
-            let mut units = self.units();
-            let unit = units.entry(key.clone()).or_default();
-            unit.failures = 0;
-            unit.in_fallback = false;
-        }
-        let decision = if hold.is_some() {
-            hpa::Decision {
-                current,
-                desired: current,
-                replicas: current,
-                reason: hpa::Reason::WithinTolerance,
-                proposals: Vec::new(),
-            }
-        } else {
-            let mut history = self.history(service, region, policy, now_ms)?;
-            let d = hpa::decide(
-                current,
-                &readings,
-                floor,
-                &policy.limits(),
-                &policy.behavior(),
-                &mut history,
-                since_epoch(now_ms),
-            );
-            self.units().entry(key.clone()).or_default().history = Some(history);
-            d
-        };
-        let reason = if hold.is_some() {
-            "ManualOverride".to_string()
-        } else {
-            format!("{:?}", decision.reason)
-        };
-        let signals: Vec<Value> = decision
-            .proposals
-            .iter()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "value": p.value,
-                    "target_per_instance": p.target,
-                    "ratio": p.ratio,
-                    "proposal": p.replicas,
-                })
-            })
-            .collect();
-        let evidence = json!({
-            "signals": signals,
-            "errors": errors,
-            "ready_instances": ready,
-            "baseline": baseline.as_ref().map(|b| json!({
-                "max_rps_per_instance": b.max_rps_per_instance,
-                "target_utilization": policy.target_utilization,
-                "slo": b.slo,
-            })),
-            "schedule": {"floor": floor, "windows": windows},
-            "hold_until": hold.map(rfc3339),
-            "window": loupe_base::duration::format(policy.load_window),
-        });
-        self.commit(
-            service,
-            region,
-            policy,
-            Verdict {
-                current,
-                desired: decision.desired,
-                replicas: decision.replicas,
-                reason,
-                evidence,
-                origin: "decision",
-            },
-            now_ms,
-        )
+        (m.floor, m.windows) = schedule::floor(&schedules, service, now_utc);
+        m.hold_until_ms = self.store.hold_until(service, region, now_ms)?;
+        Ok(m)
     }
 
     /// The unit's HPA history, reloaded from the store after a restart.
-    fn history(
+    fn load_history(
         &self,
         service: &str,
         region: &str,
         policy: &PolicySpec,
         now_ms: i64,
     ) -> Result<History> {
-        let key = (service.to_string(), region.to_string());
-        if let Some(h) = self.units().get_mut(&key).and_then(|u| u.history.take()) {
-            return Ok(h);
-        }
         let behavior = policy.behavior();
         let window = behavior.longest_stabilization();
         let period = behavior.longest_period();
@@ -365,79 +260,38 @@ impl Capacity {
         Ok(History::restore(recs, events))
     }
 
-    /// Counts a failed evaluation; the third in a row applies the fallback
-    /// once and raises an alert event.
-    #[allow(clippy::too_many_arguments)]
-    async fn failed(
+    /// Records what [`decision::decide`] concluded: a failure is an error;
+    /// a fallback also raises an alert event (sent to the webhook).
+    fn record(
         &self,
         service: &str,
         region: &str,
         policy: &PolicySpec,
-        current: u32,
-        ready: Option<u32>,
-        errors: Vec<Value>,
+        outcome: Outcome,
         now_ms: i64,
     ) -> Result<Value> {
-        let failures = {
-            let mut units = self.units();
-            let unit = units
-                .entry((service.to_string(), region.to_string()))
-                .or_default();
-            unit.failures += 1;
-            if unit.failures < FAILURES_BEFORE_FALLBACK || unit.in_fallback {
-                None
-            } else {
-                unit.in_fallback = true;
-                Some(unit.failures)
+        let verdict = match outcome {
+            Outcome::Decided(verdict) => verdict,
+            Outcome::Failed { message } => {
+                return Err(CapacityError::Unprocessable(format!(
+                    "no signal could be read: {message}"
+                )));
+            }
+            Outcome::FellBack { verdict, alert } => {
+                tracing::warn!(service, region, "{alert}");
+                let alert = Alert {
+                    service,
+                    region,
+                    kind: "fallback",
+                    message: &alert,
+                    evidence: &verdict.evidence,
+                };
+                self.store.raise_alert(&alert, &endpoint(policy), now_ms)?;
+                self.wake_worker();
+                verdict
             }
         };
-        let message = errors
-            .iter()
-            .filter_map(|e| e["error"].as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let Some(failures) = failures else {
-            return Err(CapacityError::Unprocessable(format!(
-                "no signal could be read: {message}"
-            )));
-        };
-        let (to, what) = match policy.fallback {
-            Fallback::Keep => (current, format!("keeping {current} instances")),
-            Fallback::Static { instances } => {
-                let to = instances.clamp(policy.min, policy.max);
-                (to, format!("going to the static {to} instances"))
-            }
-        };
-        let text = format!(
-            "{failures} evaluations of {service} failed in a row ({message}); fallback: {what}"
-        );
-        tracing::warn!(service, region, "{text}");
-        let evidence =
-            json!({"errors": errors, "ready_instances": ready, "fallback": policy.fallback});
-        self.store.raise_alert(
-            service,
-            region,
-            "fallback",
-            &text,
-            &evidence,
-            &endpoint(policy),
-            now_ms,
-        )?;
-        self.wake_worker();
-        self.commit(
-            service,
-            region,
-            policy,
-            Verdict {
-                current,
-                desired: to,
-                replicas: to,
-                reason: "Fallback".into(),
-                evidence,
-                origin: "fallback",
-            },
-            now_ms,
-        )
+        self.commit(service, region, policy, verdict, now_ms)
     }
 
     /// Records a decision for (service, region) and, when it changes the
@@ -467,7 +321,7 @@ impl Capacity {
                     region: region.into(),
                     from: v.current,
                     to: v.replicas,
-                    reason: v.reason.clone(),
+                    reason: v.reason.as_str().into(),
                     evidence: v.evidence.clone(),
                     origin: v.origin,
                     hold_until_ms: None,
@@ -475,9 +329,14 @@ impl Capacity {
                 endpoint(policy),
             )
         });
-        let created = self.store.commit_decision(
-            service, region, &record, v.desired, v.replicas, task, now_ms,
-        )?;
+        let row = DecisionRow {
+            service,
+            region,
+            body: &record,
+            desired: v.desired,
+            replicas: v.replicas,
+        };
+        let created = self.store.commit_decision(&row, task, now_ms)?;
         if let Some(task) = created {
             tracing::info!(service, region, from = task.from, to = task.to, reason = %task.reason, "scale task");
             self.wake_worker();
@@ -486,6 +345,7 @@ impl Capacity {
     }
 }
 
+/// Where a policy's tasks and alerts go.
 pub fn endpoint(policy: &PolicySpec) -> Endpoint {
     Endpoint {
         url: policy.webhook_url.clone(),

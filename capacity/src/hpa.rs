@@ -32,6 +32,26 @@ pub struct Policy {
     pub period: Duration,
 }
 
+impl Policy {
+    /// At most `value` instances of change per `period`.
+    pub fn pods(value: u32, period: Duration) -> Policy {
+        Policy {
+            kind: PolicyKind::Pods,
+            value,
+            period,
+        }
+    }
+
+    /// At most `value` percent of change per `period`.
+    pub fn percent(value: u32, period: Duration) -> Policy {
+        Policy {
+            kind: PolicyKind::Percent,
+            value,
+            period,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {
     /// The policy allowing the biggest change.
@@ -64,27 +84,12 @@ impl Default for Behavior {
         Behavior {
             scale_up: Rules {
                 stabilization: Duration::ZERO,
-                policies: vec![
-                    Policy {
-                        kind: PolicyKind::Pods,
-                        value: 4,
-                        period,
-                    },
-                    Policy {
-                        kind: PolicyKind::Percent,
-                        value: 100,
-                        period,
-                    },
-                ],
+                policies: vec![Policy::pods(4, period), Policy::percent(100, period)],
                 select: Select::Max,
             },
             scale_down: Rules {
                 stabilization: Duration::from_secs(300),
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 100,
-                    period,
-                }],
+                policies: vec![Policy::percent(100, period)],
                 select: Select::Max,
             },
         }
@@ -130,7 +135,10 @@ impl Default for Limits {
     }
 }
 
-/// Why a decision came out as it did (HPA's condition reasons).
+/// Why a decision came out as it did (HPA's condition reasons, plus the
+/// two the evaluator sets around the algorithm). Serialized by its
+/// [`Reason::as_str`] name, which the API and webhooks show and users
+/// match on, so the names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     DesiredWithinRange,
@@ -142,6 +150,36 @@ pub enum Reason {
     ScaleDownLimit,
     TooManyReplicas,
     TooFewReplicas,
+    /// An operator's hold is in force (never returned by [`decide`]).
+    ManualOverride,
+    /// The policy's fallback after failed evaluations (never returned by
+    /// [`decide`]).
+    Fallback,
+}
+
+impl Reason {
+    /// The stable name (Kubernetes' spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DesiredWithinRange => "DesiredWithinRange",
+            Reason::WithinTolerance => "WithinTolerance",
+            Reason::MissingSignalHold => "MissingSignalHold",
+            Reason::ScaleUpStabilized => "ScaleUpStabilized",
+            Reason::ScaleDownStabilized => "ScaleDownStabilized",
+            Reason::ScaleUpLimit => "ScaleUpLimit",
+            Reason::ScaleDownLimit => "ScaleDownLimit",
+            Reason::TooManyReplicas => "TooManyReplicas",
+            Reason::TooFewReplicas => "TooFewReplicas",
+            Reason::ManualOverride => "ManualOverride",
+            Reason::Fallback => "Fallback",
+        }
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// One signal's contribution, kept as evidence.
@@ -277,13 +315,25 @@ pub fn decide(
     // Rate limits, then min/max.
     let mut replicas = stabilized;
     if stabilized > current {
-        let limit = scale_up_limit(current, &behavior.scale_up, &history.events, now);
+        let limit = rate_limit(
+            Direction::Up,
+            current,
+            &behavior.scale_up,
+            &history.events,
+            now,
+        );
         if replicas > limit {
             replicas = limit;
             reason = Reason::ScaleUpLimit;
         }
     } else if stabilized < current {
-        let limit = scale_down_limit(current, &behavior.scale_down, &history.events, now);
+        let limit = rate_limit(
+            Direction::Down,
+            current,
+            &behavior.scale_down,
+            &history.events,
+            now,
+        );
         if replicas < limit {
             replicas = limit;
             reason = Reason::ScaleDownLimit;
@@ -320,46 +370,56 @@ fn changed_in_period(events: &[(Duration, i64)], period: Duration, now: Duration
         .sum()
 }
 
-fn scale_up_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
-    if rules.select == Select::Disabled {
-        return current;
-    }
-    let mut result: Option<i64> = None;
-    for p in &rules.policies {
-        let start = current as i64 - changed_in_period(events, p.period, now);
-        let proposed = match p.kind {
-            PolicyKind::Pods => start + p.value as i64,
-            PolicyKind::Percent => (start as f64 * (1.0 + p.value as f64 / 100.0)).ceil() as i64,
-        };
-        result = Some(match (result, rules.select) {
-            (None, _) => proposed,
-            (Some(r), Select::Min) => r.min(proposed),
-            (Some(r), _) => r.max(proposed),
-        });
-    }
-    result.map_or(current, |r| r.max(current as i64) as u32)
+/// Which way a rate limit applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
 }
 
-fn scale_down_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
+/// The furthest the rate policies let the count move from `current` in
+/// `direction` now. "Max" selects the policy allowing the most change —
+/// the most instances going up, the fewest going down.
+fn rate_limit(
+    direction: Direction,
+    current: u32,
+    rules: &Rules,
+    events: &[(Duration, i64)],
+    now: Duration,
+) -> u32 {
     if rules.select == Select::Disabled {
         return current;
     }
+    let sign = if direction == Direction::Up { 1 } else { -1 };
     let mut result: Option<i64> = None;
     for p in &rules.policies {
         let start = current as i64 - changed_in_period(events, p.period, now);
         let proposed = match p.kind {
-            PolicyKind::Pods => start - p.value as i64,
-            PolicyKind::Percent => (start as f64 * (1.0 - p.value as f64 / 100.0)) as i64,
+            PolicyKind::Pods => start + sign * p.value as i64,
+            PolicyKind::Percent => {
+                let scaled = start as f64 * (1.0 + (sign * p.value as i64) as f64 / 100.0);
+                // Up rounds towards more instances, down truncates.
+                if direction == Direction::Up {
+                    scaled.ceil() as i64
+                } else {
+                    scaled as i64
+                }
+            }
         };
-        // For scaling down, "Max" is the policy allowing the most change:
-        // the fewest instances.
-        result = Some(match (result, rules.select) {
-            (None, _) => proposed,
-            (Some(r), Select::Min) => r.max(proposed),
-            (Some(r), _) => r.min(proposed),
-        });
+        // Comparing signed counts makes "most change" a maximum both ways.
+        let (r, q) = (result.map(|r| sign * r), sign * proposed);
+        result = Some(
+            sign * match (r, rules.select) {
+                (None, _) => q,
+                (Some(r), Select::Min) => r.min(q),
+                (Some(r), _) => r.max(q),
+            },
+        );
     }
-    result.map_or(current, |r| r.clamp(0, current as i64) as u32)
+    match direction {
+        Direction::Up => result.map_or(current, |r| r.max(current as i64) as u32),
+        Direction::Down => result.map_or(current, |r| r.clamp(0, current as i64) as u32),
+    }
 }
 
 #[cfg(test)]
@@ -532,18 +592,7 @@ mod tests {
         let behavior = Behavior {
             scale_down: Rules {
                 stabilization: Duration::ZERO,
-                policies: vec![
-                    Policy {
-                        kind: PolicyKind::Pods,
-                        value: 4,
-                        period,
-                    },
-                    Policy {
-                        kind: PolicyKind::Percent,
-                        value: 10,
-                        period,
-                    },
-                ],
+                policies: vec![Policy::pods(4, period), Policy::percent(10, period)],
                 select: Select::Max,
             },
             ..Behavior::default()

@@ -32,7 +32,15 @@ pub struct Scope<'a> {
     pub region: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// `region` empty means the service as a whole.
+    pub fn of(service: &'a str, region: &'a str) -> Scope<'a> {
+        Scope {
+            service,
+            region: (!region.is_empty()).then_some(region),
+        }
+    }
+
     fn filter(&self) -> String {
         let mut f = format!("service = {}", quote(self.service));
         if let Some(region) = self.region {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hpa::{self, Behavior, Limits, PolicyKind, Rules, Select};
+use crate::hpa::{self, Behavior, Limits, Rules, Select};
 use loupe_base::duration as duration_text;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,14 +116,68 @@ pub enum SignalSpec {
     },
 }
 
+/// A signal's kind: its `type` in the policy, and the name evidence shows
+/// for it (SQL signals are shown by their own name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    Cpu,
+    Rps,
+    Concurrency,
+    Sql,
+}
+
+impl SignalKind {
+    /// The serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Cpu => "cpu",
+            SignalKind::Rps => "rps",
+            SignalKind::Concurrency => "concurrency",
+            SignalKind::Sql => "sql",
+        }
+    }
+}
+
 impl SignalSpec {
+    pub fn kind(&self) -> SignalKind {
+        match self {
+            SignalSpec::Rps { .. } => SignalKind::Rps,
+            SignalSpec::Cpu { .. } => SignalKind::Cpu,
+            SignalSpec::Concurrency { .. } => SignalKind::Concurrency,
+            SignalSpec::Sql { .. } => SignalKind::Sql,
+        }
+    }
+
+    /// The name decisions show the signal under: its kind, or a SQL
+    /// signal's own name.
     pub fn name(&self) -> String {
         match self {
-            SignalSpec::Rps { .. } => "rps".into(),
-            SignalSpec::Cpu { .. } => "cpu".into(),
-            SignalSpec::Concurrency { .. } => "concurrency".into(),
             SignalSpec::Sql { name, .. } => name.clone(),
+            other => other.kind().as_str().into(),
         }
+    }
+
+    /// The target per instance the policy states; `None` for `rps`, whose
+    /// target comes from the baseline.
+    pub fn fixed_target(&self) -> Option<f64> {
+        match self {
+            SignalSpec::Rps { .. } => None,
+            SignalSpec::Cpu { target, .. }
+            | SignalSpec::Concurrency { target }
+            | SignalSpec::Sql { target, .. } => Some(*target),
+        }
+    }
+
+    /// Whether the signal is computed from spans, so that no spans at all
+    /// reads as 0 rather than as an error.
+    pub fn from_spans(&self) -> bool {
+        matches!(
+            self,
+            SignalSpec::Rps {
+                source: RateSource::Spans
+            } | SignalSpec::Concurrency { .. }
+        )
     }
 }
 
@@ -196,12 +250,7 @@ impl PolicySpec {
             return Err("signals must name at least one signal".into());
         }
         for signal in &self.signals {
-            let target = match signal {
-                SignalSpec::Rps { .. } => 1.0,
-                SignalSpec::Cpu { target, .. }
-                | SignalSpec::Concurrency { target }
-                | SignalSpec::Sql { target, .. } => *target,
-            };
+            let target = signal.fixed_target().unwrap_or(1.0);
             if !(target > 0.0 && target.is_finite()) {
                 return Err(format!("signal {}: target must be positive", signal.name()));
             }
@@ -262,13 +311,9 @@ impl RulesSpec {
                 .as_ref()
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| hpa::Policy {
-                            kind: match p.kind {
-                                RateKind::Pods => PolicyKind::Pods,
-                                RateKind::Percent => PolicyKind::Percent,
-                            },
-                            value: p.value,
-                            period: p.period,
+                        .map(|p| match p.kind {
+                            RateKind::Pods => hpa::Policy::pods(p.value, p.period),
+                            RateKind::Percent => hpa::Policy::percent(p.value, p.period),
                         })
                         .collect()
                 })
@@ -317,6 +362,9 @@ mod tests {
         assert_eq!(b.scale_up.policies.len(), 1);
         assert_eq!(b.scale_up.select, Select::Min);
         assert_eq!(spec.signals.len(), 3);
+        let kinds: Vec<_> = spec.signals.iter().map(SignalSpec::kind).collect();
+        assert_eq!(kinds, [SignalKind::Rps, SignalKind::Cpu, SignalKind::Sql]);
+        assert_eq!(spec.signals[2].name(), "q");
         let text = serde_json::to_string(&spec).unwrap();
         assert!(text.contains(r#""evaluation_interval":"1s""#), "{text}");
         assert_eq!(serde_json::from_str::<PolicySpec>(&text).unwrap(), spec);
