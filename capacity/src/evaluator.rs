@@ -245,19 +245,10 @@ impl Capacity {
         let behavior = policy.behavior();
         let window = behavior.longest_stabilization();
         let period = behavior.longest_period();
-        let recs = self
-            .store
-            .recommendations(service, region, now_ms - window.as_millis() as i64)?
-            .into_iter()
-            .map(|(at, r)| (since_epoch(at), r))
-            .collect();
-        let events = self
-            .store
-            .scale_events(service, region, now_ms - period.as_millis() as i64)?
-            .into_iter()
-            .map(|(at, change)| (since_epoch(at), change))
-            .collect();
-        Ok(History::restore(recs, events))
+        let since = |d: Duration| now_ms - d.as_millis() as i64;
+        let recs = self.store.recommendations(service, region, since(window))?;
+        let events = self.store.scale_events(service, region, since(period))?;
+        Ok(History::restore(on_clock(recs), on_clock(events)))
     }
 
     /// Records what [`decision::decide`] concluded: a failure is an error;
@@ -338,11 +329,19 @@ impl Capacity {
         };
         let created = self.store.commit_decision(&row, task, now_ms)?;
         if let Some(task) = created {
-            tracing::info!(service, region, from = task.from, to = task.to, reason = %task.reason, "scale task");
+            tracing::info!(service, region, from = task.spec.from, to = task.spec.to, reason = %task.spec.reason, "scale task");
             self.wake_worker();
         }
         Ok(record)
     }
+}
+
+/// (time ms, value) pairs on HPA's clock.
+fn on_clock<V>(pairs: Vec<(i64, V)>) -> Vec<(Duration, V)> {
+    pairs
+        .into_iter()
+        .map(|(at, v)| (since_epoch(at), v))
+        .collect()
 }
 
 /// Where a policy's tasks and alerts go.

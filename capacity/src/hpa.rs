@@ -434,6 +434,36 @@ mod tests {
         }
     }
 
+    /// One decision with the default limits and no schedule floor.
+    fn step(
+        current: u32,
+        readings: &[SignalReading],
+        behavior: &Behavior,
+        history: &mut History,
+        now: Duration,
+    ) -> Decision {
+        decide(
+            current,
+            readings,
+            0,
+            &Limits::default(),
+            behavior,
+            history,
+            now,
+        )
+    }
+
+    /// The default behaviour without the scale-down stabilisation window.
+    fn no_down_stabilization() -> Behavior {
+        Behavior {
+            scale_down: Rules {
+                stabilization: Duration::ZERO,
+                ..Behavior::default().scale_down
+            },
+            ..Behavior::default()
+        }
+    }
+
     fn once(current: u32, readings: &[SignalReading], limits: &Limits) -> Decision {
         decide(
             current,
@@ -458,11 +488,9 @@ mod tests {
         // 10 → 5 five seconds ago: the period started at 10, so the default
         // scale-up policy allows max(10 + 4, 2 × 10) = 20, not 2 × 5.
         let mut history = History::restore(Vec::new(), vec![(Duration::from_secs(100), -5)]);
-        let d = decide(
+        let d = step(
             5,
             &[load(3000.0, 100.0)],
-            0,
-            &Limits::default(),
             &Behavior::default(),
             &mut history,
             Duration::from_secs(105),
@@ -483,18 +511,10 @@ mod tests {
     fn load_over_capacity_whatever_the_current_count() {
         // Load 20 with capacity 5 per instance → 4, from any current count.
         for current in [1u32, 3, 4, 10, 40] {
-            let d = decide(
+            let d = step(
                 current,
                 &[load(20.0, 5.0)],
-                0,
-                &Limits::default(),
-                &Behavior {
-                    scale_down: Rules {
-                        stabilization: Duration::ZERO,
-                        ..Behavior::default().scale_down
-                    },
-                    ..Behavior::default()
-                },
+                &no_down_stabilization(),
                 &mut History::default(),
                 Duration::from_secs(100),
             );
@@ -520,33 +540,21 @@ mod tests {
             Vec::new(),
         );
         let five = load(50.0, 10.0); // load for 5 instances
-        let d = decide(
-            10,
-            &[five.clone()],
-            0,
-            &Limits::default(),
-            &behavior,
-            &mut history,
-            t,
-        );
+        let d = step(10, std::slice::from_ref(&five), &behavior, &mut history, t);
         assert_eq!((d.replicas, d.reason), (9, Reason::ScaleDownStabilized));
         // 61 s later the 8 has aged out; the 9 (and the newer 5) remain.
-        let d = decide(
+        let d = step(
             9,
-            &[five.clone()],
-            0,
-            &Limits::default(),
+            std::slice::from_ref(&five),
             &behavior,
             &mut history,
             t + Duration::from_secs(61),
         );
         assert_eq!(d.replicas, 9);
         // Once the 9 is older than 300 s, only 5s remain.
-        let d = decide(
+        let d = step(
             9,
             &[five],
-            0,
-            &Limits::default(),
             &behavior,
             &mut history,
             t + Duration::from_secs(181),
@@ -563,15 +571,7 @@ mod tests {
         let mut steps = Vec::new();
         for _ in 0..3 {
             let want = load(20.0, 1.0); // 20 instances' worth
-            let d = decide(
-                current,
-                &[want],
-                0,
-                &Limits::default(),
-                &behavior,
-                &mut history,
-                t,
-            );
+            let d = step(current, &[want], &behavior, &mut history, t);
             steps.push((d.replicas, d.reason));
             current = d.replicas;
             t += Duration::from_secs(15);
@@ -597,11 +597,9 @@ mod tests {
             },
             ..Behavior::default()
         };
-        let d = decide(
+        let d = step(
             80,
             &[load(10.0, 1.0)],
-            0,
-            &Limits::default(),
             &behavior,
             &mut History::default(),
             Duration::from_secs(1000),
@@ -619,19 +617,11 @@ mod tests {
             value: None,
             target: 0.7,
         };
-        let no_stabilization = Behavior {
-            scale_down: Rules {
-                stabilization: Duration::ZERO,
-                ..Behavior::default().scale_down
-            },
-            ..Behavior::default()
-        };
+        let no_stabilization = no_down_stabilization();
         let mut h = History::default();
-        let down = decide(
+        let down = step(
             10,
             &[load(20.0, 10.0), missing.clone()],
-            0,
-            &Limits::default(),
             &no_stabilization,
             &mut h,
             Duration::from_secs(10),
@@ -640,11 +630,9 @@ mod tests {
             (down.replicas, down.reason),
             (10, Reason::MissingSignalHold)
         );
-        let up = decide(
+        let up = step(
             10,
             &[load(200.0, 10.0), missing],
-            0,
-            &Limits::default(),
             &no_stabilization,
             &mut History::default(),
             Duration::from_secs(10),

@@ -226,9 +226,9 @@ impl CapacityStore {
         };
         let latest = task_from_row(&conn, row)?;
         Ok(Some(if latest.state == TaskState::Failed {
-            latest.from
+            latest.spec.from
         } else {
-            latest.to
+            latest.spec.to
         }))
     }
 
@@ -513,9 +513,7 @@ fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
         .ok_or_else(|| CapacityError::Internal(format!("stored task origin {origin:?}")))?;
     let evidence: String = row.get(7)?;
     let acked_at: Option<i64> = row.get(11)?;
-    Ok(Task {
-        sequence: row.get(0)?,
-        id,
+    let spec = NewTask {
         service: row.get(2)?,
         region: row.get(3)?,
         from: row.get(4)?,
@@ -523,9 +521,15 @@ fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
         reason: row.get(6)?,
         evidence: from_json(&evidence)?,
         origin,
+        hold_until_ms: row.get(10)?,
+    };
+    Ok(Task {
+        sequence: row.get(0)?,
+        id,
         state,
         created_at: rfc3339(row.get(9)?),
-        hold_until: row.get::<_, Option<i64>>(10)?.map(rfc3339),
+        hold_until: spec.hold_until_ms.map(rfc3339),
+        spec,
         delivery,
         ack: ack_status.map(|status| {
             serde_json::json!({
@@ -584,13 +588,7 @@ fn insert_task(
     let created = Task {
         id: id.clone(),
         sequence,
-        service: task.service.clone(),
-        region: task.region.clone(),
-        from: task.from,
-        to: task.to,
-        reason: task.reason.clone(),
-        evidence: task.evidence.clone(),
-        origin: task.origin,
+        spec: task.clone(),
         state: TaskState::Pending,
         created_at: rfc3339(now_ms),
         hold_until: task.hold_until_ms.map(rfc3339),

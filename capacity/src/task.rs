@@ -74,20 +74,15 @@ fn parse_name<'de, T: Deserialize<'de>>(text: &'de str) -> Option<T> {
     T::deserialize(StrDeserializer::<NameError>::new(text)).ok()
 }
 
-/// A scale task as the API and the webhook show it.
+/// A scale task as the API and the webhook show it: what was asked
+/// ([`NewTask`], flattened into the same JSON object) and what creation,
+/// delivery and the executor's ack added.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {
     pub id: String,
     pub sequence: i64,
-    pub service: String,
-    /// Empty when the policy decides for the service as a whole.
-    pub region: String,
-    pub from: u32,
-    pub to: u32,
-    /// The decision's reason, or an operator's free text for manual tasks.
-    pub reason: String,
-    pub evidence: Value,
-    pub origin: TaskOrigin,
+    #[serde(flatten)]
+    pub spec: NewTask,
     pub state: TaskState,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,15 +94,19 @@ pub struct Task {
 }
 
 /// A task to create with a decision (or by hand).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewTask {
     pub service: String,
+    /// Empty when the policy decides for the service as a whole.
     pub region: String,
     pub from: u32,
     pub to: u32,
+    /// The decision's reason, or an operator's free text for manual tasks.
     pub reason: String,
     pub evidence: Value,
     pub origin: TaskOrigin,
+    /// Shown as the task's `hold_until` time.
+    #[serde(skip)]
     pub hold_until_ms: Option<i64>,
 }
 
