@@ -23,6 +23,7 @@ use crate::store::{BASELINES, Bodies, NewTask, POLICIES, SCHEDULES, TaskOrigin, 
 
 type Reply = Result<Response, CapacityError>;
 
+/// The capacity routes, to merge into the server's API router.
 pub fn router(capacity: Arc<Capacity>) -> Router {
     Router::new()
         .route("/api/v1/capacity/policies", get(list_policies))

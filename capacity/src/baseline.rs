@@ -16,6 +16,8 @@ use crate::load::{Columns, Row, Telemetry, query};
 use crate::usl::Usl;
 use loupe_base::sql_literal::{quote, timestamp as ts};
 
+/// The latency and error budget a baseline instance must stay within;
+/// the load-test fit takes the highest throughput that kept it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
@@ -32,6 +34,8 @@ impl Default for Slo {
     }
 }
 
+/// How much one instance carries: the `rps` signal's target is
+/// `target_utilization × max_rps_per_instance`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
@@ -50,6 +54,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// Checks what serde cannot, so a baseline that would make every
+    /// decision divide by nothing is refused at the API.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.max_rps_per_instance > 0.0 && self.max_rps_per_instance.is_finite()) {
             return Err("max_rps_per_instance must be a positive number".into());

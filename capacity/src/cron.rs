@@ -6,6 +6,8 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
+/// A five-field cron expression as bit sets, so a schedule can ask when
+/// it last fired without a dependency on a cron crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
     minutes: u64,

@@ -31,6 +31,15 @@ const INGEST_DELAY: Duration = Duration::from_secs(5);
 /// How often the loop looks for due evaluations.
 const TICK: Duration = Duration::from_millis(250);
 
+/// One evaluation's subject and time, handed through its steps.
+#[derive(Clone, Copy)]
+struct Evaluation<'a> {
+    service: &'a str,
+    region: &'a str,
+    policy: &'a PolicySpec,
+    now_ms: i64,
+}
+
 /// Capacity planning at run time: the state, the telemetry it reads and
 /// the webhook worker it wakes.
 pub struct Capacity {
@@ -43,6 +52,8 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    /// Capacity over `store`, reading `telemetry`; `notifier` (when the
+    /// server runs one) is woken as soon as a webhook is committed.
     pub fn new(
         store: Arc<CapacityStore>,
         telemetry: Arc<dyn Telemetry>,
@@ -151,32 +162,36 @@ impl Capacity {
         policy: &PolicySpec,
         now_ms: i64,
     ) -> Result<Value> {
-        let m = self.measure(service, region, policy, now_ms).await?;
+        let e = Evaluation {
+            service,
+            region,
+            policy,
+            now_ms,
+        };
+        let m = self.measure(&e).await?;
         // From here on nothing awaits: the unit is out of the map only
         // while it is decided for.
         let key = (service.to_string(), region.to_string());
         let mut unit = self.units().remove(&key).unwrap_or_default();
         let loaded = match unit.history {
-            None if m.needs_history() => self
-                .load_history(service, region, policy, now_ms)
-                .map(|h| unit.history = Some(h)),
+            None if m.needs_history() => self.load_history(&e).map(|h| unit.history = Some(h)),
             _ => Ok(()),
         };
         let outcome = loaded.map(|()| decision::decide(service, policy, &m, &mut unit, now_ms));
         self.units().insert(key, unit);
-        self.record(service, region, policy, outcome?, now_ms)
+        self.record(&e, outcome?)
     }
 
     /// Reads the signals, the ready instances, the current count, the
     /// schedules' floor and any hold. Unreadable signals are noted in the
     /// measurement, not returned as errors.
-    async fn measure(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        now_ms: i64,
-    ) -> Result<Measurement> {
+    async fn measure(&self, e: &Evaluation<'_>) -> Result<Measurement> {
+        let Evaluation {
+            service,
+            region,
+            policy,
+            now_ms,
+        } = *e;
         let scope = Scope::of(service, region);
         let now_ns = now_ms * 1_000_000;
         let window = Window {
@@ -235,32 +250,23 @@ impl Capacity {
     }
 
     /// The unit's HPA history, reloaded from the store after a restart.
-    fn load_history(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        now_ms: i64,
-    ) -> Result<History> {
-        let behavior = policy.behavior();
-        let window = behavior.longest_stabilization();
-        let period = behavior.longest_period();
-        let since = |d: Duration| now_ms - d.as_millis() as i64;
-        let recs = self.store.recommendations(service, region, since(window))?;
-        let events = self.store.scale_events(service, region, since(period))?;
+    fn load_history(&self, e: &Evaluation<'_>) -> Result<History> {
+        let behavior = e.policy.behavior();
+        let since = |d: Duration| e.now_ms - d.as_millis() as i64;
+        let recs = self.store.recommendations(
+            e.service,
+            e.region,
+            since(behavior.longest_stabilization()),
+        )?;
+        let events =
+            self.store
+                .scale_events(e.service, e.region, since(behavior.longest_period()))?;
         Ok(History::restore(on_clock(recs), on_clock(events)))
     }
 
     /// Records what [`decision::decide`] concluded: a failure is an error;
     /// a fallback also raises an alert event (sent to the webhook).
-    fn record(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        outcome: Outcome,
-        now_ms: i64,
-    ) -> Result<Value> {
+    fn record(&self, e: &Evaluation<'_>, outcome: Outcome) -> Result<Value> {
         let verdict = match outcome {
             Outcome::Decided(verdict) => verdict,
             Outcome::Failed { message } => {
@@ -269,36 +275,31 @@ impl Capacity {
                 )));
             }
             Outcome::FellBack { verdict, alert } => {
-                tracing::warn!(service, region, "{alert}");
+                tracing::warn!(service = e.service, region = e.region, "{alert}");
                 let alert = Alert {
-                    service,
-                    region,
+                    service: e.service,
+                    region: e.region,
                     kind: "fallback",
                     message: &alert,
                     evidence: &verdict.evidence,
                 };
-                self.store.raise_alert(&alert, &endpoint(policy), now_ms)?;
+                self.store
+                    .raise_alert(&alert, &endpoint(e.policy), e.now_ms)?;
                 self.wake_worker();
                 verdict
             }
         };
-        self.commit(service, region, policy, verdict, now_ms)
+        self.commit(e, verdict)
     }
 
     /// Records a decision for (service, region) and, when it changes the
     /// count, its scale task (whose webhook the worker is woken to send).
-    fn commit(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        v: Verdict,
-        now_ms: i64,
-    ) -> Result<Value> {
+    fn commit(&self, e: &Evaluation<'_>, v: Verdict) -> Result<Value> {
+        let (service, region) = (e.service, e.region);
         let record = json!({
             "service": service,
             "region": region,
-            "time": rfc3339(now_ms),
+            "time": rfc3339(e.now_ms),
             "current": v.current,
             "desired": v.desired,
             "replicas": v.replicas,
@@ -317,7 +318,7 @@ impl Capacity {
                     origin: v.origin,
                     hold_until_ms: None,
                 },
-                endpoint(policy),
+                endpoint(e.policy),
             )
         });
         let row = DecisionRow {
@@ -327,7 +328,7 @@ impl Capacity {
             desired: v.desired,
             replicas: v.replicas,
         };
-        let created = self.store.commit_decision(&row, task, now_ms)?;
+        let created = self.store.commit_decision(&row, task, e.now_ms)?;
         if let Some(task) = created {
             tracing::info!(service, region, from = task.spec.from, to = task.spec.to, reason = %task.spec.reason, "scale task");
             self.wake_worker();

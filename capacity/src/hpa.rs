@@ -18,6 +18,7 @@ pub struct SignalReading {
     pub target: f64,
 }
 
+/// Whether a rate policy counts instances or a percentage of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     Pods,
@@ -52,6 +53,8 @@ impl Policy {
     }
 }
 
+/// How several rate policies of one direction combine (HPA's
+/// `selectPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {
     /// The policy allowing the biggest change.
@@ -70,6 +73,8 @@ pub struct Rules {
     pub select: Select,
 }
 
+/// HPA's `behavior`: stabilisation and rate limits per direction, kept
+/// apart so scaling up can be fast while scaling down is cautious.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Behavior {
     pub scale_up: Rules,
@@ -116,6 +121,8 @@ impl Behavior {
     }
 }
 
+/// The hard bounds and the tolerance band that stops flapping around the
+/// target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub min: u32,
@@ -192,6 +199,7 @@ pub struct Proposal {
     pub replicas: Option<u32>,
 }
 
+/// What [`decide`] concluded, with each signal's proposal as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub current: u32,

@@ -15,7 +15,11 @@ use serde_json::{Map, Value};
 use crate::error::{CapacityError, Result};
 use crate::policy::{RateSource, SignalSpec};
 
+/// One result row of the telemetry SQL, by column name (read it through
+/// [`Columns`]).
 pub type Row = Map<String, Value>;
+/// The future [`Telemetry::rows`] returns (a boxed one, so the trait
+/// stays object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs read-only SQL over `spans`, `logs` and `metrics`.

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::hpa::{self, Behavior, Limits, Rules, Select};
 use loupe_base::duration as duration_text;
 
+/// A service's scaling policy as stored and served; translated to the
+/// decision engine's terms by [`PolicySpec::limits`] and
+/// [`PolicySpec::behavior`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
@@ -63,6 +66,7 @@ pub struct RulesSpec {
     pub select_policy: Option<SelectSpec>,
 }
 
+/// One rate policy as the API spells it (Kubernetes' field names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatePolicySpec {
@@ -73,12 +77,14 @@ pub struct RatePolicySpec {
     pub period: Duration,
 }
 
+/// `Pods` or `Percent`, spelled as in Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RateKind {
     Pods,
     Percent,
 }
 
+/// `selectPolicy` as the API spells it (Kubernetes' names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SelectSpec {
     Max,
@@ -140,6 +146,7 @@ impl SignalKind {
 }
 
 impl SignalSpec {
+    /// The signal's kind, without its parameters.
     pub fn kind(&self) -> SignalKind {
         match self {
             SignalSpec::Rps { .. } => SignalKind::Rps,
@@ -192,6 +199,8 @@ pub enum RateSource {
     Metrics,
 }
 
+/// What the count does when evaluations keep failing: telemetry outages
+/// should not scale a service down by themselves.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fallback {
@@ -282,6 +291,7 @@ impl PolicySpec {
         Ok(())
     }
 
+    /// The decision engine's bounds and tolerances.
     pub fn limits(&self) -> Limits {
         Limits {
             min: self.min,

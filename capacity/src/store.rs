@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS capacity_events (
 /// Decisions and events older than this are deleted as new ones arrive.
 const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// Capacity's state in the catalog database, behind one connection so a
+/// decision, its task and its webhook commit together.
 pub struct CapacityStore {
     conn: Mutex<Connection>,
 }
@@ -127,6 +129,7 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
 }
 
 impl CapacityStore {
+    /// Opens (and migrates) the catalog database at `path`.
     pub fn open(path: &Path) -> Result<CapacityStore> {
         // Decisions write their webhook into notify's outbox in the same
         // transaction, so this connection migrates both schemas.
@@ -153,6 +156,7 @@ impl CapacityStore {
         Ok(())
     }
 
+    /// The body under `key`, if any.
     pub fn get<T: DeserializeOwned>(&self, t: &Bodies<T>, key: &str) -> Result<Option<T>> {
         let body: Option<String> = self
             .conn()
@@ -369,6 +373,8 @@ impl CapacityStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The latest decisions (of one service), newest first, each with its
+    /// `sequence`.
     pub fn decisions(&self, service: Option<&str>, limit: usize) -> Result<Vec<Value>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -390,6 +396,7 @@ impl CapacityStore {
         Ok(out)
     }
 
+    /// The latest tasks (of one service, in one state), newest first.
     pub fn tasks(
         &self,
         service: Option<&str>,
@@ -414,6 +421,7 @@ impl CapacityStore {
         Ok(out)
     }
 
+    /// One task by id, with its delivery and ack.
     pub fn task(&self, id: &str) -> Result<Option<Task>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{TASK_SELECT} WHERE id = ?1"))?;
@@ -480,6 +488,7 @@ impl CapacityStore {
         Ok(())
     }
 
+    /// The latest alert events, newest first.
     pub fn events(&self, limit: usize) -> Result<Vec<Value>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
