@@ -19,7 +19,9 @@ use crate::evaluator::{Capacity, endpoint, now_ms};
 use crate::load::{self, Scope, Window};
 use crate::policy::PolicySpec;
 use crate::schedule::Schedule;
-use crate::store::{BASELINES, Bodies, NewTask, POLICIES, SCHEDULES, TaskOrigin, TaskState};
+use crate::store::{
+    AckStatus, BASELINES, Bodies, NewTask, POLICIES, SCHEDULES, TaskOrigin, TaskState,
+};
 
 type Reply = Result<Response, CapacityError>;
 
@@ -351,10 +353,10 @@ async fn ack_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>, text: 
     } else {
         body(&text)?
     };
-    let succeeded = match ack.status.as_deref() {
-        None | Some("succeeded") => true,
-        Some("failed") => false,
-        Some(other) => {
+    let status = match ack.status.as_deref().map(|s| (s, AckStatus::parse(s))) {
+        None => AckStatus::Succeeded,
+        Some((_, Some(status))) => status,
+        Some((other, None)) => {
             return Err(CapacityError::Invalid(format!(
                 "status {other:?}: use succeeded or failed"
             )));
@@ -362,12 +364,7 @@ async fn ack_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>, text: 
     };
     let task = c
         .store
-        .ack_task(
-            &id,
-            succeeded,
-            ack.message.as_deref().unwrap_or(""),
-            now_ms(),
-        )?
+        .ack_task(&id, status, ack.message.as_deref().unwrap_or(""), now_ms())?
         .ok_or_else(|| not_found(&format!("task {id}")))?;
     ok(task)
 }

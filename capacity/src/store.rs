@@ -19,7 +19,7 @@ use crate::schedule::Schedule;
 use loupe_base::clock::rfc3339_ms as rfc3339;
 use loupe_notify::outbox;
 
-pub use crate::task::{Endpoint, NewTask, Task, TaskOrigin, TaskState};
+pub use crate::task::{Ack, AckStatus, Endpoint, NewTask, Task, TaskOrigin, TaskState};
 
 /// The capacity tables in the catalog database.
 pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
@@ -437,7 +437,7 @@ impl CapacityStore {
     pub fn ack_task(
         &self,
         id: &str,
-        succeeded: bool,
+        status: AckStatus,
         message: &str,
         now_ms: i64,
     ) -> Result<Option<Task>> {
@@ -446,7 +446,7 @@ impl CapacityStore {
             params![
                 id,
                 now_ms,
-                if succeeded { "succeeded" } else { "failed" },
+                status.as_str(),
                 message
             ],
         )?;
@@ -516,7 +516,13 @@ fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
     let id: String = row.get(1)?;
     let delivery = outbox::status(conn, &id)?;
     let ack_status: Option<String> = row.get(12)?;
-    let state = TaskState::derive(ack_status.as_deref(), delivery.as_ref().map(|d| d.state));
+    let ack_status = ack_status
+        .map(|s| {
+            AckStatus::parse(&s)
+                .ok_or_else(|| CapacityError::Internal(format!("stored ack status {s:?}")))
+        })
+        .transpose()?;
+    let state = TaskState::derive(ack_status, delivery.as_ref().map(|d| d.state));
     let origin: String = row.get(8)?;
     let origin = TaskOrigin::parse(&origin)
         .ok_or_else(|| CapacityError::Internal(format!("stored task origin {origin:?}")))?;
@@ -540,12 +546,10 @@ fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
         hold_until: spec.hold_until_ms.map(rfc3339),
         spec,
         delivery,
-        ack: ack_status.map(|status| {
-            serde_json::json!({
-                "status": status,
-                "time": acked_at.map(rfc3339),
-                "message": row.get::<_, Option<String>>(13).ok().flatten(),
-            })
+        ack: ack_status.map(|status| Ack {
+            status,
+            time: acked_at.map(rfc3339),
+            message: row.get::<_, Option<String>>(13).ok().flatten(),
         }),
     })
 }
@@ -683,7 +687,7 @@ mod tests {
             TaskState::Pending
         );
         let acked = store
-            .ack_task(&second.id, true, "done", 3_000)
+            .ack_task(&second.id, AckStatus::Succeeded, "done", 3_000)
             .unwrap()
             .unwrap();
         assert_eq!(acked.state, TaskState::Acknowledged);
@@ -713,7 +717,7 @@ mod tests {
         let third = decide(&store, 3, 7, 4_000);
         assert_eq!(store.current("cart", "").unwrap(), Some(7));
         store
-            .ack_task(&third.id, false, "quota exceeded", 5_000)
+            .ack_task(&third.id, AckStatus::Failed, "quota exceeded", 5_000)
             .unwrap();
         assert_eq!(store.current("cart", "").unwrap(), Some(3));
         assert_eq!(

@@ -24,10 +24,10 @@ pub enum TaskState {
 impl TaskState {
     /// The state from the executor's ack (`succeeded` or `failed`), if
     /// any, else from the webhook's delivery: the ack is the later word.
-    pub fn derive(ack_status: Option<&str>, delivery: Option<outbox::State>) -> TaskState {
-        match (ack_status, delivery) {
-            (Some("failed"), _) => TaskState::Failed,
-            (Some(_), _) => TaskState::Acknowledged,
+    pub fn derive(ack: Option<AckStatus>, delivery: Option<outbox::State>) -> TaskState {
+        match (ack, delivery) {
+            (Some(AckStatus::Failed), _) => TaskState::Failed,
+            (Some(AckStatus::Succeeded), _) => TaskState::Acknowledged,
             (None, Some(outbox::State::Delivered)) => TaskState::Sent,
             (None, Some(outbox::State::Failed)) => TaskState::Failed,
             (None, Some(outbox::State::Superseded)) => TaskState::Superseded,
@@ -37,6 +37,32 @@ impl TaskState {
 
     /// The state named `text` (its serde name), if there is one.
     pub fn parse(text: &str) -> Option<TaskState> {
+        parse_name(text)
+    }
+}
+
+/// What the executor reported back for a task; stored as its serde name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// It carried the task out.
+    Succeeded,
+    /// It could not: the count stays where it was, so the next decision
+    /// asks again.
+    Failed,
+}
+
+impl AckStatus {
+    /// The serde name, for the SQL column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckStatus::Succeeded => "succeeded",
+            AckStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named `text` (its serde name), if there is one.
+    pub fn parse(text: &str) -> Option<AckStatus> {
         parse_name(text)
     }
 }
@@ -90,7 +116,16 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<outbox::Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ack: Option<Value>,
+    pub ack: Option<Ack>,
+}
+
+/// The executor's report on a task, as the task shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ack {
+    pub status: AckStatus,
+    /// When it was reported (RFC 3339).
+    pub time: Option<String>,
+    pub message: Option<String>,
 }
 
 /// A task to create with a decision (or by hand).
@@ -122,6 +157,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_is_one_flat_json_object() {
+        let task = Task {
+            id: "task_1".into(),
+            sequence: 1,
+            spec: NewTask {
+                service: "cart".into(),
+                region: String::new(),
+                from: 2,
+                to: 4,
+                reason: "ScaleUpLimit".into(),
+                evidence: serde_json::json!({}),
+                origin: TaskOrigin::Decision,
+                hold_until_ms: Some(1),
+            },
+            state: TaskState::Pending,
+            created_at: "1970-01-01T00:00:00.000Z".into(),
+            hold_until: None,
+            delivery: None,
+            ack: None,
+        };
+        let value = serde_json::to_value(&task).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "created_at",
+                "evidence",
+                "from",
+                "id",
+                "origin",
+                "reason",
+                "region",
+                "sequence",
+                "service",
+                "state",
+                "to"
+            ]
+        );
+        assert_eq!(
+            (value["origin"].as_str(), value["state"].as_str()),
+            (Some("decision"), Some("pending"))
+        );
+    }
+
+    #[test]
     fn names_are_stable() {
         for (state, name) in [
             (TaskState::Pending, "pending"),
@@ -142,5 +227,9 @@ mod tests {
             assert_eq!(TaskOrigin::parse(origin.as_str()), Some(origin));
         }
         assert_eq!(TaskState::parse("done"), None);
+        for ack in [AckStatus::Succeeded, AckStatus::Failed] {
+            assert_eq!(serde_json::to_value(ack).unwrap(), ack.as_str());
+            assert_eq!(AckStatus::parse(ack.as_str()), Some(ack));
+        }
     }
 }
