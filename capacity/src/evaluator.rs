@@ -352,3 +352,70 @@ pub fn endpoint(policy: &PolicySpec) -> Endpoint {
         secret: policy.webhook_secret.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{BoxFuture, Row};
+
+    /// Answers every query with one row (both the ready count `n` and the
+    /// span aggregate `v`), or fails when there is none.
+    struct FakeTelemetry(Mutex<Option<Row>>);
+
+    impl Telemetry for FakeTelemetry {
+        fn rows(&self, _sql: String) -> BoxFuture<'_, std::result::Result<Vec<Row>, String>> {
+            let answer = self.0.lock().unwrap().clone();
+            Box::pin(async move { answer.map(|row| vec![row]).ok_or("storage down".into()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn measures_decides_and_records_then_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap());
+        let baseline = serde_json::from_value(json!({"max_rps_per_instance": 1.0})).unwrap();
+        store.put(&BASELINES, "cart", &baseline, 0).unwrap();
+        let row = json!({"n": 3, "v": 600}).as_object().unwrap().clone();
+        let telemetry = Arc::new(FakeTelemetry(Mutex::new(Some(row))));
+        let capacity = Capacity::new(store.clone(), telemetry.clone(), None);
+        let policy: PolicySpec =
+            serde_json::from_value(json!({"webhook_url": "http://127.0.0.1:9/hook"})).unwrap();
+        let now = 1_700_000_000_000;
+
+        // 600 spans in 60 s = 10 rps against 0.7 per instance wants 15; from
+        // the 3 ready instances the default rate allows 7.
+        let record = capacity.evaluate("cart", "", &policy, now).await.unwrap();
+        assert_eq!(
+            (record["current"].as_u64(), record["replicas"].as_u64()),
+            (Some(3), Some(7))
+        );
+        assert_eq!(record["reason"], "ScaleUpLimit");
+        let tasks = store.tasks(Some("cart"), None, 10).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].spec.origin, crate::store::TaskOrigin::Decision);
+
+        // Telemetry down: two failures, then the fallback (keep 7) once.
+        *telemetry.0.lock().unwrap() = None;
+        for i in 1..=2 {
+            let err = capacity
+                .evaluate("cart", "", &policy, now + i * 15_000)
+                .await;
+            assert!(err.is_err());
+        }
+        let record = capacity
+            .evaluate("cart", "", &policy, now + 45_000)
+            .await
+            .unwrap();
+        assert_eq!(record["reason"], "Fallback");
+        assert_eq!(record["replicas"], 7);
+        let events = store.events(10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "fallback");
+        assert!(
+            capacity
+                .evaluate("cart", "", &policy, now + 60_000)
+                .await
+                .is_err()
+        );
+    }
+}

@@ -110,6 +110,20 @@ pub struct DecisionRow<'a> {
     pub replicas: u32,
 }
 
+/// An alert event as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub sequence: i64,
+    pub service: String,
+    pub region: String,
+    /// RFC 3339.
+    pub time: String,
+    /// What happened, e.g. `fallback` (the webhook's type is
+    /// `capacity.<kind>`).
+    pub kind: String,
+    pub message: String,
+}
+
 /// An alert: an event in `capacity_events` that also goes to the policy's
 /// webhook as `capacity.<kind>`.
 pub struct Alert<'a> {
@@ -489,20 +503,20 @@ impl CapacityStore {
     }
 
     /// The latest alert events, newest first.
-    pub fn events(&self, limit: usize) -> Result<Vec<Value>> {
+    pub fn events(&self, limit: usize) -> Result<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, service, region, at, kind, message FROM capacity_events ORDER BY seq DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(serde_json::json!({
-                "sequence": row.get::<_, i64>(0)?,
-                "service": row.get::<_, String>(1)?,
-                "region": row.get::<_, String>(2)?,
-                "time": rfc3339(row.get(3)?),
-                "kind": row.get::<_, String>(4)?,
-                "message": row.get::<_, String>(5)?,
-            }))
+            Ok(Event {
+                sequence: row.get(0)?,
+                service: row.get(1)?,
+                region: row.get(2)?,
+                time: rfc3339(row.get(3)?),
+                kind: row.get(4)?,
+                message: row.get(5)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
