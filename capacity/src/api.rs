@@ -24,6 +24,10 @@ use crate::store::{
 };
 
 type Reply = Result<Response, CapacityError>;
+/// The state every handler gets.
+type Shared = State<Arc<Capacity>>;
+/// The service, schedule name or task id in the path.
+type Key = Path<String>;
 
 /// The capacity routes, to merge into the server's API router.
 pub fn router(capacity: Arc<Capacity>) -> Router {
@@ -78,6 +82,17 @@ fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CapacityError> 
     serde_json::from_str(text).map_err(|e| CapacityError::Invalid(format!("bad JSON body: {e}")))
 }
 
+/// Parses a JSON body and lets `check` complete and validate it; what it
+/// refuses is a 400 with its message.
+fn valid<T: DeserializeOwned>(
+    text: &str,
+    check: impl FnOnce(&mut T) -> Result<(), String>,
+) -> Result<T, CapacityError> {
+    let mut value: T = body(text)?;
+    check(&mut value).map_err(CapacityError::Invalid)?;
+    Ok(value)
+}
+
 fn not_found(what: &str) -> CapacityError {
     CapacityError::NotFound(format!("no {what}"))
 }
@@ -116,11 +131,11 @@ fn list_by_service<T: DeserializeOwned + Serialize>(
     ok(list)
 }
 
-async fn list_policies(State(c): State<Arc<Capacity>>) -> Reply {
+async fn list_policies(State(c): Shared) -> Reply {
     list_by_service(&c, &POLICIES, "policy")
 }
 
-async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+async fn get_policy(State(c): Shared, Path(service): Key) -> Reply {
     let policy = fetch(&c, &POLICIES, &service)?;
     let mut value =
         serde_json::to_value(&policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
@@ -137,13 +152,8 @@ async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>)
 
 /// Saves the policy; without `webhook_secret` it keeps the stored one or
 /// generates a new one, returned in the answer.
-async fn put_policy(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
-    let mut policy: PolicySpec = body(&text)?;
-    policy.validate().map_err(CapacityError::Invalid)?;
+async fn put_policy(State(c): Shared, Path(service): Key, text: String) -> Reply {
+    let mut policy = valid(&text, |p: &mut PolicySpec| p.validate())?;
     check_sql_signals(&c, &service, &policy).await?;
     if policy.webhook_secret.is_none() {
         policy.webhook_secret = Some(
@@ -186,30 +196,25 @@ async fn check_sql_signals(
     Ok(())
 }
 
-async fn delete_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+async fn delete_policy(State(c): Shared, Path(service): Key) -> Reply {
     remove(&c, &POLICIES, &service)
 }
 
-async fn list_baselines(State(c): State<Arc<Capacity>>) -> Reply {
+async fn list_baselines(State(c): Shared) -> Reply {
     list_by_service(&c, &BASELINES, "baseline")
 }
 
-async fn get_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+async fn get_baseline(State(c): Shared, Path(service): Key) -> Reply {
     ok(fetch(&c, &BASELINES, &service)?)
 }
 
-async fn put_baseline(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
-    let baseline: Baseline = body(&text)?;
-    baseline.validate().map_err(CapacityError::Invalid)?;
+async fn put_baseline(State(c): Shared, Path(service): Key, text: String) -> Reply {
+    let baseline = valid(&text, |b: &mut Baseline| b.validate())?;
     c.store.put(&BASELINES, &service, &baseline, now_ms())?;
     ok(baseline)
 }
 
-async fn delete_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
+async fn delete_baseline(State(c): Shared, Path(service): Key) -> Reply {
     remove(&c, &BASELINES, &service)
 }
 
@@ -227,11 +232,7 @@ fn parse_time(value: &Value, now_ms: i64) -> Result<i64, String> {
 
 /// Fits the load test in `[start, end)` and stores the baseline (unless
 /// `"dry_run": true`).
-async fn from_load_test(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
+async fn from_load_test(State(c): Shared, Path(service): Key, text: String) -> Reply {
     let mut raw: serde_json::Map<String, Value> = body(&text)?;
     let now = now_ms();
     let mut time = |key: &str| -> Result<i64, CapacityError> {
@@ -271,28 +272,25 @@ async fn from_load_test(
     ok(json!({"service": service, "baseline": baseline, "fit": fit, "stored": !dry_run}))
 }
 
-async fn list_schedules(State(c): State<Arc<Capacity>>) -> Reply {
+async fn list_schedules(State(c): Shared) -> Reply {
     ok(c.store.schedules()?)
 }
 
-async fn get_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
+async fn get_schedule(State(c): Shared, Path(name): Key) -> Reply {
     ok(fetch(&c, &SCHEDULES, &name)?)
 }
 
-async fn put_schedule(
-    State(c): State<Arc<Capacity>>,
-    Path(name): Path<String>,
-    text: String,
-) -> Reply {
-    let mut schedule: Schedule = body(&text)?;
-    schedule.name = name;
-    schedule.validate().map_err(CapacityError::Invalid)?;
+async fn put_schedule(State(c): Shared, Path(name): Key, text: String) -> Reply {
+    let schedule = valid(&text, |s: &mut Schedule| {
+        s.name = name;
+        s.validate()
+    })?;
     c.store
         .put(&SCHEDULES, &schedule.name, &schedule, now_ms())?;
     ok(schedule)
 }
 
-async fn delete_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
+async fn delete_schedule(State(c): Shared, Path(name): Key) -> Reply {
     remove(&c, &SCHEDULES, &name)
 }
 
@@ -309,15 +307,15 @@ impl ListParams {
     }
 }
 
-async fn decisions(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn decisions(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
     ok(c.store.decisions(p.service.as_deref(), p.limit())?)
 }
 
-async fn events(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn events(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
     ok(c.store.events(p.limit())?)
 }
 
-async fn tasks(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn tasks(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
     let state = match p.state.as_deref().map(TaskState::parse) {
         None => None,
         Some(Some(state)) => Some(state),
@@ -327,7 +325,7 @@ async fn tasks(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> R
     ok(c.store.tasks(p.service.as_deref(), state, p.limit())?)
 }
 
-async fn get_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>) -> Reply {
+async fn get_task(State(c): Shared, Path(id): Key) -> Reply {
     ok(c.store
         .task(&id)?
         .ok_or_else(|| not_found(&format!("task {id}")))?)
@@ -344,7 +342,7 @@ struct Ack {
 }
 
 /// The executor's callback once it has carried out (or failed) a task.
-async fn ack_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>, text: String) -> Reply {
+async fn ack_task(State(c): Shared, Path(id): Key, text: String) -> Reply {
     let ack: Ack = if text.trim().is_empty() {
         Ack {
             status: None,
@@ -385,7 +383,7 @@ struct ManualTask {
 
 /// An operator's task: scale (service, region) to `to` now, optionally
 /// holding it there. Goes out through the policy's webhook like any other.
-async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
+async fn manual_task(State(c): Shared, text: String) -> Reply {
     let req: ManualTask = body(&text)?;
     let policy = c.store.get(&POLICIES, &req.service)?.ok_or_else(|| {
         CapacityError::Unprocessable(format!(
