@@ -331,7 +331,7 @@ async fn get_task(State(c): Shared, Path(id): Key) -> Reply {
         .ok_or_else(|| not_found(&format!("task {id}")))?)
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ack {
     /// `succeeded` (default) or `failed`.
@@ -344,21 +344,15 @@ struct Ack {
 /// The executor's callback once it has carried out (or failed) a task.
 async fn ack_task(State(c): Shared, Path(id): Key, text: String) -> Reply {
     let ack: Ack = if text.trim().is_empty() {
-        Ack {
-            status: None,
-            message: None,
-        }
+        Ack::default()
     } else {
         body(&text)?
     };
-    let status = match ack.status.as_deref().map(|s| (s, AckStatus::parse(s))) {
+    let status = match ack.status.as_deref() {
         None => AckStatus::Succeeded,
-        Some((_, Some(status))) => status,
-        Some((other, None)) => {
-            return Err(CapacityError::Invalid(format!(
-                "status {other:?}: use succeeded or failed"
-            )));
-        }
+        Some(text) => AckStatus::parse(text).ok_or_else(|| {
+            CapacityError::Invalid(format!("status {text:?}: use succeeded or failed"))
+        })?,
     };
     let task = c
         .store

@@ -44,16 +44,17 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Records that `signal` could not be read, and why.
+    pub fn error(&mut self, signal: &str, error: impl ToString) {
+        self.errors.push(SignalError {
+            signal: signal.into(),
+            error: error.to_string(),
+        });
+    }
+
     /// Keeps `result`'s value, or records its error against `signal`.
     pub fn note<T, E: ToString>(&mut self, signal: &str, result: Result<T, E>) -> Option<T> {
-        result
-            .map_err(|e| {
-                self.errors.push(SignalError {
-                    signal: signal.into(),
-                    error: e.to_string(),
-                })
-            })
-            .ok()
+        result.map_err(|e| self.error(signal, e)).ok()
     }
 
     /// No signal readable and nothing that applies without one (a

@@ -230,11 +230,11 @@ impl Capacity {
             for (signal, i) in policy.signals.iter().zip(0..) {
                 if signal.from_spans() && m.readings[i].value == Some(0.0) {
                     m.readings[i].value = None;
-                    let silent: Result<(), String> = Err(format!(
+                    let silent = format!(
                         "no telemetry from {service} in the last {}",
                         loupe_base::duration::format(policy.instance_window)
-                    ));
-                    m.note(&signal.name(), silent);
+                    );
+                    m.error(&signal.name(), silent);
                 }
             }
         }
