@@ -9,18 +9,27 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::baseline::{self, Baseline, LoadTestRequest};
 use crate::error::CapacityError;
 use crate::evaluator::{Capacity, endpoint, now_ms};
+use crate::load::{self, Scope, Window};
 use crate::policy::PolicySpec;
 use crate::schedule::Schedule;
-use crate::store::NewTask;
+use crate::store::{
+    AckStatus, BASELINES, Bodies, NewTask, POLICIES, SCHEDULES, TaskOrigin, TaskState,
+};
 
 type Reply = Result<Response, CapacityError>;
+/// The state every handler gets.
+type Shared = State<Arc<Capacity>>;
+/// The service, schedule name or task id in the path.
+type Key = Path<String>;
 
+/// The capacity routes, to merge into the server's API router.
 pub fn router(capacity: Arc<Capacity>) -> Router {
     Router::new()
         .route("/api/v1/capacity/policies", get(list_policies))
@@ -73,25 +82,61 @@ fn body<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CapacityError> 
     serde_json::from_str(text).map_err(|e| CapacityError::Invalid(format!("bad JSON body: {e}")))
 }
 
+/// Parses a JSON body and lets `check` complete and validate it; what it
+/// refuses is a 400 with its message.
+fn valid<T: DeserializeOwned>(
+    text: &str,
+    check: impl FnOnce(&mut T) -> Result<(), String>,
+) -> Result<T, CapacityError> {
+    let mut value: T = body(text)?;
+    check(&mut value).map_err(CapacityError::Invalid)?;
+    Ok(value)
+}
+
 fn not_found(what: &str) -> CapacityError {
     CapacityError::NotFound(format!("no {what}"))
 }
 
-async fn list_policies(State(c): State<Arc<Capacity>>) -> Reply {
+/// The body under `key`, or a 404 naming it.
+fn fetch<T: DeserializeOwned>(
+    c: &Capacity,
+    table: &Bodies<T>,
+    key: &str,
+) -> Result<T, CapacityError> {
+    c.store
+        .get(table, key)?
+        .ok_or_else(|| not_found(&format!("{} {key}", table.what)))
+}
+
+/// Deletes the body under `key`: 204, or a 404 naming it.
+fn remove<T>(c: &Capacity, table: &Bodies<T>, key: &str) -> Reply {
+    if !c.store.delete(table, key)? {
+        return Err(not_found(&format!("{} {key}", table.what)));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every body of a per-service table as `{"service": …, field: body}`.
+fn list_by_service<T: DeserializeOwned + Serialize>(
+    c: &Capacity,
+    table: &Bodies<T>,
+    field: &str,
+) -> Reply {
     let list: Vec<Value> = c
         .store
-        .policies()?
+        .list(table)?
         .into_iter()
-        .map(|(service, policy)| json!({"service": service, "policy": policy}))
+        .map(|(service, body)| json!({"service": service, field: body}))
         .collect();
     ok(list)
 }
 
-async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    let policy = c
-        .store
-        .policy(&service)?
-        .ok_or_else(|| not_found(&format!("policy for {service}")))?;
+async fn list_policies(State(c): Shared) -> Reply {
+    list_by_service(&c, &POLICIES, "policy")
+}
+
+async fn get_policy(State(c): Shared, Path(service): Key) -> Reply {
+    let policy = fetch(&c, &POLICIES, &service)?;
     let mut value =
         serde_json::to_value(&policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
     // A 410 from the receiver stops deliveries until the policy is saved
@@ -107,18 +152,13 @@ async fn get_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>)
 
 /// Saves the policy; without `webhook_secret` it keeps the stored one or
 /// generates a new one, returned in the answer.
-async fn put_policy(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
-    let mut policy: PolicySpec = body(&text)?;
-    policy.validate().map_err(CapacityError::Invalid)?;
+async fn put_policy(State(c): Shared, Path(service): Key, text: String) -> Reply {
+    let mut policy = valid(&text, |p: &mut PolicySpec| p.validate())?;
     check_sql_signals(&c, &service, &policy).await?;
     if policy.webhook_secret.is_none() {
         policy.webhook_secret = Some(
             c.store
-                .policy(&service)?
+                .get(&POLICIES, &service)?
                 .and_then(|p| p.webhook_secret)
                 .unwrap_or_else(loupe_notify::signing::generate_secret),
         );
@@ -139,16 +179,13 @@ async fn check_sql_signals(
         if !matches!(signal, crate::policy::SignalSpec::Sql { .. }) {
             continue;
         }
-        let scope = crate::load::Scope {
-            service,
-            region: None,
-        };
-        let window = crate::load::Window {
+        let scope = Scope::of(service, "");
+        let window = Window {
             end_ns: now_ms() * 1_000_000,
             length: policy.load_window,
         };
         if let Err(CapacityError::Query(e)) =
-            crate::load::read_signal(c.telemetry.as_ref(), signal, scope, window).await
+            load::read_signal(c.telemetry.as_ref(), signal, scope, window).await
         {
             return Err(CapacityError::Invalid(format!(
                 "signal {}: {e}",
@@ -159,47 +196,26 @@ async fn check_sql_signals(
     Ok(())
 }
 
-async fn delete_policy(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    if !c.store.delete_policy(&service)? {
-        return Err(not_found(&format!("policy for {service}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn delete_policy(State(c): Shared, Path(service): Key) -> Reply {
+    remove(&c, &POLICIES, &service)
 }
 
-async fn list_baselines(State(c): State<Arc<Capacity>>) -> Reply {
-    let list: Vec<Value> = c
-        .store
-        .baselines()?
-        .into_iter()
-        .map(|(service, baseline)| json!({"service": service, "baseline": baseline}))
-        .collect();
-    ok(list)
+async fn list_baselines(State(c): Shared) -> Reply {
+    list_by_service(&c, &BASELINES, "baseline")
 }
 
-async fn get_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    let baseline = c
-        .store
-        .baseline(&service)?
-        .ok_or_else(|| not_found(&format!("baseline for {service}")))?;
+async fn get_baseline(State(c): Shared, Path(service): Key) -> Reply {
+    ok(fetch(&c, &BASELINES, &service)?)
+}
+
+async fn put_baseline(State(c): Shared, Path(service): Key, text: String) -> Reply {
+    let baseline = valid(&text, |b: &mut Baseline| b.validate())?;
+    c.store.put(&BASELINES, &service, &baseline, now_ms())?;
     ok(baseline)
 }
 
-async fn put_baseline(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
-    let baseline: Baseline = body(&text)?;
-    baseline.validate().map_err(CapacityError::Invalid)?;
-    c.store.put_baseline(&service, &baseline, now_ms())?;
-    ok(baseline)
-}
-
-async fn delete_baseline(State(c): State<Arc<Capacity>>, Path(service): Path<String>) -> Reply {
-    if !c.store.delete_baseline(&service)? {
-        return Err(not_found(&format!("baseline for {service}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn delete_baseline(State(c): Shared, Path(service): Key) -> Reply {
+    remove(&c, &BASELINES, &service)
 }
 
 /// A time in a request body: a JSON number of ns since the epoch, or any
@@ -216,11 +232,7 @@ fn parse_time(value: &Value, now_ms: i64) -> Result<i64, String> {
 
 /// Fits the load test in `[start, end)` and stores the baseline (unless
 /// `"dry_run": true`).
-async fn from_load_test(
-    State(c): State<Arc<Capacity>>,
-    Path(service): Path<String>,
-    text: String,
-) -> Reply {
+async fn from_load_test(State(c): Shared, Path(service): Key, text: String) -> Reply {
     let mut raw: serde_json::Map<String, Value> = body(&text)?;
     let now = now_ms();
     let mut time = |key: &str| -> Result<i64, CapacityError> {
@@ -244,7 +256,7 @@ async fn from_load_test(
         Some(slo) => slo,
         None => c
             .store
-            .baseline(&service)?
+            .get(&BASELINES, &service)?
             .map(|b| b.slo)
             .unwrap_or_default(),
     };
@@ -255,40 +267,31 @@ async fn from_load_test(
         CapacityError::Unprocessable(format!("the fit gives no usable baseline: {e}"))
     })?;
     if !dry_run {
-        c.store.put_baseline(&service, &baseline, now)?;
+        c.store.put(&BASELINES, &service, &baseline, now)?;
     }
     ok(json!({"service": service, "baseline": baseline, "fit": fit, "stored": !dry_run}))
 }
 
-async fn list_schedules(State(c): State<Arc<Capacity>>) -> Reply {
+async fn list_schedules(State(c): Shared) -> Reply {
     ok(c.store.schedules()?)
 }
 
-async fn get_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
-    let schedule = c
-        .store
-        .schedule(&name)?
-        .ok_or_else(|| not_found(&format!("schedule {name}")))?;
+async fn get_schedule(State(c): Shared, Path(name): Key) -> Reply {
+    ok(fetch(&c, &SCHEDULES, &name)?)
+}
+
+async fn put_schedule(State(c): Shared, Path(name): Key, text: String) -> Reply {
+    let schedule = valid(&text, |s: &mut Schedule| {
+        s.name = name;
+        s.validate()
+    })?;
+    c.store
+        .put(&SCHEDULES, &schedule.name, &schedule, now_ms())?;
     ok(schedule)
 }
 
-async fn put_schedule(
-    State(c): State<Arc<Capacity>>,
-    Path(name): Path<String>,
-    text: String,
-) -> Reply {
-    let mut schedule: Schedule = body(&text)?;
-    schedule.name = name;
-    schedule.validate().map_err(CapacityError::Invalid)?;
-    c.store.put_schedule(&schedule, now_ms())?;
-    ok(schedule)
-}
-
-async fn delete_schedule(State(c): State<Arc<Capacity>>, Path(name): Path<String>) -> Reply {
-    if !c.store.delete_schedule(&name)? {
-        return Err(not_found(&format!("schedule {name}")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+async fn delete_schedule(State(c): Shared, Path(name): Key) -> Reply {
+    remove(&c, &SCHEDULES, &name)
 }
 
 #[derive(Deserialize)]
@@ -304,28 +307,31 @@ impl ListParams {
     }
 }
 
-async fn decisions(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn decisions(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
     ok(c.store.decisions(p.service.as_deref(), p.limit())?)
 }
 
-async fn events(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn events(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
     ok(c.store.events(p.limit())?)
 }
 
-async fn tasks(State(c): State<Arc<Capacity>>, Query(p): Query<ListParams>) -> Reply {
+async fn tasks(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
+    let state = match p.state.as_deref().map(TaskState::parse) {
+        None => None,
+        Some(Some(state)) => Some(state),
+        // A state no task can be in matches none.
+        Some(None) => return ok(Vec::<Value>::new()),
+    };
+    ok(c.store.tasks(p.service.as_deref(), state, p.limit())?)
+}
+
+async fn get_task(State(c): Shared, Path(id): Key) -> Reply {
     ok(c.store
-        .tasks(p.service.as_deref(), p.state.as_deref(), p.limit())?)
-}
-
-async fn get_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>) -> Reply {
-    let task = c
-        .store
         .task(&id)?
-        .ok_or_else(|| not_found(&format!("task {id}")))?;
-    ok(task)
+        .ok_or_else(|| not_found(&format!("task {id}")))?)
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ack {
     /// `succeeded` (default) or `failed`.
@@ -336,32 +342,21 @@ struct Ack {
 }
 
 /// The executor's callback once it has carried out (or failed) a task.
-async fn ack_task(State(c): State<Arc<Capacity>>, Path(id): Path<String>, text: String) -> Reply {
+async fn ack_task(State(c): Shared, Path(id): Key, text: String) -> Reply {
     let ack: Ack = if text.trim().is_empty() {
-        Ack {
-            status: None,
-            message: None,
-        }
+        Ack::default()
     } else {
         body(&text)?
     };
-    let succeeded = match ack.status.as_deref() {
-        None | Some("succeeded") => true,
-        Some("failed") => false,
-        Some(other) => {
-            return Err(CapacityError::Invalid(format!(
-                "status {other:?}: use succeeded or failed"
-            )));
-        }
+    let status = match ack.status.as_deref() {
+        None => AckStatus::Succeeded,
+        Some(text) => AckStatus::parse(text).ok_or_else(|| {
+            CapacityError::Invalid(format!("status {text:?}: use succeeded or failed"))
+        })?,
     };
     let task = c
         .store
-        .ack_task(
-            &id,
-            succeeded,
-            ack.message.as_deref().unwrap_or(""),
-            now_ms(),
-        )?
+        .ack_task(&id, status, ack.message.as_deref().unwrap_or(""), now_ms())?
         .ok_or_else(|| not_found(&format!("task {id}")))?;
     ok(task)
 }
@@ -382,9 +377,9 @@ struct ManualTask {
 
 /// An operator's task: scale (service, region) to `to` now, optionally
 /// holding it there. Goes out through the policy's webhook like any other.
-async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
+async fn manual_task(State(c): Shared, text: String) -> Reply {
     let req: ManualTask = body(&text)?;
-    let policy = c.store.policy(&req.service)?.ok_or_else(|| {
+    let policy = c.store.get(&POLICIES, &req.service)?.ok_or_else(|| {
         CapacityError::Unprocessable(format!(
             "no policy for {} (it says where tasks go): PUT /api/v1/capacity/policies/{}",
             req.service, req.service
@@ -394,11 +389,8 @@ async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
     let from = match c.store.current(&req.service, &req.region)? {
         Some(n) => n,
         None => {
-            let scope = crate::load::Scope {
-                service: &req.service,
-                region: (!req.region.is_empty()).then_some(req.region.as_str()),
-            };
-            crate::load::ready_instances(
+            let scope = Scope::of(&req.service, &req.region);
+            load::ready_instances(
                 c.telemetry.as_ref(),
                 scope,
                 now * 1_000_000,
@@ -414,7 +406,7 @@ async fn manual_task(State(c): State<Arc<Capacity>>, text: String) -> Reply {
         to: req.to,
         reason: req.reason.unwrap_or_else(|| "Manual".into()),
         evidence: json!({"manual": true}),
-        origin: "manual",
+        origin: TaskOrigin::Manual,
         hold_until_ms: req.hold.map(|h| now + h.as_millis() as i64),
     };
     let created = c.store.commit_manual_task(&task, &endpoint(&policy), now)?;

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{CapacityError, Result};
-use crate::load::{Telemetry, query};
+use crate::load::{Columns, Row, Telemetry, query};
 use crate::usl::Usl;
 use loupe_base::sql_literal::{quote, timestamp as ts};
 
+/// The latency and error budget a baseline instance must stay within;
+/// the load-test fit takes the highest throughput that kept it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
@@ -32,6 +34,8 @@ impl Default for Slo {
     }
 }
 
+/// How much one instance carries: the `rps` signal's target is
+/// `target_utilization × max_rps_per_instance`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
@@ -50,6 +54,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// Checks what serde cannot, so a baseline that would make every
+    /// decision divide by nothing is refused at the API.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.max_rps_per_instance > 0.0 && self.max_rps_per_instance.is_finite()) {
             return Err("max_rps_per_instance must be a positive number".into());
@@ -157,11 +163,69 @@ fn ten_seconds() -> std::time::Duration {
     std::time::Duration::from_secs(10)
 }
 
-fn num(row: &serde_json::Map<String, Value>, key: &str) -> f64 {
-    match row.get(key) {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => s.parse().unwrap_or(0.0),
-        _ => 0.0,
+/// One load-test step's aggregates as the step query returns them
+/// (missing or null columns read as 0).
+struct StepRow {
+    /// `loadtest.concurrency` when the load tool recorded it; `None` for
+    /// time buckets.
+    concurrency: Option<f64>,
+    requests: f64,
+    first_ns: f64,
+    last_ns: f64,
+    busy_ns: f64,
+    p99_ns: f64,
+    error_rate: f64,
+    instances: f64,
+}
+
+impl StepRow {
+    fn read(row: &Row) -> StepRow {
+        let n = |column| row.number(column).unwrap_or(0.0);
+        StepRow {
+            concurrency: row.contains_key("concurrency").then(|| n("concurrency")),
+            requests: n("requests"),
+            first_ns: n("first_ns"),
+            last_ns: n("last_ns"),
+            busy_ns: n("busy_ns"),
+            p99_ns: n("p99_ns"),
+            error_rate: n("error_rate"),
+            instances: n("instances"),
+        }
+    }
+
+    /// The step, from `step_ns`-long buckets when unlabelled; `None` when
+    /// too few requests or no time elapsed to measure a rate.
+    fn step(&self, step_ns: i64) -> Option<Step> {
+        let requests = self.requests;
+        if requests < 2.0 {
+            return None;
+        }
+        let instances = self.instances.max(1.0);
+        // Labelled: the rate between the first and the last request of the
+        // step, (n − 1) intervals over that time.
+        let seconds = match self.concurrency {
+            Some(_) => (self.last_ns - self.first_ns) / 1e9,
+            None => step_ns as f64 / 1e9,
+        };
+        if seconds <= 0.0 {
+            return None;
+        }
+        let (throughput, concurrency) = match self.concurrency {
+            Some(c) => ((requests - 1.0) / seconds / instances, c),
+            // Little's law for the unlabelled buckets.
+            None => (
+                requests / seconds / instances,
+                self.busy_ns / 1e9 / seconds / instances,
+            ),
+        };
+        Some(Step {
+            concurrency,
+            requests: requests as u64,
+            throughput,
+            p99_ms: self.p99_ns / 1e6,
+            error_rate: self.error_rate,
+            within_slo: false,
+        })
     }
 }
 
@@ -216,43 +280,7 @@ pub async fn measure_steps(
     };
     let steps = rows
         .iter()
-        .filter_map(|row| {
-            let requests = num(row, "requests");
-            if requests < 2.0 {
-                return None;
-            }
-            let instances = num(row, "instances").max(1.0);
-            // Rate between the first and the last request of the step:
-            // (n − 1) intervals over that time.
-            let elapsed = (num(row, "last_ns") - num(row, "first_ns")) / 1e9;
-            let labelled = row.contains_key("concurrency");
-            let seconds = if labelled {
-                elapsed
-            } else {
-                step_ns as f64 / 1e9
-            };
-            if seconds <= 0.0 {
-                return None;
-            }
-            let throughput = if labelled {
-                (requests - 1.0) / seconds
-            } else {
-                requests / seconds
-            } / instances;
-            let concurrency = if labelled {
-                num(row, "concurrency")
-            } else {
-                num(row, "busy_ns") / 1e9 / seconds / instances
-            };
-            Some(Step {
-                concurrency,
-                requests: requests as u64,
-                throughput,
-                p99_ms: num(row, "p99_ns") / 1e6,
-                error_rate: num(row, "error_rate"),
-                within_slo: false,
-            })
-        })
+        .filter_map(|row| StepRow::read(row).step(step_ns))
         .collect::<Vec<_>>();
     if steps.len() < 3 {
         return Err(CapacityError::Unprocessable(format!(

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
+/// A five-field cron expression as bit sets, so a schedule can ask when
+/// it last fired without a dependency on a cron crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
     minutes: u64,
@@ -152,6 +154,12 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    /// Asserts that at `now`, `cron` in `tz` last fired at `fired`.
+    fn assert_last_fire(cron: &Cron, tz: Tz, now: &str, fired: &str) {
+        let (at, _) = cron.last_fire(tz, utc(now)).unwrap();
+        assert_eq!(at, utc(fired), "at {now}");
+    }
+
     #[test]
     fn parses_fields() {
         let c: Cron = "*/15 9-17 * * mon-fri".parse().unwrap();
@@ -171,11 +179,9 @@ mod tests {
         assert_eq!(at, utc("2026-11-25T07:00:00Z"));
         assert_eq!(date.to_string(), "2026-11-25");
         // Monday 06:00 UTC (07:00 Berlin): last fire was Friday.
-        let (at, _) = c.last_fire(tz, utc("2026-11-23T06:00:00Z")).unwrap();
-        assert_eq!(at, utc("2026-11-20T07:00:00Z"));
+        assert_last_fire(&c, tz, "2026-11-23T06:00:00Z", "2026-11-20T07:00:00Z");
         // Exactly at the fire time counts.
-        let (at, _) = c.last_fire(tz, utc("2026-11-25T07:00:00Z")).unwrap();
-        assert_eq!(at, utc("2026-11-25T07:00:00Z"));
+        assert_last_fire(&c, tz, "2026-11-25T07:00:00Z", "2026-11-25T07:00:00Z");
     }
 
     #[test]
@@ -183,13 +189,10 @@ mod tests {
         let c: Cron = "0 0 1 * sun".parse().unwrap();
         let tz: Tz = "UTC".parse().unwrap();
         // 2026-11-29 is a Sunday; 2026-12-01 a Tuesday (the 1st).
-        let (at, _) = c.last_fire(tz, utc("2026-11-30T12:00:00Z")).unwrap();
-        assert_eq!(at, utc("2026-11-29T00:00:00Z"));
-        let (at, _) = c.last_fire(tz, utc("2026-12-01T12:00:00Z")).unwrap();
-        assert_eq!(at, utc("2026-12-01T00:00:00Z"));
+        assert_last_fire(&c, tz, "2026-11-30T12:00:00Z", "2026-11-29T00:00:00Z");
+        assert_last_fire(&c, tz, "2026-12-01T12:00:00Z", "2026-12-01T00:00:00Z");
         // `*/2` days AND Sundays: 2026-11-29 is odd-numbered... and a Sunday.
         let c: Cron = "0 0 */2 * sun".parse().unwrap();
-        let (at, _) = c.last_fire(tz, utc("2026-12-01T12:00:00Z")).unwrap();
-        assert_eq!(at, utc("2026-11-29T00:00:00Z"));
+        assert_last_fire(&c, tz, "2026-12-01T12:00:00Z", "2026-11-29T00:00:00Z");
     }
 }

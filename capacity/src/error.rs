@@ -1,5 +1,6 @@
 use thiserror::Error;
 
+/// Everything capacity can fail with; the API maps each to its status.
 #[derive(Debug, Error)]
 pub enum CapacityError {
     #[error("capacity state: {0}")]
@@ -23,4 +24,5 @@ pub enum CapacityError {
     Internal(String),
 }
 
+/// The crate's result, defaulting to [`CapacityError`].
 pub type Result<T, E = CapacityError> = std::result::Result<T, E>;

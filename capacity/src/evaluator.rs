@@ -15,40 +15,29 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::decision::{self, Measurement, Outcome, Unit, Verdict, since_epoch};
 use crate::error::{CapacityError, Result};
-use crate::hpa::{self, History, SignalReading};
+use crate::hpa::{History, SignalReading};
 use crate::load::{self, Scope, Telemetry, Window};
-use crate::policy::{Fallback, PolicySpec, SignalSpec};
+use crate::policy::PolicySpec;
 use crate::schedule;
-use crate::store::{CapacityStore, Endpoint, NewTask};
+use crate::store::{Alert, BASELINES, CapacityStore, DecisionRow, Endpoint, NewTask, POLICIES};
 pub use loupe_base::clock::now_ms;
 use loupe_base::clock::rfc3339_ms as rfc3339;
 
 /// Spans reach storage a few seconds after they end (SDK batching), so the
 /// load window ends this long before now.
 const INGEST_DELAY: Duration = Duration::from_secs(5);
-/// Consecutive failed evaluations before the fallback applies.
-const FAILURES_BEFORE_FALLBACK: u32 = 3;
 /// How often the loop looks for due evaluations.
 const TICK: Duration = Duration::from_millis(250);
 
-/// What the loop remembers per (service, region) between evaluations.
-#[derive(Default)]
-struct Unit {
-    history: Option<History>,
-    failures: u32,
-    in_fallback: bool,
-}
-
-/// What an evaluation concluded, before it is recorded.
-struct Verdict {
-    current: u32,
-    desired: u32,
-    replicas: u32,
-    reason: String,
-    evidence: Value,
-    /// `decision` or `fallback`: where a resulting task came from.
-    origin: &'static str,
+/// One evaluation's subject and time, handed through its steps.
+#[derive(Clone, Copy)]
+struct Evaluation<'a> {
+    service: &'a str,
+    region: &'a str,
+    policy: &'a PolicySpec,
+    now_ms: i64,
 }
 
 /// Capacity planning at run time: the state, the telemetry it reads and
@@ -62,11 +51,9 @@ pub struct Capacity {
     last_pass: Mutex<HashMap<String, i64>>,
 }
 
-fn since_epoch(ms: i64) -> Duration {
-    Duration::from_millis(ms.max(0) as u64)
-}
-
 impl Capacity {
+    /// Capacity over `store`, reading `telemetry`; `notifier` (when the
+    /// server runs one) is woken as soon as a webhook is committed.
     pub fn new(
         store: Arc<CapacityStore>,
         telemetry: Arc<dyn Telemetry>,
@@ -125,7 +112,7 @@ impl Capacity {
 
     /// Evaluates every policy whose interval has passed at `now_ms`.
     pub async fn evaluate_due(&self, now_ms: i64) -> Result<()> {
-        for (service, policy) in self.store.policies()? {
+        for (service, policy) in self.store.list(&POLICIES)? {
             // Due per service, before any query: regions are listed (and
             // evaluated) once per interval, not on every tick.
             let due = self
@@ -166,7 +153,8 @@ impl Capacity {
         Ok(())
     }
 
-    /// One evaluation of (service, region); returns the recorded decision.
+    /// One evaluation of (service, region): measure, decide (pure, see
+    /// [`decision::decide`]), record. Returns the recorded decision.
     pub async fn evaluate(
         &self,
         service: &str,
@@ -174,10 +162,37 @@ impl Capacity {
         policy: &PolicySpec,
         now_ms: i64,
     ) -> Result<Value> {
-        let scope = Scope {
+        let e = Evaluation {
             service,
-            region: (!region.is_empty()).then_some(region),
+            region,
+            policy,
+            now_ms,
         };
+        let m = self.measure(&e).await?;
+        // From here on nothing awaits: the unit is out of the map only
+        // while it is decided for.
+        let key = (service.to_string(), region.to_string());
+        let mut unit = self.units().remove(&key).unwrap_or_default();
+        let loaded = match unit.history {
+            None if m.needs_history() => self.load_history(&e).map(|h| unit.history = Some(h)),
+            _ => Ok(()),
+        };
+        let outcome = loaded.map(|()| decision::decide(service, policy, &m, &mut unit, now_ms));
+        self.units().insert(key, unit);
+        self.record(&e, outcome?)
+    }
+
+    /// Reads the signals, the ready instances, the current count, the
+    /// schedules' floor and any hold. Unreadable signals are noted in the
+    /// measurement, not returned as errors.
+    async fn measure(&self, e: &Evaluation<'_>) -> Result<Measurement> {
+        let Evaluation {
+            service,
+            region,
+            policy,
+            now_ms,
+        } = *e;
+        let scope = Scope::of(service, region);
         let now_ns = now_ms * 1_000_000;
         let window = Window {
             end_ns: now_ns - INGEST_DELAY.as_nanos() as i64,
@@ -185,275 +200,106 @@ impl Capacity {
         };
         let t = self.telemetry.as_ref();
         let ready = load::ready_instances(t, scope, now_ns, policy.instance_window).await;
-        let baseline = self.store.baseline(service)?;
-        let mut readings = Vec::new();
-        let mut errors = Vec::new();
+        let mut m = Measurement {
+            baseline: self.store.get(&BASELINES, service)?,
+            ..Measurement::default()
+        };
         for signal in &policy.signals {
-            let target = match signal {
-                SignalSpec::Rps { .. } => baseline
-                    .as_ref()
-                    .map(|b| policy.target_utilization * b.max_rps_per_instance),
-                SignalSpec::Cpu { target, .. }
-                | SignalSpec::Concurrency { target }
-                | SignalSpec::Sql { target, .. } => Some(*target),
-            };
+            let target = signal.fixed_target().or_else(|| {
+                let b = m.baseline.as_ref()?;
+                Some(policy.target_utilization * b.max_rps_per_instance)
+            });
             let value = match target {
                 None => Err(CapacityError::Unprocessable(format!(
                     "no baseline for {service}: PUT /api/v1/capacity/baselines/{service}"
                 ))),
                 Some(_) => load::read_signal(t, signal, scope, window).await,
             };
-            let value = match value {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    errors.push(json!({"signal": signal.name(), "error": e.to_string()}));
-                    None
-                }
-            };
-            readings.push(SignalReading {
+            let value = m.note(&signal.name(), value);
+            m.readings.push(SignalReading {
                 name: signal.name(),
                 value,
                 target: target.unwrap_or(0.0),
             });
         }
-        let ready = match ready {
-            Ok(n) => Some(n),
-            Err(e) => {
-                errors.push(json!({"signal": "ready_instances", "error": e.to_string()}));
-                None
-            }
-        };
+        m.ready = m.note("ready_instances", ready);
         // No instance reporting and no spans is a telemetry outage, not an
         // idle service: span-based signals count as missing, so the count
         // holds instead of falling to `min`.
-        if ready == Some(0) {
-            for (signal, reading) in policy.signals.iter().zip(&mut readings) {
-                let from_spans = matches!(
-                    signal,
-                    SignalSpec::Rps {
-                        source: crate::policy::RateSource::Spans
-                    } | SignalSpec::Concurrency { .. }
-                );
-                if from_spans && reading.value == Some(0.0) {
-                    reading.value = None;
-                    errors.push(json!({"signal": signal.name(), "error": format!(
+        if m.ready == Some(0) {
+            for (signal, i) in policy.signals.iter().zip(0..) {
+                if signal.from_spans() && m.readings[i].value == Some(0.0) {
+                    m.readings[i].value = None;
+                    let silent = format!(
                         "no telemetry from {service} in the last {}",
                         loupe_base::duration::format(policy.instance_window)
-                    )}));
+                    );
+                    m.error(&signal.name(), silent);
                 }
             }
         }
-        let key = (service.to_string(), region.to_string());
-        let current = match self.store.current(service, region)? {
+        m.current = match self.store.current(service, region)? {
             Some(n) => n,
-            None => ready.filter(|n| *n > 0).unwrap_or(policy.min),
+            None => m.ready.filter(|n| *n > 0).unwrap_or(policy.min),
         };
         let schedules = self.store.schedules()?;
         let now_utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
-        let (floor, windows) = schedule::floor(&schedules, service, now_utc);
-        let hold = self.store.hold_until(service, region, now_ms)?;
-        // With no signal readable the evaluation failed — but a scheduled
-        // window above the current count still applies (it needs no
-        // metrics), and an operator's hold is never overridden by fallback.
-        if readings.iter().all(|r| r.value.is_none()) && floor <= current && hold.is_none() {
-            return self
-                .failed(service, region, policy, current, ready, errors, now_ms)
-                .await;
-        }
-        if readings.iter().any(|r| r.value.is_some()) {
-            let mut units = self.units();
-            let unit = units.entry(key.clone()).or_default();
-            unit.failures = 0;
-            unit.in_fallback = false;
-        }
-        let decision = if hold.is_some() {
-            hpa::Decision {
-                current,
-                desired: current,
-                replicas: current,
-                reason: hpa::Reason::WithinTolerance,
-                proposals: Vec::new(),
-            }
-        } else {
-            let mut history = self.history(service, region, policy, now_ms)?;
-            let d = hpa::decide(
-                current,
-                &readings,
-                floor,
-                &policy.limits(),
-                &policy.behavior(),
-                &mut history,
-                since_epoch(now_ms),
-            );
-            self.units().entry(key.clone()).or_default().history = Some(history);
-            d
-        };
-        let reason = if hold.is_some() {
-            "ManualOverride".to_string()
-        } else {
-            format!("{:?}", decision.reason)
-        };
-        let signals: Vec<Value> = decision
-            .proposals
-            .iter()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "value": p.value,
-                    "target_per_instance": p.target,
-                    "ratio": p.ratio,
-                    "proposal": p.replicas,
-                })
-            })
-            .collect();
-        let evidence = json!({
-            "signals": signals,
-            "errors": errors,
-            "ready_instances": ready,
-            "baseline": baseline.as_ref().map(|b| json!({
-                "max_rps_per_instance": b.max_rps_per_instance,
-                "target_utilization": policy.target_utilization,
-                "slo": b.slo,
-            })),
-            "schedule": {"floor": floor, "windows": windows},
-            "hold_until": hold.map(rfc3339),
-            "window": loupe_base::duration::format(policy.load_window),
-        });
-        self.commit(
-            service,
-            region,
-            policy,
-            Verdict {
-                current,
-                desired: decision.desired,
-                replicas: decision.replicas,
-                reason,
-                evidence,
-                origin: "decision",
-            },
-            now_ms,
-        )
+        (m.floor, m.windows) = schedule::floor(&schedules, service, now_utc);
+        m.hold_until_ms = self.store.hold_until(service, region, now_ms)?;
+        Ok(m)
     }
 
     /// The unit's HPA history, reloaded from the store after a restart.
-    fn history(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        now_ms: i64,
-    ) -> Result<History> {
-        let key = (service.to_string(), region.to_string());
-        if let Some(h) = self.units().get_mut(&key).and_then(|u| u.history.take()) {
-            return Ok(h);
-        }
-        let behavior = policy.behavior();
-        let window = behavior.longest_stabilization();
-        let period = behavior.longest_period();
-        let recs = self
-            .store
-            .recommendations(service, region, now_ms - window.as_millis() as i64)?
-            .into_iter()
-            .map(|(at, r)| (since_epoch(at), r))
-            .collect();
-        let events = self
-            .store
-            .scale_events(service, region, now_ms - period.as_millis() as i64)?
-            .into_iter()
-            .map(|(at, change)| (since_epoch(at), change))
-            .collect();
-        Ok(History::restore(recs, events))
+    fn load_history(&self, e: &Evaluation<'_>) -> Result<History> {
+        let behavior = e.policy.behavior();
+        let since = |d: Duration| e.now_ms - d.as_millis() as i64;
+        let recs = self.store.recommendations(
+            e.service,
+            e.region,
+            since(behavior.longest_stabilization()),
+        )?;
+        let events =
+            self.store
+                .scale_events(e.service, e.region, since(behavior.longest_period()))?;
+        Ok(History::restore(on_clock(recs), on_clock(events)))
     }
 
-    /// Counts a failed evaluation; the third in a row applies the fallback
-    /// once and raises an alert event.
-    #[allow(clippy::too_many_arguments)]
-    async fn failed(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        current: u32,
-        ready: Option<u32>,
-        errors: Vec<Value>,
-        now_ms: i64,
-    ) -> Result<Value> {
-        let failures = {
-            let mut units = self.units();
-            let unit = units
-                .entry((service.to_string(), region.to_string()))
-                .or_default();
-            unit.failures += 1;
-            if unit.failures < FAILURES_BEFORE_FALLBACK || unit.in_fallback {
-                None
-            } else {
-                unit.in_fallback = true;
-                Some(unit.failures)
+    /// Records what [`decision::decide`] concluded: a failure is an error;
+    /// a fallback also raises an alert event (sent to the webhook).
+    fn record(&self, e: &Evaluation<'_>, outcome: Outcome) -> Result<Value> {
+        let verdict = match outcome {
+            Outcome::Decided(verdict) => verdict,
+            Outcome::Failed { message } => {
+                return Err(CapacityError::Unprocessable(format!(
+                    "no signal could be read: {message}"
+                )));
+            }
+            Outcome::FellBack { verdict, alert } => {
+                tracing::warn!(service = e.service, region = e.region, "{alert}");
+                let alert = Alert {
+                    service: e.service,
+                    region: e.region,
+                    kind: "fallback",
+                    message: &alert,
+                    evidence: &verdict.evidence,
+                };
+                self.store
+                    .raise_alert(&alert, &endpoint(e.policy), e.now_ms)?;
+                self.wake_worker();
+                verdict
             }
         };
-        let message = errors
-            .iter()
-            .filter_map(|e| e["error"].as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let Some(failures) = failures else {
-            return Err(CapacityError::Unprocessable(format!(
-                "no signal could be read: {message}"
-            )));
-        };
-        let (to, what) = match policy.fallback {
-            Fallback::Keep => (current, format!("keeping {current} instances")),
-            Fallback::Static { instances } => {
-                let to = instances.clamp(policy.min, policy.max);
-                (to, format!("going to the static {to} instances"))
-            }
-        };
-        let text = format!(
-            "{failures} evaluations of {service} failed in a row ({message}); fallback: {what}"
-        );
-        tracing::warn!(service, region, "{text}");
-        let evidence =
-            json!({"errors": errors, "ready_instances": ready, "fallback": policy.fallback});
-        self.store.raise_alert(
-            service,
-            region,
-            "fallback",
-            &text,
-            &evidence,
-            &endpoint(policy),
-            now_ms,
-        )?;
-        self.wake_worker();
-        self.commit(
-            service,
-            region,
-            policy,
-            Verdict {
-                current,
-                desired: to,
-                replicas: to,
-                reason: "Fallback".into(),
-                evidence,
-                origin: "fallback",
-            },
-            now_ms,
-        )
+        self.commit(e, verdict)
     }
 
     /// Records a decision for (service, region) and, when it changes the
     /// count, its scale task (whose webhook the worker is woken to send).
-    fn commit(
-        &self,
-        service: &str,
-        region: &str,
-        policy: &PolicySpec,
-        v: Verdict,
-        now_ms: i64,
-    ) -> Result<Value> {
+    fn commit(&self, e: &Evaluation<'_>, v: Verdict) -> Result<Value> {
+        let (service, region) = (e.service, e.region);
         let record = json!({
             "service": service,
             "region": region,
-            "time": rfc3339(now_ms),
+            "time": rfc3339(e.now_ms),
             "current": v.current,
             "desired": v.desired,
             "replicas": v.replicas,
@@ -467,28 +313,109 @@ impl Capacity {
                     region: region.into(),
                     from: v.current,
                     to: v.replicas,
-                    reason: v.reason.clone(),
+                    reason: v.reason.as_str().into(),
                     evidence: v.evidence.clone(),
                     origin: v.origin,
                     hold_until_ms: None,
                 },
-                endpoint(policy),
+                endpoint(e.policy),
             )
         });
-        let created = self.store.commit_decision(
-            service, region, &record, v.desired, v.replicas, task, now_ms,
-        )?;
+        let row = DecisionRow {
+            service,
+            region,
+            body: &record,
+            desired: v.desired,
+            replicas: v.replicas,
+        };
+        let created = self.store.commit_decision(&row, task, e.now_ms)?;
         if let Some(task) = created {
-            tracing::info!(service, region, from = task.from, to = task.to, reason = %task.reason, "scale task");
+            tracing::info!(service, region, from = task.spec.from, to = task.spec.to, reason = %task.spec.reason, "scale task");
             self.wake_worker();
         }
         Ok(record)
     }
 }
 
+/// (time ms, value) pairs on HPA's clock.
+fn on_clock<V>(pairs: Vec<(i64, V)>) -> Vec<(Duration, V)> {
+    pairs
+        .into_iter()
+        .map(|(at, v)| (since_epoch(at), v))
+        .collect()
+}
+
+/// Where a policy's tasks and alerts go.
 pub fn endpoint(policy: &PolicySpec) -> Endpoint {
     Endpoint {
         url: policy.webhook_url.clone(),
         secret: policy.webhook_secret.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{BoxFuture, Row};
+
+    /// Answers every query with one row (both the ready count `n` and the
+    /// span aggregate `v`), or fails when there is none.
+    struct FakeTelemetry(Mutex<Option<Row>>);
+
+    impl Telemetry for FakeTelemetry {
+        fn rows(&self, _sql: String) -> BoxFuture<'_, std::result::Result<Vec<Row>, String>> {
+            let answer = self.0.lock().unwrap().clone();
+            Box::pin(async move { answer.map(|row| vec![row]).ok_or("storage down".into()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn measures_decides_and_records_then_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap());
+        let baseline = serde_json::from_value(json!({"max_rps_per_instance": 1.0})).unwrap();
+        store.put(&BASELINES, "cart", &baseline, 0).unwrap();
+        let row = json!({"n": 3, "v": 600}).as_object().unwrap().clone();
+        let telemetry = Arc::new(FakeTelemetry(Mutex::new(Some(row))));
+        let capacity = Capacity::new(store.clone(), telemetry.clone(), None);
+        let policy: PolicySpec =
+            serde_json::from_value(json!({"webhook_url": "http://127.0.0.1:9/hook"})).unwrap();
+        let now = 1_700_000_000_000;
+
+        // 600 spans in 60 s = 10 rps against 0.7 per instance wants 15; from
+        // the 3 ready instances the default rate allows 7.
+        let record = capacity.evaluate("cart", "", &policy, now).await.unwrap();
+        assert_eq!(
+            (record["current"].as_u64(), record["replicas"].as_u64()),
+            (Some(3), Some(7))
+        );
+        assert_eq!(record["reason"], "ScaleUpLimit");
+        let tasks = store.tasks(Some("cart"), None, 10).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].spec.origin, crate::store::TaskOrigin::Decision);
+
+        // Telemetry down: two failures, then the fallback (keep 7) once.
+        *telemetry.0.lock().unwrap() = None;
+        for i in 1..=2 {
+            let err = capacity
+                .evaluate("cart", "", &policy, now + i * 15_000)
+                .await;
+            assert!(err.is_err());
+        }
+        let record = capacity
+            .evaluate("cart", "", &policy, now + 45_000)
+            .await
+            .unwrap();
+        assert_eq!(record["reason"], "Fallback");
+        assert_eq!(record["replicas"], 7);
+        let events = store.events(10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "fallback");
+        assert!(
+            capacity
+                .evaluate("cart", "", &policy, now + 60_000)
+                .await
+                .is_err()
+        );
     }
 }

@@ -18,6 +18,7 @@ pub struct SignalReading {
     pub target: f64,
 }
 
+/// Whether a rate policy counts instances or a percentage of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     Pods,
@@ -32,6 +33,28 @@ pub struct Policy {
     pub period: Duration,
 }
 
+impl Policy {
+    /// At most `value` instances of change per `period`.
+    pub fn pods(value: u32, period: Duration) -> Policy {
+        Policy {
+            kind: PolicyKind::Pods,
+            value,
+            period,
+        }
+    }
+
+    /// At most `value` percent of change per `period`.
+    pub fn percent(value: u32, period: Duration) -> Policy {
+        Policy {
+            kind: PolicyKind::Percent,
+            value,
+            period,
+        }
+    }
+}
+
+/// How several rate policies of one direction combine (HPA's
+/// `selectPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {
     /// The policy allowing the biggest change.
@@ -50,6 +73,8 @@ pub struct Rules {
     pub select: Select,
 }
 
+/// HPA's `behavior`: stabilisation and rate limits per direction, kept
+/// apart so scaling up can be fast while scaling down is cautious.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Behavior {
     pub scale_up: Rules,
@@ -64,27 +89,12 @@ impl Default for Behavior {
         Behavior {
             scale_up: Rules {
                 stabilization: Duration::ZERO,
-                policies: vec![
-                    Policy {
-                        kind: PolicyKind::Pods,
-                        value: 4,
-                        period,
-                    },
-                    Policy {
-                        kind: PolicyKind::Percent,
-                        value: 100,
-                        period,
-                    },
-                ],
+                policies: vec![Policy::pods(4, period), Policy::percent(100, period)],
                 select: Select::Max,
             },
             scale_down: Rules {
                 stabilization: Duration::from_secs(300),
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 100,
-                    period,
-                }],
+                policies: vec![Policy::percent(100, period)],
                 select: Select::Max,
             },
         }
@@ -111,6 +121,8 @@ impl Behavior {
     }
 }
 
+/// The hard bounds and the tolerance band that stops flapping around the
+/// target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub min: u32,
@@ -130,7 +142,10 @@ impl Default for Limits {
     }
 }
 
-/// Why a decision came out as it did (HPA's condition reasons).
+/// Why a decision came out as it did (HPA's condition reasons, plus the
+/// two the evaluator sets around the algorithm). Serialized by its
+/// [`Reason::as_str`] name, which the API and webhooks show and users
+/// match on, so the names are part of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     DesiredWithinRange,
@@ -142,6 +157,36 @@ pub enum Reason {
     ScaleDownLimit,
     TooManyReplicas,
     TooFewReplicas,
+    /// An operator's hold is in force (never returned by [`decide`]).
+    ManualOverride,
+    /// The policy's fallback after failed evaluations (never returned by
+    /// [`decide`]).
+    Fallback,
+}
+
+impl Reason {
+    /// The stable name (Kubernetes' spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DesiredWithinRange => "DesiredWithinRange",
+            Reason::WithinTolerance => "WithinTolerance",
+            Reason::MissingSignalHold => "MissingSignalHold",
+            Reason::ScaleUpStabilized => "ScaleUpStabilized",
+            Reason::ScaleDownStabilized => "ScaleDownStabilized",
+            Reason::ScaleUpLimit => "ScaleUpLimit",
+            Reason::ScaleDownLimit => "ScaleDownLimit",
+            Reason::TooManyReplicas => "TooManyReplicas",
+            Reason::TooFewReplicas => "TooFewReplicas",
+            Reason::ManualOverride => "ManualOverride",
+            Reason::Fallback => "Fallback",
+        }
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// One signal's contribution, kept as evidence.
@@ -154,6 +199,7 @@ pub struct Proposal {
     pub replicas: Option<u32>,
 }
 
+/// What [`decide`] concluded, with each signal's proposal as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub current: u32,
@@ -277,13 +323,25 @@ pub fn decide(
     // Rate limits, then min/max.
     let mut replicas = stabilized;
     if stabilized > current {
-        let limit = scale_up_limit(current, &behavior.scale_up, &history.events, now);
+        let limit = rate_limit(
+            Direction::Up,
+            current,
+            &behavior.scale_up,
+            &history.events,
+            now,
+        );
         if replicas > limit {
             replicas = limit;
             reason = Reason::ScaleUpLimit;
         }
     } else if stabilized < current {
-        let limit = scale_down_limit(current, &behavior.scale_down, &history.events, now);
+        let limit = rate_limit(
+            Direction::Down,
+            current,
+            &behavior.scale_down,
+            &history.events,
+            now,
+        );
         if replicas < limit {
             replicas = limit;
             reason = Reason::ScaleDownLimit;
@@ -320,46 +378,56 @@ fn changed_in_period(events: &[(Duration, i64)], period: Duration, now: Duration
         .sum()
 }
 
-fn scale_up_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
-    if rules.select == Select::Disabled {
-        return current;
-    }
-    let mut result: Option<i64> = None;
-    for p in &rules.policies {
-        let start = current as i64 - changed_in_period(events, p.period, now);
-        let proposed = match p.kind {
-            PolicyKind::Pods => start + p.value as i64,
-            PolicyKind::Percent => (start as f64 * (1.0 + p.value as f64 / 100.0)).ceil() as i64,
-        };
-        result = Some(match (result, rules.select) {
-            (None, _) => proposed,
-            (Some(r), Select::Min) => r.min(proposed),
-            (Some(r), _) => r.max(proposed),
-        });
-    }
-    result.map_or(current, |r| r.max(current as i64) as u32)
+/// Which way a rate limit applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
 }
 
-fn scale_down_limit(current: u32, rules: &Rules, events: &[(Duration, i64)], now: Duration) -> u32 {
+/// The furthest the rate policies let the count move from `current` in
+/// `direction` now. "Max" selects the policy allowing the most change —
+/// the most instances going up, the fewest going down.
+fn rate_limit(
+    direction: Direction,
+    current: u32,
+    rules: &Rules,
+    events: &[(Duration, i64)],
+    now: Duration,
+) -> u32 {
     if rules.select == Select::Disabled {
         return current;
     }
+    let sign = if direction == Direction::Up { 1 } else { -1 };
     let mut result: Option<i64> = None;
     for p in &rules.policies {
         let start = current as i64 - changed_in_period(events, p.period, now);
         let proposed = match p.kind {
-            PolicyKind::Pods => start - p.value as i64,
-            PolicyKind::Percent => (start as f64 * (1.0 - p.value as f64 / 100.0)) as i64,
+            PolicyKind::Pods => start + sign * p.value as i64,
+            PolicyKind::Percent => {
+                let scaled = start as f64 * (1.0 + (sign * p.value as i64) as f64 / 100.0);
+                // Up rounds towards more instances, down truncates.
+                if direction == Direction::Up {
+                    scaled.ceil() as i64
+                } else {
+                    scaled as i64
+                }
+            }
         };
-        // For scaling down, "Max" is the policy allowing the most change:
-        // the fewest instances.
-        result = Some(match (result, rules.select) {
-            (None, _) => proposed,
-            (Some(r), Select::Min) => r.max(proposed),
-            (Some(r), _) => r.min(proposed),
-        });
+        // Comparing signed counts makes "most change" a maximum both ways.
+        let (r, q) = (result.map(|r| sign * r), sign * proposed);
+        result = Some(
+            sign * match (r, rules.select) {
+                (None, _) => q,
+                (Some(r), Select::Min) => r.min(q),
+                (Some(r), _) => r.max(q),
+            },
+        );
     }
-    result.map_or(current, |r| r.clamp(0, current as i64) as u32)
+    match direction {
+        Direction::Up => result.map_or(current, |r| r.max(current as i64) as u32),
+        Direction::Down => result.map_or(current, |r| r.clamp(0, current as i64) as u32),
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +439,36 @@ mod tests {
             name: "load".into(),
             value: Some(total),
             target,
+        }
+    }
+
+    /// One decision with the default limits and no schedule floor.
+    fn step(
+        current: u32,
+        readings: &[SignalReading],
+        behavior: &Behavior,
+        history: &mut History,
+        now: Duration,
+    ) -> Decision {
+        decide(
+            current,
+            readings,
+            0,
+            &Limits::default(),
+            behavior,
+            history,
+            now,
+        )
+    }
+
+    /// The default behaviour without the scale-down stabilisation window.
+    fn no_down_stabilization() -> Behavior {
+        Behavior {
+            scale_down: Rules {
+                stabilization: Duration::ZERO,
+                ..Behavior::default().scale_down
+            },
+            ..Behavior::default()
         }
     }
 
@@ -398,11 +496,9 @@ mod tests {
         // 10 → 5 five seconds ago: the period started at 10, so the default
         // scale-up policy allows max(10 + 4, 2 × 10) = 20, not 2 × 5.
         let mut history = History::restore(Vec::new(), vec![(Duration::from_secs(100), -5)]);
-        let d = decide(
+        let d = step(
             5,
             &[load(3000.0, 100.0)],
-            0,
-            &Limits::default(),
             &Behavior::default(),
             &mut history,
             Duration::from_secs(105),
@@ -423,18 +519,10 @@ mod tests {
     fn load_over_capacity_whatever_the_current_count() {
         // Load 20 with capacity 5 per instance → 4, from any current count.
         for current in [1u32, 3, 4, 10, 40] {
-            let d = decide(
+            let d = step(
                 current,
                 &[load(20.0, 5.0)],
-                0,
-                &Limits::default(),
-                &Behavior {
-                    scale_down: Rules {
-                        stabilization: Duration::ZERO,
-                        ..Behavior::default().scale_down
-                    },
-                    ..Behavior::default()
-                },
+                &no_down_stabilization(),
                 &mut History::default(),
                 Duration::from_secs(100),
             );
@@ -460,33 +548,21 @@ mod tests {
             Vec::new(),
         );
         let five = load(50.0, 10.0); // load for 5 instances
-        let d = decide(
-            10,
-            &[five.clone()],
-            0,
-            &Limits::default(),
-            &behavior,
-            &mut history,
-            t,
-        );
+        let d = step(10, std::slice::from_ref(&five), &behavior, &mut history, t);
         assert_eq!((d.replicas, d.reason), (9, Reason::ScaleDownStabilized));
         // 61 s later the 8 has aged out; the 9 (and the newer 5) remain.
-        let d = decide(
+        let d = step(
             9,
-            &[five.clone()],
-            0,
-            &Limits::default(),
+            std::slice::from_ref(&five),
             &behavior,
             &mut history,
             t + Duration::from_secs(61),
         );
         assert_eq!(d.replicas, 9);
         // Once the 9 is older than 300 s, only 5s remain.
-        let d = decide(
+        let d = step(
             9,
             &[five],
-            0,
-            &Limits::default(),
             &behavior,
             &mut history,
             t + Duration::from_secs(181),
@@ -503,15 +579,7 @@ mod tests {
         let mut steps = Vec::new();
         for _ in 0..3 {
             let want = load(20.0, 1.0); // 20 instances' worth
-            let d = decide(
-                current,
-                &[want],
-                0,
-                &Limits::default(),
-                &behavior,
-                &mut history,
-                t,
-            );
+            let d = step(current, &[want], &behavior, &mut history, t);
             steps.push((d.replicas, d.reason));
             current = d.replicas;
             t += Duration::from_secs(15);
@@ -532,27 +600,14 @@ mod tests {
         let behavior = Behavior {
             scale_down: Rules {
                 stabilization: Duration::ZERO,
-                policies: vec![
-                    Policy {
-                        kind: PolicyKind::Pods,
-                        value: 4,
-                        period,
-                    },
-                    Policy {
-                        kind: PolicyKind::Percent,
-                        value: 10,
-                        period,
-                    },
-                ],
+                policies: vec![Policy::pods(4, period), Policy::percent(10, period)],
                 select: Select::Max,
             },
             ..Behavior::default()
         };
-        let d = decide(
+        let d = step(
             80,
             &[load(10.0, 1.0)],
-            0,
-            &Limits::default(),
             &behavior,
             &mut History::default(),
             Duration::from_secs(1000),
@@ -570,19 +625,11 @@ mod tests {
             value: None,
             target: 0.7,
         };
-        let no_stabilization = Behavior {
-            scale_down: Rules {
-                stabilization: Duration::ZERO,
-                ..Behavior::default().scale_down
-            },
-            ..Behavior::default()
-        };
+        let no_stabilization = no_down_stabilization();
         let mut h = History::default();
-        let down = decide(
+        let down = step(
             10,
             &[load(20.0, 10.0), missing.clone()],
-            0,
-            &Limits::default(),
             &no_stabilization,
             &mut h,
             Duration::from_secs(10),
@@ -591,11 +638,9 @@ mod tests {
             (down.replicas, down.reason),
             (10, Reason::MissingSignalHold)
         );
-        let up = decide(
+        let up = step(
             10,
             &[load(200.0, 10.0), missing],
-            0,
-            &Limits::default(),
             &no_stabilization,
             &mut History::default(),
             Duration::from_secs(10),

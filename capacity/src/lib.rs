@@ -7,6 +7,7 @@
 pub mod api;
 pub mod baseline;
 pub mod cron;
+pub mod decision;
 mod error;
 pub mod evaluator;
 pub mod hpa;
@@ -14,6 +15,7 @@ pub mod load;
 pub mod policy;
 pub mod schedule;
 pub mod store;
+pub mod task;
 pub mod usl;
 
 pub use error::{CapacityError, Result};

@@ -15,7 +15,11 @@ use serde_json::{Map, Value};
 use crate::error::{CapacityError, Result};
 use crate::policy::{RateSource, SignalSpec};
 
+/// One result row of the telemetry SQL, by column name (read it through
+/// [`Columns`]).
 pub type Row = Map<String, Value>;
+/// The future [`Telemetry::rows`] returns (a boxed one, so the trait
+/// stays object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs read-only SQL over `spans`, `logs` and `metrics`.
@@ -32,7 +36,15 @@ pub struct Scope<'a> {
     pub region: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// `region` empty means the service as a whole.
+    pub fn of(service: &'a str, region: &'a str) -> Scope<'a> {
+        Scope {
+            service,
+            region: (!region.is_empty()).then_some(region),
+        }
+    }
+
     fn filter(&self) -> String {
         let mut f = format!("service = {}", quote(self.service));
         if let Some(region) = self.region {
@@ -49,16 +61,38 @@ pub(crate) async fn query(t: &dyn Telemetry, sql: String) -> Result<Vec<Row>> {
     t.rows(sql).await.map_err(CapacityError::Query)
 }
 
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v? {
+/// A JSON value as a number: query results carry numbers as JSON numbers
+/// or (wide integers, decimals) as text.
+fn number(v: &Value) -> Option<f64> {
+    match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
 }
 
+/// Typed reads of a result row's columns, so callers name a column once
+/// and get a number or text back.
+pub trait Columns {
+    /// The column as a number; `None` when absent, null or not numeric.
+    fn number(&self, column: &str) -> Option<f64>;
+    /// The column as text; `None` when absent or not a string.
+    fn text(&self, column: &str) -> Option<&str>;
+}
+
+impl Columns for Row {
+    fn number(&self, column: &str) -> Option<f64> {
+        self.get(column).and_then(number)
+    }
+
+    fn text(&self, column: &str) -> Option<&str> {
+        self.get(column).and_then(Value::as_str)
+    }
+}
+
+/// The first row's `column` as a number (aggregates return one row).
 fn first_number(rows: &[Row], column: &str) -> Option<f64> {
-    rows.first().and_then(|r| number(r.get(column)))
+    rows.first().and_then(|r| r.number(column))
 }
 
 /// The window of live data: `[end − window, end)` in ns.
@@ -88,18 +122,28 @@ impl Window {
 
 const REQUEST_SPANS: &str = "kind IN ('server', 'consumer')";
 
-/// Requests per second handled by the scope, from its spans.
-pub async fn rate_from_spans(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -> Result<f64> {
+/// `aggregate` over the scope's request spans in the window (0 for none).
+async fn over_request_spans(
+    t: &dyn Telemetry,
+    aggregate: &str,
+    scope: Scope<'_>,
+    w: Window,
+) -> Result<f64> {
     let rows = query(
         t,
         format!(
-            "SELECT count(*) AS n FROM spans WHERE {} AND {REQUEST_SPANS} AND {}",
+            "SELECT {aggregate} AS v FROM spans WHERE {} AND {REQUEST_SPANS} AND {}",
             scope.filter(),
             w.spans()
         ),
     )
     .await?;
-    Ok(first_number(&rows, "n").unwrap_or(0.0) / w.secs())
+    Ok(first_number(&rows, "v").unwrap_or(0.0))
+}
+
+/// Requests per second handled by the scope, from its spans.
+pub async fn rate_from_spans(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -> Result<f64> {
+    Ok(over_request_spans(t, "count(*)", scope, w).await? / w.secs())
 }
 
 /// One cumulative count of a histogram series at a point in time.
@@ -109,6 +153,21 @@ pub struct CounterPoint {
     /// The series' start time: a new one means the counter restarted.
     pub start_ns: Option<i64>,
     pub count: f64,
+}
+
+impl CounterPoint {
+    /// A histogram row's series key (instance × attributes) and point;
+    /// `None` without a time or a count.
+    fn from_row(row: &Row) -> Option<(String, CounterPoint)> {
+        let column = |name| row.get(name).unwrap_or(&Value::Null);
+        let key = format!("{}|{}", column("instance"), column("attributes"));
+        let point = CounterPoint {
+            time_ns: row.number("time_ns")? as i64,
+            start_ns: row.number("start_ns").map(|s| s as i64),
+            count: row.number("count")?,
+        };
+        Some((key, point))
+    }
 }
 
 /// Per second increase of one cumulative counter series, handling resets
@@ -155,21 +214,8 @@ pub async fn rate_from_metrics(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -
     )
     .await?;
     let mut series: HashMap<String, Vec<CounterPoint>> = HashMap::new();
-    for row in &rows {
-        let key = format!(
-            "{}|{}",
-            row.get("instance").unwrap_or(&Value::Null),
-            row.get("attributes").unwrap_or(&Value::Null)
-        );
-        let (Some(time), Some(count)) = (number(row.get("time_ns")), number(row.get("count")))
-        else {
-            continue;
-        };
-        series.entry(key).or_default().push(CounterPoint {
-            time_ns: time as i64,
-            start_ns: number(row.get("start_ns")).map(|s| s as i64),
-            count,
-        });
+    for (key, point) in rows.iter().filter_map(CounterPoint::from_row) {
+        series.entry(key).or_default().push(point);
     }
     if series.is_empty() {
         return Err(CapacityError::Unprocessable(format!(
@@ -222,7 +268,7 @@ pub async fn regions(t: &dyn Telemetry, service: &str, w: Window) -> Result<Vec<
     .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.get("region").and_then(Value::as_str).map(String::from))
+        .filter_map(|r| r.text("region").map(String::from))
         .collect())
 }
 
@@ -260,21 +306,13 @@ pub async fn read_signal(
                     scope.service
                 )));
             }
-            Ok(rows.iter().filter_map(|r| number(r.get("v"))).sum())
+            Ok(rows.iter().filter_map(|r| r.number("v")).sum())
         }
         SignalSpec::Concurrency { .. } => {
             // Little's law: in flight = arrival rate × time in system
             // = (n / T) × (Σ duration / n) = Σ duration / T.
-            let rows = query(
-                t,
-                format!(
-                    "SELECT sum(duration_ns) AS busy_ns FROM spans WHERE {} AND {REQUEST_SPANS} AND {}",
-                    scope.filter(),
-                    w.spans()
-                ),
-            )
-            .await?;
-            Ok(first_number(&rows, "busy_ns").unwrap_or(0.0) / 1e9 / w.secs())
+            let busy_ns = over_request_spans(t, "sum(duration_ns)", scope, w).await?;
+            Ok(busy_ns / 1e9 / w.secs())
         }
         SignalSpec::Sql { sql, name, .. } => {
             let sql = sql
@@ -283,7 +321,7 @@ pub async fn read_signal(
             let rows = query(t, sql).await?;
             rows.first()
                 .and_then(|r| r.values().next())
-                .and_then(|v| number(Some(v)))
+                .and_then(number)
                 .ok_or_else(|| {
                     CapacityError::Unprocessable(format!(
                         "signal {name}: the SQL returned no number"

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hpa::{self, Behavior, Limits, PolicyKind, Rules, Select};
+use crate::hpa::{self, Behavior, Limits, Rules, Select};
 use loupe_base::duration as duration_text;
 
+/// A service's scaling policy as stored and served; translated to the
+/// decision engine's terms by [`PolicySpec::limits`] and
+/// [`PolicySpec::behavior`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
@@ -63,6 +66,7 @@ pub struct RulesSpec {
     pub select_policy: Option<SelectSpec>,
 }
 
+/// One rate policy as the API spells it (Kubernetes' field names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatePolicySpec {
@@ -73,12 +77,14 @@ pub struct RatePolicySpec {
     pub period: Duration,
 }
 
+/// `Pods` or `Percent`, spelled as in Kubernetes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RateKind {
     Pods,
     Percent,
 }
 
+/// `selectPolicy` as the API spells it (Kubernetes' names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SelectSpec {
     Max,
@@ -116,14 +122,69 @@ pub enum SignalSpec {
     },
 }
 
+/// A signal's kind: its `type` in the policy, and the name evidence shows
+/// for it (SQL signals are shown by their own name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    Cpu,
+    Rps,
+    Concurrency,
+    Sql,
+}
+
+impl SignalKind {
+    /// The serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::Cpu => "cpu",
+            SignalKind::Rps => "rps",
+            SignalKind::Concurrency => "concurrency",
+            SignalKind::Sql => "sql",
+        }
+    }
+}
+
 impl SignalSpec {
+    /// The signal's kind, without its parameters.
+    pub fn kind(&self) -> SignalKind {
+        match self {
+            SignalSpec::Rps { .. } => SignalKind::Rps,
+            SignalSpec::Cpu { .. } => SignalKind::Cpu,
+            SignalSpec::Concurrency { .. } => SignalKind::Concurrency,
+            SignalSpec::Sql { .. } => SignalKind::Sql,
+        }
+    }
+
+    /// The name decisions show the signal under: its kind, or a SQL
+    /// signal's own name.
     pub fn name(&self) -> String {
         match self {
-            SignalSpec::Rps { .. } => "rps".into(),
-            SignalSpec::Cpu { .. } => "cpu".into(),
-            SignalSpec::Concurrency { .. } => "concurrency".into(),
             SignalSpec::Sql { name, .. } => name.clone(),
+            other => other.kind().as_str().into(),
         }
+    }
+
+    /// The target per instance the policy states; `None` for `rps`, whose
+    /// target comes from the baseline.
+    pub fn fixed_target(&self) -> Option<f64> {
+        match self {
+            SignalSpec::Rps { .. } => None,
+            SignalSpec::Cpu { target, .. }
+            | SignalSpec::Concurrency { target }
+            | SignalSpec::Sql { target, .. } => Some(*target),
+        }
+    }
+
+    /// Whether the signal is computed from spans, so that no spans at all
+    /// reads as 0 rather than as an error.
+    pub fn from_spans(&self) -> bool {
+        matches!(
+            self,
+            SignalSpec::Rps {
+                source: RateSource::Spans
+            } | SignalSpec::Concurrency { .. }
+        )
     }
 }
 
@@ -138,6 +199,8 @@ pub enum RateSource {
     Metrics,
 }
 
+/// What the count does when evaluations keep failing: telemetry outages
+/// should not scale a service down by themselves.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fallback {
@@ -196,12 +259,7 @@ impl PolicySpec {
             return Err("signals must name at least one signal".into());
         }
         for signal in &self.signals {
-            let target = match signal {
-                SignalSpec::Rps { .. } => 1.0,
-                SignalSpec::Cpu { target, .. }
-                | SignalSpec::Concurrency { target }
-                | SignalSpec::Sql { target, .. } => *target,
-            };
+            let target = signal.fixed_target().unwrap_or(1.0);
             if !(target > 0.0 && target.is_finite()) {
                 return Err(format!("signal {}: target must be positive", signal.name()));
             }
@@ -233,6 +291,7 @@ impl PolicySpec {
         Ok(())
     }
 
+    /// The decision engine's bounds and tolerances.
     pub fn limits(&self) -> Limits {
         Limits {
             min: self.min,
@@ -262,13 +321,9 @@ impl RulesSpec {
                 .as_ref()
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| hpa::Policy {
-                            kind: match p.kind {
-                                RateKind::Pods => PolicyKind::Pods,
-                                RateKind::Percent => PolicyKind::Percent,
-                            },
-                            value: p.value,
-                            period: p.period,
+                        .map(|p| match p.kind {
+                            RateKind::Pods => hpa::Policy::pods(p.value, p.period),
+                            RateKind::Percent => hpa::Policy::percent(p.value, p.period),
                         })
                         .collect()
                 })
@@ -317,6 +372,9 @@ mod tests {
         assert_eq!(b.scale_up.policies.len(), 1);
         assert_eq!(b.scale_up.select, Select::Min);
         assert_eq!(spec.signals.len(), 3);
+        let kinds: Vec<_> = spec.signals.iter().map(SignalSpec::kind).collect();
+        assert_eq!(kinds, [SignalKind::Rps, SignalKind::Cpu, SignalKind::Sql]);
+        assert_eq!(spec.signals[2].name(), "q");
         let text = serde_json::to_string(&spec).unwrap();
         assert!(text.contains(r#""evaluation_interval":"1s""#), "{text}");
         assert_eq!(serde_json::from_str::<PolicySpec>(&text).unwrap(), spec);

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cron::Cron;
 
+/// A scheduled floor: between `start_cron` and `end_cron` firings, at
+/// least `desired_instances` — for load that is known in advance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
@@ -56,6 +58,8 @@ impl Schedule {
         })
     }
 
+    /// Checks what serde cannot (the cron text, the time zone, ranges),
+    /// so a bad schedule is refused at the API rather than skipped later.
     pub fn validate(&self) -> Result<(), String> {
         self.parse()?;
         for date in &self.exclude_dates {

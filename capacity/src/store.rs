@@ -3,6 +3,7 @@
 //! service's current count). A decision that changes the count commits its
 //! task and the task's webhook (in the notify outbox) in one transaction.
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -17,6 +18,8 @@ use crate::policy::PolicySpec;
 use crate::schedule::Schedule;
 use loupe_base::clock::rfc3339_ms as rfc3339;
 use loupe_notify::outbox;
+
+pub use crate::task::{Ack, AckStatus, Endpoint, NewTask, Task, TaskOrigin, TaskState};
 
 /// The capacity tables in the catalog database.
 pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
@@ -62,53 +65,73 @@ CREATE TABLE IF NOT EXISTS capacity_events (
 /// Decisions and events older than this are deleted as new ones arrive.
 const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// Capacity's state in the catalog database, behind one connection so a
+/// decision, its task and its webhook commit together.
 pub struct CapacityStore {
     conn: Mutex<Connection>,
 }
 
-/// A scale task as the API and the webhook show it.
+/// A table of JSON bodies of `T` keyed by one text column: policies,
+/// baselines and schedules share one set of accessors through it.
+pub struct Bodies<T> {
+    table: &'static str,
+    key: &'static str,
+    /// How a missing row is named in a 404 (`no {what} {key}`).
+    pub what: &'static str,
+    _body: PhantomData<fn() -> T>,
+}
+
+impl<T> Bodies<T> {
+    const fn new(table: &'static str, key: &'static str, what: &'static str) -> Bodies<T> {
+        Bodies {
+            table,
+            key,
+            what,
+            _body: PhantomData,
+        }
+    }
+}
+
+/// Policies by service.
+pub const POLICIES: Bodies<PolicySpec> = Bodies::new("capacity_policies", "service", "policy for");
+/// Baselines by service.
+pub const BASELINES: Bodies<Baseline> =
+    Bodies::new("capacity_baselines", "service", "baseline for");
+/// Schedules by name.
+pub const SCHEDULES: Bodies<Schedule> = Bodies::new("capacity_schedules", "name", "schedule");
+
+/// A decision to record: its JSON body and the counts kept in columns
+/// (the stabilisation window reads them back after a restart).
+pub struct DecisionRow<'a> {
+    pub service: &'a str,
+    pub region: &'a str,
+    pub body: &'a Value,
+    pub desired: u32,
+    pub replicas: u32,
+}
+
+/// An alert event as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Task {
-    pub id: String,
+pub struct Event {
     pub sequence: i64,
     pub service: String,
-    /// Empty when the policy decides for the service as a whole.
     pub region: String,
-    pub from: u32,
-    pub to: u32,
-    pub reason: String,
-    pub evidence: Value,
-    /// `decision`, `manual` or `fallback`.
-    pub origin: String,
-    /// pending → sent → acknowledged | failed | superseded.
-    pub state: String,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hold_until: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<outbox::Status>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ack: Option<Value>,
+    /// RFC 3339.
+    pub time: String,
+    /// What happened, e.g. `fallback` (the webhook's type is
+    /// `capacity.<kind>`).
+    pub kind: String,
+    pub message: String,
 }
 
-/// A task to create with a decision.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub service: String,
-    pub region: String,
-    pub from: u32,
-    pub to: u32,
-    pub reason: String,
-    pub evidence: Value,
-    pub origin: &'static str,
-    pub hold_until_ms: Option<i64>,
-}
-
-/// Where the task's webhook goes.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub url: String,
-    pub secret: Option<String>,
+/// An alert: an event in `capacity_events` that also goes to the policy's
+/// webhook as `capacity.<kind>`.
+pub struct Alert<'a> {
+    pub service: &'a str,
+    pub region: &'a str,
+    pub kind: &'a str,
+    pub message: &'a str,
+    pub evidence: &'a Value,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
@@ -120,6 +143,7 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
 }
 
 impl CapacityStore {
+    /// Opens (and migrates) the catalog database at `path`.
     pub fn open(path: &Path) -> Result<CapacityStore> {
         // Decisions write their webhook into notify's outbox in the same
         // transaction, so this connection migrates both schemas.
@@ -133,22 +157,25 @@ impl CapacityStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put(&self, table: &str, key_col: &str, key: &str, body: String, now_ms: i64) -> Result<()> {
+    /// Inserts or replaces the body under `key`.
+    pub fn put<T: Serialize>(&self, t: &Bodies<T>, key: &str, body: &T, now_ms: i64) -> Result<()> {
+        let (table, key_col) = (t.table, t.key);
         self.conn().execute(
             &format!(
                 "INSERT INTO {table} ({key_col}, body, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT ({key_col}) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
             ),
-            params![key, body, now_ms],
+            params![key, to_json(body)?, now_ms],
         )?;
         Ok(())
     }
 
-    fn get<T: DeserializeOwned>(&self, table: &str, key_col: &str, key: &str) -> Result<Option<T>> {
+    /// The body under `key`, if any.
+    pub fn get<T: DeserializeOwned>(&self, t: &Bodies<T>, key: &str) -> Result<Option<T>> {
         let body: Option<String> = self
             .conn()
             .query_row(
-                &format!("SELECT body FROM {table} WHERE {key_col} = ?1"),
+                &format!("SELECT body FROM {} WHERE {} = ?1", t.table, t.key),
                 params![key],
                 |row| row.get(0),
             )
@@ -156,18 +183,22 @@ impl CapacityStore {
         body.map(|b| from_json(&b)).transpose()
     }
 
-    fn delete(&self, table: &str, key_col: &str, key: &str) -> Result<bool> {
+    /// Deletes the body under `key`; false if there was none.
+    pub fn delete<T>(&self, t: &Bodies<T>, key: &str) -> Result<bool> {
         let n = self.conn().execute(
-            &format!("DELETE FROM {table} WHERE {key_col} = ?1"),
+            &format!("DELETE FROM {} WHERE {} = ?1", t.table, t.key),
             params![key],
         )?;
         Ok(n > 0)
     }
 
-    fn list<T: DeserializeOwned>(&self, table: &str, key_col: &str) -> Result<Vec<(String, T)>> {
+    /// Every (key, body), by key.
+    pub fn list<T: DeserializeOwned>(&self, t: &Bodies<T>) -> Result<Vec<(String, T)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {key_col}, body FROM {table} ORDER BY {key_col}"
+            "SELECT {key}, body FROM {table} ORDER BY {key}",
+            key = t.key,
+            table = t.table
         ))?;
         let rows = stmt.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
@@ -183,13 +214,7 @@ impl CapacityStore {
     /// Saves a policy and re-enables its webhook endpoint (a 410 may have
     /// disabled it).
     pub fn put_policy(&self, service: &str, policy: &PolicySpec, now_ms: i64) -> Result<()> {
-        self.put(
-            "capacity_policies",
-            "service",
-            service,
-            to_json(policy)?,
-            now_ms,
-        )?;
+        self.put(&POLICIES, service, policy, now_ms)?;
         outbox::enable_endpoint(&self.conn(), &policy.webhook_url)?;
         Ok(())
     }
@@ -199,64 +224,9 @@ impl CapacityStore {
         Ok(outbox::endpoint_disabled(&self.conn(), url)?)
     }
 
-    pub fn policy(&self, service: &str) -> Result<Option<PolicySpec>> {
-        self.get("capacity_policies", "service", service)
-    }
-
-    pub fn delete_policy(&self, service: &str) -> Result<bool> {
-        self.delete("capacity_policies", "service", service)
-    }
-
-    pub fn policies(&self) -> Result<Vec<(String, PolicySpec)>> {
-        self.list("capacity_policies", "service")
-    }
-
-    pub fn put_baseline(&self, service: &str, baseline: &Baseline, now_ms: i64) -> Result<()> {
-        self.put(
-            "capacity_baselines",
-            "service",
-            service,
-            to_json(baseline)?,
-            now_ms,
-        )
-    }
-
-    pub fn baseline(&self, service: &str) -> Result<Option<Baseline>> {
-        self.get("capacity_baselines", "service", service)
-    }
-
-    pub fn delete_baseline(&self, service: &str) -> Result<bool> {
-        self.delete("capacity_baselines", "service", service)
-    }
-
-    pub fn baselines(&self) -> Result<Vec<(String, Baseline)>> {
-        self.list("capacity_baselines", "service")
-    }
-
-    pub fn put_schedule(&self, schedule: &Schedule, now_ms: i64) -> Result<()> {
-        self.put(
-            "capacity_schedules",
-            "name",
-            &schedule.name,
-            to_json(schedule)?,
-            now_ms,
-        )
-    }
-
-    pub fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
-        self.get("capacity_schedules", "name", name)
-    }
-
-    pub fn delete_schedule(&self, name: &str) -> Result<bool> {
-        self.delete("capacity_schedules", "name", name)
-    }
-
+    /// Every schedule, by name (the evaluator checks them all each pass).
     pub fn schedules(&self) -> Result<Vec<Schedule>> {
-        Ok(self
-            .list::<Schedule>("capacity_schedules", "name")?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect())
+        Ok(self.list(&SCHEDULES)?.into_iter().map(|(_, s)| s).collect())
     }
 
     /// The count (service, region) is at as far as Loupe knows: its latest
@@ -273,10 +243,10 @@ impl CapacityStore {
             return Ok(None);
         };
         let latest = task_from_row(&conn, row)?;
-        Ok(Some(if latest.state == "failed" {
-            latest.from
+        Ok(Some(if latest.state == TaskState::Failed {
+            latest.spec.from
         } else {
-            latest.to
+            latest.spec.to
         }))
     }
 
@@ -293,14 +263,9 @@ impl CapacityStore {
 
     /// Records a decision and, when it changes the count, its task, the new
     /// count and the task's webhook — atomically. Returns the task.
-    #[allow(clippy::too_many_arguments)]
     pub fn commit_decision(
         &self,
-        service: &str,
-        region: &str,
-        decision: &Value,
-        desired: u32,
-        replicas: u32,
+        decision: &DecisionRow<'_>,
         task: Option<(NewTask, Endpoint)>,
         now_ms: i64,
     ) -> Result<Option<Task>> {
@@ -310,14 +275,21 @@ impl CapacityStore {
             Some((task, endpoint)) => Some(insert_task(&tx, &task, &endpoint, now_ms)?),
             None => None,
         };
-        let mut body = decision.clone();
+        let mut body = decision.body.clone();
         if let (Some(t), Some(obj)) = (&created, body.as_object_mut()) {
             obj.insert("task_id".into(), Value::String(t.id.clone()));
         }
         tx.execute(
             "INSERT INTO capacity_decisions (service, region, at, desired, replicas, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![service, region, now_ms, desired, replicas, to_json(&body)?],
+            params![
+                decision.service,
+                decision.region,
+                now_ms,
+                decision.desired,
+                decision.replicas,
+                to_json(&body)?
+            ],
         )?;
         tx.execute(
             "DELETE FROM capacity_decisions WHERE at < ?1",
@@ -378,15 +350,11 @@ impl CapacityStore {
         region: &str,
         since_ms: i64,
     ) -> Result<Vec<(i64, u32)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        self.history_pairs(
             "SELECT at, desired FROM capacity_decisions
              WHERE service = ?1 AND region = ?2 AND at >= ?3 ORDER BY at",
-        )?;
-        let rows = stmt.query_map(params![service, region, since_ms], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            (service, region, since_ms),
+        )
     }
 
     /// (time ms, change) of the scale tasks since `since_ms`: the rate
@@ -397,17 +365,30 @@ impl CapacityStore {
         region: &str,
         since_ms: i64,
     ) -> Result<Vec<(i64, i64)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        self.history_pairs(
             "SELECT created_at, to_count - from_count FROM capacity_tasks
              WHERE service = ?1 AND region = ?2 AND created_at >= ?3 ORDER BY created_at",
-        )?;
+            (service, region, since_ms),
+        )
+    }
+
+    /// (time, value) pairs of one unit since a time, by `sql` taking
+    /// (service, region, since_ms).
+    fn history_pairs<V: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        (service, region, since_ms): (&str, &str, i64),
+    ) -> Result<Vec<(i64, V)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params![service, region, since_ms], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The latest decisions (of one service), newest first, each with its
+    /// `sequence`.
     pub fn decisions(&self, service: Option<&str>, limit: usize) -> Result<Vec<Value>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -429,10 +410,11 @@ impl CapacityStore {
         Ok(out)
     }
 
+    /// The latest tasks (of one service, in one state), newest first.
     pub fn tasks(
         &self,
         service: Option<&str>,
-        state: Option<&str>,
+        state: Option<TaskState>,
         limit: usize,
     ) -> Result<Vec<Task>> {
         let conn = self.conn();
@@ -453,6 +435,7 @@ impl CapacityStore {
         Ok(out)
     }
 
+    /// One task by id, with its delivery and ack.
     pub fn task(&self, id: &str) -> Result<Option<Task>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{TASK_SELECT} WHERE id = ?1"))?;
@@ -468,7 +451,7 @@ impl CapacityStore {
     pub fn ack_task(
         &self,
         id: &str,
-        succeeded: bool,
+        status: AckStatus,
         message: &str,
         now_ms: i64,
     ) -> Result<Option<Task>> {
@@ -477,7 +460,7 @@ impl CapacityStore {
             params![
                 id,
                 now_ms,
-                if succeeded { "succeeded" } else { "failed" },
+                status.as_str(),
                 message
             ],
         )?;
@@ -487,39 +470,16 @@ impl CapacityStore {
         self.task(id)
     }
 
-    pub fn record_event(
-        &self,
-        service: &str,
-        region: &str,
-        kind: &str,
-        message: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO capacity_events (service, region, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![service, region, now_ms, kind, message],
-        )?;
-        conn.execute(
-            "DELETE FROM capacity_events WHERE at < ?1",
-            params![now_ms - KEEP_HISTORY_MS],
-        )?;
-        Ok(())
-    }
-
     /// Records an alert event and sends it to the policy's webhook as
     /// `capacity.<kind>`, atomically.
-    #[allow(clippy::too_many_arguments)]
-    pub fn raise_alert(
-        &self,
-        service: &str,
-        region: &str,
-        kind: &str,
-        message: &str,
-        evidence: &Value,
-        endpoint: &Endpoint,
-        now_ms: i64,
-    ) -> Result<()> {
+    pub fn raise_alert(&self, alert: &Alert<'_>, endpoint: &Endpoint, now_ms: i64) -> Result<()> {
+        let Alert {
+            service,
+            region,
+            kind,
+            message,
+            evidence,
+        } = *alert;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -535,34 +495,28 @@ impl CapacityStore {
         });
         outbox::enqueue(
             &tx,
-            &outbox::Message {
-                id,
-                url: endpoint.url.clone(),
-                secret: endpoint.secret.clone(),
-                event_type,
-                body: to_json(&body)?,
-                supersede_key: None,
-            },
+            &webhook(endpoint, id, event_type, &body, None)?,
             now_ms,
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    pub fn events(&self, limit: usize) -> Result<Vec<Value>> {
+    /// The latest alert events, newest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, service, region, at, kind, message FROM capacity_events ORDER BY seq DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(serde_json::json!({
-                "sequence": row.get::<_, i64>(0)?,
-                "service": row.get::<_, String>(1)?,
-                "region": row.get::<_, String>(2)?,
-                "time": rfc3339(row.get(3)?),
-                "kind": row.get::<_, String>(4)?,
-                "message": row.get::<_, String>(5)?,
-            }))
+            Ok(Event {
+                sequence: row.get(0)?,
+                service: row.get(1)?,
+                region: row.get(2)?,
+                time: rfc3339(row.get(3)?),
+                kind: row.get(4)?,
+                message: row.get(5)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -576,37 +530,59 @@ fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
     let id: String = row.get(1)?;
     let delivery = outbox::status(conn, &id)?;
     let ack_status: Option<String> = row.get(12)?;
-    let state = match (&ack_status, delivery.as_ref().map(|d| d.state)) {
-        (Some(s), _) if s == "failed" => "failed",
-        (Some(_), _) => "acknowledged",
-        (None, Some(outbox::State::Delivered)) => "sent",
-        (None, Some(outbox::State::Failed)) => "failed",
-        (None, Some(outbox::State::Superseded)) => "superseded",
-        (None, _) => "pending",
-    };
+    let ack_status = ack_status
+        .map(|s| {
+            AckStatus::parse(&s)
+                .ok_or_else(|| CapacityError::Internal(format!("stored ack status {s:?}")))
+        })
+        .transpose()?;
+    let state = TaskState::derive(ack_status, delivery.as_ref().map(|d| d.state));
+    let origin: String = row.get(8)?;
+    let origin = TaskOrigin::parse(&origin)
+        .ok_or_else(|| CapacityError::Internal(format!("stored task origin {origin:?}")))?;
     let evidence: String = row.get(7)?;
     let acked_at: Option<i64> = row.get(11)?;
-    Ok(Task {
-        sequence: row.get(0)?,
-        id,
+    let spec = NewTask {
         service: row.get(2)?,
         region: row.get(3)?,
         from: row.get(4)?,
         to: row.get(5)?,
         reason: row.get(6)?,
         evidence: from_json(&evidence)?,
-        origin: row.get(8)?,
-        state: state.into(),
+        origin,
+        hold_until_ms: row.get(10)?,
+    };
+    Ok(Task {
+        sequence: row.get(0)?,
+        id,
+        state,
         created_at: rfc3339(row.get(9)?),
-        hold_until: row.get::<_, Option<i64>>(10)?.map(rfc3339),
+        hold_until: spec.hold_until_ms.map(rfc3339),
+        spec,
         delivery,
-        ack: ack_status.map(|status| {
-            serde_json::json!({
-                "status": status,
-                "time": acked_at.map(rfc3339),
-                "message": row.get::<_, Option<String>>(13).ok().flatten(),
-            })
+        ack: ack_status.map(|status| Ack {
+            status,
+            time: acked_at.map(rfc3339),
+            message: row.get::<_, Option<String>>(13).ok().flatten(),
         }),
+    })
+}
+
+/// The outbox message carrying `body` to the endpoint.
+fn webhook(
+    endpoint: &Endpoint,
+    id: String,
+    event_type: String,
+    body: &Value,
+    supersede_key: Option<String>,
+) -> Result<outbox::Message> {
+    Ok(outbox::Message {
+        id,
+        url: endpoint.url.clone(),
+        secret: endpoint.secret.clone(),
+        event_type,
+        body: to_json(body)?,
+        supersede_key,
     })
 }
 
@@ -630,7 +606,7 @@ fn insert_task(
             task.to,
             task.reason,
             to_json(&task.evidence)?,
-            task.origin,
+            task.origin.as_str(),
             now_ms,
             task.hold_until_ms
         ],
@@ -639,14 +615,8 @@ fn insert_task(
     let created = Task {
         id: id.clone(),
         sequence,
-        service: task.service.clone(),
-        region: task.region.clone(),
-        from: task.from,
-        to: task.to,
-        reason: task.reason.clone(),
-        evidence: task.evidence.clone(),
-        origin: task.origin.into(),
-        state: "pending".into(),
+        spec: task.clone(),
+        state: TaskState::Pending,
         created_at: rfc3339(now_ms),
         hold_until: task.hold_until_ms.map(rfc3339),
         delivery: None,
@@ -664,18 +634,9 @@ fn insert_task(
         "timestamp": rfc3339(now_ms),
         "data": created,
     });
-    outbox::enqueue(
-        tx,
-        &outbox::Message {
-            id,
-            url: endpoint.url.clone(),
-            secret: endpoint.secret.clone(),
-            event_type: event_type.into(),
-            body: to_json(&body)?,
-            supersede_key: Some(format!("capacity:{}:{}", task.service, task.region)),
-        },
-        now_ms,
-    )?;
+    let key = format!("capacity:{}:{}", task.service, task.region);
+    let message = webhook(endpoint, id, event_type.into(), &body, Some(key))?;
+    outbox::enqueue(tx, &message, now_ms)?;
     Ok(created)
 }
 
@@ -692,7 +653,7 @@ mod tests {
                 to,
                 reason: "DesiredWithinRange".into(),
                 evidence: serde_json::json!({"rps": 10}),
-                origin: "decision",
+                origin: TaskOrigin::Decision,
                 hold_until_ms: None,
             },
             Endpoint {
@@ -708,11 +669,13 @@ mod tests {
         new.from = from;
         store
             .commit_decision(
-                "cart",
-                "",
-                &serde_json::json!({}),
-                to,
-                to,
+                &DecisionRow {
+                    service: "cart",
+                    region: "",
+                    body: &serde_json::json!({}),
+                    desired: to,
+                    replicas: to,
+                },
                 Some((new, endpoint)),
                 at,
             )
@@ -729,13 +692,19 @@ mod tests {
         assert_eq!(store.current("cart", "").unwrap(), Some(5));
         let second = decide(&store, 2, 3, 2_000);
         assert!(second.sequence > first.sequence);
-        assert_eq!(store.task(&first.id).unwrap().unwrap().state, "superseded");
-        assert_eq!(store.task(&second.id).unwrap().unwrap().state, "pending");
+        assert_eq!(
+            store.task(&first.id).unwrap().unwrap().state,
+            TaskState::Superseded
+        );
+        assert_eq!(
+            store.task(&second.id).unwrap().unwrap().state,
+            TaskState::Pending
+        );
         let acked = store
-            .ack_task(&second.id, true, "done", 3_000)
+            .ack_task(&second.id, AckStatus::Succeeded, "done", 3_000)
             .unwrap()
             .unwrap();
-        assert_eq!(acked.state, "acknowledged");
+        assert_eq!(acked.state, TaskState::Acknowledged);
         assert_eq!(
             store.recommendations("cart", "", 0).unwrap(),
             vec![(1_000, 5), (2_000, 3)]
@@ -746,7 +715,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .tasks(Some("cart"), Some("superseded"), 10)
+                .tasks(Some("cart"), Some(TaskState::Superseded), 10)
                 .unwrap()
                 .len(),
             1
@@ -762,9 +731,12 @@ mod tests {
         let third = decide(&store, 3, 7, 4_000);
         assert_eq!(store.current("cart", "").unwrap(), Some(7));
         store
-            .ack_task(&third.id, false, "quota exceeded", 5_000)
+            .ack_task(&third.id, AckStatus::Failed, "quota exceeded", 5_000)
             .unwrap();
         assert_eq!(store.current("cart", "").unwrap(), Some(3));
-        assert_eq!(store.task(&third.id).unwrap().unwrap().state, "failed");
+        assert_eq!(
+            store.task(&third.id).unwrap().unwrap().state,
+            TaskState::Failed
+        );
     }
 }

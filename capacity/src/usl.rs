@@ -13,6 +13,7 @@ pub struct Usl {
     pub lambda: f64,
 }
 
+/// Why no USL curve came out of the measured steps.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FitError {
     TooFewPoints,
@@ -31,6 +32,7 @@ impl std::fmt::Display for FitError {
 impl std::error::Error for FitError {}
 
 impl Usl {
+    /// The curve: throughput at concurrency `n`.
     pub fn throughput(&self, n: f64) -> f64 {
         self.lambda * n / (1.0 + self.sigma * (n - 1.0) + self.kappa * n * (n - 1.0))
     }

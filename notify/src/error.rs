@@ -1,5 +1,6 @@
 use thiserror::Error;
 
+/// Everything the outbox and the worker can fail with.
 #[derive(Debug, Error)]
 pub enum NotifyError {
     #[error("webhook outbox database: {0}")]
@@ -10,4 +11,5 @@ pub enum NotifyError {
     Client(String),
 }
 
+/// The crate's result, defaulting to [`NotifyError`].
 pub type Result<T, E = NotifyError> = std::result::Result<T, E>;

@@ -315,6 +315,11 @@ mod tests {
         }
     }
 
+    /// The delivery state of a message that must exist.
+    fn state_of(conn: &Connection, id: &str) -> State {
+        status(conn, id).unwrap().unwrap().state
+    }
+
     fn message(id: &str, key: &str) -> Message {
         Message {
             id: id.into(),
@@ -349,11 +354,8 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(
-            status(&conn, "a").unwrap().unwrap().state,
-            State::Superseded
-        );
-        assert_eq!(status(&conn, "b").unwrap().unwrap().state, State::Delivered);
+        assert_eq!(state_of(&conn, "a"), State::Superseded);
+        assert_eq!(state_of(&conn, "b"), State::Delivered);
         let ids: Vec<String> = due(&conn, 3, 10)
             .unwrap()
             .into_iter()
@@ -369,7 +371,7 @@ mod tests {
         enqueue(&conn, &message("b", "y"), 1).unwrap();
         let first = due(&conn, 1, 1).unwrap().remove(0);
         record(&mut conn, &first, &Outcome::EndpointGone { status: 410 }, 2).unwrap();
-        assert_eq!(status(&conn, "b").unwrap().unwrap().state, State::Failed);
+        assert_eq!(state_of(&conn, "b"), State::Failed);
         assert!(endpoint_disabled(&conn, &first.url).unwrap().is_some());
         enqueue(&conn, &message("c", "z"), 3).unwrap();
         assert!(due(&conn, 3, 10).unwrap().is_empty());

@@ -7,6 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// A webhook secret that is not `whsec_` and base64: refused when the
+/// policy is saved, not when the first webhook is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadSecret(pub String);
 
