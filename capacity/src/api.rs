@@ -61,13 +61,8 @@ pub fn router(capacity: Arc<Capacity>) -> Router {
 
 impl IntoResponse for CapacityError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            CapacityError::Invalid(_) => StatusCode::BAD_REQUEST,
-            CapacityError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CapacityError::NotFound(_) => StatusCode::NOT_FOUND,
-            CapacityError::Query(_) => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = StatusCode::from_u16(self.kind().http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(json!({"error": self.to_string()}))).into_response()
     }
 }

@@ -1,3 +1,4 @@
+use loupe_base::error_kind::ErrorKind;
 use thiserror::Error;
 
 /// Everything capacity can fail with; the API maps each to its status.
@@ -22,6 +23,22 @@ pub enum CapacityError {
     Query(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl CapacityError {
+    /// What kind of failure this is; `loupe_base::error_kind` maps it to a status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CapacityError::Invalid(_) => ErrorKind::Invalid,
+            CapacityError::Unprocessable(_) => ErrorKind::Unprocessable,
+            CapacityError::NotFound(_) => ErrorKind::NotFound,
+            CapacityError::Query(_) => ErrorKind::Upstream,
+            CapacityError::Sqlite(_)
+            | CapacityError::Outbox(_)
+            | CapacityError::CatalogDb(_)
+            | CapacityError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// The crate's result, defaulting to [`CapacityError`].
