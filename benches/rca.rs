@@ -43,8 +43,8 @@ const SEC: i64 = 1_000_000_000;
 /// Where the injection lands relative to now: recent enough for any
 /// retention, old enough that the whole incident is in the past.
 const LEAD: i64 = 5 * 60 * SEC;
-/// A fault never owns more minute files than this after its injection.
-const MAX_FAULT_SPAN: i64 = 10 * 60 * SEC;
+/// A fault never owns more minute files than this from its injection on.
+const MAX_FAULT_MINUTES: i64 = 10;
 /// Records per OTLP request, so no request approaches a body-size limit.
 const CHUNK: usize = 2000;
 const BUNDLE: &str = "../shared/datasets/nezha-trainticket-2023-01-29.tar.zst";
@@ -88,6 +88,7 @@ struct Slice {
     metrics: Vec<MetricRow>,
 }
 
+/// One labelled fault of the bundle and the minute files it owns.
 struct Fault {
     time: String,
     inject: i64,
@@ -96,16 +97,9 @@ struct Fault {
     minutes: Vec<String>,
 }
 
-/// What one fault's run found.
-struct Outcome {
-    rank: Option<usize>,
-    top: Vec<String>,
-    latency_ms: f64,
-    top_explanation: String,
-}
-
 /// A minimal CSV reader: commas, double-quoted fields with doubled quotes
-/// (the log column is a quoted JSON document), quoted newlines.
+/// (the log column is a quoted JSON document), quoted newlines. Row 0 is
+/// the header.
 fn read_csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
@@ -133,7 +127,7 @@ fn read_csv(path: &Path) -> Vec<Vec<String>> {
         row.push(field);
         rows.push(row);
     }
-    rows.into_iter().skip(1).collect() // header
+    rows
 }
 
 /// `YYYY-MM-DD` and `HH:MM:SS[.frac]` as UTC nanoseconds (days-from-civil).
@@ -191,6 +185,7 @@ fn severity(line: &str) -> (&'static str, i32) {
 fn load_spans(path: &Path) -> Vec<SpanRow> {
     read_csv(path)
         .into_iter()
+        .skip(1)
         .filter(|r| r.len() >= 7)
         .map(|r| SpanRow {
             trace: r[0].clone(),
@@ -209,6 +204,7 @@ fn load_spans(path: &Path) -> Vec<SpanRow> {
 fn load_logs(path: &Path) -> Vec<LogRow> {
     read_csv(path)
         .into_iter()
+        .skip(1)
         .filter(|r| r.len() >= 8)
         .filter_map(|r| {
             let (date, time) = r[0].trim_end_matches('Z').split_once('T')?;
@@ -238,19 +234,15 @@ fn load_metrics(dir: &Path) -> Vec<MetricRow> {
         if !path.to_string_lossy().ends_with("_metric.csv") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).expect("metric file");
-        let header: Vec<String> = text
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split(',')
-            .map(String::from)
-            .collect();
-        for r in read_csv(&path) {
+        let rows = read_csv(&path);
+        let Some((header, rows)) = rows.split_first() else {
+            continue;
+        };
+        for r in rows {
             let Some(secs) = r.get(1).and_then(|t| t.parse::<i64>().ok()) else {
                 continue;
             };
-            let values = header.iter().zip(&r).skip(3);
+            let values = header.iter().zip(r).skip(3);
             let values = values.filter_map(|(h, v)| Some((h.clone(), v.parse::<f64>().ok()?)));
             out.push(MetricRow {
                 time: secs * SEC,
@@ -299,17 +291,18 @@ impl Slice {
     }
 }
 
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+fn text(value: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(value.into())),
+    })
 }
 
 fn resource(pod: &str) -> Option<Resource> {
+    let attr = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: text(value),
+        ..Default::default()
+    };
     Some(Resource {
         attributes: vec![
             attr("service.name", service_of(pod)),
@@ -319,18 +312,22 @@ fn resource(pod: &str) -> Option<Resource> {
     })
 }
 
-/// Groups records by pod, one resource each, preserving first-seen order.
-fn by_pod<T>(items: Vec<(String, T)>) -> Vec<(String, Vec<T>)> {
-    let mut groups: Vec<(String, Vec<T>)> = Vec::new();
-    let mut index = HashMap::new();
-    for (pod, item) in items {
-        let i = *index.entry(pod.clone()).or_insert_with(|| {
-            groups.push((pod, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(item);
-    }
-    groups
+/// Splits `(pod, record)` pairs into requests of at most `CHUNK` records,
+/// each grouping its records under one OTLP resource per pod.
+fn batches<T: Clone, R>(
+    items: &[(String, T)],
+    wrap: impl Fn(Option<Resource>, Vec<T>) -> R,
+) -> Vec<Vec<R>> {
+    let group = |chunk: &[(String, T)]| {
+        let mut pods: BTreeMap<&str, Vec<T>> = BTreeMap::new();
+        for (pod, item) in chunk {
+            pods.entry(pod).or_default().push(item.clone());
+        }
+        pods.into_iter()
+            .map(|(pod, items)| wrap(resource(pod), items))
+            .collect()
+    };
+    items.chunks(CHUNK).map(group).collect()
 }
 
 /// The dataset has no span kinds: an entry into a service (a root, or a
@@ -343,41 +340,35 @@ fn span_requests(slice: &Slice) -> Vec<ExportTraceServiceRequest> {
         .iter()
         .map(|s| (s.span.as_str(), s.pod.as_str()))
         .collect();
-    let mut calls_out = HashSet::new();
-    for s in &slice.spans {
-        if pod_of
+    // Whether a span's parent is missing or runs in another service.
+    let entry = |s: &SpanRow| {
+        pod_of
             .get(s.parent.as_str())
-            .is_some_and(|p| service_of(p) != service_of(&s.pod))
-        {
-            calls_out.insert(s.parent.as_str());
-        }
-    }
+            .is_none_or(|p| service_of(p) != service_of(&s.pod))
+    };
+    let calls_out: HashSet<&str> = slice
+        .spans
+        .iter()
+        .filter(|s| entry(s))
+        .map(|s| s.parent.as_str())
+        .collect();
     let erred: HashSet<(&str, &str)> = slice
         .logs
         .iter()
         .filter(|l| severity(&l.line).1 >= 17 || l.line.to_ascii_lowercase().contains("exception"))
         .map(|l| (l.trace.as_str(), l.span.as_str()))
         .collect();
-    let spans = slice.spans.iter().map(|s| {
-        let entry = pod_of
-            .get(s.parent.as_str())
-            .is_none_or(|p| service_of(p) != service_of(&s.pod));
-        let kind = if entry {
-            span::SpanKind::Server
-        } else if calls_out.contains(s.span.as_str()) {
-            span::SpanKind::Client
-        } else {
-            span::SpanKind::Internal
+    let convert = |s: &SpanRow| {
+        let kind = match (entry(s), calls_out.contains(s.span.as_str())) {
+            (true, _) => span::SpanKind::Server,
+            (false, true) => span::SpanKind::Client,
+            (false, false) => span::SpanKind::Internal,
         };
         let error = erred.contains(&(s.trace.as_str(), s.span.as_str()));
         let span = Span {
             trace_id: hex(&s.trace),
             span_id: hex(&s.span),
-            parent_span_id: if s.parent == "root" {
-                Vec::new()
-            } else {
-                hex(&s.parent)
-            },
+            parent_span_id: hex(&s.parent), // `root` decodes to empty
             name: s.name.clone(),
             kind: kind as i32,
             start_time_unix_nano: s.start as u64,
@@ -389,98 +380,83 @@ fn span_requests(slice: &Slice) -> Vec<ExportTraceServiceRequest> {
             ..Default::default()
         };
         (s.pod.clone(), span)
-    });
-    let spans: Vec<_> = spans.collect();
-    spans
-        .chunks(CHUNK)
-        .map(|chunk| ExportTraceServiceRequest {
-            resource_spans: by_pod(chunk.to_vec())
-                .into_iter()
-                .map(|(pod, spans)| ResourceSpans {
-                    resource: resource(&pod),
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        })
+    };
+    let spans: Vec<_> = slice.spans.iter().map(convert).collect();
+    let wrap = |resource, spans| ResourceSpans {
+        resource,
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let requests = batches(&spans, wrap).into_iter();
+    requests
+        .map(|resource_spans| ExportTraceServiceRequest { resource_spans })
         .collect()
 }
 
 fn log_requests(slice: &Slice) -> Vec<ExportLogsServiceRequest> {
-    let records: Vec<_> = slice
-        .logs
-        .iter()
-        .map(|l| {
-            let (text, number) = severity(&l.line);
-            let record = LogRecord {
-                time_unix_nano: l.time as u64,
-                observed_time_unix_nano: l.time as u64,
-                severity_number: number,
-                severity_text: text.into(),
-                body: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(l.line.clone())),
-                }),
-                trace_id: hex(&l.trace),
-                span_id: hex(&l.span),
-                ..Default::default()
-            };
-            (l.pod.clone(), record)
-        })
-        .collect();
-    records
-        .chunks(CHUNK)
-        .map(|chunk| ExportLogsServiceRequest {
-            resource_logs: by_pod(chunk.to_vec())
-                .into_iter()
-                .map(|(pod, log_records)| ResourceLogs {
-                    resource: resource(&pod),
-                    scope_logs: vec![ScopeLogs {
-                        log_records,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .collect(),
-        })
+    let convert = |l: &LogRow| {
+        let (severity_text, severity_number) = severity(&l.line);
+        let record = LogRecord {
+            time_unix_nano: l.time as u64,
+            observed_time_unix_nano: l.time as u64,
+            severity_number,
+            severity_text: severity_text.into(),
+            body: text(&l.line),
+            trace_id: hex(&l.trace),
+            span_id: hex(&l.span),
+            ..Default::default()
+        };
+        (l.pod.clone(), record)
+    };
+    let records: Vec<_> = slice.logs.iter().map(convert).collect();
+    let wrap = |resource, log_records| ResourceLogs {
+        resource,
+        scope_logs: vec![ScopeLogs {
+            log_records,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let requests = batches(&records, wrap).into_iter();
+    requests
+        .map(|resource_logs| ExportLogsServiceRequest { resource_logs })
         .collect()
 }
 
-/// Each numeric column becomes a gauge named after it; one request per
-/// `CHUNK` rows (a row is ~19 points).
+/// Each numeric column becomes a gauge named after it, one point a row.
 fn metric_requests(slice: &Slice) -> Vec<ExportMetricsServiceRequest> {
-    let rows: Vec<_> = slice.metrics.iter().map(|m| (m.pod.clone(), m)).collect();
-    rows.chunks(CHUNK)
-        .map(|chunk| ExportMetricsServiceRequest {
-            resource_metrics: by_pod(chunk.to_vec())
-                .into_iter()
-                .map(|(pod, rows)| {
-                    let metrics = rows.iter().flat_map(|m| {
-                        m.values.iter().map(|(name, v)| Metric {
-                            name: name.clone(),
-                            data: Some(metric::Data::Gauge(Gauge {
-                                data_points: vec![NumberDataPoint {
-                                    time_unix_nano: m.time as u64,
-                                    value: Some(number_data_point::Value::AsDouble(*v)),
-                                    ..Default::default()
-                                }],
-                            })),
-                            ..Default::default()
-                        })
-                    });
-                    ResourceMetrics {
-                        resource: resource(&pod),
-                        scope_metrics: vec![ScopeMetrics {
-                            metrics: metrics.collect(),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }
-                })
-                .collect(),
+    let gauge = |m: &MetricRow, name: &str, v: f64| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: m.time as u64,
+                value: Some(number_data_point::Value::AsDouble(v)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let points: Vec<_> = (slice.metrics.iter())
+        .flat_map(|m| {
+            m.values
+                .iter()
+                .map(move |(n, v)| (m.pod.clone(), gauge(m, n, *v)))
         })
+        .collect();
+    let wrap = |resource, metrics| ResourceMetrics {
+        resource,
+        scope_metrics: vec![ScopeMetrics {
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let requests = batches(&points, wrap).into_iter();
+    requests
+        .map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
         .collect()
 }
 
@@ -524,7 +500,7 @@ fn wait_visible(http: &reqwest::blocking::Client, server: &Server, spans: usize,
 }
 
 /// The fault list, in time order, each with the minute files it owns:
-/// from its inject minute until the next fault's, at most `MAX_FAULT_SPAN`.
+/// from its inject minute until the next fault's, at most `MAX_FAULT_MINUTES`.
 fn faults(dir: &Path) -> Vec<Fault> {
     let list: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("2023-01-29-fault_list.json")).expect("fault list"),
@@ -548,29 +524,22 @@ fn faults(dir: &Path) -> Vec<Fault> {
         })
         .collect();
     faults.sort_by_key(|f| f.inject);
-    let date = faults[0].time[..10].to_string();
-    let mut files: Vec<(i64, String)> = minute_files(&dir.join("trace"))
-        .into_iter()
-        .map(|m| {
-            (
-                utc_nanos(&date, &format!("{}:00", m.replace('_', ":"))).unwrap_or(0),
-                m,
-            )
-        })
-        .collect();
-    files.sort();
-    let minute = |t: i64| t - t.rem_euclid(60 * SEC);
+    let files = minute_files(&dir.join("trace"));
     for i in 0..faults.len() {
-        let from = minute(faults[i].inject);
-        let until = faults.get(i + 1).map_or(i64::MAX, |n| minute(n.inject));
-        let until = until.min(faults[i].inject + MAX_FAULT_SPAN);
-        faults[i].minutes = files
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < until)
-            .map(|(_, m)| m.clone())
-            .collect();
+        let from = minute_of_day(&faults[i].time[11..]);
+        let next = faults.get(i + 1).map(|n| minute_of_day(&n.time[11..]));
+        let until = next.unwrap_or(i64::MAX).min(from + MAX_FAULT_MINUTES);
+        let owned = |m: &&String| (from..until).contains(&minute_of_day(m));
+        faults[i].minutes = files.iter().filter(owned).cloned().collect();
     }
     faults
+}
+
+/// `HH_MM` or `HH:MM` as minutes since midnight (files and faults are all
+/// on one day).
+fn minute_of_day(hhmm: &str) -> i64 {
+    let part = |r: std::ops::Range<usize>| hhmm.get(r).and_then(|p| p.parse::<i64>().ok());
+    part(0..2).unwrap_or(0) * 60 + part(3..5).unwrap_or(0)
 }
 
 /// `HH_MM` of every `HH_MM_trace.csv` in a directory.
@@ -601,29 +570,42 @@ fn rank_of(suspects: &[Value], pod: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// One fault end to end: fresh server, baseline + incident, one `/problems` call.
-fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Outcome {
-    let mut incident = load_slice(rca, &fault.minutes, metrics);
+/// One fault's telemetry placed in time: the fault-free minutes moved to
+/// end just before the fault's first minute, then both shifted so the
+/// injection lands `LEAD` before now. Returns the two slices and the
+/// baseline and incident windows (ns).
+fn place(fault: &Fault, free: &Slice, mut incident: Slice) -> ([Slice; 2], [(i64, i64); 2]) {
     let (lo, hi) = incident.range();
     let (free_lo, free_hi) = free.range();
     let mut free = free.clone();
-    free.shift(lo - SEC - free_hi); // the fault-free minutes end just before the fault's
-    let shift = loupe_now() - LEAD - fault.inject;
-    free.shift(shift);
+    let shift = loupe_base::clock::now_nanos() - LEAD - fault.inject;
+    free.shift(lo - SEC - free_hi + shift);
     incident.shift(shift);
-    let baseline = (free_lo + (lo - SEC - free_hi) + shift, fault.inject + shift);
+    let baseline = (free_lo + lo - SEC - free_hi + shift, fault.inject + shift);
     let window = (fault.inject + shift, hi + shift + SEC);
+    ([free, incident], [baseline, window])
+}
 
+/// One fault end to end: fresh server, baseline + incident, one
+/// `/problems` call. Returns the fault's report row.
+fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Value {
+    let incident = load_slice(rca, &fault.minutes, metrics);
+    let (slices, [baseline, window]) = place(fault, free, incident);
     let data = tempfile::tempdir().expect("temp dir");
     let server = Server::start(data.path(), &[]);
     let http = client();
-    for slice in [&free, &incident] {
+    for slice in &slices {
         post(&http, &server, "/v1/traces", span_requests(slice));
         post(&http, &server, "/v1/logs", log_requests(slice));
         post(&http, &server, "/v1/metrics", metric_requests(slice));
     }
-    let spans = free.spans.len() + incident.spans.len();
-    wait_visible(&http, &server, spans, free.logs.len() + incident.logs.len());
+    let spans = slices.iter().map(|s| s.spans.len()).sum();
+    wait_visible(
+        &http,
+        &server,
+        spans,
+        slices.iter().map(|s| s.logs.len()).sum(),
+    );
     let started = Instant::now();
     let report = server.get(
         &http,
@@ -636,29 +618,19 @@ fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Outcom
     server.stop();
     let suspects = report["suspects"].as_array().cloned().unwrap_or_default();
     let label = |s: &Value| {
-        let kind = s["subject"]["kind"].as_str().unwrap_or("?");
+        let subject = &s["subject"];
         format!(
-            "{}({kind})",
-            s["subject"]["service"].as_str().unwrap_or("?")
+            "{}({})",
+            subject["service"].as_str().unwrap_or("?"),
+            subject["kind"].as_str().unwrap_or("?")
         )
     };
-    Outcome {
-        rank: rank_of(&suspects, &fault.pod),
-        top: suspects.iter().take(3).map(label).collect(),
-        latency_ms,
-        top_explanation: suspects
-            .first()
-            .and_then(|s| s["explanation"].as_str())
-            .unwrap_or("(none)")
-            .into(),
-    }
-}
-
-fn loupe_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as i64
+    let top: Vec<_> = suspects.iter().take(3).map(label).collect();
+    json!({
+        "time": fault.time, "type": fault.kind, "pod": fault.pod, "service": service_of(&fault.pod),
+        "minutes": fault.minutes, "rank": rank_of(&suspects, &fault.pod), "top3": top,
+        "top_explanation": suspects.first().map(|s| &s["explanation"]), "latency_ms": latency_ms,
+    })
 }
 
 /// `zstd -dc FILE | tar x -C DIR`; returns the bundle's `nezha/` directory.
@@ -686,6 +658,26 @@ fn accuracy(ranks: &[Option<usize>]) -> Value {
     json!({"n": ranks.len(), "as1": at(1), "as3": at(3), "as5": at(5)})
 }
 
+/// Prints and returns AS@k per fault type and overall.
+fn summarize(by_type: &BTreeMap<String, Vec<Option<usize>>>) -> (Value, BTreeMap<String, Value>) {
+    let all: Vec<_> = by_type.values().flatten().copied().collect();
+    let per_type: BTreeMap<_, _> = by_type
+        .iter()
+        .map(|(k, r)| (k.clone(), accuracy(r)))
+        .collect();
+    let all = accuracy(&all);
+    println!(
+        "\n{:<14} {:>3} {:>7} {:>7} {:>7}",
+        "type", "n", "AS@1", "AS@3", "AS@5"
+    );
+    for (kind, a) in per_type.iter().chain([(&"overall".to_string(), &all)]) {
+        let pct = |k: &str| a[k].as_f64().unwrap_or(0.0);
+        let (n, as1, as3, as5) = (&a["n"], pct("as1"), pct("as3"), pct("as5"));
+        println!("{kind:<14} {n:>3} {as1:>6.1}% {as3:>6.1}% {as5:>6.1}%");
+    }
+    (all, per_type)
+}
+
 fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = extract(tmp.path());
@@ -706,51 +698,33 @@ fn main() {
     );
     let (mut rows, mut by_type) = (Vec::new(), BTreeMap::<String, Vec<Option<usize>>>::new());
     for fault in &faults {
-        let o = run(fault, &rca, &free, &metrics);
-        let rank = o.rank.map_or("-".to_string(), |r| r.to_string());
-        let service = service_of(&fault.pod);
+        let row = run(fault, &rca, &free, &metrics);
+        let rank = row["rank"].as_u64().map(|r| r as usize);
+        let (top, ms) = (
+            row["top3"].as_array().cloned().unwrap_or_default(),
+            &row["latency_ms"],
+        );
+        let top: Vec<_> = top.iter().filter_map(|t| t.as_str()).collect();
         println!(
-            "{:<19} {:<14} {service:<30} {rank:>4}  {:<80} {:>8.0}",
+            "{:<19} {:<14} {:<30} {:>4}  {:<80} {:>8.0}",
             fault.time,
             fault.kind,
-            o.top.join(", "),
-            o.latency_ms
+            service_of(&fault.pod),
+            rank.map_or("-".into(), |r| r.to_string()),
+            top.join(", "),
+            ms.as_f64().unwrap_or(0.0)
         );
-        by_type.entry(fault.kind.clone()).or_default().push(o.rank);
-        rows.push(json!({
-            "time": fault.time, "type": fault.kind, "pod": fault.pod, "service": service,
-            "minutes": fault.minutes, "rank": o.rank, "top3": o.top,
-            "top_explanation": o.top_explanation, "latency_ms": o.latency_ms,
-        }));
+        by_type.entry(fault.kind.clone()).or_default().push(rank);
+        rows.push(row);
     }
-    let all: Vec<_> = by_type.values().flatten().copied().collect();
-    let per_type: BTreeMap<_, _> = by_type
-        .iter()
-        .map(|(k, r)| (k.clone(), accuracy(r)))
-        .collect();
-    println!(
-        "\n{:<14} {:>3} {:>7} {:>7} {:>7}",
-        "type", "n", "AS@1", "AS@3", "AS@5"
-    );
-    for (kind, a) in per_type
-        .iter()
-        .chain([(&"overall".to_string(), &accuracy(&all))])
-    {
-        println!(
-            "{kind:<14} {:>3} {:>6.1}% {:>6.1}% {:>6.1}%",
-            a["n"],
-            a["as1"].as_f64().unwrap_or(0.0),
-            a["as3"].as_f64().unwrap_or(0.0),
-            a["as5"].as_f64().unwrap_or(0.0)
-        );
-    }
+    let (all, per_type) = summarize(&by_type);
     let out = std::env::var("OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rca-latest.json"));
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).expect("report dir");
     }
-    let report = json!({"faults": rows, "overall": accuracy(&all), "per_type": per_type});
+    let report = json!({"faults": rows, "overall": all, "per_type": per_type});
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("JSON"))
         .expect("write report");
     println!("report: {}", out.display());
