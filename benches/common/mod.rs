@@ -14,6 +14,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_loupe");
 pub struct Server {
     child: Child,
     pub grpc: String,
+    /// OTLP/HTTP receiver (`/v1/traces`, `/v1/logs`, `/v1/metrics`).
+    pub otlp_http: String,
     pub http: String,
 }
 
@@ -48,6 +50,7 @@ impl Server {
         };
         Server {
             grpc: get("otlp_grpc"),
+            otlp_http: get("otlp_http"),
             http: get("http"),
             child,
         }
