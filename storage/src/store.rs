@@ -765,7 +765,9 @@ mod maintenance_tests {
         let index = storage.split_index(&splits[0]).await.unwrap();
         // Rows are sorted by service, then time: "other" comes first.
         assert_eq!(
-            index.matching_rows("service:other").unwrap(),
+            index
+                .matching_rows(&crate::log_index::parse_query("service:other").unwrap())
+                .unwrap(),
             vec![0, 1, 2, 3]
         );
         // Only the merged files remain on disk.

@@ -68,8 +68,11 @@ pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
     })
 }
 
-/// A logs batch of `(service, severity_text, severity_number, body, attributes)` rows.
-pub fn log_batch_with(rows: &[(&str, &str, i32, &str, &[(&str, &str)])]) -> RecordBatch {
+/// `(service, severity_text, severity_number, body, attributes)`.
+pub type LogRow<'a> = (&'a str, &'a str, i32, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A logs batch of [`LogRow`]s.
+pub fn log_batch_with(rows: &[LogRow<'_>]) -> RecordBatch {
     let n = rows.len();
     batch_of(Signal::Logs, n, |name| match name {
         "time" | "observed_time" => Some(times((0..n as i64).map(|i| 1_000 + i))),
