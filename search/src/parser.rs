@@ -91,11 +91,7 @@ impl Parser {
             self.next();
             alternatives.push(self.and(field)?);
         }
-        Ok(if alternatives.len() == 1 {
-            alternatives.remove(0)
-        } else {
-            Ast::Or(alternatives)
-        })
+        Ok(single_or(alternatives, Ast::Or))
     }
 
     fn and(&mut self, field: Option<&str>) -> Result<Ast> {
@@ -108,11 +104,7 @@ impl Parser {
             }
             parts.push(self.unary(field)?);
         }
-        Ok(if parts.len() == 1 {
-            parts.remove(0)
-        } else {
-            Ast::And(parts)
-        })
+        Ok(single_or(parts, Ast::And))
     }
 
     fn unary(&mut self, field: Option<&str>) -> Result<Ast> {
@@ -209,6 +201,15 @@ impl Parser {
             lower,
             upper,
         })
+    }
+}
+
+/// The one operand itself, or `group` of several: `(a)` is just `a`.
+fn single_or(mut operands: Vec<Ast>, group: fn(Vec<Ast>) -> Ast) -> Ast {
+    if operands.len() == 1 {
+        operands.remove(0)
+    } else {
+        group(operands)
     }
 }
 
