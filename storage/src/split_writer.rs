@@ -48,7 +48,9 @@ pub fn row_group_rows(signal: Signal) -> usize {
 
 /// A Parquet file ready to be stored, with its catalog row.
 pub struct EncodedSplit {
+    /// The catalog row, committed only after the files are stored.
     pub meta: SplitMeta,
+    /// The Parquet file, for `meta.path`.
     pub bytes: Vec<u8>,
     /// The full-text index bundle of a logs split, for `meta.index_path`.
     pub index: Option<Vec<u8>>,

@@ -46,6 +46,8 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
+    /// Production defaults with data under `data_dir`: callers (config,
+    /// tests) override only what they mean to change.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StorageConfig {
             data_dir: data_dir.into(),
