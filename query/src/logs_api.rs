@@ -86,22 +86,15 @@ async fn run_search(engine: &QueryEngine, p: SearchParams) -> Result<Value, Quer
         .unwrap_or(Err(QueryError::Timeout(timeout)))
 }
 
-/// The Tantivy query for a request: its `q` (everything when empty),
-/// restricted to one service when asked.
-fn index_query(q: Option<&str>, service: Option<&str>) -> String {
-    let q = q.map(str::trim).filter(|q| !q.is_empty());
-    let service = service.map(|s| {
-        format!(
-            "service:\"{}\"",
-            s.replace('\\', "\\\\").replace('"', "\\\"")
-        )
-    });
-    match (q, service) {
-        (Some(q), Some(s)) => format!("({q}) AND {s}"),
-        (Some(q), None) => q.to_string(),
-        (None, Some(s)) => s,
-        (None, None) => "*".to_string(),
-    }
+/// The search of a request: its `q` (everything when empty), restricted
+/// to one service when asked.
+fn index_query(q: Option<&str>, service: Option<&str>) -> Result<loupe_search::Ast, QueryError> {
+    let q = match q.map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) => loupe_storage::log_index::parse_query(q).map_err(storage_error)?,
+        None => loupe_search::Ast::All,
+    };
+    let service = service.map(|s| loupe_search::Ast::field_is("service", s));
+    Ok(loupe_search::Ast::and([q].into_iter().chain(service)))
 }
 
 fn storage_error(e: loupe_storage::StorageError) -> QueryError {
@@ -122,8 +115,7 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
     let started = Instant::now();
     let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-1h")?;
     let limit = p.limit.unwrap_or(100).min(MAX_LIMIT);
-    let query = index_query(p.q.as_deref(), p.service.as_deref());
-    loupe_storage::log_index::validate_query(&query).map_err(storage_error)?;
+    let query = index_query(p.q.as_deref(), p.service.as_deref())?;
     let width = time_param::bucket_width(end - start);
 
     let storage = engine.storage().clone();

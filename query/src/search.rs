@@ -17,6 +17,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
+use loupe_search::Ast;
 use loupe_storage::MemBatch;
 
 pub const MATCH_ALL: &str = "match_all";
@@ -74,53 +75,29 @@ pub fn match_all_query(expr: &Expr) -> Option<&str> {
     }
 }
 
-/// Every `match_all` query among `filters`, checked for syntax.
-pub fn queries(filters: &[Expr]) -> DfResult<Vec<String>> {
+/// Every `match_all` query among `filters`, parsed.
+pub fn queries(filters: &[Expr]) -> DfResult<Vec<Ast>> {
     let mut out = Vec::new();
     for filter in filters {
         if let Some(q) = match_all_query(filter) {
-            if let Err(e) = loupe_storage::log_index::validate_query(q) {
-                return plan_err!("{e}");
+            match loupe_storage::log_index::parse_query(q) {
+                Ok(ast) => out.push(ast),
+                Err(e) => return plan_err!("{e}"),
             }
-            out.push(q.to_string());
         }
     }
     Ok(out)
 }
 
-/// Rows matching every query, ascending.
+/// Rows matching every query (one search of their conjunction), ascending.
 pub fn matching_rows(
-    queries: &[String],
-    search: impl Fn(&str) -> Result<Vec<u32>, loupe_storage::StorageError>,
+    queries: &[Ast],
+    search: impl Fn(&Ast) -> Result<Vec<u32>, loupe_storage::StorageError>,
 ) -> DfResult<Vec<u32>> {
-    let mut result: Option<Vec<u32>> = None;
-    for q in queries {
-        let rows = search(q).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        result = Some(match result {
-            None => rows,
-            Some(prev) => intersect(&prev, &rows),
-        });
-        if result.as_ref().is_some_and(Vec::is_empty) {
-            break;
-        }
+    if queries.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(result.unwrap_or_default())
-}
-
-fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
+    search(&Ast::and(queries.iter().cloned())).map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// Which rows of a Parquet file of `total_rows` rows, in row groups of
@@ -154,7 +131,7 @@ pub fn access_plan(rows: &[u32], total_rows: usize, group_rows: usize) -> Parque
 }
 
 /// The rows of a memtable batch that match every query.
-pub fn filter_mem_batch(batch: &MemBatch, queries: &[String]) -> DfResult<Option<RecordBatch>> {
+pub fn filter_mem_batch(batch: &MemBatch, queries: &[Ast]) -> DfResult<Option<RecordBatch>> {
     let index = batch
         .log_index()
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -189,6 +166,5 @@ mod tests {
         assert!(matches!(&groups[0], RowGroupAccess::Selection(s) if s.row_count() == 4));
         assert!(matches!(&groups[1], RowGroupAccess::Skip));
         assert!(matches!(&groups[2], RowGroupAccess::Selection(s) if s.row_count() == 1));
-        assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 7]), vec![3, 7]);
     }
 }

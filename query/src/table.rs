@@ -81,7 +81,7 @@ impl SignalTable {
         &self,
         snapshot: &TableSnapshot,
         bounds: TimeBounds,
-        searches: &[String],
+        searches: &[loupe_search::Ast],
         trace_id: Option<&str>,
     ) -> DfResult<Vec<PartitionedFile>> {
         let group_rows = loupe_storage::row_group_rows(self.signal);
@@ -276,7 +276,7 @@ impl TableProvider for SignalTable {
         if self.signal == Signal::Logs
             && let Some(id) = trace_id.as_deref().filter(|id| is_trace_id(id))
         {
-            searches.push(format!("trace_id:\"{id}\""));
+            searches.push(loupe_search::Ast::field_is("trace_id", id));
         }
         let plain: Vec<Expr> = filters
             .iter()

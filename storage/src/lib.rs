@@ -4,11 +4,14 @@
 
 mod catalog;
 mod error;
+mod index_cache;
 mod ipc;
 pub mod log_index;
 mod maintenance;
 mod memtable;
 mod schema;
+mod shared;
+mod split_files;
 mod split_store;
 mod split_writer;
 mod store;
@@ -24,7 +27,8 @@ pub use error::{Result, StorageError};
 pub use maintenance::MaintenanceConfig;
 pub use memtable::MemBatch;
 pub use schema::{Signal, attributes_type, timestamp_type};
+pub use shared::TableSnapshot;
 pub use split_store::STORE_URL;
 pub use split_writer::{ROW_GROUP_ROWS, row_group_rows};
-pub use store::{Storage, StorageConfig, TableSnapshot};
+pub use store::{Storage, StorageConfig};
 pub use wal::SyncMode;

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use loupe_search::Ast;
 use tantivy::collector::Count;
 use tantivy::directory::RamDirectory;
-use tantivy::query::{EnableScoring, QueryParser};
+use tantivy::query::EnableScoring;
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
     OwnedValue, STORED, Schema, TextFieldIndexing, TextOptions,
@@ -243,9 +244,9 @@ impl LogIndex {
         Ok(out)
     }
 
-    /// Rows matching `query`, ascending. The syntax is Lucene-like; bare
-    /// terms search `body` and are ANDed.
-    pub fn matching_rows(&self, query: &str) -> Result<Vec<u32>> {
+    /// Rows matching `query`, ascending; terms without a field search
+    /// `body`.
+    pub fn matching_rows(&self, query: &Ast) -> Result<Vec<u32>> {
         let query = parse(&self.index, self.fields, query)?;
         let searcher = self.reader.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
@@ -268,7 +269,7 @@ impl LogIndex {
     /// is within `[start, end]`.
     pub fn for_each_match(
         &self,
-        query: &str,
+        query: &Ast,
         start: i64,
         end: i64,
         mut each: impl FnMut(i64, u32),
@@ -300,78 +301,24 @@ impl LogIndex {
     }
 }
 
-/// Brings Lucene habits to Tantivy's grammar, outside quoted phrases:
-/// `a AND NOT b` becomes `a -b` (Tantivy reads the former as "a and
-/// (nothing but not-b)", which matches nothing), and a trailing-wildcard
-/// term `conn*` or `field:conn*` becomes the regex `body:/conn.*/`.
-fn normalize(query: &str) -> String {
-    let mut out = String::with_capacity(query.len() + 8);
-    for (i, segment) in query.split('"').enumerate() {
-        if i > 0 {
-            out.push('"');
-        }
-        if i % 2 == 1 {
-            out.push_str(segment);
-            continue;
-        }
-        let words: Vec<&str> = segment.split(' ').collect();
-        let mut j = 0;
-        while j < words.len() {
-            if j > 0 {
-                out.push(' ');
-            }
-            if words[j] == "AND" && words.get(j + 1) == Some(&"NOT") {
-                out.push('-');
-                j += 2;
-                // Skip the spaces between NOT and its operand.
-                while words.get(j) == Some(&"") {
-                    j += 1;
-                }
-                if let Some(w) = words.get(j) {
-                    out.push_str(&prefix_to_regex(w));
-                }
-                j += 1;
-                continue;
-            }
-            out.push_str(&prefix_to_regex(words[j]));
-            j += 1;
-        }
-    }
-    out
+fn parse(index: &Index, fields: Fields, query: &Ast) -> Result<Box<dyn tantivy::query::Query>> {
+    loupe_search::to_tantivy(query, index, fields.body)
+        .map_err(|e| StorageError::InvalidSearch(e.to_string()))
 }
 
-fn prefix_to_regex(word: &str) -> String {
-    let core = word
-        .trim_start_matches(['(', '-', '+'])
-        .trim_end_matches(')');
-    let lead = &word[..word.len() - word.trim_start_matches(['(', '-', '+']).len()];
-    let trail = &word[word.trim_end_matches(')').len()..];
-    let Some(stem) = core.strip_suffix('*') else {
-        return word.to_string();
-    };
-    let (field, term) = match stem.rsplit_once(':') {
-        Some((field, term)) => (field, term),
-        None => ("body", stem),
-    };
-    if term.is_empty() || !term.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return word.to_string();
-    }
-    format!("{lead}{field}:/{}.*/{trail}", term.to_ascii_lowercase())
-}
-
-fn parse(index: &Index, fields: Fields, query: &str) -> Result<Box<dyn tantivy::query::Query>> {
-    let mut parser = QueryParser::for_index(index, vec![fields.body]);
-    parser.set_conjunction_by_default();
-    parser.allow_regexes();
-    parser
-        .parse_query(&normalize(query))
-        .map_err(|e| StorageError::InvalidSearch(format!("{e}")))
+/// Parses search text (the syntax of the README's "Searching logs") and
+/// checks it against the log index's fields, so a bad query is the
+/// caller's error before any index is opened.
+pub fn parse_query(query: &str) -> Result<Ast> {
+    let ast = loupe_search::parse(query).map_err(|e| StorageError::InvalidSearch(e.to_string()))?;
+    let (index, fields) = new_index()?;
+    parse(&index, fields, &ast)?;
+    Ok(ast)
 }
 
 /// Checks a query's syntax without running it.
 pub fn validate_query(query: &str) -> Result<()> {
-    let (index, fields) = new_index()?;
-    parse(&index, fields, query).map(|_| ())
+    parse_query(query).map(|_| ())
 }
 
 fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
@@ -412,21 +359,9 @@ mod tests {
     use crate::test_batches::log_batch_with;
 
     fn rows(index: &LogIndex, q: &str) -> Vec<u32> {
-        index
-            .matching_rows(q)
+        parse_query(q)
+            .and_then(|ast| index.matching_rows(&ast))
             .unwrap_or_else(|e| panic!("{q}: {e}"))
-    }
-
-    #[test]
-    fn lucene_habits_are_rewritten_outside_quotes() {
-        assert_eq!(normalize("a AND NOT b"), "a -b");
-        assert_eq!(normalize("a AND NOT (b OR c)"), "a -(b OR c)");
-        assert_eq!(
-            normalize("\"x AND NOT y\" z*"),
-            "\"x AND NOT y\" body:/z.*/"
-        );
-        assert_eq!(normalize("service:Pay*"), "service:/pay.*/");
-        assert_eq!(normalize("a-b*"), "a-b*");
     }
 
     #[test]
@@ -482,12 +417,15 @@ mod tests {
             rows(&index, "attributes.http.response.status_code:[500 TO 599]"),
             vec![0]
         );
-        assert!(index.matching_rows("body:(").is_err());
+        assert!(parse_query("body:(").is_err());
+        assert!(parse_query("nosuchfield:x").is_err());
         assert!(validate_query("a AND (").is_err());
 
         let mut seen = Vec::new();
         index
-            .for_each_match("reset", 1_000, 1_001, |t, row| seen.push((t, row)))
+            .for_each_match(&parse_query("reset").unwrap(), 1_000, 1_001, |t, row| {
+                seen.push((t, row))
+            })
             .unwrap();
         seen.sort();
         assert_eq!(seen, vec![(1_000, 0)], "time bounds apply");
@@ -501,5 +439,73 @@ mod tests {
             ),
             vec![0]
         );
+    }
+
+    /// Every example of the README's "Searching logs" table, run.
+    #[test]
+    fn readme_examples() {
+        let batch = log_batch_with(&[
+            (
+                "cart",
+                "ERROR",
+                17,
+                "connection reset at /api/cart for o-810804",
+                &[
+                    ("http.route", "/cart"),
+                    ("http.response.status_code", "503"),
+                ],
+            ),
+            ("payment", "WARN", 13, "connection refused: timeout", &[]),
+            ("payment", "INFO", 9, "reset\tdone \"quoted\"", &[]),
+        ]);
+        let trace_ids: arrow::array::ArrayRef = std::sync::Arc::new(StringArray::from(vec![
+            Some("5b8efff798038103d269b633813fc60c"),
+            None,
+            None,
+        ]));
+        let mut columns = batch.columns().to_vec();
+        columns[batch.schema().index_of("trace_id").unwrap()] = trace_ids;
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let index = LogIndex::build(&batch).unwrap();
+        for (query, expected) in [
+            ("timeout", vec![1]),
+            ("TIMEOUT", vec![1]),
+            ("connection reset", vec![0]),
+            ("\"connection reset\"", vec![0]),
+            ("\"o-810804\"", vec![0]),
+            ("\"/api/cart\"", vec![0]),
+            ("reset OR refused", vec![0, 1, 2]),
+            ("reset AND NOT service:payment", vec![0]),
+            ("reset -service:payment", vec![0]),
+            ("(reset OR refused) AND connection", vec![0, 1]),
+            ("conn*", vec![0, 1]),
+            ("service:pay*", vec![1, 2]),
+            ("service:cart", vec![0]),
+            ("service:CART", vec![0]),
+            ("severity_text:error", vec![0]),
+            ("trace_id:5b8efff798038103d269b633813fc60c", vec![0]),
+            ("severity_number:[17 TO 24]", vec![0]),
+            ("attributes.http.route:cart", vec![0]),
+            ("attributes.http.response.status_code:[500 TO 599]", vec![0]),
+            ("attributes.http.response.status_code:503", vec![0]),
+            (
+                "time:[2026-11-26T14:00:00Z TO 2026-11-26T15:00:00Z]",
+                vec![],
+            ),
+            // The index keeps times to the second.
+            (
+                "time:[1970-01-01T00:00:00Z TO 1970-01-01T00:00:01Z]",
+                vec![0, 1, 2],
+            ),
+            ("time:{1970-01-01T00:00:00Z TO *]", vec![]),
+            // Tabs separate words, escaped quotes stay inside phrases.
+            ("reset\tdone", vec![2]),
+            (r#""done \"quoted\"""#, vec![2]),
+            ("NOT service:payment", vec![0]),
+        ] {
+            assert_eq!(rows(&index, query), expected, "{query}");
+        }
+        let deep = format!("{}a{}", "(".repeat(1000), ")".repeat(1000));
+        assert!(parse_query(&deep).is_err());
     }
 }

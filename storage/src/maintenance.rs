@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio::sync::watch;
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
+use crate::split_files::SplitFiles;
 use crate::split_writer;
-use crate::store::Storage;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -97,14 +98,42 @@ pub fn plan_merges(
     merges
 }
 
-impl Storage {
+/// Compaction and retention over the splits of every signal; `Storage`
+/// owns one and runs it on an interval (or a test calls it directly).
+pub(crate) struct Maintenance {
+    config: MaintenanceConfig,
+    files: Arc<SplitFiles>,
+}
+
+impl Maintenance {
+    pub(crate) fn new(config: MaintenanceConfig, files: Arc<SplitFiles>) -> Maintenance {
+        Maintenance { config, files }
+    }
+
+    /// Compacts, then enforces retention, every `interval` until `stop`.
+    pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.compact().await {
+                tracing::warn!(error = %e, "compaction failed; will retry");
+            }
+            if let Err(e) = self.enforce_retention().await {
+                tracing::warn!(error = %e, "retention failed; will retry");
+            }
+        }
+    }
+
     /// One compaction pass over every signal; returns the merges done.
-    pub async fn compact(&self) -> Result<usize> {
-        let config = self.maintenance_config().clone();
+    pub(crate) async fn compact(&self) -> Result<usize> {
         let mut done = 0;
         for signal in Signal::ALL {
-            let splits = self.snapshot(signal).splits;
-            for group in plan_merges(&splits, &config, loupe_base::clock::now_nanos()) {
+            let splits = self.files.shared.snapshot(signal).splits;
+            for group in plan_merges(&splits, &self.config, loupe_base::clock::now_nanos()) {
                 self.merge(signal, group).await?;
                 done += 1;
             }
@@ -113,46 +142,51 @@ impl Storage {
     }
 
     async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<()> {
-        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut files = Vec::with_capacity(group.len());
         for split in &group {
-            let bytes = self.split_store().get(&split.path).await?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-            for batch in reader {
-                batches.push(batch?);
-            }
+            files.push(self.files.store.get(&split.path).await?);
         }
-        let encoded =
-            tokio::task::spawn_blocking(move || split_writer::encode_splits(signal, &batches))
-                .await
-                .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
+        // Decoding and encoding are CPU work: off the async workers.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            for bytes in files {
+                for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                    batches.push(batch?);
+                }
+            }
+            split_writer::encode_splits(signal, &batches)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
         let mut merged = Vec::with_capacity(encoded.len());
         for split in encoded {
             let meta = split.meta.clone();
-            if let Err(e) = self.store_split(&meta, split.bytes, split.index).await {
+            if let Err(e) = self.files.put(&meta, split.bytes, split.index).await {
                 for m in merged.iter().chain([&meta]) {
-                    self.delete_split_files(m).await;
+                    self.files.delete(m).await;
                 }
                 return Err(e);
             }
             merged.push(meta);
         }
         let old: Vec<SplitMeta> = group.iter().map(|s| SplitMeta::clone(s)).collect();
-        self.replace_splits(signal, &old, merged).await?;
+        self.files.replace(signal, &old, merged).await?;
         tracing::debug!(%signal, files = old.len(), "compacted");
         Ok(())
     }
 
     /// Drops every split past its signal's retention; returns how many.
-    pub async fn enforce_retention(&self) -> Result<usize> {
-        let config = self.maintenance_config().clone();
+    pub(crate) async fn enforce_retention(&self) -> Result<usize> {
         let now = loupe_base::clock::now_nanos();
         let mut dropped = 0;
         for signal in Signal::ALL {
             let cutoff = now
-                - config.retention[signal.index()]
+                - self.config.retention[signal.index()]
                     .as_nanos()
                     .min(i64::MAX as u128) as i64;
             let expired: Vec<SplitMeta> = self
+                .files
+                .shared
                 .snapshot(signal)
                 .splits
                 .iter()
@@ -161,7 +195,7 @@ impl Storage {
                 .collect();
             if !expired.is_empty() {
                 dropped += expired.len();
-                self.replace_splits(signal, &expired, Vec::new()).await?;
+                self.files.replace(signal, &expired, Vec::new()).await?;
                 tracing::info!(%signal, files = expired.len(), "dropped splits past retention");
             }
         }
@@ -172,6 +206,9 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Storage, StorageConfig};
+    use crate::test_batches::log_batch;
+    use loupe_base::self_metrics::Registry;
 
     fn split(id: &str, hour: i64, minute: i64, bytes: u64) -> Arc<SplitMeta> {
         let t = hour * NANOS_PER_HOUR + minute * 60_000_000_000;
@@ -223,5 +260,64 @@ mod tests {
             ids(&plan_merges(&many, &config, now_in_hour_2)),
             vec![vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"]]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_merges_files_with_their_index_and_retention_drops_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.maintenance = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            min_files: 3,
+            delete_grace: Duration::ZERO,
+            ..MaintenanceConfig::default()
+        };
+        let storage = Storage::open(config.clone(), &Registry::default())
+            .await
+            .unwrap();
+        let now = loupe_base::clock::now_nanos();
+        for i in 0..4 {
+            storage
+                .append(
+                    Signal::Logs,
+                    log_batch(&[(now + i, "svc"), (now + 10 + i, "other")]),
+                )
+                .await
+                .unwrap();
+            storage.flush(Signal::Logs).await.unwrap();
+        }
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 4);
+        assert_eq!(storage.compact().await.unwrap(), 1);
+        let splits = storage.snapshot(Signal::Logs).splits;
+        assert_eq!(splits.len(), 1);
+        assert_eq!(splits[0].row_count, 8);
+        let index = storage.split_index(&splits[0]).await.unwrap();
+        // Rows are sorted by service, then time: "other" comes first.
+        assert_eq!(
+            index
+                .matching_rows(&crate::log_index::parse_query("service:other").unwrap())
+                .unwrap(),
+            vec![0, 1, 2, 3]
+        );
+        // Only the merged files remain on disk.
+        let files = storage.split_files().store.list().await.unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+
+        // An old split goes at the next retention pass.
+        storage
+            .append(Signal::Logs, log_batch(&[(1_000, "ancient")]))
+            .await
+            .unwrap();
+        storage.flush(Signal::Logs).await.unwrap();
+        assert_eq!(storage.enforce_retention().await.unwrap(), 1);
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 1);
+        storage.shutdown().await.unwrap();
+        drop(storage);
+
+        // The catalog agrees after a restart.
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let splits = storage.snapshot(Signal::Logs).splits;
+        assert_eq!((splits.len(), splits[0].row_count), (1, 8));
+        storage.shutdown().await.unwrap();
     }
 }

@@ -119,8 +119,25 @@ fn attrs(name: &str) -> Field {
     Field::new(name, attributes_type(), false)
 }
 
+/// The columns every signal ends its own with: what the data point says
+/// about itself, about its resource, and which instrumentation scope made it.
+fn attributes_and_scope() -> [Field; 4] {
+    [
+        attrs("attributes"),
+        attrs("resource_attributes"),
+        text("scope_name", false),
+        text("scope_version", false),
+    ]
+}
+
+/// `fields` followed by [`attributes_and_scope`].
+fn with_attributes_and_scope(mut fields: Vec<Field>) -> SchemaRef {
+    fields.extend(attributes_and_scope());
+    Arc::new(Schema::new(fields))
+}
+
 static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
+    with_attributes_and_scope(vec![
         ts("time", false),
         ts("observed_time", false),
         text("service", false),
@@ -131,15 +148,11 @@ static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
         text("span_id", true),
         Field::new("flags", DataType::UInt32, false),
         text("event_name", true),
-        attrs("attributes"),
-        attrs("resource_attributes"),
-        text("scope_name", false),
-        text("scope_version", false),
-    ]))
+    ])
 });
 
 static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         text("trace_id", false),
         text("span_id", false),
         text("parent_span_id", true),
@@ -152,19 +165,19 @@ static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
         text("kind", false),
         text("status_code", false),
         text("status_message", true),
-        attrs("attributes"),
-        attrs("resource_attributes"),
-        text("scope_name", false),
-        text("scope_version", false),
+    ];
+    fields.extend(attributes_and_scope());
+    fields.extend([
         // JSON arrays: [{"time": RFC3339, "name": …, "attributes": {…}}]
         text("events", true),
         // JSON arrays: [{"trace_id": …, "span_id": …, "trace_state": …, "attributes": {…}}]
         text("links", true),
-    ]))
+    ]);
+    Arc::new(Schema::new(fields))
 });
 
 static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
+    with_attributes_and_scope(vec![
         ts("time", false),
         ts("start_time", true),
         text("service", false),
@@ -190,11 +203,7 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
         text("temporality", true),
         Field::new("is_monotonic", DataType::Boolean, true),
         Field::new("flags", DataType::UInt32, false),
-        attrs("attributes"),
-        attrs("resource_attributes"),
-        text("scope_name", false),
-        text("scope_version", false),
-    ]))
+    ])
 });
 
 #[cfg(test)]

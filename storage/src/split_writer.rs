@@ -48,7 +48,9 @@ pub fn row_group_rows(signal: Signal) -> usize {
 
 /// A Parquet file ready to be stored, with its catalog row.
 pub struct EncodedSplit {
+    /// The catalog row, committed only after the files are stored.
     pub meta: SplitMeta,
+    /// The Parquet file, for `meta.path`.
     pub bytes: Vec<u8>,
     /// The full-text index bundle of a logs split, for `meta.index_path`.
     pub index: Option<Vec<u8>>,
@@ -138,7 +140,6 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows(signal)))
-        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_sorting_columns(Some(vec![
             sort_col("service")?,
             sort_col(signal.time_column())?,
@@ -241,5 +242,53 @@ mod tests {
         assert_eq!(read.schema(), Signal::Logs.schema());
         let times = time_values(Signal::Logs, &read).unwrap();
         assert_eq!(times.values().to_vec(), vec![h + 2, h + 1, h + 5]);
+    }
+
+    /// Rows per data page of `column` in each row group of `file`, from
+    /// its offset index.
+    fn page_rows(file: &[u8], column: &str) -> Vec<i64> {
+        use parquet::arrow::arrow_reader::ArrowReaderOptions;
+        use parquet::file::metadata::PageIndexPolicy;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            Bytes::from(file.to_vec()),
+            options,
+        )
+        .unwrap();
+        let meta = builder.metadata();
+        let idx = builder.schema().index_of(column).unwrap();
+        let offsets = meta.offset_index().expect("files carry an offset index");
+        let mut out = Vec::new();
+        for (group, columns) in offsets.iter().enumerate() {
+            let locations = columns[idx].page_locations();
+            let group_rows = meta.row_group(group).num_rows();
+            for (i, page) in locations.iter().enumerate() {
+                let end = locations
+                    .get(i + 1)
+                    .map_or(group_rows, |next| next.first_row_index);
+                out.push(end - page.first_row_index);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn logs_pages_are_size_based_and_spans_pages_row_capped() {
+        let n = 3 * PAGE_ROWS;
+        let rows: Vec<(i64, &str)> = (0..n as i64).map(|i| (i, "svc")).collect();
+        let logs = encode_splits(Signal::Logs, &[log_batch(&rows)]).unwrap();
+        let pages = page_rows(&logs[0].bytes, "service");
+        assert!(
+            pages.iter().any(|r| *r > PAGE_ROWS as i64),
+            "logs pages are not capped at {PAGE_ROWS} rows: {pages:?}"
+        );
+
+        let spans = encode_splits(Signal::Spans, &[crate::test_batches::span_batch(n)]).unwrap();
+        let pages = page_rows(&spans[0].bytes, "service");
+        assert!(pages.len() >= 3, "{pages:?}");
+        assert!(
+            pages.iter().all(|r| *r <= PAGE_ROWS as i64),
+            "spans pages hold at most {PAGE_ROWS} rows: {pages:?}"
+        );
     }
 }

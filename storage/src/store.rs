@@ -5,25 +5,27 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
 use crate::error::{Result, StorageError};
+use crate::index_cache::IndexCache;
 use crate::log_index::LogIndex;
-use crate::maintenance::MaintenanceConfig;
-use crate::memtable::{MemBatch, Memtable};
+use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::schema::Signal;
+use crate::shared::{Shared, State, StorageMetrics, TableSnapshot};
+use crate::split_files::SplitFiles;
 use crate::split_store::SplitStore;
 use crate::trace_index::{self, TraceIndexHead};
 use crate::wal::{SyncMode, Wal};
 use crate::writer::{self, Append, Command};
 use crate::{ipc, split_writer};
-use loupe_base::self_metrics::{Counter, Gauge, Histogram, Registry};
+use loupe_base::self_metrics::Registry;
 
 /// How storage behaves; every field has a production default.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
+    /// Production defaults with data under `data_dir`: callers (config,
+    /// tests) override only what they mean to change.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StorageConfig {
             data_dir: data_dir.into(),
@@ -58,167 +62,27 @@ impl StorageConfig {
     }
 }
 
-/// What a query reads for one table: committed splits plus the memtable,
-/// taken together under one lock so no row is seen twice or missed.
-#[derive(Clone, Default)]
-pub struct TableSnapshot {
-    pub splits: Vec<Arc<SplitMeta>>,
-    pub batches: Vec<MemBatch>,
-}
-
-pub(crate) struct State {
-    memtables: [Memtable; 3],
-    splits: [Vec<Arc<SplitMeta>>; 3],
-    /// Highest WAL sequence number whose batch reached a memtable.
-    last_seq: u64,
-}
-
-impl State {
-    pub(crate) fn insert(&mut self, signal: Signal, seq: u64, batch: RecordBatch) {
-        self.memtables[signal.index()].push(seq, batch);
-        self.last_seq = self.last_seq.max(seq);
-    }
-
-    fn unflushed_bytes(&self) -> usize {
-        self.memtables.iter().map(Memtable::bytes).sum()
-    }
-
-    /// Every WAL record with a seq at or below this is in a committed split.
-    fn wal_flushed_through(&self) -> u64 {
-        self.memtables
-            .iter()
-            .filter_map(Memtable::first_seq)
-            .map(|first| first - 1)
-            .min()
-            .unwrap_or(self.last_seq)
-    }
-}
-
-pub(crate) struct StorageMetrics {
-    pub wal_sync: Arc<Histogram>,
-    pub wal_groups: Arc<Counter>,
-    flushes: Arc<Counter>,
-    flush_errors: Arc<Counter>,
-    flush_duration: Arc<Histogram>,
-    flushed_bytes: Arc<Counter>,
-    unflushed_bytes: Arc<Gauge>,
-}
-
-impl StorageMetrics {
-    fn new(r: &Registry) -> Self {
-        StorageMetrics {
-            wal_sync: r.histogram(
-                "loupe_wal_fsync_seconds",
-                "Time to write and fsync one WAL group commit.",
-                &[],
-            ),
-            wal_groups: r.counter("loupe_wal_groups_total", "WAL group commits.", &[]),
-            flushes: r.counter("loupe_flushes_total", "Memtable flushes to Parquet.", &[]),
-            flush_errors: r.counter("loupe_flush_errors_total", "Failed memtable flushes.", &[]),
-            flush_duration: r.histogram(
-                "loupe_flush_duration_seconds",
-                "Time to encode, store and commit one flush.",
-                &[],
-            ),
-            flushed_bytes: r.counter(
-                "loupe_flushed_parquet_bytes_total",
-                "Bytes of Parquet written by flushes.",
-                &[],
-            ),
-            unflushed_bytes: r.gauge(
-                "loupe_unflushed_bytes",
-                "Bytes of accepted data in memtables, not yet in Parquet.",
-                &[],
-            ),
-        }
-    }
-}
-
-/// State shared with the WAL writer thread.
-pub(crate) struct Shared {
-    state: RwLock<State>,
-    pub(crate) queued_bytes: AtomicUsize,
-    pub(crate) metrics: StorageMetrics,
-    flush_wanted: Notify,
-    flush_bytes: usize,
-}
-
-impl Shared {
-    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let out = f(&mut state);
-        self.metrics
-            .unflushed_bytes
-            .set(state.unflushed_bytes() as i64);
-        out
-    }
-
-    fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub(crate) fn wake_flusher_if_full(&self) {
-        if self.read_state(|s| s.memtables.iter().any(|m| m.bytes() >= self.flush_bytes)) {
-            self.flush_wanted.notify_one();
-        }
-    }
-}
-
 /// The storage engine. Create with [`Storage::open`], stop with
 /// [`Storage::shutdown`].
 pub struct Storage {
     config: StorageConfig,
     shared: Arc<Shared>,
-    catalog: Arc<dyn Catalog>,
-    splits: SplitStore,
+    files: Arc<SplitFiles>,
+    maintenance: Arc<Maintenance>,
     wal_tx: mpsc::Sender<Command>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<Wal>>>,
     flush_lock: tokio::sync::Mutex<()>,
     closing: AtomicBool,
     /// Tells the background tasks (flusher, maintenance) to stop.
     stop: watch::Sender<bool>,
-    ready: AtomicBool,
     index_cache: IndexCache<LogIndex>,
     trace_index_cache: IndexCache<TraceIndexHead>,
 }
 
-/// Recently used split indexes (by file path), bounded by count.
-struct IndexCache<T> {
-    entries: Mutex<std::collections::HashMap<String, Arc<T>>>,
-    capacity: usize,
-}
-
-/// Full-text indexes are loaded whole, so few are kept.
-const LOG_INDEX_CACHE_ENTRIES: usize = 64;
-/// Trace index heads are 8 bytes per 1,024 spans: keep one per split.
-const TRACE_INDEX_CACHE_ENTRIES: usize = 16_384;
-
-impl<T> IndexCache<T> {
-    fn new(capacity: usize) -> Self {
-        IndexCache {
-            entries: Mutex::default(),
-            capacity,
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<Arc<T>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned()
-    }
-
-    fn insert(&self, path: String, index: Arc<T>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity
-            && let Some(evict) = entries.keys().next().cloned()
-        {
-            entries.remove(&evict);
-        }
-        entries.insert(path, index);
-    }
-}
+/// Full-text indexes are loaded whole (as big as their bundle files).
+const LOG_INDEX_CACHE_BYTES: usize = 256 << 20;
+/// Trace index heads are 8 bytes per 1,024 spans: this keeps every split's.
+const TRACE_INDEX_CACHE_BYTES: usize = 16 << 20;
 
 impl Storage {
     /// Opens (or creates) the data directory: loads the catalog, removes
@@ -279,44 +143,44 @@ impl Storage {
         );
 
         let metrics = StorageMetrics::new(registry);
-        metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
-        let shared = Arc::new(Shared {
-            state: RwLock::new(state),
-            queued_bytes: AtomicUsize::new(0),
-            metrics,
-            flush_wanted: Notify::new(),
-            flush_bytes: config.flush_bytes,
+        let shared = Arc::new(Shared::new(state, metrics, config.flush_bytes));
+        let files = Arc::new(SplitFiles {
+            catalog,
+            store: splits,
+            shared: shared.clone(),
+            delete_grace: config.maintenance.delete_grace,
         });
+        let maintenance = Arc::new(Maintenance::new(config.maintenance.clone(), files.clone()));
         let (wal_tx, wal_rx) = mpsc::channel(config.queue_depth.max(1));
         let wal_thread = writer::spawn(wal, wal_rx, shared.clone())
             .map_err(|e| StorageError::io("start WAL thread for", &wal_dir, e))?;
         let storage = Arc::new(Storage {
             config,
             shared,
-            catalog,
-            splits,
+            files,
+            maintenance: maintenance.clone(),
             wal_tx,
             wal_thread: Mutex::new(Some(wal_thread)),
             flush_lock: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
             stop: watch::channel(false).0,
-            ready: AtomicBool::new(true),
-            index_cache: IndexCache::new(LOG_INDEX_CACHE_ENTRIES),
-            trace_index_cache: IndexCache::new(TRACE_INDEX_CACHE_ENTRIES),
+            index_cache: IndexCache::new(LOG_INDEX_CACHE_BYTES),
+            trace_index_cache: IndexCache::new(TRACE_INDEX_CACHE_BYTES),
         });
         tokio::spawn(storage.clone().run_flusher());
-        tokio::spawn(storage.clone().run_maintenance());
+        tokio::spawn(maintenance.run(storage.stop.subscribe()));
         Ok(storage)
     }
 
-    /// True once the WAL is replayed and writes are accepted.
+    /// Whether writes are accepted: from the moment [`Storage::open`]
+    /// returns (the WAL is replayed by then) until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.closing.load(Ordering::Relaxed)
+        !self.closing.load(Ordering::Relaxed)
     }
 
     /// The object store holding split files, and the URL queries use for it.
     pub fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.splits.object_store()
+        self.files.store.object_store()
     }
 
     /// Durably appends one batch: returns once it is fsync'd in the WAL and
@@ -368,10 +232,7 @@ impl Storage {
 
     /// The splits and memtable batches a query of `signal` should read.
     pub fn snapshot(&self, signal: Signal) -> TableSnapshot {
-        self.shared.read_state(|state| TableSnapshot {
-            splits: state.splits[signal.index()].clone(),
-            batches: state.memtables[signal.index()].snapshot().0,
-        })
+        self.shared.snapshot(signal)
     }
 
     /// Writes `signal`'s memtable to Parquet and commits it. Safe to call at
@@ -394,19 +255,17 @@ impl Storage {
         let mut metas = Vec::with_capacity(encoded.len());
         for split in encoded {
             let bytes = split.bytes.len() as u64;
-            let stored = self
-                .store_split(&split.meta, split.bytes, split.index)
-                .await;
+            let stored = self.files.put(&split.meta, split.bytes, split.index).await;
             if let Err(e) = stored {
                 for meta in metas.iter().chain([&split.meta]) {
-                    self.delete_split_files(meta).await;
+                    self.files.delete(meta).await;
                 }
                 return Err(e);
             }
             self.shared.metrics.flushed_bytes.inc_by(bytes);
             metas.push(split.meta);
         }
-        let catalog = self.catalog.clone();
+        let catalog = self.files.catalog.clone();
         let committed = metas.clone();
         tokio::task::spawn_blocking(move || catalog.commit_flush(signal, &committed, last_seq))
             .await
@@ -430,94 +289,23 @@ impl Storage {
         Ok(())
     }
 
-    pub(crate) fn maintenance_config(&self) -> &MaintenanceConfig {
-        &self.config.maintenance
+    /// One compaction pass (see [`Maintenance`]); returns the merges done.
+    pub async fn compact(&self) -> Result<usize> {
+        self.maintenance.compact().await
     }
 
-    pub(crate) fn split_store(&self) -> &SplitStore {
-        &self.splits
+    /// Drops every split past its signal's retention; returns how many.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        self.maintenance.enforce_retention().await
     }
 
-    /// Swaps `old` splits for `new` ones in the catalog and for queries,
-    /// then deletes the old files once running queries are done with them.
-    pub(crate) async fn replace_splits(
-        &self,
-        signal: Signal,
-        old: &[SplitMeta],
-        new: Vec<SplitMeta>,
-    ) -> Result<()> {
-        let catalog = self.catalog.clone();
-        let remove: Vec<String> = old.iter().map(|s| s.id.clone()).collect();
-        let add = new.clone();
-        tokio::task::spawn_blocking(move || catalog.replace_splits(&remove, &add))
-            .await
-            .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))??;
-        self.shared.with_state(|state| {
-            let list = &mut state.splits[signal.index()];
-            list.retain(|s| !old.iter().any(|o| o.id == s.id));
-            list.extend(new.into_iter().map(Arc::new));
-        });
-        let grace = self.config.maintenance.delete_grace;
-        let (store, old) = (self.splits.clone(), old.to_vec());
-        let delete = async move {
-            tokio::time::sleep(grace).await;
-            for split in old {
-                for path in std::iter::once(&split.path).chain(split.index_path.as_ref()) {
-                    if let Err(e) = store.delete(path).await {
-                        tracing::warn!(%path, error = %e, "could not delete a replaced split file");
-                    }
-                }
-            }
-        };
-        if grace.is_zero() {
-            delete.await;
-        } else {
-            tokio::spawn(delete);
-        }
-        Ok(())
-    }
-
-    async fn run_maintenance(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.maintenance.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = self.stop.subscribe();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            if let Err(e) = self.compact().await {
-                tracing::warn!(error = %e, "compaction failed; will retry");
-            }
-            if let Err(e) = self.enforce_retention().await {
-                tracing::warn!(error = %e, "retention failed; will retry");
-            }
-        }
-    }
-
-    /// Writes a split's Parquet file and, for logs, its index bundle.
-    pub(crate) async fn store_split(
-        &self,
-        meta: &SplitMeta,
-        parquet: Vec<u8>,
-        index: Option<Vec<u8>>,
-    ) -> Result<()> {
-        self.splits.put(&meta.path, parquet).await?;
-        if let (Some(path), Some(index)) = (&meta.index_path, index) {
-            self.splits.put(path, index).await?;
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn delete_split_files(&self, meta: &SplitMeta) {
-        let _ = self.splits.delete(&meta.path).await;
-        if let Some(path) = &meta.index_path {
-            let _ = self.splits.delete(path).await;
-        }
+    #[cfg(test)]
+    pub(crate) fn split_files(&self) -> &SplitFiles {
+        &self.files
     }
 
     /// The full-text index of a logs split, loaded from its bundle file and
-    /// kept in a small cache.
+    /// cached within a byte budget.
     pub async fn split_index(&self, split: &SplitMeta) -> Result<Arc<LogIndex>> {
         let Some(path) = &split.index_path else {
             return Err(StorageError::Internal(format!(
@@ -528,12 +316,13 @@ impl Storage {
         if let Some(index) = self.index_cache.get(path) {
             return Ok(index);
         }
-        let bytes = self.splits.get(path).await?;
+        let bytes = self.files.store.get(path).await?;
+        let weight = bytes.len();
         let index = tokio::task::spawn_blocking(move || LogIndex::open(&bytes))
             .await
             .map_err(|e| StorageError::Internal(format!("index task: {e}")))??;
         let index = Arc::new(index);
-        self.index_cache.insert(path.clone(), index.clone());
+        self.index_cache.insert(path.clone(), index.clone(), weight);
         Ok(index)
     }
 
@@ -555,20 +344,31 @@ impl Storage {
             Some(head) => head,
             None => {
                 let header = self
-                    .splits
+                    .files
+                    .store
                     .get_range(path, 0..trace_index::HEADER_LEN)
                     .await?;
                 let header = trace_index::Header::parse(&header)?;
-                let table = self.splits.get_range(path, header.table_range()).await?;
+                let table = self
+                    .files
+                    .store
+                    .get_range(path, header.table_range())
+                    .await?;
                 let head = Arc::new(TraceIndexHead::new(header, &table)?);
-                self.trace_index_cache.insert(path.clone(), head.clone());
+                let weight = std::mem::size_of::<TraceIndexHead>() + table.len();
+                self.trace_index_cache
+                    .insert(path.clone(), head.clone(), weight);
                 head
             }
         };
         let Some(blocks) = head.blocks_for(key) else {
             return Ok(Some(Vec::new()));
         };
-        let bytes = self.splits.get_range(path, blocks.bytes.clone()).await?;
+        let bytes = self
+            .files
+            .store
+            .get_range(path, blocks.bytes.clone())
+            .await?;
         Ok(Some(head.rows_for(&blocks, &bytes, key)?))
     }
 
@@ -724,69 +524,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Overloaded(_)), "{err}");
-        storage.shutdown().await.unwrap();
-    }
-}
-
-#[cfg(test)]
-mod maintenance_tests {
-    use super::*;
-    use crate::test_batches::log_batch;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn compaction_merges_files_with_their_index_and_retention_drops_old_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = StorageConfig::new(dir.path());
-        config.maintenance = MaintenanceConfig {
-            interval: Duration::from_secs(3600),
-            min_files: 3,
-            delete_grace: Duration::ZERO,
-            ..MaintenanceConfig::default()
-        };
-        let storage = Storage::open(config.clone(), &Registry::default())
-            .await
-            .unwrap();
-        let now = loupe_base::clock::now_nanos();
-        for i in 0..4 {
-            storage
-                .append(
-                    Signal::Logs,
-                    log_batch(&[(now + i, "svc"), (now + 10 + i, "other")]),
-                )
-                .await
-                .unwrap();
-            storage.flush(Signal::Logs).await.unwrap();
-        }
-        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 4);
-        assert_eq!(storage.compact().await.unwrap(), 1);
-        let splits = storage.snapshot(Signal::Logs).splits;
-        assert_eq!(splits.len(), 1);
-        assert_eq!(splits[0].row_count, 8);
-        let index = storage.split_index(&splits[0]).await.unwrap();
-        // Rows are sorted by service, then time: "other" comes first.
-        assert_eq!(
-            index.matching_rows("service:other").unwrap(),
-            vec![0, 1, 2, 3]
-        );
-        // Only the merged files remain on disk.
-        let files = storage.split_store().list().await.unwrap();
-        assert_eq!(files.len(), 2, "{files:?}");
-
-        // An old split goes at the next retention pass.
-        storage
-            .append(Signal::Logs, log_batch(&[(1_000, "ancient")]))
-            .await
-            .unwrap();
-        storage.flush(Signal::Logs).await.unwrap();
-        assert_eq!(storage.enforce_retention().await.unwrap(), 1);
-        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 1);
-        storage.shutdown().await.unwrap();
-        drop(storage);
-
-        // The catalog agrees after a restart.
-        let storage = Storage::open(config, &Registry::default()).await.unwrap();
-        let splits = storage.snapshot(Signal::Logs).splits;
-        assert_eq!((splits.len(), splits[0].row_count), (1, 8));
         storage.shutdown().await.unwrap();
     }
 }

@@ -3,32 +3,27 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Array, MapBuilder, StringArray, StringBuilder, TimestampNanosecondArray,
-    UInt32Array, new_null_array,
+    ArrayRef, Int32Array, Int64Array, MapBuilder, StringArray, StringBuilder,
+    TimestampNanosecondArray, UInt32Array, new_null_array,
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use crate::schema::Signal;
 
-/// A logs batch with the given `(time_ns, service)` rows; `body` is
-/// `"row {i}"` and every other column takes its empty value.
-pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
-    let schema = Signal::Logs.schema();
-    let n = rows.len();
+/// A batch of `n` rows of `signal`'s schema: `given` supplies a column by
+/// name, every other column takes its empty value — one filler, so each
+/// test batch states only the columns it is about.
+fn batch_of(signal: Signal, n: usize, given: impl Fn(&str) -> Option<ArrayRef>) -> RecordBatch {
+    let schema = signal.schema();
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
         .map(|f| -> ArrayRef {
+            if let Some(column) = given(f.name()) {
+                return column;
+            }
             match (f.name().as_str(), f.data_type()) {
-                ("time" | "observed_time", _) => Arc::new(
-                    TimestampNanosecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                ("service", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-                ("body", _) => Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| format!("row {i}")),
-                )),
                 (_, DataType::Map(..)) => {
                     let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
                     for _ in 0..n {
@@ -39,7 +34,11 @@ pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
                 (_, _) if f.is_nullable() => new_null_array(f.data_type(), n),
                 (_, DataType::Utf8) => Arc::new(StringArray::from(vec![""; n])),
                 (_, DataType::Int32) => Arc::new(Int32Array::from(vec![0; n])),
+                (_, DataType::Int64) => Arc::new(Int64Array::from(vec![0; n])),
                 (_, DataType::UInt32) => Arc::new(UInt32Array::from(vec![0; n])),
+                (_, DataType::Timestamp(..)) => {
+                    Arc::new(TimestampNanosecondArray::from(vec![0; n]).with_timezone("UTC"))
+                }
                 (name, t) => panic!("no test value for {name}: {t}"),
             }
         })
@@ -47,53 +46,65 @@ pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
-/// A logs batch of `(service, severity_text, severity_number, body, attributes)` rows.
-pub fn log_batch_with(rows: &[(&str, &str, i32, &str, &[(&str, &str)])]) -> RecordBatch {
-    let schema = Signal::Logs.schema();
+fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from(values.collect::<Vec<_>>()).with_timezone("UTC"))
+}
+
+fn texts<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+/// A logs batch with the given `(time_ns, service)` rows; `body` is
+/// `"row {i}"` and every other column takes its empty value.
+pub fn log_batch(rows: &[(i64, &str)]) -> RecordBatch {
     let n = rows.len();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| -> ArrayRef {
-            match (f.name().as_str(), f.data_type()) {
-                ("time" | "observed_time", _) => Arc::new(
-                    TimestampNanosecondArray::from(
-                        (0..n as i64).map(|i| 1_000 + i).collect::<Vec<_>>(),
-                    )
-                    .with_timezone("UTC"),
-                ),
-                ("service", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-                ("severity_text", _) => {
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1)))
+    batch_of(Signal::Logs, n, |name| match name {
+        "time" | "observed_time" => Some(times(rows.iter().map(|r| r.0))),
+        "service" => Some(texts(rows.iter().map(|r| r.1))),
+        "body" => Some(Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("row {i}")),
+        ))),
+        _ => None,
+    })
+}
+
+/// `(service, severity_text, severity_number, body, attributes)`.
+pub type LogRow<'a> = (&'a str, &'a str, i32, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A logs batch of [`LogRow`]s.
+pub fn log_batch_with(rows: &[LogRow<'_>]) -> RecordBatch {
+    let n = rows.len();
+    batch_of(Signal::Logs, n, |name| match name {
+        "time" | "observed_time" => Some(times((0..n as i64).map(|i| 1_000 + i))),
+        "service" => Some(texts(rows.iter().map(|r| r.0))),
+        "severity_text" => Some(texts(rows.iter().map(|r| r.1))),
+        "severity_number" => Some(Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.2),
+        ))),
+        "body" => Some(texts(rows.iter().map(|r| r.3))),
+        "attributes" => {
+            let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+            for r in rows {
+                for (k, v) in r.4 {
+                    b.keys().append_value(k);
+                    b.values().append_value(v);
                 }
-                ("severity_number", _) => {
-                    Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2)))
-                }
-                ("body", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))),
-                ("attributes", _) => {
-                    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-                    for r in rows {
-                        for (k, v) in r.4 {
-                            b.keys().append_value(k);
-                            b.values().append_value(v);
-                        }
-                        b.append(true).unwrap();
-                    }
-                    Arc::new(b.finish())
-                }
-                (_, DataType::Map(..)) => {
-                    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-                    for _ in 0..n {
-                        b.append(true).unwrap();
-                    }
-                    Arc::new(b.finish())
-                }
-                (_, _) if f.is_nullable() => new_null_array(f.data_type(), n),
-                (_, DataType::Utf8) => Arc::new(StringArray::from(vec![""; n])),
-                (_, DataType::UInt32) => Arc::new(UInt32Array::from(vec![0; n])),
-                (name, t) => panic!("no test value for {name}: {t}"),
+                b.append(true).unwrap();
             }
-        })
-        .collect();
-    RecordBatch::try_new(schema, columns).unwrap()
+            Some(Arc::new(b.finish()))
+        }
+        _ => None,
+    })
+}
+
+/// A spans batch of `n` spans of service `svc`, one trace each, starting
+/// one nanosecond apart.
+pub fn span_batch(n: usize) -> RecordBatch {
+    let ids: Vec<String> = (0..n).map(|i| format!("{i:032x}")).collect();
+    batch_of(Signal::Spans, n, |name| match name {
+        "trace_id" | "span_id" => Some(texts(ids.iter().map(String::as_str))),
+        "service" => Some(texts(std::iter::repeat_n("svc", n))),
+        "start_time" | "end_time" => Some(times(0..n as i64)),
+        _ => None,
+    })
 }

@@ -355,15 +355,21 @@ mod tests {
         assert_eq!(wal.next_seq(), 3);
     }
 
+    /// Writes `payloads` as logs records to a fresh log in `dir`, closes
+    /// it and returns its segment, for tests that then damage it.
+    fn write_logs(dir: &Path, payloads: &[&[u8]]) -> PathBuf {
+        let (mut wal, _) = replay_all(dir, 0);
+        for payload in payloads {
+            wal.append(Signal::Logs, payload).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.active_path.clone()
+    }
+
     #[test]
     fn torn_tail_is_truncated_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = replay_all(dir.path(), 0);
-        wal.append(Signal::Logs, b"kept").unwrap();
-        wal.append(Signal::Logs, b"torn-record-payload").unwrap();
-        wal.sync().unwrap();
-        let path = wal.active_path.clone();
-        drop(wal);
+        let path = write_logs(dir.path(), &[b"kept", b"torn-record-payload"]);
         let len = fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 5).unwrap();
@@ -384,12 +390,7 @@ mod tests {
     #[test]
     fn corrupt_byte_stops_replay_at_that_record() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = replay_all(dir.path(), 0);
-        wal.append(Signal::Logs, b"good").unwrap();
-        wal.append(Signal::Logs, b"flipped").unwrap();
-        wal.sync().unwrap();
-        let path = wal.active_path.clone();
-        drop(wal);
+        let path = write_logs(dir.path(), &[b"good", b"flipped"]);
         let mut data = fs::read(&path).unwrap();
         let last = data.len() - 1;
         data[last] ^= 0xff;

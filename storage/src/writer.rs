@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
-use crate::store::Shared;
+use crate::shared::Shared;
 use crate::wal::Wal;
 
 /// Stop adding to a group once it holds this many bytes.

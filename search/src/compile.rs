@@ -1,0 +1,401 @@
+//! From an [`Ast`] to a Tantivy query over one index's fields: each leaf is
+//! analysed with its field's own tokenizer, so a query matches what
+//! indexing stored.
+
+use std::ops::Bound;
+
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
+    RegexQuery, TermQuery,
+};
+use tantivy::schema::{Field, FieldType, IndexRecordOption};
+use tantivy::{DateTime, Index, Term};
+
+use crate::ast::Ast;
+use crate::{Result, SearchError};
+
+/// The Tantivy query for `ast` on `index`; leaves without a field search
+/// `default_field`.
+pub fn to_tantivy(ast: &Ast, index: &Index, default_field: Field) -> Result<Box<dyn Query>> {
+    Compiler {
+        index,
+        default_field,
+    }
+    .query(ast)
+}
+
+struct Compiler<'a> {
+    index: &'a Index,
+    default_field: Field,
+}
+
+/// Where a leaf looks: a field, and within a JSON field the path.
+struct Target<'a> {
+    field: Field,
+    path: &'a str,
+    name: String,
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(SearchError::new(message))
+}
+
+fn boolean(clauses: Vec<(Occur, Box<dyn Query>)>) -> Box<dyn Query> {
+    Box::new(BooleanQuery::new(clauses))
+}
+
+fn any_of(mut queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
+    match queries.len() {
+        0 => Box::new(EmptyQuery),
+        1 => queries.remove(0),
+        _ => boolean(queries.into_iter().map(|q| (Occur::Should, q)).collect()),
+    }
+}
+
+/// A regex matching exactly `text`.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !c.is_alphanumeric() && c != '_' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn parse_time(text: &str) -> Result<DateTime> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map(DateTime::from_timestamp_nanos)
+        .ok_or_else(|| SearchError::new(format!("'{text}' is not an RFC 3339 time")))
+}
+
+impl Compiler<'_> {
+    fn query(&self, ast: &Ast) -> Result<Box<dyn Query>> {
+        match ast {
+            Ast::All => Ok(Box::new(AllQuery)),
+            Ast::And(children) if children.is_empty() => Ok(Box::new(EmptyQuery)),
+            Ast::And(children) => {
+                let mut clauses = Vec::with_capacity(children.len() + 1);
+                for child in children {
+                    clauses.push(match child {
+                        Ast::Not(inner) => (Occur::MustNot, self.query(inner)?),
+                        other => (Occur::Must, self.query(other)?),
+                    });
+                }
+                Ok(boolean(only_negative_means_all_but(clauses)))
+            }
+            Ast::Or(children) => Ok(any_of(
+                children
+                    .iter()
+                    .map(|c| self.query(c))
+                    .collect::<Result<_>>()?,
+            )),
+            // A negation alone excludes from everything.
+            Ast::Not(inner) => Ok(boolean(only_negative_means_all_but(vec![(
+                Occur::MustNot,
+                self.query(inner)?,
+            )]))),
+            Ast::Term { field, text } => self.term(&self.target(field.as_deref())?, text, false),
+            Ast::Phrase {
+                field,
+                text,
+                prefix: false,
+            } => self.term(&self.target(field.as_deref())?, text, true),
+            Ast::Phrase {
+                field,
+                text,
+                prefix: true,
+            } => self.phrase_prefix(&self.target(field.as_deref())?, text),
+            Ast::Prefix { field, stem } => self.prefix(&self.target(field.as_deref())?, stem),
+            Ast::Range {
+                field,
+                lower,
+                upper,
+            } => self.range(&self.target(field.as_deref())?, lower, upper),
+        }
+    }
+
+    fn target<'a>(&'a self, name: Option<&'a str>) -> Result<Target<'a>> {
+        let schema = self.index.schema();
+        let Some(name) = name else {
+            return Ok(Target {
+                field: self.default_field,
+                path: "",
+                name: schema.get_field_name(self.default_field).to_string(),
+            });
+        };
+        let (field, path) = match schema.get_field(name) {
+            Ok(field) => (field, ""),
+            Err(_) => match name.split_once('.') {
+                Some((head, path)) if !path.is_empty() => match schema.get_field(head) {
+                    Ok(field)
+                        if matches!(
+                            schema.get_field_entry(field).field_type(),
+                            FieldType::JsonObject(_)
+                        ) =>
+                    {
+                        (field, path)
+                    }
+                    _ => return fail(format!("no field '{name}'")),
+                },
+                _ => return fail(format!("no field '{name}'")),
+            },
+        };
+        if !schema.get_field_entry(field).is_indexed()
+            && !matches!(
+                schema.get_field_entry(field).field_type(),
+                FieldType::JsonObject(_)
+            )
+        {
+            return fail(format!("field '{name}' is not searchable"));
+        }
+        Ok(Target {
+            field,
+            path,
+            name: name.to_string(),
+        })
+    }
+
+    /// The field's analysed tokens of `text`, as terms with positions.
+    fn text_terms(&self, target: &Target<'_>, text: &str) -> Result<Vec<(usize, Term)>> {
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(target.field)
+            .map_err(|e| SearchError::new(e.to_string()))?;
+        let json = self.json_base(target);
+        let mut terms = Vec::new();
+        let mut stream = analyzer.token_stream(text);
+        stream.process(&mut |token| {
+            let term = match &json {
+                Some(base) => {
+                    let mut term = base.clone();
+                    term.append_type_and_str(&token.text);
+                    term
+                }
+                None => Term::from_field_text(target.field, &token.text),
+            };
+            terms.push((token.position, term));
+        });
+        Ok(terms)
+    }
+
+    fn json_base(&self, target: &Target<'_>) -> Option<Term> {
+        match self
+            .index
+            .schema()
+            .get_field_entry(target.field)
+            .field_type()
+        {
+            FieldType::JsonObject(options) => Some(Term::from_field_json_path(
+                target.field,
+                target.path,
+                options.is_expand_dots_enabled(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn has_positions(&self, target: &Target<'_>) -> bool {
+        match self
+            .index
+            .schema()
+            .get_field_entry(target.field)
+            .field_type()
+        {
+            FieldType::Str(o) => o
+                .get_indexing_options()
+                .is_some_and(|i| i.index_option().has_positions()),
+            FieldType::JsonObject(o) => o
+                .get_text_indexing_options()
+                .is_some_and(|i| i.index_option().has_positions()),
+            _ => false,
+        }
+    }
+
+    /// Documents whose text holds the tokens of `text` in a row.
+    fn tokens_query(&self, target: &Target<'_>, text: &str) -> Result<Option<Box<dyn Query>>> {
+        let mut terms = self.text_terms(target, text)?;
+        Ok(match terms.len() {
+            0 => None,
+            1 => Some(Box::new(TermQuery::new(
+                terms.remove(0).1,
+                IndexRecordOption::Basic,
+            ))),
+            _ if self.has_positions(target) => Some(Box::new(PhraseQuery::new_with_offset(terms))),
+            _ => return fail(format!("field '{}' cannot match phrases", target.name)),
+        })
+    }
+
+    /// A single value: a word, or (`phrase`) a quoted one.
+    fn term(&self, target: &Target<'_>, text: &str, phrase: bool) -> Result<Box<dyn Query>> {
+        let schema = self.index.schema();
+        let field = target.field;
+        let typed = |term: Option<Term>, kind: &str| -> Result<Box<dyn Query>> {
+            match term {
+                Some(term) => Ok(Box::new(TermQuery::new(term, IndexRecordOption::Basic))),
+                None => fail(format!(
+                    "field '{}' holds {kind}, not '{text}'",
+                    target.name
+                )),
+            }
+        };
+        match schema.get_field_entry(field).field_type() {
+            FieldType::I64(_) => typed(
+                text.parse().ok().map(|v| Term::from_field_i64(field, v)),
+                "integers",
+            ),
+            FieldType::U64(_) => typed(
+                text.parse().ok().map(|v| Term::from_field_u64(field, v)),
+                "integers",
+            ),
+            FieldType::F64(_) => typed(
+                text.parse().ok().map(|v| Term::from_field_f64(field, v)),
+                "numbers",
+            ),
+            FieldType::Date(_) => Ok(Box::new(TermQuery::new(
+                Term::from_field_date_for_search(field, parse_time(text)?),
+                IndexRecordOption::Basic,
+            ))),
+            FieldType::JsonObject(_) => {
+                // A JSON value may have been indexed as a number or as text.
+                let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
+                if !phrase && let Some(term) = self.json_number(target, text) {
+                    alternatives.push(Box::new(TermQuery::new(term, IndexRecordOption::Basic)));
+                }
+                alternatives.extend(self.tokens_query(target, text)?);
+                Ok(any_of(alternatives))
+            }
+            FieldType::Str(_) => Ok(self
+                .tokens_query(target, text)?
+                .unwrap_or_else(|| Box::new(EmptyQuery))),
+            _ => fail(format!(
+                "field '{}' cannot be searched by value",
+                target.name
+            )),
+        }
+    }
+
+    /// `text` as a JSON number term, when it is one.
+    fn json_number(&self, target: &Target<'_>, text: &str) -> Option<Term> {
+        let mut term = self.json_base(target)?;
+        if let Ok(i) = text.parse::<i64>() {
+            term.append_type_and_fast_value(i);
+        } else if let Ok(f) = text.parse::<f64>()
+            && f.is_finite()
+        {
+            term.append_type_and_fast_value(f);
+        } else {
+            return None;
+        }
+        Some(term)
+    }
+
+    fn prefix(&self, target: &Target<'_>, stem: &str) -> Result<Box<dyn Query>> {
+        if !matches!(
+            self.index
+                .schema()
+                .get_field_entry(target.field)
+                .field_type(),
+            FieldType::Str(_)
+        ) {
+            return fail(format!(
+                "prefix search works on text fields, not '{}'",
+                target.name
+            ));
+        }
+        let pattern = format!("{}.*", regex_escape(&stem.to_lowercase()));
+        RegexQuery::from_pattern(&pattern, target.field)
+            .map(|q| Box::new(q) as Box<dyn Query>)
+            .map_err(|e| SearchError::new(e.to_string()))
+    }
+
+    fn phrase_prefix(&self, target: &Target<'_>, text: &str) -> Result<Box<dyn Query>> {
+        let mut terms = self.text_terms(target, text)?;
+        match terms.len() {
+            0 => fail("a phrase prefix needs a word"),
+            1 => {
+                let stem = terms.remove(0).1;
+                match stem.value().as_str() {
+                    Some(stem) if target.path.is_empty() => self.prefix(target, stem),
+                    _ => fail(format!(
+                        "prefix search works on text fields, not '{}'",
+                        target.name
+                    )),
+                }
+            }
+            _ if self.has_positions(target) => {
+                Ok(Box::new(PhrasePrefixQuery::new_with_offset(terms)))
+            }
+            _ => fail(format!("field '{}' cannot match phrases", target.name)),
+        }
+    }
+
+    fn bound_term(&self, target: &Target<'_>, text: &str) -> Result<Term> {
+        let field = target.field;
+        let bad = |kind: &str| SearchError::new(format!("'{text}' is not {kind}"));
+        Ok(
+            match self.index.schema().get_field_entry(field).field_type() {
+                FieldType::I64(_) => {
+                    Term::from_field_i64(field, text.parse().map_err(|_| bad("an integer"))?)
+                }
+                FieldType::U64(_) => {
+                    Term::from_field_u64(field, text.parse().map_err(|_| bad("an integer"))?)
+                }
+                FieldType::F64(_) => {
+                    Term::from_field_f64(field, text.parse().map_err(|_| bad("a number"))?)
+                }
+                FieldType::Date(_) => Term::from_field_date(field, parse_time(text)?),
+                FieldType::JsonObject(_) => match self.json_number(target, text) {
+                    Some(term) => term,
+                    None => {
+                        let mut term = self.json_base(target).ok_or_else(|| bad("a value"))?;
+                        term.append_type_and_str(text);
+                        term
+                    }
+                },
+                FieldType::Str(_) => {
+                    let mut terms = self.text_terms(target, text)?;
+                    if terms.len() != 1 {
+                        return fail(format!("range bound '{text}' must be a single word"));
+                    }
+                    terms.remove(0).1
+                }
+                _ => return fail(format!("field '{}' has no ranges", target.name)),
+            },
+        )
+    }
+
+    fn range(
+        &self,
+        target: &Target<'_>,
+        lower: &Bound<String>,
+        upper: &Bound<String>,
+    ) -> Result<Box<dyn Query>> {
+        let bound = |b: &Bound<String>| -> Result<Bound<Term>> {
+            Ok(match b {
+                Bound::Included(v) => Bound::Included(self.bound_term(target, v)?),
+                Bound::Excluded(v) => Bound::Excluded(self.bound_term(target, v)?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        };
+        let (lower, upper) = (bound(lower)?, bound(upper)?);
+        if matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
+            return fail("a range needs at least one bound");
+        }
+        Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+}
+
+/// A conjunction of exclusions alone would match nothing; it means "all
+/// but", as in Tantivy's own parser.
+fn only_negative_means_all_but(
+    mut clauses: Vec<(Occur, Box<dyn Query>)>,
+) -> Vec<(Occur, Box<dyn Query>)> {
+    if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    clauses
+}

@@ -1,0 +1,39 @@
+//! The log search language, on its own so that everything that searches
+//! logs — the full-text index, `match_all('…')`, the search API — agrees on
+//! one grammar and combines queries as trees, never as text.
+//!
+//! Text goes through [`lexer`] → [`parser`] into an [`Ast`], which
+//! [`to_tantivy`] turns into a Tantivy query over a given index's fields.
+//!
+//! ```text
+//! query   := or
+//! or      := and ("OR" and)*
+//! and     := unary (["AND"] unary)*          -- terms are ANDed
+//! unary   := ("NOT" | "-") unary | "+" unary | primary
+//! primary := "(" or ")" | "*" | value | NAME ":" (value | range | "(" or ")")
+//! value   := WORD | WORD"*" | "\"phrase\"" | "\"phrase\""*
+//! range   := ("[" | "{") BOUND "TO" BOUND ("]" | "}")
+//! ```
+
+mod ast;
+mod compile;
+mod lexer;
+mod parser;
+
+pub use ast::Ast;
+pub use compile::to_tantivy;
+pub use parser::{MAX_DEPTH, parse};
+
+/// Why a search could not be parsed or translated; the message is meant for
+/// the person who typed the query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SearchError(pub String);
+
+impl SearchError {
+    pub(crate) fn new(message: impl Into<String>) -> SearchError {
+        SearchError(message.into())
+    }
+}
+
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;

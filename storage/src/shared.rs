@@ -1,0 +1,144 @@
+//! The state every part of storage reads and the WAL writer thread
+//! updates: memtables, the committed split lists, the metrics. It lives
+//! here, beneath both `Storage` and the writer, so neither has to reach
+//! into the other.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+
+use arrow::record_batch::RecordBatch;
+use tokio::sync::Notify;
+
+use crate::catalog::SplitMeta;
+use crate::memtable::{MemBatch, Memtable};
+use crate::schema::Signal;
+use loupe_base::self_metrics::{Counter, Gauge, Histogram, Registry};
+
+/// What a query reads for one table: committed splits plus the memtable,
+/// taken together under one lock so no row is seen twice or missed.
+#[derive(Clone, Default)]
+pub struct TableSnapshot {
+    pub splits: Vec<Arc<SplitMeta>>,
+    pub batches: Vec<MemBatch>,
+}
+
+/// Memtables and committed splits per signal, behind [`Shared`]'s lock:
+/// one lock so a snapshot sees each row exactly once.
+pub(crate) struct State {
+    pub(crate) memtables: [Memtable; 3],
+    pub(crate) splits: [Vec<Arc<SplitMeta>>; 3],
+    /// Highest WAL sequence number whose batch reached a memtable.
+    pub(crate) last_seq: u64,
+}
+
+impl State {
+    pub(crate) fn insert(&mut self, signal: Signal, seq: u64, batch: RecordBatch) {
+        self.memtables[signal.index()].push(seq, batch);
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    pub(crate) fn unflushed_bytes(&self) -> usize {
+        self.memtables.iter().map(Memtable::bytes).sum()
+    }
+
+    /// Every WAL record with a seq at or below this is in a committed split.
+    pub(crate) fn wal_flushed_through(&self) -> u64 {
+        self.memtables
+            .iter()
+            .filter_map(Memtable::first_seq)
+            .map(|first| first - 1)
+            .min()
+            .unwrap_or(self.last_seq)
+    }
+}
+
+/// Storage's self-metrics, registered once and updated from the flusher
+/// and the WAL thread alike.
+pub(crate) struct StorageMetrics {
+    pub(crate) wal_sync: Arc<Histogram>,
+    pub(crate) wal_groups: Arc<Counter>,
+    pub(crate) flushes: Arc<Counter>,
+    pub(crate) flush_errors: Arc<Counter>,
+    pub(crate) flush_duration: Arc<Histogram>,
+    pub(crate) flushed_bytes: Arc<Counter>,
+    pub(crate) unflushed_bytes: Arc<Gauge>,
+}
+
+impl StorageMetrics {
+    pub(crate) fn new(r: &Registry) -> Self {
+        StorageMetrics {
+            wal_sync: r.histogram(
+                "loupe_wal_fsync_seconds",
+                "Time to write and fsync one WAL group commit.",
+                &[],
+            ),
+            wal_groups: r.counter("loupe_wal_groups_total", "WAL group commits.", &[]),
+            flushes: r.counter("loupe_flushes_total", "Memtable flushes to Parquet.", &[]),
+            flush_errors: r.counter("loupe_flush_errors_total", "Failed memtable flushes.", &[]),
+            flush_duration: r.histogram(
+                "loupe_flush_duration_seconds",
+                "Time to encode, store and commit one flush.",
+                &[],
+            ),
+            flushed_bytes: r.counter(
+                "loupe_flushed_parquet_bytes_total",
+                "Bytes of Parquet written by flushes.",
+                &[],
+            ),
+            unflushed_bytes: r.gauge(
+                "loupe_unflushed_bytes",
+                "Bytes of accepted data in memtables, not yet in Parquet.",
+                &[],
+            ),
+        }
+    }
+}
+
+/// State shared with the WAL writer thread.
+pub(crate) struct Shared {
+    state: RwLock<State>,
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) metrics: StorageMetrics,
+    pub(crate) flush_wanted: Notify,
+    flush_bytes: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(state: State, metrics: StorageMetrics, flush_bytes: usize) -> Shared {
+        metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
+        Shared {
+            state: RwLock::new(state),
+            queued_bytes: AtomicUsize::new(0),
+            metrics,
+            flush_wanted: Notify::new(),
+            flush_bytes,
+        }
+    }
+
+    /// The splits and memtable batches a query of `signal` should read.
+    pub(crate) fn snapshot(&self, signal: Signal) -> TableSnapshot {
+        self.read_state(|state| TableSnapshot {
+            splits: state.splits[signal.index()].clone(),
+            batches: state.memtables[signal.index()].snapshot().0,
+        })
+    }
+
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut state);
+        self.metrics
+            .unflushed_bytes
+            .set(state.unflushed_bytes() as i64);
+        out
+    }
+
+    pub(crate) fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn wake_flusher_if_full(&self) {
+        if self.read_state(|s| s.memtables.iter().any(|m| m.bytes() >= self.flush_bytes)) {
+            self.flush_wanted.notify_one();
+        }
+    }
+}
