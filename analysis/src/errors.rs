@@ -15,6 +15,7 @@ use loupe_query::{QueryEngine, QueryError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::WindowParams;
 use crate::patterns::template;
 
 const SAMPLE: usize = 50_000;
@@ -23,22 +24,8 @@ const TOP_FRAMES: usize = 2;
 /// The error groups route.
 pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
-        .route("/api/v1/errors", get(handler))
+        .route("/api/v1/errors", get(groups))
         .with_state(engine)
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorParams {
-    start: Option<String>,
-    end: Option<String>,
-    service: Option<String>,
-}
-
-async fn handler(
-    State(engine): State<Arc<QueryEngine>>,
-    Query(p): Query<ErrorParams>,
-) -> Result<Json<Value>, QueryError> {
-    groups(&engine, &p).await.map(Json)
 }
 
 /// The first frames of a stack trace (`at …` lines), without line numbers.
@@ -135,7 +122,11 @@ impl Group {
     }
 }
 
-async fn groups(engine: &QueryEngine, p: &ErrorParams) -> Result<Value, QueryError> {
+async fn groups(
+    State(engine): State<Arc<QueryEngine>>,
+    Query(p): Query<WindowParams>,
+) -> Result<Json<Value>, QueryError> {
+    let engine = engine.as_ref();
     let (start, end) = crate::last_hour(p.start.as_deref(), p.end.as_deref())?;
     let service = p
         .service
@@ -216,7 +207,9 @@ async fn groups(engine: &QueryEngine, p: &ErrorParams) -> Result<Value, QueryErr
         .collect();
     list.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
     let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
-    Ok(json!({ "groups": list, "sampled": spans.len() >= SAMPLE || logs.len() >= SAMPLE }))
+    Ok(Json(
+        json!({ "groups": list, "sampled": spans.len() >= SAMPLE || logs.len() >= SAMPLE }),
+    ))
 }
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ pub fn routes(engine: Arc<QueryEngine>) -> Router {
         .merge(patterns::routes(engine))
 }
 
+/// The parameters of an API over one time window, optionally of one
+/// service; times in the grammar of [`loupe_query::time_param`].
+#[derive(Debug, serde::Deserialize)]
+struct WindowParams {
+    start: Option<String>,
+    end: Option<String>,
+    service: Option<String>,
+}
+
 /// The `[start, end]` window of a request, defaulting to the last hour.
 fn last_hour(
     start: Option<&str>,

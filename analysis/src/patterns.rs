@@ -69,6 +69,7 @@ impl PatternCounts {
         entry.0 += 1;
     }
 
+    /// How many lines had the template `key` (0 when none).
     pub fn get(&self, key: &(String, String, String)) -> u64 {
         self.counts.get(key).map_or(0, |(n, _)| *n)
     }
@@ -120,18 +121,11 @@ pub async fn count_patterns(
     Ok(counts)
 }
 
-#[derive(Debug, Deserialize)]
-struct PatternParams {
-    start: Option<String>,
-    end: Option<String>,
-    service: Option<String>,
-}
-
 /// Templates of the window's log lines with counts, marked new or surging
 /// against the window of the same length just before.
 async fn patterns(
     State(engine): State<Arc<QueryEngine>>,
-    Query(p): Query<PatternParams>,
+    Query(p): Query<crate::WindowParams>,
 ) -> Result<Json<Value>, QueryError> {
     let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-15m")?;
     if start == end {

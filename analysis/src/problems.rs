@@ -46,7 +46,7 @@ const WARN: i32 = 13;
 /// The problems route.
 pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
-        .route("/api/v1/problems", get(handler))
+        .route("/api/v1/problems", get(problems))
         .with_state(engine)
 }
 
@@ -56,13 +56,6 @@ struct ProblemParams {
     end: Option<String>,
     baseline_start: Option<String>,
     baseline_end: Option<String>,
-}
-
-async fn handler(
-    State(engine): State<Arc<QueryEngine>>,
-    Query(p): Query<ProblemParams>,
-) -> Result<Json<Value>, QueryError> {
-    problems(&engine, &p).await.map(Json)
 }
 
 /// What a suspect stands out for: the `kind` of a suspect in the answer.
@@ -453,7 +446,11 @@ async fn pattern_suspects(
     Ok(suspects)
 }
 
-async fn problems(engine: &QueryEngine, p: &ProblemParams) -> Result<Value, QueryError> {
+async fn problems(
+    State(engine): State<Arc<QueryEngine>>,
+    Query(p): Query<ProblemParams>,
+) -> Result<Json<Value>, QueryError> {
+    let engine = engine.as_ref();
     let now = loupe_base::clock::now_nanos();
     let end = time_param::parse(p.end.as_deref().unwrap_or("now"), now)?;
     let start = time_param::parse(p.start.as_deref().unwrap_or("now-15m"), now)?;
@@ -484,11 +481,11 @@ async fn problems(engine: &QueryEngine, p: &ProblemParams) -> Result<Value, Quer
     suspects.sort_by(|a, b| b.0.total_cmp(&a.0));
     suspects.truncate(MAX_SUSPECTS);
     let suspects: Vec<Value> = suspects.into_iter().map(|(_, v)| v).collect();
-    Ok(json!({
+    Ok(Json(json!({
         "window": {"start_unix_nano": start, "end_unix_nano": end},
         "baseline": {"start_unix_nano": baseline_start, "end_unix_nano": baseline_end},
         "suspects": suspects,
-    }))
+    })))
 }
 
 #[cfg(test)]

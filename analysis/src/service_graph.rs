@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 /// The service graph route.
 pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
-        .route("/api/v1/service-graph", get(service_graph))
+        .route("/api/v1/service-graph", get(graph))
         .with_state(engine)
 }
 
@@ -39,14 +39,11 @@ struct EdgeRow {
     p95_ns: Option<f64>,
 }
 
-async fn service_graph(
+async fn graph(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<GraphParams>,
 ) -> Result<Json<Value>, QueryError> {
-    graph(&engine, &p).await.map(Json)
-}
-
-async fn graph(engine: &QueryEngine, p: &GraphParams) -> Result<Value, QueryError> {
+    let engine = engine.as_ref();
     let (start, end) = crate::last_hour(p.start.as_deref(), p.end.as_deref())?;
     let (lo, hi) = (start - 60_000_000_000, end + 60_000_000_000);
     let edges = rows_as::<EdgeRow>(
@@ -101,5 +98,5 @@ async fn graph(engine: &QueryEngine, p: &GraphParams) -> Result<Value, QueryErro
         .into_iter()
         .map(|(name, inferred)| json!({"name": name, "inferred": inferred}))
         .collect();
-    Ok(json!({ "nodes": nodes, "edges": edges }))
+    Ok(Json(json!({ "nodes": nodes, "edges": edges })))
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 /// The services route.
 pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
-        .route("/api/v1/services", get(services))
+        .route("/api/v1/services", get(red))
         .with_state(engine)
 }
 
@@ -65,15 +65,12 @@ fn ms(ns: Option<f64>) -> f64 {
     ns.unwrap_or(0.0) / 1e6
 }
 
-async fn services(
+/// Rate, errors and latency from SERVER and CONSUMER spans.
+async fn red(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<ServicesParams>,
 ) -> Result<Json<Value>, QueryError> {
-    red(&engine, &p).await.map(Json)
-}
-
-/// Rate, errors and latency from SERVER and CONSUMER spans.
-async fn red(engine: &QueryEngine, p: &ServicesParams) -> Result<Value, QueryError> {
+    let engine = engine.as_ref();
     let (start, end) = crate::last_hour(p.start.as_deref(), p.end.as_deref())?;
     let secs = ((end - start) as f64 / 1e9).max(1e-9);
     let filter = format!(
@@ -174,5 +171,7 @@ async fn red(engine: &QueryEngine, p: &ServicesParams) -> Result<Value, QueryErr
             Value::Object(m)
         })
         .collect();
-    Ok(json!({ "start_unix_nano": start, "end_unix_nano": end, "services": services }))
+    Ok(Json(
+        json!({ "start_unix_nano": start, "end_unix_nano": end, "services": services }),
+    ))
 }

@@ -7,6 +7,8 @@
 use loupe_base::sql_literal::quote;
 use serde::Serialize;
 
+/// A suspect; the hash key of per-window stats, so the incident and the
+/// baseline are compared subject by subject.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Subject {

@@ -47,10 +47,7 @@ async fn trace(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
 ) -> Result<Json<Value>, QueryError> {
-    get_trace(&engine, &trace_id).await.map(Json)
-}
-
-async fn get_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, QueryError> {
+    let engine = engine.as_ref();
     let id = trace_id.to_ascii_lowercase();
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(QueryError::Invalid(format!(
@@ -136,7 +133,7 @@ async fn get_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, QueryE
         .filter(|s| s.text("status_code") == Some("error"))
         .count();
     let root = &spans[root_index].fields;
-    Ok(json!({
+    Ok(Json(json!({
         "trace_id": id,
         "root_service": root["service"],
         "root_operation": root["name"],
@@ -148,22 +145,16 @@ async fn get_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, QueryE
         "spans": out_spans,
         "critical_path": critical_path,
         "logs": logs,
-    }))
+    })))
 }
 
 // ---- trace search ----------------------------------------------------------
 
 async fn search_traces(
     State(engine): State<Arc<QueryEngine>>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(p): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    find_traces(&engine, &params).await.map(Json)
-}
-
-async fn find_traces(
-    engine: &QueryEngine,
-    p: &HashMap<String, String>,
-) -> Result<Value, QueryError> {
+    let engine = engine.as_ref();
     let (start, end) = crate::last_hour(
         p.get("start").map(String::as_str),
         p.get("end").map(String::as_str),
@@ -199,7 +190,7 @@ async fn find_traces(
             )));
         }
     }
-    for (key, value) in p {
+    for (key, value) in &p {
         if let Some(attr) = key.strip_prefix("attr.") {
             conditions.push(format!(
                 "(attributes[{k}] = {v} OR resource_attributes[{k}] = {v})",
@@ -245,5 +236,5 @@ async fn find_traces(
         ts(hi),
     );
     let traces = rows(engine, sql).await?;
-    Ok(json!({ "traces": traces }))
+    Ok(Json(json!({ "traces": traces })))
 }

@@ -16,6 +16,7 @@ use crate::engine::QueryEngine;
 use crate::error::error_response;
 use crate::output;
 
+/// The media type of an Arrow IPC stream, asked for with `Accept`.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 #[derive(Deserialize)]

@@ -6,6 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 
+/// Why a query (or an API built on queries) failed, in the terms its HTTP
+/// status needs.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The statement is not allowed on the read-only SQL endpoint.
