@@ -1,4 +1,4 @@
-//! The API port's routes: the query API plus health, readiness and
+//! The API port's routes: the query and analysis APIs plus health, readiness and
 //! self-metrics, with JSON 404s for everything else.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use loupe_base::self_metrics::Registry;
 use loupe_query::QueryEngine;
-use loupe_query::api::error_response;
+use loupe_query::error_response;
 use loupe_storage::{Signal, Storage};
 
 #[derive(Clone)]
@@ -31,9 +31,8 @@ pub fn api_router(
         .route("/metrics", get(metrics))
         .route("/api/v1/splits", get(splits))
         .with_state(AppState { storage, registry });
-    loupe_query::api::router(engine.clone())
-        .merge(loupe_query::logs_api::router(engine.clone()))
-        .merge(loupe_query::traces_api::router(engine))
+    loupe_query::routes(engine.clone())
+        .merge(loupe_analysis::routes(engine))
         .merge(loupe_capacity::api::router(capacity))
         .merge(ops)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })

@@ -13,28 +13,19 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use crate::engine::QueryEngine;
-use crate::error::QueryError;
+use crate::error::error_response;
 use crate::output;
 
+/// The media type of an Arrow IPC stream, asked for with `Accept`.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
-
-/// A JSON error body `{"error": "…"}` with the given status.
-pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": message.into()});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
 
 #[derive(Deserialize)]
 struct SqlRequest {
     sql: String,
 }
 
-pub fn router(engine: Arc<QueryEngine>) -> Router {
+/// The SQL API's route.
+pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
         .with_state(engine)
@@ -73,7 +64,7 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
     };
     let out = match engine.sql(&request.sql).await {
         Ok(out) => out,
-        Err(e) => return query_error(&e),
+        Err(e) => return e.into_response(),
     };
     let encoded = match wanted_format(&headers) {
         Format::Json => {
@@ -103,8 +94,4 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
             format!("encoding result: {e}"),
         ),
     }
-}
-
-fn query_error(e: &QueryError) -> Response {
-    error_response(e.http_status(), e.to_string())
 }

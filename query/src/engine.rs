@@ -60,6 +60,9 @@ pub struct QueryOutput {
     pub elapsed: Duration,
 }
 
+/// The one place queries run: every API, the SQL endpoint and the
+/// internal queries of the analysis APIs alike, so all share its limits,
+/// its concurrency bound and its metadata cache.
 pub struct QueryEngine {
     storage: Arc<Storage>,
     config: QueryConfig,

@@ -1,23 +1,29 @@
-//! Loupe's query layer: DataFusion SQL over the `logs`, `spans` and
+//! Loupe's query engine: DataFusion SQL over the `logs`, `spans` and
 //! `metrics` tables (catalog splits UNION memtable), sandboxed and bounded,
-//! and the HTTP API that serves it.
+//! with the HTTP APIs that are the engine itself — SQL and log search.
+//! The product APIs built on top of it (traces, services, problems, …)
+//! live in `loupe-analysis`.
+
+use std::sync::Arc;
+
+use axum::Router;
 
 pub mod api;
 mod engine;
 mod error;
-mod errors;
 pub mod internal_sql;
 pub mod logs_api;
 mod output;
-mod patterns;
-pub mod problems;
 mod sandbox;
 mod search;
 mod table;
 mod time_bounds;
-mod time_param;
-mod trace_tree;
-pub mod traces_api;
+pub mod time_param;
 
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
-pub use error::QueryError;
+pub use error::{QueryError, error_response};
+
+/// Every route this crate serves: the SQL API and log search.
+pub fn routes(engine: Arc<QueryEngine>) -> Router {
+    api::routes(engine.clone()).merge(logs_api::routes(engine))
+}

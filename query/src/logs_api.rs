@@ -1,23 +1,27 @@
 //! Log search over HTTP: `GET /api/v1/logs/search` (hits newest first, a
 //! total and a histogram over the range) and `GET /api/v1/logs/context`
 //! (the lines around one line of the same service and instance).
+//!
+//! This stays with the engine rather than the analysis APIs: a search is
+//! answered from the split indexes and reads its hits through a row
+//! selection of the `logs` table provider — engine internals, not SQL.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::Json;
 use axum::routing::get;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::scalar::ScalarValue;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::api::error_response;
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, from_datafusion};
-use crate::{output, time_param};
+use crate::internal_sql::objects;
+use crate::time_param;
 
 const HIT_COLUMNS: [&str; 9] = [
     "time",
@@ -33,11 +37,11 @@ const HIT_COLUMNS: [&str; 9] = [
 const MAX_LIMIT: usize = 1000;
 const MAX_CONTEXT: usize = 200;
 
-pub fn router(engine: Arc<QueryEngine>) -> Router {
+/// The log search and context routes.
+pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/api/v1/logs/search", get(search_logs))
         .route("/api/v1/logs/context", get(context))
-        .route("/api/v1/logs/patterns", get(patterns))
         .with_state(engine)
 }
 
@@ -57,33 +61,19 @@ fn ts(ns: i64) -> Expr {
     ))
 }
 
-fn fail(e: QueryError) -> Response {
-    error_response(e.http_status(), e.to_string())
-}
-
 fn hit_columns() -> Vec<Expr> {
     HIT_COLUMNS.iter().map(|c| col(*c)).collect()
-}
-
-fn objects(out: &crate::QueryOutput) -> Result<Vec<Map<String, Value>>, QueryError> {
-    output::to_objects(out).map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 async fn search_logs(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<SearchParams>,
-) -> Response {
-    match run_search(&engine, p).await {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => fail(e),
-    }
-}
-
-async fn run_search(engine: &QueryEngine, p: SearchParams) -> Result<Value, QueryError> {
+) -> Result<Json<Value>, QueryError> {
     let timeout = engine.config().timeout;
-    tokio::time::timeout(timeout, search_indexes(engine, p))
+    tokio::time::timeout(timeout, search_indexes(&engine, p))
         .await
         .unwrap_or(Err(QueryError::Timeout(timeout)))
+        .map(Json)
 }
 
 /// The search of a request: its `q` (everything when empty), restricted
@@ -222,14 +212,7 @@ struct ContextParams {
 async fn context(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<ContextParams>,
-) -> Response {
-    match run_context(&engine, p).await {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => fail(e),
-    }
-}
-
-async fn run_context(engine: &QueryEngine, p: ContextParams) -> Result<Value, QueryError> {
+) -> Result<Json<Value>, QueryError> {
     let at = time_param::parse(&p.time, loupe_base::clock::now_nanos())?;
     let (before, after) = (
         p.before.unwrap_or(10).min(MAX_CONTEXT),
@@ -269,60 +252,7 @@ async fn run_context(engine: &QueryEngine, p: ContextParams) -> Result<Value, Qu
             p.service, p.time
         )));
     }
-    Ok(json!({"before": earlier, "lines": lines, "after": later}))
-}
-
-#[derive(Debug, Deserialize)]
-struct PatternParams {
-    start: Option<String>,
-    end: Option<String>,
-    service: Option<String>,
-}
-
-async fn patterns(
-    State(engine): State<Arc<QueryEngine>>,
-    Query(p): Query<PatternParams>,
-) -> Response {
-    match run_patterns(&engine, p).await {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => fail(e),
-    }
-}
-
-/// Templates of the window's log lines with counts, marked new or surging
-/// against the window of the same length just before.
-async fn run_patterns(engine: &QueryEngine, p: PatternParams) -> Result<Value, QueryError> {
-    let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-15m")?;
-    if start == end {
-        return Err(QueryError::Invalid("start must be before end".into()));
-    }
-    let service = p.service.as_deref();
-    let current = crate::problems::warn_patterns(engine, start, end, service, 0).await?;
-    let before =
-        crate::problems::warn_patterns(engine, start - (end - start), start, service, 0).await?;
-    let mut list: Vec<Value> = current
-        .counts
-        .iter()
-        .map(|(key, (n, example))| {
-            let b = before.get(key);
-            let trend = if b == 0 {
-                "new"
-            } else if *n >= 3 * b {
-                "surging"
-            } else {
-                "steady"
-            };
-            json!({
-                "service": key.0, "severity_text": key.1, "template": key.2,
-                "count": n, "previous_count": b, "trend": trend, "example": example,
-            })
-        })
-        .collect();
-    list.sort_by(|a, b| {
-        b["count"]
-            .as_u64()
-            .cmp(&a["count"].as_u64())
-            .then_with(|| a["template"].as_str().cmp(&b["template"].as_str()))
-    });
-    Ok(json!({ "patterns": list }))
+    Ok(Json(
+        json!({"before": earlier, "lines": lines, "after": later}),
+    ))
 }

@@ -63,16 +63,6 @@ pub fn to_rows(out: &QueryOutput) -> Result<Vec<Vec<Value>>, ArrowError> {
     Ok(rows)
 }
 
-/// Each row as a JSON object keyed by column name (nulls included), for
-/// internal queries whose column names are distinct.
-pub fn to_objects(out: &QueryOutput) -> Result<Vec<Map<String, Value>>, ArrowError> {
-    let names: Vec<&String> = out.schema.fields().iter().map(|f| f.name()).collect();
-    Ok(to_rows(out)?
-        .into_iter()
-        .map(|row| names.iter().map(|n| n.to_string()).zip(row).collect())
-        .collect())
-}
-
 /// CSV with a header row; nested values (maps, lists) are written as text.
 pub fn to_csv(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
     let mut writer = WriterBuilder::new().with_header(true).build(Vec::new());
@@ -102,6 +92,7 @@ fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
+/// An Arrow IPC stream, for clients that want the columns as they are.
 pub fn to_arrow_ipc(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
     let mut writer = StreamWriter::try_new(Vec::new(), &out.schema)?;
     for batch in &out.batches {

@@ -25,6 +25,8 @@ pub struct Segment {
     pub end: i64,
 }
 
+/// The spans of one trace linked parent to children, so that depth, self
+/// time and the critical path are computed without SQL.
 pub struct TraceTree {
     pub spans: Vec<SpanTiming>,
     pub children: Vec<Vec<usize>>,
@@ -186,81 +188,78 @@ mod tests {
         }
     }
 
-    fn path(spans: Vec<SpanTiming>) -> Vec<(String, i64, i64)> {
-        let tree = TraceTree::new(spans);
-        tree.critical_path()
+    /// Asserts the critical path through `spans` (id, parent, start, end)
+    /// is `expected` (id, start, end), in time order.
+    fn assert_path(spans: &[(&str, Option<&str>, i64, i64)], expected: &[(&str, i64, i64)]) {
+        let tree = TraceTree::new(
+            spans
+                .iter()
+                .map(|&(id, p, s, e)| span(id, p, s, e))
+                .collect(),
+        );
+        let path: Vec<(&str, i64, i64)> = tree
+            .critical_path()
             .into_iter()
-            .map(|s| (tree.spans[s.span].span_id.clone(), s.start, s.end))
-            .collect()
-    }
-
-    fn seg(id: &str, s: i64, e: i64) -> (String, i64, i64) {
-        (id.into(), s, e)
+            .map(|s| (tree.spans[s.span].span_id.as_str(), s.start, s.end))
+            .collect();
+        assert_eq!(path, expected);
     }
 
     #[test]
     fn sequential_calls_are_all_on_the_path() {
-        let p = path(vec![
-            span("root", None, 0, 100),
-            span("a", Some("root"), 10, 40),
-            span("b", Some("root"), 50, 90),
-        ]);
-        assert_eq!(
-            p,
-            vec![
-                seg("root", 0, 10),
-                seg("a", 10, 40),
-                seg("root", 40, 50),
-                seg("b", 50, 90),
-                seg("root", 90, 100)
-            ]
+        assert_path(
+            &[
+                ("root", None, 0, 100),
+                ("a", Some("root"), 10, 40),
+                ("b", Some("root"), 50, 90),
+            ],
+            &[
+                ("root", 0, 10),
+                ("a", 10, 40),
+                ("root", 40, 50),
+                ("b", 50, 90),
+                ("root", 90, 100),
+            ],
         );
     }
 
     #[test]
     fn parallel_fan_out_follows_the_slowest_branch() {
-        let p = path(vec![
-            span("root", None, 0, 100),
-            span("fast", Some("root"), 10, 60),
-            span("slow", Some("root"), 10, 90),
-            span("db", Some("slow"), 20, 80),
-        ]);
-        assert_eq!(
-            p,
-            vec![
-                seg("root", 0, 10),
-                seg("slow", 10, 20),
-                seg("db", 20, 80),
-                seg("slow", 80, 90),
-                seg("root", 90, 100)
-            ]
+        assert_path(
+            &[
+                ("root", None, 0, 100),
+                ("fast", Some("root"), 10, 60),
+                ("slow", Some("root"), 10, 90),
+                ("db", Some("slow"), 20, 80),
+            ],
+            &[
+                ("root", 0, 10),
+                ("slow", 10, 20),
+                ("db", 20, 80),
+                ("slow", 80, 90),
+                ("root", 90, 100),
+            ],
         );
     }
 
     #[test]
     fn async_consumers_after_the_producer_are_off_the_path() {
-        let p = path(vec![
-            span("root", None, 0, 30),
-            span("produce", Some("root"), 5, 10),
-            span("consume", Some("produce"), 40, 90),
-        ]);
-        assert_eq!(
-            p,
-            vec![
-                seg("root", 0, 5),
-                seg("produce", 5, 10),
-                seg("root", 10, 30)
-            ]
+        assert_path(
+            &[
+                ("root", None, 0, 30),
+                ("produce", Some("root"), 5, 10),
+                ("consume", Some("produce"), 40, 90),
+            ],
+            &[("root", 0, 5), ("produce", 5, 10), ("root", 10, 30)],
         );
     }
 
     #[test]
     fn skewed_children_are_clipped_to_their_parent() {
-        let p = path(vec![
-            span("root", None, 0, 100),
-            span("skewed", Some("root"), -5, 120),
-        ]);
-        assert_eq!(p, vec![seg("skewed", 0, 100)]);
+        assert_path(
+            &[("root", None, 0, 100), ("skewed", Some("root"), -5, 120)],
+            &[("skewed", 0, 100)],
+        );
         let tree = TraceTree::new(vec![
             span("root", None, 0, 100),
             span("skewed", Some("root"), -5, 120),
