@@ -14,6 +14,7 @@ use loupe_query::QueryEngine;
 
 pub mod errors;
 pub mod patterns;
+pub mod template_miner;
 pub mod problems;
 pub mod service_graph;
 pub mod services;

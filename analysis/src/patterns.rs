@@ -1,7 +1,11 @@
-//! Log patterns: log lines grouped into templates by masking their
-//! variable parts (numbers, ids, durations, addresses; JSON values), so
-//! thousands of lines read as a handful of shapes with counts — and a new
-//! or surging shape stands out.
+//! Log patterns: a window's log lines grouped into templates (see
+//! [`crate::template_miner`]) and compared with the window before, so a
+//! new, surging or vanished shape stands out.
+//!
+//! Two granularities: the patterns API mines templates over both windows
+//! together (one miner, so an event gets the same template in both), while
+//! [`PatternCounts`] keys each line by its own masked form, the finer
+//! grouping problem location compares.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,41 +20,8 @@ use loupe_query::{QueryEngine, QueryError, time_param};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-const VAR: &str = "<*>";
-
-/// The template of one log line.
-pub fn template(line: &str) -> String {
-    let trimmed = line.trim();
-    if trimmed.starts_with('{')
-        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed)
-    {
-        let mut keys: Vec<(&String, &Value)> = map.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
-        let parts: Vec<String> = keys
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) if !is_variable(s) => format!("{k}={s}"),
-                Value::Bool(b) => format!("{k}={b}"),
-                _ => format!("{k}={VAR}"),
-            })
-            .collect();
-        return format!("{{{}}}", parts.join(" "));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for token in trimmed.split_whitespace() {
-        let masked = if is_variable(token) { VAR } else { token };
-        // Runs of variables collapse into one.
-        if !(masked == VAR && out.last() == Some(&VAR)) {
-            out.push(masked);
-        }
-    }
-    out.join(" ")
-}
-
-/// Numbers, ids and anything else with a digit in it vary line to line.
-fn is_variable(token: &str) -> bool {
-    token.bytes().any(|b| b.is_ascii_digit()) || token.len() > 40
-}
+pub use crate::template_miner::template;
+use crate::template_miner::TemplateMiner;
 
 /// Counts of templates in a set of lines, with one example line each.
 #[derive(Debug, Default)]
@@ -98,20 +69,7 @@ pub async fn count_patterns(
     service: Option<&str>,
     min_severity: i32,
 ) -> Result<PatternCounts, QueryError> {
-    let service = service
-        .map(|s| format!(" AND service = {}", quote(s)))
-        .unwrap_or_default();
-    let lines = rows_as::<LineRow>(
-        engine,
-        format!(
-            "SELECT service, severity_text, body FROM logs
-             WHERE time >= {} AND time <= {} AND severity_number >= {min_severity} AND body IS NOT NULL{service}
-             ORDER BY time DESC LIMIT 50000",
-            ts(start),
-            ts(end)
-        ),
-    )
-    .await?;
+    let lines = window_lines(engine, start, end, service, min_severity).await?;
     let mut counts = PatternCounts::default();
     for l in lines {
         if let (Some(s), Some(sev), Some(body)) = (l.service, l.severity_text, l.body) {
@@ -121,8 +79,8 @@ pub async fn count_patterns(
     Ok(counts)
 }
 
-/// Templates of the window's log lines with counts, marked new or surging
-/// against the window of the same length just before.
+/// Templates of the window's log lines with counts, marked new, surging,
+/// steady or vanished against the window of the same length just before.
 async fn patterns(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<crate::WindowParams>,
@@ -133,53 +91,126 @@ async fn patterns(
     }
     let service = p.service.as_deref();
     let (current, before) = futures::try_join!(
-        count_patterns(&engine, start, end, service, 0),
-        count_patterns(&engine, start - (end - start), start, service, 0),
+        window_lines(&engine, start, end, service, 0),
+        window_lines(&engine, start - (end - start), start, service, 0),
     )?;
-    let mut list: Vec<(u64, &str, Value)> = current
-        .counts
-        .iter()
-        .map(|(key, (n, example))| {
-            let b = before.get(key);
-            let trend = if b == 0 {
-                "new"
-            } else if *n >= 3 * b {
-                "surging"
-            } else {
-                "steady"
-            };
+    let mut list: Vec<(u64, String, Value)> = compare(&before, &current)
+        .into_iter()
+        .map(|p| {
+            let trend = p.trend();
             let value = json!({
-                "service": key.0, "severity_text": key.1, "template": key.2,
-                "count": n, "previous_count": b, "trend": trend, "example": example,
+                "service": p.service, "severity_text": p.severity, "template": p.template,
+                "count": p.current, "previous_count": p.before, "trend": trend, "example": p.example,
             });
-            (*n, key.2.as_str(), value)
+            (p.current, p.template, value)
         })
         .collect();
-    list.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    list.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let list: Vec<Value> = list.into_iter().map(|(_, _, v)| v).collect();
     Ok(Json(json!({ "patterns": list })))
+}
+
+/// The lines of a window at `min_severity` or above (the newest 50000),
+/// of one service or all.
+async fn window_lines(
+    engine: &QueryEngine,
+    start: i64,
+    end: i64,
+    service: Option<&str>,
+    min_severity: i32,
+) -> Result<Vec<LineRow>, QueryError> {
+    let service = service
+        .map(|s| format!(" AND service = {}", quote(s)))
+        .unwrap_or_default();
+    rows_as::<LineRow>(
+        engine,
+        format!(
+            "SELECT service, severity_text, body FROM logs
+             WHERE time >= {} AND time <= {} AND severity_number >= {min_severity} AND body IS NOT NULL{service}
+             ORDER BY time DESC LIMIT 50000",
+            ts(start),
+            ts(end)
+        ),
+    )
+    .await
+}
+
+/// One template's counts in the window before and in the current one.
+#[derive(Debug, Clone, PartialEq)]
+struct Compared {
+    service: String,
+    severity: String,
+    template: String,
+    before: u64,
+    current: u64,
+    example: String,
+}
+
+impl Compared {
+    fn trend(&self) -> &'static str {
+        match (self.before, self.current) {
+            (0, _) => "new",
+            (_, 0) => "vanished",
+            (b, n) if n >= 3 * b => "surging",
+            _ => "steady",
+        }
+    }
+}
+
+/// Mines both windows' lines with one miner (a service's lines at one
+/// severity form a group) and counts each template in each window.
+fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> {
+    let mut miner = TemplateMiner::default();
+    let mut counts: HashMap<usize, Compared> = HashMap::new();
+    for (is_current, lines) in [(false, before), (true, current)] {
+        for line in lines {
+            let (Some(service), Some(severity), Some(body)) =
+                (&line.service, &line.severity_text, &line.body)
+            else {
+                continue;
+            };
+            let id = miner.add(&format!("{service}\u{1f}{severity}"), body);
+            let entry = counts.entry(id).or_insert_with(|| Compared {
+                service: service.clone(),
+                severity: severity.clone(),
+                template: String::new(),
+                before: 0,
+                current: 0,
+                example: body.clone(),
+            });
+            if is_current {
+                if entry.current == 0 {
+                    entry.example = body.clone();
+                }
+                entry.current += 1;
+            } else {
+                entry.before += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(id, mut c)| {
+            c.template = miner.template(id);
+            c
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn line(service: &str, severity: &str, body: &str) -> LineRow {
+        LineRow {
+            service: Some(service.into()),
+            severity_text: Some(severity.into()),
+            body: Some(body.into()),
+        }
+    }
+
     #[test]
-    fn masks_variable_parts_and_json_values() {
-        assert_eq!(
-            template("charged 12.50 USD to card ending 4242 in 31ms"),
-            "charged <*> USD to card ending <*> in <*>"
-        );
-        assert_eq!(
-            template("sent order confirmation o-810804 to u-7556@example.com"),
-            "sent order confirmation <*> to <*>"
-        );
-        assert_eq!(
-            template(
-                r#"{"duration_ms":9.8,"event":"http_request","route":"/cart","status":200,"user_id":"u-8675"}"#
-            ),
-            "{duration_ms=<*> event=http_request route=/cart status=<*> user_id=<*>}"
-        );
+    fn counts_each_line_by_its_masked_form() {
         let mut counts = PatternCounts::default();
         counts.add("a", "INFO", "took 5ms");
         counts.add("a", "INFO", "took 7ms");
@@ -187,5 +218,39 @@ mod tests {
             counts.get(&("a".into(), "INFO".into(), "took <*>".into())),
             2
         );
+    }
+
+    #[test]
+    fn windows_share_templates_and_show_new_surging_and_vanished() {
+        let before = vec![
+            line("cart", "INFO", "cart loaded for user alice"),
+            line("cart", "INFO", "cart loaded for user bob"),
+            line("cart", "WARN", "cache miss for key k1"),
+            line("pay", "INFO", "charged card 4242"),
+        ];
+        let mut current = vec![
+            line("cart", "INFO", "cart loaded for user carol"),
+            line("cart", "ERROR", "connection refused by redis"),
+        ];
+        for _ in 0..4 {
+            current.push(line("pay", "INFO", "charged card 1111"));
+        }
+        let mut got = compare(&before, &current);
+        got.sort_by(|a, b| a.template.cmp(&b.template));
+        let summary: Vec<(&str, u64, u64, &str)> = got
+            .iter()
+            .map(|c| (c.template.as_str(), c.before, c.current, c.trend()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("cache miss for key <*>", 1, 0, "vanished"),
+                ("cart loaded for user <*>", 2, 1, "steady"),
+                ("charged card <*>", 1, 4, "surging"),
+                ("connection refused by redis", 0, 1, "new"),
+            ]
+        );
+        let new = got.iter().find(|c| c.current == 1 && c.before == 0).unwrap();
+        assert_eq!(new.example, "connection refused by redis");
     }
 }
