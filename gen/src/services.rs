@@ -5,7 +5,7 @@
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 
 use crate::scenario;
-use crate::shop::{NS_PER_MS, Op, RequestGen, Served, Site, text};
+use crate::shop::{NS_PER_MS, Op, RequestGen, Served, Site, SpanSpec, text};
 use crate::telemetry::{i, s};
 use crate::topology::{KAFKA, POSTGRES, REDIS, cost};
 
@@ -317,18 +317,16 @@ impl RequestGen<'_> {
             s("server.address", KAFKA.server_address),
             i("server.port", KAFKA.server_port),
         ];
-        let span = self.span(
-            producer_id.clone(),
-            Some(site.span_id.clone()),
-            "orders publish",
-            SpanKind::Producer,
-            start,
-            end,
-            attrs,
-            false,
-            Vec::new(),
+        self.child_span(
+            site,
+            SpanSpec::new(
+                producer_id.clone(),
+                "orders publish",
+                SpanKind::Producer,
+                (start, end),
+                attrs,
+            ),
         );
-        self.out.span(site.exporter, span);
 
         let instance = self.pick("email");
         let lag_ms = self.rng.range(5, 40) as i64;
@@ -343,49 +341,40 @@ impl RequestGen<'_> {
         let render_end = render_start + self.rng.latency_ns(cost(4.0, 0.4), 1.0);
         let send_end = render_end + self.rng.latency_ns(cost(20.0, 0.5), 1.0);
         let render_id = self.rng.span_id();
-        let render = self.span(
+        let render = SpanSpec::new(
             render_id,
-            Some(consumer_id.clone()),
             "render confirmation",
             SpanKind::Internal,
-            render_start,
-            render_end,
+            (render_start, render_end),
             vec![s("app.template", "order-confirmation")],
-            false,
-            Vec::new(),
         );
         let send_id = self.rng.span_id();
-        let send = self.span(
+        let send = SpanSpec::new(
             send_id,
-            Some(consumer_id.clone()),
             "send confirmation email",
             SpanKind::Internal,
-            render_end,
-            send_end,
+            (render_end, send_end),
             vec![s("app.email.provider", "smtp")],
-            false,
-            Vec::new(),
         );
+        self.child_span(&consumer, render);
+        self.child_span(&consumer, send);
         let attrs = vec![
             s("messaging.system", "kafka"),
             s("messaging.destination.name", "orders"),
             s("messaging.operation.type", "process"),
             s("messaging.consumer.group.name", "email"),
         ];
-        let consume = self.span(
-            consumer_id,
-            Some(producer_id),
-            "orders process",
-            SpanKind::Consumer,
-            consume_start,
-            send_end,
-            attrs,
-            false,
-            Vec::new(),
-        );
-        for span in [render, send, consume] {
-            self.out.span(consumer.exporter, span);
-        }
+        let consume = self.span(SpanSpec {
+            parent: Some(producer_id),
+            ..SpanSpec::new(
+                consumer_id,
+                "orders process",
+                SpanKind::Consumer,
+                (consume_start, send_end),
+                attrs,
+            )
+        });
+        self.out.span(consumer.exporter, consume);
         let user = self.rng.range(1000, 9999);
         self.log(
             &consumer,
