@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::shared::{EPHEMERAL_PORTS, listening_addr};
+
 pub struct Loupe {
     child: Option<Child>,
     root: tempfile::TempDir,
@@ -22,11 +24,7 @@ pub struct Loupe {
 }
 
 fn parse_addr(line: &str, key: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .parse()
-        .unwrap()
+    listening_addr(line, key).parse().unwrap()
 }
 
 impl Loupe {
@@ -71,14 +69,7 @@ impl Loupe {
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .args(EPHEMERAL_PORTS)
             .args(&self.args)
             .env("LOUPE_LOG", "warn")
             .stdout(Stdio::piped())
