@@ -1,5 +1,6 @@
 //! What the benchmarks share: a `loupe serve` child process on ephemeral
-//! ports, and small statistics helpers.
+//! ports, loading it with `loupe gen` and waiting for compaction, and small
+//! statistics helpers.
 
 #![allow(dead_code)]
 

@@ -24,6 +24,15 @@ pub(crate) struct Site {
     pub(crate) exporter: Exporter,
 }
 
+/// A database or cache statement a service runs, and what it costs.
+#[derive(Clone, Copy)]
+pub(crate) struct Query {
+    pub(crate) dependency: &'static Dependency,
+    pub(crate) operation: &'static str,
+    pub(crate) statement: &'static str,
+    pub(crate) cost: Cost,
+}
+
 /// What a span is, before the trace it belongs to is filled in.
 pub(crate) struct SpanSpec<'a> {
     pub(crate) span_id: Vec<u8>,
@@ -341,15 +350,13 @@ impl<'a> RequestGen<'a> {
     }
 
     /// A database or cache call: one CLIENT span on the caller.
-    pub(crate) fn db_call(
-        &mut self,
-        site: &Site,
-        dep: &Dependency,
-        operation: &str,
-        statement: &str,
-        c: Cost,
-        start: i64,
-    ) -> i64 {
+    pub(crate) fn db_call(&mut self, site: &Site, query: &Query, start: i64) -> i64 {
+        let Query {
+            dependency: dep,
+            operation,
+            statement,
+            cost: c,
+        } = *query;
         let slow = self.faults.db_slow && dep.server_address == POSTGRES.server_address;
         let factor = if slow { scenario::SLOW_DB_FACTOR } else { 1.0 };
         let duration = self.rng.latency_ns(c, factor);

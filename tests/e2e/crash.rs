@@ -1,7 +1,8 @@
 //! Crash safety: stream requests, note which were acknowledged, SIGKILL the
 //! server at a random moment (while flushes are happening), restart, and
 //! check that every acknowledged record is there exactly once — with
-//! flushes and compactions running when the kill comes.
+//! flushes and compactions running when the kill comes — and still is after
+//! a final clean restart. The seed is printed; `LOUPE_TEST_SEED` replays it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

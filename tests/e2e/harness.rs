@@ -130,13 +130,15 @@ impl Loupe {
         }
     }
 
-    /// Starts again on the same data directory (new ports).
-    /// SIGTERM (everything flushed to Parquet), then start again.
+    /// SIGTERM (everything flushed to Parquet), then start again on the
+    /// same data directory (new ports).
     pub fn clean_restart(&mut self) {
         self.terminate();
         self.spawn();
     }
 
+    /// SIGKILL (a crash), then start again on the same data directory (new
+    /// ports).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
