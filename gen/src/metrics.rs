@@ -276,3 +276,43 @@ fn gauge(name: &str, description: &str, unit: &str, point: NumberDataPoint) -> M
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shop::Shop;
+
+    /// The count `export` reports is the number of points it built.
+    #[test]
+    fn export_counts_its_data_points() {
+        let shop = Shop::new();
+        let mut state = MetricsState::new(shop.instances.len(), 0);
+        for instance in 0..shop.instances.len() {
+            state.request(instance, "GET", "/api/cart", 200, 0.01);
+            state.request(instance, "POST", "/api/checkout", 500, 0.2);
+            state.db_time(instance, 0.003);
+        }
+        let mut rng = Random::new(7);
+        let (request, count) = state.export(
+            &shop.instances,
+            1_000_000_000,
+            10.0,
+            |inst| version_of(inst.service).to_string(),
+            &mut rng,
+        );
+        let points: usize = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                other => panic!("gen exports no {other:?}"),
+            })
+            .sum();
+        assert!(points > 0);
+        assert_eq!(count, points as u64);
+    }
+}
