@@ -9,6 +9,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use common::shared::{FAULT_NS, incident_args};
 use common::{Server, client};
 use serde_json::Value;
 const SCENARIOS: [&str; 3] = ["db-slow", "payment-errors", "bad-deploy"];
@@ -32,20 +33,7 @@ fn run(scenario: &str, seed: u64) -> (bool, bool, String) {
     let data = tempfile::tempdir().expect("temp dir");
     let server = Server::start(data.path(), &[]);
     let truth_path = data.path().join("truth.json");
-    let report = server.generate(&[
-        "--scenario",
-        scenario,
-        "--rate",
-        "120",
-        "--duration",
-        "12s",
-        "--fault-at",
-        "6s",
-        "--seed",
-        &seed.to_string(),
-        "--truth",
-        &truth_path.display().to_string(),
-    ]);
+    let report = server.generate(&incident_args(scenario, &seed.to_string(), &truth_path));
     assert_eq!(report["errors"], 0, "{report}");
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth_path).expect("truth"))
         .expect("truth json");
@@ -54,10 +42,7 @@ fn run(scenario: &str, seed: u64) -> (bool, bool, String) {
         .expect("fault start");
     let report = server.get(
         &client(),
-        &format!(
-            "/api/v1/problems?start={fault}&end={}",
-            fault + 6_000_000_000
-        ),
+        &format!("/api/v1/problems?start={fault}&end={}", fault + FAULT_NS),
     );
     server.stop();
     let suspects = report["suspects"].as_array().cloned().unwrap_or_default();

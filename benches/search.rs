@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{Server, env, median};
+use common::{Load, Server, env, median};
 use serde_json::Value;
 
 fn main() {
@@ -31,51 +31,26 @@ fn main() {
 
     // Load (skipped when a kept data dir already holds enough).
     let server = Server::start(&data, &["--compaction-interval", "1h"]);
-    let mut stored = server
-        .sql(&client, "SELECT count(*) FROM logs")
-        .as_u64()
-        .unwrap_or(0);
-    let mut ingested_bytes = 0.0;
-    let load_started = Instant::now();
-    let mut seed = 1;
-    while stored < lines {
-        let remaining = lines - stored;
-        // About 3 log lines per simulated request.
-        let traces = remaining / 3 + 1000;
-        let rate = 40_000u64;
-        let secs = (traces / rate).clamp(5, 120);
-        let report = server.generate(&[
-            "--signals",
-            "logs",
-            "--concurrency",
-            "8",
-            "--batch",
-            "200",
-            "--rate",
-            &rate.to_string(),
-            "--duration",
-            &format!("{secs}s"),
-            "--seed",
-            &seed.to_string(),
-        ]);
-        ingested_bytes += report["bytes"].as_f64().unwrap_or(0.0);
-        seed += 1;
-        stored = server
-            .sql(&client, "SELECT count(*) FROM logs")
-            .as_u64()
-            .unwrap_or(0);
-        eprintln!(
-            "loaded {stored} log lines ({:.0}s)",
-            load_started.elapsed().as_secs_f64()
-        );
-    }
+    let reports = server.load(
+        &client,
+        Load {
+            table: "logs",
+            what: "log lines",
+            target: lines,
+            signals: "logs",
+            rate: 40_000,
+            // About 3 log lines per simulated request.
+            rows_per_trace: 3,
+        },
+    );
+    let ingested_bytes: f64 = reports
+        .iter()
+        .map(|r| r["bytes"].as_f64().unwrap_or(0.0))
+        .sum();
     server.stop();
 
     // Compact: restart with eager compaction and wait until it settles.
-    let server = Server::start(
-        &data,
-        &["--compaction-interval", "2s", "--compaction-min-files", "2"],
-    );
+    let server = Server::start_compacting(&data);
     let compact_started = Instant::now();
     let live_files = server.settle_compaction(&client, "logs");
     let compaction_secs = compact_started.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Server, client, env, median};
+use common::{Load, Server, client, env, median};
 
 fn main() {
     let spans = env("SPANS", 10_000_000);
@@ -31,45 +31,22 @@ fn main() {
     let http = client();
 
     let server = Server::start(&data, &["--compaction-interval", "1h"]);
-    let mut stored = server
-        .sql(&http, "SELECT count(*) FROM spans")
-        .as_u64()
-        .unwrap_or(0);
-    let mut seed = 1;
-    let started = Instant::now();
-    while stored < spans {
-        let traces = (spans - stored) / 6 + 1000;
-        let secs = (traces / 10_000).clamp(5, 120);
-        let report = server.generate(&[
-            "--signals",
+    let reports = server.load(
+        &http,
+        Load {
+            table: "spans",
+            what: "spans",
+            target: spans,
             signals,
-            "--concurrency",
-            "8",
-            "--batch",
-            "200",
-            "--rate",
-            "10000",
-            "--duration",
-            &format!("{secs}s"),
-            "--seed",
-            &seed.to_string(),
-        ]);
+            rate: 10_000,
+            rows_per_trace: 6,
+        },
+    );
+    for report in &reports {
         assert_eq!(report["errors"], 0, "{report}");
-        seed += 1;
-        stored = server
-            .sql(&http, "SELECT count(*) FROM spans")
-            .as_u64()
-            .unwrap_or(0);
-        eprintln!(
-            "loaded {stored} spans ({:.0}s)",
-            started.elapsed().as_secs_f64()
-        );
     }
     server.stop();
-    let server = Server::start(
-        &data,
-        &["--compaction-interval", "2s", "--compaction-min-files", "2"],
-    );
+    let server = Server::start_compacting(&data);
     let files = server.settle_compaction(&http, "spans").len();
 
     let ids: Vec<String> = {

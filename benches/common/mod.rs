@@ -1,5 +1,6 @@
 //! What the benchmarks share: a `loupe serve` child process on ephemeral
-//! ports, and small statistics helpers.
+//! ports, loading it with `loupe gen` and waiting for compaction, and small
+//! statistics helpers.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+
+#[path = "../../tests/e2e/shared.rs"]
+pub mod shared;
+use shared::{EPHEMERAL_PORTS, listening_addr};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loupe");
 
@@ -22,15 +27,8 @@ pub struct Server {
 impl Server {
     pub fn start(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .arg("serve")
+            .args(EPHEMERAL_PORTS)
             .arg("--data-dir")
             .arg(data)
             .args(extra)
@@ -42,18 +40,57 @@ impl Server {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("bound addresses");
-        let get = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .expect("address")
-                .to_string()
-        };
+        let get = |key: &str| listening_addr(&line, key).to_string();
         Server {
             grpc: get("otlp_grpc"),
             otlp_http: get("otlp_http"),
             http: get("http"),
             child,
         }
+    }
+
+    /// Restarts on `data` with eager compaction (then see `settle_compaction`).
+    pub fn start_compacting(data: &Path) -> Server {
+        Server::start(
+            data,
+            &["--compaction-interval", "2s", "--compaction-min-files", "2"],
+        )
+    }
+
+    /// Runs `loupe gen` (a new seed each time) until `load.table` holds
+    /// `load.target` rows — at once if it already does; returns the reports.
+    pub fn load(&self, client: &reqwest::blocking::Client, load: Load<'_>) -> Vec<Value> {
+        let count = format!("SELECT count(*) FROM {}", load.table);
+        let stored = || self.sql(client, &count).as_u64().unwrap_or(0);
+        let started = std::time::Instant::now();
+        let mut reports = Vec::new();
+        let mut rows = stored();
+        while rows < load.target {
+            let traces = (load.target - rows) / load.rows_per_trace + 1000;
+            let secs = (traces / load.rate).clamp(5, 120);
+            let seed = reports.len() + 1;
+            reports.push(self.generate(&[
+                "--signals",
+                load.signals,
+                "--concurrency",
+                "8",
+                "--batch",
+                "200",
+                "--rate",
+                &load.rate.to_string(),
+                "--duration",
+                &format!("{secs}s"),
+                "--seed",
+                &seed.to_string(),
+            ]));
+            rows = stored();
+            eprintln!(
+                "loaded {rows} {} ({:.0}s)",
+                load.what,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        reports
     }
 
     pub fn pid(&self) -> u32 {
@@ -91,7 +128,7 @@ impl Server {
     }
 
     /// Runs `loupe gen` against this server until done; returns its report.
-    pub fn generate(&self, args: &[&str]) -> Value {
+    pub fn generate<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Value {
         let output = Command::new(BIN)
             .args(["gen", "--protocol", "grpc", "--quiet", "--json"])
             .args(["--endpoint", &format!("http://{}", self.grpc)])
@@ -145,6 +182,20 @@ impl Server {
             last = splits.len();
         }
     }
+}
+
+/// What `Server::load` generates.
+pub struct Load<'a> {
+    /// The table to fill, and what its rows are called in progress lines.
+    pub table: &'a str,
+    pub what: &'a str,
+    pub target: u64,
+    /// `loupe gen --signals`.
+    pub signals: &'a str,
+    /// Simulated requests per second.
+    pub rate: u64,
+    /// About how many rows of `table` one simulated request adds.
+    pub rows_per_trace: u64,
 }
 
 pub fn dir_bytes(path: &Path) -> u64 {

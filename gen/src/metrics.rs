@@ -103,7 +103,8 @@ impl MetricsState {
     }
 
     /// One export of every instance's metrics at `now` (ns), covering an
-    /// interval of `interval_secs`; resets the per-interval gauges' inputs.
+    /// interval of `interval_secs`, and how many data points it holds;
+    /// resets the per-interval gauges' inputs.
     pub fn export(
         &mut self,
         instances: &[Instance],
@@ -111,8 +112,9 @@ impl MetricsState {
         interval_secs: f64,
         versions: impl Fn(&Instance) -> String,
         rng: &mut Random,
-    ) -> ExportMetricsServiceRequest {
+    ) -> (ExportMetricsServiceRequest, u64) {
         let now = now as u64;
+        let mut data_points = 0;
         let start = self.start_unix_nano;
         let mut resource_metrics = Vec::with_capacity(instances.len());
         for (inst, state) in instances.iter().zip(self.instances.iter_mut()) {
@@ -138,12 +140,28 @@ impl MetricsState {
                 });
                 count_points.push(number(attrs, start, now, series.count as f64));
             }
+            // One histogram and one sum point per series.
+            data_points += duration_points.len() + count_points.len();
             let rps = state.in_interval as f64 / interval_secs.max(1e-9);
             let cpu = (0.04
                 + state.busy_secs_in_interval / interval_secs.max(1e-9) * 0.35
                 + rng.uniform() * 0.02)
                 .min(1.0);
             let memory = 180e6 + rps * 1.5e5 + rng.uniform() * 8e6;
+            let mut gauges = vec![
+                gauge(
+                    "process.cpu.utilization",
+                    "CPU time used / available.",
+                    "1",
+                    number(vec![], start, now, cpu),
+                ),
+                gauge(
+                    "process.memory.usage",
+                    "Resident memory.",
+                    "By",
+                    number(vec![], start, now, memory),
+                ),
+            ];
             let mut metrics = vec![
                 metric(
                     "http.server.request.duration",
@@ -164,18 +182,6 @@ impl MetricsState {
                         is_monotonic: true,
                     }),
                 ),
-                gauge(
-                    "process.cpu.utilization",
-                    "CPU time used / available.",
-                    "1",
-                    number(vec![], start, now, cpu),
-                ),
-                gauge(
-                    "process.memory.usage",
-                    "Resident memory.",
-                    "By",
-                    number(vec![], start, now, memory),
-                ),
             ];
             if inst.service == "email" {
                 let lag = number(
@@ -184,7 +190,7 @@ impl MetricsState {
                     now,
                     state.lag,
                 );
-                metrics.push(gauge(
+                gauges.push(gauge(
                     "messaging.kafka.consumer.lag",
                     "Messages not yet consumed.",
                     "{message}",
@@ -204,7 +210,7 @@ impl MetricsState {
                         s("db.client.connection.pool.name", pool),
                     ]
                 };
-                metrics.push(gauge(
+                gauges.push(gauge(
                     "db.client.connection.count",
                     "Connections in the pool by state.",
                     "{connection}",
@@ -213,6 +219,9 @@ impl MetricsState {
                     },
                 ));
             }
+            // A gauge is one point.
+            data_points += gauges.len();
+            metrics.extend(gauges);
             state.in_interval = 0;
             state.busy_secs_in_interval = 0.0;
             state.db_busy_secs_in_interval = 0.0;
@@ -230,7 +239,10 @@ impl MetricsState {
                 ..Default::default()
             });
         }
-        ExportMetricsServiceRequest { resource_metrics }
+        (
+            ExportMetricsServiceRequest { resource_metrics },
+            data_points as u64,
+        )
     }
 }
 
@@ -263,4 +275,44 @@ fn gauge(name: &str, description: &str, unit: &str, point: NumberDataPoint) -> M
             data_points: vec![point],
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shop::Shop;
+
+    /// The count `export` reports is the number of points it built.
+    #[test]
+    fn export_counts_its_data_points() {
+        let shop = Shop::new();
+        let mut state = MetricsState::new(shop.instances.len(), 0);
+        for instance in 0..shop.instances.len() {
+            state.request(instance, "GET", "/api/cart", 200, 0.01);
+            state.request(instance, "POST", "/api/checkout", 500, 0.2);
+            state.db_time(instance, 0.003);
+        }
+        let mut rng = Random::new(7);
+        let (request, count) = state.export(
+            &shop.instances,
+            1_000_000_000,
+            10.0,
+            |inst| version_of(inst.service).to_string(),
+            &mut rng,
+        );
+        let points: usize = request
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                other => panic!("gen exports no {other:?}"),
+            })
+            .sum();
+        assert!(points > 0);
+        assert_eq!(count, points as u64);
+    }
 }

@@ -243,7 +243,17 @@ pub async fn run(config: GenConfig, stop: Arc<AtomicBool>) -> Result<Report, Gen
         .progress
         .then(|| tokio::spawn(report_progress(stats.clone(), started)));
     produce(
-        &config, &plan, &load_test, duration, start_ns, started, &stop, &stats, tx,
+        Production {
+            config: &config,
+            plan: &plan,
+            load_test: &load_test,
+            duration,
+            start_ns,
+            started,
+            stop: &stop,
+            stats: &stats,
+        },
+        tx,
     )
     .await;
     let mut latencies = Vec::new();
@@ -280,18 +290,31 @@ pub async fn run(config: GenConfig, stop: Arc<AtomicBool>) -> Result<Report, Gen
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn produce(
-    config: &GenConfig,
-    plan: &Plan,
-    load_test: &LoadTest,
+/// What the producing loop works from.
+struct Production<'a> {
+    config: &'a GenConfig,
+    plan: &'a Plan,
+    load_test: &'a LoadTest,
+    /// Seconds to run, or until stopped.
     duration: Option<f64>,
+    /// Unix ns of scenario time 0.
     start_ns: i64,
     started: Instant,
-    stop: &AtomicBool,
-    stats: &Stats,
-    tx: mpsc::Sender<Item>,
-) {
+    stop: &'a AtomicBool,
+    stats: &'a Stats,
+}
+
+async fn produce(production: Production<'_>, tx: mpsc::Sender<Item>) {
+    let Production {
+        config,
+        plan,
+        load_test,
+        duration,
+        start_ns,
+        started,
+        stop,
+        stats,
+    } = production;
     let shop = Shop::new();
     let mut rng = Random::new(config.seed);
     let mut pending = Pending::default();
@@ -338,15 +361,8 @@ async fn produce(
                     version_of(inst.service).to_string()
                 }
             };
-            let request =
+            let (request, records) =
                 metrics.export(&shop.instances, now_ns, metrics_every, versions, &mut rng);
-            let records = request
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| data_points(m) as u64)
-                .sum();
             if tx
                 .send(Item {
                     payload: Payload::Metrics(request),
@@ -371,29 +387,6 @@ async fn produce(
     flush(&mut pending, &shop, config.signals, &tx).await;
 }
 
-fn span_count(
-    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
-) -> u64 {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as u64)
-        .sum()
-}
-
-fn data_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    match &metric.data {
-        Some(Data::Gauge(g)) => g.data_points.len(),
-        Some(Data::Sum(s)) => s.data_points.len(),
-        Some(Data::Histogram(h)) => h.data_points.len(),
-        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-        Some(Data::Summary(s)) => s.data_points.len(),
-        None => 0,
-    }
-}
-
 /// Hands the pending spans and logs to the senders; false once they are gone.
 async fn flush(
     pending: &mut Pending,
@@ -401,26 +394,17 @@ async fn flush(
     signals: Signals,
     tx: &mpsc::Sender<Item>,
 ) -> bool {
-    let (traces, log_request) = pending.take_requests(&shop.instances, scenario::BAD_VERSION);
+    let requests = pending.take_requests(&shop.instances, scenario::BAD_VERSION);
     let spans = if signals.traces {
-        span_count(&traces)
+        requests.span_count
     } else {
         0
     };
-    let logs = if signals.logs {
-        log_request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len() as u64)
-            .sum()
-    } else {
-        0
-    };
+    let logs = if signals.logs { requests.log_count } else { 0 };
     if spans > 0
         && tx
             .send(Item {
-                payload: Payload::Traces(traces),
+                payload: Payload::Traces(requests.traces),
                 records: spans,
             })
             .await
@@ -431,7 +415,7 @@ async fn flush(
     logs == 0
         || tx
             .send(Item {
-                payload: Payload::Logs(log_request),
+                payload: Payload::Logs(requests.logs),
                 records: logs,
             })
             .await

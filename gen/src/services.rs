@@ -5,9 +5,37 @@
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 
 use crate::scenario;
-use crate::shop::{NS_PER_MS, Op, RequestGen, Served, Site, text};
+use crate::shop::{NS_PER_MS, Op, Query, RequestGen, Served, Site, SpanSpec, text};
 use crate::telemetry::{i, s};
 use crate::topology::{KAFKA, POSTGRES, REDIS, cost};
+
+const SELECT_STOCK: Query = Query {
+    dependency: &POSTGRES,
+    operation: "SELECT",
+    statement: "SELECT quantity FROM stock WHERE sku = $1",
+    cost: cost(2.0, 0.5),
+};
+
+const RESERVE_STOCK: Query = Query {
+    dependency: &POSTGRES,
+    operation: "UPDATE",
+    statement: "UPDATE stock SET quantity = quantity - $1 WHERE sku = $2",
+    cost: cost(3.0, 0.5),
+};
+
+const ADD_TO_CART: Query = Query {
+    dependency: &REDIS,
+    operation: "HSET",
+    statement: "HSET cart:{id} item qty",
+    cost: cost(0.4, 0.4),
+};
+
+const READ_CART: Query = Query {
+    dependency: &REDIS,
+    operation: "HGETALL",
+    statement: "HGETALL cart:{id}",
+    cost: cost(0.4, 0.4),
+};
 
 impl RequestGen<'_> {
     pub(crate) fn handle(
@@ -41,14 +69,7 @@ impl RequestGen<'_> {
             Op::CartGet | Op::CartAdd => self.cart(op, site, start, events),
             Op::Stock => {
                 let t = start + self.work(cost(1.0, 0.3), site);
-                let end = self.db_call(
-                    site,
-                    &POSTGRES,
-                    "SELECT",
-                    "SELECT quantity FROM stock WHERE sku = $1",
-                    cost(2.0, 0.5),
-                    t,
-                );
+                let end = self.db_call(site, &SELECT_STOCK, t);
                 Served {
                     end: end + self.work(cost(0.3, 0.3), site),
                     status: 200,
@@ -56,14 +77,7 @@ impl RequestGen<'_> {
             }
             Op::Reserve => {
                 let t = start + self.work(cost(1.0, 0.3), site);
-                let end = self.db_call(
-                    site,
-                    &POSTGRES,
-                    "UPDATE",
-                    "UPDATE stock SET quantity = quantity - $1 WHERE sku = $2",
-                    cost(3.0, 0.5),
-                    t,
-                );
+                let end = self.db_call(site, &RESERVE_STOCK, t);
                 let qty = self.rng.range(1, 4);
                 let sku = self.rng.range(1000, 9999);
                 self.log(
@@ -156,14 +170,7 @@ impl RequestGen<'_> {
                 t,
             );
             t = stock.end;
-            t = self.db_call(
-                site,
-                &REDIS,
-                "HSET",
-                "HSET cart:{id} item qty",
-                cost(0.4, 0.4),
-                t,
-            );
+            t = self.db_call(site, &ADD_TO_CART, t);
             let sku = self.rng.range(1000, 9999);
             let qty = self.rng.range(1, 4);
             self.log(
@@ -174,14 +181,7 @@ impl RequestGen<'_> {
                 vec![i("app.cart.items", qty as i64)],
             );
         } else {
-            t = self.db_call(
-                site,
-                &REDIS,
-                "HGETALL",
-                "HGETALL cart:{id}",
-                cost(0.4, 0.4),
-                t,
-            );
+            t = self.db_call(site, &READ_CART, t);
         }
         let end = t + self.work(cost(0.5, 0.3), site);
         if bad {
@@ -317,18 +317,16 @@ impl RequestGen<'_> {
             s("server.address", KAFKA.server_address),
             i("server.port", KAFKA.server_port),
         ];
-        let span = self.span(
-            producer_id.clone(),
-            Some(site.span_id.clone()),
-            "orders publish",
-            SpanKind::Producer,
-            start,
-            end,
-            attrs,
-            false,
-            Vec::new(),
+        self.child_span(
+            site,
+            SpanSpec::new(
+                producer_id.clone(),
+                "orders publish",
+                SpanKind::Producer,
+                (start, end),
+                attrs,
+            ),
         );
-        self.out.span(site.exporter, span);
 
         let instance = self.pick("email");
         let lag_ms = self.rng.range(5, 40) as i64;
@@ -343,49 +341,40 @@ impl RequestGen<'_> {
         let render_end = render_start + self.rng.latency_ns(cost(4.0, 0.4), 1.0);
         let send_end = render_end + self.rng.latency_ns(cost(20.0, 0.5), 1.0);
         let render_id = self.rng.span_id();
-        let render = self.span(
+        let render = SpanSpec::new(
             render_id,
-            Some(consumer_id.clone()),
             "render confirmation",
             SpanKind::Internal,
-            render_start,
-            render_end,
+            (render_start, render_end),
             vec![s("app.template", "order-confirmation")],
-            false,
-            Vec::new(),
         );
         let send_id = self.rng.span_id();
-        let send = self.span(
+        let send = SpanSpec::new(
             send_id,
-            Some(consumer_id.clone()),
             "send confirmation email",
             SpanKind::Internal,
-            render_end,
-            send_end,
+            (render_end, send_end),
             vec![s("app.email.provider", "smtp")],
-            false,
-            Vec::new(),
         );
+        self.child_span(&consumer, render);
+        self.child_span(&consumer, send);
         let attrs = vec![
             s("messaging.system", "kafka"),
             s("messaging.destination.name", "orders"),
             s("messaging.operation.type", "process"),
             s("messaging.consumer.group.name", "email"),
         ];
-        let consume = self.span(
-            consumer_id,
-            Some(producer_id),
-            "orders process",
-            SpanKind::Consumer,
-            consume_start,
-            send_end,
-            attrs,
-            false,
-            Vec::new(),
-        );
-        for span in [render, send, consume] {
-            self.out.span(consumer.exporter, span);
-        }
+        let consume = self.span(SpanSpec {
+            parent: Some(producer_id),
+            ..SpanSpec::new(
+                consumer_id,
+                "orders process",
+                SpanKind::Consumer,
+                (consume_start, send_end),
+                attrs,
+            )
+        });
+        self.out.span(consumer.exporter, consume);
         let user = self.rng.range(1000, 9999);
         self.log(
             &consumer,

@@ -24,6 +24,51 @@ pub(crate) struct Site {
     pub(crate) exporter: Exporter,
 }
 
+/// A database or cache statement a service runs, and what it costs.
+#[derive(Clone, Copy)]
+pub(crate) struct Query {
+    pub(crate) dependency: &'static Dependency,
+    pub(crate) operation: &'static str,
+    pub(crate) statement: &'static str,
+    pub(crate) cost: Cost,
+}
+
+/// What a span is, before the trace it belongs to is filled in.
+pub(crate) struct SpanSpec<'a> {
+    pub(crate) span_id: Vec<u8>,
+    pub(crate) parent: Option<Vec<u8>>,
+    pub(crate) name: &'a str,
+    pub(crate) kind: SpanKind,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) error: bool,
+    pub(crate) events: Vec<Event>,
+}
+
+impl<'a> SpanSpec<'a> {
+    /// A successful span without events or parent.
+    pub(crate) fn new(
+        span_id: Vec<u8>,
+        name: &'a str,
+        kind: SpanKind,
+        (start, end): (i64, i64),
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        SpanSpec {
+            span_id,
+            parent: None,
+            name,
+            kind,
+            start,
+            end,
+            attributes,
+            error: false,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// The result of handling a request.
 pub(crate) struct Served {
     pub(crate) end: i64,
@@ -144,17 +189,16 @@ impl<'a> RequestGen<'a> {
         };
         self.out.span(
             exporter,
-            self.span(
-                span_id,
-                None,
-                "POST /api/checkout",
-                SpanKind::Server,
-                start,
-                start + duration,
-                attrs,
-                failed,
-                Vec::new(),
-            ),
+            self.span(SpanSpec {
+                error: failed,
+                ..SpanSpec::new(
+                    span_id,
+                    "POST /api/checkout",
+                    SpanKind::Server,
+                    (start, start + duration),
+                    attrs,
+                )
+            }),
         );
         self.metrics.request(
             instance,
@@ -165,31 +209,19 @@ impl<'a> RequestGen<'a> {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn span(
-        &self,
-        span_id: Vec<u8>,
-        parent: Option<Vec<u8>>,
-        name: &str,
-        kind: SpanKind,
-        start: i64,
-        end: i64,
-        attributes: Vec<KeyValue>,
-        error: bool,
-        events: Vec<Event>,
-    ) -> Span {
+    pub(crate) fn span(&self, spec: SpanSpec<'_>) -> Span {
         Span {
             trace_id: self.trace_id.clone(),
-            span_id,
-            parent_span_id: parent.unwrap_or_default(),
-            name: name.into(),
-            kind: kind as i32,
-            start_time_unix_nano: start as u64,
-            end_time_unix_nano: end as u64,
-            attributes,
-            events,
+            span_id: spec.span_id,
+            parent_span_id: spec.parent.unwrap_or_default(),
+            name: spec.name.into(),
+            kind: spec.kind as i32,
+            start_time_unix_nano: spec.start as u64,
+            end_time_unix_nano: spec.end as u64,
+            attributes: spec.attributes,
+            events: spec.events,
             status: Some(Status {
-                code: if error {
+                code: if spec.error {
                     StatusCode::Error
                 } else {
                     StatusCode::Unset
@@ -198,6 +230,16 @@ impl<'a> RequestGen<'a> {
             }),
             ..Default::default()
         }
+    }
+
+    /// Emits a successful, event-less child span of `site`, exported as
+    /// `site` is.
+    pub(crate) fn child_span(&mut self, site: &Site, spec: SpanSpec<'_>) {
+        let span = self.span(SpanSpec {
+            parent: Some(site.span_id.clone()),
+            ..spec
+        });
+        self.out.span(site.exporter, span);
     }
 
     pub(crate) fn net(&mut self) -> i64 {
@@ -259,17 +301,18 @@ impl<'a> RequestGen<'a> {
         }
         let parent = client_id.clone();
         let name = format!("{method} {route}");
-        let span = self.span(
-            server_id,
+        let span = self.span(SpanSpec {
             parent,
-            &name,
-            SpanKind::Server,
-            server_start,
-            served.end,
-            attrs,
-            failed,
+            error: failed,
             events,
-        );
+            ..SpanSpec::new(
+                server_id,
+                &name,
+                SpanKind::Server,
+                (server_start, served.end),
+                attrs,
+            )
+        });
         self.out.span(exporter, span);
         self.metrics.request(
             instance,
@@ -294,17 +337,11 @@ impl<'a> RequestGen<'a> {
         if failed {
             attrs.push(s("error.type", served.status.to_string()));
         }
-        let span = self.span(
-            client_id,
-            Some(caller.span_id.clone()),
-            method,
-            SpanKind::Client,
-            start,
-            end,
-            attrs,
-            failed,
-            Vec::new(),
-        );
+        let span = self.span(SpanSpec {
+            parent: Some(caller.span_id.clone()),
+            error: failed,
+            ..SpanSpec::new(client_id, method, SpanKind::Client, (start, end), attrs)
+        });
         self.out.span(caller.exporter, span);
         Served {
             end,
@@ -313,15 +350,13 @@ impl<'a> RequestGen<'a> {
     }
 
     /// A database or cache call: one CLIENT span on the caller.
-    pub(crate) fn db_call(
-        &mut self,
-        site: &Site,
-        dep: &Dependency,
-        operation: &str,
-        statement: &str,
-        c: Cost,
-        start: i64,
-    ) -> i64 {
+    pub(crate) fn db_call(&mut self, site: &Site, query: &Query, start: i64) -> i64 {
+        let Query {
+            dependency: dep,
+            operation,
+            statement,
+            cost: c,
+        } = *query;
         let slow = self.faults.db_slow && dep.server_address == POSTGRES.server_address;
         let factor = if slow { scenario::SLOW_DB_FACTOR } else { 1.0 };
         let duration = self.rng.latency_ns(c, factor);
@@ -345,18 +380,10 @@ impl<'a> RequestGen<'a> {
             format!("{operation} inventory.stock")
         };
         let id = self.rng.span_id();
-        let span = self.span(
-            id,
-            Some(site.span_id.clone()),
-            &name,
-            SpanKind::Client,
-            start,
-            end,
-            attrs,
-            false,
-            Vec::new(),
+        self.child_span(
+            site,
+            SpanSpec::new(id, &name, SpanKind::Client, (start, end), attrs),
         );
-        self.out.span(site.exporter, span);
         self.metrics.db_time(site.instance, duration as f64 / 1e9);
         if duration > 100 * NS_PER_MS {
             self.log(

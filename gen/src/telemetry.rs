@@ -67,76 +67,88 @@ impl Pending {
     }
 
     /// Builds the export requests and empties the buffer.
-    pub fn take_requests(
-        &mut self,
-        instances: &[Instance],
-        new_version: &str,
-    ) -> (ExportTraceServiceRequest, ExportLogsServiceRequest) {
+    pub fn take_requests(&mut self, instances: &[Instance], new_version: &str) -> Requests {
         let scope = |service: &str| InstrumentationScope {
             name: format!("shop.{service}"),
             version: "1.0.0".into(),
             ..Default::default()
         };
-        let version = |e: Exporter| {
+        let resource_of = |e: Exporter| {
             let inst = &instances[e.instance];
-            if e.new_version {
+            let version = if e.new_version {
                 new_version.to_string()
             } else {
                 version_of(inst.service).to_string()
-            }
+            };
+            (resource(inst, &version), scope(inst.service))
         };
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.sort_by_key(|(e, _)| (e.instance, e.new_version));
-        let mut resource_spans: Vec<(Exporter, ResourceSpans)> = Vec::new();
-        for (exporter, span) in spans {
-            if resource_spans.last().is_none_or(|(e, _)| *e != exporter) {
-                let inst = &instances[exporter.instance];
-                resource_spans.push((
-                    exporter,
-                    ResourceSpans {
-                        resource: Some(resource(inst, &version(exporter))),
-                        scope_spans: vec![ScopeSpans {
-                            scope: Some(scope(inst.service)),
+        let spans = std::mem::take(&mut self.spans);
+        let logs = std::mem::take(&mut self.logs);
+        Requests {
+            span_count: spans.len() as u64,
+            log_count: logs.len() as u64,
+            traces: ExportTraceServiceRequest {
+                resource_spans: by_exporter(
+                    spans,
+                    |e| {
+                        let (resource, scope) = resource_of(e);
+                        ResourceSpans {
+                            resource: Some(resource),
+                            scope_spans: vec![ScopeSpans {
+                                scope: Some(scope),
+                                ..Default::default()
+                            }],
                             ..Default::default()
-                        }],
-                        ..Default::default()
+                        }
                     },
-                ));
-            }
-            if let Some((_, last)) = resource_spans.last_mut() {
-                last.scope_spans[0].spans.push(span);
-            }
-        }
-
-        let mut logs = std::mem::take(&mut self.logs);
-        logs.sort_by_key(|(e, _)| (e.instance, e.new_version));
-        let mut resource_logs: Vec<(Exporter, ResourceLogs)> = Vec::new();
-        for (exporter, log) in logs {
-            if resource_logs.last().is_none_or(|(e, _)| *e != exporter) {
-                let inst = &instances[exporter.instance];
-                resource_logs.push((
-                    exporter,
-                    ResourceLogs {
-                        resource: Some(resource(inst, &version(exporter))),
-                        scope_logs: vec![ScopeLogs {
-                            scope: Some(scope(inst.service)),
+                    |r, span| r.scope_spans[0].spans.push(span),
+                ),
+            },
+            logs: ExportLogsServiceRequest {
+                resource_logs: by_exporter(
+                    logs,
+                    |e| {
+                        let (resource, scope) = resource_of(e);
+                        ResourceLogs {
+                            resource: Some(resource),
+                            scope_logs: vec![ScopeLogs {
+                                scope: Some(scope),
+                                ..Default::default()
+                            }],
                             ..Default::default()
-                        }],
-                        ..Default::default()
+                        }
                     },
-                ));
-            }
-            if let Some((_, last)) = resource_logs.last_mut() {
-                last.scope_logs[0].log_records.push(log);
-            }
+                    |r, log| r.scope_logs[0].log_records.push(log),
+                ),
+            },
         }
-        (
-            ExportTraceServiceRequest {
-                resource_spans: resource_spans.into_iter().map(|(_, r)| r).collect(),
-            },
-            ExportLogsServiceRequest {
-                resource_logs: resource_logs.into_iter().map(|(_, r)| r).collect(),
-            },
-        )
     }
+}
+
+/// Pending spans and logs as export requests, with how many of each.
+pub struct Requests {
+    pub traces: ExportTraceServiceRequest,
+    pub span_count: u64,
+    pub logs: ExportLogsServiceRequest,
+    pub log_count: u64,
+}
+
+/// One group (`new_group`) per exporter, in exporter order, holding that
+/// exporter's items in their original order (`push`).
+fn by_exporter<T, G>(
+    mut items: Vec<(Exporter, T)>,
+    new_group: impl Fn(Exporter) -> G,
+    push: impl Fn(&mut G, T),
+) -> Vec<G> {
+    items.sort_by_key(|(e, _)| (e.instance, e.new_version));
+    let mut groups: Vec<(Exporter, G)> = Vec::new();
+    for (exporter, item) in items {
+        if groups.last().is_none_or(|(e, _)| *e != exporter) {
+            groups.push((exporter, new_group(exporter)));
+        }
+        if let Some((_, group)) = groups.last_mut() {
+            push(group, item);
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }

@@ -73,7 +73,8 @@ pub fn append_attributes<'a>(
     let _ = builder.append(true);
 }
 
-/// The `service.name` resource attribute, as DESIGN.md defines `service`.
+/// The `service` column: the `service.name` resource attribute, or
+/// `unknown_service` when it is absent or empty (see the README).
 pub fn service_name(resource_attrs: &[KeyValue]) -> String {
     resource_attrs
         .iter()

@@ -44,15 +44,6 @@ struct HttpState {
     body_timeout: Duration,
 }
 
-/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 /// The OTLP/HTTP routes; bodies larger than `max_body_bytes` (before or
 /// after decompression) are refused with 413, bodies that take longer than
 /// `body_timeout` to arrive with 408.
@@ -208,9 +199,11 @@ fn success_response<R: OtlpExport>(encoding: Encoding, outcome: Outcome) -> Resp
 }
 
 fn error_response(encoding: Encoding, err: &IngestError) -> Response {
-    let status = RpcStatus {
+    // `google.rpc.Status`, the body of OTLP/HTTP error responses.
+    let status = tonic_types::Status {
         code: err.grpc_status().code() as i32,
         message: err.to_string(),
+        details: Vec::new(),
     };
     let body = match encoding {
         Encoding::Protobuf => status.encode_to_vec(),

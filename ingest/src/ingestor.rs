@@ -53,29 +53,27 @@ impl Ingestor {
             for transport in [Transport::Grpc, Transport::Http] {
                 let labels = [("signal", signal.name()), ("transport", transport.name())];
                 let with = |outcome: &'static str| [labels[0], labels[1], ("outcome", outcome)];
+                let records = |outcome| {
+                    registry.counter(
+                        "loupe_ingest_records_total",
+                        "Records (log records, spans, data points) received.",
+                        &with(outcome),
+                    )
+                };
+                let bytes = |outcome| {
+                    registry.counter(
+                        "loupe_ingest_bytes_total",
+                        "Uncompressed request bytes received.",
+                        &with(outcome),
+                    )
+                };
                 counters.insert(
                     (signal, transport),
                     Counters {
-                        records_accepted: registry.counter(
-                            "loupe_ingest_records_total",
-                            "Records (log records, spans, data points) received.",
-                            &with("accepted"),
-                        ),
-                        records_rejected: registry.counter(
-                            "loupe_ingest_records_total",
-                            "Records (log records, spans, data points) received.",
-                            &with("rejected"),
-                        ),
-                        bytes_accepted: registry.counter(
-                            "loupe_ingest_bytes_total",
-                            "Uncompressed request bytes received.",
-                            &with("accepted"),
-                        ),
-                        bytes_rejected: registry.counter(
-                            "loupe_ingest_bytes_total",
-                            "Uncompressed request bytes received.",
-                            &with("rejected"),
-                        ),
+                        records_accepted: records("accepted"),
+                        records_rejected: records("rejected"),
+                        bytes_accepted: bytes("accepted"),
+                        bytes_rejected: bytes("rejected"),
                         requests_failed: registry.counter(
                             "loupe_ingest_failed_requests_total",
                             "Export requests refused as a whole (bad input, overload, errors).",

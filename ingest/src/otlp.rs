@@ -31,62 +31,72 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     fn response(rejected: usize, message: String) -> Self::Response;
 }
 
-impl OtlpExport for ExportLogsServiceRequest {
-    const SIGNAL: Signal = Signal::Logs;
-    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const REJECTED_JSON_FIELD: &'static str = "rejectedLogRecords";
-    type Response = ExportLogsServiceResponse;
+/// One `OtlpExport` impl: the request type, its signal, gRPC service,
+/// JSON rejected-count field, response and partial-success types (with the
+/// rejected-count field) and converter.
+macro_rules! otlp_export {
+    (
+        $request:ty,
+        $signal:expr,
+        $service:literal,
+        $json_field:literal,
+        $response:ident,
+        $partial:ident { $rejected:ident },
+        $convert:expr $(,)?
+    ) => {
+        impl OtlpExport for $request {
+            const SIGNAL: Signal = $signal;
+            const GRPC_SERVICE: &'static str = $service;
+            const REJECTED_JSON_FIELD: &'static str = $json_field;
+            type Response = $response;
 
-    fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
-        convert::logs::convert(self, received)
-    }
+            fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
+                $convert(self, received)
+            }
 
-    fn response(rejected: usize, message: String) -> Self::Response {
-        ExportLogsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected as i64,
-                error_message: message,
-            }),
+            fn response(rejected: usize, message: String) -> Self::Response {
+                $response {
+                    partial_success: (rejected > 0).then_some($partial {
+                        $rejected: rejected as i64,
+                        error_message: message,
+                    }),
+                }
+            }
         }
-    }
+    };
 }
 
-impl OtlpExport for ExportTraceServiceRequest {
-    const SIGNAL: Signal = Signal::Spans;
-    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const REJECTED_JSON_FIELD: &'static str = "rejectedSpans";
-    type Response = ExportTraceServiceResponse;
+otlp_export!(
+    ExportLogsServiceRequest,
+    Signal::Logs,
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    "rejectedLogRecords",
+    ExportLogsServiceResponse,
+    ExportLogsPartialSuccess {
+        rejected_log_records
+    },
+    convert::logs::convert,
+);
 
-    fn convert(&self, _received: i64) -> Result<Converted, ArrowError> {
-        convert::traces::convert(self)
-    }
+otlp_export!(
+    ExportTraceServiceRequest,
+    Signal::Spans,
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    "rejectedSpans",
+    ExportTraceServiceResponse,
+    ExportTracePartialSuccess { rejected_spans },
+    // Span times are kept as sent: there is nothing to fill in.
+    |request, _received| convert::traces::convert(request),
+);
 
-    fn response(rejected: usize, message: String) -> Self::Response {
-        ExportTraceServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: rejected as i64,
-                error_message: message,
-            }),
-        }
-    }
-}
-
-impl OtlpExport for ExportMetricsServiceRequest {
-    const SIGNAL: Signal = Signal::Metrics;
-    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const REJECTED_JSON_FIELD: &'static str = "rejectedDataPoints";
-    type Response = ExportMetricsServiceResponse;
-
-    fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
-        convert::metrics::convert(self, received)
-    }
-
-    fn response(rejected: usize, message: String) -> Self::Response {
-        ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: rejected as i64,
-                error_message: message,
-            }),
-        }
-    }
-}
+otlp_export!(
+    ExportMetricsServiceRequest,
+    Signal::Metrics,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "rejectedDataPoints",
+    ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess {
+        rejected_data_points
+    },
+    convert::metrics::convert,
+);

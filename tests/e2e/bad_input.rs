@@ -14,13 +14,7 @@ use crate::otlp_proto::{LOGS_EXPORT, logs_request, raw_grpc};
 const PROTOBUF: &str = "application/x-protobuf";
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
+type RpcStatus = tonic_types::Status;
 
 fn bodies(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()

@@ -1,7 +1,8 @@
 //! Crash safety: stream requests, note which were acknowledged, SIGKILL the
 //! server at a random moment (while flushes are happening), restart, and
 //! check that every acknowledged record is there exactly once — with
-//! flushes and compactions running when the kill comes.
+//! flushes and compactions running when the kill comes — and still is after
+//! a final clean restart. The seed is printed; `LOUPE_TEST_SEED` replays it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use prost::Message;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-use crate::harness::Loupe;
+use crate::harness::{Loupe, deadline_in, wait_until};
 use crate::otlp_proto::logs_request;
 
 const RECORDS_PER_REQUEST: usize = 20;
@@ -49,14 +51,55 @@ fn send_until_stopped(
     }
 }
 
+/// The seed from `LOUPE_TEST_SEED` if set (to replay a failure), else a
+/// fresh one. Printed either way.
+fn test_seed() -> u64 {
+    let seed = match std::env::var("LOUPE_TEST_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("LOUPE_TEST_SEED={s:?} is not a u64")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    println!("crash test seed {seed} (replay with LOUPE_TEST_SEED={seed})");
+    seed
+}
+
+/// Every acknowledged request is stored exactly once, and every stored one
+/// (acknowledged or not) is whole: never in part, never twice.
+fn check_exactly_once(loupe: &Loupe, acked: &[String], context: &str) {
+    let rows = loupe.sql(
+        "SELECT split_part(body, '#', 1) AS request, count(*) AS n, count(DISTINCT body) AS distinct_bodies
+         FROM logs GROUP BY 1",
+    );
+    let stored: HashMap<String, (u64, u64)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                (r[1].as_u64().unwrap(), r[2].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    let whole = (RECORDS_PER_REQUEST as u64, RECORDS_PER_REQUEST as u64);
+    for id in acked {
+        assert_eq!(
+            stored.get(id),
+            Some(&whole),
+            "{context}: acknowledged request {id} is not stored exactly once"
+        );
+    }
+    for (id, counts) in &stored {
+        assert_eq!(*counts, whole, "{context}: request {id}");
+    }
+}
+
 #[test]
 fn acknowledged_records_survive_sigkill_exactly_once() {
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("crash test seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let seed = test_seed();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Frequent small flushes, so kills land before, during and after them.
     // Compaction runs all the time too, so kills also land mid-merge.
     let mut loupe = Loupe::start(&[
@@ -80,13 +123,17 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
                 std::thread::spawn(move || send_until_stopped(url, round, s, stop, acked))
             })
             .collect();
-        // Wait for traffic to flow (a loaded CI machine can be slow), then
-        // kill at a random moment.
+        // Wait for this round's traffic to flow (a loaded CI machine can be
+        // slow), then kill at a random moment.
         let before = acked.lock().unwrap().len();
-        let flowing = std::time::Instant::now() + Duration::from_secs(30);
-        while acked.lock().unwrap().len() == before && std::time::Instant::now() < flowing {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let flowing = wait_until(deadline_in(Duration::from_secs(30)), || {
+            acked.lock().unwrap().len() > before
+        });
+        assert!(
+            flowing,
+            "round {round} seed {seed}: nothing was acknowledged; log:\n{}",
+            loupe.log()
+        );
         std::thread::sleep(Duration::from_millis(rng.random_range(0..1200)));
         loupe.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -94,43 +141,18 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
             s.join().unwrap();
         }
         loupe.restart();
-
-        let rows = loupe.sql(
-            "SELECT split_part(body, '#', 1) AS request, count(*) AS n, count(DISTINCT body) AS distinct_bodies
-             FROM logs GROUP BY 1",
+        check_exactly_once(
+            &loupe,
+            &acked.lock().unwrap(),
+            &format!("round {round} seed {seed}"),
         );
-        let stored: HashMap<String, (u64, u64)> = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r[0].as_str().unwrap().to_string(),
-                    (r[1].as_u64().unwrap(), r[2].as_u64().unwrap()),
-                )
-            })
-            .collect();
-        let acked = acked.lock().unwrap();
-        assert!(
-            !acked.is_empty(),
-            "round {round}: nothing was acknowledged; log:\n{}",
-            loupe.log()
-        );
-        for id in acked.iter() {
-            assert_eq!(
-                stored.get(id),
-                Some(&(RECORDS_PER_REQUEST as u64, RECORDS_PER_REQUEST as u64)),
-                "round {round} seed {seed}: acknowledged request {id} is not stored exactly once"
-            );
-        }
-        // Unacknowledged requests may or may not be there, but never in part
-        // and never twice.
-        for (id, (n, distinct)) in &stored {
-            assert_eq!(
-                (*n, *distinct),
-                (RECORDS_PER_REQUEST as u64, RECORDS_PER_REQUEST as u64),
-                "request {id}"
-            );
-        }
     }
-    let splits = loupe.count("SELECT count(*) FROM logs");
-    assert!(splits >= acked.lock().unwrap().len() as u64 * RECORDS_PER_REQUEST as u64);
+    // What recovery brought back must also survive being flushed and
+    // compacted: a clean stop writes it all to Parquet, then check again.
+    loupe.clean_restart();
+    check_exactly_once(
+        &loupe,
+        &acked.lock().unwrap(),
+        &format!("after a clean restart, seed {seed}"),
+    );
 }

@@ -4,12 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::shared::{EPHEMERAL_PORTS, listening_addr};
 
 pub struct Loupe {
     child: Option<Child>,
@@ -22,11 +24,7 @@ pub struct Loupe {
 }
 
 fn parse_addr(line: &str, key: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .parse()
-        .unwrap()
+    listening_addr(line, key).parse().unwrap()
 }
 
 impl Loupe {
@@ -71,14 +69,7 @@ impl Loupe {
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args([
-                "--otlp-grpc",
-                "127.0.0.1:0",
-                "--otlp-http",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .args(EPHEMERAL_PORTS)
             .args(&self.args)
             .env("LOUPE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -139,13 +130,15 @@ impl Loupe {
         }
     }
 
-    /// Starts again on the same data directory (new ports).
-    /// SIGTERM (everything flushed to Parquet), then start again.
+    /// SIGTERM (everything flushed to Parquet), then start again on the
+    /// same data directory (new ports).
     pub fn clean_restart(&mut self) {
         self.terminate();
         self.spawn();
     }
 
+    /// SIGKILL (a crash), then start again on the same data directory (new
+    /// ports).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
@@ -218,4 +211,43 @@ impl Drop for Loupe {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Polls `done` until it holds or `deadline` passes; returns whether it held.
+/// Tests wait for conditions this way rather than sleeping a fixed time.
+pub fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `Instant::now() + timeout`, for `wait_until`.
+pub fn deadline_in(timeout: Duration) -> Instant {
+    Instant::now() + timeout
+}
+
+/// Every file under `dir` (recursively) whose name ends in `.{extension}`.
+pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == extension) {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

@@ -11,6 +11,7 @@ mod otlp_sdk;
 mod problems;
 mod scenarios;
 mod search;
+mod shared;
 mod sql_api;
 mod traces;
 mod webhook_receiver;

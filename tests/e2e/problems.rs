@@ -6,6 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::Loupe;
+use crate::shared::{FAULT_NS, incident_args};
 
 /// Runs a fault scenario (fault halfway) and returns the problems report
 /// for the faulty half against the healthy half.
@@ -14,32 +15,14 @@ fn incident(scenario: &str, seed: &str) -> (Value, Loupe) {
     let dir = tempfile::tempdir().unwrap();
     let truth_path = dir.path().join("truth.json");
     let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args([
-            "gen",
-            "--endpoint",
-            &loupe.grpc_url(),
-            "--quiet",
-            "--scenario",
-            scenario,
-        ])
-        .args([
-            "--rate",
-            "120",
-            "--duration",
-            "12s",
-            "--fault-at",
-            "6s",
-            "--seed",
-            seed,
-            "--truth",
-        ])
-        .arg(&truth_path)
+        .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
+        .args(incident_args(scenario, seed, &truth_path))
         .status()
         .unwrap();
     assert!(status.success());
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(truth_path).unwrap()).unwrap();
     let fault = truth["fault"]["start_unix_nano"].as_i64().unwrap();
-    let end = fault + 6_000_000_000;
+    let end = fault + FAULT_NS;
     let response = loupe
         .client()
         .get(loupe.api_url(&format!("/api/v1/problems?start={fault}&end={end}")))

@@ -3,10 +3,11 @@
 //! seed must fix the data.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::Loupe;
+use crate::harness::{Loupe, deadline_in, wait_until};
 
 /// Runs `loupe gen` to completion and returns its ground truth.
 fn generate(loupe: &Loupe, args: &[&str]) -> Value {
@@ -384,19 +385,16 @@ fn the_same_seed_gives_the_same_ids_and_values() {
 #[test]
 fn serve_demo_shows_live_data_within_seconds() {
     let loupe = Loupe::start(&["--demo", "--demo-rate", "40"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let services = loupe.count("SELECT count(DISTINCT service) FROM spans");
-        let logs = loupe.count("SELECT count(*) FROM logs");
-        if services >= 8 && logs > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "demo data did not show up: {services} services, {logs} logs"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let (mut services, mut logs) = (0, 0);
+    let shown = wait_until(deadline_in(Duration::from_secs(30)), || {
+        services = loupe.count("SELECT count(DISTINCT service) FROM spans");
+        logs = loupe.count("SELECT count(*) FROM logs");
+        services >= 8 && logs > 0
+    });
+    assert!(
+        shown,
+        "demo data did not show up: {services} services, {logs} logs"
+    );
 }
 
 /// Rate control on its own (the server's speed aside): a sink that only

@@ -27,15 +27,22 @@ fn results_come_as_json_csv_or_arrow() {
     let loupe = Loupe::start(&[]);
     load_logs(&loupe, 1, 3);
     let sql = json!({"sql": "SELECT service, count(*) AS n FROM logs GROUP BY service"});
+    let started = std::time::Instant::now();
     let (status, body) =
         loupe.sql_response("SELECT service, count(*) AS n FROM logs GROUP BY service");
+    let round_trip_ms = started.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(status, 200);
     assert_eq!(
         body["columns"],
         json!([{"name": "service", "type": "Utf8"}, {"name": "n", "type": "Int64"}])
     );
     assert_eq!(body["rows"], json!([["sql", 3]]));
-    assert!(body["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    // The server's own timing: some time, and no more than the client saw.
+    let elapsed_ms = body["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        elapsed_ms > 0.0 && elapsed_ms <= round_trip_ms,
+        "elapsed_ms {elapsed_ms} outside (0, {round_trip_ms}]"
+    );
 
     let csv = loupe
         .client()

@@ -7,9 +7,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::harness::{deadline_in, wait_until};
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -81,18 +83,13 @@ impl Receiver {
         timeout: Duration,
         done: impl Fn(&[Delivery]) -> bool,
     ) -> Vec<Delivery> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.deliveries();
-            if done(&seen) {
-                return seen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; received: {seen:#?}"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        let mut seen = Vec::new();
+        let arrived = wait_until(deadline_in(timeout), || {
+            seen = self.deliveries();
+            done(&seen)
+        });
+        assert!(arrived, "timed out waiting for {what}; received: {seen:#?}");
+        seen
     }
 }
 

@@ -11,7 +11,9 @@ use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{Converted, Rejections, optional_id, to_nanos};
+use super::{
+    Converted, Rejections, optional_id, resource_attributes, scope_name_version, to_nanos,
+};
 use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name, to_text};
 
 /// `severity_text` for records that only carry a number, per the OTLP
@@ -98,18 +100,10 @@ pub fn convert(request: &ExportLogsServiceRequest, received: i64) -> Result<Conv
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_logs in &request.resource_logs {
-        let resource_attrs = resource_logs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
+        let resource_attrs = resource_attributes(resource_logs.resource.as_ref());
         let service = service_name(resource_attrs);
         for scope_logs in &resource_logs.scope_logs {
-            let (scope_name, scope_version) = scope_logs
-                .scope
-                .as_ref()
-                .map(|s| (s.name.as_str(), s.version.as_str()))
-                .unwrap_or_default();
+            let (scope_name, scope_version) = scope_name_version(scope_logs.scope.as_ref());
             for record in &scope_logs.log_records {
                 let (trace_id, span_id) = match ids(record) {
                     Ok(ids) => ids,

@@ -13,9 +13,11 @@ use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
-use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, metric::Data, number_data_point,
+};
 
-use super::{Converted, Rejections, to_nanos};
+use super::{Converted, Rejections, resource_attributes, scope_name_version, to_nanos};
 use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name};
 
 fn temporality_name(t: i32) -> Option<&'static str> {
@@ -77,6 +79,49 @@ struct Point<'a> {
     temporality: Option<&'static str>,
     is_monotonic: Option<bool>,
 }
+
+/// A histogram or exponential-histogram point: the fields both kinds share.
+trait DistributionPoint {
+    /// The shared row fields, for a point of `kind` with `temporality`.
+    fn point(&self, kind: &'static str, temporality: i32) -> Point<'_>;
+    fn count(&self) -> u64;
+    fn sum(&self) -> Option<f64>;
+    fn min(&self) -> Option<f64>;
+    fn max(&self) -> Option<f64>;
+}
+
+macro_rules! distribution_point {
+    ($point:ty) => {
+        impl DistributionPoint for $point {
+            fn point(&self, kind: &'static str, temporality: i32) -> Point<'_> {
+                Point {
+                    kind,
+                    time: self.time_unix_nano,
+                    start_time: self.start_time_unix_nano,
+                    flags: self.flags,
+                    attributes: &self.attributes,
+                    temporality: temporality_name(temporality),
+                    is_monotonic: None,
+                }
+            }
+            fn count(&self) -> u64 {
+                self.count
+            }
+            fn sum(&self) -> Option<f64> {
+                self.sum
+            }
+            fn min(&self) -> Option<f64> {
+                self.min
+            }
+            fn max(&self) -> Option<f64> {
+                self.max
+            }
+        }
+    };
+}
+
+distribution_point!(HistogramDataPoint);
+distribution_point!(ExponentialHistogramDataPoint);
 
 impl Columns {
     fn new() -> Self {
@@ -148,6 +193,19 @@ impl Columns {
         self.max.append_option(max);
     }
 
+    /// `common` and `distribution` for a histogram or exponential-histogram
+    /// point; the caller appends the kind-specific columns.
+    fn distribution_point(
+        &mut self,
+        ctx: &Context<'_>,
+        dp: &impl DistributionPoint,
+        kind: &'static str,
+        temporality: i32,
+    ) {
+        self.common(ctx, dp.point(kind, temporality));
+        self.distribution(dp.count(), dp.sum(), dp.min(), dp.max());
+    }
+
     fn null_histogram(&mut self) {
         self.bucket_bounds.append_null();
         self.bucket_counts.append_null();
@@ -200,19 +258,7 @@ impl Columns {
             ),
             Data::Histogram(h) => {
                 for dp in &h.data_points {
-                    self.common(
-                        ctx,
-                        Point {
-                            kind: "histogram",
-                            time: dp.time_unix_nano,
-                            start_time: dp.start_time_unix_nano,
-                            flags: dp.flags,
-                            attributes: &dp.attributes,
-                            temporality: temporality_name(h.aggregation_temporality),
-                            is_monotonic: None,
-                        },
-                    );
-                    self.distribution(dp.count, dp.sum, dp.min, dp.max);
+                    self.distribution_point(ctx, dp, "histogram", h.aggregation_temporality);
                     self.bucket_bounds
                         .values()
                         .append_slice(&dp.explicit_bounds);
@@ -226,19 +272,12 @@ impl Columns {
             }
             Data::ExponentialHistogram(h) => {
                 for dp in &h.data_points {
-                    self.common(
+                    self.distribution_point(
                         ctx,
-                        Point {
-                            kind: "exponential_histogram",
-                            time: dp.time_unix_nano,
-                            start_time: dp.start_time_unix_nano,
-                            flags: dp.flags,
-                            attributes: &dp.attributes,
-                            temporality: temporality_name(h.aggregation_temporality),
-                            is_monotonic: None,
-                        },
+                        dp,
+                        "exponential_histogram",
+                        h.aggregation_temporality,
                     );
-                    self.distribution(dp.count, dp.sum, dp.min, dp.max);
                     self.null_histogram();
                     self.exp_scale.append_value(dp.scale);
                     self.exp_zero_count.append_value(dp.zero_count);
@@ -376,18 +415,10 @@ pub fn convert(
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_metrics in &request.resource_metrics {
-        let resource_attrs = resource_metrics
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
+        let resource_attrs = resource_attributes(resource_metrics.resource.as_ref());
         let service = service_name(resource_attrs);
         for scope_metrics in &resource_metrics.scope_metrics {
-            let scope = scope_metrics
-                .scope
-                .as_ref()
-                .map(|s| (s.name.as_str(), s.version.as_str()))
-                .unwrap_or_default();
+            let scope = scope_name_version(scope_metrics.scope.as_ref());
             for metric in &scope_metrics.metrics {
                 if metric.name.is_empty() {
                     let n = data_point_count(metric).max(1);

@@ -7,6 +7,8 @@ pub mod metrics;
 pub mod traces;
 
 use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 pub use ids::{hex_id, optional_id};
 
@@ -55,4 +57,18 @@ impl Rejections {
 /// OTLP times are u64 ns; Arrow's are i64. Anything past 2262 is clamped.
 pub fn to_nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// A resource's attributes; none without a resource.
+pub fn resource_attributes(resource: Option<&Resource>) -> &[KeyValue] {
+    resource
+        .map(|r| r.attributes.as_slice())
+        .unwrap_or_default()
+}
+
+/// A scope's name and version; empty without a scope.
+pub fn scope_name_version(scope: Option<&InstrumentationScope>) -> (&str, &str) {
+    scope
+        .map(|s| (s.name.as_str(), s.version.as_str()))
+        .unwrap_or_default()
 }

@@ -12,7 +12,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
 
-use super::{Converted, Rejections, hex_id, optional_id, to_nanos};
+use super::{
+    Converted, Rejections, hex_id, optional_id, resource_attributes, scope_name_version, to_nanos,
+};
 use crate::anyvalue::{
     AttrBuilder, append_attributes, attributes_json, new_attr_builder, service_name,
 };
@@ -151,18 +153,10 @@ pub fn convert(request: &ExportTraceServiceRequest) -> Result<Converted, ArrowEr
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_spans in &request.resource_spans {
-        let resource_attrs = resource_spans
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or_default();
+        let resource_attrs = resource_attributes(resource_spans.resource.as_ref());
         let service = service_name(resource_attrs);
         for scope_spans in &resource_spans.scope_spans {
-            let (scope_name, scope_version) = scope_spans
-                .scope
-                .as_ref()
-                .map(|s| (s.name.as_str(), s.version.as_str()))
-                .unwrap_or_default();
+            let (scope_name, scope_version) = scope_name_version(scope_spans.scope.as_ref());
             for span in &scope_spans.spans {
                 let (trace_id, span_id, parent) = match ids(span) {
                     Ok(ids) => ids,
