@@ -114,8 +114,9 @@ pub async fn run(args: GenArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
+    let terminated = crate::serve::termination()?;
     tokio::spawn(async move {
-        crate::serve::termination().await;
+        terminated.await;
         on_signal.store(true, Ordering::Relaxed);
     });
     let report = loupe_gen::run(config, stop).await?;

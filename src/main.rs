@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let demo = args.demo.then_some(args.demo_rate);
     let config = args.resolve()?;
+    let terminated = serve::termination()?;
     let server = serve::Server::start(config).await?;
     let b = server.bound;
     // One line on stdout with the bound addresses, for people and scripts
@@ -62,7 +63,7 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     );
     tracing::info!(otlp_grpc = %b.otlp_grpc, otlp_http = %b.otlp_http, http = %b.http, "Loupe is ready");
     let demo = demo.map(|rate| serve::start_demo(b.otlp_grpc, rate));
-    serve::termination().await;
+    terminated.await;
     tracing::info!("shutting down: finishing requests and flushing data");
     if let Some(demo) = demo {
         demo.stop().await;

@@ -133,26 +133,27 @@ impl Server {
     }
 }
 
-/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
-pub async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the SIGINT and SIGTERM handlers now — so a signal that
+/// arrives while the server is still starting is neither lost nor fatal —
+/// and returns a future that resolves at the first of them.
+pub fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
