@@ -14,11 +14,11 @@ use loupe_query::QueryEngine;
 
 pub mod errors;
 pub mod patterns;
-pub mod template_miner;
 pub mod problems;
 pub mod service_graph;
 pub mod services;
 mod subject;
+pub mod template_miner;
 pub mod trace_tree;
 pub mod traces;
 

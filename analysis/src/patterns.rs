@@ -20,8 +20,8 @@ use loupe_query::{QueryEngine, QueryError, time_param};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use crate::template_miner::template;
 use crate::template_miner::TemplateMiner;
+pub use crate::template_miner::template;
 
 /// Counts of templates in a set of lines, with one example line each.
 #[derive(Debug, Default)]
@@ -250,7 +250,10 @@ mod tests {
                 ("connection refused by redis", 0, 1, "new"),
             ]
         );
-        let new = got.iter().find(|c| c.current == 1 && c.before == 0).unwrap();
+        let new = got
+            .iter()
+            .find(|c| c.current == 1 && c.before == 0)
+            .unwrap();
         assert_eq!(new.example, "connection refused by redis");
     }
 }

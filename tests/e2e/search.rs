@@ -59,6 +59,9 @@ fn has_prefix(line: &Line, prefix: &str) -> bool {
     words(line.body).iter().any(|w| w.starts_with(prefix))
 }
 
+/// A search and the same question asked of a line in Rust.
+type Case = (&'static str, fn(&Line) -> bool);
+
 #[test]
 fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
     let flushed = [
@@ -93,7 +96,7 @@ fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
         .collect();
 
     // Each search, and the same question asked of every line in Rust.
-    let cases: [(&str, fn(&Line) -> bool); 7] = [
+    let cases: [Case; 7] = [
         ("match_all('connection reset')", |l| {
             has_word(l, "connection") && has_word(l, "reset")
         }),
