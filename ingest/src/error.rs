@@ -1,5 +1,6 @@
 //! Why an export request failed, and how each transport says so.
 
+use loupe_base::error_kind::ErrorKind;
 use loupe_storage::StorageError;
 
 /// A request-level failure. Record-level problems are not errors: they are
@@ -38,39 +39,32 @@ impl From<StorageError> for IngestError {
 }
 
 impl IngestError {
-    pub fn http_status(&self) -> http::StatusCode {
-        use http::StatusCode as S;
+    /// What kind of failure this is; the statuses of both transports
+    /// follow from it through `loupe_base::error_kind`'s one mapping.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            IngestError::InvalidArgument(_) => S::BAD_REQUEST,
-            IngestError::TooLarge { .. } => S::PAYLOAD_TOO_LARGE,
-            IngestError::UnsupportedMediaType(_) => S::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::Timeout(_) => S::REQUEST_TIMEOUT,
-            IngestError::Overloaded(_) => S::TOO_MANY_REQUESTS,
-            IngestError::Unavailable(_) => S::SERVICE_UNAVAILABLE,
-            IngestError::Internal(_) => S::INTERNAL_SERVER_ERROR,
+            IngestError::InvalidArgument(_) => ErrorKind::Invalid,
+            IngestError::TooLarge { .. } => ErrorKind::TooLarge,
+            IngestError::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
+            IngestError::Timeout(_) => ErrorKind::RequestTimeout,
+            IngestError::Overloaded(_) => ErrorKind::Overloaded,
+            IngestError::Unavailable(_) => ErrorKind::Unavailable,
+            IngestError::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    pub fn http_status(&self) -> http::StatusCode {
+        http::StatusCode::from_u16(self.kind().http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Seconds a client should wait before retrying, for retryable errors.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            IngestError::Overloaded(_) => Some(1),
-            IngestError::Unavailable(_) => Some(5),
-            _ => None,
-        }
+        self.kind().retry_after_secs()
     }
 
     pub fn grpc_status(&self) -> tonic::Status {
-        use tonic::Code;
-        let code = match self {
-            IngestError::InvalidArgument(_) | IngestError::UnsupportedMediaType(_) => {
-                Code::InvalidArgument
-            }
-            IngestError::TooLarge { .. } | IngestError::Overloaded(_) => Code::ResourceExhausted,
-            IngestError::Unavailable(_) => Code::Unavailable,
-            IngestError::Timeout(_) => Code::DeadlineExceeded,
-            IngestError::Internal(_) => Code::Internal,
-        };
+        let code = tonic::Code::from_i32(self.kind().grpc_code());
         match self.retry_after_secs() {
             Some(secs) => {
                 use tonic_types::{ErrorDetails, StatusExt};

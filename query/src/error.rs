@@ -5,6 +5,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
+use loupe_base::error_kind::ErrorKind;
 
 /// Why a query (or an API built on queries) failed, in the terms its HTTP
 /// status needs.
@@ -29,17 +30,22 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// The one mapping from a kind of failure to an HTTP status.
-    pub fn http_status(&self) -> StatusCode {
-        use StatusCode as S;
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            QueryError::Forbidden(_) | QueryError::Invalid(_) => S::BAD_REQUEST,
-            QueryError::NotFound(_) => S::NOT_FOUND,
-            QueryError::Timeout(_) => S::GATEWAY_TIMEOUT,
-            QueryError::ResourcesExhausted(_) => S::UNPROCESSABLE_ENTITY,
-            QueryError::Busy => S::TOO_MANY_REQUESTS,
-            QueryError::Internal(_) => S::INTERNAL_SERVER_ERROR,
+            QueryError::Forbidden(_) => ErrorKind::Forbidden,
+            QueryError::Invalid(_) => ErrorKind::Invalid,
+            QueryError::NotFound(_) => ErrorKind::NotFound,
+            QueryError::Timeout(_) => ErrorKind::Timeout,
+            QueryError::ResourcesExhausted(_) => ErrorKind::Unprocessable,
+            QueryError::Busy => ErrorKind::Overloaded,
+            QueryError::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// The HTTP status, through [`ErrorKind`]'s one mapping.
+    pub fn http_status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
