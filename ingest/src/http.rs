@@ -78,7 +78,7 @@ async fn export<R: OtlpExport>(
             tokio::time::timeout(state.body_timeout, read_limited(body, state.max_body_bytes))
                 .await
                 .map_err(|_| IngestError::Timeout(state.body_timeout))??;
-        let bytes = decompress(&headers, raw, state.max_body_bytes)?;
+        let bytes = decompress_off_workers(&headers, raw, state.max_body_bytes).await?;
         let wire_bytes = bytes.len();
         let request = match decode::<R>(encoding, &bytes) {
             Ok(r) => r,
@@ -131,6 +131,26 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
             "reading request body: {e}"
         ))),
     }
+}
+
+/// Compressed bodies above this size are inflated on the blocking pool, so
+/// a 16 MiB inflation never stalls an async worker other requests share.
+const INLINE_INFLATE_BYTES: usize = 64 << 10;
+
+/// [`decompress`], on the blocking pool for large compressed bodies.
+async fn decompress_off_workers(
+    headers: &HeaderMap,
+    raw: Bytes,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
+    let identity = headers.get(header::CONTENT_ENCODING).is_none();
+    if identity || raw.len() <= INLINE_INFLATE_BYTES {
+        return decompress(headers, raw, limit);
+    }
+    let headers = headers.clone();
+    tokio::task::spawn_blocking(move || decompress(&headers, raw, limit))
+        .await
+        .map_err(|e| IngestError::Internal(format!("decompression task failed: {e}")))?
 }
 
 /// Undoes `Content-Encoding: gzip`, refusing output beyond `limit` bytes so

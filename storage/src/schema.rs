@@ -1,7 +1,7 @@
 //! The Arrow schemas of the three telemetry tables.
 //!
-//! Column names and types here are Loupe's public SQL contract (see
-//! DESIGN.md); ingest builds batches against them, storage persists them and
+//! Column names and types here are Loupe's public SQL contract (the
+//! README's table of tables); ingest builds batches against them, storage persists them and
 //! query exposes them as `logs`, `spans` and `metrics`.
 
 use std::fmt;
