@@ -1,7 +1,7 @@
 //! The `loupe` binary: command-line parsing and wiring only. The work is in
 //! the `ingest`, `storage` and `query` crates.
 
-mod capacity;
+mod background;
 mod config;
 mod gen_cmd;
 mod routes;

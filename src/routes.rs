@@ -24,6 +24,7 @@ pub fn api_router(
     engine: Arc<QueryEngine>,
     registry: Registry,
     capacity: Arc<loupe_capacity::Capacity>,
+    alerts: Arc<loupe_alerts::Alerts>,
 ) -> Router {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -34,6 +35,7 @@ pub fn api_router(
     loupe_query::routes(engine.clone())
         .merge(loupe_analysis::routes(engine))
         .merge(loupe_capacity::api::router(capacity))
+        .merge(loupe_alerts::api::router(alerts))
         .merge(ops)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
 }

@@ -57,8 +57,6 @@ impl Server {
             &registry,
         )?);
 
-        let capacity = crate::capacity::open(&data_dir, engine.clone())?;
-
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
         let api_listener = bind(config.http, "the API").await?;
@@ -67,6 +65,9 @@ impl Server {
             otlp_http: http_listener.local_addr()?,
             http: api_listener.local_addr()?,
         };
+
+        let background =
+            crate::background::open(&data_dir, engine.clone(), format!("http://{}", bound.http))?;
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -95,8 +96,14 @@ impl Server {
                 .context("OTLP/HTTP server")
         }));
 
-        tasks.extend(capacity.spawn(&stop_rx));
-        let api = routes::api_router(storage.clone(), engine, registry, capacity.capacity);
+        tasks.extend(background.spawn(&stop_rx));
+        let api = routes::api_router(
+            storage.clone(),
+            engine,
+            registry,
+            background.capacity.clone(),
+            background.alerts.clone(),
+        );
         let api_stop = stopped(stop_rx);
         tasks.push(tokio::spawn(async move {
             axum::serve(api_listener, api)

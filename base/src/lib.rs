@@ -13,4 +13,5 @@ pub mod error_kind;
 pub mod self_metrics;
 pub mod size;
 pub mod sql_literal;
+pub mod telemetry_port;
 pub mod time_expr;

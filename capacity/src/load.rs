@@ -6,26 +6,14 @@
 //! [`Telemetry`] backed by the query engine, with its limits.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{CapacityError, Result};
 use crate::policy::{RateSource, SignalSpec};
 
-/// One result row of the telemetry SQL, by column name (read it through
-/// [`Columns`]).
-pub type Row = Map<String, Value>;
-/// The future [`Telemetry::rows`] returns (a boxed one, so the trait
-/// stays object-safe).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Runs read-only SQL over `spans`, `logs` and `metrics`.
-pub trait Telemetry: Send + Sync + 'static {
-    fn rows(&self, sql: String) -> BoxFuture<'_, Result<Vec<Row>, String>>;
-}
+pub use loupe_base::telemetry_port::{BoxFuture, Row, Telemetry};
 
 use loupe_base::sql_literal::{quote, timestamp as ts};
 

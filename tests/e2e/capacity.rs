@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::harness::{Loupe, deadline_in, wait_until};
 use crate::webhook_receiver::{Delivery, Receiver};
 
-fn call(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn call(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let url = loupe.api_url(path);
     let request = match method {
         "PUT" => loupe.client().put(url),
@@ -29,7 +29,7 @@ fn call(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -> (u16, V
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn ok(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -> Value {
+pub(crate) fn ok(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -> Value {
     let (status, value) = call(loupe, method, path, body);
     assert!(
         (200..300).contains(&status),

@@ -1,0 +1,276 @@
+//! The alerting loop: evaluates each rule when its interval is due, moves
+//! its instances through their life, then lets every receiver's groups
+//! decide whether to notify. Notifications go through notify's durable
+//! outbox, committed with the group state that caused them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loupe_base::clock::now_ms;
+use loupe_base::telemetry_port::Telemetry;
+use loupe_notify::outbox;
+use tokio::sync::watch;
+
+use crate::error::{AlertError, Result};
+use crate::grouping::{self, AlertView, GroupState};
+use crate::lifecycle::{self, AlertState, Timing};
+use crate::receiver::{ReceiverKind, ReceiverSpec};
+use crate::rule::{self, RuleSpec};
+use crate::store::{AlertStore, Instance, Outgoing};
+
+/// How long a resolved alert is kept for notifications (as Prometheus).
+const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// How long one rule's SQL may run at most.
+const MAX_EVALUATION: Duration = Duration::from_secs(30);
+
+/// Whether a resolved alert is past the time it is kept for notifications.
+fn expired(life: &lifecycle::Life, now: i64) -> bool {
+    life.state == AlertState::Resolved
+        && life
+            .resolved_at
+            .is_some_and(|t| now - t > RESOLVED_RETENTION_MS)
+}
+
+/// Alerting: rules, receivers, the evaluation loop and its API state.
+pub struct Alerts {
+    pub store: Arc<AlertStore>,
+    pub telemetry: Arc<dyn Telemetry>,
+    worker: Option<loupe_notify::Worker>,
+    /// Loupe's own URL as people reach it, for `externalURL` and links.
+    pub external_url: String,
+    /// When each rule was last evaluated (ms), in this process.
+    last_eval: Mutex<HashMap<String, i64>>,
+}
+
+impl Alerts {
+    pub fn new(
+        store: Arc<AlertStore>,
+        telemetry: Arc<dyn Telemetry>,
+        worker: Option<loupe_notify::Worker>,
+        external_url: String,
+    ) -> Alerts {
+        Alerts {
+            store,
+            telemetry,
+            worker,
+            external_url,
+            last_eval: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Evaluates and notifies until `stop` turns true.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.pass(now_ms()).await {
+                tracing::warn!(error = %e, "alerting pass failed");
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    /// One pass at `now`: due rules, then notifications.
+    pub async fn pass(&self, now: i64) -> Result<()> {
+        for (name, rule) in self.store.rules()? {
+            let due = self
+                .last_eval()
+                .get(&name)
+                .is_none_or(|last| now - last >= rule.every.as_millis() as i64);
+            if due {
+                self.last_eval().insert(name.clone(), now);
+                self.evaluate(&name, &rule, now).await?;
+            }
+        }
+        self.notify(now)?;
+        Ok(())
+    }
+
+    fn last_eval(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.last_eval.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs the rule's SQL (at most [`MAX_EVALUATION`]); on failure the rule
+    /// shows `error` and its alerts stay as they were until the next try.
+    pub async fn evaluate(&self, name: &str, rule: &RuleSpec, now: i64) -> Result<()> {
+        let started = Instant::now();
+        let rows = tokio::time::timeout(MAX_EVALUATION, self.telemetry.rows(rule.sql.clone()))
+            .await
+            .map_err(|_| format!("evaluation took longer than {MAX_EVALUATION:?}"))
+            .and_then(|r| r);
+        let observed = rows.and_then(|rows| rule::observe(name, rule, &rows));
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let observed = match observed {
+            Ok(o) => o,
+            Err(e) => return self.store.record_error(name, now, elapsed, &e),
+        };
+        let timing = Timing {
+            for_ms: rule.pending_for.as_millis() as i64,
+            keep_firing_for_ms: rule.keep_firing_for.as_millis() as i64,
+        };
+        let mut previous: BTreeMap<String, Instance> = self
+            .store
+            .instances(Some(name))?
+            .into_iter()
+            .map(|i| (i.fingerprint.clone(), i))
+            .collect();
+        let mut next: Vec<Instance> = Vec::new();
+        let mut changed: Vec<usize> = Vec::new();
+        for o in observed {
+            let fingerprint = rule::fingerprint(&o.labels);
+            let before = previous.remove(&fingerprint);
+            let Some(life) = lifecycle::step(before.as_ref().map(|b| b.life), o.holds, now, timing)
+            else {
+                continue;
+            };
+            if expired(&life, now) {
+                continue;
+            }
+            let annotations = rule
+                .annotations
+                .iter()
+                .map(|(k, t)| (k.clone(), rule::expand(t, &o.labels, o.value)))
+                .collect();
+            if before.as_ref().map(|b| b.life.state) != Some(life.state) {
+                changed.push(next.len());
+            }
+            next.push(Instance {
+                rule: name.to_string(),
+                fingerprint,
+                labels: o.labels,
+                annotations,
+                value: o.value,
+                life,
+            });
+        }
+        // Instances the query no longer returned: their condition is false.
+        for (_, before) in previous {
+            let Some(life) = lifecycle::step(Some(before.life), false, now, timing) else {
+                continue;
+            };
+            if expired(&life, now) {
+                continue;
+            }
+            if life.state != before.life.state {
+                changed.push(next.len());
+            }
+            next.push(Instance { life, ..before });
+        }
+        let changes: Vec<&Instance> = changed.iter().map(|&i| &next[i]).collect();
+        self.store
+            .record_evaluation(name, &next, &changes, now, elapsed)
+    }
+
+    /// Lets every receiver's groups decide whether to notify at `now`.
+    pub fn notify(&self, now: i64) -> Result<()> {
+        let rules: HashMap<String, RuleSpec> = self.store.rules()?.into_iter().collect();
+        let instances = self.store.instances(None)?;
+        let mut sent = false;
+        for (receiver_name, receiver) in self.store.receivers()? {
+            let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<AlertView>)> =
+                BTreeMap::new();
+            for i in &instances {
+                let routed = rules
+                    .get(&i.rule)
+                    .is_some_and(|r| r.receivers.iter().any(|n| n == &receiver_name));
+                if !routed || i.life.state == AlertState::Pending {
+                    continue;
+                }
+                let labels = grouping::group_labels(&receiver, &i.labels);
+                let key = grouping::group_key(&labels);
+                groups
+                    .entry(key)
+                    .or_insert_with(|| (labels, Vec::new()))
+                    .1
+                    .push(self.view(i));
+            }
+            let mut states = self.store.groups(&receiver_name)?;
+            for key in states.keys().cloned().collect::<Vec<_>>() {
+                if !groups.contains_key(&key) {
+                    self.store
+                        .commit_group(&receiver_name, &key, None, None, now)?;
+                    states.remove(&key);
+                }
+            }
+            for (key, (labels, alerts)) in groups {
+                let stored = states.remove(&key);
+                let is_new = stored.is_none();
+                let mut state = stored.unwrap_or_else(|| GroupState {
+                    first_seen_ms: now,
+                    ..GroupState::default()
+                });
+                let before = state.clone();
+                let outgoing = grouping::flush(&receiver, &mut state, &alerts, now)
+                    .map(|alerts| self.message(&receiver_name, &receiver, &labels, &alerts, now))
+                    .transpose()?;
+                if is_new || outgoing.is_some() || state != before {
+                    sent |= outgoing.is_some();
+                    self.store.commit_group(
+                        &receiver_name,
+                        &key,
+                        Some(&state),
+                        outgoing.as_ref(),
+                        now,
+                    )?;
+                }
+            }
+        }
+        if sent && let Some(worker) = &self.worker {
+            worker.wake();
+        }
+        Ok(())
+    }
+
+    fn view(&self, i: &Instance) -> AlertView {
+        AlertView {
+            fingerprint: i.fingerprint.clone(),
+            labels: i.labels.clone(),
+            annotations: i.annotations.clone(),
+            firing: i.life.state == AlertState::Firing,
+            starts_at_ms: i.life.active_at,
+            ends_at_ms: i.life.resolved_at,
+            generator_url: format!(
+                "{}/api/v1/alerts/rules/{}",
+                self.external_url.trim_end_matches('/'),
+                i.rule
+            ),
+        }
+    }
+
+    fn message(
+        &self,
+        receiver_name: &str,
+        receiver: &ReceiverSpec,
+        group_labels: &BTreeMap<String, String>,
+        alerts: &[AlertView],
+        now: i64,
+    ) -> Result<Outgoing> {
+        let body = match receiver.kind {
+            ReceiverKind::Webhook => grouping::webhook_body(
+                receiver_name,
+                receiver,
+                group_labels,
+                alerts,
+                &self.external_url,
+            ),
+            ReceiverKind::Alertmanager => grouping::alertmanager_body(alerts, now),
+        };
+        Ok(Outgoing {
+            message: outbox::Message {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                url: receiver.endpoint(),
+                secret: receiver.secret.clone(),
+                event_type: "alert.notification".into(),
+                body: serde_json::to_string(&body)
+                    .map_err(|e| AlertError::Internal(e.to_string()))?,
+                supersede_key: None,
+            },
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! The background work that tells the outside world something: capacity
+//! planning and alerting, with the one webhook delivery worker they share
+//! (one worker per outbox, so no message is delivered twice). Their state
+//! lives in the catalog's SQLite file; they read telemetry through the
+//! query engine.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use loupe_alerts::Alerts;
+use loupe_alerts::store::AlertStore;
+use loupe_base::telemetry_port::{BoxFuture, Row, Telemetry};
+use loupe_capacity::Capacity;
+use loupe_capacity::store::CapacityStore;
+use loupe_notify::{Worker, WorkerConfig};
+use loupe_query::QueryEngine;
+use tokio::sync::watch;
+
+/// Telemetry queries through the engine, under its memory and time limits
+/// and the SQL API's sandbox (policies and rules carry users' SQL).
+struct EngineTelemetry(Arc<QueryEngine>);
+
+impl Telemetry for EngineTelemetry {
+    fn rows(&self, sql: String) -> BoxFuture<'_, Result<Vec<Row>, String>> {
+        Box::pin(async move {
+            loupe_query::internal_sql::sandboxed_rows(&self.0, &sql)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Capacity planning and alerting with their state opened;
+/// [`Background::spawn`] starts their loops and the delivery worker.
+pub struct Background {
+    pub capacity: Arc<Capacity>,
+    pub alerts: Arc<Alerts>,
+    worker: Worker,
+}
+
+/// Opens capacity and alert state and the webhook outbox in the catalog
+/// database; `external_url` is how people reach this server (for links in
+/// notifications).
+pub fn open(
+    data_dir: &Path,
+    engine: Arc<QueryEngine>,
+    external_url: String,
+) -> anyhow::Result<Background> {
+    let path = data_dir.join("catalog.sqlite");
+    let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine));
+    let worker = Worker::open(path.clone(), WorkerConfig::default())
+        .with_context(|| format!("opening the webhook outbox in {}", path.display()))?;
+    let store = CapacityStore::open(&path)
+        .with_context(|| format!("opening capacity state in {}", path.display()))?;
+    let capacity = Arc::new(Capacity::new(
+        Arc::new(store),
+        telemetry.clone(),
+        Some(worker.clone()),
+    ));
+    let store = AlertStore::open(&path)
+        .with_context(|| format!("opening alert state in {}", path.display()))?;
+    let alerts = Arc::new(Alerts::new(
+        Arc::new(store),
+        telemetry,
+        Some(worker.clone()),
+        external_url,
+    ));
+    Ok(Background {
+        capacity,
+        alerts,
+        worker,
+    })
+}
+
+impl Background {
+    /// Runs the capacity and alerting loops and the delivery worker until `stop`.
+    pub fn spawn(
+        &self,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+        let worker = self.worker.clone();
+        let worker_stop = stop.clone();
+        let capacity = self.capacity.clone();
+        let capacity_stop = stop.clone();
+        let alerts = self.alerts.clone();
+        let alerts_stop = stop.clone();
+        vec![
+            tokio::spawn(async move {
+                worker.run(worker_stop).await;
+                Ok(())
+            }),
+            tokio::spawn(async move {
+                capacity.run(capacity_stop).await;
+                Ok(())
+            }),
+            tokio::spawn(async move {
+                alerts.run(alerts_stop).await;
+                Ok(())
+            }),
+        ]
+    }
+}
