@@ -41,15 +41,20 @@ pub struct Background {
 
 /// Opens capacity and alert state and the webhook outbox in the catalog
 /// database; `external_url` is how people reach this server (for links in
-/// notifications).
+/// notifications); `ca_file` adds trusted certificates for https:// receivers.
 pub fn open(
     data_dir: &Path,
     engine: Arc<QueryEngine>,
     external_url: String,
+    ca_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Background> {
     let path = data_dir.join("catalog.sqlite");
     let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine));
-    let worker = Worker::open(path.clone(), WorkerConfig::default())
+    let config = WorkerConfig {
+        ca_file,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::open(path.clone(), config)
         .with_context(|| format!("opening the webhook outbox in {}", path.display()))?;
     let store = CapacityStore::open(&path)
         .with_context(|| format!("opening capacity state in {}", path.display()))?;

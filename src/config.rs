@@ -132,6 +132,9 @@ settings! {
     retention_spans: DurationSetting = "7d", env "LOUPE_RETENTION_SPANS";
     /// Maximum age of metrics.
     retention_metrics: DurationSetting = "30d", env "LOUPE_RETENTION_METRICS";
+    /// PEM certificates trusted for https:// webhook and alert receivers,
+    /// besides the system's (empty: the system's only).
+    webhook_ca_file: PathBuf = "", env "LOUPE_WEBHOOK_CA_FILE";
 }
 
 /// Flags of `loupe serve`.
@@ -161,6 +164,7 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     pub storage: StorageConfig,
     pub query: QueryConfig,
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -198,6 +202,8 @@ impl ServeArgs {
             request_timeout: s.request_timeout.0,
             storage,
             query,
+            webhook_ca_file: (!s.webhook_ca_file.as_os_str().is_empty())
+                .then_some(s.webhook_ca_file),
         })
     }
 }

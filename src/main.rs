@@ -30,6 +30,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Every HTTPS client in the process (webhooks, alerts, `gen` over
+    // OTLP/HTTP, `sql`) uses rustls with ring; install it once, first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

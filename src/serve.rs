@@ -66,8 +66,12 @@ impl Server {
             http: api_listener.local_addr()?,
         };
 
-        let background =
-            crate::background::open(&data_dir, engine.clone(), format!("http://{}", bound.http))?;
+        let background = crate::background::open(
+            &data_dir,
+            engine.clone(),
+            format!("http://{}", bound.http),
+            config.webhook_ca_file.clone(),
+        )?;
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

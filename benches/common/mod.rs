@@ -234,6 +234,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(600))
         .build()

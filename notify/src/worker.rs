@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     pub max_age: Duration,
     /// How often to look for due messages when nobody calls [`Worker::wake`].
     pub poll: Duration,
+    /// PEM certificates trusted for `https://` receivers besides the
+    /// system's (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -47,6 +50,7 @@ impl Default for WorkerConfig {
             max_attempts: 20,
             max_age: Duration::from_secs(24 * 3600),
             poll: Duration::from_millis(500),
+            ca_file: None,
         }
     }
 }
@@ -66,19 +70,43 @@ const RETRY_AFTER_CAP_MS: i64 = 3_600_000;
 /// Messages attempted per pass; the rest wait for the next one.
 const BATCH: usize = 64;
 
+/// The HTTP client deliveries use: rustls (ring) for `https://`, the
+/// system's roots plus `ca_file`'s, no redirects (a redirected POST would
+/// arrive as a GET without the body).
+fn http_client(config: &WorkerConfig) -> Result<reqwest::Client> {
+    // One process-wide crypto provider; a second install is a no-op error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .connect_timeout(config.request_timeout)
+        .user_agent(concat!("loupe/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| NotifyError::Client(format!("reading CA file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| NotifyError::Client(format!("CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(NotifyError::Client(format!(
+                "CA file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| NotifyError::Client(e.to_string()))
+}
+
 impl Worker {
     /// Opens its own connection to the database at `path` (creating the
     /// outbox tables if needed).
     pub fn open(path: PathBuf, config: WorkerConfig) -> Result<Worker> {
         let conn = loupe_catalog::open(&path, &[&outbox::SCHEMA])?;
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .user_agent(concat!("loupe/", env!("CARGO_PKG_VERSION")))
-            // A redirected POST would arrive as a GET without the body.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| NotifyError::Client(e.to_string()))?;
+        let http = http_client(&config)?;
         Ok(Worker {
             db: Arc::new(Mutex::new(conn)),
             http,

@@ -226,6 +226,7 @@ struct Alertmanager {
 
 impl Alertmanager {
     fn start(webhook_url: &str) -> Alertmanager {
+        crate::harness::init_tls();
         let binary = ["prometheus-alertmanager", "alertmanager"]
             .into_iter()
             .find(|b| {
@@ -326,4 +327,40 @@ fn alerts_reach_a_real_alertmanager_and_resolve_through_it() {
             .unwrap()
             .ends_with("/api/v1/alerts/rules/booms")
     );
+}
+
+#[test]
+fn notifications_reach_an_https_receiver_trusted_through_configuration() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert_pem).unwrap();
+    let secret = loupe_notify::signing::generate_secret();
+    let receiver = Receiver::start_tls(&secret, 200, &cert_pem, &key_pem);
+    assert!(receiver.url().starts_with("https://127.0.0.1:"));
+    let loupe = Loupe::start(&["--webhook-ca-file", ca.to_str().unwrap()]);
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/alerts/receivers/tls",
+        Some(
+            json!({"type": "webhook", "url": receiver.url(), "secret": secret, "group_wait": "0s"}),
+        ),
+    );
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/alerts/rules/always",
+        Some(
+            json!({"sql": "SELECT 'cart' AS service, 1 AS n", "every": "1s", "receivers": ["tls"]}),
+        ),
+    );
+    let seen = receiver.wait_for("a notification over HTTPS", Duration::from_secs(20), |d| {
+        !d.is_empty()
+    });
+    assert!(seen[0].signature_ok, "{:?}", seen[0]);
+    assert_eq!(seen[0].body["alerts"][0]["labels"]["service"], "cart");
 }

@@ -30,6 +30,7 @@ fn parse_addr(line: &str, key: &str) -> SocketAddr {
 impl Loupe {
     /// Starts a server; `args` are extra `serve` flags.
     pub fn start(args: &[&str]) -> Loupe {
+        init_tls();
         let root = tempfile::tempdir().unwrap();
         let mut loupe = Loupe {
             child: None,
@@ -250,4 +251,10 @@ pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Installs the rustls crypto provider (ring) every HTTP client of the
+/// test process needs before it is built; call it before building one.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

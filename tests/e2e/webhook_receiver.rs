@@ -3,7 +3,7 @@
 //! verifies) and answers with whatever status the test sets.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -26,6 +26,8 @@ pub struct Delivery {
 
 pub struct Receiver {
     pub addr: SocketAddr,
+    /// `http`, or `https` for a receiver started with [`Receiver::start_tls`].
+    scheme: &'static str,
     secret: String,
     status: Arc<AtomicU16>,
     seen: Arc<Mutex<Vec<Delivery>>>,
@@ -36,10 +38,29 @@ impl Receiver {
     /// Starts answering `status` to every request; signatures are checked
     /// against `secret`.
     pub fn start(secret: &str, status: u16) -> Receiver {
+        Receiver::serve(secret, status, None)
+    }
+
+    /// The same over HTTPS, with the certificate chain and key given (PEM).
+    pub fn start_tls(secret: &str, status: u16, cert_pem: &str, key_pem: &str) -> Receiver {
+        let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes()).unwrap();
+        crate::harness::init_tls();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Receiver::serve(secret, status, Some(Arc::new(config)))
+    }
+
+    fn serve(secret: &str, status: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let receiver = Receiver {
             addr: listener.local_addr().unwrap(),
+            scheme: if tls.is_some() { "https" } else { "http" },
             secret: secret.to_string(),
             status: Arc::new(AtomicU16::new(status)),
             seen: Arc::default(),
@@ -55,7 +76,18 @@ impl Receiver {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let _ = handle(stream, &secret, &status, &seen);
+                        let _ = stream
+                            .set_nonblocking(false)
+                            .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(5))));
+                        let _ = match &tls {
+                            Some(config) => rustls::ServerConnection::new(config.clone())
+                                .map_err(std::io::Error::other)
+                                .and_then(|conn| {
+                                    let tls_stream = rustls::StreamOwned::new(conn, stream);
+                                    handle(tls_stream, &secret, &status, &seen)
+                                }),
+                            None => handle(stream, &secret, &status, &seen),
+                        };
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -65,7 +97,7 @@ impl Receiver {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hooks/capacity", self.addr)
+        format!("{}://{}/hooks/capacity", self.scheme, self.addr)
     }
 
     pub fn set_status(&self, status: u16) {
@@ -100,14 +132,12 @@ impl Drop for Receiver {
 }
 
 fn handle(
-    stream: TcpStream,
+    mut stream: impl Read + Write,
     secret: &str,
     status: &AtomicU16,
     seen: &Mutex<Vec<Delivery>>,
 ) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(&mut stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut headers = Vec::new();
@@ -137,6 +167,7 @@ fn handle(
     let signature_ok =
         loupe_notify::signing::verify(secret, &id, timestamp, &body, &header("webhook-signature"))
             .unwrap_or(false);
+    drop(reader);
     let code = status.load(Ordering::Relaxed);
     seen.lock().unwrap().push(Delivery {
         id,
@@ -145,7 +176,6 @@ fn handle(
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         status: code,
     });
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
