@@ -181,13 +181,14 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
 
     let first = start.div_euclid(width) * width;
     let mut histogram = Vec::new();
-    let mut bucket = first;
-    while bucket <= end {
-        let start_time = chrono::DateTime::from_timestamp_nanos(bucket)
+    let mut bucket = Some(first);
+    // The window is clamped, so this is at most ~121 buckets; the checked
+    // step and the cap keep it so whatever the window.
+    while let Some(b) = bucket.filter(|b| *b <= end && histogram.len() <= 240) {
+        let start_time = chrono::DateTime::from_timestamp_nanos(b)
             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        histogram
-            .push(json!({"start": start_time, "count": counts.get(&bucket).copied().unwrap_or(0)}));
-        bucket += width;
+        histogram.push(json!({"start": start_time, "count": counts.get(&b).copied().unwrap_or(0)}));
+        bucket = b.checked_add(width);
     }
     Ok(json!({
         "total": total,

@@ -11,16 +11,22 @@ pub fn parse(text: &str, now: i64) -> Result<i64, QueryError> {
     time_expr::parse(text, now).map_err(|e| QueryError::Invalid(e.to_string()))
 }
 
-/// A request's `[start, end]` window: `end` defaults to now, `start` to
-/// `default_start` (e.g. `now-1h`); start after end is refused.
+/// The latest time a window may reach: 2200-01-01T00:00:00Z. Windows are
+/// clamped to [0, this] so their length and bucket arithmetic never
+/// overflow, whatever a request says.
+pub const LATEST: i64 = 7_258_118_400_000_000_000;
+
+/// A request's `[start, end]` window, clamped to `[0, LATEST]`: `end`
+/// defaults to now, `start` to `default_start` (e.g. `now-1h`); start after
+/// end is refused.
 pub fn window(
     start: Option<&str>,
     end: Option<&str>,
     default_start: &str,
 ) -> Result<(i64, i64), QueryError> {
     let now = clock::now_nanos();
-    let end = parse(end.unwrap_or("now"), now)?;
-    let start = parse(start.unwrap_or(default_start), now)?;
+    let end = parse(end.unwrap_or("now"), now)?.clamp(0, LATEST);
+    let start = parse(start.unwrap_or(default_start), now)?.clamp(0, LATEST);
     if start > end {
         return Err(QueryError::Invalid("start is after end".into()));
     }
@@ -80,6 +86,27 @@ pub fn bucket_width(range_ns: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_are_clamped_so_their_arithmetic_cannot_overflow() {
+        let (s, e) = window(
+            Some("-9000000000000000000"),
+            Some("9223372036854775807"),
+            "now",
+        )
+        .unwrap();
+        assert_eq!((s, e), (0, LATEST));
+        let width = bucket_width(e - s);
+        assert!((e - s) / width <= 120);
+        let (s, e) = window(
+            Some("9223372036854775000"),
+            Some("9223372036854775807"),
+            "now",
+        )
+        .unwrap();
+        assert_eq!((s, e), (LATEST, LATEST));
+        assert!(bucket_width(0) > 0);
+    }
 
     #[test]
     fn bad_times_are_invalid_requests() {

@@ -376,20 +376,28 @@ fn a_refusing_receiver_gets_one_attempt_and_an_unavailable_one_gets_retries() {
             &loupe,
             "PUT",
             &format!("/api/v1/alerts/receivers/{name}"),
-            Some(json!({"type": "webhook", "url": receiver.url(), "secret": secret, "group_wait": "0s"})),
+            Some(
+                json!({"type": "webhook", "url": receiver.url(), "secret": secret, "group_wait": "0s"}),
+            ),
         );
     }
     ok(
         &loupe,
         "PUT",
         "/api/v1/alerts/rules/always",
-        Some(json!({"sql": "SELECT 'cart' AS service, 1 AS n", "every": "1s", "receivers": ["gone", "flaky"]})),
+        Some(
+            json!({"sql": "SELECT 'cart' AS service, 1 AS n", "every": "1s", "receivers": ["gone", "flaky"]}),
+        ),
     );
-    flaky.wait_for("two refused attempts", Duration::from_secs(30), |d| d.len() >= 2);
-    flaky.set_status(200);
-    flaky.wait_for("a delivery after the outage", Duration::from_secs(30), |d| {
-        d.iter().any(|d| d.status == 200)
+    flaky.wait_for("two refused attempts", Duration::from_secs(30), |d| {
+        d.len() >= 2
     });
+    flaky.set_status(200);
+    flaky.wait_for(
+        "a delivery after the outage",
+        Duration::from_secs(30),
+        |d| d.iter().any(|d| d.status == 200),
+    );
     let seen = gone.deliveries();
     assert_eq!(seen.len(), 1, "a 404 is not retried: {seen:?}");
     assert!(seen[0].signature_ok);

@@ -215,3 +215,42 @@ fn overload_is_429_with_retry_after_and_resource_exhausted_with_retry_info() {
     // The server is still healthy and answers queries.
     assert!(loupe.count("SELECT count(*) FROM logs") > 0);
 }
+
+#[test]
+fn absurd_search_windows_answer_quickly_and_leave_the_server_up() {
+    let loupe = Loupe::start(&[]);
+    let get = |query: &str| {
+        let response = loupe
+            .client()
+            .get(loupe.api_url(&format!("/api/v1/logs/search?{query}")))
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    // Once looped forever (the bucket counter wrapped).
+    let (status, body) = get("q=x&start=9223372036854775000&end=9223372036854775807");
+    assert_eq!(status, 200, "{body}");
+    // Once asked for ~10^12 buckets.
+    let (status, body) = get("q=x&start=-9000000000000000000");
+    assert_eq!(status, 200, "{body}");
+    let buckets = body["histogram"].as_array().unwrap().len();
+    assert!((1..=121).contains(&buckets), "{buckets} buckets");
+    // Once panicked on a multi-byte character.
+    let (status, body) = get("q=x&start=now%E2%82%AC");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not a time"),
+        "{body}"
+    );
+    assert_eq!(
+        reqwest::blocking::get(loupe.api_url("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}
