@@ -136,10 +136,12 @@ impl TraceTree {
         segments
     }
 
-    /// Appends (latest first) the path through `span` within [lo, hi].
-    fn walk(&self, span: usize, lo: i64, hi: i64, out: &mut Vec<Segment>) {
-        let mut cursor = hi;
-        loop {
+    /// Appends (latest first) the path through `root` within [lo, hi].
+    /// Iterative (an explicit stack of `(span, lo, cursor)` frames), so a
+    /// trace tens of thousands of levels deep cannot overflow the stack.
+    fn walk(&self, root: usize, lo: i64, hi: i64, out: &mut Vec<Segment>) {
+        let mut stack = vec![(root, lo, hi)];
+        while let Some((span, lo, cursor)) = stack.pop() {
             // The child that finished last before the cursor.
             let next = self.children[span]
                 .iter()
@@ -160,7 +162,7 @@ impl TraceTree {
                         end: cursor,
                     });
                 }
-                return;
+                continue;
             };
             if child_end < cursor {
                 out.push(Segment {
@@ -169,8 +171,9 @@ impl TraceTree {
                     end: cursor,
                 });
             }
-            self.walk(child, child_start, child_end, out);
-            cursor = child_start;
+            // The child's subtree first, then this span before the child.
+            stack.push((span, lo, child_start));
+            stack.push((child, child_start, child_end));
         }
     }
 }
@@ -203,6 +206,31 @@ mod tests {
             .map(|s| (tree.spans[s.span].span_id.as_str(), s.start, s.end))
             .collect();
         assert_eq!(path, expected);
+    }
+
+    #[test]
+    fn a_chain_sixty_thousand_deep_does_not_overflow_the_stack() {
+        let n = 60_000;
+        let spans: Vec<SpanTiming> = (0..n)
+            .map(|i| {
+                let parent = (i > 0).then(|| format!("s{}", i - 1));
+                span(
+                    &format!("s{i}"),
+                    parent.as_deref(),
+                    i as i64,
+                    2 * n as i64 - i as i64,
+                )
+            })
+            .collect();
+        let tree = TraceTree::new(spans);
+        let path = tree.critical_path();
+        // Each span contributes its head and tail around its child; the leaf itself.
+        assert_eq!(path.len(), 2 * n - 1);
+        assert_eq!(path.first().map(|s| s.span), Some(0));
+        let (depth, order) = tree.depth_first();
+        assert_eq!(depth[n - 1], n - 1);
+        assert_eq!(order.len(), n);
+        assert_eq!(tree.self_times()[n - 1], 2);
     }
 
     #[test]

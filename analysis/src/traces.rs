@@ -43,6 +43,11 @@ impl SpanRow {
     }
 }
 
+/// Spans of one trace shown at most (the earliest ones); the answer says
+/// `truncated` when a trace has more, so one enormous trace cannot exhaust
+/// memory.
+const MAX_TRACE_SPANS: usize = 100_000;
+
 async fn trace(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
@@ -62,7 +67,8 @@ async fn trace(
                 "SELECT span_id, parent_span_id, service, name, kind, start_time,
                         CAST(start_time AS BIGINT) AS start_ns, CAST(end_time AS BIGINT) AS end_ns, duration_ns,
                         status_code, status_message, attributes, resource_attributes, events, links
-                 FROM spans WHERE trace_id = '{id}'"
+                 FROM spans WHERE trace_id = '{id}' ORDER BY start_time LIMIT {}",
+                MAX_TRACE_SPANS + 1
             ),
         ),
         rows(
@@ -73,7 +79,9 @@ async fn trace(
             ),
         ),
     );
-    let (spans, logs) = (spans?, logs?);
+    let (mut spans, logs) = (spans?, logs?);
+    let truncated = spans.len() > MAX_TRACE_SPANS;
+    spans.truncate(MAX_TRACE_SPANS);
     if spans.is_empty() {
         return Err(QueryError::NotFound(format!("no trace {id}")));
     }
@@ -140,6 +148,7 @@ async fn trace(
         "start_time": root["start_time"],
         "duration_ns": tree.spans[root_index].end - tree.spans[root_index].start,
         "span_count": spans.len(),
+        "truncated": truncated,
         "error_count": errors,
         "services": services,
         "spans": out_spans,

@@ -255,3 +255,86 @@ fn trace_index_lookups_match_full_scans_on_parquet() {
         0
     );
 }
+
+/// A "poison trace": one trace of 60,000 spans, each the child of the one
+/// before. Walking it once recursed per level and aborted the process.
+#[test]
+fn a_trace_sixty_thousand_spans_deep_is_answered_and_the_server_stays_up() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    let loupe = Loupe::start(&[]);
+    let trace_id: Vec<u8> = (1..=16).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let n: u64 = 60_000;
+    let span_id = |i: u64| (i + 1).to_be_bytes().to_vec();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let spans = chunk
+            .iter()
+            .map(|&i| Span {
+                trace_id: trace_id.clone(),
+                span_id: span_id(i),
+                parent_span_id: if i == 0 { Vec::new() } else { span_id(i - 1) },
+                name: "deeper".into(),
+                kind: 1,
+                start_time_unix_nano: now - 10_000_000_000 + i,
+                end_time_unix_nano: now - 10_000_000_000 + 2 * n - i,
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("poison".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let status = loupe
+            .post(
+                "/v1/traces",
+                "application/x-protobuf",
+                request.encode_to_vec(),
+            )
+            .status()
+            .as_u16();
+        assert_eq!(status, 200);
+    }
+    let response = loupe
+        .client()
+        .get(loupe.api_url("/api/v1/traces/0102030405060708090a0b0c0d0e0f10"))
+        .timeout(std::time::Duration::from_secs(120))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["span_count"], n);
+    assert_eq!(body["truncated"], false);
+    assert_eq!(
+        body["critical_path"].as_array().unwrap().len() as u64,
+        2 * n - 1
+    );
+    assert_eq!(
+        reqwest::blocking::get(loupe.api_url("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}
