@@ -159,6 +159,10 @@ async fn trace(
 
 // ---- trace search ----------------------------------------------------------
 
+/// `attr.KEY=VALUE` filters one trace search takes at most: each is a
+/// condition in the SQL, and thousands would nest too deep to plan.
+const MAX_ATTRIBUTE_FILTERS: usize = 32;
+
 async fn search_traces(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<HashMap<String, String>>,
@@ -198,6 +202,12 @@ async fn search_traces(
                 "status={other:?}: use error, ok or unset"
             )));
         }
+    }
+    let attribute_filters = p.keys().filter(|k| k.starts_with("attr.")).count();
+    if attribute_filters > MAX_ATTRIBUTE_FILTERS {
+        return Err(QueryError::Invalid(format!(
+            "{attribute_filters} attr.* filters; at most {MAX_ATTRIBUTE_FILTERS} are allowed"
+        )));
     }
     for (key, value) in &p {
         if let Some(attr) = key.strip_prefix("attr.") {

@@ -26,8 +26,63 @@ const FILE_FUNCTIONS: &[&str] = &[
     "read_blob",
 ];
 
+/// Operators one statement may hold at most. Each binary operator is one
+/// more level in the expression tree DataFusion plans recursively, so a
+/// long chain (`1+1+…+1`) would overflow the stack; no hand-written query
+/// comes near this.
+const MAX_OPERATORS: usize = 256;
+
+/// Parentheses may nest this deep at most, for the same reason.
+const MAX_NESTING: usize = 64;
+
+/// Refuses SQL whose expression trees would be too deep to plan safely,
+/// judged from its tokens before anything recursive sees it.
+fn check_depth(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::LParen => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq => operators += 1,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => operators += 1,
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(QueryError::Invalid(format!(
+            "parentheses nest {deepest} deep; at most {MAX_NESTING} are allowed"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(QueryError::Invalid(format!(
+            "the query has {operators} operators; at most {MAX_OPERATORS} are allowed (use IN lists or several queries)"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `sql` and returns the one statement it holds.
 pub fn check(sql: &str) -> Result<DfStatement, QueryError> {
+    check_depth(sql)?;
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
     let statement = match (statements.pop_front(), statements.is_empty()) {
@@ -124,6 +179,19 @@ fn check_relations(statement: &Statement) -> Result<(), QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_operator_chains_and_deep_nesting_are_refused_before_parsing() {
+        let ok = format!("SELECT {}", vec!["1"; 200].join("+"));
+        assert!(check(&ok).is_ok());
+        let deep = format!("SELECT {}", vec!["1"; 5_000].join("+"));
+        assert!(matches!(check(&deep), Err(QueryError::Invalid(m)) if m.contains("operators")));
+        let nested = format!("SELECT {}1{}", "(".repeat(5_000), ")".repeat(5_000));
+        assert!(matches!(check(&nested), Err(QueryError::Invalid(m)) if m.contains("nest")));
+        // IN lists are flat, however long.
+        let list: Vec<String> = (0..5_000).map(|i| i.to_string()).collect();
+        assert!(check(&format!("SELECT 1 WHERE 1 IN ({})", list.join(","))).is_ok());
+    }
 
     #[test]
     fn accepts_read_only_statements() {

@@ -254,3 +254,44 @@ fn absurd_search_windows_answer_quickly_and_leave_the_server_up() {
         200
     );
 }
+
+#[test]
+fn deeply_nested_queries_are_refused_with_400_not_a_crash() {
+    let loupe = Loupe::start(&[]);
+    let deep_sum = format!("SELECT {}", vec!["1"; 5_000].join("+"));
+    let (status, body) = loupe.sql_response(&deep_sum);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("operators"),
+        "{body}"
+    );
+    let parens = format!("{}a{}", "(".repeat(5_000), ")".repeat(5_000));
+    let encoded: String = parens.replace('(', "%28").replace(')', "%29");
+    for path in ["/api/v1/logs/search", "/api/v1/traces"] {
+        let response = loupe
+            .client()
+            .get(loupe.api_url(&format!("{path}?q={encoded}")))
+            .send()
+            .map_err(|e| e.without_url())
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+    }
+    let (status, body) = loupe.sql_response(&format!(
+        "SELECT count(*) FROM logs WHERE match_all('{parens}')"
+    ));
+    assert_eq!(status, 400, "{body}");
+    let attrs: String = (0..5_000).map(|i| format!("&attr.k{i}=v")).collect();
+    let response = loupe
+        .client()
+        .get(loupe.api_url(&format!("/api/v1/traces?service=x{attrs}")))
+        .send()
+        .map_err(|e| e.without_url())
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    assert_eq!(
+        reqwest::blocking::get(loupe.api_url("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}
