@@ -60,6 +60,22 @@ pub struct QueryOutput {
     pub elapsed: Duration,
 }
 
+/// Functions whose output can be far larger than their input (`repeat(s,
+/// 10^12)`, `lpad(s, 10^12)`, `array_repeat`, `range(0, 10^12)`): their
+/// buffers are allocated outside the query's memory pool, so one call can
+/// abort the process. They are not offered; nothing Loupe answers needs them.
+const AMPLIFYING_FUNCTIONS: &[&str] = &[
+    "repeat",
+    "lpad",
+    "rpad",
+    "array_repeat",
+    "list_repeat",
+    "array_resize",
+    "list_resize",
+    "range",
+    "generate_series",
+];
+
 /// The one place queries run: every API, the SQL endpoint and the
 /// internal queries of the analysis APIs alike, so all share its limits,
 /// its concurrency bound and its metadata cache.
@@ -122,7 +138,8 @@ impl QueryEngine {
         &self.config
     }
 
-    /// A session with the three tables, for one query.
+    /// A session with the three tables and the SQL functions that are safe
+    /// to offer, for one query.
     pub fn session(&self) -> Result<SessionContext, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))
@@ -140,6 +157,10 @@ impl QueryEngine {
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for name in AMPLIFYING_FUNCTIONS {
+            ctx.deregister_udf(name);
+            ctx.deregister_udtf(name);
+        }
         ctx.register_udf(crate::search::match_all_udf());
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());

@@ -295,3 +295,24 @@ fn deeply_nested_queries_are_refused_with_400_not_a_crash() {
         200
     );
 }
+
+#[test]
+fn functions_that_amplify_memory_are_not_offered() {
+    let loupe = Loupe::start(&[]);
+    for sql in [
+        "SELECT length(repeat(arrow_cast('x','LargeUtf8'), 1000000000000))",
+        "SELECT lpad('x', 1000000000000)",
+        "SELECT array_repeat(1, 1000000000000)",
+        "SELECT range(0, 1000000000000)",
+        "SELECT count(*) FROM generate_series(1, 1000000000000)",
+    ] {
+        let (status, body) = loupe.sql_response(sql);
+        assert_eq!(status, 400, "{sql}: {body}");
+    }
+    assert_eq!(
+        reqwest::blocking::get(loupe.api_url("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}
