@@ -106,6 +106,9 @@ settings! {
     max_request_size: SizeSetting = "16MiB", env "LOUPE_MAX_REQUEST_SIZE";
     /// Time limit for one OTLP request, body upload included.
     request_timeout: DurationSetting = "30s", env "LOUPE_REQUEST_TIMEOUT";
+    /// Records timed further ahead than this are rejected (as are records
+    /// older than their signal's retention).
+    accept_future: DurationSetting = "1h", env "LOUPE_ACCEPT_FUTURE";
     /// `always` (fsync before acknowledging) or `never` (leave it to the OS).
     wal_fsync: SyncMode = "always", env "LOUPE_WAL_FSYNC";
     /// Flush a signal to Parquet once its oldest unflushed data is this old.
@@ -162,6 +165,8 @@ pub struct ServeConfig {
     pub http: SocketAddr,
     pub max_request_bytes: usize,
     pub request_timeout: Duration,
+    /// How far ahead of now a record's time may be.
+    pub accept_future: Duration,
     pub storage: StorageConfig,
     pub query: QueryConfig,
     pub webhook_ca_file: Option<PathBuf>,
@@ -200,6 +205,7 @@ impl ServeArgs {
             http: s.http,
             max_request_bytes: s.max_request_size.0,
             request_timeout: s.request_timeout.0,
+            accept_future: s.accept_future.0,
             storage,
             query,
             webhook_ca_file: (!s.webhook_ca_file.as_os_str().is_empty())

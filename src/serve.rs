@@ -50,7 +50,11 @@ impl Server {
         let storage = Storage::open(config.storage.clone(), &registry)
             .await
             .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-        let ingestor = Arc::new(Ingestor::new(storage.clone(), &registry));
+        let window = loupe_ingest::AcceptWindow {
+            past: config.storage.maintenance.retention,
+            future: config.accept_future,
+        };
+        let ingestor = Arc::new(Ingestor::new(storage.clone(), &registry, window));
         let engine = Arc::new(QueryEngine::new(
             storage.clone(),
             config.query.clone(),

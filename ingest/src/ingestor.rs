@@ -7,6 +7,7 @@ use std::sync::Arc;
 use loupe_base::self_metrics::{Counter, Registry};
 use loupe_storage::{Signal, Storage};
 
+use crate::convert::Arrival;
 use crate::error::IngestError;
 use crate::otlp::OtlpExport;
 
@@ -40,14 +41,43 @@ struct Counters {
     requests_failed: Arc<Counter>,
 }
 
+/// Which record times are accepted, relative to arrival: no older than the
+/// signal's retention (it would be deleted at once), no further ahead than
+/// `future` (clock skew, not a client's typo of a year).
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptWindow {
+    /// Per signal, in `Signal::ALL` order.
+    pub past: [std::time::Duration; 3],
+    pub future: std::time::Duration,
+}
+
+impl AcceptWindow {
+    /// Everything accepted (for tests and replaying old data).
+    pub const UNBOUNDED: AcceptWindow = AcceptWindow {
+        past: [std::time::Duration::MAX; 3],
+        future: std::time::Duration::MAX,
+    };
+
+    fn arrival(&self, signal: Signal, received: i64) -> Arrival {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let index = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);
+        Arrival {
+            received,
+            earliest: received.saturating_sub(nanos(self.past[index])),
+            latest: received.saturating_add(nanos(self.future)),
+        }
+    }
+}
+
 /// Converts and stores export requests. Shared by the gRPC and HTTP receivers.
 pub struct Ingestor {
     storage: Arc<Storage>,
     counters: HashMap<(Signal, Transport), Counters>,
+    window: AcceptWindow,
 }
 
 impl Ingestor {
-    pub fn new(storage: Arc<Storage>, registry: &Registry) -> Ingestor {
+    pub fn new(storage: Arc<Storage>, registry: &Registry, window: AcceptWindow) -> Ingestor {
         let mut counters = HashMap::new();
         for signal in Signal::ALL {
             for transport in [Transport::Grpc, Transport::Http] {
@@ -83,7 +113,11 @@ impl Ingestor {
                 );
             }
         }
-        Ingestor { storage, counters }
+        Ingestor {
+            storage,
+            counters,
+            window,
+        }
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -100,7 +134,7 @@ impl Ingestor {
     ) -> Result<Outcome, IngestError> {
         let received = loupe_base::clock::now_nanos();
         let converted = request
-            .convert(received)
+            .convert(self.window.arrival(R::SIGNAL, received))
             .map_err(|e| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL)))?;
         drop(request);
         let accepted = converted.batch.num_rows();

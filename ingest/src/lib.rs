@@ -10,7 +10,7 @@ mod ingestor;
 mod otlp;
 
 pub use error::IngestError;
-pub use ingestor::{Ingestor, Outcome, Transport};
+pub use ingestor::{AcceptWindow, Ingestor, Outcome, Transport};
 pub use otlp::OtlpExport;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::convert::{self, Converted};
+use crate::convert::{self, Arrival, Converted};
 
 /// An OTLP export request type (logs, traces or metrics).
 pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync + 'static {
@@ -25,8 +25,9 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     const REJECTED_JSON_FIELD: &'static str;
     type Response: prost::Message + Default + Send + Sync + 'static;
 
-    /// Converts to Arrow; `received` (ns) fills in missing timestamps.
-    fn convert(&self, received: i64) -> Result<Converted, ArrowError>;
+    /// Converts to Arrow; `arrival` fills in missing timestamps and bounds
+    /// the accepted ones.
+    fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError>;
     /// The response, with `partial_success` set when records were rejected.
     fn response(rejected: usize, message: String) -> Self::Response;
 }
@@ -50,8 +51,8 @@ macro_rules! otlp_export {
             const REJECTED_JSON_FIELD: &'static str = $json_field;
             type Response = $response;
 
-            fn convert(&self, received: i64) -> Result<Converted, ArrowError> {
-                $convert(self, received)
+            fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError> {
+                $convert(self, arrival)
             }
 
             fn response(rejected: usize, message: String) -> Self::Response {
@@ -85,8 +86,7 @@ otlp_export!(
     "rejectedSpans",
     ExportTraceServiceResponse,
     ExportTracePartialSuccess { rejected_spans },
-    // Span times are kept as sent: there is nothing to fill in.
-    |request, _received| convert::traces::convert(request),
+    convert::traces::convert,
 );
 
 otlp_export!(

@@ -212,7 +212,16 @@ impl QueryEngine {
     /// Executes `df`, keeping at most the configured rows and bytes.
     async fn collect(&self, df: DataFrame, started: Instant) -> Result<QueryOutput, QueryError> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await.map_err(from_datafusion)?;
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
+        let plan = crate::deadline::with_deadline(
+            plan,
+            started + self.config.timeout,
+            self.config.timeout,
+        )
+        .map_err(from_datafusion)?;
+        let mut stream =
+            datafusion::physical_plan::execute_stream(plan, task).map_err(from_datafusion)?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, false);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(from_datafusion)?;

@@ -101,6 +101,12 @@ fn innermost(mut e: &DataFusionError) -> &DataFusionError {
 /// the disk manager with `ResourcesExhausted` too: still a memory limit.
 pub fn from_datafusion(e: DataFusionError) -> QueryError {
     match innermost(&e) {
+        DataFusionError::External(inner) if inner.is::<crate::deadline::TimeLimit>() => {
+            match inner.downcast_ref::<crate::deadline::TimeLimit>() {
+                Some(limit) => QueryError::Timeout(limit.0),
+                None => QueryError::Internal(e.to_string()),
+            }
+        }
         DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)

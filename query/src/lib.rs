@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub mod api;
+mod deadline;
 mod engine;
 mod error;
 pub mod internal_sql;

@@ -316,3 +316,50 @@ fn functions_that_amplify_memory_are_not_offered() {
         200
     );
 }
+
+#[test]
+fn records_timed_far_outside_now_are_rejected_and_counted() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    let loupe = Loupe::start(&[]);
+    let mut request = crate::otlp_proto::logs_request("clock", (0..3).map(|i| format!("line {i}")));
+    let records = &mut request.resource_logs[0].scope_logs[0].log_records;
+    // One an hour ahead is fine; a year ahead and 1999 are not.
+    let now = records[0].time_unix_nano;
+    records[0].time_unix_nano = now + 3_000_000_000_000;
+    records[1].time_unix_nano = now + 365 * 86_400_000_000_000;
+    records[2].time_unix_nano = 946_684_800_000_000_000;
+    let response = loupe.post(
+        "/v1/logs",
+        "application/x-protobuf",
+        request.encode_to_vec(),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let body = ExportLogsServiceResponse::decode(response.bytes().unwrap()).unwrap();
+    let partial = body.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 2);
+    assert!(
+        partial
+            .error_message
+            .contains("outside the accepted window"),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(
+        loupe.count("SELECT count(*) FROM logs WHERE service = 'clock'"),
+        1
+    );
+    let metrics = reqwest::blocking::get(loupe.api_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("loupe_ingest_records_total")
+                && l.contains("signal=\"logs\"")
+                && l.contains("transport=\"http\"")
+                && l.contains("outcome=\"rejected\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+}

@@ -309,8 +309,13 @@ fn webhook_survives_a_receiver_outage_and_a_kill_before_delivery() {
     assert_eq!(ours[0].body["type"], "capacity.scale_up");
     assert_eq!(ours[0].body["data"]["reason"], "game day");
 
-    let sent = ok(&loupe, "GET", &format!("/api/v1/capacity/tasks/{id}"), None);
-    assert_eq!(sent["state"], "sent", "{sent}");
+    // The receiver has answered; the worker records that just after.
+    let mut sent = Value::Null;
+    let recorded = wait_until(deadline_in(Duration::from_secs(10)), || {
+        sent = ok(&loupe, "GET", &format!("/api/v1/capacity/tasks/{id}"), None);
+        sent["state"] == "sent"
+    });
+    assert!(recorded, "{sent}");
     assert!(sent["delivery"]["attempts"].as_u64() >= Some(3), "{sent}");
     assert!(sent["hold_until"].is_string(), "{sent}");
 

@@ -6,6 +6,16 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
+/// Retention long enough for the fixtures' fixed timestamps.
+const LONG_RETENTION: [&str; 6] = [
+    "--retention-logs",
+    "3650d",
+    "--retention-spans",
+    "3650d",
+    "--retention-metrics",
+    "3650d",
+];
+
 use crate::harness::Loupe;
 
 const TRACE_ID: &str = "5b8efff798038103d269b633813fc60c";
@@ -45,7 +55,8 @@ fn post_json(loupe: &Loupe, path: &str, body: &Value) -> (u16, Value) {
 
 #[test]
 fn otlp_json_logs_spans_and_all_metric_kinds_round_trip() {
-    let loupe = Loupe::start(&[]);
+    // The fixtures carry fixed 2025 timestamps: accept them.
+    let loupe = Loupe::start(&LONG_RETENTION);
 
     let logs = json!({"resourceLogs": [{
         "resource": resource("json-svc"),
@@ -218,7 +229,8 @@ fn otlp_json_logs_spans_and_all_metric_kinds_round_trip() {
 
 #[test]
 fn gzip_json_and_partial_success_are_reported_in_json() {
-    let loupe = Loupe::start(&[]);
+    // The fixtures carry fixed 2025 timestamps: accept them.
+    let loupe = Loupe::start(&LONG_RETENTION);
     let spans = json!({"resourceSpans": [{"resource": resource("gz"), "scopeSpans": [{"spans": [
         {"traceId": TRACE_ID, "spanId": SPAN_ID, "name": "ok", "startTimeUnixNano": T0, "endTimeUnixNano": T0},
         {"traceId": "5b8efff798038103d269b6", "spanId": SPAN_ID, "name": "short-trace-id"}

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    Converted, Rejections, optional_id, resource_attributes, scope_name_version, to_nanos,
+    Arrival, Converted, Rejections, optional_id, resource_attributes, scope_name_version, to_nanos,
 };
 use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name, to_text};
 
@@ -95,8 +95,13 @@ fn ids(record: &LogRecord) -> Result<(Option<String>, Option<String>), String> {
     ))
 }
 
-/// Converts a request; `received` (ns) stands in for missing timestamps.
-pub fn convert(request: &ExportLogsServiceRequest, received: i64) -> Result<Converted, ArrowError> {
+/// Converts a request; `arrival.received` stands in for missing
+/// timestamps, and records outside its window are rejected.
+pub fn convert(
+    request: &ExportLogsServiceRequest,
+    arrival: Arrival,
+) -> Result<Converted, ArrowError> {
+    let received = arrival.received;
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_logs in &request.resource_logs {
@@ -121,6 +126,10 @@ pub fn convert(request: &ExportLogsServiceRequest, received: i64) -> Result<Conv
                     0 => observed,
                     t => t,
                 };
+                if let Some(reason) = arrival.refuse(time) {
+                    rejected.reject(1, || format!("log record of service {service:?}: {reason}"));
+                    continue;
+                }
                 c.time.append_value(time);
                 c.observed_time.append_value(observed);
                 c.service.append_value(&service);
@@ -198,7 +207,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let out = convert(&request, 999).unwrap();
+        let out = convert(&request, Arrival::unbounded(999)).unwrap();
         let b = &out.batch;
         assert_eq!(b.num_rows(), 1);
         assert_eq!(out.rejected.count, 1);

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ExponentialHistogramDataPoint, HistogramDataPoint, Metric, metric::Data, number_data_point,
 };
 
-use super::{Converted, Rejections, resource_attributes, scope_name_version, to_nanos};
+use super::{Arrival, Converted, Rejections, resource_attributes, scope_name_version, to_nanos};
 use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name};
 
 fn temporality_name(t: i32) -> Option<&'static str> {
@@ -407,11 +407,27 @@ fn data_point_count(metric: &Metric) -> usize {
     }
 }
 
-/// Converts a request; `received` (ns) stands in for a missing point time.
+/// Every data point's time (0 when unset).
+fn point_times(metric: &Metric) -> Vec<u64> {
+    match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        Some(Data::Sum(s)) => s.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        Some(Data::ExponentialHistogram(h)) => {
+            h.data_points.iter().map(|p| p.time_unix_nano).collect()
+        }
+        Some(Data::Summary(s)) => s.data_points.iter().map(|p| p.time_unix_nano).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Converts a request; `arrival.received` stands in for a missing point
+/// time, and a metric with a point outside its window is rejected whole.
 pub fn convert(
     request: &ExportMetricsServiceRequest,
-    received: i64,
+    arrival: Arrival,
 ) -> Result<Converted, ArrowError> {
+    let received = arrival.received;
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_metrics in &request.resource_metrics {
@@ -429,6 +445,15 @@ pub fn convert(
                 }
                 if metric.data.is_none() {
                     rejected.reject(1, || format!("metric {:?} has no data", metric.name));
+                    continue;
+                }
+                let refused = point_times(metric)
+                    .into_iter()
+                    .filter(|t| *t != 0)
+                    .find_map(|t| arrival.refuse(to_nanos(t)));
+                if let Some(reason) = refused {
+                    let n = data_point_count(metric);
+                    rejected.reject(n, || format!("metric {:?}: {reason}", metric.name));
                     continue;
                 }
                 let ctx = Context {
@@ -498,7 +523,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let out = convert(&request, 1).unwrap();
+        let out = convert(&request, Arrival::unbounded(1)).unwrap();
         let b = &out.batch;
         assert_eq!((b.num_rows(), out.rejected.count), (2, 1));
         let kind = b.column_by_name("kind").unwrap().as_string::<i32>();

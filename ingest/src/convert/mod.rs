@@ -54,6 +54,45 @@ impl Rejections {
     }
 }
 
+/// When a request arrived and which record times it may carry. Records
+/// outside `[earliest, latest]` are rejected through partial success: a
+/// client clock years off (or a hostile one) would otherwise create a file
+/// per hour it names, and future hours that retention never removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Stands in for missing timestamps (ns).
+    pub received: i64,
+    pub earliest: i64,
+    pub latest: i64,
+}
+
+impl Arrival {
+    /// Any time accepted (for tests and tools that replay old data).
+    pub fn unbounded(received: i64) -> Arrival {
+        Arrival {
+            received,
+            earliest: i64::MIN,
+            latest: i64::MAX,
+        }
+    }
+
+    /// Why `time` is refused, if it is.
+    pub fn refuse(&self, time: i64) -> Option<String> {
+        let text = |t: i64| {
+            chrono::DateTime::from_timestamp_nanos(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        (time < self.earliest || time > self.latest).then(|| {
+            format!(
+                "time {} is outside the accepted window {} to {}",
+                text(time),
+                text(self.earliest),
+                text(self.latest)
+            )
+        })
+    }
+}
+
 /// OTLP times are u64 ns; Arrow's are i64. Anything past 2262 is clamped.
 pub fn to_nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)

@@ -13,7 +13,8 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
 
 use super::{
-    Converted, Rejections, hex_id, optional_id, resource_attributes, scope_name_version, to_nanos,
+    Arrival, Converted, Rejections, hex_id, optional_id, resource_attributes, scope_name_version,
+    to_nanos,
 };
 use crate::anyvalue::{
     AttrBuilder, append_attributes, attributes_json, new_attr_builder, service_name,
@@ -149,7 +150,11 @@ fn ids(span: &Span) -> Result<(String, String, Option<String>), String> {
     ))
 }
 
-pub fn convert(request: &ExportTraceServiceRequest) -> Result<Converted, ArrowError> {
+/// Converts a request; spans starting outside `arrival`'s window are rejected.
+pub fn convert(
+    request: &ExportTraceServiceRequest,
+    arrival: Arrival,
+) -> Result<Converted, ArrowError> {
     let mut c = Columns::new();
     let mut rejected = Rejections::default();
     for resource_spans in &request.resource_spans {
@@ -169,6 +174,12 @@ pub fn convert(request: &ExportTraceServiceRequest) -> Result<Converted, ArrowEr
                 };
                 let start = to_nanos(span.start_time_unix_nano);
                 let end = to_nanos(span.end_time_unix_nano);
+                if let Some(reason) = arrival.refuse(start) {
+                    rejected.reject(1, || {
+                        format!("span {:?} of service {service:?}: {reason}", span.name)
+                    });
+                    continue;
+                }
                 let status = span.status.as_ref();
                 c.trace_id.append_value(trace_id);
                 c.span_id.append_value(span_id);
@@ -241,7 +252,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let out = convert(&request).unwrap();
+        let out = convert(&request, Arrival::unbounded(0)).unwrap();
         let b = &out.batch;
         assert_eq!((b.num_rows(), out.rejected.count), (1, 1));
         let s = |n: &str| {
