@@ -11,6 +11,10 @@ pub enum IngestError {
     InvalidArgument(String),
     #[error("request body exceeds the limit of {limit} bytes{after}")]
     TooLarge { limit: usize, after: &'static str },
+    #[error(
+        "request holds {count} records; at most {limit} are accepted per request: send smaller batches"
+    )]
+    TooManyRecords { count: usize, limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("request body did not arrive within {0:?}")]
@@ -44,7 +48,9 @@ impl IngestError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             IngestError::InvalidArgument(_) => ErrorKind::Invalid,
-            IngestError::TooLarge { .. } => ErrorKind::TooLarge,
+            IngestError::TooLarge { .. } | IngestError::TooManyRecords { .. } => {
+                ErrorKind::TooLarge
+            }
             IngestError::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
             IngestError::Timeout(_) => ErrorKind::RequestTimeout,
             IngestError::Overloaded(_) => ErrorKind::Overloaded,

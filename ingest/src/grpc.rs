@@ -16,7 +16,7 @@ use tonic::codec::{
 use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use tonic_prost::ProstEncoder;
 
 use crate::ingestor::{Ingestor, Transport};
 use crate::otlp::OtlpExport;
@@ -114,7 +114,7 @@ impl<E, D> Default for OtlpCodec<E, D> {
 impl<E, D> Codec for OtlpCodec<E, D>
 where
     E: Message + Send + 'static,
-    D: Message + Default + Send + 'static,
+    D: OtlpExport,
 {
     type Encode = E;
     type Decode = D;
@@ -126,19 +126,25 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        InvalidArgumentDecoder(ProstDecoder::new(BufferSettings::default()))
+        InvalidArgumentDecoder(PhantomData)
     }
 }
 
-struct InvalidArgumentDecoder<D>(ProstDecoder<D>);
+struct InvalidArgumentDecoder<D>(PhantomData<fn() -> D>);
 
-impl<D: Message + Default> Decoder for InvalidArgumentDecoder<D> {
+impl<D: OtlpExport> Decoder for InvalidArgumentDecoder<D> {
     type Item = D;
     type Error = Status;
 
+    /// Counts the records on the wire first, so an oversized batch is
+    /// refused before decoding allocates anything for it.
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
-        self.0
-            .decode(buf)
-            .map_err(|s| Status::invalid_argument(format!("malformed protobuf: {}", s.message())))
+        use bytes::Buf;
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        crate::wire_count::check_protobuf(&bytes, D::RECORD_PATH, D::SIGNAL.name())
+            .map_err(|e| e.grpc_status())?;
+        D::decode(bytes)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))
     }
 }

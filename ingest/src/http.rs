@@ -186,6 +186,12 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, In
 
 fn decode<R: OtlpExport>(encoding: Encoding, bytes: &[u8]) -> Result<R, IngestError> {
     match encoding {
+        Encoding::Protobuf => {
+            crate::wire_count::check_protobuf(bytes, R::RECORD_PATH, R::SIGNAL.name())?
+        }
+        Encoding::Json => crate::wire_count::check_json(bytes)?,
+    }
+    match encoding {
         Encoding::Protobuf => R::decode(bytes).map_err(|e| {
             IngestError::InvalidArgument(format!("malformed protobuf {}: {e}", R::SIGNAL))
         }),

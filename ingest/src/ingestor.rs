@@ -69,6 +69,12 @@ impl AcceptWindow {
     }
 }
 
+/// Records one request may hold. Each becomes a row that repeats its
+/// resource and scope, so millions of near-empty records in one 16 MiB
+/// body would cost gigabytes to build; SDKs and the Collector send
+/// batches of hundreds to a few thousand.
+pub const MAX_RECORDS_PER_REQUEST: usize = 200_000;
+
 /// Converts and stores export requests. Shared by the gRPC and HTTP receivers.
 pub struct Ingestor {
     storage: Arc<Storage>,
@@ -132,6 +138,14 @@ impl Ingestor {
         transport: Transport,
         wire_bytes: usize,
     ) -> Result<Outcome, IngestError> {
+        let count = request.record_count();
+        if count > MAX_RECORDS_PER_REQUEST {
+            self.count_failure(R::SIGNAL, transport, wire_bytes);
+            return Err(IngestError::TooManyRecords {
+                count,
+                limit: MAX_RECORDS_PER_REQUEST,
+            });
+        }
         let received = loupe_base::clock::now_nanos();
         let converted = request
             .convert(self.window.arrival(R::SIGNAL, received))

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 mod ingestor;
 mod otlp;
+mod wire_count;
 
 pub use error::IngestError;
 pub use ingestor::{AcceptWindow, Ingestor, Outcome, Transport};

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use serde::de::DeserializeOwned;
 
 use crate::convert::{self, Arrival, Converted};
+use crate::wire_count::RecordPath;
 
 /// An OTLP export request type (logs, traces or metrics).
 pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync + 'static {
@@ -25,6 +26,11 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     const REJECTED_JSON_FIELD: &'static str;
     type Response: prost::Message + Default + Send + Sync + 'static;
 
+    /// Log records, spans or data points in the request, counted before
+    /// anything is built from them.
+    fn record_count(&self) -> usize;
+    /// Where the records sit in the protobuf encoding (see [`crate::wire_count`]).
+    const RECORD_PATH: RecordPath;
     /// Converts to Arrow; `arrival` fills in missing timestamps and bounds
     /// the accepted ones.
     fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError>;
@@ -43,13 +49,20 @@ macro_rules! otlp_export {
         $json_field:literal,
         $response:ident,
         $partial:ident { $rejected:ident },
-        $convert:expr $(,)?
+        $convert:expr,
+        $count:expr,
+        $path:expr $(,)?
     ) => {
         impl OtlpExport for $request {
             const SIGNAL: Signal = $signal;
             const GRPC_SERVICE: &'static str = $service;
             const REJECTED_JSON_FIELD: &'static str = $json_field;
             type Response = $response;
+            const RECORD_PATH: RecordPath = $path;
+
+            fn record_count(&self) -> usize {
+                $count(self)
+            }
 
             fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError> {
                 $convert(self, arrival)
@@ -77,6 +90,14 @@ otlp_export!(
         rejected_log_records
     },
     convert::logs::convert,
+    |r: &ExportLogsServiceRequest| r
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum::<usize>(),
+    // resource_* → scope_* → records
+    &[&[1], &[2], &[2]],
 );
 
 otlp_export!(
@@ -87,6 +108,14 @@ otlp_export!(
     ExportTraceServiceResponse,
     ExportTracePartialSuccess { rejected_spans },
     convert::traces::convert,
+    |r: &ExportTraceServiceRequest| r
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum::<usize>(),
+    // resource_* → scope_* → records
+    &[&[1], &[2], &[2]],
 );
 
 otlp_export!(
@@ -99,4 +128,8 @@ otlp_export!(
         rejected_data_points
     },
     convert::metrics::convert,
+    convert::metrics::data_point_total,
+    // resource_metrics → scope_metrics → metrics → gauge | sum | histogram |
+    // exponential_histogram | summary → data_points
+    &[&[1], &[2], &[2], &[5, 7, 9, 10, 11], &[1]],
 );

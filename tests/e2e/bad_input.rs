@@ -363,3 +363,44 @@ fn records_timed_far_outside_now_are_rejected_and_counted() {
         "{metrics}"
     );
 }
+
+/// Once allocated gigabytes: a body of millions of empty log records.
+#[test]
+fn a_request_of_millions_of_empty_records_is_refused_before_decoding() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let loupe = Loupe::start(&[]);
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); 5_000_000],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let body = request.encode_to_vec();
+    assert!(body.len() < 16 << 20, "{} bytes", body.len());
+    drop(request);
+    let response = loupe.post("/v1/logs", "application/x-protobuf", body.clone());
+    assert_eq!(response.status().as_u16(), 413);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime
+        .block_on(raw_grpc(&loupe.grpc_url(), LOGS_EXPORT, body))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("records"), "{err:?}");
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", loupe.pid().unwrap()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 400 * 1024, "peak RSS {rss_kb} kB");
+    assert_eq!(
+        reqwest::blocking::get(loupe.api_url("/healthz"))
+            .unwrap()
+            .status(),
+        200
+    );
+}

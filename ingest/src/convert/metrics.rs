@@ -396,6 +396,17 @@ impl Columns {
     }
 }
 
+/// Data points in a whole request (a metric without data counts as one).
+pub fn data_point_total(request: &ExportMetricsServiceRequest) -> usize {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| data_point_count(m).max(1))
+        .sum()
+}
+
 fn data_point_count(metric: &Metric) -> usize {
     match &metric.data {
         Some(Data::Gauge(g)) => g.data_points.len(),
