@@ -90,6 +90,8 @@ pub struct QueryEngine {
     ok: Arc<Counter>,
     failed: Arc<Counter>,
     latency: Arc<Histogram>,
+    /// Where plans execute, apart from the ingest threads.
+    pool: crate::query_pool::QueryPool,
 }
 
 impl QueryEngine {
@@ -117,6 +119,9 @@ impl QueryEngine {
                 &[("outcome", "error")],
             ),
             latency: registry.histogram("loupe_query_duration_seconds", "SQL query latency.", &[]),
+            pool: crate::query_pool::QueryPool::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?,
         })
     }
 
@@ -209,7 +214,8 @@ impl QueryEngine {
         result
     }
 
-    /// Executes `df`, keeping at most the configured rows and bytes.
+    /// Executes `df` on the query threads, keeping at most the configured
+    /// rows and bytes.
     async fn collect(&self, df: DataFrame, started: Instant) -> Result<QueryOutput, QueryError> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let task = Arc::new(df.task_ctx());
@@ -220,26 +226,34 @@ impl QueryEngine {
             self.config.timeout,
         )
         .map_err(from_datafusion)?;
-        let mut stream =
-            datafusion::physical_plan::execute_stream(plan, task).map_err(from_datafusion)?;
-        let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, 0usize, false);
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(from_datafusion)?;
-            let room = self.config.max_result_rows - rows;
-            let batch = if batch.num_rows() > room {
-                truncated = true;
-                batch.slice(0, room)
-            } else {
-                batch
-            };
-            rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
-            batches.push(batch);
-            if rows >= self.config.max_result_rows || bytes > self.config.max_result_bytes {
-                truncated = truncated || stream.next().await.is_some();
-                break;
-            }
-        }
+        let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
+        let (batches, truncated) = self
+            .pool
+            .run(async move {
+                let mut stream = datafusion::physical_plan::execute_stream(plan, task)
+                    .map_err(from_datafusion)?;
+                let (mut batches, mut rows, mut bytes, mut truncated) =
+                    (Vec::new(), 0usize, 0usize, false);
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(from_datafusion)?;
+                    let room = max_rows - rows;
+                    let batch = if batch.num_rows() > room {
+                        truncated = true;
+                        batch.slice(0, room)
+                    } else {
+                        batch
+                    };
+                    rows += batch.num_rows();
+                    bytes += batch.get_array_memory_size();
+                    batches.push(batch);
+                    if rows >= max_rows || bytes > max_bytes {
+                        truncated = truncated || stream.next().await.is_some();
+                        break;
+                    }
+                }
+                Ok((batches, truncated))
+            })
+            .await?;
         Ok(QueryOutput {
             schema,
             batches,

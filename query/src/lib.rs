@@ -15,6 +15,7 @@ mod error;
 pub mod internal_sql;
 pub mod logs_api;
 mod output;
+mod query_pool;
 mod sandbox;
 mod search;
 mod table;

@@ -189,3 +189,34 @@ fn columns_with_the_same_name_keep_their_own_values() {
     assert!(left.starts_with("request 0 line 0"), "{left}");
     assert!(right.starts_with("request 0 line 1"), "{right}");
 }
+
+#[test]
+fn a_heavy_query_does_not_hold_up_acknowledgements() {
+    let loupe = Loupe::start(&["--query-timeout", "20s"]);
+    load_logs(&loupe, 20, 1_000);
+    let heavy = "SELECT count(*) FROM (SELECT severity_number FROM logs) a \
+                 CROSS JOIN (SELECT severity_number FROM logs) b \
+                 CROSS JOIN (SELECT severity_number FROM logs) c \
+                 WHERE a.severity_number + b.severity_number + c.severity_number < 0";
+    std::thread::scope(|scope| {
+        let query = scope.spawn(|| loupe.sql_response(heavy));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for r in 0..10 {
+            let started = std::time::Instant::now();
+            let body =
+                logs_request("during", (0..10).map(|i| format!("line {r} {i}"))).encode_to_vec();
+            let status = loupe
+                .post("/v1/logs", "application/x-protobuf", body)
+                .status()
+                .as_u16();
+            assert_eq!(status, 200);
+            let took = started.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(3),
+                "ack took {took:?} while a query ran"
+            );
+        }
+        let (status, body) = query.join().unwrap();
+        assert_eq!(status, 504, "{body}");
+    });
+}
