@@ -2,6 +2,7 @@
 //! One test binary (modules below) to keep link times down.
 
 mod bad_input;
+mod browser;
 mod capacity;
 mod crash;
 mod harness;
@@ -14,4 +15,5 @@ mod search;
 mod shared;
 mod sql_api;
 mod traces;
+mod ui;
 mod webhook_receiver;

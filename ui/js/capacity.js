@@ -1,0 +1,115 @@
+// Capacity: policies (create and edit through the API), baselines, the
+// latest decision per service with its evidence, tasks and schedules.
+import { html, useApi, useState, useEffect, useBus, Status, setParams, api, fmtTime, fmtNum, Json } from "./lib.js";
+
+const FIELDS = [
+  ["min", "number", "min instances"],
+  ["max", "number", "max instances"],
+  ["target_utilization", "number", "target utilisation (0–1)"],
+  ["webhook_url", "text", "webhook URL"],
+  ["evaluation_interval", "text", "evaluation interval"],
+];
+
+function PolicyForm({ service, policy, onSaved, close }) {
+  const [svc, setSvc] = useState(service || "");
+  const [f, setF] = useState({});
+  const [state, setState] = useState({ saving: false, error: null });
+  useEffect(() => {
+    const p = policy || { min: 1, max: 10, target_utilization: 0.7, webhook_url: "", evaluation_interval: "15s" };
+    setF(Object.fromEntries(FIELDS.map(([k]) => [k, p[k] === undefined ? "" : String(p[k])])));
+    setSvc(service || "");
+  }, [service, policy]);
+  const save = async (e) => {
+    e.preventDefault();
+    const body = { ...(policy || {}) };
+    for (const [k, type] of FIELDS) {
+      if (f[k] === "") continue;
+      body[k] = type === "number" ? Number(f[k]) : f[k];
+    }
+    setState({ saving: true, error: null });
+    try {
+      await api(`/api/v1/capacity/policies/${encodeURIComponent(svc)}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      setState({ saving: false, error: null, saved: true });
+      onSaved(svc);
+    } catch (err) {
+      setState({ saving: false, error: err.message });
+    }
+  };
+  return html`<form class="card policyform" onSubmit=${save} data-testid="policy-form">
+    <div class="detail-head"><h3>${service ? `Policy: ${service}` : "New policy"}</h3><button type="button" class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    ${!service && html`<label>service<input name="service" value=${svc} onInput=${(e) => setSvc(e.target.value)} required /></label>`}
+    ${FIELDS.map(([k, type, label]) => html`<label>${label}<input name=${k} type=${type === "number" ? "number" : "text"} step="any" value=${f[k] || ""} onInput=${(e) => setF({ ...f, [k]: e.target.value })} required=${k === "webhook_url"} /></label>`)}
+    <div class="row"><button class="primary" type="submit" disabled=${state.saving || !svc}>${state.saving ? "Saving…" : "Save"}</button>
+      ${state.saved && html`<span class="good" data-testid="saved">Saved</span>`}
+      ${state.error && html`<span class="bad" role="alert">${state.error}</span>`}</div>
+  </form>`;
+}
+
+export function CapacityPage({ params }) {
+  const policies = useApi("/api/v1/capacity/policies");
+  const baselines = useApi("/api/v1/capacity/baselines");
+  const decisions = useApi("/api/v1/capacity/decisions?limit=200");
+  const tasks = useApi("/api/v1/capacity/tasks?limit=100");
+  const schedules = useApi("/api/v1/capacity/schedules");
+  const [ev, setEv] = useState(null);
+  const editing = params.new === "1" ? "" : params.edit;
+  useBus("escape", () => { setEv(null); if (editing !== undefined) setParams({ edit: undefined, new: undefined }); });
+  const list = policies.data || [];
+  const current = list.find((p) => p.service === editing);
+  const latest = new Map();
+  for (const d of decisions.data || []) {
+    const k = d.service + (d.region ? "/" + d.region : "");
+    if (!latest.has(k) || d.sequence > latest.get(k).sequence) latest.set(k, d);
+  }
+  const base = new Map((baselines.data || []).map((b) => [b.service, b.baseline]));
+  const refresh = () => { policies.reload(); decisions.reload(); };
+  return html`<div class="page capacity">
+    <div class="two wide-left">
+      <section class="card">
+        <div class="row"><h2>Policies</h2><span class="spacer"></span><button class="primary" onClick=${() => setParams({ new: "1", edit: undefined })} data-testid="new-policy">New policy</button></div>
+        <${Status} state=${policies} what="policies" empty=${policies.data && !list.length ? "No capacity policies yet. Create one to get scale decisions." : null}>
+          <table class="grid"><thead><tr><th>service</th><th class="num">min</th><th class="num">max</th><th class="num">target util.</th><th class="num">baseline rps/inst.</th><th class="num">current → desired</th><th>last reason</th><th>webhook</th><th></th></tr></thead>
+          <tbody>${list.map(({ service, policy }) => {
+            const d = latest.get(service);
+            const b = base.get(service);
+            return html`<tr data-policy=${service}>
+              <td><b>${service}</b></td><td class="num">${policy.min}</td><td class="num">${policy.max}</td><td class="num">${policy.target_utilization}</td>
+              <td class="num">${b ? fmtNum(b.max_rps_per_instance) : html`<span class="muted">none</span>`}</td>
+              <td class="num">${d ? `${d.current} → ${d.desired}` : "–"}</td>
+              <td>${d ? html`<button class="link" onClick=${() => setEv(d)}>${d.reason}</button>` : "–"}</td>
+              <td class="mono small">${policy.webhook_url}</td>
+              <td><button onClick=${() => setParams({ edit: service, new: undefined })} data-testid=${"edit-" + service}>Edit</button></td>
+            </tr>`;
+          })}</tbody></table>
+        <//>
+      </section>
+      ${editing !== undefined ? html`<${PolicyForm} service=${editing} policy=${current ? current.policy : null} onSaved=${(svc) => { refresh(); if (!editing) setParams({ new: undefined, edit: svc }, true); }} close=${() => setParams({ edit: undefined, new: undefined })} />`
+        : ev ? html`<section class="card"><div class="detail-head"><h3>Decision evidence: ${ev.service} ${fmtTime(ev.time, params.tz)}</h3><button class="close" onClick=${() => setEv(null)}>×</button></div><${Json} value=${ev} /></section>`
+        : html`<section class="card"><h3>Baselines</h3>
+          <${Status} state=${baselines} what="baselines" empty=${baselines.data && !baselines.data.length ? "No baselines: what one instance carries is fitted from a load test (see README)." : null}>
+            <table class="grid"><thead><tr><th>service</th><th class="num">rps / instance</th><th>SLO</th><th>note</th></tr></thead>
+            <tbody>${(baselines.data || []).map((b) => html`<tr><td>${b.service}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
+          <//></section>`}
+    </div>
+    <div class="two">
+      <section class="card">
+        <h2>Decisions</h2>
+        <${Status} state=${decisions} what="decisions" empty=${decisions.data && !decisions.data.length ? "No decisions yet (one per evaluation interval once a policy exists)." : null}>
+          <table class="grid"><thead><tr><th>time</th><th>service</th><th class="num">current → desired</th><th>reason</th></tr></thead>
+          <tbody>${(decisions.data || []).slice(0, 50).map((d) => html`<tr class="clickable" onClick=${() => { setEv(d); setParams({ edit: undefined, new: undefined }); }}><td class="mono">${fmtTime(d.time, params.tz)}</td><td>${d.service}${d.region ? " / " + d.region : ""}</td><td class="num">${d.current} → ${d.desired}</td><td>${d.reason}</td></tr>`)}</tbody></table>
+        <//>
+      </section>
+      <section class="card">
+        <h2>Tasks</h2>
+        <${Status} state=${tasks} what="tasks" empty=${tasks.data && !tasks.data.length ? "No scale tasks." : null}>
+          <table class="grid"><thead><tr><th>created</th><th>service</th><th class="num">from → to</th><th>status</th><th>reason</th></tr></thead>
+          <tbody>${(tasks.data || []).map((t) => html`<tr><td class="mono">${fmtTime(t.created_at || t.time, params.tz)}</td><td>${t.service}</td><td class="num">${t.from ?? ""} → ${t.to ?? ""}</td><td><span class="badge status-${t.status}">${t.status}</span></td><td class="small">${t.reason || ""}</td></tr>`)}</tbody></table>
+        <//>
+        <h3>Schedules</h3>
+        <${Status} state=${schedules} what="schedules" empty=${schedules.data && !schedules.data.length ? "No schedules." : null}>
+          <table class="grid"><tbody>${(schedules.data || []).map((s) => html`<tr><td>${s.name}</td><td><${Json} value=${s} /></td></tr>`)}</tbody></table>
+        <//>
+      </section>
+    </div>
+  </div>`;
+}
