@@ -230,6 +230,40 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "back to the unnarrowed search",
     );
+    // Live tail: new lines stream in above without moving what is in view.
+    b.navigate(&format!("{base}/logs?{window}&live=1"));
+    b.wait_for(
+        "document.querySelectorAll('.logrow').length > 30",
+        WAIT,
+        "the window's lines",
+    );
+    b.wait_for(
+        "/\\d+ new/.test(document.querySelector('[data-testid=live]').textContent)",
+        WAIT,
+        "live lines",
+    );
+    b.eval("document.querySelector('.logrows').scrollTop = 240");
+    let at_top = "(() => { const r = document.querySelector('.logrows').getBoundingClientRect(); \
+                  const row = document.elementFromPoint(r.left + 300, r.top + 5).closest('.logrow'); return row && row.textContent; })()";
+    std::thread::sleep(Duration::from_millis(300));
+    let before = b.eval(at_top);
+    let live_before = b.eval(
+        "parseInt(document.querySelector('[data-testid=live]').textContent.match(/(\\d+) new/)[1])",
+    );
+    b.wait_for(
+        &format!("parseInt(document.querySelector('[data-testid=live]').textContent.match(/(\\d+) new/)[1]) > {live_before}"),
+        WAIT,
+        "more live lines",
+    );
+    assert!(before.is_string(), "a line at the top of the list");
+    assert_eq!(b.eval(at_top), before, "the line in view stays in view");
+    b.screenshot("logs-live");
+    b.click("[data-testid=live-toggle]");
+    b.wait_for(
+        "!document.querySelector('[data-testid=live]') && !location.search.includes('live=')",
+        WAIT,
+        "live tail stopped",
+    );
     b.assert_no_problems("logs");
 
     // ---- Traces: open a trace from the results, find a span, walk the critical path.
@@ -285,6 +319,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "the next critical-path span",
     );
+    b.screenshot("trace-view");
     let collapsible = count(&mut b, ".wf-row .twisty[title=collapse]");
     let rows = count(&mut b, ".wf-row");
     b.click(".wf-row .twisty[title=collapse]");

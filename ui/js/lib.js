@@ -227,6 +227,20 @@ export function VirtualList({ items, rowHeight, render: renderRow, height = 500,
       }
     }
   }, [scrollTo]);
+  // Rows prepended above (live tail) keep what is in view in place.
+  const prev = useRef({ len: 0, head: undefined });
+  useLayoutEffect(() => {
+    const el = ref.current;
+    const p = prev.current;
+    if (el && p.head !== undefined && items.length > p.len) {
+      const delta = items.length - p.len;
+      if (items[delta] === p.head && el.scrollTop > 0) {
+        el.scrollTop += delta * rowHeight;
+        setTop(el.scrollTop);
+      }
+    }
+    prev.current = { len: items.length, head: items[0] };
+  }, [items]);
   const first = Math.max(0, Math.floor(top / rowHeight) - 10);
   const last = Math.min(items.length, Math.ceil((top + viewH) / rowHeight) + 10);
   const rows = [];

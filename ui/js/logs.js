@@ -172,16 +172,36 @@ export function LogsPage({ params }) {
   const tab = params.tab === "patterns" ? "patterns" : "lines";
   const [draft, setDraft] = useState(q);
   const [help, setHelp] = useState(false);
-  const [sel, setSel] = useState(-1);
+  // The selected line itself, so live lines arriving above keep it.
+  const [selHit, setSelHit] = useState(null);
   useEffect(() => setDraft(q), [q]);
   const url = tab === "lines" ? `/api/v1/logs/search?${qs({ q, ...range, limit: 1000 })}` : null;
   const res = useApi(url);
-  useEffect(() => setSel(-1), [res.data]);
+  useEffect(() => setSelHit(null), [res.data]);
   useEffect(() => { if (res.data) remember(q); }, [res.data]);
   const run = () => { if (draft === q) res.reload(); else setParams({ q: draft }); };
   useBus("run", run);
-  useBus("escape", () => { setSel(-1); setHelp(false); });
-  const hits = res.data ? res.data.hits : [];
+  useBus("escape", () => { setSelHit(null); setHelp(false); });
+  const live = params.live === "1";
+  const [liveHits, setLiveHits] = useState([]);
+  const [liveState, setLiveState] = useState("");
+  useEffect(() => {
+    setLiveHits([]);
+    if (!live || tab !== "lines") { setLiveState(""); return; }
+    const es = new EventSource(`/api/v1/logs/tail?${qs({ q })}`);
+    setLiveState("connecting");
+    es.addEventListener("open", () => setLiveState("live"));
+    es.addEventListener("lines", (e) => {
+      const lines = JSON.parse(e.data);
+      if (lines.length) setLiveHits((old) => [...lines.reverse(), ...old].slice(0, 10000));
+    });
+    es.addEventListener("error", () => setLiveState("reconnecting"));
+    return () => es.close();
+  }, [live, q, tab]);
+  const searched = res.data ? res.data.hits : [];
+  const hits = useMemo(() => (liveHits.length ? [...liveHits, ...searched] : searched), [liveHits, searched]);
+  const sel = selHit ? hits.indexOf(selHit) : -1;
+  const setSel = (i) => setSelHit(i >= 0 ? hits[i] : null);
   const narrow = (a, b) => {
     // Within the current range: the last bucket may reach past its end.
     const [r0, r1] = rangeBounds(params);
@@ -208,8 +228,10 @@ export function LogsPage({ params }) {
     ${tab === "patterns" ? html`<${Patterns} range=${range} shared=${shared} />` : html`
     <section class="card">
       <div class="resultbar">
-        <span data-testid="total">${res.data ? html`<b>${res.data.total.toLocaleString("en-US")}</b> lines${res.data.total > hits.length ? html`, newest ${hits.length} shown` : ""} · ${Math.round(res.data.took_ms)} ms` : res.loading ? "Searching…" : ""}</span>
+        <span data-testid="total">${res.data ? html`<b>${res.data.total.toLocaleString("en-US")}</b> lines${res.data.total > searched.length ? html`, newest ${searched.length} shown` : ""} · ${Math.round(res.data.took_ms)} ms` : res.loading ? "Searching…" : ""}</span>
+        ${live && html`<span class="live-badge" data-testid="live">● ${liveState}${liveHits.length ? ` · ${liveHits.length} new` : ""}</span>`}
         <span class="spacer"></span>
+        <button class=${live ? "on" : ""} title="Stream new matching lines in (live tail)" onClick=${() => setParams({ live: live ? undefined : "1" })} data-testid="live-toggle">${live ? "Stop live" : "Live tail"}</button>
         <button disabled=${!hits.length} onClick=${csv}>CSV</button>
         <button disabled=${!hits.length} onClick=${json}>JSON</button>
       </div>
