@@ -7,6 +7,13 @@ import uPlot from "/vendor/uplot-1.6.32.esm.js";
 const DEFAULT_SQL = "SELECT service, count(*) AS spans,\n  avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0 END) AS error_rate\nFROM spans\nWHERE start_time > now() - INTERVAL '15 minutes'\nGROUP BY service ORDER BY spans DESC";
 const TABLES = ["logs", "spans", "metrics"];
 
+function shortType(t) {
+  if (t.startsWith("Timestamp")) return "timestamp";
+  if (t.startsWith("Map(")) return "map<text, text>";
+  if (t.startsWith("List(")) return "list";
+  return t.toLowerCase().replace("utf8", "text");
+}
+
 function Schema({ insert }) {
   const [open, setOpen] = useState("spans");
   const [cols, setCols] = useState({});
@@ -17,7 +24,7 @@ function Schema({ insert }) {
   return html`<aside class="card schema"><h3>Tables</h3>
     ${TABLES.map((t) => html`<div class="table">
       <button class="link tname" onClick=${() => setOpen(open === t ? null : t)}>${open === t ? "▾" : "▸"} ${t}</button>
-      ${open === t && html`<div class="cols">${(cols[t] || []).map(([c, ty]) => html`<div class="col" onClick=${() => insert(c)} title="insert"><span class="mono">${c}</span> <span class="muted small">${ty.replace(/Timestamp\(ns, "UTC"\)/, "timestamp")}</span></div>`)}</div>`}
+      ${open === t && html`<div class="cols">${(cols[t] || []).map(([c, ty]) => html`<div class="col" onClick=${() => insert(c)} title="insert"><span class="mono">${c}</span> <span class="muted small">${shortType(ty)}</span></div>`)}</div>`}
     </div>`)}
   </aside>`;
 }
@@ -40,7 +47,7 @@ function Chart({ result }) {
     const u = new uPlot({
       width: ref.current.clientWidth || 800, height: 180,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-      axes: [{ stroke: muted }, { stroke: muted }],
+      axes: [{ stroke: muted, values: (u, splits) => splits.map((v) => new Date(v * 1000).toISOString().slice(11, 19)) }, { stroke: muted }],
       series: [{}, ...spec.series.map((s, i) => ({ label: s.name, stroke: colours[i % colours.length], width: 1.5 }))],
     }, [spec.xs, ...spec.series.map((s) => s.ys)], ref.current);
     return () => u.destroy();
@@ -98,7 +105,7 @@ export function SqlPage({ params }) {
       <section class="card">
         <textarea ref=${editor} class="editor mono" data-search spellcheck="false" value=${draft} rows="7" onInput=${(e) => setDraft(e.target.value)}></textarea>
         <div class="row">
-          <button class="primary" onClick=${run} data-testid="run">Run <span class="muted small">Ctrl+Enter</span></button>
+          <button class="primary" onClick=${run} data-testid="run">Run <span class="small hint-on-primary">Ctrl+Enter</span></button>
           <button onClick=${copy}>Copy as curl</button>
           <button disabled=${!data} onClick=${() => download("loupe-query.csv", toCsv(data.columns.map((c) => c.name), rows), "text/csv")}>CSV</button>
           <span class="spacer"></span>
