@@ -1,6 +1,51 @@
 // Capacity: policies (create and edit through the API), baselines, the
 // latest decision per service with its evidence, tasks and schedules.
-import { html, useApi, useState, useEffect, useBus, Status, setParams, api, fmtTime, fmtNum, Json } from "./lib.js";
+import { html, useApi, useState, useEffect, useRef, useBus, Status, setParams, api, fmtTime, fmtNum, parseTime, isoUtc, rangeBounds, Json } from "./lib.js";
+import uPlot from "/vendor/uplot-1.6.32.esm.js";
+
+/// Live load against capacity for one service over the selected range:
+/// requests/s of its SERVER/CONSUMER spans and ready instances per bucket
+/// (through the SQL API), against baseline × instances and × the policy's
+/// target utilisation.
+function LoadChart({ service, baseline, policy, params }) {
+  const ref = useRef(null);
+  const [b0, b1] = rangeBounds(params);
+  const step = Math.max(10, Math.round((b1 - b0) / 1000 / 120));
+  const sql = `SELECT date_bin(INTERVAL '${step} seconds', start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS t, count(*) / ${step}.0 AS rps, ` +
+    `count(DISTINCT resource_attributes['service.instance.id']) AS instances FROM spans WHERE service = '${service.replace(/'/g, "''")}' ` +
+    `AND kind IN ('server', 'consumer') AND start_time >= TIMESTAMP '${isoUtc(b0)}' AND start_time <= TIMESTAMP '${isoUtc(b1)}' GROUP BY 1 ORDER BY 1`;
+  const [state, setState] = useState({ loading: true, data: null, error: null });
+  useEffect(() => {
+    let live = true;
+    setState((x) => ({ ...x, loading: true }));
+    api("/api/v1/sql", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql }) })
+      .then((data) => live && setState({ loading: false, data, error: null }), (e) => live && setState({ loading: false, data: null, error: e.message }));
+    return () => { live = false; };
+  }, [sql.replace(/TIMESTAMP '[^']*'/g, (m) => m.slice(0, 30))]);
+  const rows = state.data ? state.data.rows.slice(0, -1) : [];
+  useEffect(() => {
+    if (!ref.current || rows.length < 2) return;
+    const xs = rows.map((r) => parseTime(r[0]) / 1000);
+    const per = baseline ? baseline.max_rps_per_instance : null;
+    const util = policy ? policy.target_utilization : null;
+    const cap = rows.map((r) => (per === null ? null : per * r[2]));
+    const target = cap.map((c) => (c === null || util === null ? null : c * util));
+    const muted = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
+    const tz = params.tz;
+    const u = new uPlot({
+      width: ref.current.clientWidth || 700, height: 200,
+      axes: [{ stroke: muted, values: (u, sp) => sp.map((v) => fmtTime(v * 1000, tz, false).slice(0, 5)) }, { stroke: muted, label: "req/s" }, { side: 1, stroke: muted, scale: "n", label: "instances", grid: { show: false } }],
+      scales: { n: { range: (u, lo, hi) => [0, Math.max(1, hi + 1)] } },
+      series: [{ label: "time", value: (u, v) => v === null ? "–" : fmtTime(v * 1000, tz, false) }, { label: "load req/s", stroke: "#2f6fdf", width: 2 }, { label: "capacity", stroke: "#d6333b", dash: [6, 4] }, { label: "× target util.", stroke: "#d08700", dash: [2, 3] },
+        { label: "ready instances", stroke: "#59a14f", scale: "n", paths: uPlot.paths.stepped({ align: 1 }) }],
+    }, [xs, rows.map((r) => r[1]), cap, target, rows.map((r) => r[2])], ref.current);
+    return () => u.destroy();
+  }, [state.data, baseline, policy, params.tz]);
+  return html`<section class="card"><h3>Load against capacity: ${service} ${baseline ? html`<span class="muted small">baseline ${fmtNum(baseline.max_rps_per_instance)} req/s per instance</span>` : html`<span class="muted small">no baseline: capacity unknown</span>`}</h3>
+    <${Status} state=${state} what="load" empty=${state.data && rows.length < 2 ? "No SERVER or CONSUMER spans of this service in the selected range." : null}>
+      <div ref=${ref} class="loadchart" data-testid="load-chart"></div>
+    <//></section>`;
+}
 
 const FIELDS = [
   ["min", "number", "min instances"],
@@ -63,6 +108,7 @@ export function CapacityPage({ params }) {
   }
   const base = new Map((baselines.data || []).map((b) => [b.service, b.baseline]));
   const refresh = () => { policies.reload(); decisions.reload(); };
+  const chartService = params.chart || (editing && list.some((p) => p.service === editing) ? editing : list.length ? list[0].service : null);
   return html`<div class="page capacity">
     <div class="two wide-left">
       <section class="card">
@@ -73,7 +119,7 @@ export function CapacityPage({ params }) {
             const d = latest.get(service);
             const b = base.get(service);
             return html`<tr data-policy=${service}>
-              <td><b>${service}</b></td><td class="num">${policy.min}</td><td class="num">${policy.max}</td><td class="num">${policy.target_utilization}</td>
+              <td><button class="link" title="chart its load" onClick=${() => setParams({ chart: service })}><b>${service}</b></button></td><td class="num">${policy.min}</td><td class="num">${policy.max}</td><td class="num">${policy.target_utilization}</td>
               <td class="num">${b ? fmtNum(b.max_rps_per_instance) : html`<span class="muted">none</span>`}</td>
               <td class="num">${d ? `${d.current} → ${d.desired}` : "–"}</td>
               <td>${d ? html`<button class="link" onClick=${() => setEv(d)}>${d.reason}</button>` : "–"}</td>
@@ -91,6 +137,7 @@ export function CapacityPage({ params }) {
             <tbody>${(baselines.data || []).map((b) => html`<tr><td>${b.service}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
           <//></section>`}
     </div>
+    ${chartService && html`<${LoadChart} key=${chartService} service=${chartService} baseline=${base.get(chartService)} policy=${(list.find((p) => p.service === chartService) || {}).policy} params=${params} />`}
     <div class="two">
       <section class="card">
         <h2>Decisions</h2>
