@@ -1,6 +1,33 @@
 // Services: RED per service with sparklines, per-operation rows, and the
 // service graph as a node-link diagram.
-import { html, useApi, useState, useBus, Status, apiRange, rangeBounds, qs, setParams, sharedParams, Link, fmtMs, fmtPct, fmtNum, Sparkline, serviceColour } from "./lib.js";
+import { html, useApi, useState, useEffect, useBus, Status, apiRange, rangeBounds, qs, setParams, sharedParams, Link, fmtMs, fmtPct, fmtNum, Sparkline, serviceColour, api, isoUtc } from "./lib.js";
+
+const DIMENSIONS = [["service.instance.id", "instance"], ["service.version", "version"], ["cloud.region", "region"]];
+
+/// RED of one service split by instance, version and region (through the
+/// SQL API), so a bad instance or deploy stands out.
+function Breakdown({ service, params }) {
+  const [b0, b1] = rangeBounds(params);
+  const secs = Math.max(1, (b1 - b0) / 1000);
+  const [state, setState] = useState({ loading: true, data: null, error: null });
+  const key = `${service} ${params.range || ""} ${params.from || ""} ${params.to || ""}`;
+  useEffect(() => {
+    let live = true;
+    setState({ loading: true, data: null, error: null });
+    Promise.all(DIMENSIONS.map(([attr]) => api("/api/v1/sql", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sql: `SELECT resource_attributes['${attr}'] AS v, count(*) AS n, avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0 END) AS err, ` +
+        `approx_percentile_cont(duration_ns, 0.95) / 1e6 AS p95 FROM spans WHERE service = '${service.replace(/'/g, "''")}' AND kind IN ('server', 'consumer') ` +
+        `AND start_time >= TIMESTAMP '${isoUtc(b0)}' AND start_time <= TIMESTAMP '${isoUtc(b1)}' GROUP BY 1 ORDER BY err DESC, n DESC` }),
+    }))).then((data) => live && setState({ loading: false, data, error: null }), (e) => live && setState({ loading: false, data: null, error: e.message }));
+    return () => { live = false; };
+  }, [key]);
+  return html`<section class="card" data-testid="breakdown"><h2>${service} by instance, version and region</h2>
+    <${Status} state=${state} what="the breakdown">
+      <div class="three">${(state.data || []).map((r, i) => html`<table class="grid"><thead><tr><th>${DIMENSIONS[i][1]}</th><th class="num">req/s</th><th class="num">errors</th><th class="num">p95</th></tr></thead>
+        <tbody>${r.rows.map(([v, n, err, p95]) => html`<tr><td class="mono">${v === null ? "–" : v}</td><td class="num">${fmtNum(n / secs)}</td><td class="num ${err > 0.01 ? "bad" : ""}">${fmtPct(err)}</td><td class="num">${fmtMs(p95)}</td></tr>`)}</tbody></table>`)}</div>
+    <//></section>`;
+}
 
 function stepFor(params) {
   const [a, b] = rangeBounds(params);
@@ -46,7 +73,7 @@ function Graph({ data, sel, setSel }) {
   }
   const nodeW = Math.min(170, colW - 40);
   return html`<svg class="graph" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="service graph">
-    <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="var(--muted)" /></marker></defs>
+    <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="var(--muted)" /></marker></defs>
     ${edges.map((e, i) => {
       const a = pos.get(e.caller), b = pos.get(e.callee);
       const x1 = a.x + nodeW, y1 = a.y + 16, x2 = b.x, y2 = b.y + 16;
@@ -98,7 +125,8 @@ export function ServicesPage({ params }) {
         <table class="grid svc-table"><thead><tr><th>service</th><th class="num">req/s</th><th>rate</th><th class="num">errors</th><th>error rate</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th>p95</th><th class="num">instances</th></tr></thead>
         <tbody>${services.map((s) => {
           const open = params.service === s.service;
-          const series = s.series || [];
+          // The last bucket is still filling: leave it out of the lines.
+          const series = (s.series || []).length > 2 ? s.series.slice(0, -1) : s.series || [];
           return html`
           <tr class="clickable ${open ? "sel" : ""}" data-service=${s.service} onClick=${() => setParams({ service: open ? undefined : s.service })}>
             <td><span class="swatch" style=${{ background: serviceColour(s.service) }}></span><b>${s.service}</b></td>
@@ -116,6 +144,7 @@ export function ServicesPage({ params }) {
         })}</tbody></table>
       <//>
     </section>
+    ${params.service && html`<${Breakdown} key=${params.service} service=${params.service} params=${params} />`}
     <section class="card">
       <h2>Service graph</h2>
       <${Status} state=${graph} what="the service graph">
