@@ -424,6 +424,35 @@ fn ui_pages_work_in_chromium() {
         .unwrap();
     assert_eq!(policy["max"], 9, "{policy}");
     assert_eq!(policy["min"], 2);
+    b.click("[data-testid=new-schedule]");
+    b.wait_for(
+        "document.querySelector('[data-testid=schedule-form]')",
+        WAIT,
+        "the schedule form",
+    );
+    for (name, value) in [
+        ("name", "weekday-peak"),
+        ("service", "checkout"),
+        ("start_cron", "0 8 * * 1-5"),
+        ("end_cron", "0 20 * * 1-5"),
+        ("desired_instances", "4"),
+    ] {
+        b.type_into(
+            &format!("[data-testid=schedule-form] input[name={name}]"),
+            value,
+        );
+    }
+    b.click("[data-testid=schedule-form] button[type=submit]");
+    b.wait_for(
+        "[...document.querySelectorAll('td')].some(td => td.textContent === 'weekday-peak')",
+        WAIT,
+        "the schedule listed",
+    );
+    let schedule: Value = get(&loupe, "/api/v1/capacity/schedules/weekday-peak", &[])
+        .json()
+        .unwrap();
+    assert_eq!(schedule["desired_instances"], 4, "{schedule}");
+    assert_eq!(schedule["start_cron"], "0 8 * * 1-5");
     b.screenshot("capacity");
     b.assert_no_problems("capacity");
 

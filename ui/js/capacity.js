@@ -34,7 +34,7 @@ function LoadChart({ service, baseline, policy, params }) {
     const tz = params.tz;
     const u = new uPlot({
       width: ref.current.clientWidth || 700, height: 200,
-      axes: [{ stroke: muted, values: (u, sp) => sp.map((v) => fmtTime(v * 1000, tz, false).slice(0, 5)) }, { stroke: muted, label: "req/s" }, { side: 1, stroke: muted, scale: "n", label: "instances", grid: { show: false } }],
+      axes: [{ stroke: muted, values: (u, sp) => sp.map((v) => fmtTime(v * 1000, tz, false).slice(0, b1 - b0 <= 3.6e6 ? 8 : 5)) }, { stroke: muted, label: "req/s" }, { side: 1, stroke: muted, scale: "n", label: "instances", grid: { show: false } }],
       scales: { n: { range: (u, lo, hi) => [0, Math.max(1, hi + 1)] } },
       series: [{ label: "time", value: (u, v) => v === null ? "–" : fmtTime(v * 1000, tz, false) }, { label: "load req/s", stroke: "#2f6fdf", width: 2 }, { label: "capacity", stroke: "#d6333b", dash: [6, 4] }, { label: "× target util.", stroke: "#d08700", dash: [2, 3] },
         { label: "ready instances", stroke: "#59a14f", scale: "n", paths: uPlot.paths.stepped({ align: 1 }) }],
@@ -90,6 +90,34 @@ function PolicyForm({ service, policy, onSaved, close }) {
   </form>`;
 }
 
+/// A small form that PUTs `build(values)` to `path(values)`.
+function PutForm({ title, fields, initial, path, build, onSaved, close, testid }) {
+  const [f, setF] = useState({});
+  const [state, setState] = useState({});
+  useEffect(() => setF(Object.fromEntries(fields.map(([k]) => [k, initial && initial[k] !== undefined && initial[k] !== null ? String(initial[k]) : ""]))), [initial]);
+  const save = async (e) => {
+    e.preventDefault();
+    setState({ saving: true });
+    try {
+      await api(path(f), { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(build(f)) });
+      setState({ saved: true });
+      onSaved();
+    } catch (err) {
+      setState({ error: err.message });
+    }
+  };
+  return html`<form class="card policyform" onSubmit=${save} data-testid=${testid}>
+    <div class="detail-head"><h3>${title}</h3><button type="button" class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    ${fields.map(([k, label, ph, type]) => html`<label>${label}<input name=${k} type=${type || "text"} step="any" placeholder=${ph || ""} value=${f[k] || ""} onInput=${(e) => setF({ ...f, [k]: e.target.value })} /></label>`)}
+    <div class="row"><button class="primary" type="submit" disabled=${state.saving}>${state.saving ? "Saving…" : "Save"}</button>
+      ${state.saved && html`<span class="good">Saved</span>`}${state.error && html`<span class="bad" role="alert">${state.error}</span>`}</div>
+  </form>`;
+}
+
+const BASELINE_FIELDS = [["service", "service", "checkout"], ["max_rps_per_instance", "max req/s per instance", "180", "number"], ["p99_ms", "SLO p99 (ms)", "500", "number"], ["max_error_rate", "SLO max error rate", "0.01", "number"], ["note", "note", "k6 run 2026-11-20"]];
+const SCHEDULE_FIELDS = [["name", "name", "black-friday"], ["service", "service", "checkout"], ["start_cron", "start (cron)", "0 8 * * 1-5"], ["end_cron", "end (cron)", "0 20 * * 1-5"], ["timezone", "time zone", "UTC"], ["desired_instances", "instances at least", "6", "number"]];
+const num = (v) => (v === "" || v === undefined ? undefined : Number(v));
+
 export function CapacityPage({ params }) {
   const policies = useApi("/api/v1/capacity/policies");
   const baselines = useApi("/api/v1/capacity/baselines");
@@ -98,7 +126,7 @@ export function CapacityPage({ params }) {
   const schedules = useApi("/api/v1/capacity/schedules");
   const [ev, setEv] = useState(null);
   const editing = params.new === "1" ? "" : params.edit;
-  useBus("escape", () => { setEv(null); if (editing !== undefined) setParams({ edit: undefined, new: undefined }); });
+  useBus("escape", () => { setEv(null); setParams({ edit: undefined, new: undefined, form: undefined, key: undefined }); });
   const list = policies.data || [];
   const current = list.find((p) => p.service === editing);
   const latest = new Map();
@@ -129,12 +157,22 @@ export function CapacityPage({ params }) {
           })}</tbody></table>
         <//>
       </section>
-      ${editing !== undefined ? html`<${PolicyForm} service=${editing} policy=${current ? current.policy : null} onSaved=${(svc) => { refresh(); if (!editing) setParams({ new: undefined, edit: svc }, true); }} close=${() => setParams({ edit: undefined, new: undefined })} />`
+      ${params.form === "baseline" ? html`<${PutForm} title="Baseline" testid="baseline-form" fields=${BASELINE_FIELDS}
+          initial=${params.key && base.get(params.key) ? { service: params.key, ...base.get(params.key), ...(base.get(params.key).slo || {}) } : null}
+          path=${(f) => `/api/v1/capacity/baselines/${encodeURIComponent(f.service)}`}
+          build=${(f) => ({ max_rps_per_instance: num(f.max_rps_per_instance), slo: { p99_ms: num(f.p99_ms), max_error_rate: num(f.max_error_rate) }, note: f.note || undefined })}
+          onSaved=${() => baselines.reload()} close=${() => setParams({ form: undefined, key: undefined })} />`
+      : params.form === "schedule" ? html`<${PutForm} title="Schedule" testid="schedule-form" fields=${SCHEDULE_FIELDS}
+          initial=${params.key ? (schedules.data || []).find((x) => x.name === params.key) : { timezone: "UTC" }}
+          path=${(f) => `/api/v1/capacity/schedules/${encodeURIComponent(f.name)}`}
+          build=${(f) => ({ service: f.service, start_cron: f.start_cron, end_cron: f.end_cron, timezone: f.timezone || "UTC", desired_instances: num(f.desired_instances) })}
+          onSaved=${() => schedules.reload()} close=${() => setParams({ form: undefined, key: undefined })} />`
+      : editing !== undefined ? html`<${PolicyForm} service=${editing} policy=${current ? current.policy : null} onSaved=${(svc) => { refresh(); if (!editing) setParams({ new: undefined, edit: svc }, true); }} close=${() => setParams({ edit: undefined, new: undefined })} />`
         : ev ? html`<section class="card"><div class="detail-head"><h3>Decision evidence: ${ev.service} ${fmtTime(ev.time, params.tz)}</h3><button class="close" onClick=${() => setEv(null)}>×</button></div><${Json} value=${ev} /></section>`
-        : html`<section class="card"><h3>Baselines</h3>
+        : html`<section class="card"><div class="row"><h3>Baselines</h3><span class="spacer"></span><button onClick=${() => setParams({ form: "baseline", key: undefined })}>New baseline</button></div>
           <${Status} state=${baselines} what="baselines" empty=${baselines.data && !baselines.data.length ? "No baselines: what one instance carries is fitted from a load test (see README)." : null}>
             <table class="grid"><thead><tr><th>service</th><th class="num">rps / instance</th><th>SLO</th><th>note</th></tr></thead>
-            <tbody>${(baselines.data || []).map((b) => html`<tr><td>${b.service}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
+            <tbody>${(baselines.data || []).map((b) => html`<tr class="clickable" title="edit" onClick=${() => setParams({ form: "baseline", key: b.service })}><td>${b.service}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
           <//></section>`}
     </div>
     ${chartService && html`<${LoadChart} key=${chartService} service=${chartService} baseline=${base.get(chartService)} policy=${(list.find((p) => p.service === chartService) || {}).policy} params=${params} />`}
@@ -152,9 +190,9 @@ export function CapacityPage({ params }) {
           <table class="grid"><thead><tr><th>created</th><th>service</th><th class="num">from → to</th><th>status</th><th>reason</th></tr></thead>
           <tbody>${(tasks.data || []).map((t) => html`<tr><td class="mono">${fmtTime(t.created_at || t.time, params.tz)}</td><td>${t.service}</td><td class="num">${t.from ?? ""} → ${t.to ?? ""}</td><td><span class="badge status-${t.status}">${t.status}</span></td><td class="small">${t.reason || ""}</td></tr>`)}</tbody></table>
         <//>
-        <h3>Schedules</h3>
+        <div class="row"><h3>Schedules</h3><span class="spacer"></span><button onClick=${() => setParams({ form: "schedule", key: undefined })} data-testid="new-schedule">New schedule</button></div>
         <${Status} state=${schedules} what="schedules" empty=${schedules.data && !schedules.data.length ? "No schedules." : null}>
-          <table class="grid"><tbody>${(schedules.data || []).map((s) => html`<tr><td>${s.name}</td><td><${Json} value=${s} /></td></tr>`)}</tbody></table>
+          <table class="grid"><thead><tr><th>name</th><th>service</th><th>window</th><th class="num">at least</th></tr></thead><tbody>${(schedules.data || []).map((x) => html`<tr class="clickable" title="edit" onClick=${() => setParams({ form: "schedule", key: x.name })}><td>${x.name}</td><td>${x.service}</td><td class="mono small">${x.start_cron} → ${x.end_cron} ${x.timezone}</td><td class="num">${x.desired_instances}</td></tr>`)}</tbody></table>
         <//>
       </section>
     </div>
