@@ -85,6 +85,11 @@ fn ui_is_served_with_types_caching_and_gzip() {
     assert_eq!(licence.status().as_u16(), 200);
 }
 
+/// Milliseconds from the navigation's start to now, in the page's clock.
+fn since_navigation(b: &mut Browser) -> f64 {
+    b.eval("performance.now()").as_f64().unwrap()
+}
+
 fn shots_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots")
 }
@@ -135,7 +140,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "log lines",
     );
-    eprintln!("logs page: first load with data in {:?}", t0.elapsed());
+    let mut first_loads = vec![("logs", since_navigation(&mut b))];
     // A window the demo's data fills, so a drag over its second half hits lines.
     std::thread::sleep(Duration::from_secs(8).saturating_sub(t0.elapsed()));
     let window = format!("from={}&to={}", started - 2_000_000_000, now_ns());
@@ -275,6 +280,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "trace results",
     );
+    first_loads.push(("traces", since_navigation(&mut b)));
     assert!(
         count(&mut b, "svg.scatter .dot") > 0,
         "the scatter has dots"
@@ -340,6 +346,7 @@ fn ui_pages_work_in_chromium() {
     let window = format!("from={}&to={}", started - 2_000_000_000, now_ns());
     b.navigate(&format!("{base}/services?{window}"));
     b.wait_for("document.querySelectorAll('tr[data-service]').length >= 5 && document.querySelectorAll('svg.graph .node').length >= 5", WAIT, "services and the graph");
+    first_loads.push(("services", since_navigation(&mut b)));
     assert!(count(&mut b, "svg.spark polyline") > 0, "sparklines drawn");
     let services = texts(&mut b, "tr[data-service] td:first-child");
     assert!(services.iter().any(|s| s == "checkout"), "{services:?}");
@@ -362,6 +369,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "the default query's result",
     );
+    first_loads.push(("sql", since_navigation(&mut b)));
     b.type_into(
         "textarea.editor",
         "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service",
@@ -397,6 +405,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "the capacity page",
     );
+    first_loads.push(("capacity", since_navigation(&mut b)));
     b.click("[data-testid=new-policy]");
     b.wait_for(
         "document.querySelector('[data-testid=policy-form]')",
@@ -467,6 +476,7 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "suspects",
     );
+    first_loads.push(("problems", since_navigation(&mut b)));
     let first = b.eval("document.querySelector('.suspect .explanation').textContent");
     assert!(
         first.as_str().unwrap().contains("payment"),
@@ -521,6 +531,7 @@ fn ui_pages_work_in_chromium() {
         "the theme is remembered"
     );
     b.assert_no_problems("problems and the shell");
+    eprintln!("first load to data shown (ms since navigation start): {first_loads:?}");
     eprintln!("screenshots in {}", shots_dir().display());
 }
 
