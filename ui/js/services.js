@@ -2,11 +2,33 @@
 // service graph as a node-link diagram.
 import { html, useApi, useState, useEffect, useBus, Status, apiRange, rangeBounds, qs, setParams, sharedParams, Link, fmtMs, fmtPct, fmtNum, Sparkline, serviceColour, api, isoUtc } from "./lib.js";
 
+import uPlot from "/vendor/uplot-1.6.32.esm.js";
+import { useRef } from "/vendor/preact-hooks-10.29.8.module.js";
+import { parseTime, fmtTime } from "./lib.js";
+
+/// One RED series of a service over the range.
+function RedChart({ title, series, pick, colour, fmt, tz }) {
+  const ref = useRef(null);
+  useEffect(() => {
+    if (!ref.current || series.length < 2) return;
+    const muted = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
+    const xs = series.map((p) => parseTime(p.time) / 1000);
+    const span = xs[xs.length - 1] - xs[0];
+    const u = new uPlot({
+      width: ref.current.clientWidth || 380, height: 140, legend: { show: false },
+      axes: [{ stroke: muted, values: (u, sp) => sp.map((v) => fmtTime(v * 1000, tz, false).slice(0, span < 3600 ? 8 : 5)) }, { stroke: muted, size: 72, values: (u, sp) => sp.map((v) => fmt(v)) }],
+      series: [{}, { stroke: colour, width: 1.5, fill: colour + "22" }],
+    }, [xs, series.map(pick)], ref.current);
+    return () => u.destroy();
+  }, [series, tz]);
+  return html`<div class="redchart"><div class="muted small">${title}</div>${series.length < 2 ? html`<div class="state empty">Too few points.</div>` : html`<div ref=${ref}></div>`}</div>`;
+}
+
 const DIMENSIONS = [["service.instance.id", "instance"], ["service.version", "version"], ["cloud.region", "region"]];
 
 /// RED of one service split by instance, version and region (through the
 /// SQL API), so a bad instance or deploy stands out.
-function Breakdown({ service, params }) {
+function Breakdown({ service, params, svc }) {
   const [b0, b1] = rangeBounds(params);
   const secs = Math.max(1, (b1 - b0) / 1000);
   const [state, setState] = useState({ loading: true, data: null, error: null });
@@ -22,7 +44,14 @@ function Breakdown({ service, params }) {
     }))).then((data) => live && setState({ loading: false, data, error: null }), (e) => live && setState({ loading: false, data: null, error: e.message }));
     return () => { live = false; };
   }, [key]);
-  return html`<section class="card" data-testid="breakdown"><h2>${service} by instance, version and region</h2>
+  const series = svc && svc.series && svc.series.length > 2 ? svc.series.slice(0, -1) : (svc && svc.series) || [];
+  return html`<section class="card" data-testid="breakdown"><h2>${service}</h2>
+    <div class="three">
+      <${RedChart} title="requests / s" series=${series} pick=${(p) => p.rate_per_sec} colour="#2f6fdf" fmt=${(v) => fmtNum(v)} tz=${params.tz} />
+      <${RedChart} title="error rate" series=${series} pick=${(p) => p.error_rate} colour="#d6333b" fmt=${fmtPct} tz=${params.tz} />
+      <${RedChart} title="p95 latency" series=${series} pick=${(p) => p.p95_ms} colour="#d08700" fmt=${fmtMs} tz=${params.tz} />
+    </div>
+    <h3>By instance, version and region</h3>
     <${Status} state=${state} what="the breakdown">
       <div class="three">${(state.data || []).map((r, i) => html`<table class="grid"><thead><tr><th>${DIMENSIONS[i][1]}</th><th class="num">req/s</th><th class="num">errors</th><th class="num">p95</th></tr></thead>
         <tbody>${r.rows.map(([v, n, err, p95]) => html`<tr><td class="mono">${v === null ? "–" : v}</td><td class="num">${fmtNum(n / secs)}</td><td class="num ${err > 0.01 ? "bad" : ""}">${fmtPct(err)}</td><td class="num">${fmtMs(p95)}</td></tr>`)}</tbody></table>`)}</div>
@@ -144,7 +173,7 @@ export function ServicesPage({ params }) {
         })}</tbody></table>
       <//>
     </section>
-    ${params.service && html`<${Breakdown} key=${params.service} service=${params.service} params=${params} />`}
+    ${params.service && html`<${Breakdown} key=${params.service} service=${params.service} params=${params} svc=${services.find((x) => x.service === params.service)} />`}
     <section class="card">
       <h2>Service graph</h2>
       <${Status} state=${graph} what="the service graph">
