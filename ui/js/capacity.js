@@ -90,6 +90,27 @@ function PolicyForm({ service, policy, onSaved, close }) {
   </form>`;
 }
 
+/// A baseline's Universal Scalability Law fit, X(N) = λN / (1 + σ(N−1) +
+/// κN(N−1)), drawn against the load test's steps (green within the SLO).
+function UslChart({ service, baseline }) {
+  const fit = baseline && baseline.fit;
+  if (!fit || !Array.isArray(fit.steps) || !fit.steps.length) return null;
+  const W = 460, H = 220, P = 40;
+  const maxN = Math.max(...fit.steps.map((x) => x.concurrency)) * 1.4 || 1;
+  const usl = (n) => (fit.lambda * n) / (1 + fit.sigma * (n - 1) + fit.kappa * n * (n - 1));
+  const curve = Array.from({ length: 60 }, (_, i) => { const n = (maxN * (i + 1)) / 60; return [n, usl(n)]; }).filter(([, x]) => isFinite(x) && x >= 0);
+  const maxX = Math.max(baseline.max_rps_per_instance, ...fit.steps.map((x) => x.throughput), ...curve.map(([, x]) => x)) * 1.1 || 1;
+  const sx = (n) => P + (n / maxN) * (W - P - 10), sy = (x) => H - 24 - (x / maxX) * (H - 34);
+  return html`<section class="card" data-testid="usl"><h3>${service}: USL fit <span class="muted small">σ ${fmtNum(fit.sigma, 3)} · κ ${fmtNum(fit.kappa, 4)} · λ ${fmtNum(fit.lambda)}</span></h3>
+    <svg viewBox="0 0 ${W} ${H}" width="100%" style=${{ maxWidth: W + "px" }} role="img" aria-label="USL fit">
+      <line x1=${P} x2=${W - 10} y1=${H - 24} y2=${H - 24} stroke="var(--border)" /><line x1=${P} x2=${P} y1="10" y2=${H - 24} stroke="var(--border)" />
+      <text x="2" y="14" class="axis">${fmtNum(maxX)} req/s</text><text x=${W - 90} y=${H - 6} class="axis">concurrency ${fmtNum(maxN)}</text>
+      <line x1=${P} x2=${W - 10} y1=${sy(baseline.max_rps_per_instance)} y2=${sy(baseline.max_rps_per_instance)} stroke="var(--bad)" stroke-dasharray="5 4"><title>baseline ${baseline.max_rps_per_instance} req/s</title></line>
+      <polyline points=${curve.map(([n, x]) => `${sx(n)},${sy(x)}`).join(" ")} fill="none" stroke="var(--accent)" stroke-width="2" />
+      ${fit.steps.map((st) => html`<circle cx=${sx(st.concurrency)} cy=${sy(st.throughput)} r="4" fill=${st.within_slo ? "var(--good)" : "var(--bad)"}><title>N ${fmtNum(st.concurrency, 3)}: ${fmtNum(st.throughput)} req/s, p99 ${fmtNum(st.p99_ms)} ms</title></circle>`)}
+    </svg></section>`;
+}
+
 /// A small form that PUTs `build(values)` to `path(values)`.
 function PutForm({ title, fields, initial, path, build, onSaved, close, testid }) {
   const [f, setF] = useState({});
@@ -157,11 +178,12 @@ export function CapacityPage({ params }) {
           })}</tbody></table>
         <//>
       </section>
-      ${params.form === "baseline" ? html`<${PutForm} title="Baseline" testid="baseline-form" fields=${BASELINE_FIELDS}
+      ${params.form === "baseline" ? html`<div><${PutForm} title="Baseline" testid="baseline-form" fields=${BASELINE_FIELDS}
           initial=${params.key && base.get(params.key) ? { service: params.key, ...base.get(params.key), ...(base.get(params.key).slo || {}) } : null}
           path=${(f) => `/api/v1/capacity/baselines/${encodeURIComponent(f.service)}`}
-          build=${(f) => ({ max_rps_per_instance: num(f.max_rps_per_instance), slo: { p99_ms: num(f.p99_ms), max_error_rate: num(f.max_error_rate) }, note: f.note || undefined })}
-          onSaved=${() => baselines.reload()} close=${() => setParams({ form: undefined, key: undefined })} />`
+          build=${(f) => ({ ...(params.key && params.key === f.service ? base.get(params.key) : {}), max_rps_per_instance: num(f.max_rps_per_instance), slo: { p99_ms: num(f.p99_ms), max_error_rate: num(f.max_error_rate) }, note: f.note || undefined })}
+          onSaved=${() => baselines.reload()} close=${() => setParams({ form: undefined, key: undefined })} />
+          ${params.key && html`<${UslChart} service=${params.key} baseline=${base.get(params.key)} />`}</div>`
       : params.form === "schedule" ? html`<${PutForm} title="Schedule" testid="schedule-form" fields=${SCHEDULE_FIELDS}
           initial=${params.key ? (schedules.data || []).find((x) => x.name === params.key) : { timezone: "UTC" }}
           path=${(f) => `/api/v1/capacity/schedules/${encodeURIComponent(f.name)}`}
