@@ -135,7 +135,6 @@ function TraceView({ id, params }) {
       if (collapsed.has(s.span_id)) return;
       for (const c of model.children.get(s.span_id) || []) walk(c, depth + 1);
     };
-    const stack = [];
     for (const r of model.roots) walk(r, 0);
     return out;
   }, [model, collapsed]);
@@ -207,7 +206,7 @@ function TraceView({ id, params }) {
         <span class="mono">${id}</span> · ${fmtDurNs(t.duration_ns)} · ${t.span_count} spans · <span class=${t.error_count ? "bad" : ""}>${t.error_count} errors</span> · ${t.services.map((s) => html`<span class="chip" style=${{ borderColor: serviceColour(s) }}>${s}</span>`)}
       </div>
       <div class="row tools">
-        <input class="find" data-search placeholder="Find in trace (/)" value=${find} onInput=${(e) => setFind(e.target.value)} onKeyDown=${(e) => { if (e.key === "Enter") stepFind(e.shiftKey ? -1 : 1); }} />
+        <input class="find" data-search placeholder="Find in trace (/)" value=${find} onInput=${(e) => { setFind(e.target.value); setParams({ find: e.target.value || undefined }, true); }} onKeyDown=${(e) => { if (e.key === "Enter") stepFind(e.shiftKey ? -1 : 1); }} />
         <span class="muted small" data-testid="find-count">${needle ? (matches.length ? `${matchIdx + 1} of ${matches.length}` : "no match") : ""}</span>
         <button onClick=${() => stepFind(-1)} disabled=${!matches.length}>↑</button><button onClick=${() => stepFind(1)} disabled=${!matches.length}>↓</button>
         <span class="sep"></span>
