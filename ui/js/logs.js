@@ -60,7 +60,7 @@ function Histogram({ data, onSelect, tz }) {
           const span = (xs[xs.length - 1] - xs[0]) || 1;
           return splits.map((v) => {
             const full = fmtTime(v * 1000, tz, true);
-            return span > 2 * 86400 ? full.slice(5, 16) : span < 300 ? full.slice(11, 19) : full.slice(11, 16);
+            return span > 2 * 86400 ? full.slice(5, 16) : span < 30 ? full.slice(11, 21) : span < 300 ? full.slice(11, 19) : full.slice(11, 16);
           });
         } },
         { stroke: style.getPropertyValue("--muted").trim(), size: 44, grid: { stroke: style.getPropertyValue("--grid").trim() } },
