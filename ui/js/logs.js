@@ -237,7 +237,7 @@ export function LogsPage({ params }) {
       </div>
       ${res.data && html`<${Histogram} data=${res.data} onSelect=${narrow} tz=${tz} />`}
     </section>
-    <div class="logs-body ${sel >= 0 ? "with-detail" : ""}">
+    <div class="logs-body ${hits.length === 0 ? "no-fields" : sel >= 0 ? "with-detail" : ""}">
       ${hits.length > 0 && html`<${Fields} hits=${hits} q=${q} />`}
       <section class="card lines">
         <${Status} state=${res} what="logs" empty=${res.data && hits.length === 0 ? "No log lines match this search in the selected window." : null}>

@@ -168,7 +168,8 @@ function TraceView({ id, params }) {
   useBus("escape", () => { if (selected) setParams({ span: undefined }, true); });
   useBus("key", (k) => { if (k === "n") stepCrit(1); if (k === "p") stepCrit(-1); });
 
-  if (!t) return html`<section class="card"><${Status} state=${res} what=${"trace " + id} /></section>`;
+  if (!t) return html`<section class="card"><${Status} state=${res} what=${"trace " + id} />
+    ${res.error && html`<${Link} path="/traces" params=${shared}>← search traces<//>`}</section>`;
   const total = t.duration_ns || 1;
   const [z0, z1] = zoom;
   const pos = (ns) => ((ns / total - z0) / (z1 - z0)) * 100;
