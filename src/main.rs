@@ -7,6 +7,7 @@ mod gen_cmd;
 mod routes;
 mod serve;
 mod sql_client;
+mod ui;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

@@ -1,5 +1,6 @@
 //! The API port's routes: the query and analysis APIs plus health, readiness and
-//! self-metrics, with JSON 404s for everything else.
+//! self-metrics, with JSON 404s for every other `/api/` path; any other
+//! path is the web UI (`ui.rs`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use loupe_base::self_metrics::Registry;
 use loupe_query::QueryEngine;
-use loupe_query::error_response;
 use loupe_storage::{Signal, Storage};
 
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub fn api_router(
         .merge(loupe_capacity::api::router(capacity))
         .merge(loupe_alerts::api::router(alerts))
         .merge(ops)
-        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(crate::ui::serve)
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -1,6 +1,7 @@
 //! Log search over HTTP: `GET /api/v1/logs/search` (hits newest first, a
 //! total and a histogram over the range) and `GET /api/v1/logs/context`
-//! (the lines around one line of the same service and instance).
+//! (the lines around one line of the same service and instance), and
+//! `GET /api/v1/logs/tail` (new matching lines as server-sent events).
 //!
 //! This stays with the engine rather than the analysis APIs: a search is
 //! answered from the split indexes and reads its hits through a row
@@ -12,6 +13,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::Json;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::scalar::ScalarValue;
@@ -42,6 +44,7 @@ pub fn routes(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/api/v1/logs/search", get(search_logs))
         .route("/api/v1/logs/context", get(context))
+        .route("/api/v1/logs/tail", get(tail))
         .with_state(engine)
 }
 
@@ -256,4 +259,71 @@ async fn context(
     Ok(Json(
         json!({"before": earlier, "lines": lines, "after": later}),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+struct TailParams {
+    q: Option<String>,
+    service: Option<String>,
+}
+
+/// How far back each tail poll looks again, for lines that arrive late
+/// (SDKs export in batches); lines already sent are skipped.
+const TAIL_LAG_NS: i64 = 10_000_000_000;
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Server-sent events: every second, a `lines` event with the lines that
+/// matched `q` (and `service`) since the stream opened and were not sent
+/// yet, oldest first (at most 500 per event); an invalid query is a 400
+/// before the stream starts.
+async fn tail(
+    State(engine): State<Arc<QueryEngine>>,
+    Query(p): Query<TailParams>,
+) -> Result<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>, QueryError> {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+
+    index_query(p.q.as_deref(), p.service.as_deref())?;
+    let opened = loupe_base::clock::now_nanos();
+    // Sent lines by key (time, service, body) with their time.
+    let sent: HashMap<u64, i64> = HashMap::new();
+    let stream =
+        futures::stream::unfold((engine, p, sent), move |(engine, p, mut sent)| async move {
+            tokio::time::sleep(TAIL_POLL).await;
+            let now = loupe_base::clock::now_nanos();
+            let from = (now - TAIL_LAG_NS).max(opened);
+            let search = SearchParams {
+                q: p.q.clone(),
+                start: Some(from.to_string()),
+                end: Some(now.to_string()),
+                limit: Some(500),
+                service: p.service.clone(),
+            };
+            let event = match search_indexes(&engine, search).await {
+                Ok(v) => {
+                    let mut fresh = Vec::new();
+                    for hit in v["hits"].as_array().into_iter().flatten() {
+                        let time = hit["time"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .and_then(|t| t.timestamp_nanos_opt())
+                            .unwrap_or(now);
+                        let mut h = DefaultHasher::new();
+                        (time, hit["service"].as_str(), hit["body"].as_str()).hash(&mut h);
+                        if sent.insert(h.finish(), time).is_none() {
+                            fresh.push(hit.clone());
+                        }
+                    }
+                    sent.retain(|_, t| *t >= from);
+                    fresh.reverse();
+                    Event::default()
+                        .event("lines")
+                        .json_data(fresh)
+                        .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+                }
+                Err(e) => Event::default().event("error").data(e.to_string()),
+            };
+            Some((Ok(event), (engine, p, sent)))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bad_input;
+mod browser;
 mod capacity;
 mod crash;
 mod harness;
@@ -15,4 +16,5 @@ mod search;
 mod shared;
 mod sql_api;
 mod traces;
+mod ui;
 mod webhook_receiver;
