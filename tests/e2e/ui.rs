@@ -480,6 +480,41 @@ fn ui_pages_work_in_chromium() {
     b.screenshot("capacity");
     b.assert_no_problems("capacity");
 
+    // ---- Alerts: a rule made in the editor, its SQL previewed, saved through the API.
+    b.navigate(&format!("{base}/alerts"));
+    b.wait_for(
+        "document.querySelector('.state.empty, [data-testid=rules]')",
+        WAIT,
+        "the rules list",
+    );
+    b.click("[data-testid=new-rule]");
+    b.wait_for(
+        "document.querySelector('[data-testid=rule-form]')",
+        WAIT,
+        "the rule editor",
+    );
+    b.type_into("[data-testid=rule-name]", "error_logs");
+    b.click("[data-testid=rule-preview]");
+    b.wait_for(
+        "document.querySelector('[data-testid=rule-preview-table] th, [data-testid=rule-form] .state.empty')",
+        WAIT,
+        "the SQL preview",
+    );
+    b.type_into("[data-testid=rule-threshold]", "1000000");
+    b.click("[data-testid=rule-save]");
+    b.wait_for(
+        "[...document.querySelectorAll('[data-testid=rules] td')].some(td => td.textContent === 'error_logs')",
+        WAIT,
+        "the saved rule listed",
+    );
+    let rule: Value = get(&loupe, "/api/v1/alerts/rules/error_logs", &[])
+        .json()
+        .unwrap();
+    assert_eq!(rule["rule"]["condition"]["threshold"], 1_000_000.0, "{rule}");
+    assert_eq!(rule["rule"]["condition"]["column"], "errors", "{rule}");
+    b.screenshot("alerts");
+    b.assert_no_problems("alerts");
+
     // ---- Problems: the incident's suspects, open one's evidence, follow a trace.
     assert!(incident.wait().unwrap().success(), "loupe gen failed");
     let truth: Value =

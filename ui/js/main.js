@@ -6,6 +6,7 @@ import { TracesPage } from "./traces.js";
 import { ServicesPage } from "./services.js";
 import { SqlPage } from "./sql.js";
 import { CapacityPage } from "./capacity.js";
+import { AlertsPage } from "./alerts.js";
 
 const PAGES = [
   { path: "/", name: "Problems", page: ProblemsPage },
@@ -13,6 +14,7 @@ const PAGES = [
   { path: "/traces", name: "Traces", page: TracesPage },
   { path: "/services", name: "Services", page: ServicesPage },
   { path: "/sql", name: "SQL", page: SqlPage },
+  { path: "/alerts", name: "Alerts", page: AlertsPage },
   { path: "/capacity", name: "Capacity", page: CapacityPage },
 ];
 
