@@ -25,6 +25,27 @@ const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 /// How long one rule's SQL may run at most.
 const MAX_EVALUATION: Duration = Duration::from_secs(30);
 
+/// How long problem location may take for a newly firing alert: past it,
+/// the alert goes out without suspects rather than late.
+const MAX_SUSPECT_SEARCH: Duration = Duration::from_secs(5);
+
+/// The window problem location looks at for an alert: from this long
+/// before it became active until now (a `for` longer than this widens it).
+const SUSPECT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// Finds the likely causes of what happened in a window: Loupe's problem
+/// location, behind a port so this crate never links the query engine.
+pub trait SuspectFinder: Send + Sync + 'static {
+    /// Up to three one-sentence explanations, most likely first, for
+    /// `[start_ms, end_ms]`, within `service` when given.
+    fn suspects(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        service: Option<String>,
+    ) -> loupe_base::telemetry_port::BoxFuture<'_, Result<Vec<String>, String>>;
+}
+
 /// Whether a resolved alert is past the time it is kept for notifications.
 fn expired(life: &lifecycle::Life, now: i64) -> bool {
     life.state == AlertState::Resolved
@@ -38,6 +59,7 @@ pub struct Alerts {
     pub store: Arc<AlertStore>,
     pub telemetry: Arc<dyn Telemetry>,
     worker: Option<loupe_notify::Worker>,
+    suspects: Option<Arc<dyn SuspectFinder>>,
     /// Loupe's own URL as people reach it, for `externalURL` and links.
     pub external_url: String,
     /// When each rule was last evaluated (ms), in this process.
@@ -55,9 +77,17 @@ impl Alerts {
             store,
             telemetry,
             worker,
+            suspects: None,
             external_url,
             last_eval: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Attaches problem location: firing alerts of rules with
+    /// `attach_suspects` then carry the top suspects as annotations.
+    pub fn with_suspects(mut self, finder: Arc<dyn SuspectFinder>) -> Alerts {
+        self.suspects = Some(finder);
+        self
     }
 
     /// Evaluates and notifies until `stop` turns true.
@@ -122,6 +152,7 @@ impl Alerts {
             .collect();
         let mut next: Vec<Instance> = Vec::new();
         let mut changed: Vec<usize> = Vec::new();
+        let mut found: HashMap<Option<String>, Vec<(String, String)>> = HashMap::new();
         for o in observed {
             let fingerprint = rule::fingerprint(&o.labels);
             let before = previous.remove(&fingerprint);
@@ -132,12 +163,35 @@ impl Alerts {
             if expired(&life, now) {
                 continue;
             }
-            let annotations = rule
+            let mut annotations: BTreeMap<String, String> = rule
                 .annotations
                 .iter()
                 .map(|(k, t)| (k.clone(), rule::expand(t, &o.labels, o.value)))
                 .collect();
-            if before.as_ref().map(|b| b.life.state) != Some(life.state) {
+            let was = before.as_ref().map(|b| b.life.state);
+            if was == Some(AlertState::Firing) {
+                // Keep the suspects found when it started firing.
+                if let Some(b) = &before {
+                    for (k, v) in &b.annotations {
+                        if k.starts_with("suspect_") || k == "problems_url" {
+                            annotations.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+            } else if life.state == AlertState::Firing && rule.attach_suspects {
+                // One search per service label per evaluation, however many
+                // instances start firing together.
+                let service = o.labels.get("service").cloned();
+                if !found.contains_key(&service) {
+                    let lookback = SUSPECT_LOOKBACK_MS.max(timing.for_ms);
+                    let suspects = self
+                        .find_suspects(life.active_at - lookback, now, service.clone())
+                        .await;
+                    found.insert(service.clone(), suspects);
+                }
+                annotations.extend(found[&service].iter().cloned());
+            }
+            if was != Some(life.state) {
                 changed.push(next.len());
             }
             next.push(Instance {
@@ -165,6 +219,53 @@ impl Alerts {
         let changes: Vec<&Instance> = changed.iter().map(|&i| &next[i]).collect();
         self.store
             .record_evaluation(name, &next, &changes, now, elapsed)
+    }
+
+    /// `suspect_1` … `suspect_3` and `problems_url` for a window, or nothing
+    /// when problem location is not attached, fails or takes too long.
+    async fn find_suspects(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        service: Option<String>,
+    ) -> Vec<(String, String)> {
+        let Some(finder) = &self.suspects else {
+            return Vec::new();
+        };
+        let found = tokio::time::timeout(
+            MAX_SUSPECT_SEARCH,
+            finder.suspects(start_ms, end_ms, service),
+        )
+        .await;
+        let explanations = match found {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "problem location for an alert failed");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "problem location for an alert took too long; sent without suspects"
+                );
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<(String, String)> = explanations
+            .into_iter()
+            .take(3)
+            .enumerate()
+            .map(|(i, e)| (format!("suspect_{}", i + 1), e))
+            .collect();
+        out.push((
+            "problems_url".into(),
+            format!(
+                "{}/?from={}&to={}",
+                self.external_url.trim_end_matches('/'),
+                loupe_base::clock::rfc3339_ms(start_ms),
+                loupe_base::clock::rfc3339_ms(end_ms)
+            ),
+        ));
+        out
     }
 
     /// Lets every receiver's groups decide whether to notify at `now`.

@@ -14,6 +14,6 @@ pub mod rule;
 pub mod store;
 mod templates;
 
-pub use engine::Alerts;
+pub use engine::{Alerts, SuspectFinder};
 pub use error::{AlertError, Result};
 pub use lifecycle::AlertState;

@@ -510,7 +510,10 @@ fn ui_pages_work_in_chromium() {
     let rule: Value = get(&loupe, "/api/v1/alerts/rules/error_logs", &[])
         .json()
         .unwrap();
-    assert_eq!(rule["rule"]["condition"]["threshold"], 1_000_000.0, "{rule}");
+    assert_eq!(
+        rule["rule"]["condition"]["threshold"], 1_000_000.0,
+        "{rule}"
+    );
     assert_eq!(rule["rule"]["condition"]["column"], "errors", "{rule}");
     b.screenshot("alerts");
     b.assert_no_problems("alerts");
