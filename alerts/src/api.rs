@@ -18,6 +18,7 @@ use crate::engine::Alerts;
 use crate::error::AlertError;
 use crate::receiver::ReceiverSpec;
 use crate::rule::{self, RuleSpec};
+use crate::store::{RECEIVERS, RULES};
 use crate::templates;
 
 type Reply = Result<Response, AlertError>;
@@ -44,9 +45,7 @@ pub fn router(alerts: Arc<Alerts>) -> Router {
 
 impl IntoResponse for AlertError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.kind().http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(json!({"error": self.to_string()}))).into_response()
+        self.kind().reply(&self).into_response()
     }
 }
 
@@ -99,7 +98,7 @@ fn rule_view(alerts: &Alerts, name: &str, rule: &RuleSpec) -> Result<Value, Aler
 
 async fn list_rules(State(a): Shared) -> Reply {
     let mut out = Vec::new();
-    for (name, rule) in a.store.rules()? {
+    for (name, rule) in a.store.list(&RULES)? {
         out.push(rule_view(&a, &name, &rule)?);
     }
     ok(out)
@@ -108,7 +107,7 @@ async fn list_rules(State(a): Shared) -> Reply {
 async fn get_rule(State(a): Shared, Path(name): Path<String>) -> Reply {
     let rule = a
         .store
-        .rule(&name)?
+        .get(&RULES, &name)?
         .ok_or_else(|| AlertError::NotFound(format!("no rule {name}")))?;
     ok(rule_view(&a, &name, &rule)?)
 }
@@ -121,7 +120,7 @@ async fn save_rule(a: &Alerts, name: &str, rule: RuleSpec) -> Result<Value, Aler
         return Err(AlertError::Invalid(problem));
     }
     for receiver in &rule.receivers {
-        if a.store.receiver(receiver)?.is_none() {
+        if a.store.get(&RECEIVERS, receiver)?.is_none() {
             return Err(AlertError::Invalid(format!(
                 "no receiver {receiver}: create it first"
             )));
@@ -133,7 +132,7 @@ async fn save_rule(a: &Alerts, name: &str, rule: RuleSpec) -> Result<Value, Aler
         .await
         .map_err(|e| AlertError::Invalid(format!("sql: {e}")))?;
     rule::observe(name, &rule, &rows).map_err(AlertError::Invalid)?;
-    a.store.put_rule(name, &rule, now_ms())?;
+    a.store.put(&RULES, name, &rule, now_ms())?;
     rule_view(a, name, &rule)
 }
 
@@ -160,7 +159,7 @@ async fn from_template(State(a): Shared, body: String) -> Reply {
 async fn list_receivers(State(a): Shared) -> Reply {
     let out: Vec<Value> = a
         .store
-        .receivers()?
+        .list(&RECEIVERS)?
         .into_iter()
         .map(|(name, r)| {
             let mut v = r.public_view();
@@ -174,7 +173,7 @@ async fn list_receivers(State(a): Shared) -> Reply {
 async fn get_receiver(State(a): Shared, Path(name): Path<String>) -> Reply {
     let r = a
         .store
-        .receiver(&name)?
+        .get(&RECEIVERS, &name)?
         .ok_or_else(|| AlertError::NotFound(format!("no receiver {name}")))?;
     ok(r.public_view())
 }
@@ -189,12 +188,12 @@ async fn put_receiver(State(a): Shared, Path(name): Path<String>, body: String) 
         return Err(AlertError::Invalid(problem));
     }
     if r.secret.is_none()
-        && let Some(old) = a.store.receiver(&name)?
+        && let Some(old) = a.store.get(&RECEIVERS, &name)?
         && old.url == r.url
     {
         r.secret = old.secret;
     }
-    a.store.put_receiver(&name, &r, now_ms())?;
+    a.store.put(&RECEIVERS, &name, &r, now_ms())?;
     ok(r.public_view())
 }
 

@@ -17,7 +17,7 @@ use crate::grouping::{self, AlertView, GroupState};
 use crate::lifecycle::{self, AlertState, Timing};
 use crate::receiver::{ReceiverKind, ReceiverSpec};
 use crate::rule::{self, RuleSpec};
-use crate::store::{AlertStore, Instance, Outgoing};
+use crate::store::{AlertStore, Instance, Outgoing, RECEIVERS, RULES};
 
 /// How long a resolved alert is kept for notifications (as Prometheus).
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -108,7 +108,7 @@ impl Alerts {
 
     /// One pass at `now`: due rules, then notifications.
     pub async fn pass(&self, now: i64) -> Result<()> {
-        for (name, rule) in self.store.rules()? {
+        for (name, rule) in self.store.list(&RULES)? {
             let due = self
                 .last_eval()
                 .get(&name)
@@ -270,10 +270,10 @@ impl Alerts {
 
     /// Lets every receiver's groups decide whether to notify at `now`.
     pub fn notify(&self, now: i64) -> Result<()> {
-        let rules: HashMap<String, RuleSpec> = self.store.rules()?.into_iter().collect();
+        let rules: HashMap<String, RuleSpec> = self.store.list(&RULES)?.into_iter().collect();
         let instances = self.store.instances(None)?;
         let mut sent = false;
-        for (receiver_name, receiver) in self.store.receivers()? {
+        for (receiver_name, receiver) in self.store.list(&RECEIVERS)? {
             let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<AlertView>)> =
                 BTreeMap::new();
             for i in &instances {

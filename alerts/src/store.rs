@@ -4,6 +4,7 @@
 //! to carry on without re-notifying.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -44,6 +45,24 @@ CREATE TABLE alert_groups (
 
 /// History older than this is deleted as new entries arrive.
 const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A table of JSON bodies by name, typed by what it holds.
+pub struct Named<T> {
+    table: &'static str,
+    _body: PhantomData<fn() -> T>,
+}
+
+/// Alert rules by name.
+pub const RULES: Named<RuleSpec> = Named {
+    table: "alert_rules",
+    _body: PhantomData,
+};
+
+/// Receivers by name.
+pub const RECEIVERS: Named<ReceiverSpec> = Named {
+    table: "alert_receivers",
+    _body: PhantomData,
+};
 
 /// One alert instance with its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,34 +116,31 @@ impl AlertStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put_body(&self, table: &str, name: &str, body: String, now: i64) -> Result<()> {
+    /// Saves `body` as `name` in `table`.
+    pub fn put<T: Serialize>(
+        &self,
+        table: &Named<T>,
+        name: &str,
+        body: &T,
+        now: i64,
+    ) -> Result<()> {
         self.conn().execute(
             &format!(
-                "INSERT INTO {table} (name, body, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+                "INSERT INTO {} (name, body, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                table.table
             ),
-            params![name, body, now],
+            params![name, to_json(body)?, now],
         )?;
         Ok(())
     }
 
-    fn list_bodies<T: DeserializeOwned>(&self, table: &str) -> Result<Vec<(String, T)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT name, body FROM {table} ORDER BY name"))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, body) = row?;
-            out.push((name, from_json(&body)?));
-        }
-        Ok(out)
-    }
-
-    fn get_body<T: DeserializeOwned>(&self, table: &str, name: &str) -> Result<Option<T>> {
+    /// `name` in `table`, if it exists.
+    pub fn get<T: DeserializeOwned>(&self, table: &Named<T>, name: &str) -> Result<Option<T>> {
         let body: Option<String> = self
             .conn()
             .query_row(
-                &format!("SELECT body FROM {table} WHERE name = ?1"),
+                &format!("SELECT body FROM {} WHERE name = ?1", table.table),
                 [name],
                 |r| r.get(0),
             )
@@ -132,16 +148,20 @@ impl AlertStore {
         body.map(|b| from_json(&b)).transpose()
     }
 
-    pub fn put_rule(&self, name: &str, rule: &RuleSpec, now: i64) -> Result<()> {
-        self.put_body("alert_rules", name, to_json(rule)?, now)
-    }
-
-    pub fn rule(&self, name: &str) -> Result<Option<RuleSpec>> {
-        self.get_body("alert_rules", name)
-    }
-
-    pub fn rules(&self) -> Result<Vec<(String, RuleSpec)>> {
-        self.list_bodies("alert_rules")
+    /// Everything in `table`, by name.
+    pub fn list<T: DeserializeOwned>(&self, table: &Named<T>) -> Result<Vec<(String, T)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT name, body FROM {} ORDER BY name",
+            table.table
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, body) = row?;
+            out.push((name, from_json(&body)?));
+        }
+        Ok(out)
     }
 
     /// Deletes a rule with its instances and status; whether it existed.
@@ -153,18 +173,6 @@ impl AlertStore {
         tx.execute("DELETE FROM alert_rule_status WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(n > 0)
-    }
-
-    pub fn put_receiver(&self, name: &str, receiver: &ReceiverSpec, now: i64) -> Result<()> {
-        self.put_body("alert_receivers", name, to_json(receiver)?, now)
-    }
-
-    pub fn receiver(&self, name: &str) -> Result<Option<ReceiverSpec>> {
-        self.get_body("alert_receivers", name)
-    }
-
-    pub fn receivers(&self) -> Result<Vec<(String, ReceiverSpec)>> {
-        self.list_bodies("alert_receivers")
     }
 
     pub fn delete_receiver(&self, name: &str) -> Result<bool> {

@@ -65,6 +65,30 @@ impl ErrorKind {
         }
     }
 
+    /// The HTTP status as a `StatusCode`.
+    pub fn status(self) -> http::StatusCode {
+        http::StatusCode::from_u16(self.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The answer every API gives for a failure of this kind:
+    /// `{"error": message}` with the kind's status (a tuple axum answers as is).
+    pub fn reply(
+        self,
+        message: impl std::fmt::Display,
+    ) -> (
+        http::StatusCode,
+        [(http::HeaderName, &'static str); 1],
+        String,
+    ) {
+        let body = serde_json::json!({"error": message.to_string()});
+        (
+            self.status(),
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+    }
+
     /// Seconds a client should wait before retrying, for retryable kinds.
     pub fn retry_after_secs(self) -> Option<u64> {
         match self {

@@ -61,9 +61,7 @@ pub fn router(capacity: Arc<Capacity>) -> Router {
 
 impl IntoResponse for CapacityError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.kind().http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(json!({"error": self.to_string()}))).into_response()
+        self.kind().reply(&self).into_response()
     }
 }
 

@@ -45,7 +45,7 @@ impl QueryError {
 
     /// The HTTP status, through [`ErrorKind`]'s one mapping.
     pub fn http_status(&self) -> StatusCode {
-        StatusCode::from_u16(self.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.kind().status()
     }
 }
 
@@ -53,7 +53,7 @@ impl QueryError {
 /// `{"error": "…"}` with its status, the same way in every API.
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
-        error_response(self.http_status(), self.to_string())
+        self.kind().reply(&self).into_response()
     }
 }
 
