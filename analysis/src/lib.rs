@@ -13,12 +13,13 @@ use axum::Router;
 use loupe_query::QueryEngine;
 
 pub mod errors;
+mod evidence;
 pub mod patterns;
-pub mod template_miner;
 pub mod problems;
 pub mod service_graph;
 pub mod services;
 mod subject;
+pub mod template_miner;
 pub mod trace_tree;
 pub mod traces;
 

@@ -71,7 +71,9 @@ fn tokens(line: &str) -> Vec<String> {
         let parts: Vec<String> = keys
             .into_iter()
             .map(|(k, v)| match v {
-                Value::String(s) if !s.bytes().any(|b| b.is_ascii_digit()) && s.len() <= LONG_TOKEN => {
+                Value::String(s)
+                    if !s.bytes().any(|b| b.is_ascii_digit()) && s.len() <= LONG_TOKEN =>
+                {
                     format!("{k}={s}")
                 }
                 Value::Bool(b) => format!("{k}={b}"),
