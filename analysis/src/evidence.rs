@@ -30,6 +30,9 @@ const G_CAP: f64 = 30.0;
 /// A service's log (or call) evidence is capped: many correlated templates
 /// of one code path are one piece of evidence, not many.
 const SERVICE_CAP: f64 = 2.0;
+/// How much of the baseline's own drift is taken off a service's log
+/// evidence (the halves of the baseline are a noisy estimate).
+const NOISE_SHARE: f64 = 0.5;
 /// Robust z-score from which a gauge's rise is evidence, and its cap.
 const METRIC_Z_MIN: f64 = 6.0;
 const METRIC_Z_CAP: f64 = 30.0;
@@ -112,6 +115,9 @@ pub(crate) struct Evidence {
     pub appeared_severe: f64,
     pub vanished: f64,
     pub shifts: Vec<TemplateShift>,
+    /// How much the service's templates move anyway: the same evidence
+    /// between the two halves of the baseline.
+    pub noise: f64,
 }
 
 impl Evidence {
@@ -121,7 +127,7 @@ impl Evidence {
     pub fn score(&self) -> f64 {
         let strongest = self.shifts.first().map_or(0.0, |s| s.weight);
         let rest = self.appeared + self.vanished - strongest;
-        (strongest + 0.25 * rest).min(SERVICE_CAP)
+        (strongest + 0.25 * rest - NOISE_SHARE * self.noise).clamp(0.0, SERVICE_CAP)
     }
 
     /// The part of [`Evidence::score`] owed to what appeared.
@@ -189,6 +195,19 @@ pub(crate) fn log_evidence(changes: &[Compared]) -> HashMap<String, Evidence> {
         e.shifts.truncate(3);
     }
     out
+}
+
+/// Discounts each service's log evidence by how much its templates move
+/// within the baseline alone (`noise`: [`log_evidence`] between the
+/// baseline's two halves), so a busy service whose request mix drifts
+/// all the time is not a suspect for drifting now.
+pub(crate) fn discount_noise(
+    evidence: &mut HashMap<String, Evidence>,
+    noise: &HashMap<String, Evidence>,
+) {
+    for (service, e) in evidence.iter_mut() {
+        e.noise = noise.get(service).map_or(0.0, Evidence::score);
+    }
 }
 
 /// Calls from a caller service to a callee operation, in one window.
@@ -301,14 +320,17 @@ pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidenc
 /// Propagation: when caller A and callee B are both anomalous, A is a
 /// symptom of B and is ranked just below B. Both are anomalous when B's
 /// own evidence (what appeared there, not what vanished) is at least half
-/// of A's score, or when both fail (errors start in their spans or they
-/// log new WARN/ERROR lines): an error a caller logs about a callee that
-/// fails too starts at the callee. Computed on the original scores, so
-/// blame moves one hop per edge, not down a chain of small anomalies.
+/// of A's score; or when A fails (errors start in its spans or it logs new
+/// WARN/ERROR lines) and B fails too, or B's usual log lines vanished
+/// although A kept calling it (`kept`: B's work stopped, it was not just
+/// called less). Computed on the original scores, so blame moves one hop
+/// per edge, not down a chain of small anomalies.
 pub(crate) fn demote_symptoms(
     scores: &HashMap<String, f64>,
     own: &HashMap<String, f64>,
     failing: &HashSet<String>,
+    vanished: &HashMap<String, f64>,
+    kept: &HashSet<(String, String)>,
     calls: &[(String, String)],
 ) -> HashMap<String, f64> {
     let mut out = scores.clone();
@@ -320,8 +342,13 @@ pub(crate) fn demote_symptoms(
             continue;
         };
         let b_own = own.get(callee).copied().unwrap_or(0.0);
-        let both_fail = failing.contains(caller) && failing.contains(callee);
-        if a > 0.0 && b_own > 0.0 && (b_own >= SYMPTOM_SHARE * a || both_fail) && b < a {
+        let b_vanished = vanished.get(callee).copied().unwrap_or(0.0);
+        let pair = (caller.clone(), callee.clone());
+        let a_fails = failing.contains(caller);
+        let symptom = (b_own > 0.0 && b_own >= SYMPTOM_SHARE * a)
+            || (a_fails && b_own > 0.0 && failing.contains(callee))
+            || (a_fails && b_vanished > 0.0 && kept.contains(&pair));
+        if a > 0.0 && b > 0.0 && symptom && b < a {
             let demoted = out.get_mut(caller).expect("present");
             *demoted = demoted.min(0.9 * b);
         }
@@ -438,9 +465,38 @@ mod tests {
             ("travel".to_string(), "price".to_string()),
             ("travel".to_string(), "station".to_string()),
         ];
-        let out = demote_symptoms(&scores, &own, &HashSet::new(), &calls);
+        let out = demote_symptoms(
+            &scores,
+            &own,
+            &HashSet::new(),
+            &HashMap::new(),
+            &HashSet::new(),
+            &calls,
+        );
         assert!(out["travel"] < out["price"], "{out:?}");
         assert_eq!(out["gateway"], 1.0, "travel's own evidence is none");
         assert_eq!(out["station"], 0.1);
+    }
+
+    #[test]
+    fn drift_the_baseline_shows_too_is_not_evidence() {
+        let now = vec![
+            compared("seat", "INFO", "left ticket <*>", 100, 40),
+            compared("seat", "INFO", "sold tickets <*>", 50, 110),
+            compared("food", "INFO", "train food list", 8, 0),
+            compared("food", "INFO", "get all food", 40, 40),
+        ];
+        let within_baseline = vec![
+            compared("seat", "INFO", "left ticket <*>", 60, 20),
+            compared("seat", "INFO", "sold tickets <*>", 50, 60),
+            compared("food", "INFO", "train food list", 4, 4),
+            compared("food", "INFO", "get all food", 20, 20),
+        ];
+        let mut ev = log_evidence(&now);
+        let seat_before = ev["seat"].score();
+        assert!(seat_before > 0.0);
+        discount_noise(&mut ev, &log_evidence(&within_baseline));
+        assert!(ev["seat"].score() < seat_before);
+        assert!(ev["food"].score() > ev["seat"].score(), "{ev:?}");
     }
 }

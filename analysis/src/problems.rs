@@ -472,6 +472,9 @@ struct Signals {
     metrics: HashMap<String, evidence::GaugeEvidence>,
     /// (caller, callee) services that call each other in the incident.
     edges: Vec<(String, String)>,
+    /// Those of `edges` whose calls did not drop against the caller's
+    /// traffic.
+    kept: HashSet<(String, String)>,
 }
 
 /// One suspect per service, most specific subject first: a service's
@@ -520,7 +523,17 @@ fn fold(
         })
         .cloned()
         .collect();
-    let scores = evidence::demote_symptoms(&scores, &own, &failing, &signals.edges);
+    let vanished: HashMap<String, f64> = (signals.logs.iter())
+        .map(|(s, l)| (s.clone(), l.score() - l.appeared_score()))
+        .collect();
+    let scores = evidence::demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &vanished,
+        &signals.kept,
+        &signals.edges,
+    );
     let mut out = Vec::new();
     for service in services {
         let c = components.remove(&service).unwrap_or_default();
@@ -695,6 +708,29 @@ async fn gauges(
         .collect())
 }
 
+/// Caller → callee service pairs whose calls per caller span did not drop
+/// (kept at least 70 % of the baseline's rate).
+fn kept_calls(baseline: &WindowStats, incident: &WindowStats) -> HashSet<(String, String)> {
+    let per_pair = |w: &WindowStats| {
+        let mut m: HashMap<(String, String), f64> = HashMap::new();
+        for (e, n) in &w.edges {
+            *m.entry((e.caller.clone(), e.callee.clone())).or_default() += n;
+        }
+        m
+    };
+    let (before, now) = (per_pair(baseline), per_pair(incident));
+    now.into_iter()
+        .filter(|(pair, n)| {
+            let rate = |w: &WindowStats, calls: f64| {
+                calls / w.traffic.get(&pair.0).copied().unwrap_or(0.0).max(1.0)
+            };
+            let b = before.get(pair).copied().unwrap_or(0.0);
+            b == 0.0 || rate(incident, *n) >= 0.7 * rate(baseline, b)
+        })
+        .map(|(pair, _)| pair)
+        .collect()
+}
+
 async fn problems(
     State(engine): State<Arc<QueryEngine>>,
     Query(p): Query<ProblemParams>,
@@ -739,11 +775,17 @@ async fn problems(
         .collect();
     edges.sort();
     edges.dedup();
+    let kept = kept_calls(&baseline, &incident);
+    let mut logs = evidence::log_evidence(&compare(&lines_before, &lines_now));
+    // The baseline's lines come newest first: its two halves in time.
+    let (newer, older) = lines_before.split_at(lines_before.len() / 2);
+    evidence::discount_noise(&mut logs, &evidence::log_evidence(&compare(older, newer)));
     let signals = Signals {
-        logs: evidence::log_evidence(&compare(&lines_before, &lines_now)),
+        logs,
         calls: evidence::edge_evidence(&baseline.edges, &incident.edges, &traffic),
         metrics: evidence::metric_evidence(&gauges),
         edges,
+        kept,
     };
     let ranked = rank(&incident.subjects, &baseline.subjects);
     let mut suspects = fold(ranked, &signals, &incident.subjects, &baseline.subjects);
