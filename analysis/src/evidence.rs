@@ -499,4 +499,22 @@ mod tests {
         assert!(ev["seat"].score() < seat_before);
         assert!(ev["food"].score() > ev["seat"].score(), "{ev:?}");
     }
+
+    /// Lesson (a): the culprit swallows an exception, so its usual lines
+    /// vanish while its caller logs the error. Vanished lines count
+    /// against the callee only if the caller still called it as often.
+    #[test]
+    fn vanished_lines_in_a_still_called_callee_outrank_the_failing_caller() {
+        let scores = HashMap::from([("travel".to_string(), 3.0), ("route".to_string(), 0.6)]);
+        let own = HashMap::new();
+        let failing = HashSet::from(["travel".to_string()]);
+        let vanished = HashMap::from([("route".to_string(), 0.6)]);
+        let calls = vec![("travel".to_string(), "route".to_string())];
+        let kept = HashSet::from([("travel".to_string(), "route".to_string())]);
+        let out = demote_symptoms(&scores, &own, &failing, &vanished, &kept, &calls);
+        assert!(out["travel"] < out["route"], "{out:?}");
+        // Called less: route's lines vanished because travel stopped calling.
+        let out = demote_symptoms(&scores, &own, &failing, &vanished, &HashSet::new(), &calls);
+        assert_eq!(out["travel"], 3.0);
+    }
 }

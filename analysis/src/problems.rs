@@ -709,7 +709,8 @@ async fn gauges(
 }
 
 /// Caller → callee service pairs whose calls per caller span did not drop
-/// (kept at least 70 % of the baseline's rate).
+/// significantly (a Poisson test against the baseline's rate, scaled by
+/// the caller's traffic).
 fn kept_calls(baseline: &WindowStats, incident: &WindowStats) -> HashSet<(String, String)> {
     let per_pair = |w: &WindowStats| {
         let mut m: HashMap<(String, String), f64> = HashMap::new();
@@ -721,11 +722,10 @@ fn kept_calls(baseline: &WindowStats, incident: &WindowStats) -> HashSet<(String
     let (before, now) = (per_pair(baseline), per_pair(incident));
     now.into_iter()
         .filter(|(pair, n)| {
-            let rate = |w: &WindowStats, calls: f64| {
-                calls / w.traffic.get(&pair.0).copied().unwrap_or(0.0).max(1.0)
-            };
+            let traffic = |w: &WindowStats| w.traffic.get(&pair.0).copied().unwrap_or(0.0);
             let b = before.get(pair).copied().unwrap_or(0.0);
-            b == 0.0 || rate(incident, *n) >= 0.7 * rate(baseline, b)
+            let expected = b * traffic(incident) / traffic(baseline).max(1.0);
+            b == 0.0 || evidence::poisson_g(*n, expected) > -evidence::G_MIN
         })
         .map(|(pair, _)| pair)
         .collect()
