@@ -1,22 +1,34 @@
 //! Problem location: compares an incident window with a baseline and ranks
-//! suspects — services, their instances, versions, regions and operations,
-//! and the databases and brokers they call — by how much of the incident's
-//! excess errors and excess time each explains.
+//! suspect services — each named by its most specific subject: an
+//! instance, version, region or operation, or a database or broker it
+//! calls — by the evidence against them, one entry per service.
 //!
-//! Errors are attributed to where they start: an erroring span none of
-//! whose children erred. Time is attributed as self time: a span's duration
-//! minus its children's, so a slow database shows up on the database calls,
-//! not on every caller above them. A suspect's score is
+//! Span evidence: errors are attributed to where they start (an erroring
+//! span none of whose children erred) and time as self time (duration
+//! minus children), so a slow database shows up on the database calls,
+//! not on every caller above them. The gap between a call and the server
+//! span it caused is the callee's; a childless span overlapped by the
+//! siblings doing its work (an async gateway handler) does not own that
+//! time. A subject's span score is
 //!
 //! ```text
 //! share of the excess × ln(1 + lift over baseline) × concentration × novelty
 //! ```
 //!
 //! where concentration (how much worse an instance, version or region is
-//! than its service as a whole) prefers the most specific explanation, and
-//! novelty favours a value the baseline never saw (a new version). A
-//! significance guard (minimum counts, minimum lift) keeps rare values
-//! from dominating.
+//! than its service as a whole) prefers the most specific explanation,
+//! novelty favours a value the baseline never saw (a new version), and an
+//! operation is compared with the same operation only. Significance
+//! scales with counts (Poisson for errors, a z-score for mean self time),
+//! so a culprit with a handful of spans can still be listed.
+//!
+//! Other evidence per service (`crate::evidence`): log templates of all
+//! severities that appear, vanish or change share (net of the drift within
+//! the baseline itself), calls to other services that vanish, and CPU or
+//! memory gauges of an instance that rise far more than elsewhere. A
+//! service's score adds them to its best span score; then a caller whose
+//! callee is anomalous in its own right (or fails too, or stopped its
+//! usual work while still being called) is ranked just below that callee.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
