@@ -582,6 +582,15 @@ fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Value 
         ),
     );
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Ok(sql) = std::env::var("DEBUG_SQL") {
+        let body: Value = http
+            .post(format!("http://{}/api/v1/sql", server.http))
+            .json(&json!({ "sql": sql }))
+            .send()
+            .and_then(|r| r.json())
+            .expect("SQL call");
+        println!("{body}");
+    }
     server.stop();
     let suspects = report["suspects"].as_array().cloned().unwrap_or_default();
     let label = |s: &Value| {
@@ -593,9 +602,15 @@ fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Value 
         )
     };
     let top: Vec<_> = suspects.iter().take(3).map(label).collect();
+    // Why the top suspects and the culprit scored as they did.
+    let scored =
+        |s: &Value| json!({"suspect": label(s), "score": s["score"], "evidence": s["evidence"]});
+    let rank = rank_of(&suspects, &fault.pod);
+    let culprit = rank.and_then(|r| suspects.get(r - 1)).map(scored);
+    let top_scores: Vec<_> = suspects.iter().take(3).map(scored).collect();
     json!({
         "time": fault.time, "type": fault.kind, "pod": fault.pod, "service": service_of(&fault.pod),
-        "minutes": fault.minutes, "rank": rank_of(&suspects, &fault.pod), "top3": top,
+        "minutes": fault.minutes, "rank": rank, "top3": top, "top3_scores": top_scores, "culprit": culprit,
         "top_explanation": suspects.first().map(|s| &s["explanation"]), "latency_ms": latency_ms,
     })
 }
@@ -658,6 +673,10 @@ fn main() {
     );
     let mut faults = faults(&rca);
     faults.truncate(common::env("FAULTS", faults.len() as u64) as usize);
+    // `ONLY=13:31` runs the faults whose inject time contains that text.
+    if let Ok(only) = std::env::var("ONLY") {
+        faults.retain(|f| f.time.contains(&only));
+    }
 
     println!(
         "{:<19} {:<14} {:<30} {:>4}  {:<80} {:>8}",

@@ -13,6 +13,7 @@ use axum::Router;
 use loupe_query::QueryEngine;
 
 pub mod errors;
+mod evidence;
 pub mod patterns;
 pub mod problems;
 pub mod service_graph;

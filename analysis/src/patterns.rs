@@ -54,7 +54,7 @@ pub fn routes(engine: Arc<QueryEngine>) -> Router {
 }
 
 #[derive(Deserialize)]
-struct LineRow {
+pub(crate) struct LineRow {
     service: Option<String>,
     severity_text: Option<String>,
     body: Option<String>,
@@ -112,7 +112,7 @@ async fn patterns(
 
 /// The lines of a window at `min_severity` or above (the newest 50000),
 /// of one service or all.
-async fn window_lines(
+pub(crate) async fn window_lines(
     engine: &QueryEngine,
     start: i64,
     end: i64,
@@ -137,13 +137,13 @@ async fn window_lines(
 
 /// One template's counts in the window before and in the current one.
 #[derive(Debug, Clone, PartialEq)]
-struct Compared {
-    service: String,
-    severity: String,
-    template: String,
-    before: u64,
-    current: u64,
-    example: String,
+pub(crate) struct Compared {
+    pub service: String,
+    pub severity: String,
+    pub template: String,
+    pub before: u64,
+    pub current: u64,
+    pub example: String,
 }
 
 impl Compared {
@@ -159,7 +159,7 @@ impl Compared {
 
 /// Mines both windows' lines with one miner (a service's lines at one
 /// severity form a group) and counts each template in each window.
-fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> {
+pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> {
     let mut miner = TemplateMiner::default();
     let mut counts: HashMap<usize, Compared> = HashMap::new();
     for (is_current, lines) in [(false, before), (true, current)] {

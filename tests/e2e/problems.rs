@@ -94,12 +94,16 @@ fn bad_deploy_points_at_the_version_and_its_log_pattern_surfaces() {
     let s = top(&report);
     assert_eq!(s["subject"]["service.version"], "2.0.0", "{report:#}");
     assert_eq!(s["subject"]["service"], "cart");
+    // The new ERROR template is part of the evidence listed for cart.
     let patterns = report["suspects"].as_array().unwrap().iter().any(|s| {
-        s["kind"] == "log_pattern"
-            && s["subject"]["template"]
-                .as_str()
-                .unwrap()
-                .contains("NullPointerException")
+        s["subject"]["service"] == "cart"
+            && s["log_patterns"].as_array().unwrap().iter().any(|p| {
+                p["trend"] == "new"
+                    && p["template"]
+                        .as_str()
+                        .unwrap()
+                        .contains("NullPointerException")
+            })
     });
     assert!(patterns, "{report:#}");
     let response = loupe

@@ -1,0 +1,520 @@
+//! Evidence for problem location beyond a subject's own span statistics,
+//! as pure functions over per-window counts, so each rule is testable on a
+//! hand-built fixture:
+//!
+//! - log templates of a service (all severities) that appear, vanish or
+//!   change their share of the service's lines ([`log_evidence`]);
+//! - call edges (caller service → callee operation) that vanish
+//!   ([`edge_evidence`]);
+//! - per-instance CPU and memory gauges that rise far more than the same
+//!   gauge on other instances ([`metric_evidence`]);
+//! - propagation: a caller whose callee is itself anomalous is a symptom,
+//!   so it is not ranked above that callee ([`demote_symptoms`]).
+//!
+//! Significance scales with counts (a Poisson log-likelihood ratio, see
+//! [`poisson_g`]) instead of hard minimum counts, so a culprit with a
+//! handful of lines or spans can still be listed, while a large count
+//! drifting a little cannot dominate (effects are weighted by their
+//! relative size).
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Value, json};
+
+use crate::patterns::Compared;
+
+/// The log-likelihood ratio below which a change is noise (about p = 0.01).
+pub(crate) const G_MIN: f64 = 6.0;
+/// Significance beyond this adds nothing: a large count is not more of a cause.
+const G_CAP: f64 = 30.0;
+/// A service's log (or call) evidence is capped: many correlated templates
+/// of one code path are one piece of evidence, not many.
+const SERVICE_CAP: f64 = 2.0;
+/// How much of the baseline's own drift is taken off a service's log
+/// evidence (the halves of the baseline are a noisy estimate).
+const NOISE_SHARE: f64 = 0.5;
+/// Robust z-score from which a gauge's rise is evidence, and its cap.
+const METRIC_Z_MIN: f64 = 6.0;
+const METRIC_Z_CAP: f64 = 30.0;
+/// A caller is a symptom of its callee when the callee's own evidence is
+/// at least this share of the caller's score.
+const SYMPTOM_SHARE: f64 = 0.5;
+
+/// Signed Poisson log-likelihood ratio (deviance) of observing `n` where
+/// `e` was expected: positive when `n > e`, negative when fewer.
+pub(crate) fn poisson_g(n: f64, e: f64) -> f64 {
+    let e = e.max(1e-9);
+    let t = if n > 0.0 { n * (n / e).ln() } else { 0.0 };
+    let g = (2.0 * (t - (n - e))).max(0.0);
+    if n >= e { g } else { -g }
+}
+
+/// One count compared with its expectation: the weight of the change as
+/// evidence (0 when not significant) and whether it rose.
+fn shift_weight(n: f64, e: f64) -> (f64, bool) {
+    let g = poisson_g(n, e);
+    if g.abs() < G_MIN {
+        return (0.0, g > 0.0);
+    }
+    let relative = (n - e).abs() / (n + e);
+    (relative * relative * g.abs().min(G_CAP) / G_CAP, g > 0.0)
+}
+
+fn is_warning_or_worse(severity: &str) -> bool {
+    let s = severity.to_ascii_uppercase();
+    ["WARN", "ERR", "FATAL", "CRIT", "ALERT", "EMERG", "SEVERE"]
+        .iter()
+        .any(|w| s.starts_with(w))
+}
+
+/// One template's change, as evidence.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateShift {
+    pub severity: String,
+    pub template: String,
+    pub before: u64,
+    pub current: u64,
+    pub expected: f64,
+    pub weight: f64,
+    pub example: String,
+}
+
+impl TemplateShift {
+    pub fn trend(&self) -> &'static str {
+        match (self.before, self.current) {
+            (0, _) => "new",
+            (_, 0) => "vanished",
+            _ if self.current as f64 > self.expected => "surging",
+            _ => "dropping",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} log pattern \"{}\" ({} lines vs {} in the baseline)",
+            self.trend(),
+            self.severity,
+            self.template,
+            self.current,
+            self.before
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"severity_text": self.severity, "template": self.template, "count": self.current,
+               "previous_count": self.before, "trend": self.trend(), "example": self.example})
+    }
+}
+
+/// A service's evidence from one kind of signal: what appeared (its own
+/// doing) and what vanished (which its callers also see), strongest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Evidence {
+    pub appeared: f64,
+    /// The part of `appeared` from WARN-or-worse templates.
+    pub appeared_severe: f64,
+    pub vanished: f64,
+    pub shifts: Vec<TemplateShift>,
+    /// How much the service's templates move anyway: the same evidence
+    /// between the two halves of the baseline.
+    pub noise: f64,
+}
+
+impl Evidence {
+    /// The strongest change counts fully, the rest a quarter: many
+    /// templates of one code path moving together are one piece of
+    /// evidence, and many small drifts in a busy service are not many.
+    pub fn score(&self) -> f64 {
+        let strongest = self.shifts.first().map_or(0.0, |s| s.weight);
+        let rest = self.appeared + self.vanished - strongest;
+        (strongest + 0.25 * rest - NOISE_SHARE * self.noise).clamp(0.0, SERVICE_CAP)
+    }
+
+    /// The part of [`Evidence::score`] owed to what appeared.
+    pub fn appeared_score(&self) -> f64 {
+        let total = self.appeared + self.vanished;
+        if total > 0.0 {
+            self.score() * self.appeared / total
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Per service: templates whose share of the service's lines changed
+/// significantly between the baseline and the incident. A new WARN/ERROR
+/// template weighs most; a vanished template (a code path that stopped)
+/// weighs nearly as much; a new INFO template half. A service absent from
+/// either window has no mix to compare.
+pub(crate) fn log_evidence(changes: &[Compared]) -> HashMap<String, Evidence> {
+    let mut totals: HashMap<&str, (f64, f64)> = HashMap::new();
+    for c in changes {
+        let t = totals.entry(c.service.as_str()).or_default();
+        t.0 += c.before as f64;
+        t.1 += c.current as f64;
+    }
+    let mut out: HashMap<String, Evidence> = HashMap::new();
+    for c in changes {
+        let (before, current) = totals[c.service.as_str()];
+        if before == 0.0 || current == 0.0 {
+            continue;
+        }
+        let expected = (c.before as f64 + 0.5) * current / before;
+        let (weight, rose) = shift_weight(c.current as f64, expected);
+        if weight == 0.0 {
+            continue;
+        }
+        let severe = is_warning_or_worse(&c.severity);
+        let severity = match (rose, severe) {
+            (true, true) => 1.0,
+            (true, false) => 0.5,
+            (false, _) => 0.7,
+        };
+        let weight = weight * severity;
+        let e = out.entry(c.service.clone()).or_default();
+        if rose {
+            e.appeared += weight;
+            if severe {
+                e.appeared_severe += weight;
+            }
+        } else {
+            e.vanished += weight;
+        }
+        e.shifts.push(TemplateShift {
+            severity: c.severity.clone(),
+            template: c.template.clone(),
+            before: c.before,
+            current: c.current,
+            expected,
+            weight,
+            example: c.example.clone(),
+        });
+    }
+    for e in out.values_mut() {
+        e.shifts.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        e.shifts.truncate(3);
+    }
+    out
+}
+
+/// Discounts each service's log evidence by how much its templates move
+/// within the baseline alone (`noise`: [`log_evidence`] between the
+/// baseline's two halves), so a busy service whose request mix drifts
+/// all the time is not a suspect for drifting now.
+pub(crate) fn discount_noise(
+    evidence: &mut HashMap<String, Evidence>,
+    noise: &HashMap<String, Evidence>,
+) {
+    for (service, e) in evidence.iter_mut() {
+        e.noise = noise.get(service).map_or(0.0, Evidence::score);
+    }
+}
+
+/// Calls from a caller service to a callee operation, in one window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Edge {
+    pub caller: String,
+    pub callee: String,
+    pub operation: String,
+}
+
+/// Per caller: call edges that vanished (or dropped) relative to the
+/// caller's own traffic — a caller that stops calling a dependency has
+/// changed what it does. Returns the weight and the strongest edge.
+pub(crate) fn edge_evidence(
+    before: &HashMap<Edge, f64>,
+    current: &HashMap<Edge, f64>,
+    traffic: &HashMap<String, (f64, f64)>,
+) -> HashMap<String, (f64, String)> {
+    let mut out: HashMap<String, (f64, String)> = HashMap::new();
+    for (edge, &b) in before {
+        let Some(&(tb, tc)) = traffic.get(&edge.caller) else {
+            continue;
+        };
+        if tb == 0.0 || tc == 0.0 {
+            continue;
+        }
+        let n = current.get(edge).copied().unwrap_or(0.0);
+        let (weight, rose) = shift_weight(n, b * tc / tb);
+        if weight == 0.0 || rose {
+            continue;
+        }
+        let e = out.entry(edge.caller.clone()).or_default();
+        if weight > e.0 {
+            e.1 = format!(
+                "its calls to {} {} dropped to {n} from {b} in the baseline",
+                edge.callee, edge.operation
+            );
+        }
+        e.0 = (e.0 + weight * 0.7).min(SERVICE_CAP);
+    }
+    out
+}
+
+/// A gauge of one instance in both windows.
+#[derive(Debug, Clone)]
+pub(crate) struct GaugeRow {
+    pub service: String,
+    pub instance: String,
+    pub name: String,
+    pub base_mean: f64,
+    pub base_std: f64,
+    pub inc_mean: f64,
+}
+
+/// A service's strongest gauge rise: the instance, the weight, a sentence.
+#[derive(Debug, Clone)]
+pub(crate) struct GaugeEvidence {
+    pub instance: String,
+    pub weight: f64,
+    pub explanation: String,
+}
+
+/// Per service: the instance whose gauge rose most unusually. Each
+/// instance's rise is compared with the rises of the same gauge on every
+/// other instance (median and MAD), so a load change that lifts every
+/// instance is not evidence, and with its own baseline spread (a few
+/// baseline points are enough).
+pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidence> {
+    let mut by_name: HashMap<&str, Vec<&GaugeRow>> = HashMap::new();
+    for r in rows {
+        by_name.entry(r.name.as_str()).or_default().push(r);
+    }
+    let mut out: HashMap<String, GaugeEvidence> = HashMap::new();
+    for (name, rows) in by_name {
+        let mut rises: Vec<f64> = rows.iter().map(|r| r.inc_mean - r.base_mean).collect();
+        rises.sort_by(f64::total_cmp);
+        let median = rises[rises.len() / 2];
+        let mut deviations: Vec<f64> = rises.iter().map(|d| (d - median).abs()).collect();
+        deviations.sort_by(f64::total_cmp);
+        let mad = 1.4826 * deviations[deviations.len() / 2];
+        for r in rows {
+            let rise = r.inc_mean - r.base_mean;
+            let spread = mad.max(r.base_std).max(0.1 * r.base_mean.abs()).max(1e-9);
+            let z = (rise - median) / spread;
+            // A rise must also be large relative to the level (x1.5).
+            if z < METRIC_Z_MIN || r.inc_mean < 1.5 * r.base_mean || r.inc_mean <= 0.0 {
+                continue;
+            }
+            let weight = z.min(METRIC_Z_CAP) / METRIC_Z_CAP;
+            let e = out.entry(r.service.clone()).or_insert(GaugeEvidence {
+                instance: r.instance.clone(),
+                weight: 0.0,
+                explanation: String::new(),
+            });
+            if weight > e.weight {
+                *e = GaugeEvidence {
+                    instance: r.instance.clone(),
+                    weight,
+                    explanation: format!(
+                        "{name} of {} rose to {:.3} from {:.3} in the baseline",
+                        r.instance, r.inc_mean, r.base_mean
+                    ),
+                };
+            }
+        }
+    }
+    out
+}
+
+/// Propagation: when caller A and callee B are both anomalous, A is a
+/// symptom of B and is ranked just below B. Both are anomalous when B's
+/// own evidence (what appeared there, not what vanished) is at least half
+/// of A's score; or when A fails (errors start in its spans or it logs new
+/// WARN/ERROR lines) and B fails too, or B's usual log lines vanished
+/// although A kept calling it (`kept`: B's work stopped, it was not just
+/// called less). Computed on the original scores, so blame moves one hop
+/// per edge, not down a chain of small anomalies.
+pub(crate) fn demote_symptoms(
+    scores: &HashMap<String, f64>,
+    own: &HashMap<String, f64>,
+    failing: &HashSet<String>,
+    vanished: &HashMap<String, f64>,
+    kept: &HashSet<(String, String)>,
+    calls: &[(String, String)],
+) -> HashMap<String, f64> {
+    let mut out = scores.clone();
+    for (caller, callee) in calls {
+        if caller == callee {
+            continue;
+        }
+        let (Some(&a), Some(&b)) = (scores.get(caller), scores.get(callee)) else {
+            continue;
+        };
+        let b_own = own.get(callee).copied().unwrap_or(0.0);
+        let b_vanished = vanished.get(callee).copied().unwrap_or(0.0);
+        let pair = (caller.clone(), callee.clone());
+        let a_fails = failing.contains(caller);
+        let symptom = (b_own > 0.0 && b_own >= SYMPTOM_SHARE * a)
+            || (a_fails && b_own > 0.0 && failing.contains(callee))
+            || (a_fails && b_vanished > 0.0 && kept.contains(&pair));
+        if a > 0.0 && b > 0.0 && symptom && b < a {
+            let demoted = out.get_mut(caller).expect("present");
+            *demoted = demoted.min(0.9 * b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compared(
+        service: &str,
+        severity: &str,
+        template: &str,
+        before: u64,
+        current: u64,
+    ) -> Compared {
+        Compared {
+            service: service.into(),
+            severity: severity.into(),
+            template: template.into(),
+            before,
+            current,
+            example: template.into(),
+        }
+    }
+
+    #[test]
+    fn poisson_g_is_signed_and_grows_with_counts() {
+        assert!(poisson_g(10.0, 10.0).abs() < 1e-9);
+        assert!(poisson_g(20.0, 10.0) > 0.0);
+        assert!(poisson_g(0.0, 10.0) < 0.0);
+        assert!(poisson_g(200.0, 100.0) > poisson_g(20.0, 10.0));
+    }
+
+    /// The culprit logs a new ERROR line 5 times and stops an INFO line;
+    /// a big neighbour's templates drift by 20 % with the request mix.
+    #[test]
+    fn new_and_vanished_templates_beat_drift_in_a_big_service() {
+        let changes = vec![
+            compared("food", "INFO", "get all food", 40, 38),
+            compared("food", "INFO", "train food list", 8, 0),
+            compared("food", "ERROR", "food request failed <*>", 0, 5),
+            compared("order", "WARN", "left ticket info is empty <*>", 1000, 800),
+            compared("order", "INFO", "sold tickets <*>", 1000, 1200),
+            compared("quiet", "INFO", "rare line", 1, 2),
+        ];
+        let ev = log_evidence(&changes);
+        let food = &ev["food"];
+        assert!(food.appeared > 0.0 && food.vanished > 0.0, "{food:?}");
+        let trends: Vec<_> = food.shifts.iter().map(TemplateShift::trend).collect();
+        assert!(
+            trends.contains(&"new") && trends.contains(&"vanished"),
+            "{trends:?}"
+        );
+        let order = ev.get("order").map_or(0.0, Evidence::score);
+        assert!(food.score() > 3.0 * order, "food {food:?} order {order}");
+        assert!(!ev.contains_key("quiet"), "two lines are not significant");
+    }
+
+    #[test]
+    fn a_vanished_call_edge_is_evidence_for_the_caller() {
+        let edge = |caller: &str, callee: &str| Edge {
+            caller: caller.into(),
+            callee: callee.into(),
+            operation: "/op".into(),
+        };
+        let before = HashMap::from([(edge("price", "db"), 30.0), (edge("travel", "route"), 50.0)]);
+        let current = HashMap::from([(edge("travel", "route"), 45.0)]);
+        let traffic = HashMap::from([
+            ("price".to_string(), (100.0, 90.0)),
+            ("travel".to_string(), (100.0, 95.0)),
+        ]);
+        let ev = edge_evidence(&before, &current, &traffic);
+        assert!(ev["price"].0 > 0.0 && ev["price"].1.contains("db"));
+        assert!(!ev.contains_key("travel"));
+    }
+
+    #[test]
+    fn a_contended_instance_stands_out_from_a_load_change() {
+        let gauge = |i: &str, base: f64, inc: f64| GaugeRow {
+            service: i.trim_end_matches(char::is_numeric).into(),
+            instance: i.into(),
+            name: "cpu".into(),
+            base_mean: base,
+            base_std: 0.0,
+            inc_mean: inc,
+        };
+        // Everyone rises by about 1 with load; contacts1 by 70.
+        let rows = vec![
+            gauge("gateway1", 5.0, 6.0),
+            gauge("order1", 2.0, 3.0),
+            gauge("travel1", 1.0, 2.2),
+            gauge("contacts1", 1.0, 72.0),
+            gauge("route1", 1.0, 1.8),
+        ];
+        let ev = metric_evidence(&rows);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev["contacts"].instance, "contacts1");
+    }
+
+    #[test]
+    fn a_caller_is_not_ranked_above_its_anomalous_callee() {
+        let scores = HashMap::from([
+            ("gateway".to_string(), 1.0),
+            ("travel".to_string(), 1.5),
+            ("price".to_string(), 0.8),
+            ("station".to_string(), 0.1),
+        ]);
+        let own = HashMap::from([("price".to_string(), 0.8), ("station".to_string(), 0.1)]);
+        let calls = vec![
+            ("gateway".to_string(), "travel".to_string()),
+            ("travel".to_string(), "price".to_string()),
+            ("travel".to_string(), "station".to_string()),
+        ];
+        let out = demote_symptoms(
+            &scores,
+            &own,
+            &HashSet::new(),
+            &HashMap::new(),
+            &HashSet::new(),
+            &calls,
+        );
+        assert!(out["travel"] < out["price"], "{out:?}");
+        assert_eq!(out["gateway"], 1.0, "travel's own evidence is none");
+        assert_eq!(out["station"], 0.1);
+    }
+
+    #[test]
+    fn drift_the_baseline_shows_too_is_not_evidence() {
+        let now = vec![
+            compared("seat", "INFO", "left ticket <*>", 100, 40),
+            compared("seat", "INFO", "sold tickets <*>", 50, 110),
+            compared("food", "INFO", "train food list", 8, 0),
+            compared("food", "INFO", "get all food", 40, 40),
+        ];
+        let within_baseline = vec![
+            compared("seat", "INFO", "left ticket <*>", 60, 20),
+            compared("seat", "INFO", "sold tickets <*>", 50, 60),
+            compared("food", "INFO", "train food list", 4, 4),
+            compared("food", "INFO", "get all food", 20, 20),
+        ];
+        let mut ev = log_evidence(&now);
+        let seat_before = ev["seat"].score();
+        assert!(seat_before > 0.0);
+        discount_noise(&mut ev, &log_evidence(&within_baseline));
+        assert!(ev["seat"].score() < seat_before);
+        assert!(ev["food"].score() > ev["seat"].score(), "{ev:?}");
+    }
+
+    /// Lesson (a): the culprit swallows an exception, so its usual lines
+    /// vanish while its caller logs the error. Vanished lines count
+    /// against the callee only if the caller still called it as often.
+    #[test]
+    fn vanished_lines_in_a_still_called_callee_outrank_the_failing_caller() {
+        let scores = HashMap::from([("travel".to_string(), 3.0), ("route".to_string(), 0.6)]);
+        let own = HashMap::new();
+        let failing = HashSet::from(["travel".to_string()]);
+        let vanished = HashMap::from([("route".to_string(), 0.6)]);
+        let calls = vec![("travel".to_string(), "route".to_string())];
+        let kept = HashSet::from([("travel".to_string(), "route".to_string())]);
+        let out = demote_symptoms(&scores, &own, &failing, &vanished, &kept, &calls);
+        assert!(out["travel"] < out["route"], "{out:?}");
+        // Called less: route's lines vanished because travel stopped calling.
+        let out = demote_symptoms(&scores, &own, &failing, &vanished, &HashSet::new(), &calls);
+        assert_eq!(out["travel"], 3.0);
+    }
+}
