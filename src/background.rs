@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use loupe_alerts::Alerts;
 use loupe_alerts::store::AlertStore;
+use loupe_alerts::{Alerts, SuspectFinder};
 use loupe_base::telemetry_port::{BoxFuture, Row, Telemetry};
 use loupe_capacity::Capacity;
 use loupe_capacity::store::CapacityStore;
@@ -27,6 +27,31 @@ impl Telemetry for EngineTelemetry {
             loupe_query::internal_sql::sandboxed_rows(&self.0, &sql)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Problem location for alerts: the top suspects of the alert's window,
+/// across all services (a service's symptom often has its cause downstream).
+struct EngineSuspects(Arc<QueryEngine>);
+
+impl SuspectFinder for EngineSuspects {
+    fn suspects(
+        &self,
+        (start, end): (i64, i64),
+        (baseline_start, baseline_end): (i64, i64),
+        _service: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        let ns = |ms: i64| ms.saturating_mul(1_000_000);
+        Box::pin(async move {
+            loupe_analysis::problems::top_explanations(
+                &self.0,
+                (ns(start), ns(end)),
+                (ns(baseline_start), ns(baseline_end)),
+                3,
+            )
+            .await
+            .map_err(|e| e.to_string())
         })
     }
 }
@@ -49,7 +74,7 @@ pub fn open(
     ca_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Background> {
     let path = data_dir.join("catalog.sqlite");
-    let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine));
+    let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine.clone()));
     let config = WorkerConfig {
         ca_file,
         ..WorkerConfig::default()
@@ -65,12 +90,15 @@ pub fn open(
     ));
     let store = AlertStore::open(&path)
         .with_context(|| format!("opening alert state in {}", path.display()))?;
-    let alerts = Arc::new(Alerts::new(
-        Arc::new(store),
-        telemetry,
-        Some(worker.clone()),
-        external_url,
-    ));
+    let alerts = Arc::new(
+        Alerts::new(
+            Arc::new(store),
+            telemetry,
+            Some(worker.clone()),
+            external_url,
+        )
+        .with_suspects(Arc::new(EngineSuspects(engine))),
+    );
     Ok(Background {
         capacity,
         alerts,

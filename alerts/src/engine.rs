@@ -29,19 +29,23 @@ const MAX_EVALUATION: Duration = Duration::from_secs(30);
 /// the alert goes out without suspects rather than late.
 const MAX_SUSPECT_SEARCH: Duration = Duration::from_secs(5);
 
-/// The window problem location looks at for an alert: from this long
-/// before it became active until now (a `for` longer than this widens it).
-const SUSPECT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Problem location for an alert looks at the incident from this long
+/// before the alert became active until now ...
+const INCIDENT_LEAD_MS: i64 = 15 * 1000;
+
+/// ... against the baseline of this long before that.
+const SUSPECT_BASELINE_MS: i64 = 10 * 60 * 1000;
 
 /// Finds the likely causes of what happened in a window: Loupe's problem
 /// location, behind a port so this crate never links the query engine.
 pub trait SuspectFinder: Send + Sync + 'static {
-    /// Up to three one-sentence explanations, most likely first, for
-    /// `[start_ms, end_ms]`, within `service` when given.
+    /// Up to three one-sentence explanations, most likely first, for the
+    /// incident `window` against `baseline` (ms), for an alert about
+    /// `service` when it has one.
     fn suspects(
         &self,
-        start_ms: i64,
-        end_ms: i64,
+        window: (i64, i64),
+        baseline: (i64, i64),
         service: Option<String>,
     ) -> loupe_base::telemetry_port::BoxFuture<'_, Result<Vec<String>, String>>;
 }
@@ -183,9 +187,8 @@ impl Alerts {
                 // instances start firing together.
                 let service = o.labels.get("service").cloned();
                 if !found.contains_key(&service) {
-                    let lookback = SUSPECT_LOOKBACK_MS.max(timing.for_ms);
                     let suspects = self
-                        .find_suspects(life.active_at - lookback, now, service.clone())
+                        .find_suspects(life.active_at - INCIDENT_LEAD_MS, now, service.clone())
                         .await;
                     found.insert(service.clone(), suspects);
                 }
@@ -232,9 +235,10 @@ impl Alerts {
         let Some(finder) = &self.suspects else {
             return Vec::new();
         };
+        let baseline = (start_ms - SUSPECT_BASELINE_MS, start_ms);
         let found = tokio::time::timeout(
             MAX_SUSPECT_SEARCH,
-            finder.suspects(start_ms, end_ms, service),
+            finder.suspects((start_ms, end_ms), baseline, service),
         )
         .await;
         let explanations = match found {

@@ -402,3 +402,66 @@ fn a_refusing_receiver_gets_one_attempt_and_an_unavailable_one_gets_retries() {
     assert_eq!(seen.len(), 1, "a 404 is not retried: {seen:?}");
     assert!(seen[0].signature_ok);
 }
+
+#[test]
+fn a_firing_alert_names_the_injected_cause_among_its_suspects() {
+    let secret = loupe_notify::signing::generate_secret();
+    let receiver = Receiver::start(&secret, 200);
+    let loupe = Loupe::start(&[]);
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/alerts/receivers/ops",
+        Some(
+            json!({"type": "webhook", "url": receiver.url(), "secret": secret, "group_wait": "0s", "group_by": ["service"]}),
+        ),
+    );
+    ok(
+        &loupe,
+        "PUT",
+        "/api/v1/alerts/rules/payment_errors",
+        Some(json!({
+            "sql": "SELECT service, avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate FROM spans WHERE kind = 'server' AND service = 'payment' AND start_time > now() - INTERVAL '8 seconds' GROUP BY service HAVING count(*) >= 20",
+            "every": "1s", "for": "5s",
+            "condition": {"column": "error_rate", "op": ">", "threshold": 0.05},
+            "receivers": ["ops"],
+        })),
+    );
+    let mut generator = crate::capacity::spawn_gen(
+        &loupe,
+        &[
+            "--scenario",
+            "payment-errors",
+            "--rate",
+            "60",
+            "--duration",
+            "70s",
+            "--fault-at",
+            "40s",
+            "--seed",
+            "3",
+        ],
+    );
+    let seen = receiver.wait_for("a firing notification", Duration::from_secs(90), |d| {
+        d.iter().any(|d| d.body["status"] == "firing")
+    });
+    let _ = generator.kill();
+    let _ = generator.wait();
+    let firing = seen.iter().find(|d| d.body["status"] == "firing").unwrap();
+    let annotations = &firing.body["alerts"][0]["annotations"];
+    let suspects: Vec<&str> = ["suspect_1", "suspect_2", "suspect_3"]
+        .iter()
+        .filter_map(|k| annotations[*k].as_str())
+        .collect();
+    assert!(
+        suspects.iter().any(|s| s.contains("payment-2")),
+        "suspects {suspects:?} do not name payment-2; server log: {}",
+        loupe.log()
+    );
+    assert!(
+        annotations["problems_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/?from=")),
+        "{annotations}"
+    );
+}

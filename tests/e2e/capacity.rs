@@ -39,7 +39,7 @@ pub(crate) fn ok(loupe: &Loupe, method: &str, path: &str, body: Option<Value>) -
 }
 
 /// Starts `loupe gen` in the background.
-fn spawn_gen(loupe: &Loupe, args: &[&str]) -> Child {
+pub(crate) fn spawn_gen(loupe: &Loupe, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_loupe"))
         .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
         .args(args)

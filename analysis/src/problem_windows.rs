@@ -1,0 +1,325 @@
+//! What one window's telemetry says, for problem location: per-subject
+//! span statistics (errors that start there, self time with the client /
+//! server gap rule), call edges between services, and per-instance gauges —
+//! each gathered in one grouped query.
+
+use std::collections::{HashMap, HashSet};
+
+use loupe_base::sql_literal::timestamp as ts;
+use loupe_query::internal_sql::rows_as;
+use loupe_query::{QueryEngine, QueryError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::evidence::{self, Edge, GaugeRow};
+use crate::subject::Subject;
+
+/// Span counts, errors that started there, and self time, in one window.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) spans: f64,
+    pub(crate) origin_errors: f64,
+    pub(crate) self_ns: f64,
+    /// Sum of squared self times (ns²), for the spread of the mean.
+    pub(crate) self_sq: f64,
+}
+
+impl Stats {
+    pub(crate) fn add(&mut self, other: Stats) {
+        self.spans += other.spans;
+        self.origin_errors += other.origin_errors;
+        self.self_ns += other.self_ns;
+        self.self_sq += other.self_sq;
+    }
+
+    pub(crate) fn error_rate(&self) -> f64 {
+        if self.spans > 0.0 {
+            self.origin_errors / self.spans
+        } else {
+            0.0
+        }
+    }
+
+    pub(crate) fn mean_self_ns(&self) -> f64 {
+        if self.spans > 0.0 {
+            self.self_ns / self.spans
+        } else {
+            0.0
+        }
+    }
+
+    /// Variance of the mean self time (ns²), never below a 5 % spread
+    /// (so a constant baseline does not make every change significant).
+    pub(crate) fn mean_variance(&self) -> f64 {
+        if self.spans <= 0.0 {
+            return 0.0;
+        }
+        let mean = self.mean_self_ns();
+        let variance = (self.self_sq / self.spans - mean * mean).max((0.05 * mean).powi(2));
+        variance / self.spans
+    }
+
+    pub(crate) fn to_json(self) -> Value {
+        json!({"spans": self.spans, "origin_errors": self.origin_errors,
+               "error_rate": self.error_rate(), "self_ms_per_span": self.mean_self_ns() / 1e6})
+    }
+}
+
+/// One group of a window's spans: same service, operation, kind,
+/// attribute values and callee.
+#[derive(Deserialize)]
+pub(crate) struct GroupRow {
+    pub(crate) service: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) system: Option<String>,
+    pub(crate) address: Option<String>,
+    pub(crate) callee: Option<String>,
+    pub(crate) callee_op: Option<String>,
+    pub(crate) spans: f64,
+    pub(crate) origin_errors: Option<f64>,
+    pub(crate) self_ns: Option<f64>,
+    pub(crate) self_sq: Option<f64>,
+    pub(crate) max_children: Option<f64>,
+}
+
+/// A text column's value, when there is one worth naming.
+pub(crate) fn named(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// One window's span statistics: per subject, the calls between
+/// services (caller service → callee operation) and spans per service.
+#[derive(Default)]
+pub(crate) struct WindowStats {
+    pub(crate) subjects: HashMap<Subject, Stats>,
+    pub(crate) edges: HashMap<Edge, f64>,
+    pub(crate) traffic: HashMap<String, f64>,
+}
+
+/// Per-subject stats of one window, from one grouped pass over its spans.
+///
+/// Self time is a span's duration minus its children's, with two
+/// corrections. The gap between a call and the server span it caused
+/// (queueing, network, a starved callee) is the callee's, not the
+/// caller's. And a childless span that overlaps siblings doing the
+/// work (an async gateway handler whose downstream calls hang off its
+/// parent) does not own the overlapped time.
+pub(crate) async fn window_stats(
+    engine: &QueryEngine,
+    start: i64,
+    end: i64,
+) -> Result<WindowStats, QueryError> {
+    let (lo, hi) = (start - 60_000_000_000, end + 60_000_000_000);
+    let sql = format!(
+        "WITH per_span AS (
+             SELECT p.trace_id, p.span_id, p.parent_span_id, p.service, p.name, p.kind, p.status_code, p.duration_ns,
+                    CAST(p.start_time AS BIGINT) AS t0,
+                    p.resource_attributes['service.instance.id'] AS instance,
+                    p.resource_attributes['service.version'] AS version,
+                    p.resource_attributes['cloud.region'] AS region,
+                    COALESCE(p.attributes['db.system'], p.attributes['messaging.system']) AS system,
+                    COALESCE(p.attributes['server.address'], p.attributes['messaging.destination.name'], p.attributes['peer.service']) AS address,
+                    COALESCE(sum(c.duration_ns), 0) AS child_ns,
+                    count(c.span_id) AS children,
+                    max(CASE WHEN c.status_code = 'error' THEN 1 ELSE 0 END) AS child_error,
+                    max(CASE WHEN c.service <> p.service THEN c.service END) AS callee,
+                    max(CASE WHEN c.service <> p.service THEN c.name END) AS callee_op
+             FROM spans p
+             LEFT JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+                              AND c.start_time >= {lo} AND c.start_time <= {hi}
+             WHERE p.start_time >= {start} AND p.start_time <= {end}
+             GROUP BY p.trace_id, p.span_id, p.parent_span_id, p.service, p.name, p.kind, p.status_code, p.duration_ns,
+                      t0, instance, version, region, system, address
+         ),
+         overlap AS (
+             SELECT a.trace_id, a.span_id,
+                    sum(greatest(0, least(a.t0 + a.duration_ns, b.t0 + b.duration_ns) - greatest(a.t0, b.t0))) AS covered_ns
+             FROM per_span a
+             JOIN per_span b ON b.trace_id = a.trace_id AND b.parent_span_id = a.parent_span_id AND b.span_id <> a.span_id
+             WHERE a.children = 0 AND a.kind NOT IN ('client', 'producer') AND a.parent_span_id <> ''
+               AND (b.children > 0 OR b.kind IN ('client', 'producer'))
+             GROUP BY a.trace_id, a.span_id
+         ),
+         timed AS (
+             SELECT s.*, greatest(0, s.duration_ns - s.child_ns - COALESCE(o.covered_ns, 0)) AS self_ns
+             FROM per_span s LEFT JOIN overlap o ON o.trace_id = s.trace_id AND o.span_id = s.span_id
+         )
+         SELECT service, name, kind, instance, version, region, system, address, callee, callee_op,
+                count(*) AS spans,
+                sum(CASE WHEN status_code = 'error' AND child_error = 0 THEN 1 ELSE 0 END) AS origin_errors,
+                sum(self_ns) AS self_ns,
+                sum(CAST(self_ns AS DOUBLE) * CAST(self_ns AS DOUBLE)) AS self_sq,
+                max(children) AS max_children
+         FROM timed GROUP BY service, name, kind, instance, version, region, system, address, callee, callee_op",
+        lo = ts(lo),
+        hi = ts(hi),
+        start = ts(start),
+        end = ts(end),
+    );
+    let mut out = WindowStats::default();
+    for r in rows_as::<GroupRow>(engine, sql).await? {
+        let Some(service) = named(r.service) else {
+            continue;
+        };
+        let mut stats = Stats {
+            spans: r.spans,
+            origin_errors: r.origin_errors.unwrap_or(0.0),
+            self_ns: r.self_ns.unwrap_or(0.0),
+            self_sq: r.self_sq.unwrap_or(0.0),
+        };
+        *out.traffic.entry(service.clone()).or_default() += r.spans;
+        let kind = r.kind.as_deref().unwrap_or_default();
+        if let Some(callee) = named(r.callee) {
+            let edge = Edge {
+                caller: service.clone(),
+                callee: callee.clone(),
+                operation: named(r.callee_op).unwrap_or_default(),
+            };
+            *out.edges.entry(edge).or_default() += r.spans;
+            if matches!(kind, "client" | "producer") {
+                // The call's own time is the callee's (lesson: the gap
+                // between a call and its server span belongs downstream).
+                let gap = Stats {
+                    self_ns: stats.self_ns,
+                    self_sq: stats.self_sq,
+                    ..Stats::default()
+                };
+                out.subjects
+                    .entry(Subject::Service { service: callee })
+                    .or_default()
+                    .add(gap);
+                stats.self_ns = 0.0;
+                stats.self_sq = 0.0;
+            }
+        }
+        let leaf_call =
+            matches!(kind, "client" | "producer") && r.max_children.unwrap_or(0.0) == 0.0;
+        if let (true, Some(system)) = (leaf_call, named(r.system)) {
+            let address = named(r.address).unwrap_or_else(|| "unknown".into());
+            out.subjects
+                .entry(Subject::Dependency {
+                    service,
+                    system,
+                    address,
+                })
+                .or_default()
+                .add(stats);
+            continue;
+        }
+        let mut subjects = vec![Subject::Service {
+            service: service.clone(),
+        }];
+        if let Some(instance) = named(r.instance) {
+            subjects.push(Subject::Instance {
+                service: service.clone(),
+                instance,
+            });
+        }
+        if let Some(version) = named(r.version) {
+            subjects.push(Subject::Version {
+                service: service.clone(),
+                version,
+            });
+        }
+        if let Some(region) = named(r.region) {
+            subjects.push(Subject::Region {
+                service: service.clone(),
+                region,
+            });
+        }
+        if matches!(kind, "server" | "consumer")
+            && let Some(operation) = named(r.name)
+        {
+            subjects.push(Subject::Operation {
+                service: service.clone(),
+                operation,
+            });
+        }
+        for s in subjects {
+            out.subjects.entry(s).or_default().add(stats);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GaugeQueryRow {
+    pub(crate) service: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) base_mean: Option<f64>,
+    pub(crate) base_std: Option<f64>,
+    pub(crate) inc_mean: Option<f64>,
+}
+
+/// Per-instance CPU and memory gauges (not host or node level) in both
+/// windows: mean and spread in the baseline, mean in the incident.
+pub(crate) async fn gauges(
+    engine: &QueryEngine,
+    (start, end): (i64, i64),
+    (baseline_start, baseline_end): (i64, i64),
+) -> Result<Vec<GaugeRow>, QueryError> {
+    let in_base = format!(
+        "time >= {} AND time < {}",
+        ts(baseline_start),
+        ts(baseline_end)
+    );
+    let in_incident = format!("time >= {} AND time <= {}", ts(start), ts(end));
+    let sql = format!(
+        "SELECT service, resource_attributes['service.instance.id'] AS instance, name,
+                avg(CASE WHEN {in_base} THEN value END) AS base_mean,
+                stddev(CASE WHEN {in_base} THEN value END) AS base_std,
+                avg(CASE WHEN {in_incident} THEN value END) AS inc_mean
+         FROM metrics
+         WHERE kind = 'gauge' AND value IS NOT NULL
+           AND (({in_base}) OR ({in_incident}))
+           AND (lower(name) LIKE '%cpu%' OR lower(name) LIKE '%memory%')
+           AND lower(name) NOT LIKE '%node%' AND lower(name) NOT LIKE 'system.%'
+           AND resource_attributes['service.instance.id'] IS NOT NULL
+         GROUP BY 1, 2, 3"
+    );
+    Ok(rows_as::<GaugeQueryRow>(engine, sql)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some(GaugeRow {
+                service: named(r.service)?,
+                instance: named(r.instance)?,
+                name: named(r.name)?,
+                base_mean: r.base_mean?,
+                base_std: r.base_std.unwrap_or(0.0),
+                inc_mean: r.inc_mean?,
+            })
+        })
+        .collect())
+}
+
+/// Caller → callee service pairs whose calls per caller span did not drop
+/// significantly (a Poisson test against the baseline's rate, scaled by
+/// the caller's traffic).
+pub(crate) fn kept_calls(
+    baseline: &WindowStats,
+    incident: &WindowStats,
+) -> HashSet<(String, String)> {
+    let per_pair = |w: &WindowStats| {
+        let mut m: HashMap<(String, String), f64> = HashMap::new();
+        for (e, n) in &w.edges {
+            *m.entry((e.caller.clone(), e.callee.clone())).or_default() += n;
+        }
+        m
+    };
+    let (before, now) = (per_pair(baseline), per_pair(incident));
+    now.into_iter()
+        .filter(|(pair, n)| {
+            let traffic = |w: &WindowStats| w.traffic.get(&pair.0).copied().unwrap_or(0.0);
+            let b = before.get(pair).copied().unwrap_or(0.0);
+            let expected = b * traffic(incident) / traffic(baseline).max(1.0);
+            b == 0.0 || evidence::poisson_g(*n, expected) > -evidence::G_MIN
+        })
+        .map(|(pair, _)| pair)
+        .collect()
+}
