@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::read_csv;
-use loupe_analysis::template_miner::TemplateMiner;
+use loupe_query::template_miner::TemplateMiner;
 
 const SYSTEMS: [&str; 16] = [
     "Android",

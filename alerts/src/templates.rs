@@ -1,5 +1,6 @@
 //! Built-in rules a user enables with one call: error rate of a service's
-//! SERVER spans, p99 latency, and no data from a service.
+//! SERVER spans, p99 latency, no data from a service, and a new or surging
+//! ERROR log pattern (through the `log_template` SQL function).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::rule::{Condition, Op, RuleSpec};
 pub fn build(request: &Value) -> Result<(String, RuleSpec), String> {
     let template = request["template"]
         .as_str()
-        .ok_or("template is required: error_rate, p99_latency or no_data")?;
+        .ok_or("template is required: error_rate, p99_latency, no_data or log_pattern")?;
     let service = request["service"].as_str();
     let window = match request["window"].as_str() {
         Some(w) => loupe_base::duration::parse(w).map_err(|e| e.to_string())?,
@@ -80,9 +81,40 @@ pub fn build(request: &Value) -> Result<(String, RuleSpec), String> {
                 ),
             )
         }
+        "log_pattern" => {
+            // ERROR lines per template now against the twelve windows before:
+            // `surge` is the recent count over the usual count per window + 1,
+            // so a template never seen before surges by its own count.
+            let threshold = number("threshold", 3.0);
+            let min_lines = number("min_lines", 5.0).max(1.0) as i64;
+            let earlier_sql = format!("INTERVAL '{} seconds'", window.as_secs().max(1) * 13);
+            let per_template = |range: &str| {
+                format!(
+                    "SELECT service, log_template(body) AS template, count(*) AS lines FROM logs \
+                     WHERE severity_number >= 17 AND {range}{service_filter} GROUP BY 1, 2"
+                )
+            };
+            (
+                "log_pattern",
+                format!(
+                    "WITH recent AS ({}), earlier AS ({}) \
+                     SELECT r.service, r.template, r.lines, \
+                            CAST(r.lines AS DOUBLE) / (COALESCE(e.lines, 0) / 12.0 + 1.0) AS surge \
+                     FROM recent r LEFT JOIN earlier e ON r.service = e.service AND r.template = e.template \
+                     WHERE r.lines >= {min_lines}",
+                    per_template(&format!("time > now() - {window_sql}")),
+                    per_template(&format!(
+                        "time > now() - {earlier_sql} AND time <= now() - {window_sql}"
+                    )),
+                ),
+                Condition { column: "surge".into(), op: Op::Ge, threshold },
+                "{{ $labels.service }}: new or surging ERROR log pattern \"{{ $labels.template }}\" (x{{ $value }})"
+                    .to_string(),
+            )
+        }
         other => {
             return Err(format!(
-                "unknown template {other:?}: use error_rate, p99_latency or no_data"
+                "unknown template {other:?}: use error_rate, p99_latency, no_data or log_pattern"
             ));
         }
     };
@@ -92,7 +124,10 @@ pub fn build(request: &Value) -> Result<(String, RuleSpec), String> {
     }
     let rule = RuleSpec {
         sql,
-        every: Duration::from_secs(60),
+        every: match request["every"].as_str() {
+            Some(e) => loupe_base::duration::parse(e).map_err(|e| e.to_string())?,
+            None => Duration::from_secs(60),
+        },
         pending_for: match request["for"].as_str() {
             Some(f) => loupe_base::duration::parse(f).map_err(|e| e.to_string())?,
             None => Duration::from_secs(120),
@@ -143,6 +178,14 @@ mod tests {
         assert!(rule.sql.contains("INTERVAL '600 seconds'"));
         assert_eq!(rule.labels["service"], "cart");
         assert!(build(&json!({"template": "no_data"})).is_err());
+        let (name, rule) = build(&json!({"template": "log_pattern", "every": "10s"})).unwrap();
+        assert_eq!(name, "log_pattern");
+        assert!(rule.sql.contains("log_template(body)"), "{}", rule.sql);
+        assert_eq!(rule.every, Duration::from_secs(10));
+        assert_eq!(
+            rule.condition.as_ref().map(|c| c.column.as_str()),
+            Some("surge")
+        );
         assert!(build(&json!({"template": "nope"})).is_err());
     }
 }

@@ -20,7 +20,6 @@ pub mod problems;
 pub mod service_graph;
 pub mod services;
 mod subject;
-pub mod template_miner;
 pub mod trace_tree;
 pub mod traces;
 

@@ -1,5 +1,5 @@
 //! Log patterns: a window's log lines grouped into templates (see
-//! [`crate::template_miner`]) and compared with the window before, so a
+//! [`loupe_query::template_miner`]) and compared with the window before, so a
 //! new, surging or vanished shape stands out.
 //!
 //! Two granularities: the patterns API mines templates over both windows
@@ -20,8 +20,8 @@ use loupe_query::{QueryEngine, QueryError, time_param};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::template_miner::TemplateMiner;
-pub use crate::template_miner::template;
+use loupe_query::template_miner::TemplateMiner;
+pub use loupe_query::template_miner::template;
 
 /// Counts of templates in a set of lines, with one example line each.
 #[derive(Debug, Default)]

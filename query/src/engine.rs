@@ -167,6 +167,7 @@ impl QueryEngine {
             ctx.deregister_udtf(name);
         }
         ctx.register_udf(crate::search::match_all_udf());
+        ctx.register_udf(crate::log_template_udf::log_template_udf());
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
             ctx.register_table(signal.name(), Arc::new(table))

@@ -13,12 +13,14 @@ mod deadline;
 mod engine;
 mod error;
 pub mod internal_sql;
+mod log_template_udf;
 pub mod logs_api;
 mod output;
 mod query_pool;
 mod sandbox;
 mod search;
 mod table;
+pub mod template_miner;
 mod time_bounds;
 pub mod time_param;
 

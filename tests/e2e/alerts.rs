@@ -465,3 +465,58 @@ fn a_firing_alert_names_the_injected_cause_among_its_suspects() {
         "{annotations}"
     );
 }
+
+#[test]
+fn a_new_error_log_pattern_fires_its_template_rule() {
+    let loupe = Loupe::start(&[]);
+    let view = ok(
+        &loupe,
+        "POST",
+        "/api/v1/alerts/rules/from-template",
+        Some(json!({"template": "log_pattern", "every": "1s", "for": "0s", "window": "1m"})),
+    );
+    assert_eq!(view["name"], "log_pattern", "{view}");
+    let mut request = crate::otlp_proto::logs_request(
+        "disk",
+        (0..6).map(|i| format!("disk full on /dev/sda{i} after {} writes", 100 + i)),
+    );
+    for record in &mut request.resource_logs[0].scope_logs[0].log_records {
+        record.severity_number = 17;
+        record.severity_text = "ERROR".into();
+    }
+    let status = loupe
+        .post(
+            "/v1/logs",
+            "application/x-protobuf",
+            request.encode_to_vec(),
+        )
+        .status()
+        .as_u16();
+    assert_eq!(status, 200);
+    // The SQL function behind it groups the six lines as one template.
+    let rows = loupe.sql("SELECT log_template(body), count(*) FROM logs GROUP BY 1");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][1], 6);
+    let mut firing = Vec::new();
+    let fired = wait_until(deadline_in(Duration::from_secs(30)), || {
+        firing = alerts(&loupe)
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .collect();
+        !firing.is_empty()
+    });
+    assert!(fired, "{:?}", alerts(&loupe));
+    assert_eq!(firing[0]["labels"]["service"], "disk");
+    assert_eq!(
+        firing[0]["labels"]["template"],
+        "disk full on /dev/<*> after <*> writes"
+    );
+    assert!(
+        firing[0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("disk full on"),
+        "{}",
+        firing[0]
+    );
+}
