@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use loupe_alerts::store::AlertStore;
 use loupe_alerts::{Alerts, SuspectFinder};
-use loupe_base::telemetry_port::{BoxFuture, Row, Telemetry};
+use loupe_base::telemetry_port::{BoxFuture, Row, SelfEvent, SelfEvents, Telemetry};
 use loupe_capacity::Capacity;
 use loupe_capacity::store::CapacityStore;
 use loupe_notify::{Worker, WorkerConfig};
@@ -26,6 +26,63 @@ impl Telemetry for EngineTelemetry {
         Box::pin(async move {
             loupe_query::internal_sql::sandboxed_rows(&self.0, &sql)
                 .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Loupe's own events, stored as log records of the service `loupe`
+/// through the normal ingest path (durable, queryable, alertable).
+struct IngestEvents(Arc<loupe_ingest::Ingestor>);
+
+impl SelfEvents for IngestEvents {
+    fn record(&self, event: SelfEvent) -> BoxFuture<'_, Result<(), String>> {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::Message;
+        let text = |key: &str, value: String| KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value)),
+            }),
+            ..Default::default()
+        };
+        let now = u64::try_from(loupe_base::clock::now_nanos()).unwrap_or(0);
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", "loupe".into())],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: now,
+                        severity_number: 13,
+                        severity_text: "WARN".into(),
+                        event_name: event.name,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(event.message)),
+                        }),
+                        attributes: event
+                            .attributes
+                            .into_iter()
+                            .map(|(k, v)| text(&k, v))
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Box::pin(async move {
+            let bytes = request.encoded_len();
+            self.0
+                .export(request, loupe_ingest::Transport::Internal, bytes)
+                .await
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         })
     }
@@ -72,6 +129,7 @@ pub fn open(
     engine: Arc<QueryEngine>,
     external_url: String,
     ca_file: Option<std::path::PathBuf>,
+    ingestor: Arc<loupe_ingest::Ingestor>,
 ) -> anyhow::Result<Background> {
     let path = data_dir.join("catalog.sqlite");
     let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine.clone()));
@@ -83,11 +141,10 @@ pub fn open(
         .with_context(|| format!("opening the webhook outbox in {}", path.display()))?;
     let store = CapacityStore::open(&path)
         .with_context(|| format!("opening capacity state in {}", path.display()))?;
-    let capacity = Arc::new(Capacity::new(
-        Arc::new(store),
-        telemetry.clone(),
-        Some(worker.clone()),
-    ));
+    let capacity = Arc::new(
+        Capacity::new(Arc::new(store), telemetry.clone(), Some(worker.clone()))
+            .with_events(Arc::new(IngestEvents(ingestor))),
+    );
     let store = AlertStore::open(&path)
         .with_context(|| format!("opening alert state in {}", path.display()))?;
     let alerts = Arc::new(

@@ -75,6 +75,7 @@ impl Server {
             engine.clone(),
             format!("http://{}", bound.http),
             config.webhook_ca_file.clone(),
+            ingestor.clone(),
         )?;
 
         let (stop, stop_rx) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! Built-in rules a user enables with one call: error rate of a service's
 //! SERVER spans, p99 latency, no data from a service, and a new or surging
-//! ERROR log pattern (through the `log_template` SQL function).
+//! ERROR log pattern (through the `log_template` SQL function), and a
+//! capacity fallback (from Loupe's own `capacity.fallback` log events).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use crate::rule::{Condition, Op, RuleSpec};
 /// Builds `(name, rule)` from a template request; the message says what is
 /// missing or wrong.
 pub fn build(request: &Value) -> Result<(String, RuleSpec), String> {
-    let template = request["template"]
-        .as_str()
-        .ok_or("template is required: error_rate, p99_latency, no_data or log_pattern")?;
+    let template = request["template"].as_str().ok_or(
+        "template is required: error_rate, p99_latency, no_data, log_pattern or capacity_fallback",
+    )?;
     let service = request["service"].as_str();
     let window = match request["window"].as_str() {
         Some(w) => loupe_base::duration::parse(w).map_err(|e| e.to_string())?,
@@ -112,9 +113,27 @@ pub fn build(request: &Value) -> Result<(String, RuleSpec), String> {
                     .to_string(),
             )
         }
+        "capacity_fallback" => {
+            // Capacity writes each fallback as a `capacity.fallback` event of
+            // the service `loupe` (see the capacity README section).
+            let service_filter = service
+                .map(|s| format!(" AND attributes['capacity.service'] = {}", quote(s)))
+                .unwrap_or_default();
+            (
+                "capacity_fallback",
+                format!(
+                    "SELECT attributes['capacity.service'] AS service, attributes['cloud.region'] AS region, \
+                     count(*) AS fallbacks FROM logs WHERE service = 'loupe' AND event_name = 'capacity.fallback' \
+                     AND time > now() - {window_sql}{service_filter} GROUP BY 1, 2"
+                ),
+                Condition { column: "fallbacks".into(), op: Op::Gt, threshold: 0.0 },
+                "{{ $labels.service }}: capacity fell back ({{ $value }} times): its load signals could not be read"
+                    .to_string(),
+            )
+        }
         other => {
             return Err(format!(
-                "unknown template {other:?}: use error_rate, p99_latency, no_data or log_pattern"
+                "unknown template {other:?}: use error_rate, p99_latency, no_data, log_pattern or capacity_fallback"
             ));
         }
     };

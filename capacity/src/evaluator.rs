@@ -46,6 +46,8 @@ pub struct Capacity {
     pub store: Arc<CapacityStore>,
     pub telemetry: Arc<dyn Telemetry>,
     notifier: Option<loupe_notify::Worker>,
+    /// Where fallbacks are also written as Loupe's own log events.
+    events: Option<Arc<dyn loupe_base::telemetry_port::SelfEvents>>,
     units: Mutex<HashMap<(String, String), Unit>>,
     /// When each service was last evaluated (ms).
     last_pass: Mutex<HashMap<String, i64>>,
@@ -63,9 +65,20 @@ impl Capacity {
             store,
             telemetry,
             notifier,
+            events: None,
             units: Mutex::new(HashMap::new()),
             last_pass: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also writes each fallback as a `capacity.fallback` log event of the
+    /// service `loupe`, so SQL and alert rules can see it.
+    pub fn with_events(
+        mut self,
+        events: Arc<dyn loupe_base::telemetry_port::SelfEvents>,
+    ) -> Capacity {
+        self.events = Some(events);
+        self
     }
 
     fn units(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Unit>> {
@@ -286,6 +299,21 @@ impl Capacity {
                 self.store
                     .raise_alert(&alert, &endpoint(e.policy), e.now_ms)?;
                 self.wake_worker();
+                if let Some(events) = self.events.clone() {
+                    let event = loupe_base::telemetry_port::SelfEvent {
+                        name: "capacity.fallback".into(),
+                        message: alert.message.to_string(),
+                        attributes: vec![
+                            ("capacity.service".into(), e.service.to_string()),
+                            ("cloud.region".into(), e.region.to_string()),
+                        ],
+                    };
+                    tokio::spawn(async move {
+                        if let Err(err) = events.record(event).await {
+                            tracing::warn!(error = %err, "could not store the capacity.fallback event");
+                        }
+                    });
+                }
                 verdict
             }
         };

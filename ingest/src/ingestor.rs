@@ -15,6 +15,8 @@ use crate::otlp::OtlpExport;
 pub enum Transport {
     Grpc,
     Http,
+    /// Loupe's own events (e.g. capacity fallbacks), stored as telemetry.
+    Internal,
 }
 
 impl Transport {
@@ -22,6 +24,7 @@ impl Transport {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+            Transport::Internal => "internal",
         }
     }
 }
@@ -86,7 +89,7 @@ impl Ingestor {
     pub fn new(storage: Arc<Storage>, registry: &Registry, window: AcceptWindow) -> Ingestor {
         let mut counters = HashMap::new();
         for signal in Signal::ALL {
-            for transport in [Transport::Grpc, Transport::Http] {
+            for transport in [Transport::Grpc, Transport::Http, Transport::Internal] {
                 let labels = [("signal", signal.name()), ("transport", transport.name())];
                 let with = |outcome: &'static str| [labels[0], labels[1], ("outcome", outcome)];
                 let records = |outcome| {

@@ -401,6 +401,27 @@ fn schedules_apply_without_metrics_and_failures_fall_back_with_an_alert() {
     );
     let events = ok(&loupe, "GET", "/api/v1/capacity/events", None);
     assert_eq!(events[0]["kind"], "fallback", "{events}");
+    // The fallback is also Loupe's own log event, so the capacity_fallback
+    // alert template (plain SQL over logs) fires on it.
+    let view = ok(
+        &loupe,
+        "POST",
+        "/api/v1/alerts/rules/from-template",
+        Some(json!({"template": "capacity_fallback", "every": "1s", "for": "0s"})),
+    );
+    assert_eq!(view["name"], "capacity_fallback", "{view}");
+    let mut firing = Value::Null;
+    let fired = wait_until(deadline_in(Duration::from_secs(20)), || {
+        firing = ok(&loupe, "GET", "/api/v1/alerts?state=firing", None);
+        firing.as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(fired, "{firing}");
+    assert_eq!(firing[0]["labels"]["service"], "email", "{firing}");
+    assert!(
+        loupe.count(
+            "SELECT count(*) FROM logs WHERE service = 'loupe' AND event_name = 'capacity.fallback'"
+        ) >= 1
+    );
     assert!(
         !seen.iter().any(|d| event_type(d) == "capacity.scale_down"),
         "{seen:?}"
