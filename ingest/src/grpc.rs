@@ -140,6 +140,15 @@ impl<D: OtlpExport> Decoder for InvalidArgumentDecoder<D> {
     /// refused before decoding allocates anything for it.
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
         use bytes::Buf;
+        // The message is one contiguous buffer: count on it in place, then
+        // decode from it, without copying 16 MiB per request.
+        if buf.chunk().len() == buf.remaining() {
+            crate::wire_count::check_protobuf(buf.chunk(), D::RECORD_PATH, D::SIGNAL.name())
+                .map_err(|e| e.grpc_status())?;
+            return D::decode(buf)
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")));
+        }
         let bytes = buf.copy_to_bytes(buf.remaining());
         crate::wire_count::check_protobuf(&bytes, D::RECORD_PATH, D::SIGNAL.name())
             .map_err(|e| e.grpc_status())?;

@@ -63,10 +63,9 @@ impl AcceptWindow {
 
     fn arrival(&self, signal: Signal, received: i64) -> Arrival {
         let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        let index = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);
         Arrival {
             received,
-            earliest: received.saturating_sub(nanos(self.past[index])),
+            earliest: received.saturating_sub(nanos(self.past[signal.index()])),
             latest: received.saturating_add(nanos(self.future)),
         }
     }
