@@ -146,6 +146,57 @@ fn trace_search_red_and_service_graph_agree_with_sql() {
             .any(|o| o["operation"] == "POST /api/charge")
     );
     assert!(!payment["series"].as_array().unwrap().is_empty());
+    let point = &payment["series"][0];
+    assert!(point["p50_ms"].as_f64().unwrap() <= point["p99_ms"].as_f64().unwrap(), "{point}");
+
+    // One service split by instance: the groups add up to the service,
+    // the bad instance carries the errors, each group has its series.
+    let (status, split) = get(
+        &loupe,
+        "/api/v1/services?start=now-1h&step=1m&service=payment&by=instance",
+    );
+    assert_eq!(status, 200, "{split}");
+    let only = split["services"].as_array().unwrap();
+    assert_eq!(only.len(), 1, "{split}");
+    assert_eq!(only[0]["by"], "instance");
+    assert_eq!(only[0]["requests"], payment["requests"]);
+    let groups = only[0]["groups"].as_array().unwrap();
+    let total: i64 = groups.iter().map(|g| g["requests"].as_i64().unwrap()).sum();
+    assert_eq!(json!(total), payment["requests"], "{split}");
+    let worst = groups
+        .iter()
+        .max_by(|a, b| a["error_rate"].as_f64().unwrap().total_cmp(&b["error_rate"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(worst["value"], "payment-2", "{split}");
+    let by_sql = loupe.sql(
+        "SELECT count(*), sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) FROM spans
+         WHERE service = 'payment' AND kind IN ('server', 'consumer') AND resource_attributes['service.instance.id'] = 'payment-2'",
+    );
+    assert_eq!(worst["requests"], by_sql[0][0]);
+    assert_eq!(worst["errors"], by_sql[0][1]);
+    for g in groups {
+        let series = g["series"].as_array().unwrap();
+        assert!(!series.is_empty(), "{g}");
+        let sum: i64 = series.iter().map(|p| p["requests"].as_i64().unwrap()).sum();
+        assert_eq!(json!(sum), g["requests"], "{g}");
+    }
+    let (status, ops) = get(&loupe, "/api/v1/services?service=payment&by=operation");
+    assert_eq!(status, 200, "{ops}");
+    assert!(
+        ops["services"][0]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["value"] == "POST /api/charge" && g.get("series").is_none()),
+        "{ops}"
+    );
+    assert_eq!(get(&loupe, "/api/v1/services?by=instance").0, 400);
+    assert_eq!(get(&loupe, "/api/v1/services?service=payment&by=host").0, 400);
+    assert_eq!(
+        get(&loupe, "/api/v1/services?service=payment&by=instance&start=now-1h&step=1s").0,
+        400,
+        "over 500 points per group"
+    );
 
     let (status, graph) = get(&loupe, "/api/v1/service-graph");
     assert_eq!(status, 200, "{graph}");
