@@ -36,7 +36,7 @@ const HIT_COLUMNS: [&str; 9] = [
     "attributes",
     "resource_attributes",
 ];
-const MAX_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
 const MAX_CONTEXT: usize = 200;
 
 /// The log search and context routes.
