@@ -207,25 +207,49 @@ fn ui_pages_work_in_chromium() {
         );
     }
     eprintln!("logs: {total_before} lines before the drag; range now {from} .. {to}");
+    // A row opens the side panel: every attribute, context lines, the trace.
+    let body = b.eval("document.querySelector('.logrow .b').textContent");
     b.click(".logrow");
-    b.wait_for(
-        "document.querySelector('[data-testid=log-detail]')",
+    let detail = b.wait_for(
+        "location.search.includes('line=') && document.querySelectorAll('[data-testid=log-detail] [data-testid=context-hit]').length > 0 \
+         && document.querySelector('[data-testid=log-detail]').innerText",
         WAIT,
-        "the line's details",
+        "the line's details with its context",
     );
-    let detail = b.eval("document.querySelector('[data-testid=log-detail]').innerText");
+    let detail = detail.as_str().unwrap().to_string();
+    assert!(detail.contains("service.instance.id"), "{detail}");
+    assert!(detail.contains(body.as_str().unwrap()), "{body} in {detail}");
+    let hit = texts(&mut b, "[data-testid=log-detail] [data-testid=context-hit]");
     assert!(
-        detail.as_str().unwrap().contains("service.instance.id"),
-        "{detail}"
+        hit.iter().any(|h| h.contains(body.as_str().unwrap())),
+        "the context's hit is the line: {hit:?}"
     );
+    if detail.contains("trace_id") {
+        assert!(count(&mut b, "[data-testid=log-detail] a.trace-link") > 0, "a trace link");
+    }
     b.screenshot("logs");
+    // The selection is in the URL (a copied link opens the same panel, below).
+    let link = b.eval("location.href").as_str().unwrap().to_string();
     b.key("Escape", "Escape", 27, 0);
     b.wait_for(
-        "!document.querySelector('[data-testid=log-detail]')",
+        "!document.querySelector('[data-testid=log-detail]') && !location.search.includes('line=')",
         WAIT,
         "Esc closes the details",
     );
-    // Back restores the search before the drag.
+    // Back reopens it, back closes it again (the state before the click),
+    // back once more restores the search before the drag.
+    b.eval("history.back()");
+    b.wait_for(
+        "location.search.includes('line=') && document.querySelector('[data-testid=log-detail] pre.body')",
+        WAIT,
+        "back reopens the details",
+    );
+    b.eval("history.back()");
+    b.wait_for(
+        "!location.search.includes('line=') && !document.querySelector('[data-testid=log-detail]')",
+        WAIT,
+        "back to before the click",
+    );
     b.eval("history.back()");
     b.wait_for(
         &format!(
@@ -235,6 +259,17 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "back to the unnarrowed search",
     );
+    b.navigate(&link);
+    b.wait_for(
+        &format!(
+            "document.querySelector('[data-testid=log-detail] pre.body') && document.querySelector('[data-testid=log-detail] pre.body').textContent === {} \
+             && document.querySelector('.logrow.sel')",
+            body
+        ),
+        WAIT,
+        "the linked line's details",
+    );
+
     // Live tail: new lines stream in above without moving what is in view.
     b.navigate(&format!("{base}/logs?{window}&live=1"));
     b.wait_for(
@@ -366,15 +401,71 @@ fn ui_pages_work_in_chromium() {
     let services = texts(&mut b, "tr[data-service] td:first-child");
     assert!(services.iter().any(|s| s == "checkout"), "{services:?}");
     b.click("svg.graph .node[data-node=checkout] rect");
-    let info = b.wait_for("document.querySelector('.graphinfo').textContent.includes('checkout') && document.querySelector('.graphinfo').textContent", WAIT, "the node's numbers");
+    let info = b.wait_for("location.search.includes('node=checkout') && document.querySelector('.graphinfo').textContent.includes('checkout') && document.querySelector('.graphinfo').textContent", WAIT, "the node's numbers");
     assert!(info.as_str().unwrap().contains("called"), "{info}");
+    b.screenshot("services");
+    // `/` focuses the filter; the filter is in the URL.
+    b.key("/", "Slash", 191, 0);
+    assert_eq!(
+        b.eval("document.activeElement && document.activeElement.matches('input.filter')"),
+        json!(true),
+        "`/` focuses the services filter"
+    );
+    b.type_into("input.filter", "check");
+    b.wait_for("location.search.includes('filter=check') && document.querySelectorAll('tr[data-service]').length === 1", WAIT, "the filtered list");
+    // checkout's page: RED over time, then per operation and per instance.
     b.click("tr[data-service=checkout]");
     b.wait_for(
-        "document.querySelectorAll('tr.op').length > 0",
+        "location.search.includes('service=checkout') && document.querySelector('[data-testid=chart-rate] canvas') \
+         && document.querySelector('[data-testid=chart-latency] canvas') && document.querySelectorAll('[data-testid=split] tr[data-group]').length > 0 \
+         && document.querySelector('[data-testid=split-latency] canvas')",
         WAIT,
-        "checkout's operations",
+        "checkout's RED charts and its operations",
     );
-    b.screenshot("services");
+    let operations = texts(&mut b, "[data-testid=split] tr[data-group] td:first-child");
+    let api: Value = get(
+        &loupe,
+        &format!("/api/v1/services?{window}&service=checkout&by=operation").replace("from=", "start=").replace("to=", "end="),
+        &[],
+    )
+    .json()
+    .unwrap();
+    let listed: Vec<String> = api["services"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["value"].as_str().unwrap().to_string())
+        .collect();
+    for op in &operations {
+        assert!(listed.contains(op), "{op} shown, API lists {listed:?}");
+    }
+    b.click("[data-testid=by] button[data-by=instance]");
+    b.wait_for(
+        "location.search.includes('by=instance') && document.querySelectorAll('[data-testid=split] tr[data-group]').length > 0 \
+         && [...document.querySelectorAll('[data-testid=split] tr[data-group]')].every(r => r.dataset.group.startsWith('checkout'))",
+        WAIT,
+        "checkout's instances",
+    );
+    // The uPlot legend names each instance's line.
+    let legend = texts(&mut b, "[data-testid=split-rate] .u-legend .u-label");
+    assert!(
+        legend.iter().any(|l| l.starts_with("checkout")),
+        "legend {legend:?}"
+    );
+    b.screenshot("service-page");
+    // Back returns to the split by operation, then to the list.
+    b.eval("history.back()");
+    b.wait_for(
+        "!location.search.includes('by=') && document.querySelector('[data-testid=by] button.on').textContent === 'operation'",
+        WAIT,
+        "back to the split by operation",
+    );
+    b.eval("history.back()");
+    b.wait_for(
+        "!location.search.includes('service=') && document.querySelectorAll('tr[data-service]').length === 1",
+        WAIT,
+        "back to the filtered list",
+    );
     b.assert_no_problems("services");
 
     // ---- SQL: type a query, Ctrl+Enter, sort.
@@ -409,6 +500,19 @@ fn ui_pages_work_in_chromium() {
         counts.windows(2).all(|w| w[0] >= w[1]),
         "sorted descending: {counts:?}"
     );
+    // The sort is in the URL: the link shows the same order.
+    let link = b.wait_for("location.search.includes('sort=-2') && location.href", WAIT, "the sort in the URL");
+    b.navigate(link.as_str().unwrap());
+    b.wait_for(
+        "document.querySelector('.rhead .th:last-child').textContent.endsWith('▼') && document.querySelectorAll('.rrow').length >= 5",
+        WAIT,
+        "the linked sorted result",
+    );
+    let again: Vec<f64> = texts(&mut b, ".rrow .td:last-child")
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(again.windows(2).all(|w| w[0] >= w[1]), "sorted descending: {again:?}");
     assert!(count(&mut b, ".schema .col") > 5, "columns listed");
     b.screenshot("sql");
     b.assert_no_problems("sql");
@@ -431,6 +535,7 @@ fn ui_pages_work_in_chromium() {
     b.type_into("form input[name=webhook_url]", "http://127.0.0.1:9/hook");
     b.type_into("form input[name=min]", "2");
     b.type_into("form input[name=max]", "7");
+    b.type_into("form input[name=evaluation_interval]", "1s");
     b.click("form button[type=submit]");
     b.wait_for("document.querySelector('[data-testid=saved]') && document.querySelector('tr[data-policy=checkout]')", WAIT, "the new policy saved and listed");
     let policy: Value = get(&loupe, "/api/v1/capacity/policies/checkout", &[])
@@ -477,6 +582,54 @@ fn ui_pages_work_in_chromium() {
         .unwrap();
     assert_eq!(schedule["desired_instances"], 4, "{schedule}");
     assert_eq!(schedule["start_cron"], "0 8 * * 1-5");
+    // A baseline by hand, then edited; each saved through the API.
+    b.key("Escape", "Escape", 27, 0);
+    b.wait_for("!document.querySelector('[data-testid=schedule-form]') && document.querySelector('[data-testid=new-baseline]')", WAIT, "the baselines list");
+    b.click("[data-testid=new-baseline]");
+    for (name, value) in [
+        ("service", "checkout"),
+        ("max_rps_per_instance", "50"),
+        ("p99_ms", "500"),
+        ("max_error_rate", "0.01"),
+    ] {
+        b.type_into(
+            &format!("[data-testid=baseline-form] input[name={name}]"),
+            value,
+        );
+    }
+    b.click("[data-testid=baseline-form] button[type=submit]");
+    b.wait_for("document.querySelector('[data-testid=baseline-form] .good')", WAIT, "the baseline saved");
+    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[]).json().unwrap();
+    assert_eq!(baseline["max_rps_per_instance"], 50.0, "{baseline}");
+    b.key("Escape", "Escape", 27, 0);
+    b.click("tr[data-baseline=checkout]");
+    b.wait_for("location.search.includes('key=checkout') && document.querySelector('[data-testid=baseline-form] input[name=max_rps_per_instance]').value === '50'", WAIT, "the baseline's edit form");
+    b.type_into("[data-testid=baseline-form] input[name=max_rps_per_instance]", "60");
+    b.click("[data-testid=baseline-form] button[type=submit]");
+    b.wait_for("document.querySelector('[data-testid=baseline-form] .good')", WAIT, "the edited baseline saved");
+    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[]).json().unwrap();
+    assert_eq!(baseline["max_rps_per_instance"], 60.0, "{baseline}");
+    assert_eq!(baseline["slo"]["p99_ms"], 500.0, "{baseline}");
+    b.key("Escape", "Escape", 27, 0);
+    // A decision (every second now) with its reason and evidence.
+    b.wait_for("location.search === '' && document.querySelectorAll('tr[data-decision]').length > 0", WAIT, "a decision");
+    let sequence = b.eval("document.querySelector('tr[data-decision]').dataset.decision");
+    let sequence = sequence.as_str().unwrap();
+    let row = format!("tr[data-decision=\"{sequence}\"]");
+    let reason = texts(&mut b, &format!("{row} td:last-child"))[0].clone();
+    b.click(&row);
+    let shown = b.wait_for(
+        "location.search.includes('decision=') && document.querySelector('[data-testid=evidence] [data-testid=reason]') && document.querySelector('[data-testid=evidence]').innerText",
+        WAIT,
+        "the decision's evidence",
+    );
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains(&reason), "{reason} in {shown}");
+    assert!(shown.contains("ready instances"), "{shown}");
+    assert!(
+        count(&mut b, "[data-testid=signals] tbody tr") > 0,
+        "the signals behind the decision"
+    );
     b.screenshot("capacity");
     b.assert_no_problems("capacity");
 
@@ -768,5 +921,226 @@ fn ui_large_trace_and_result_stay_smooth() {
         "10,000-row result: shown in {:?}, {rows} rows in the DOM",
         opened.elapsed()
     );
+
+    // 10,000 log lines: all in the result, a few dozen rows in the page.
+    let opened = Instant::now();
+    b.navigate(&format!("{base}/logs?range=15m&q=service%3Abulk&limit=10000"));
+    b.wait_for(
+        "document.querySelector('[data-testid=total]').textContent.startsWith('10,000 lines') && document.querySelectorAll('.logrow').length > 10",
+        WAIT,
+        "10,000 log lines",
+    );
+    let shown = opened.elapsed();
+    let rows = count(&mut b, ".logrow");
+    assert!(rows < 150, "{rows} log rows in the DOM for 10,000");
+    let newest = texts(&mut b, ".logrow .b");
+    assert_eq!(newest[0], "bulk line 9999", "newest first");
+    let scrolled = b.eval(
+        "(async () => { const el = document.querySelector('.logrows'); const t = performance.now(); \
+         for (let i = 1; i <= 40; i++) { el.scrollTop = el.scrollHeight * i / 40; \
+           await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); } \
+         return performance.now() - t; })()",
+    );
+    b.wait_for(
+        "[...document.querySelectorAll('.logrow .b')].some(e => e.textContent === 'bulk line 0')",
+        WAIT,
+        "the oldest line after scrolling",
+    );
+    // A line far down, selected: its panel and the URL follow.
+    b.click(".logrow:last-child");
+    b.wait_for(
+        "location.search.includes('line=') && document.querySelector('[data-testid=log-detail] pre.body')",
+        WAIT,
+        "the selected line's details",
+    );
+    b.screenshot("large-logs");
+    eprintln!(
+        "10,000-line log result: shown in {shown:?}, {rows} rows in the DOM, 40 scroll steps in {scrolled} ms"
+    );
     b.assert_no_problems("large data");
+}
+
+/// A baseline fitted from a load test on the capacity page: a dry run
+/// draws the USL fit against the test's steps and stores nothing; saving
+/// stores it; the stored baseline shows its fit again.
+#[test]
+fn ui_capacity_baseline_from_load_test() {
+    let loupe = Loupe::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let truth_path = dir.path().join("truth.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
+        .args(["--scenario", "load-test-ramp", "--capacity", "150"])
+        .args(["--step-duration", "2s", "--truth"])
+        .arg(&truth_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let steps = truth["fault"]["load_test"]["steps"].as_array().unwrap();
+    let (start, end) = (
+        steps[0]["start_unix_nano"].as_i64().unwrap(),
+        steps[steps.len() - 1]["end_unix_nano"].as_i64().unwrap(),
+    );
+
+    let mut b = Browser::start(&shots_dir());
+    let base = format!("http://{}", loupe.http);
+    b.navigate(&format!("{base}/capacity"));
+    b.wait_for(
+        "document.querySelector('[data-testid=from-load-test]')",
+        WAIT,
+        "the capacity page",
+    );
+    b.click("[data-testid=from-load-test]");
+    b.wait_for(
+        "location.search.includes('form=loadtest') && document.querySelector('[data-testid=loadtest-form]')",
+        WAIT,
+        "the load-test form",
+    );
+    for (name, value) in [
+        ("service", "checkout".to_string()),
+        ("start", start.to_string()),
+        ("end", end.to_string()),
+        ("instance", "checkout-1".to_string()),
+        ("p99_ms", "100000".to_string()),
+        ("max_error_rate", "1".to_string()),
+        ("load_test_id", "ramp-ui".to_string()),
+    ] {
+        b.type_into(
+            &format!("[data-testid=loadtest-form] input[name={name}]"),
+            &value,
+        );
+    }
+    b.click("[data-testid=fit]");
+    let shown = b.wait_for(
+        &format!(
+            "document.querySelector('[data-testid=fit-result]') && document.querySelectorAll('[data-testid=usl] circle').length === {} \
+             && document.querySelector('[data-testid=fit-result]').textContent",
+            steps.len()
+        ),
+        WAIT,
+        "the dry run's fit against the steps",
+    );
+    assert!(shown.as_str().unwrap().starts_with("Fit: "), "{shown}");
+    let absent = get(&loupe, "/api/v1/capacity/baselines/checkout", &[]);
+    assert_eq!(absent.status().as_u16(), 404, "a dry run stores nothing");
+    b.screenshot("capacity-load-test");
+
+    b.click("[data-testid=fit-save]");
+    let saved = b.wait_for(
+        "document.querySelector('[data-testid=fit-result]').textContent.startsWith('Saved') && document.querySelector('[data-testid=fit-result]').textContent",
+        WAIT,
+        "the baseline saved",
+    );
+    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[])
+        .json()
+        .unwrap();
+    assert_eq!(baseline["load_test_id"], "ramp-ui", "{baseline}");
+    let max_rps = baseline["max_rps_per_instance"].as_f64().unwrap();
+    let shown_rps: f64 = saved
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Saved: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!((shown_rps - max_rps).abs() < 0.01, "{saved} vs {baseline}");
+    assert!((max_rps - 150.0).abs() / 150.0 < 0.2, "{baseline}");
+
+    // The stored baseline is listed as fitted and shows its fit again.
+    b.key("Escape", "Escape", 27, 0);
+    b.wait_for(
+        "document.querySelector('tr[data-baseline=checkout] .badge')",
+        WAIT,
+        "the fitted baseline listed",
+    );
+    b.click("tr[data-baseline=checkout]");
+    b.wait_for(
+        &format!(
+            "document.querySelectorAll('[data-testid=usl] circle').length === {}",
+            steps.len()
+        ),
+        WAIT,
+        "the stored fit against its steps",
+    );
+    b.assert_no_problems("baseline from a load test");
+}
+
+/// First load of every page on loopback: navigation start to the page's
+/// first real data on screen, the median of several loads. Prints the
+/// figures; run with
+/// `cargo test --test e2e ui::ui_first_load_times -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: prints first-load times"]
+fn ui_first_load_times() {
+    let loupe = Loupe::start(&["--demo"]);
+    let mut b = Browser::start(&shots_dir());
+    let base = format!("http://{}", loupe.http);
+    // The demo's data first.
+    b.navigate(&format!("{base}/logs?range=15m"));
+    b.wait_for(
+        "document.querySelectorAll('.logrow').length > 0",
+        WAIT,
+        "demo data",
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let trace = get(&loupe, "/api/v1/traces?limit=1&service=frontend", &[])
+        .json::<Value>()
+        .unwrap()["traces"][0]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pages = [
+        ("problems", "/?range=15m".to_string(), "document.querySelector('.suspects, main .state.empty') && document.querySelector('table.patterns, main .two .state.empty')"),
+        ("logs", "/logs?range=15m".to_string(), "document.querySelectorAll('.logrow').length > 0 && document.querySelector('.histogram canvas')"),
+        ("traces", "/traces?range=15m".to_string(), "document.querySelectorAll('tr[data-trace]').length > 0"),
+        ("trace view", format!("/traces?trace={trace}"), "document.querySelectorAll('.wf-row').length > 0"),
+        ("services", "/services?range=15m".to_string(), "document.querySelectorAll('tr[data-service]').length > 0 && document.querySelector('svg.graph .node')"),
+        ("service page", "/services?range=15m&service=checkout".to_string(), "document.querySelector('[data-testid=chart-rate] canvas') && document.querySelector('[data-testid=split] tr[data-group]')"),
+        ("sql", "/sql".to_string(), "document.querySelectorAll('.rrow').length > 0"),
+        ("alerts", "/alerts".to_string(), "document.querySelector('[data-testid=rules], main .state.empty') && !document.querySelector('.spinner')"),
+        ("capacity", "/capacity".to_string(), "document.querySelector('[data-testid=new-policy]') && !document.querySelector('.spinner')"),
+    ];
+    const LOADS: usize = 7;
+    let mut report = Vec::new();
+    for (name, path, ready) in pages {
+        // Watches every frame from the document's start for the data.
+        let script = b.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": format!(
+                "if (location.protocol === 'http:') (function poll() {{ \
+                   try {{ if ({ready}) {{ window.__loadedAt = performance.now(); return; }} }} catch (e) {{}} \
+                   requestAnimationFrame(poll); }})();"
+            )}),
+        );
+        let mut times = Vec::new();
+        for _ in 0..LOADS {
+            b.call("Page.navigate", json!({"url": "about:blank"}));
+            b.wait_for("location.href === 'about:blank'", WAIT, "a blank page");
+            b.call("Page.navigate", json!({"url": format!("{base}{path}")}));
+            let t = b.wait_for(
+                "location.protocol === 'http:' && window.__loadedAt",
+                WAIT,
+                name,
+            );
+            times.push(t.as_f64().unwrap());
+        }
+        b.call(
+            "Page.removeScriptToEvaluateOnNewDocument",
+            json!({"identifier": script["identifier"]}),
+        );
+        times.sort_by(f64::total_cmp);
+        report.push(format!(
+            "{name:>12}: median {:>5.0} ms (min {:.0}, max {:.0}, {LOADS} loads)",
+            times[LOADS / 2],
+            times[0],
+            times[LOADS - 1]
+        ));
+    }
+    eprintln!("first load, navigation start to data shown:\n{}", report.join("\n"));
+    b.assert_no_problems("first loads");
 }

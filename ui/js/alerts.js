@@ -1,6 +1,6 @@
 // Alerts: rules with their state and health, firing and pending alerts,
 // history, receivers; create or edit a rule with a preview of its SQL.
-import { html, useApi, useState, useEffect, Status, api, fmtTime, parseTime } from "./lib.js";
+import { html, useApi, useState, useEffect, useBus, Status, api, fmtTime, parseTime, setParams } from "./lib.js";
 
 const JSON_HEADERS = { "content-type": "application/json" };
 
@@ -20,7 +20,7 @@ function RuleForm({ rule, receivers, onSaved, close }) {
     if (!rule) { setF(blank); return; }
     const r = rule.rule;
     setF({ name: rule.name, sql: r.sql, every: r.every, for: r.for, column: r.condition ? r.condition.column : "", op: r.condition ? r.condition.op : ">", threshold: r.condition ? String(r.condition.threshold) : "", receivers: r.receivers || [], summary: (r.annotations || {}).summary || "" });
-  }, [rule]);
+  }, [rule ? rule.name : null]);
   const set = (k) => (e) => setF({ ...f, [k]: e.target.value });
   const runPreview = async () => {
     setPreview({ loading: true, data: null, error: null });
@@ -97,7 +97,10 @@ export function AlertsPage({ params }) {
   const alerts = useApi("/api/v1/alerts");
   const history = useApi("/api/v1/alerts/history?limit=50");
   const receivers = useApi("/api/v1/alerts/receivers");
-  const [editing, setEditing] = useState(null);
+  // The open editor is in the URL: edit=RULE, or new=1.
+  const editing = params.new === "1" ? { new: true } : params.edit ? (rules.data || []).find((r) => r.name === params.edit) || null : null;
+  const setEditing = (r) => setParams(r === null ? { edit: undefined, new: undefined } : r.new ? { new: "1", edit: undefined } : { edit: r.name, new: undefined });
+  useBus("escape", () => setEditing(null));
   const reload = () => { rules.reload(); alerts.reload(); history.reload(); receivers.reload(); };
   useEffect(() => { const t = setInterval(reload, 10000); return () => clearInterval(t); }, []);
   const active = (alerts.data || []).filter((a) => a.state !== "resolved");

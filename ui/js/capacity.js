@@ -1,6 +1,6 @@
 // Capacity: policies (create and edit through the API), baselines, the
 // latest decision per service with its evidence, tasks and schedules.
-import { html, useApi, useState, useEffect, useRef, useBus, Status, setParams, api, fmtTime, fmtNum, parseTime, isoUtc, rangeBounds, Json } from "./lib.js";
+import { html, useApi, useState, useEffect, useRef, useBus, Status, setParams, api, apiRange, fmtTime, fmtNum, fmtPct, parseTime, isoUtc, rangeBounds, Json } from "./lib.js";
 import uPlot from "/vendor/uplot-1.6.32.esm.js";
 
 /// Live load against capacity for one service over the selected range:
@@ -115,7 +115,7 @@ function UslChart({ service, baseline }) {
 function PutForm({ title, fields, initial, path, build, onSaved, close, testid }) {
   const [f, setF] = useState({});
   const [state, setState] = useState({});
-  useEffect(() => setF(Object.fromEntries(fields.map(([k]) => [k, initial && initial[k] !== undefined && initial[k] !== null ? String(initial[k]) : ""]))), [initial]);
+  useEffect(() => setF(Object.fromEntries(fields.map(([k]) => [k, initial && initial[k] !== undefined && initial[k] !== null ? String(initial[k]) : ""]))), [JSON.stringify(initial)]);
   const save = async (e) => {
     e.preventDefault();
     setState({ saving: true });
@@ -135,6 +135,65 @@ function PutForm({ title, fields, initial, path, build, onSaved, close, testid }
   </form>`;
 }
 
+const LOAD_TEST_FIELDS = [["service", "service", "checkout"], ["start", "start", "now-30m"], ["end", "end", "now"], ["instance", "instance (optional)", "checkout-1"], ["step", "step (without loadtest.concurrency)", "10s"],
+  ["p99_ms", "SLO p99 (ms)", "500", "number"], ["max_error_rate", "SLO max error rate", "0.01", "number"], ["load_test_id", "load test id", "k6-2026-11-20"], ["note", "note", ""]];
+
+/// A baseline fitted from a load test Loupe stored: a dry run draws the
+/// fit against the test's steps, Save stores it.
+function LoadTestForm({ params, onSaved, close }) {
+  const range = apiRange(params);
+  const [f, setF] = useState({ service: params.key || "", start: range.start, end: range.end, step: "10s" });
+  const [state, setState] = useState({});
+  const run = async (dryRun) => {
+    const body = { start: f.start, end: f.end, dry_run: dryRun };
+    for (const k of ["instance", "step", "load_test_id", "note"]) if (f[k]) body[k] = f[k];
+    if (f.p99_ms || f.max_error_rate) body.slo = { p99_ms: num(f.p99_ms), max_error_rate: num(f.max_error_rate) };
+    setState({ busy: true, result: state.result });
+    try {
+      const result = await api(`/api/v1/capacity/baselines/${encodeURIComponent(f.service)}/from-load-test`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      setState({ result });
+      if (!dryRun) onSaved(f.service);
+    } catch (err) {
+      setState({ error: err.message });
+    }
+  };
+  const r = state.result;
+  return html`<div><form class="card policyform" data-testid="loadtest-form" onSubmit=${(e) => { e.preventDefault(); run(true); }}>
+    <div class="detail-head"><h3>Baseline from a load test</h3><button type="button" class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    <div class="muted small">The test's SERVER spans in the window, grouped by <code>loadtest.concurrency</code> or by step; the USL is fitted to them.</div>
+    ${LOAD_TEST_FIELDS.map(([k, label, ph, type]) => html`<label>${label}<input name=${k} type=${type || "text"} step="any" placeholder=${ph || ""} value=${f[k] || ""} onInput=${(e) => setF({ ...f, [k]: e.target.value })} /></label>`)}
+    <div class="row"><button type="submit" disabled=${state.busy || !f.service} data-testid="fit">Fit (dry run)</button>
+      <button type="button" class="primary" disabled=${state.busy || !f.service} onClick=${() => run(false)} data-testid="fit-save">Fit and save</button>
+      ${r && html`<span class=${r.stored ? "good" : "muted"} data-testid="fit-result">${r.stored ? "Saved: " : "Fit: "}${fmtNum(r.baseline.max_rps_per_instance)} req/s per instance</span>`}
+      ${state.error && html`<span class="bad" role="alert">${state.error}</span>`}</div>
+  </form>
+  ${r && html`<${UslChart} service=${r.service} baseline=${{ ...r.baseline, fit: r.fit }} />`}</div>`;
+}
+
+/// A decision's reason and evidence: each signal's proposal, the ready
+/// instances, the baseline, the schedule floor, errors, then the raw JSON.
+function Evidence({ d, tz, close }) {
+  const e = d.evidence || {};
+  const signals = Array.isArray(e.signals) ? e.signals : [];
+  const errors = Array.isArray(e.errors) ? e.errors : [];
+  return html`<section class="card" data-testid="evidence"><div class="detail-head"><h3>Decision: ${d.service}${d.region ? " / " + d.region : ""} ${fmtTime(d.time, tz)}</h3><button class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    <table class="kv">
+      <tr><td class="key">instances</td><td class="val">${d.current} → <b>${d.desired}</b></td></tr>
+      <tr><td class="key">reason</td><td class="val" data-testid="reason">${d.reason}</td></tr>
+      ${e.ready_instances !== undefined && html`<tr><td class="key">ready instances</td><td class="val">${e.ready_instances}</td></tr>`}
+      ${e.window && html`<tr><td class="key">load window</td><td class="val">${e.window}</td></tr>`}
+      ${e.baseline && html`<tr><td class="key">baseline</td><td class="val">${fmtNum(e.baseline.max_rps_per_instance)} req/s per instance × target utilisation ${e.baseline.target_utilization}</td></tr>`}
+      ${e.schedule && (e.schedule.floor || (e.schedule.windows || []).length > 0) && html`<tr><td class="key">schedule</td><td class="val">at least ${e.schedule.floor} (${(e.schedule.windows || []).join(", ")})</td></tr>`}
+      ${e.hold_until && html`<tr><td class="key">held until</td><td class="val">${fmtTime(e.hold_until, tz)}</td></tr>`}
+      ${e.fallback && html`<tr><td class="key">fallback</td><td class="val mono">${JSON.stringify(e.fallback)}</td></tr>`}
+    </table>
+    ${signals.length > 0 && html`<h4>Signals</h4><table class="grid" data-testid="signals"><thead><tr><th>signal</th><th class="num">value</th><th class="num">target / instance</th><th class="num">ratio</th><th class="num">proposal</th></tr></thead>
+      <tbody>${signals.map((x) => html`<tr><td>${x.name}</td><td class="num">${fmtNum(x.value)}</td><td class="num">${fmtNum(x.target_per_instance)}</td><td class="num">${fmtNum(x.ratio, 3)}</td><td class="num">${x.proposal}</td></tr>`)}</tbody></table>`}
+    ${errors.length > 0 && html`<h4>Errors</h4>${errors.map((x) => html`<div class="bad mono small">${x.signal ? x.signal + ": " : ""}${x.error || JSON.stringify(x)}</div>`)}`}
+    <details><summary class="muted small">raw evidence</summary><${Json} value=${d} /></details>
+  </section>`;
+}
+
 const BASELINE_FIELDS = [["service", "service", "checkout"], ["max_rps_per_instance", "max req/s per instance", "180", "number"], ["p99_ms", "SLO p99 (ms)", "500", "number"], ["max_error_rate", "SLO max error rate", "0.01", "number"], ["note", "note", "k6 run 2026-11-20"]];
 const SCHEDULE_FIELDS = [["name", "name", "black-friday"], ["service", "service", "checkout"], ["start_cron", "start (cron)", "0 8 * * 1-5"], ["end_cron", "end (cron)", "0 20 * * 1-5"], ["timezone", "time zone", "UTC"], ["desired_instances", "instances at least", "6", "number"]];
 const num = (v) => (v === "" || v === undefined ? undefined : Number(v));
@@ -145,9 +204,13 @@ export function CapacityPage({ params }) {
   const decisions = useApi("/api/v1/capacity/decisions?limit=200");
   const tasks = useApi("/api/v1/capacity/tasks?limit=100");
   const schedules = useApi("/api/v1/capacity/schedules");
-  const [ev, setEv] = useState(null);
+  // Decisions and tasks keep coming: refresh them.
+  useEffect(() => { const t = setInterval(() => { decisions.reload(); tasks.reload(); }, 5000); return () => clearInterval(t); }, []);
+  // The decision whose evidence is open is in the URL: decision=SEQUENCE.
+  const ev = params.decision ? (decisions.data || []).find((d) => String(d.sequence) === params.decision) || null : null;
+  const setEv = (d) => setParams(d ? { decision: String(d.sequence), edit: undefined, new: undefined, form: undefined, key: undefined } : { decision: undefined });
   const editing = params.new === "1" ? "" : params.edit;
-  useBus("escape", () => { setEv(null); setParams({ edit: undefined, new: undefined, form: undefined, key: undefined }); });
+  useBus("escape", () => setParams({ decision: undefined, edit: undefined, new: undefined, form: undefined, key: undefined }));
   const list = policies.data || [];
   const current = list.find((p) => p.service === editing);
   const latest = new Map();
@@ -190,11 +253,12 @@ export function CapacityPage({ params }) {
           build=${(f) => ({ service: f.service, start_cron: f.start_cron, end_cron: f.end_cron, timezone: f.timezone || "UTC", desired_instances: num(f.desired_instances) })}
           onSaved=${() => schedules.reload()} close=${() => setParams({ form: undefined, key: undefined })} />`
       : editing !== undefined ? html`<${PolicyForm} service=${editing} policy=${current ? current.policy : null} onSaved=${(svc) => { refresh(); if (!editing) setParams({ new: undefined, edit: svc }, true); }} close=${() => setParams({ edit: undefined, new: undefined })} />`
-        : ev ? html`<section class="card"><div class="detail-head"><h3>Decision evidence: ${ev.service} ${fmtTime(ev.time, params.tz)}</h3><button class="close" onClick=${() => setEv(null)}>×</button></div><${Json} value=${ev} /></section>`
-        : html`<section class="card"><div class="row"><h3>Baselines</h3><span class="spacer"></span><button onClick=${() => setParams({ form: "baseline", key: undefined })}>New baseline</button></div>
+        : params.form === "loadtest" ? html`<${LoadTestForm} params=${params} onSaved=${() => baselines.reload()} close=${() => setParams({ form: undefined, key: undefined })} />`
+        : ev ? html`<${Evidence} d=${ev} tz=${params.tz} close=${() => setEv(null)} />`
+        : html`<section class="card"><div class="row"><h3>Baselines</h3><span class="spacer"></span><button onClick=${() => setParams({ form: "loadtest", key: undefined })} data-testid="from-load-test">From load test</button><button onClick=${() => setParams({ form: "baseline", key: undefined })} data-testid="new-baseline">New baseline</button></div>
           <${Status} state=${baselines} what="baselines" empty=${baselines.data && !baselines.data.length ? "No baselines: what one instance carries is fitted from a load test (see README)." : null}>
             <table class="grid"><thead><tr><th>service</th><th class="num">rps / instance</th><th>SLO</th><th>note</th></tr></thead>
-            <tbody>${(baselines.data || []).map((b) => html`<tr class="clickable" title="edit" onClick=${() => setParams({ form: "baseline", key: b.service })}><td>${b.service}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
+            <tbody>${(baselines.data || []).map((b) => html`<tr class="clickable" title="edit" data-baseline=${b.service} onClick=${() => setParams({ form: "baseline", key: b.service })}><td>${b.service}${b.baseline.fit ? html` <span class="badge" title="fitted from a load test">USL</span>` : ""}</td><td class="num">${fmtNum(b.baseline.max_rps_per_instance)}</td><td class="small">${b.baseline.slo ? `p99 ≤ ${b.baseline.slo.p99_ms} ms, errors ≤ ${b.baseline.slo.max_error_rate}` : ""}</td><td class="small">${b.baseline.note || ""}</td></tr>`)}</tbody></table>
           <//></section>`}
     </div>
     ${chartService && html`<${LoadChart} key=${chartService} service=${chartService} baseline=${base.get(chartService)} policy=${(list.find((p) => p.service === chartService) || {}).policy} params=${params} />`}
@@ -203,7 +267,7 @@ export function CapacityPage({ params }) {
         <h2>Decisions</h2>
         <${Status} state=${decisions} what="decisions" empty=${decisions.data && !decisions.data.length ? "No decisions yet (one per evaluation interval once a policy exists)." : null}>
           <table class="grid"><thead><tr><th>time</th><th>service</th><th class="num">current → desired</th><th>reason</th></tr></thead>
-          <tbody>${(decisions.data || []).slice(0, 50).map((d) => html`<tr class="clickable" onClick=${() => { setEv(d); setParams({ edit: undefined, new: undefined }); }}><td class="mono">${fmtTime(d.time, params.tz)}</td><td>${d.service}${d.region ? " / " + d.region : ""}</td><td class="num">${d.current} → ${d.desired}</td><td>${d.reason}</td></tr>`)}</tbody></table>
+          <tbody>${(decisions.data || []).slice(0, 50).map((d) => html`<tr class="clickable" data-decision=${d.sequence} onClick=${() => setEv(d)}><td class="mono">${fmtTime(d.time, params.tz)}</td><td>${d.service}${d.region ? " / " + d.region : ""}</td><td class="num">${d.current} → ${d.desired}</td><td>${d.reason}</td></tr>`)}</tbody></table>
         <//>
       </section>
       <section class="card">

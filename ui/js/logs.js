@@ -124,22 +124,22 @@ function Fields({ hits, q }) {
 function Context({ hit, tz }) {
   const inst = hit.resource_attributes && hit.resource_attributes["service.instance.id"];
   const ctx = useApi(`/api/v1/logs/context?${qs({ service: hit.service, time: hit.time, instance: inst, before: 15, after: 15 })}`);
-  const line = (l, cls) => html`<div class="ctxline ${cls}"><span class="mono muted">${fmtTime(l.time, tz, false)}</span> <span class="sev ${sevClass(l.severity_text)}">${l.severity_text}</span> <span class="mono">${l.body}</span></div>`;
+  const line = (l, cls) => html`<div class="ctxline ${cls}" data-testid=${cls === "hit" ? "context-hit" : "context-line"}><span class="mono muted">${fmtTime(l.time, tz, false)}</span> <span class="sev ${sevClass(l.severity_text)}">${l.severity_text}</span> <span class="mono">${l.body}</span></div>`;
   return html`<div class="context"><${Status} state=${ctx} what="context">
     ${ctx.data && html`<div>${ctx.data.before.map((l) => line(l, ""))}${ctx.data.lines.map((l) => line(l, "hit"))}${ctx.data.after.map((l) => line(l, ""))}</div>`}
   <//></div>`;
 }
 
 function Detail({ hit, q, close, shared, tz }) {
-  const [ctx, setCtx] = useState(false);
-  useEffect(() => setCtx(false), [hit]);
   const row = (field, key, value, searchable) => html`<tr>
     <td class="mono key">${key}</td>
     <td class="mono val">${field === "trace_id" && value ? html`<${Link} path="/traces" params=${{ ...shared, trace: value }} cls="trace-link">${value}<//>` : String(value)}</td>
     <td class="actions">${searchable && html`<button class="mini" title=${"add " + term(field, value)} onClick=${() => setParams({ q: addTerm(q, term(field, value)) })}>+</button><button class="mini" title=${"add " + term(field, value, true)} onClick=${() => setParams({ q: addTerm(q, term(field, value, true)) })}>−</button>`}</td>
   </tr>`;
   return html`<aside class="detail card" data-testid="log-detail">
-    <div class="detail-head"><h3>Log line</h3><button class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    <div class="detail-head"><h3>Log line</h3>
+      ${hit.trace_id && html`<${Link} path="/traces" params=${{ ...shared, trace: hit.trace_id, span: hit.span_id || undefined }} cls="trace-link" title="Open the trace">Trace →<//>`}
+      <button class="close" title="Close (Esc)" onClick=${close}>×</button></div>
     <pre class="body">${hit.body}</pre>
     <table class="kv">
       ${row("time", "time", fmtTime(hit.time, tz), false)}
@@ -150,9 +150,26 @@ function Detail({ hit, q, close, shared, tz }) {
       ${Object.entries(hit.attributes || {}).map(([k, v]) => row("attributes." + k, "attributes." + k, v, true))}
       ${Object.entries(hit.resource_attributes || {}).map(([k, v]) => row("resource." + k, "resource." + k, v, false))}
     </table>
-    <div class="row"><button onClick=${() => setCtx(!ctx)} data-testid="context-btn">${ctx ? "Hide context" : "Show context"}</button></div>
-    ${ctx && html`<${Context} hit=${hit} tz=${tz} />`}
+    <h4>Context <span class="muted small">the lines before and after it from the same instance</span></h4>
+    <${Context} key=${hit.service + hit.time} hit=${hit} tz=${tz} />
   </aside>`;
+}
+
+/// How the URL names a line: SERVICE@TIME.
+function lineKey(h) {
+  return h.service + "@" + h.time;
+}
+
+/// The selected line's panel: the line from the results when it is there,
+/// else fetched by its service and time.
+function SelectedLine({ line, found, q, close, shared, tz }) {
+  const at = line.lastIndexOf("@");
+  const url = found ? null : `/api/v1/logs/context?${qs({ service: line.slice(0, at), time: line.slice(at + 1), before: 0, after: 0 })}`;
+  const fetched = useApi(url);
+  const hit = found ? found.data : fetched.data && fetched.data.lines[0];
+  if (hit) return html`<${Detail} hit=${hit} q=${q} close=${close} shared=${shared} tz=${tz} />`;
+  return html`<aside class="detail card" data-testid="log-detail"><div class="detail-head"><h3>Log line</h3><button class="close" title="Close (Esc)" onClick=${close}>×</button></div>
+    <${Status} state=${fetched} what="the line" /></aside>`;
 }
 
 function Patterns({ range, shared }) {
@@ -172,16 +189,14 @@ export function LogsPage({ params }) {
   const tab = params.tab === "patterns" ? "patterns" : "lines";
   const [draft, setDraft] = useState(q);
   const [help, setHelp] = useState(false);
-  // The selected line itself, so live lines arriving above keep it.
-  const [selHit, setSelHit] = useState(null);
   useEffect(() => setDraft(q), [q]);
-  const url = tab === "lines" ? `/api/v1/logs/search?${qs({ q, ...range, limit: 1000 })}` : null;
+  const limit = params.limit === "10000" ? 10000 : 1000;
+  const url = tab === "lines" ? `/api/v1/logs/search?${qs({ q, ...range, limit })}` : null;
   const res = useApi(url);
-  useEffect(() => setSelHit(null), [res.data]);
   useEffect(() => { if (res.data) remember(q); }, [res.data]);
   const run = () => { if (draft === q) res.reload(); else setParams({ q: draft }); };
   useBus("run", run);
-  useBus("escape", () => { setSelHit(null); setHelp(false); });
+  useBus("escape", () => { if (params.line) setParams({ line: undefined }); setHelp(false); });
   const live = params.live === "1";
   const [liveHits, setLiveHits] = useState([]);
   const [liveState, setLiveState] = useState("");
@@ -200,8 +215,11 @@ export function LogsPage({ params }) {
   }, [live, q, tab]);
   const searched = res.data ? res.data.hits : [];
   const hits = useMemo(() => (liveHits.length ? [...liveHits, ...searched] : searched), [liveHits, searched]);
-  const sel = selHit ? hits.indexOf(selHit) : -1;
-  const setSel = (i) => setSelHit(i >= 0 ? hits[i] : null);
+  // The selected line is in the URL as SERVICE@TIME: a link or back/forward
+  // restores it, from the results or else straight from /logs/context.
+  const sel = params.line ? hits.findIndex((h) => lineKey(h) === params.line) : -1;
+  const setSel = (i) => setParams({ line: i >= 0 ? lineKey(hits[i]) : undefined });
+  const selected = sel >= 0 ? { data: hits[sel] } : null;
   const narrow = (a, b) => {
     // Within the current range: the last bucket may reach past its end.
     const [r0, r1] = rangeBounds(params);
@@ -228,7 +246,8 @@ export function LogsPage({ params }) {
     ${tab === "patterns" ? html`<${Patterns} range=${range} shared=${shared} />` : html`
     <section class="card">
       <div class="resultbar">
-        <span data-testid="total">${res.data ? html`<b>${res.data.total.toLocaleString("en-US")}</b> lines${res.data.total > searched.length ? html`, newest ${searched.length} shown` : ""} · ${Math.round(res.data.took_ms)} ms` : res.loading ? "Searching…" : ""}</span>
+        <span data-testid="total">${res.data ? html`<b>${res.data.total.toLocaleString("en-US")}</b> lines${res.data.total > searched.length ? html`, newest ${searched.length.toLocaleString("en-US")} shown` : ""} · ${Math.round(res.data.took_ms)} ms` : res.loading ? "Searching…" : ""}</span>
+        ${res.data && res.data.total > searched.length && limit < 10000 && html`<button class="link" onClick=${() => setParams({ limit: "10000" })} data-testid="more">show up to 10,000</button>`}
         ${live && html`<span class="live-badge" data-testid="live">● ${liveState}${liveHits.length ? ` · ${liveHits.length} new` : ""}</span>`}
         <span class="spacer"></span>
         <button class=${live ? "on" : ""} title="Stream new matching lines in (live tail)" onClick=${() => setParams({ live: live ? undefined : "1" })} data-testid="live-toggle">${live ? "Stop live" : "Live tail"}</button>
@@ -237,7 +256,7 @@ export function LogsPage({ params }) {
       </div>
       ${res.data && html`<${Histogram} data=${res.data} onSelect=${narrow} tz=${tz} />`}
     </section>
-    <div class="logs-body ${hits.length === 0 ? "no-fields" : sel >= 0 ? "with-detail" : ""}">
+    <div class="logs-body ${hits.length === 0 ? "no-fields" : params.line ? "with-detail" : ""}">
       ${hits.length > 0 && html`<${Fields} hits=${hits} q=${q} />`}
       <section class="card lines">
         <${Status} state=${res} what="logs" empty=${res.data && hits.length === 0 ? "No log lines match this search in the selected window." : null}>
@@ -249,7 +268,7 @@ export function LogsPage({ params }) {
           </div>`} />
         <//>
       </section>
-      ${sel >= 0 && hits[sel] && html`<${Detail} hit=${hits[sel]} q=${q} close=${() => setSel(-1)} shared=${shared} tz=${tz} />`}
+      ${params.line && (res.data || liveHits.length > 0) ? html`<${SelectedLine} line=${params.line} found=${selected} q=${q} close=${() => setSel(-1)} shared=${shared} tz=${tz} />` : null}
     </div>`}
   </div>`;
 }

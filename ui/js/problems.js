@@ -1,6 +1,6 @@
 // Problems (home): ranked suspects with their evidence, then new/surging
 // log patterns and error groups.
-import { html, useApi, Status, apiRange, qs, Link, sharedParams, setParams, fmtPct, fmtNum, fmtTime, sevClass } from "./lib.js";
+import { html, useApi, useBus, Status, apiRange, qs, Link, sharedParams, setParams, fmtPct, fmtNum, fmtTime, sevClass } from "./lib.js";
 
 function subjectText(subject) {
   return Object.entries(subject || {}).filter(([k]) => k !== "kind").map(([k, v]) => `${k}=${v}`).join(" ");
@@ -70,6 +70,7 @@ export function ProblemsPage({ params }) {
   const errors = useApi(`/api/v1/errors?${qs(range)}`);
   const suspects = problems.data ? problems.data.suspects : [];
   const open = params.open !== undefined ? Number(params.open) : -1;
+  useBus("escape", () => { if (open >= 0) setParams({ open: undefined }); });
   const notable = patterns.data ? patterns.data.patterns.filter((p) => p.trend === "new" || p.trend === "surging") : [];
   notable.sort((a, b) => (sevRank(b.severity_text) - sevRank(a.severity_text)) || b.count - a.count);
   return html`<div class="page problems">

@@ -59,7 +59,10 @@ export function SqlPage({ params }) {
   const sql = params.sql || DEFAULT_SQL;
   const [draft, setDraft] = useState(sql);
   const [state, setState] = useState({ loading: false, data: null, error: null });
-  const [sort, setSort] = useState(null);
+  // The sort is in the URL: sort=N (column N, from 1, ascending) or -N.
+  const sortN = parseInt(params.sort, 10);
+  const sort = sortN ? { i: Math.abs(sortN) - 1, dir: Math.sign(sortN) } : null;
+  const setSort = (x) => setParams({ sort: x ? String((x.i + 1) * x.dir) : undefined }, true);
   const [copied, setCopied] = useState("");
   const [tick, setTick] = useState(0);
   const editor = useRef(null);
@@ -67,12 +70,11 @@ export function SqlPage({ params }) {
   useEffect(() => {
     let live = true;
     setState((s) => ({ ...s, loading: true, error: null }));
-    setSort(null);
     api("/api/v1/sql", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql }) })
       .then((data) => live && setState({ loading: false, data, error: null }), (e) => live && setState({ loading: false, data: null, error: e.message }));
     return () => { live = false; };
   }, [sql, tick]);
-  const run = () => { if (draft === sql) setTick((t) => t + 1); else setParams({ sql: draft }); };
+  const run = () => { if (draft === sql) setTick((t) => t + 1); else setParams({ sql: draft, sort: undefined }); };
   useBus("run", run);
   const data = state.data;
   const rows = useMemo(() => {

@@ -34,7 +34,7 @@ function Scatter({ traces, shared, tz }) {
     <line x1=${P} x2=${W} y1=${H - 16} y2=${H - 16} stroke="var(--border)" />
     <text x="2" y="12" class="axis">${fmtDurNs(y1)}</text><text x="2" y=${H - 18} class="axis">0</text>
     <text x=${P} y=${H - 2} class="axis">${fmtTime(x0, tz, false)}</text><text x=${W - 90} y=${H - 2} class="axis">${fmtTime(x1, tz, false)}</text>
-    ${traces.map((t, i) => html`<circle cx=${sx(xs[i])} cy=${sy(ys[i])} r="3.5" class=${t.error_count ? "dot err" : "dot"} onClick=${() => setParams({ trace: t.trace_id, span: undefined })}><title>${t.root_service} ${t.root_operation} ${fmtDurNs(t.duration_ns)}</title></circle>`)}
+    ${traces.map((t, i) => html`<circle cx=${sx(xs[i])} cy=${sy(ys[i])} r="3.5" class=${t.error_count ? "dot err" : "dot"} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined })}><title>${t.root_service} ${t.root_operation} ${fmtDurNs(t.duration_ns)}</title></circle>`)}
   </svg>`;
 }
 
@@ -52,7 +52,7 @@ function TraceList({ params }) {
     <${Status} state=${res} what="traces" empty=${res.data && !traces.length ? "No traces match in the selected window." : null}>
       <${Scatter} traces=${traces} shared=${shared} tz=${params.tz} />
       <table class="grid tracelist"><thead><tr><th>start</th><th>root</th><th>services</th><th class="num">spans</th><th class="num">errors</th><th class="num">duration</th></tr></thead>
-      <tbody>${traces.map((t) => html`<tr class="clickable" data-trace=${t.trace_id} onClick=${() => setParams({ trace: t.trace_id, span: undefined })}>
+      <tbody>${traces.map((t) => html`<tr class="clickable" data-trace=${t.trace_id} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined })}>
         <td class="mono">${fmtTime(t.start_time, params.tz)}</td>
         <td><span class="swatch" style=${{ background: serviceColour(t.root_service) }}></span>${t.root_service} <b>${t.root_operation}</b></td>
         <td>${t.services.map((s) => html`<span class="chip" style=${{ borderColor: serviceColour(s) }}>${s}</span>`)}</td>
@@ -96,8 +96,14 @@ function TraceView({ id, params }) {
   const t = res.data;
   const [collapsed, setCollapsed] = useState(new Set());
   const [find, setFind] = useState(params.find || "");
+  useEffect(() => setFind(params.find || ""), [params.find]);
   const [matchIdx, setMatchIdx] = useState(0);
-  const [zoom, setZoom] = useState([0, 1]);
+  // The zoomed part of the time axis is in the URL: zoom=FROM,TO (fractions).
+  const zoom = useMemo(() => {
+    const z = (params.zoom || "").split(",").map(Number);
+    return z.length === 2 && z[0] >= 0 && z[1] <= 1 && z[0] < z[1] ? z : [0, 1];
+  }, [params.zoom]);
+  const setZoom = ([a, b]) => setParams({ zoom: a <= 0 && b >= 1 ? undefined : `${+a.toFixed(5)},${+b.toFixed(5)}` });
   const [drag, setDrag] = useState(null);
   const ruler = useRef(null);
   const selected = params.span || null;
@@ -196,6 +202,9 @@ function TraceView({ id, params }) {
   };
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => ({ f, ns: (z0 + f * (z1 - z0)) * total }));
   const critIdx = model.critOrder.indexOf(selected);
+  // A trace with many logs lists them one line each, only those in view.
+  const logLine = (l, oneRow) => html`<div class="ctxline ${l.span_id === selected ? "hit" : ""}" title=${oneRow ? l.body : undefined} onClick=${() => l.span_id && model.byId.has(l.span_id) && reveal(l.span_id)}>
+    <span class="mono muted">${fmtTime(l.time, tz, false)}</span> <span class="sev ${sevClass(l.severity_text)}">${l.severity_text}</span> <span class="svc">${l.service}</span> <span class="mono">${l.body}</span></div>`;
   return html`<div class="traceview">
     <section class="card tracehead">
       <div class="row">
@@ -250,8 +259,7 @@ function TraceView({ id, params }) {
         <section class="card tracelogs">
           <h3>Logs of this trace <span class="muted small">${t.logs.length}</span></h3>
           ${t.logs.length === 0 ? html`<div class="state empty">This trace has no logs.</div>` :
-            t.logs.map((l) => html`<div class="ctxline ${l.span_id === selected ? "hit" : ""}" onClick=${() => l.span_id && model.byId.has(l.span_id) && reveal(l.span_id)}>
-              <span class="mono muted">${fmtTime(l.time, tz, false)}</span> <span class="sev ${sevClass(l.severity_text)}">${l.severity_text}</span> <span class="svc">${l.service}</span> <span class="mono">${l.body}</span></div>`)}
+            t.logs.length > 300 ? html`<${VirtualList} items=${t.logs} rowHeight=${22} height=${600} cls="onerow" render=${(l) => logLine(l, true)} />` : t.logs.map((l) => logLine(l, false))}
         </section>
       </div>
     </div>
