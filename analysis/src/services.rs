@@ -277,7 +277,10 @@ async fn split(
     let mut series_of = match step_ns {
         Some(step_ns) if !rows.is_empty() => {
             // Only the groups listed: the series' memory stays bounded.
-            let values: Vec<String> = rows.iter().filter_map(|r| r.grp.as_deref().map(quote)).collect();
+            let values: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r.grp.as_deref().map(quote))
+                .collect();
             let mut only = Vec::new();
             if !values.is_empty() {
                 only.push(format!("{group} IN ({})", values.join(", ")));

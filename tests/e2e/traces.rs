@@ -147,7 +147,10 @@ fn trace_search_red_and_service_graph_agree_with_sql() {
     );
     assert!(!payment["series"].as_array().unwrap().is_empty());
     let point = &payment["series"][0];
-    assert!(point["p50_ms"].as_f64().unwrap() <= point["p99_ms"].as_f64().unwrap(), "{point}");
+    assert!(
+        point["p50_ms"].as_f64().unwrap() <= point["p99_ms"].as_f64().unwrap(),
+        "{point}"
+    );
 
     // One service split by instance: the groups add up to the service,
     // the bad instance carries the errors, each group has its series.
@@ -165,7 +168,12 @@ fn trace_search_red_and_service_graph_agree_with_sql() {
     assert_eq!(json!(total), payment["requests"], "{split}");
     let worst = groups
         .iter()
-        .max_by(|a, b| a["error_rate"].as_f64().unwrap().total_cmp(&b["error_rate"].as_f64().unwrap()))
+        .max_by(|a, b| {
+            a["error_rate"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["error_rate"].as_f64().unwrap())
+        })
         .unwrap();
     assert_eq!(worst["value"], "payment-2", "{split}");
     let by_sql = loupe.sql(
@@ -191,9 +199,16 @@ fn trace_search_red_and_service_graph_agree_with_sql() {
         "{ops}"
     );
     assert_eq!(get(&loupe, "/api/v1/services?by=instance").0, 400);
-    assert_eq!(get(&loupe, "/api/v1/services?service=payment&by=host").0, 400);
     assert_eq!(
-        get(&loupe, "/api/v1/services?service=payment&by=instance&start=now-1h&step=1s").0,
+        get(&loupe, "/api/v1/services?service=payment&by=host").0,
+        400
+    );
+    assert_eq!(
+        get(
+            &loupe,
+            "/api/v1/services?service=payment&by=instance&start=now-1h&step=1s"
+        )
+        .0,
         400,
         "over 500 points per group"
     );

@@ -218,14 +218,20 @@ fn ui_pages_work_in_chromium() {
     );
     let detail = detail.as_str().unwrap().to_string();
     assert!(detail.contains("service.instance.id"), "{detail}");
-    assert!(detail.contains(body.as_str().unwrap()), "{body} in {detail}");
+    assert!(
+        detail.contains(body.as_str().unwrap()),
+        "{body} in {detail}"
+    );
     let hit = texts(&mut b, "[data-testid=log-detail] [data-testid=context-hit]");
     assert!(
         hit.iter().any(|h| h.contains(body.as_str().unwrap())),
         "the context's hit is the line: {hit:?}"
     );
     if detail.contains("trace_id") {
-        assert!(count(&mut b, "[data-testid=log-detail] a.trace-link") > 0, "a trace link");
+        assert!(
+            count(&mut b, "[data-testid=log-detail] a.trace-link") > 0,
+            "a trace link"
+        );
     }
     b.screenshot("logs");
     // The selection is in the URL (a copied link opens the same panel, below).
@@ -425,7 +431,9 @@ fn ui_pages_work_in_chromium() {
     let operations = texts(&mut b, "[data-testid=split] tr[data-group] td:first-child");
     let api: Value = get(
         &loupe,
-        &format!("/api/v1/services?{window}&service=checkout&by=operation").replace("from=", "start=").replace("to=", "end="),
+        &format!("/api/v1/services?{window}&service=checkout&by=operation")
+            .replace("from=", "start=")
+            .replace("to=", "end="),
         &[],
     )
     .json()
@@ -501,7 +509,11 @@ fn ui_pages_work_in_chromium() {
         "sorted descending: {counts:?}"
     );
     // The sort is in the URL: the link shows the same order.
-    let link = b.wait_for("location.search.includes('sort=-2') && location.href", WAIT, "the sort in the URL");
+    let link = b.wait_for(
+        "location.search.includes('sort=-2') && location.href",
+        WAIT,
+        "the sort in the URL",
+    );
     b.navigate(link.as_str().unwrap());
     b.wait_for(
         "document.querySelector('.rhead .th:last-child').textContent.endsWith('▼') && document.querySelectorAll('.rrow').length >= 5",
@@ -512,7 +524,10 @@ fn ui_pages_work_in_chromium() {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-    assert!(again.windows(2).all(|w| w[0] >= w[1]), "sorted descending: {again:?}");
+    assert!(
+        again.windows(2).all(|w| w[0] >= w[1]),
+        "sorted descending: {again:?}"
+    );
     assert!(count(&mut b, ".schema .col") > 5, "columns listed");
     b.screenshot("sql");
     b.assert_no_problems("sql");
@@ -598,21 +613,40 @@ fn ui_pages_work_in_chromium() {
         );
     }
     b.click("[data-testid=baseline-form] button[type=submit]");
-    b.wait_for("document.querySelector('[data-testid=baseline-form] .good')", WAIT, "the baseline saved");
-    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[]).json().unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=baseline-form] .good')",
+        WAIT,
+        "the baseline saved",
+    );
+    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[])
+        .json()
+        .unwrap();
     assert_eq!(baseline["max_rps_per_instance"], 50.0, "{baseline}");
     b.key("Escape", "Escape", 27, 0);
     b.click("tr[data-baseline=checkout]");
     b.wait_for("location.search.includes('key=checkout') && document.querySelector('[data-testid=baseline-form] input[name=max_rps_per_instance]').value === '50'", WAIT, "the baseline's edit form");
-    b.type_into("[data-testid=baseline-form] input[name=max_rps_per_instance]", "60");
+    b.type_into(
+        "[data-testid=baseline-form] input[name=max_rps_per_instance]",
+        "60",
+    );
     b.click("[data-testid=baseline-form] button[type=submit]");
-    b.wait_for("document.querySelector('[data-testid=baseline-form] .good')", WAIT, "the edited baseline saved");
-    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[]).json().unwrap();
+    b.wait_for(
+        "document.querySelector('[data-testid=baseline-form] .good')",
+        WAIT,
+        "the edited baseline saved",
+    );
+    let baseline: Value = get(&loupe, "/api/v1/capacity/baselines/checkout", &[])
+        .json()
+        .unwrap();
     assert_eq!(baseline["max_rps_per_instance"], 60.0, "{baseline}");
     assert_eq!(baseline["slo"]["p99_ms"], 500.0, "{baseline}");
     b.key("Escape", "Escape", 27, 0);
     // A decision (every second now) with its reason and evidence.
-    b.wait_for("location.search === '' && document.querySelectorAll('tr[data-decision]').length > 0", WAIT, "a decision");
+    b.wait_for(
+        "location.search === '' && document.querySelectorAll('tr[data-decision]').length > 0",
+        WAIT,
+        "a decision",
+    );
     let sequence = b.eval("document.querySelector('tr[data-decision]').dataset.decision");
     let sequence = sequence.as_str().unwrap();
     let row = format!("tr[data-decision=\"{sequence}\"]");
@@ -924,7 +958,9 @@ fn ui_large_trace_and_result_stay_smooth() {
 
     // 10,000 log lines: all in the result, a few dozen rows in the page.
     let opened = Instant::now();
-    b.navigate(&format!("{base}/logs?range=15m&q=service%3Abulk&limit=10000"));
+    b.navigate(&format!(
+        "{base}/logs?range=15m&q=service%3Abulk&limit=10000"
+    ));
     b.wait_for(
         "document.querySelector('[data-testid=total]').textContent.startsWith('10,000 lines') && document.querySelectorAll('.logrow').length > 10",
         WAIT,
@@ -1095,15 +1131,51 @@ fn ui_first_load_times() {
         .unwrap()
         .to_string();
     let pages = [
-        ("problems", "/?range=15m".to_string(), "document.querySelector('.suspects, main .state.empty') && document.querySelector('table.patterns, main .two .state.empty')"),
-        ("logs", "/logs?range=15m".to_string(), "document.querySelectorAll('.logrow').length > 0 && document.querySelector('.histogram canvas')"),
-        ("traces", "/traces?range=15m".to_string(), "document.querySelectorAll('tr[data-trace]').length > 0"),
-        ("trace view", format!("/traces?trace={trace}"), "document.querySelectorAll('.wf-row').length > 0"),
-        ("services", "/services?range=15m".to_string(), "document.querySelectorAll('tr[data-service]').length > 0 && document.querySelector('svg.graph .node')"),
-        ("service page", "/services?range=15m&service=checkout".to_string(), "document.querySelector('[data-testid=chart-rate] canvas') && document.querySelector('[data-testid=split] tr[data-group]')"),
-        ("sql", "/sql".to_string(), "document.querySelectorAll('.rrow').length > 0"),
-        ("alerts", "/alerts".to_string(), "document.querySelector('[data-testid=rules], main .state.empty') && !document.querySelector('.spinner')"),
-        ("capacity", "/capacity".to_string(), "document.querySelector('[data-testid=new-policy]') && !document.querySelector('.spinner')"),
+        (
+            "problems",
+            "/?range=15m".to_string(),
+            "document.querySelector('.suspects, main .state.empty') && document.querySelector('table.patterns, main .two .state.empty')",
+        ),
+        (
+            "logs",
+            "/logs?range=15m".to_string(),
+            "document.querySelectorAll('.logrow').length > 0 && document.querySelector('.histogram canvas')",
+        ),
+        (
+            "traces",
+            "/traces?range=15m".to_string(),
+            "document.querySelectorAll('tr[data-trace]').length > 0",
+        ),
+        (
+            "trace view",
+            format!("/traces?trace={trace}"),
+            "document.querySelectorAll('.wf-row').length > 0",
+        ),
+        (
+            "services",
+            "/services?range=15m".to_string(),
+            "document.querySelectorAll('tr[data-service]').length > 0 && document.querySelector('svg.graph .node')",
+        ),
+        (
+            "service page",
+            "/services?range=15m&service=checkout".to_string(),
+            "document.querySelector('[data-testid=chart-rate] canvas') && document.querySelector('[data-testid=split] tr[data-group]')",
+        ),
+        (
+            "sql",
+            "/sql".to_string(),
+            "document.querySelectorAll('.rrow').length > 0",
+        ),
+        (
+            "alerts",
+            "/alerts".to_string(),
+            "document.querySelector('[data-testid=rules], main .state.empty') && !document.querySelector('.spinner')",
+        ),
+        (
+            "capacity",
+            "/capacity".to_string(),
+            "document.querySelector('[data-testid=new-policy]') && !document.querySelector('.spinner')",
+        ),
     ];
     const LOADS: usize = 7;
     let mut report = Vec::new();
@@ -1141,6 +1213,9 @@ fn ui_first_load_times() {
             times[LOADS - 1]
         ));
     }
-    eprintln!("first load, navigation start to data shown:\n{}", report.join("\n"));
+    eprintln!(
+        "first load, navigation start to data shown:\n{}",
+        report.join("\n")
+    );
     b.assert_no_problems("first loads");
 }
