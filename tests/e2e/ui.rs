@@ -454,11 +454,12 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "checkout's instances",
     );
-    // The uPlot legend names each instance's line.
-    let legend = texts(&mut b, "[data-testid=split-rate] .u-legend .u-label");
-    assert!(
-        legend.iter().any(|l| l.starts_with("checkout")),
-        "legend {legend:?}"
+    // The charts' legends name each instance's line.
+    b.wait_for(
+        "(() => { const l = [...document.querySelectorAll('[data-testid=split-rate] .u-legend .u-label')].map(e => e.textContent).filter(t => t !== 'Time'); \
+         return l.length > 0 && l.every(t => t.startsWith('checkout')); })()",
+        WAIT,
+        "a line per instance",
     );
     b.screenshot("service-page");
     // Back returns to the split by operation, then to the list.
@@ -664,6 +665,7 @@ fn ui_pages_work_in_chromium() {
         count(&mut b, "[data-testid=signals] tbody tr") > 0,
         "the signals behind the decision"
     );
+    b.screenshot("capacity-decision");
     b.screenshot("capacity");
     b.assert_no_problems("capacity");
 

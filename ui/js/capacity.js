@@ -42,7 +42,7 @@ function LoadChart({ service, baseline, policy, params }) {
     return () => u.destroy();
   }, [state.data, baseline, policy, params.tz]);
   return html`<section class="card"><h3>Load against capacity: ${service} ${baseline ? html`<span class="muted small">baseline ${fmtNum(baseline.max_rps_per_instance)} req/s per instance</span>` : html`<span class="muted small">no baseline: capacity unknown</span>`}</h3>
-    <${Status} state=${state} what="load" empty=${state.data && rows.length < 2 ? "No SERVER or CONSUMER spans of this service in the selected range." : null}>
+    <${Status} state=${state} what="load" empty=${state.data && rows.length < 2 ? `Fewer than two complete ${step} s buckets of this service's SERVER or CONSUMER spans in the selected range.` : null}>
       <div ref=${ref} class="loadchart" data-testid="load-chart"></div>
     <//></section>`;
 }
@@ -170,6 +170,10 @@ function LoadTestForm({ params, onSaved, close }) {
   ${r && html`<${UslChart} service=${r.service} baseline=${{ ...r.baseline, fit: r.fit }} />`}</div>`;
 }
 
+/// The instance count a decision applies (after [min, max], rate limits
+/// and stabilisation); `desired` is what the signals asked for.
+const applied = (d) => (d.replicas === undefined ? d.desired : d.replicas);
+
 /// A decision's reason and evidence: each signal's proposal, the ready
 /// instances, the baseline, the schedule floor, errors, then the raw JSON.
 function Evidence({ d, tz, close }) {
@@ -178,7 +182,7 @@ function Evidence({ d, tz, close }) {
   const errors = Array.isArray(e.errors) ? e.errors : [];
   return html`<section class="card" data-testid="evidence"><div class="detail-head"><h3>Decision: ${d.service}${d.region ? " / " + d.region : ""} ${fmtTime(d.time, tz)}</h3><button class="close" title="Close (Esc)" onClick=${close}>×</button></div>
     <table class="kv">
-      <tr><td class="key">instances</td><td class="val">${d.current} → <b>${d.desired}</b></td></tr>
+      <tr><td class="key">instances</td><td class="val">${d.current} → <b>${applied(d)}</b>${d.replicas !== undefined && d.replicas !== d.desired ? html` <span class="muted">(the signals asked for ${d.desired}; the limits and stabilisation give ${d.replicas})</span>` : ""}</td></tr>
       <tr><td class="key">reason</td><td class="val" data-testid="reason">${d.reason}</td></tr>
       ${e.ready_instances !== undefined && html`<tr><td class="key">ready instances</td><td class="val">${e.ready_instances}</td></tr>`}
       ${e.window && html`<tr><td class="key">load window</td><td class="val">${e.window}</td></tr>`}
@@ -226,14 +230,14 @@ export function CapacityPage({ params }) {
       <section class="card">
         <div class="row"><h2>Policies</h2><span class="spacer"></span><button class="primary" onClick=${() => setParams({ new: "1", edit: undefined })} data-testid="new-policy">New policy</button></div>
         <${Status} state=${policies} what="policies" empty=${policies.data && !list.length ? "No capacity policies yet. Create one to get scale decisions." : null}>
-          <table class="grid"><thead><tr><th>service</th><th class="num">min</th><th class="num">max</th><th class="num">target util.</th><th class="num">baseline rps/inst.</th><th class="num">current → desired</th><th>last reason</th><th>webhook</th><th></th></tr></thead>
+          <table class="grid"><thead><tr><th>service</th><th class="num">min</th><th class="num">max</th><th class="num">target util.</th><th class="num">baseline rps/inst.</th><th class="num" title="current → the count the decision applies">current → next</th><th>last reason</th><th>webhook</th><th></th></tr></thead>
           <tbody>${list.map(({ service, policy }) => {
             const d = latest.get(service);
             const b = base.get(service);
             return html`<tr data-policy=${service}>
               <td><button class="link" title="chart its load" onClick=${() => setParams({ chart: service })}><b>${service}</b></button></td><td class="num">${policy.min}</td><td class="num">${policy.max}</td><td class="num">${policy.target_utilization}</td>
               <td class="num">${b ? fmtNum(b.max_rps_per_instance) : html`<span class="muted">none</span>`}</td>
-              <td class="num">${d ? `${d.current} → ${d.desired}` : "–"}</td>
+              <td class="num">${d ? `${d.current} → ${applied(d)}` : "–"}</td>
               <td>${d ? html`<button class="link" onClick=${() => setEv(d)}>${d.reason}</button>` : "–"}</td>
               <td class="mono small">${policy.webhook_url}</td>
               <td><button onClick=${() => setParams({ edit: service, new: undefined })} data-testid=${"edit-" + service}>Edit</button></td>
@@ -266,8 +270,8 @@ export function CapacityPage({ params }) {
       <section class="card">
         <h2>Decisions</h2>
         <${Status} state=${decisions} what="decisions" empty=${decisions.data && !decisions.data.length ? "No decisions yet (one per evaluation interval once a policy exists)." : null}>
-          <table class="grid"><thead><tr><th>time</th><th>service</th><th class="num">current → desired</th><th>reason</th></tr></thead>
-          <tbody>${(decisions.data || []).slice(0, 50).map((d) => html`<tr class="clickable" data-decision=${d.sequence} onClick=${() => setEv(d)}><td class="mono">${fmtTime(d.time, params.tz)}</td><td>${d.service}${d.region ? " / " + d.region : ""}</td><td class="num">${d.current} → ${d.desired}</td><td>${d.reason}</td></tr>`)}</tbody></table>
+          <table class="grid"><thead><tr><th>time</th><th>service</th><th class="num" title="current → the count the decision applies">current → next</th><th>reason</th></tr></thead>
+          <tbody>${(decisions.data || []).slice(0, 50).map((d) => html`<tr class="clickable" data-decision=${d.sequence} onClick=${() => setEv(d)}><td class="mono">${fmtTime(d.time, params.tz)}</td><td>${d.service}${d.region ? " / " + d.region : ""}</td><td class="num">${d.current} → ${applied(d)}</td><td>${d.reason}</td></tr>`)}</tbody></table>
         <//>
       </section>
       <section class="card">
