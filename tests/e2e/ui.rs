@@ -372,13 +372,13 @@ fn ui_pages_work_in_chromium() {
     let (x, y, w, h) = b.rect(".wf-ruler");
     b.drag((x + 2.0, y + h / 2.0), (x + w * 0.5, y + h / 2.0));
     b.wait_for(
-        &format!("document.querySelectorAll('.wf-ruler .tick')[4].textContent !== {first_tick} && [...document.querySelectorAll('.tools button')].some(b => b.textContent === 'Reset zoom')"),
+        &format!("location.search.includes('zoom=') && document.querySelectorAll('.wf-ruler .tick')[4].textContent !== {first_tick} && [...document.querySelectorAll('.tools button')].some(b => b.textContent === 'Reset zoom')"),
         WAIT,
         "the zoomed time axis",
     );
     b.click(".tools button:last-child");
     b.wait_for(
-        &format!("document.querySelectorAll('.wf-ruler .tick')[4].textContent === {first_tick}"),
+        &format!("!location.search.includes('zoom=') && document.querySelectorAll('.wf-ruler .tick')[4].textContent === {first_tick}"),
         WAIT,
         "the zoom reset",
     );
@@ -390,6 +390,28 @@ fn ui_pages_work_in_chromium() {
         WAIT,
         "a collapsed subtree",
     );
+    // Zoom, collapsed subtrees, find and the span are in the URL: a link
+    // shows the same waterfall.
+    b.drag((x + 2.0, y + h / 2.0), (x + w * 0.5, y + h / 2.0));
+    let link = b.wait_for(
+        "location.search.includes('fold=') && location.search.includes('zoom=') && location.search.includes('span=') && location.href",
+        WAIT,
+        "the trace view's state in the URL",
+    );
+    let folded = count(&mut b, ".wf-row");
+    let ticks = texts(&mut b, ".wf-ruler .tick");
+    let selected = b.eval("document.querySelector('[data-testid=span-detail] h3').textContent");
+    assert!(selected.is_string(), "a span's details");
+    b.navigate(link.as_str().unwrap());
+    b.wait_for(
+        &format!(
+            "document.querySelectorAll('.wf-row').length === {folded} && document.querySelector('[data-testid=span-detail] h3') \
+             && document.querySelector('[data-testid=span-detail] h3').textContent === {selected}"
+        ),
+        WAIT,
+        "the linked trace view",
+    );
+    assert_eq!(texts(&mut b, ".wf-ruler .tick"), ticks, "the same zoom");
     assert!(collapsible > 0);
     assert!(
         count(&mut b, ".tracelogs .ctxline") > 0,
@@ -517,7 +539,7 @@ fn ui_pages_work_in_chromium() {
     );
     b.navigate(link.as_str().unwrap());
     b.wait_for(
-        "document.querySelector('.rhead .th:last-child').textContent.endsWith('▼') && document.querySelectorAll('.rrow').length >= 5",
+        "document.querySelector('.rhead .th:last-child') && document.querySelector('.rhead .th:last-child').textContent.endsWith('▼') && document.querySelectorAll('.rrow').length >= 5",
         WAIT,
         "the linked sorted result",
     );
@@ -625,7 +647,8 @@ fn ui_pages_work_in_chromium() {
     assert_eq!(baseline["max_rps_per_instance"], 50.0, "{baseline}");
     b.key("Escape", "Escape", 27, 0);
     b.click("tr[data-baseline=checkout]");
-    b.wait_for("location.search.includes('key=checkout') && document.querySelector('[data-testid=baseline-form] input[name=max_rps_per_instance]').value === '50'", WAIT, "the baseline's edit form");
+    b.wait_for("location.search.includes('key=checkout') && document.querySelector('[data-testid=baseline-form] input[name=max_rps_per_instance]') \
+         && document.querySelector('[data-testid=baseline-form] input[name=max_rps_per_instance]').value === '50'", WAIT, "the baseline's edit form");
     b.type_into(
         "[data-testid=baseline-form] input[name=max_rps_per_instance]",
         "60",
@@ -678,7 +701,7 @@ fn ui_pages_work_in_chromium() {
     );
     b.click("[data-testid=new-rule]");
     b.wait_for(
-        "document.querySelector('[data-testid=rule-form]')",
+        "location.search.includes('new=1') && document.querySelector('[data-testid=rule-form]')",
         WAIT,
         "the rule editor",
     );
@@ -741,6 +764,12 @@ fn ui_pages_work_in_chromium() {
         "back to the open evidence",
     );
 
+    b.key("Escape", "Escape", 27, 0);
+    b.wait_for(
+        "!location.search.includes('open=') && !document.querySelector('.suspect.open')",
+        WAIT,
+        "Esc closes the evidence",
+    );
     // ---- Shell: `?` lists the shortcuts, Esc closes; the theme toggle sticks.
     b.key("?", "Slash", 191, 8);
     b.wait_for(

@@ -34,7 +34,7 @@ function Scatter({ traces, shared, tz }) {
     <line x1=${P} x2=${W} y1=${H - 16} y2=${H - 16} stroke="var(--border)" />
     <text x="2" y="12" class="axis">${fmtDurNs(y1)}</text><text x="2" y=${H - 18} class="axis">0</text>
     <text x=${P} y=${H - 2} class="axis">${fmtTime(x0, tz, false)}</text><text x=${W - 90} y=${H - 2} class="axis">${fmtTime(x1, tz, false)}</text>
-    ${traces.map((t, i) => html`<circle cx=${sx(xs[i])} cy=${sy(ys[i])} r="3.5" class=${t.error_count ? "dot err" : "dot"} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined })}><title>${t.root_service} ${t.root_operation} ${fmtDurNs(t.duration_ns)}</title></circle>`)}
+    ${traces.map((t, i) => html`<circle cx=${sx(xs[i])} cy=${sy(ys[i])} r="3.5" class=${t.error_count ? "dot err" : "dot"} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined, fold: undefined })}><title>${t.root_service} ${t.root_operation} ${fmtDurNs(t.duration_ns)}</title></circle>`)}
   </svg>`;
 }
 
@@ -52,7 +52,7 @@ function TraceList({ params }) {
     <${Status} state=${res} what="traces" empty=${res.data && !traces.length ? "No traces match in the selected window." : null}>
       <${Scatter} traces=${traces} shared=${shared} tz=${params.tz} />
       <table class="grid tracelist"><thead><tr><th>start</th><th>root</th><th>services</th><th class="num">spans</th><th class="num">errors</th><th class="num">duration</th></tr></thead>
-      <tbody>${traces.map((t) => html`<tr class="clickable" data-trace=${t.trace_id} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined })}>
+      <tbody>${traces.map((t) => html`<tr class="clickable" data-trace=${t.trace_id} onClick=${() => setParams({ trace: t.trace_id, span: undefined, zoom: undefined, find: undefined, fold: undefined })}>
         <td class="mono">${fmtTime(t.start_time, params.tz)}</td>
         <td><span class="swatch" style=${{ background: serviceColour(t.root_service) }}></span>${t.root_service} <b>${t.root_operation}</b></td>
         <td>${t.services.map((s) => html`<span class="chip" style=${{ borderColor: serviceColour(s) }}>${s}</span>`)}</td>
@@ -94,7 +94,10 @@ function TraceView({ id, params }) {
   const shared = sharedParams(params);
   const res = useApi(`/api/v1/traces/${encodeURIComponent(id)}`);
   const t = res.data;
-  const [collapsed, setCollapsed] = useState(new Set());
+  // Collapsed subtrees are in the URL: fold=SPAN_ID,SPAN_ID.
+  const collapsed = useMemo(() => new Set((params.fold || "").split(",").filter(Boolean)), [params.fold]);
+  const foldParam = (set) => (set.size ? [...set].join(",") : undefined);
+  const setCollapsed = (set) => setParams({ fold: foldParam(set) }, true);
   const [find, setFind] = useState(params.find || "");
   useEffect(() => setFind(params.find || ""), [params.find]);
   const [matchIdx, setMatchIdx] = useState(0);
@@ -155,8 +158,7 @@ function TraceView({ id, params }) {
     const open = new Set(collapsed);
     let p = model.byId.get(spanId);
     while (p && p.parent_span_id && model.byId.has(p.parent_span_id)) { open.delete(p.parent_span_id); p = model.byId.get(p.parent_span_id); }
-    setCollapsed(open);
-    setParams({ span: spanId }, true);
+    setParams({ fold: foldParam(open), span: spanId }, true);
   };
   const stepCrit = (d) => {
     if (!model || !model.critOrder.length) return;
