@@ -117,12 +117,17 @@ settings! {
     flush_size: SizeSetting = "64MiB", env "LOUPE_FLUSH_SIZE";
     /// Refuse writes with 429 while this much accepted data is unflushed.
     max_unflushed: SizeSetting = "1GiB", env "LOUPE_MAX_UNFLUSHED";
+    /// Files one flush of a signal writes at most (one per hour of data);
+    /// the rest waits for the next flush.
+    flush_max_files: usize = "64", env "LOUPE_FLUSH_MAX_FILES";
     /// Time limit for one SQL query.
     query_timeout: DurationSetting = "30s", env "LOUPE_QUERY_TIMEOUT";
     /// Memory one SQL query may use.
     query_memory_limit: SizeSetting = "512MiB", env "LOUPE_QUERY_MEMORY_LIMIT";
     /// Rows one SQL response returns at most.
     max_result_rows: usize = "100000", env "LOUPE_MAX_RESULT_ROWS";
+    /// Bytes of rows one SQL response holds at most (before encoding).
+    max_result_size: SizeSetting = "64MiB", env "LOUPE_MAX_RESULT_SIZE";
     /// How often compaction and retention run.
     compaction_interval: DurationSetting = "60s", env "LOUPE_COMPACTION_INTERVAL";
     /// Size compaction aims for per file.
@@ -184,6 +189,7 @@ impl ServeArgs {
         storage.flush_interval = s.flush_interval.0;
         storage.flush_bytes = s.flush_size.0;
         storage.max_unflushed_bytes = s.max_unflushed.0;
+        storage.max_files_per_flush = s.flush_max_files.max(1);
         let m = &mut storage.maintenance;
         m.interval = s.compaction_interval.0;
         m.target_bytes = s.compaction_target_size.0 as u64;
@@ -197,6 +203,7 @@ impl ServeArgs {
             timeout: s.query_timeout.0,
             memory_limit: s.query_memory_limit.0,
             max_result_rows: s.max_result_rows.max(1),
+            max_result_bytes: s.max_result_size.0.max(1),
             ..QueryConfig::default()
         };
         Ok(ServeConfig {

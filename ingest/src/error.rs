@@ -37,6 +37,7 @@ impl From<StorageError> for IngestError {
                 IngestError::Unavailable("server is shutting down".into())
             }
             e @ StorageError::WalFailed(_) => IngestError::Unavailable(e.to_string()),
+            e @ StorageError::RecordTooLarge { .. } => IngestError::InvalidArgument(e.to_string()),
             other => IngestError::Internal(other.to_string()),
         }
     }

@@ -67,9 +67,7 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
         Err(e) => return e.into_response(),
     };
     let encoded = match wanted_format(&headers) {
-        Format::Json => {
-            output::to_json(&out).map(|v| ("application/json", v.to_string().into_bytes()))
-        }
+        Format::Json => output::to_json(&out).map(|b| ("application/json", b)),
         Format::Csv => output::to_csv(&out).map(|b| ("text/csv; charset=utf-8", b)),
         Format::Arrow => output::to_arrow_ipc(&out).map(|b| (ARROW_STREAM, b)),
     };

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
@@ -32,7 +33,8 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Rows returned at most; the response says when it was cut.
     pub max_result_rows: usize,
-    /// Bytes of result held at most, whatever the row count.
+    /// Bytes of result held at most, whatever the row count: batches are
+    /// cut to fit as they arrive.
     pub max_result_bytes: usize,
     /// Queries running at once; more wait (within their timeout).
     pub max_concurrent: usize,
@@ -58,6 +60,57 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
     pub truncated: bool,
     pub elapsed: Duration,
+}
+
+/// The bytes of `batch`'s own rows (a slice counts only its part of the
+/// buffers it shares).
+fn batch_bytes(batch: &RecordBatch) -> Result<usize, QueryError> {
+    use datafusion::arrow::array::AsArray;
+    let mut total = 0;
+    for column in batch.columns() {
+        // Views point into shared data buffers: count what they point at.
+        total += if let Some(views) = column.as_string_view_opt() {
+            16 * views.len() + views.iter().flatten().map(str::len).sum::<usize>()
+        } else if let Some(views) = column.as_binary_view_opt() {
+            16 * views.len() + views.iter().flatten().map(<[u8]>::len).sum::<usize>()
+        } else {
+            column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        };
+    }
+    Ok(total)
+}
+
+/// Keeps the longest prefix of `batch` within `max_rows` rows and
+/// `max_bytes` bytes, so one huge batch cannot slip past the result cap;
+/// returns it, its size and whether rows were cut. A cut prefix is copied
+/// out, so the rest of the batch's memory is freed at once.
+fn fit_batch(
+    batch: RecordBatch,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<(RecordBatch, usize, bool), QueryError> {
+    let size = batch_bytes(&batch)?;
+    if batch.num_rows() <= max_rows && size <= max_bytes {
+        return Ok((batch, size, false));
+    }
+    // The largest n with batch[..n] within both limits.
+    let (mut low, mut high) = (0usize, batch.num_rows().min(max_rows));
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if batch_bytes(&batch.slice(0, mid))? <= max_bytes {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    let indices = datafusion::arrow::array::UInt32Array::from_iter_values(0..low as u32);
+    let kept = datafusion::arrow::compute::take_record_batch(&batch, &indices)
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let size = batch_bytes(&kept)?;
+    Ok((kept, size, true))
 }
 
 /// Functions whose output can be far larger than their input (`repeat(s,
@@ -237,17 +290,15 @@ impl QueryEngine {
                     (Vec::new(), 0usize, 0usize, false);
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(from_datafusion)?;
-                    let room = max_rows - rows;
-                    let batch = if batch.num_rows() > room {
-                        truncated = true;
-                        batch.slice(0, room)
-                    } else {
-                        batch
-                    };
+                    let room = (max_rows - rows, max_bytes.saturating_sub(bytes));
+                    let (batch, size, cut) = fit_batch(batch, room.0, room.1)?;
+                    truncated |= cut;
                     rows += batch.num_rows();
-                    bytes += batch.get_array_memory_size();
-                    batches.push(batch);
-                    if rows >= max_rows || bytes > max_bytes {
+                    bytes += size;
+                    if batch.num_rows() > 0 {
+                        batches.push(batch);
+                    }
+                    if cut || rows >= max_rows || bytes >= max_bytes {
                         truncated = truncated || stream.next().await.is_some();
                         break;
                     }
@@ -261,5 +312,27 @@ impl QueryEngine {
             truncated,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn one_batch_over_the_byte_cap_is_cut_to_fit() {
+        let big = "x".repeat(1000);
+        let values: Vec<&str> = (0..1000).map(|_| big.as_str()).collect();
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values))]).unwrap();
+        let (kept, size, cut) = fit_batch(batch.clone(), 10_000, 100_000).unwrap();
+        assert!(cut);
+        assert!(size <= 100_000, "{size}");
+        assert!((90..=100).contains(&kept.num_rows()), "{}", kept.num_rows());
+        let (kept, _, cut) = fit_batch(batch, 10, usize::MAX).unwrap();
+        assert_eq!((kept.num_rows(), cut), (10, true));
     }
 }

@@ -8,26 +8,63 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
+use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value, json};
 
 use crate::engine::QueryOutput;
 
-/// `{"columns":[{"name","type"}], "rows":[[…]], "elapsed_ms", "truncated"}`.
-pub fn to_json(out: &QueryOutput) -> Result<Value, ArrowError> {
+/// `{"columns":[{"name","type"}], "rows":[[…]], "elapsed_ms", "truncated"}`,
+/// encoded straight from the batches into one buffer: no intermediate JSON
+/// tree, no per-column round trip, so a result costs its batches plus its
+/// text and nothing more.
+pub fn to_json(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
     let columns: Vec<Value> = out
         .schema
         .fields()
         .iter()
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
-    let rows: Vec<Value> = to_rows(out)?.into_iter().map(Value::Array).collect();
-    Ok(json!({
-        "columns": columns,
-        "rows": rows,
-        "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
-        "truncated": out.truncated,
-    }))
+    let json_error = |e: serde_json::Error| ArrowError::JsonError(e.to_string());
+    let mut buf = Vec::new();
+    buf.extend_from_slice(b"{\"columns\":");
+    serde_json::to_writer(&mut buf, &columns).map_err(json_error)?;
+    buf.extend_from_slice(b",\"rows\":[");
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut first_row = true;
+    for batch in &out.batches {
+        let schema = batch.schema();
+        let mut encoders = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| make_encoder(field, column.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            if !first_row {
+                buf.push(b',');
+            }
+            first_row = false;
+            buf.push(b'[');
+            for (i, encoder) in encoders.iter_mut().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                if encoder.is_null(row) {
+                    buf.extend_from_slice(b"null");
+                } else {
+                    encoder.encode(row, &mut buf);
+                }
+            }
+            buf.push(b']');
+        }
+    }
+    buf.extend_from_slice(b"],\"elapsed_ms\":");
+    serde_json::to_writer(&mut buf, &(out.elapsed.as_secs_f64() * 1000.0)).map_err(json_error)?;
+    buf.extend_from_slice(b",\"truncated\":");
+    buf.extend_from_slice(if out.truncated { b"true" } else { b"false" });
+    buf.push(b'}');
+    Ok(buf)
 }
 
 /// Each row as a list of JSON values in column order, so that two columns

@@ -29,6 +29,11 @@ pub struct SplitMeta {
     pub max_time: i64,
     pub row_count: u64,
     pub byte_size: u64,
+    /// Uncompressed size of the data (Parquet's row-group total), which
+    /// bounds what merging the file costs in memory; 0 for files written
+    /// before it was recorded.
+    #[serde(default)]
+    pub raw_bytes: u64,
     /// Distinct `service` values in the file, sorted.
     pub services: Vec<String>,
     pub created_at: i64,
@@ -64,7 +69,8 @@ pub struct SqliteCatalog {
 /// The storage component's tables in the catalog database.
 pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
     component: "storage",
-    migrations: &["
+    migrations: &[
+        "
     CREATE TABLE IF NOT EXISTS splits (
         id          TEXT PRIMARY KEY,
         signal      TEXT NOT NULL,
@@ -81,7 +87,9 @@ pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
     CREATE TABLE IF NOT EXISTS wal_progress (
         signal       TEXT PRIMARY KEY,
         flushed_seq  INTEGER NOT NULL
-    );"],
+    );",
+        "ALTER TABLE splits ADD COLUMN raw_bytes INTEGER NOT NULL DEFAULT 0;",
+    ],
 };
 
 impl SqliteCatalog {
@@ -102,8 +110,8 @@ impl SqliteCatalog {
 
 fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result<()> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for split in splits {
         let services = serde_json::to_string(&split.services)
@@ -119,6 +127,7 @@ fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result
             split.byte_size as i64,
             services,
             split.created_at,
+            split.raw_bytes as i64,
         ])?;
     }
     Ok(())
@@ -159,7 +168,7 @@ impl Catalog for SqliteCatalog {
     fn list_splits(&self) -> Result<Vec<SplitMeta>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at
+            "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes
              FROM splits ORDER BY min_time",
         )?;
         let rows = stmt.query_map([], |row| {
@@ -175,7 +184,7 @@ impl Catalog for SqliteCatalog {
                 row.get::<_, i64>(6)?,
                 row.get::<_, i64>(7)?,
                 row.get::<_, String>(8)?,
-                row.get::<_, i64>(9)?,
+                (row.get::<_, i64>(9)?, row.get::<_, i64>(10)?),
             ))
         })?;
         let mut splits = Vec::new();
@@ -187,7 +196,7 @@ impl Catalog for SqliteCatalog {
                 rows,
                 bytes,
                 services,
-                created_at,
+                (created_at, raw_bytes),
             ) = row?;
             let signal = signal
                 .parse::<Signal>()
@@ -203,6 +212,7 @@ impl Catalog for SqliteCatalog {
                 max_time,
                 row_count: rows as u64,
                 byte_size: bytes as u64,
+                raw_bytes: raw_bytes as u64,
                 services,
                 created_at,
             });
@@ -237,6 +247,7 @@ mod tests {
             max_time: max,
             row_count: 10,
             byte_size: 100,
+            raw_bytes: 1000,
             services: vec!["a".into(), "b".into()],
             created_at: 1,
         }

@@ -13,8 +13,16 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("write-ahead log failed earlier and refuses writes until restart: {0}")]
+    /// The WAL could not write or fsync; it retries by itself (new
+    /// segment, backoff) and takes writes again once one succeeds.
+    #[error("write-ahead log unavailable, retrying by itself: {0}")]
     WalFailed(String),
+    /// One request's data is larger than a WAL record may be: refused
+    /// before anything is written or acknowledged.
+    #[error(
+        "request data is {bytes} bytes once encoded; one write may be at most {limit} bytes: send smaller batches"
+    )]
+    RecordTooLarge { bytes: usize, limit: usize },
     #[error("storage is overloaded: {0}")]
     Overloaded(String),
     #[error("storage is shutting down")]

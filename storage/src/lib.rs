@@ -9,6 +9,7 @@ mod ipc;
 pub mod log_index;
 mod maintenance;
 mod memtable;
+mod merge;
 mod schema;
 mod shared;
 mod split_files;

@@ -123,9 +123,14 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
         .ok_or_else(|| StorageError::Internal(format!("{name} is not text")))
 }
 
-/// Indexes the rows of a logs batch into `index` (row numbers from 0).
-fn index_batch(index: &Index, fields: Fields, batch: &RecordBatch) -> Result<()> {
-    let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+/// Indexes the rows of a logs batch through `writer`, numbering them from
+/// `first_row`.
+fn index_batch(
+    writer: &tantivy::IndexWriter<TantivyDocument>,
+    fields: Fields,
+    batch: &RecordBatch,
+    first_row: u64,
+) -> Result<()> {
     let body = strings(batch, "body")?;
     let service = strings(batch, "service")?;
     let severity_text = strings(batch, "severity_text")?;
@@ -142,7 +147,7 @@ fn index_batch(index: &Index, fields: Fields, batch: &RecordBatch) -> Result<()>
         .ok_or_else(|| StorageError::Internal("attributes is not a map".into()))?;
     for row in 0..batch.num_rows() {
         let mut doc = TantivyDocument::default();
-        doc.add_u64(fields.row, row as u64);
+        doc.add_u64(fields.row, first_row + row as u64);
         if body.is_valid(row) {
             doc.add_text(fields.body, body.value(row));
         }
@@ -170,9 +175,55 @@ fn index_batch(index: &Index, fields: Fields, batch: &RecordBatch) -> Result<()>
         }
         writer.add_document(doc)?;
     }
-    writer.commit()?;
-    writer.wait_merging_threads()?;
     Ok(())
+}
+
+/// Builds the index of a file's rows batch by batch, as a merge writes
+/// them, so the rows never have to be in memory at once.
+pub struct LogIndexBuilder {
+    index: Index,
+    fields: Fields,
+    writer: tantivy::IndexWriter<TantivyDocument>,
+    rows: u64,
+    /// Bytes of text handed to the writer since its last commit.
+    uncommitted: usize,
+}
+
+/// Tantivy queues added documents (up to thousands, text and all) for its
+/// indexing thread; committing after this much text waits for the queue
+/// to drain, so wide rows cannot pile up in it.
+const COMMIT_EVERY_BYTES: usize = 16 << 20;
+
+impl LogIndexBuilder {
+    pub fn new() -> Result<Self> {
+        let (index, fields) = new_index()?;
+        let writer = index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        Ok(LogIndexBuilder {
+            index,
+            fields,
+            writer,
+            rows: 0,
+            uncommitted: 0,
+        })
+    }
+
+    /// Indexes the next rows of the file.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        index_batch(&self.writer, self.fields, batch, self.rows)?;
+        self.rows += batch.num_rows() as u64;
+        self.uncommitted += strings(batch, "body")?.values().len();
+        if self.uncommitted >= COMMIT_EVERY_BYTES {
+            self.writer.commit()?;
+            self.uncommitted = 0;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<LogIndex> {
+        self.writer.commit()?;
+        self.writer.wait_merging_threads()?;
+        LogIndex::from_index(self.index, self.fields)
+    }
 }
 
 fn new_index() -> Result<(Index, Fields)> {
@@ -192,9 +243,9 @@ pub struct LogIndex {
 impl LogIndex {
     /// Indexes `batch` in memory (used for memtable batches).
     pub fn build(batch: &RecordBatch) -> Result<LogIndex> {
-        let (index, fields) = new_index()?;
-        index_batch(&index, fields, batch)?;
-        LogIndex::from_index(index, fields)
+        let mut builder = LogIndexBuilder::new()?;
+        builder.add(batch)?;
+        builder.finish()
     }
 
     fn from_index(index: Index, fields: Fields) -> Result<LogIndex> {

@@ -11,15 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::sync::watch;
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
+use crate::merge::{FileLimits, merge_files};
 use crate::schema::Signal;
 use crate::split_files::SplitFiles;
-use crate::split_writer;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -30,6 +28,11 @@ pub struct MaintenanceConfig {
     pub interval: Duration,
     /// Merged files aim for this size; files at half of it are left alone.
     pub target_bytes: u64,
+    /// A merge takes files holding at most this many rows in all…
+    pub max_merge_rows: u64,
+    /// …and at most this many bytes uncompressed: however well the data
+    /// compresses, a merged file stays cheap to read and index.
+    pub max_merge_raw_bytes: u64,
     /// Merge an hour's small files once there are this many…
     pub min_files: usize,
     /// …or, once the hour is this far in the past, as soon as there are two.
@@ -46,6 +49,8 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             interval: Duration::from_secs(60),
             target_bytes: 64 << 20,
+            max_merge_rows: 8 << 20,
+            max_merge_raw_bytes: 2 << 30,
             min_files: 8,
             settle: Duration::from_secs(300),
             delete_grace: Duration::from_secs(120),
@@ -82,13 +87,22 @@ pub fn plan_merges(
         }
         small.sort_by_key(|s| (s.min_time, s.created_at));
         let mut group = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut rows, mut raw) = (0, 0, 0);
         for split in small {
-            if group.len() >= 2 && bytes + split.byte_size > config.target_bytes {
-                merges.push(std::mem::take(&mut group));
-                bytes = 0;
+            let full = bytes + split.byte_size > config.target_bytes
+                || rows + split.row_count > config.max_merge_rows
+                || raw + split.raw_bytes > config.max_merge_raw_bytes;
+            if full && !group.is_empty() {
+                if group.len() >= 2 {
+                    merges.push(std::mem::take(&mut group));
+                } else {
+                    group.clear();
+                }
+                (bytes, rows, raw) = (0, 0, 0);
             }
             bytes += split.byte_size;
+            rows += split.row_count;
+            raw += split.raw_bytes;
             group.push(split);
         }
         if group.len() >= 2 {
@@ -146,31 +160,35 @@ impl Maintenance {
         for split in &group {
             files.push(self.files.store.get(&split.path).await?);
         }
+        let hour = group
+            .first()
+            .map_or(0, |s| s.min_time.div_euclid(NANOS_PER_HOUR));
+        let limits = FileLimits {
+            rows: self.config.max_merge_rows.max(1),
+            bytes: self.config.target_bytes.max(1),
+        };
         // Decoding and encoding are CPU work: off the async workers.
-        let encoded = tokio::task::spawn_blocking(move || {
-            let mut batches: Vec<RecordBatch> = Vec::new();
-            for bytes in files {
-                for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-                    batches.push(batch?);
-                }
-            }
-            split_writer::encode_splits(signal, &batches)
-        })
-        .await
-        .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
+        let encoded = tokio::task::spawn_blocking(move || merge_files(signal, hour, files, limits))
+            .await
+            .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
         let mut merged = Vec::with_capacity(encoded.len());
         for split in encoded {
             let meta = split.meta.clone();
+            merged.push(meta.clone());
             if let Err(e) = self.files.put(&meta, split.bytes, split.index).await {
-                for m in merged.iter().chain([&meta]) {
+                for m in &merged {
                     self.files.delete(m).await;
                 }
                 return Err(e);
             }
-            merged.push(meta);
         }
         let old: Vec<SplitMeta> = group.iter().map(|s| SplitMeta::clone(s)).collect();
-        self.files.replace(signal, &old, merged).await?;
+        if let Err(e) = self.files.replace(signal, &old, merged.clone()).await {
+            for m in &merged {
+                self.files.delete(m).await;
+            }
+            return Err(e);
+        }
         tracing::debug!(%signal, files = old.len(), "compacted");
         Ok(())
     }
@@ -221,6 +239,7 @@ mod tests {
             max_time: t + 1,
             row_count: 1,
             byte_size: bytes,
+            raw_bytes: bytes,
             services: vec![],
             created_at: t,
         })
@@ -260,6 +279,34 @@ mod tests {
             ids(&plan_merges(&many, &config, now_in_hour_2)),
             vec![vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"]]
         );
+    }
+
+    #[test]
+    fn merges_are_bounded_by_rows_and_uncompressed_bytes_not_only_file_size() {
+        // Tiny files that expand a thousandfold: by file size alone all
+        // would go in one merge.
+        let config = MaintenanceConfig {
+            target_bytes: 1 << 30,
+            max_merge_rows: 1_000,
+            max_merge_raw_bytes: 30_000,
+            min_files: 2,
+            settle: Duration::from_secs(0),
+            ..Default::default()
+        };
+        let tiny = |id: &str, minute: i64, rows: u64| {
+            let mut s = SplitMeta::clone(&split(id, 1, minute, 10));
+            s.row_count = rows;
+            s.raw_bytes = 10_000;
+            Arc::new(s)
+        };
+        let splits: Vec<_> = (0..7).map(|i| tiny(&format!("s{i}"), i, 100)).collect();
+        assert_eq!(
+            ids(&plan_merges(&splits, &config, 3 * NANOS_PER_HOUR)),
+            vec![vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"]]
+        );
+        let rowful: Vec<_> = (0..4).map(|i| tiny(&format!("r{i}"), i, 600)).collect();
+        // 600 + 600 rows is over the bound: no file has a partner.
+        assert!(plan_merges(&rowful, &config, 3 * NANOS_PER_HOUR).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,8 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn insert(&mut self, signal: Signal, seq: u64, batch: RecordBatch) {
-        self.memtables[signal.index()].push(seq, batch);
+        let hours = crate::split_writer::hours(signal, &batch);
+        self.memtables[signal.index()].push(seq, batch, hours);
         self.last_seq = self.last_seq.max(seq);
     }
 
@@ -62,6 +63,9 @@ pub(crate) struct StorageMetrics {
     pub(crate) flush_duration: Arc<Histogram>,
     pub(crate) flushed_bytes: Arc<Counter>,
     pub(crate) unflushed_bytes: Arc<Gauge>,
+    pub(crate) wal_errors: Arc<Counter>,
+    pub(crate) wal_unavailable: Arc<Gauge>,
+    pub(crate) quarantined: Arc<Counter>,
 }
 
 impl StorageMetrics {
@@ -88,6 +92,21 @@ impl StorageMetrics {
             unflushed_bytes: r.gauge(
                 "loupe_unflushed_bytes",
                 "Bytes of accepted data in memtables, not yet in Parquet.",
+                &[],
+            ),
+            wal_errors: r.counter(
+                "loupe_wal_errors_total",
+                "WAL writes or fsyncs that failed (the group was refused and retried later).",
+                &[],
+            ),
+            wal_unavailable: r.gauge(
+                "loupe_wal_unavailable",
+                "1 while the WAL refuses writes after a failure, until a retry succeeds.",
+                &[],
+            ),
+            quarantined: r.counter(
+                "loupe_quarantined_batches_total",
+                "Accepted batches that could never be written to Parquet, moved to <data-dir>/quarantine.",
                 &[],
             ),
         }

@@ -17,7 +17,6 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
-use crate::log_index::LogIndex;
 use crate::schema::Signal;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -37,6 +36,9 @@ const SPAN_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// instead of a megabyte. (Logs keep parquet's size-based pages, which
 /// compress better; their reads are mostly whole ranges.)
 const PAGE_ROWS: usize = 8 * 1024;
+
+/// Rows a logs writer takes between checks of its page size limits.
+const LOG_WRITE_BATCH_ROWS: usize = 64;
 
 /// Rows per row group (all but a file's last) of `signal`'s files.
 pub fn row_group_rows(signal: Signal) -> usize {
@@ -64,10 +66,7 @@ pub fn encode_splits(signal: Signal, batches: &[RecordBatch]) -> Result<Vec<Enco
         return Ok(Vec::new());
     }
     let time = time_values(signal, &all)?;
-    let hours: Int64Array = time
-        .iter()
-        .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
-        .collect();
+    let hours = hour_values(&time);
     let service = column(signal, &all, "service")?;
     let order = lexsort_to_indices(
         &[
@@ -87,21 +86,77 @@ pub fn encode_splits(signal: Signal, batches: &[RecordBatch]) -> Result<Vec<Enco
         None,
     )?;
     let sorted = take_record_batch(&all, &order)?;
+    drop(all);
     let sorted_hours = arrow::compute::take(&hours, &order, None)?;
     let sorted_hours = sorted_hours.as_primitive::<Int64Type>();
 
     let mut splits = Vec::new();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let hour = sorted_hours.value(start);
-        let mut end = start;
-        while end < sorted.num_rows() && sorted_hours.value(end) == hour {
-            end += 1;
-        }
-        splits.push(encode_one(signal, &sorted.slice(start, end - start), hour)?);
-        start = end;
+    for (start, len) in runs(sorted_hours) {
+        let mut split = SplitBuilder::new(signal, sorted_hours.value(start))?;
+        split.write(&sorted.slice(start, len))?;
+        splits.push(split.finish()?);
     }
     Ok(splits)
+}
+
+/// `(start, len)` of each run of equal values.
+fn runs(values: &Int64Array) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < values.len() {
+        let mut end = start + 1;
+        while end < values.len() && values.value(end) == values.value(start) {
+            end += 1;
+        }
+        out.push((start, end - start));
+        start = end;
+    }
+    out
+}
+
+/// The hour (since the epoch) of each time; one split file holds one hour.
+fn hour_values(time: &Int64Array) -> Int64Array {
+    time.iter()
+        .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
+        .collect()
+}
+
+/// The distinct hours `batch`'s rows fall in, ascending (empty if the
+/// batch has no time column, which appends refuse).
+pub(crate) fn hours(signal: Signal, batch: &RecordBatch) -> Vec<i64> {
+    let Ok(time) = time_values(signal, batch) else {
+        return Vec::new();
+    };
+    let set: BTreeSet<i64> = hour_values(&time).iter().flatten().collect();
+    set.into_iter().collect()
+}
+
+/// Splits `batch` into parts whose rows each fall in at most `max_hours`
+/// distinct hours (the batch itself when it already does), so that no
+/// flush has to write more than that many files for one batch.
+pub(crate) fn split_by_hours(
+    signal: Signal,
+    batch: &RecordBatch,
+    max_hours: usize,
+) -> Result<Vec<RecordBatch>> {
+    let max_hours = max_hours.max(1);
+    let time = time_values(signal, batch)?;
+    let hours = hour_values(&time);
+    let distinct: BTreeSet<i64> = hours.iter().flatten().collect();
+    if distinct.len() <= max_hours {
+        return Ok(vec![batch.clone()]);
+    }
+    let order = arrow::compute::sort_to_indices(&hours, None, None)?;
+    let sorted = take_record_batch(batch, &order)?;
+    let sorted_hours = arrow::compute::take(&hours, &order, None)?;
+    let sorted_hours = sorted_hours.as_primitive::<Int64Type>();
+    let mut parts = Vec::new();
+    for chunk in runs(sorted_hours).chunks(max_hours) {
+        let start = chunk[0].0;
+        let len: usize = chunk.iter().map(|(_, len)| len).sum();
+        parts.push(sorted.slice(start, len));
+    }
+    Ok(parts)
 }
 
 fn column(signal: Signal, batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
@@ -144,68 +199,173 @@ fn writer_properties(signal: Signal) -> Result<WriterProperties> {
             sort_col("service")?,
             sort_col(signal.time_column())?,
         ]));
-    if signal != Signal::Logs {
+    if signal == Signal::Logs {
+        // Page and dictionary limits are checked once per write batch: at
+        // parquet's default of 1,024 rows, wide log lines (tens of KB each)
+        // would fill tens of MB of page before a check.
+        props = props.set_write_batch_size(LOG_WRITE_BATCH_ROWS);
+    } else {
         props = props.set_data_page_row_count_limit(PAGE_ROWS);
     }
     Ok(props.build())
 }
 
-fn encode_one(signal: Signal, batch: &RecordBatch, hour: i64) -> Result<EncodedSplit> {
-    let time = time_values(signal, batch)?;
-    let (min_time, max_time) = (
-        arrow::compute::min(&time).unwrap_or_default(),
-        arrow::compute::max(&time).unwrap_or_default(),
-    );
-    let service_col = column(signal, batch, "service")?;
-    let services: BTreeSet<String> = service_col
-        .as_string_opt::<i32>()
-        .map(|s| s.iter().flatten().map(str::to_owned).collect())
-        .unwrap_or_default();
+/// The index written beside a split, built as its rows arrive.
+enum IndexBuilder {
+    Logs(Box<crate::log_index::LogIndexBuilder>),
+    Spans(crate::trace_index::TraceIndexBuilder),
+    None,
+}
 
-    let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, batch.schema(), Some(writer_properties(signal)?))?;
-    writer.write(batch)?;
-    writer.close()?;
+/// One split file being written: rows arrive in file order (sorted by
+/// service, then time) in as many batches as the caller likes; Parquet row
+/// groups are written as they fill, and the index grows alongside. Flushes
+/// write a file in one go; compaction streams merged rows through it.
+pub struct SplitBuilder {
+    signal: Signal,
+    hour: i64,
+    writer: ArrowWriter<Vec<u8>>,
+    index: IndexBuilder,
+    min_time: i64,
+    max_time: i64,
+    rows: u64,
+    services: BTreeSet<String>,
+}
 
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let hour_start = DateTime::<Utc>::from_timestamp_nanos(hour * NANOS_PER_HOUR);
-    let stem = format!(
-        "{}/{}/{}",
-        signal.name(),
-        hour_start.format("date=%Y-%m-%d/hour=%H"),
-        id
-    );
-    let (index, extension) = match signal {
-        Signal::Logs => (Some(LogIndex::build(batch)?.to_bundle()?), "idx"),
-        Signal::Spans => {
-            let ids = column(signal, batch, "trace_id")?;
-            let ids = ids
-                .as_string_opt::<i32>()
-                .ok_or_else(|| StorageError::Schema {
-                    signal,
-                    reason: "trace_id is not a string column".into(),
-                })?;
-            (Some(crate::trace_index::build(ids)), "tix")
-        }
-        Signal::Metrics => (None, ""),
-    };
-    Ok(EncodedSplit {
-        meta: SplitMeta {
-            id,
+#[cfg(test)]
+/// A body that makes encoding fail, so tests can send a batch that can
+/// never be flushed (no real input is known to do this).
+pub(crate) const POISON_BODY: &str = "\u{0}loupe-test-poison";
+
+impl SplitBuilder {
+    /// A new file for rows of `hour` (hours since the epoch).
+    pub fn new(signal: Signal, hour: i64) -> Result<Self> {
+        let writer = ArrowWriter::try_new(
+            Vec::new(),
+            signal.schema(),
+            Some(writer_properties(signal)?),
+        )?;
+        let index = match signal {
+            Signal::Logs => IndexBuilder::Logs(Box::new(crate::log_index::LogIndexBuilder::new()?)),
+            Signal::Spans => IndexBuilder::Spans(Default::default()),
+            Signal::Metrics => IndexBuilder::None,
+        };
+        Ok(SplitBuilder {
             signal,
-            path: format!("{stem}.parquet"),
-            index_path: index.as_ref().map(|_| format!("{stem}.{extension}")),
-            min_time,
-            max_time,
-            row_count: batch.num_rows() as u64,
-            byte_size: bytes.len() as u64,
-            services: services.into_iter().collect(),
-            created_at: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-        },
-        bytes,
-        index,
-    })
+            hour,
+            writer,
+            index,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            rows: 0,
+            services: BTreeSet::new(),
+        })
+    }
+
+    /// Appends the next rows of the file.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let signal = self.signal;
+        #[cfg(test)]
+        if signal == Signal::Logs
+            && let Some(body) = batch
+                .column_by_name("body")
+                .and_then(|c| c.as_string_opt::<i32>())
+            && body.iter().flatten().any(|b| b == POISON_BODY)
+        {
+            return Err(StorageError::Internal("poisoned test batch".into()));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let time = time_values(signal, batch)?;
+        if let Some(min) = arrow::compute::min(&time) {
+            self.min_time = self.min_time.min(min);
+        }
+        if let Some(max) = arrow::compute::max(&time) {
+            self.max_time = self.max_time.max(max);
+        }
+        if let Some(service) = column(signal, batch, "service")?.as_string_opt::<i32>() {
+            for s in service.iter().flatten() {
+                if !self.services.contains(s) {
+                    self.services.insert(s.to_owned());
+                }
+            }
+        }
+        self.writer.write(batch)?;
+        match &mut self.index {
+            IndexBuilder::Logs(index) => index.add(batch)?,
+            IndexBuilder::Spans(index) => {
+                let ids = column(signal, batch, "trace_id")?;
+                let ids = ids
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| StorageError::Schema {
+                        signal,
+                        reason: "trace_id is not a string column".into(),
+                    })?;
+                index.add(ids);
+            }
+            IndexBuilder::None => {}
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes of Parquet written so far plus the row group being filled.
+    pub fn bytes(&self) -> usize {
+        self.writer.bytes_written() + self.writer.in_progress_size()
+    }
+
+    /// Closes the file; its catalog row is ready to commit once stored.
+    pub fn finish(mut self) -> Result<EncodedSplit> {
+        let signal = self.signal;
+        let metadata = self.writer.finish()?;
+        let raw_bytes: i64 = metadata
+            .row_groups()
+            .iter()
+            .map(|g| g.total_byte_size())
+            .sum();
+        let bytes = std::mem::take(self.writer.inner_mut());
+        let (index, extension) = match self.index {
+            IndexBuilder::Logs(index) => (Some(index.finish()?.to_bundle()?), "idx"),
+            IndexBuilder::Spans(index) => (Some(index.finish()), "tix"),
+            IndexBuilder::None => (None, ""),
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let hour_start = DateTime::<Utc>::from_timestamp_nanos(self.hour * NANOS_PER_HOUR);
+        let stem = format!(
+            "{}/{}/{}",
+            signal.name(),
+            hour_start.format("date=%Y-%m-%d/hour=%H"),
+            id
+        );
+        let (min_time, max_time) = if self.rows == 0 {
+            (0, 0)
+        } else {
+            (self.min_time, self.max_time)
+        };
+        Ok(EncodedSplit {
+            meta: SplitMeta {
+                id,
+                signal,
+                path: format!("{stem}.parquet"),
+                index_path: index.as_ref().map(|_| format!("{stem}.{extension}")),
+                min_time,
+                max_time,
+                row_count: self.rows,
+                byte_size: bytes.len() as u64,
+                raw_bytes: raw_bytes.max(0) as u64,
+                services: self.services.into_iter().collect(),
+                created_at: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            },
+            bytes,
+            index,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::split_files::SplitFiles;
 use crate::split_store::SplitStore;
 use crate::trace_index::{self, TraceIndexHead};
 use crate::wal::{SyncMode, Wal};
-use crate::writer::{self, Append, Command};
+use crate::writer::{self, Append, Command, Part};
 use crate::{ipc, split_writer};
 use loupe_base::self_metrics::Registry;
 
@@ -41,6 +41,12 @@ pub struct StorageConfig {
     pub max_unflushed_bytes: usize,
     /// Requests waiting for the WAL writer before new ones are refused.
     pub queue_depth: usize,
+    /// Files one flush writes at most (one per hour of data); the rest of
+    /// the memtable waits for the next flush.
+    pub max_files_per_flush: usize,
+    /// Largest encoded batch one WAL record takes; larger requests are
+    /// refused before anything is written (at most the WAL frame limit).
+    pub max_record_bytes: usize,
     /// Compaction and retention.
     pub maintenance: MaintenanceConfig,
 }
@@ -57,6 +63,8 @@ impl StorageConfig {
             flush_interval: Duration::from_secs(60),
             max_unflushed_bytes: 1 << 30,
             queue_depth: 1024,
+            max_files_per_flush: 64,
+            max_record_bytes: crate::wal::MAX_PAYLOAD_LEN,
             maintenance: MaintenanceConfig::default(),
         }
     }
@@ -71,12 +79,42 @@ pub struct Storage {
     maintenance: Arc<Maintenance>,
     wal_tx: mpsc::Sender<Command>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<Wal>>>,
-    flush_lock: tokio::sync::Mutex<()>,
+    /// One flush per signal at a time; signals flush independently.
+    flush_locks: [tokio::sync::Mutex<()>; 3],
     closing: AtomicBool,
     /// Tells the background tasks (flusher, maintenance) to stop.
     stop: watch::Sender<bool>,
     index_cache: IndexCache<LogIndex>,
     trace_index_cache: IndexCache<TraceIndexHead>,
+}
+
+/// Consecutive failed flushes of a signal after which each batch is tried
+/// alone and those that cannot be written are quarantined.
+const QUARANTINE_AFTER_FAILURES: u32 = 3;
+const FLUSH_FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const FLUSH_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A signal's failed flushes in a row and when to try again.
+#[derive(Default)]
+struct FlushRetry {
+    failures: u32,
+    next: Option<Instant>,
+}
+
+impl FlushRetry {
+    fn due(&self) -> bool {
+        self.next.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Records a failure; returns the wait before the next try.
+    fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let wait = FLUSH_FIRST_BACKOFF
+            .saturating_mul(1 << self.failures.min(8).saturating_sub(1))
+            .min(FLUSH_MAX_BACKOFF);
+        self.next = Some(Instant::now() + wait);
+        wait
+    }
 }
 
 /// Full-text indexes are loaded whole (as big as their bundle files).
@@ -161,7 +199,7 @@ impl Storage {
             maintenance: maintenance.clone(),
             wal_tx,
             wal_thread: Mutex::new(Some(wal_thread)),
-            flush_lock: tokio::sync::Mutex::new(()),
+            flush_locks: Default::default(),
             closing: AtomicBool::new(false),
             stop: watch::channel(false).0,
             index_cache: IndexCache::new(LOG_INDEX_CACHE_BYTES),
@@ -199,10 +237,30 @@ impl Storage {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let payload = ipc::encode(&batch)?;
+        let mut parts = Vec::new();
+        let max_hours = self.config.max_files_per_flush;
+        let limit = self
+            .config
+            .max_record_bytes
+            .min(crate::wal::MAX_PAYLOAD_LEN);
+        for part in split_writer::split_by_hours(signal, &batch, max_hours)? {
+            let payload = ipc::encode(&part)?;
+            if payload.len() > limit {
+                return Err(StorageError::RecordTooLarge {
+                    bytes: payload.len(),
+                    limit,
+                });
+            }
+            parts.push(Part {
+                payload,
+                batch: part,
+            });
+        }
+        drop(batch);
+        let len: usize = parts.iter().map(|p| p.payload.len()).sum();
         let pending = self.shared.queued_bytes.load(Ordering::Relaxed)
             + self.shared.read_state(State::unflushed_bytes);
-        if pending + payload.len() > self.config.max_unflushed_bytes {
+        if pending + len > self.config.max_unflushed_bytes {
             self.shared.flush_wanted.notify_one();
             return Err(StorageError::Overloaded(format!(
                 "{} MiB accepted but not yet flushed; retry shortly",
@@ -210,12 +268,10 @@ impl Storage {
             )));
         }
         let (done, reply) = oneshot::channel();
-        let len = payload.len();
         self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
         let sent = self.wal_tx.try_send(Command::Append(Append {
             signal,
-            payload,
-            batch,
+            parts,
             done,
         }));
         if let Err(e) = sent {
@@ -235,19 +291,35 @@ impl Storage {
         self.shared.snapshot(signal)
     }
 
-    /// Writes `signal`'s memtable to Parquet and commits it. Safe to call at
-    /// any time; concurrent flushes are serialised.
+    /// Writes `signal`'s memtable to Parquet and commits it — at most
+    /// `max_files_per_flush` files at a time, so a memtable spread over many
+    /// hours goes out over several calls. Safe to call at any time;
+    /// concurrent flushes of one signal are serialised.
     pub async fn flush(&self, signal: Signal) -> Result<()> {
-        let _one_at_a_time = self.flush_lock.lock().await;
-        let (batches, last_seq) = self
+        while self.flush_some(signal, false).await? {}
+        Ok(())
+    }
+
+    /// One bounded flush of `signal`; returns whether batches were left for
+    /// another. With `isolate`, each batch is first encoded on its own and
+    /// any that cannot be is quarantined instead of failing the flush.
+    async fn flush_some(&self, signal: Signal, isolate: bool) -> Result<bool> {
+        let _one_at_a_time = self.flush_locks[signal.index()].lock().await;
+        let max_files = self.config.max_files_per_flush.max(1);
+        let input = self
             .shared
-            .read_state(|s| s.memtables[signal.index()].snapshot());
-        let Some(last_seq) = last_seq else {
-            return Ok(());
+            .read_state(|s| s.memtables[signal.index()].flush_input(max_files));
+        let Some(input) = input else {
+            return Ok(false);
         };
+        let (last_seq, more) = (input.last_seq, input.more);
         let started = Instant::now();
+        let mut batches = input.batches;
+        if isolate {
+            batches = self.quarantine_unwritable(signal, batches).await?;
+        }
         let encoded = tokio::task::spawn_blocking(move || {
-            let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.batch).collect();
+            let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, b)| b).collect();
             split_writer::encode_splits(signal, &batches)
         })
         .await
@@ -256,20 +328,26 @@ impl Storage {
         for split in encoded {
             let bytes = split.bytes.len() as u64;
             let stored = self.files.put(&split.meta, split.bytes, split.index).await;
+            metas.push(split.meta);
             if let Err(e) = stored {
-                for meta in metas.iter().chain([&split.meta]) {
-                    self.files.delete(meta).await;
-                }
+                self.delete_uncommitted(&metas).await;
                 return Err(e);
             }
             self.shared.metrics.flushed_bytes.inc_by(bytes);
-            metas.push(split.meta);
         }
         let catalog = self.files.catalog.clone();
         let committed = metas.clone();
-        tokio::task::spawn_blocking(move || catalog.commit_flush(signal, &committed, last_seq))
-            .await
-            .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))??;
+        let commit =
+            tokio::task::spawn_blocking(move || catalog.commit_flush(signal, &committed, last_seq))
+                .await
+                .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))
+                .and_then(|r| r);
+        if let Err(e) = commit {
+            // Not in the catalog: nothing names these files, so they go now
+            // rather than waiting for the next start's sweep.
+            self.delete_uncommitted(&metas).await;
+            return Err(e);
+        }
         let flushed_through = self.shared.with_state(|state| {
             state.splits[signal.index()].extend(metas.into_iter().map(Arc::new));
             state.memtables[signal.index()].remove_through(last_seq);
@@ -285,8 +363,60 @@ impl Storage {
             .metrics
             .flush_duration
             .observe(started.elapsed());
-        tracing::debug!(%signal, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
-        Ok(())
+        tracing::debug!(%signal, more, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        Ok(more)
+    }
+
+    async fn delete_uncommitted(&self, metas: &[SplitMeta]) {
+        for meta in metas {
+            self.files.delete(meta).await;
+        }
+    }
+
+    /// Encodes each batch on its own and moves those that cannot be
+    /// encoded to `<data-dir>/quarantine/<signal>-<seq>.arrows` (an Arrow
+    /// IPC stream), so one bad batch cannot hold every later one (and the
+    /// WAL behind them) forever. Returns the batches that can be written.
+    async fn quarantine_unwritable(
+        &self,
+        signal: Signal,
+        batches: Vec<(u64, RecordBatch)>,
+    ) -> Result<Vec<(u64, RecordBatch)>> {
+        let dir = self.config.data_dir.join("quarantine");
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut good = Vec::with_capacity(batches.len());
+            for (seq, batch) in batches {
+                let error = match split_writer::encode_splits(signal, std::slice::from_ref(&batch))
+                {
+                    Ok(_) => {
+                        good.push((seq, batch));
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| StorageError::io("create directory", &dir, e))?;
+                let path = dir.join(format!("{}-{seq:020}.arrows", signal.name()));
+                let bytes = ipc::encode(&batch)?;
+                std::fs::write(&path, &bytes)
+                    .and_then(|()| std::fs::File::open(&path)?.sync_all())
+                    .map_err(|e| StorageError::io("write", &path, e))?;
+                crate::wal::sync_dir(&dir)?;
+                shared.metrics.quarantined.inc();
+                tracing::error!(
+                    %signal,
+                    seq,
+                    rows = batch.num_rows(),
+                    path = %path.display(),
+                    error = %error,
+                    "a batch keeps failing to flush; moved it to quarantine so later data can flush"
+                );
+            }
+            Ok(good)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("quarantine task: {e}")))?
     }
 
     /// One compaction pass (see [`Maintenance`]); returns the merges done.
@@ -392,6 +522,8 @@ impl Storage {
     async fn run_flusher(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retries: [FlushRetry; 3] = Default::default();
+        let mut more = [false; 3];
         loop {
             let mut stop = self.stop.subscribe();
             tokio::select! {
@@ -400,11 +532,21 @@ impl Storage {
                 _ = stop.wait_for(|s| *s) => return,
             }
             for signal in Signal::ALL {
-                if self.needs_flush(signal)
-                    && let Err(e) = self.flush(signal).await
-                {
-                    self.shared.metrics.flush_errors.inc();
-                    tracing::warn!(%signal, error = %e, "flush failed; will retry");
+                let i = signal.index();
+                if !retries[i].due() || !(more[i] || self.needs_flush(signal)) {
+                    continue;
+                }
+                let isolate = retries[i].failures >= QUARANTINE_AFTER_FAILURES;
+                match self.flush_some(signal, isolate).await {
+                    Ok(left) => {
+                        more[i] = left;
+                        retries[i] = FlushRetry::default();
+                    }
+                    Err(e) => {
+                        self.shared.metrics.flush_errors.inc();
+                        let wait = retries[i].failed();
+                        tracing::warn!(%signal, error = %e, retry_in_ms = wait.as_millis() as u64, "flush failed; will retry");
+                    }
                 }
             }
         }
@@ -524,6 +666,110 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Overloaded(_)), "{err}");
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_over_the_frame_limit_is_refused_before_it_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.max_record_bytes = 4096;
+        let storage = Storage::open(config.clone(), &Registry::default())
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(1, "before")]))
+            .await
+            .unwrap();
+        let many: Vec<(i64, &str)> = (0..500).map(|i| (i, "big")).collect();
+        let err = storage
+            .append(Signal::Logs, log_batch(&many))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::RecordTooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+        // The log keeps working, and replay brings back everything acknowledged.
+        storage
+            .append(Signal::Logs, log_batch(&[(2, "after")]))
+            .await
+            .unwrap();
+        std::mem::forget(storage);
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        assert_eq!(rows_of(&storage.snapshot(Signal::Logs)), (0, 2));
+        storage.shutdown().await.unwrap();
+    }
+
+    fn rows_of(snapshot: &TableSnapshot) -> (u64, usize) {
+        rows(snapshot)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_spread_over_many_hours_is_flushed_a_bounded_number_of_files_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.max_files_per_flush = 4;
+        config.flush_interval = Duration::from_secs(3600);
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let hour = 3_600_000_000_000i64;
+        let hourly: Vec<(i64, &str)> = (0..10).map(|h| (h * hour + 1, "svc")).collect();
+        storage
+            .append(Signal::Logs, log_batch(&hourly))
+            .await
+            .unwrap();
+        // The request became three WAL records of at most four hours each.
+        assert_eq!(storage.snapshot(Signal::Logs).batches.len(), 3);
+        assert!(storage.flush_some(Signal::Logs, false).await.unwrap());
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 4);
+        assert!(storage.flush_some(Signal::Logs, false).await.unwrap());
+        assert!(!storage.flush_some(Signal::Logs, false).await.unwrap());
+        let snapshot = storage.snapshot(Signal::Logs);
+        assert_eq!(rows(&snapshot), (10, 0));
+        assert_eq!(snapshot.splits.len(), 10);
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_never_flushes_is_quarantined_and_stops_pinning_the_wal() {
+        use crate::test_batches::log_batch_with;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.flush_interval = Duration::ZERO;
+        let registry = Registry::default();
+        let storage = Storage::open(config.clone(), &registry).await.unwrap();
+        let poison: crate::test_batches::LogRow<'_> =
+            ("svc", "INFO", 9, split_writer::POISON_BODY, &[]);
+        storage
+            .append(Signal::Logs, log_batch_with(&[poison]))
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Logs, log_batch(&[(5, "good")]))
+            .await
+            .unwrap();
+        // The flusher fails, backs off, then isolates the bad batch.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while storage.shared.metrics.quarantined.get() == 0 {
+            assert!(Instant::now() < deadline, "nothing was quarantined");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        while rows(&storage.snapshot(Signal::Logs)) != (1, 0) {
+            assert!(Instant::now() < deadline, "the good batch was not flushed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(storage.shared.metrics.flush_errors.get() >= QUARANTINE_AFTER_FAILURES as u64);
+        let quarantined: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+        let kept = ipc::decode(Signal::Logs, &std::fs::read(&quarantined[0]).unwrap()).unwrap();
+        assert_eq!(kept.num_rows(), 1);
+        // A crash now replays neither batch: the WAL is no longer pinned.
+        std::mem::forget(storage);
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        assert_eq!(rows(&storage.snapshot(Signal::Logs)), (1, 0));
         storage.shutdown().await.unwrap();
     }
 }

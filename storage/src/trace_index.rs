@@ -60,11 +60,37 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
 /// The index of `trace_ids` (row i = element i; nulls and non-hex ids are
 /// left out).
 pub fn build(trace_ids: &StringArray) -> Vec<u8> {
-    let mut entries: Vec<(u32, u32)> = trace_ids
-        .iter()
-        .enumerate()
-        .filter_map(|(row, id)| Some((key(id?)?, row as u32)))
-        .collect();
+    let mut builder = TraceIndexBuilder::default();
+    builder.add(trace_ids);
+    builder.finish()
+}
+
+/// Builds a file's trace index batch by batch (8 bytes per span held).
+#[derive(Default)]
+pub struct TraceIndexBuilder {
+    entries: Vec<(u32, u32)>,
+    rows: u32,
+}
+
+impl TraceIndexBuilder {
+    /// Adds the trace ids of the file's next rows.
+    pub fn add(&mut self, trace_ids: &StringArray) {
+        let first = self.rows;
+        self.entries.extend(
+            trace_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(row, id)| Some((key(id?)?, first + row as u32))),
+        );
+        self.rows += arrow::array::Array::len(trace_ids) as u32;
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        encode(self.entries)
+    }
+}
+
+fn encode(mut entries: Vec<(u32, u32)>) -> Vec<u8> {
     entries.sort_unstable();
     let mut body = Vec::with_capacity(entries.len() * 5);
     let mut table = Vec::with_capacity(entries.len().div_ceil(BLOCK) * 8);

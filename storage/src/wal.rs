@@ -24,6 +24,10 @@ const HEADER_LEN: usize = 8;
 const BODY_PREFIX_LEN: usize = 9;
 /// Anything larger is garbage from a torn header, not a record we wrote.
 const MAX_BODY_LEN: usize = 1 << 30;
+/// The largest payload one record can carry. [`Wal::append`] refuses
+/// larger ones before writing a byte, so replay never meets a frame it must
+/// take for garbage (which would drop it and every record after it).
+pub const MAX_PAYLOAD_LEN: usize = MAX_BODY_LEN - BODY_PREFIX_LEN;
 
 /// One replayed record.
 #[derive(Debug)]
@@ -68,16 +72,28 @@ struct ClosedSegment {
     last_seq: u64,
 }
 
+/// The segment new records go to.
+struct ActiveSegment {
+    writer: BufWriter<File>,
+    path: PathBuf,
+    /// Bytes appended, durable or not.
+    len: u64,
+    /// The highest seq appended (it may be on disk even if its write failed).
+    last_seq: Option<u64>,
+    /// Length and last seq as of the last successful sync.
+    synced_len: u64,
+    synced_last_seq: Option<u64>,
+}
+
 /// The appending side of the log, owned by the single WAL writer thread.
 pub struct Wal {
     dir: PathBuf,
     sync: SyncMode,
     segment_bytes: u64,
     closed: Vec<ClosedSegment>,
-    active: BufWriter<File>,
-    active_path: PathBuf,
-    active_len: u64,
-    active_last_seq: Option<u64>,
+    /// `None` after a failed write or sync abandoned the segment, until
+    /// [`Wal::reopen`] starts a new one.
+    active: Option<ActiveSegment>,
     next_seq: u64,
 }
 
@@ -111,24 +127,78 @@ impl Wal {
                 }
             }
         }
-        let (active, active_path) = create_segment(dir, next_seq)?;
-        Ok(Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             sync,
             segment_bytes,
             closed,
-            active,
-            active_path,
-            active_len: 0,
-            active_last_seq: None,
+            active: None,
             next_seq,
-        })
+        };
+        wal.reopen()?;
+        Ok(wal)
+    }
+
+    /// Starts a fresh segment if there is none (after [`Wal::abandon`]).
+    pub fn reopen(&mut self) -> Result<()> {
+        if self.active.is_none() {
+            self.active = Some(create_segment(&self.dir, self.next_seq)?);
+        }
+        Ok(())
+    }
+
+    /// Gives up the active segment after a failed write or sync, whose
+    /// tail is now unknown: the unsynced records are cut off when the file
+    /// lets us (so a refused request never reappears at replay), and new
+    /// records go to a new segment from [`Wal::reopen`]. Sequence numbers
+    /// of refused records are never reused.
+    pub fn abandon(&mut self) {
+        let Some(segment) = self.active.take() else {
+            return;
+        };
+        // No flush: the buffer holds exactly the records that failed.
+        let (file, _unwritten) = segment.writer.into_parts();
+        let truncated = file
+            .set_len(segment.synced_len)
+            .and_then(|()| file.sync_all())
+            .is_ok();
+        drop(file);
+        let last_seq = if truncated {
+            segment.synced_last_seq
+        } else {
+            segment.last_seq
+        };
+        match last_seq {
+            Some(last_seq) => self.closed.push(ClosedSegment {
+                path: segment.path,
+                last_seq,
+            }),
+            None => {
+                if let Err(e) = fs::remove_file(&segment.path) {
+                    tracing::debug!(segment = %segment.path.display(), error = %e, "could not remove an empty abandoned WAL segment");
+                }
+            }
+        }
     }
 
     /// Buffers one record and returns its sequence number; it is durable
     /// only after the next successful [`Wal::sync`].
     pub fn append(&mut self, signal: Signal, payload: &[u8]) -> Result<u64> {
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(StorageError::RecordTooLarge {
+                bytes: payload.len(),
+                limit: MAX_PAYLOAD_LEN,
+            });
+        }
+        let active = self
+            .active
+            .as_mut()
+            .ok_or_else(|| StorageError::WalFailed("no open WAL segment".into()))?;
+        // The number is used up even if the write fails: part of the record
+        // may be on disk, and no other record may ever carry it.
         let seq = self.next_seq;
+        self.next_seq += 1;
+        active.last_seq = Some(seq);
         let body_len = BODY_PREFIX_LEN + payload.len();
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&seq.to_le_bytes());
@@ -141,10 +211,8 @@ impl Wal {
             w.write_all(&[signal.to_u8()])?;
             w.write_all(payload)
         };
-        write(&mut self.active).map_err(|e| StorageError::io("append to", &self.active_path, e))?;
-        self.next_seq += 1;
-        self.active_len += (HEADER_LEN + body_len) as u64;
-        self.active_last_seq = Some(seq);
+        write(&mut active.writer).map_err(|e| StorageError::io("append to", &active.path, e))?;
+        active.len += (HEADER_LEN + body_len) as u64;
         Ok(seq)
     }
 
@@ -152,17 +220,16 @@ impl Wal {
     /// one call covers every record appended since the last, which is what
     /// makes group commit cheap.
     pub fn sync(&mut self) -> Result<()> {
-        self.active
-            .flush()
-            .map_err(|e| StorageError::io("write", &self.active_path, e))?;
-        if self.sync == SyncMode::Always {
-            self.active
-                .get_ref()
-                .sync_data()
-                .map_err(|e| StorageError::io("fsync", &self.active_path, e))?;
-        }
-        if self.active_len >= self.segment_bytes {
-            self.rotate()?;
+        let active = self
+            .active
+            .as_mut()
+            .ok_or_else(|| StorageError::WalFailed("no open WAL segment".into()))?;
+        active.sync(self.sync)?;
+        if active.len >= self.segment_bytes
+            && let Err(e) = self.rotate()
+        {
+            // The records are durable; a new segment is tried next time.
+            tracing::warn!(error = %e, "could not start a new WAL segment; will retry");
         }
         Ok(())
     }
@@ -171,7 +238,12 @@ impl Wal {
     /// (they are in committed Parquet files). The active segment is closed
     /// first so that it, too, can go on the next call.
     pub fn remove_through(&mut self, through: u64) -> Result<()> {
-        if self.active_last_seq.is_some_and(|last| last <= through) {
+        if self
+            .active
+            .as_ref()
+            .and_then(|a| a.last_seq)
+            .is_some_and(|last| last <= through)
+        {
             self.rotate()?;
         }
         let mut kept = Vec::with_capacity(self.closed.len());
@@ -194,30 +266,43 @@ impl Wal {
     }
 
     fn rotate(&mut self) -> Result<()> {
-        let Some(last_seq) = self.active_last_seq else {
+        let Some(active) = self.active.as_mut() else {
             return Ok(());
         };
-        self.sync_buffer()?;
-        let (active, path) = create_segment(&self.dir, self.next_seq)?;
-        let old_path = std::mem::replace(&mut self.active_path, path);
-        self.active = active;
-        self.active_len = 0;
-        self.active_last_seq = None;
-        self.closed.push(ClosedSegment {
-            path: old_path,
-            last_seq,
-        });
+        let Some(last_seq) = active.last_seq else {
+            return Ok(());
+        };
+        active.sync(SyncMode::Always)?;
+        let new = create_segment(&self.dir, self.next_seq)?;
+        if let Some(old) = self.active.replace(new) {
+            self.closed.push(ClosedSegment {
+                path: old.path,
+                last_seq,
+            });
+        }
         Ok(())
     }
 
-    fn sync_buffer(&mut self) -> Result<()> {
-        self.active
+    #[cfg(test)]
+    fn active_path(&self) -> PathBuf {
+        self.active.as_ref().map(|a| a.path.clone()).unwrap()
+    }
+}
+
+impl ActiveSegment {
+    fn sync(&mut self, mode: SyncMode) -> Result<()> {
+        self.writer
             .flush()
-            .map_err(|e| StorageError::io("write", &self.active_path, e))?;
-        self.active
-            .get_ref()
-            .sync_data()
-            .map_err(|e| StorageError::io("fsync", &self.active_path, e))
+            .map_err(|e| StorageError::io("write", &self.path, e))?;
+        if mode == SyncMode::Always {
+            self.writer
+                .get_ref()
+                .sync_data()
+                .map_err(|e| StorageError::io("fsync", &self.path, e))?;
+        }
+        self.synced_len = self.len;
+        self.synced_last_seq = self.last_seq;
+        Ok(())
     }
 }
 
@@ -242,7 +327,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
-fn create_segment(dir: &Path, first_seq: u64) -> Result<(BufWriter<File>, PathBuf)> {
+fn create_segment(dir: &Path, first_seq: u64) -> Result<ActiveSegment> {
     let path = dir.join(segment_name(first_seq));
     let file = OpenOptions::new()
         .create(true)
@@ -251,7 +336,14 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(BufWriter<File>, PathBu
         .open(&path)
         .map_err(|e| StorageError::io("create", &path, e))?;
     sync_dir(dir)?;
-    Ok((BufWriter::with_capacity(1 << 20, file), path))
+    Ok(ActiveSegment {
+        writer: BufWriter::with_capacity(1 << 20, file),
+        path,
+        len: 0,
+        last_seq: None,
+        synced_len: 0,
+        synced_last_seq: None,
+    })
 }
 
 /// Makes a created or removed directory entry durable.
@@ -363,7 +455,7 @@ mod tests {
             wal.append(Signal::Logs, payload).unwrap();
         }
         wal.sync().unwrap();
-        wal.active_path.clone()
+        wal.active_path()
     }
 
     #[test]
@@ -418,5 +510,42 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let (wal, _) = replay_all(empty.path(), 42);
         assert_eq!(wal.next_seq(), 42);
+    }
+
+    #[test]
+    fn an_abandoned_segment_loses_only_unsynced_records_and_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = replay_all(dir.path(), 0);
+        wal.append(Signal::Logs, b"durable").unwrap();
+        wal.sync().unwrap();
+        wal.append(Signal::Logs, b"refused").unwrap();
+        // A write or fsync failed: the writer gives up the segment.
+        wal.abandon();
+        assert!(matches!(
+            wal.append(Signal::Logs, b"x"),
+            Err(StorageError::WalFailed(_))
+        ));
+        wal.reopen().unwrap();
+        assert_eq!(wal.append(Signal::Logs, b"later").unwrap(), 3);
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, records) = replay_all(dir.path(), 0);
+        let got: Vec<_> = records.iter().map(|r| (r.seq, r.payload.clone())).collect();
+        assert_eq!(got, vec![(1, b"durable".to_vec()), (3, b"later".to_vec())]);
+        assert_eq!(wal.next_seq(), 4);
+    }
+
+    #[test]
+    fn a_payload_over_the_frame_limit_is_refused_without_writing() {
+        assert_eq!(MAX_PAYLOAD_LEN + BODY_PREFIX_LEN, MAX_BODY_LEN);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = replay_all(dir.path(), 0);
+        // Zeroed pages the OS hands out lazily: only the length is read.
+        let huge = vec![0u8; MAX_PAYLOAD_LEN + 1];
+        assert!(matches!(
+            wal.append(Signal::Logs, &huge),
+            Err(StorageError::RecordTooLarge { .. })
+        ));
+        assert_eq!(wal.next_seq(), 1);
     }
 }

@@ -1,10 +1,16 @@
 //! The WAL writer: one thread that owns the log, appends every queued
 //! request, fsyncs once per group (group commit), moves the batches into the
 //! memtables and only then acknowledges them.
+//!
+//! A failed write or fsync (a full disk, an I/O error, no file handles)
+//! refuses that group and abandons the segment, whose tail is now unknown.
+//! Requests are then refused at once while a backoff runs; the first group
+//! after it goes to a new segment, and once its write and fsync succeed the
+//! log is healthy again, with no restart.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot};
@@ -16,12 +22,28 @@ use crate::wal::Wal;
 
 /// Stop adding to a group once it holds this many bytes.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// The first wait after a WAL failure; it doubles per failure up to the max.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// One request: its batch in one or more parts (one WAL record each),
+/// acknowledged together.
 pub(crate) struct Append {
     pub signal: Signal,
+    pub parts: Vec<Part>,
+    pub done: oneshot::Sender<Result<()>>,
+}
+
+/// One WAL record: the encoded payload and the batch it decodes to.
+pub(crate) struct Part {
     pub payload: Vec<u8>,
     pub batch: RecordBatch,
-    pub done: oneshot::Sender<Result<()>>,
+}
+
+impl Append {
+    pub(crate) fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.payload.len()).sum()
+    }
 }
 
 pub(crate) enum Command {
@@ -42,8 +64,15 @@ pub(crate) fn spawn(
         .spawn(move || run(wal, rx, shared))
 }
 
+/// Why the log refuses writes, and when it tries again.
+struct Failure {
+    reason: String,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
 fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wal {
-    let mut failed: Option<String> = None;
+    let mut failed: Option<Failure> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut group = Vec::new();
         let mut group_bytes = 0;
@@ -53,10 +82,9 @@ fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wa
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Append(a) => {
-                    group_bytes += a.payload.len();
-                    shared
-                        .queued_bytes
-                        .fetch_sub(a.payload.len(), Ordering::Relaxed);
+                    let bytes = a.bytes();
+                    group_bytes += bytes;
+                    shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     group.push(a);
                 }
                 Command::RemoveThrough(seq) => removals.push(seq),
@@ -86,26 +114,50 @@ fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wa
     wal
 }
 
-fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut Option<String>) {
-    if let Some(reason) = failed {
-        for a in group {
-            let _ = a.done.send(Err(StorageError::WalFailed(reason.clone())));
+fn refuse(group: Vec<Append>, reason: &str) {
+    for a in group {
+        let _ = a
+            .done
+            .send(Err(StorageError::WalFailed(reason.to_string())));
+    }
+}
+
+fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut Option<Failure>) {
+    if let Some(f) = failed.as_ref() {
+        let now = Instant::now();
+        if now < f.retry_at {
+            let wait = f.retry_at - now;
+            refuse(
+                group,
+                &format!("{} (next try in {} ms)", f.reason, wait.as_millis()),
+            );
+            return;
         }
-        return;
     }
     let started = Instant::now();
-    let written = group
-        .iter()
-        .map(|a| wal.append(a.signal, &a.payload))
-        .collect::<Result<Vec<u64>>>()
-        .and_then(|seqs| wal.sync().map(|()| seqs));
+    let written = wal.reopen().and_then(|()| {
+        let mut seqs = Vec::new();
+        for a in &group {
+            for part in &a.parts {
+                seqs.push(wal.append(a.signal, &part.payload)?);
+            }
+        }
+        wal.sync().map(|()| seqs)
+    });
     shared.metrics.wal_sync.observe(started.elapsed());
     match written {
         Ok(seqs) => {
+            if let Some(f) = failed.take() {
+                tracing::warn!(was = %f.reason, "WAL writes succeed again; accepting writes");
+                shared.metrics.wal_unavailable.set(0);
+            }
             let mut replies = Vec::with_capacity(group.len());
+            let mut seqs = seqs.into_iter();
             shared.with_state(|state| {
-                for (a, seq) in group.into_iter().zip(seqs) {
-                    state.insert(a.signal, seq, a.batch);
+                for a in group {
+                    for (part, seq) in a.parts.into_iter().zip(seqs.by_ref()) {
+                        state.insert(a.signal, seq, part.batch);
+                    }
                     replies.push(a.done);
                 }
             });
@@ -116,14 +168,22 @@ fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut
             shared.wake_flusher_if_full();
         }
         Err(e) => {
-            // The log's tail is now unknown: refuse writes rather than risk
-            // acknowledging data behind a hole. A restart truncates the tail.
-            tracing::error!(error = %e, "WAL write failed; refusing further writes");
+            // The segment's tail is now unknown: cut it off and refuse
+            // writes until a later group succeeds in a fresh segment.
+            wal.abandon();
+            let backoff = failed
+                .as_ref()
+                .map_or(FIRST_BACKOFF, |f| (f.backoff * 2).min(MAX_BACKOFF));
             let reason = e.to_string();
-            *failed = Some(reason.clone());
-            for a in group {
-                let _ = a.done.send(Err(StorageError::WalFailed(reason.clone())));
-            }
+            tracing::error!(error = %reason, retry_in_ms = backoff.as_millis() as u64, "WAL write failed; refusing writes until a retry succeeds");
+            shared.metrics.wal_errors.inc();
+            shared.metrics.wal_unavailable.set(1);
+            refuse(group, &reason);
+            *failed = Some(Failure {
+                reason,
+                backoff,
+                retry_at: Instant::now() + backoff,
+            });
         }
     }
 }

@@ -48,6 +48,86 @@ impl Loupe {
         loupe
     }
 
+    /// Like [`Loupe::start`], with `prepare` called on the (not yet
+    /// existing) data directory path first — to make it a link to a small
+    /// file system, say.
+    pub fn start_with(args: &[&str], prepare: impl FnOnce(&Path)) -> Loupe {
+        init_tls();
+        let root = tempfile::tempdir().unwrap();
+        prepare(&root.path().join("data"));
+        let mut loupe = Loupe {
+            child: None,
+            root,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            otlp_http: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        loupe.spawn();
+        loupe
+    }
+
+    /// Peak resident memory of the server process so far, in KiB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let pid = self.pid().expect("loupe is running");
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Resets the peak RSS (`VmHWM`) to the current RSS, so a later
+    /// [`Loupe::peak_rss_kb`] measures one phase; false if not permitted.
+    pub fn reset_peak_rss(&self) -> bool {
+        let pid = self.pid().expect("loupe is running");
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+    }
+
+    /// The status of `GET /healthz`.
+    pub fn healthz(&self) -> u16 {
+        self.client
+            .get(self.api_url("/healthz"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// The sum of every sample of `/metrics` metric `name` (all labels).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.api_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// `GET /api/v1/splits`: the files of `signal` as the catalog lists them.
+    pub fn splits(&self, signal: &str) -> Vec<Value> {
+        let body: Value = self
+            .client
+            .get(self.api_url("/api/v1/splits"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        body[signal].as_array().cloned().unwrap_or_default()
+    }
+
     /// Starts a new server, with other flags, on a stopped one's data.
     pub fn start_in(mut previous: Loupe, args: &[&str]) -> Loupe {
         previous.kill9();
