@@ -24,6 +24,9 @@ pub struct SqlArgs {
     /// Base URL of the Loupe API.
     #[arg(long, env = "LOUPE_URL", default_value = "http://127.0.0.1:7080")]
     pub url: String,
+    /// Access token (query or admin scope) when the server asks for one.
+    #[arg(long, env = "LOUPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
@@ -39,9 +42,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout_secs))
         .build()?;
-    let response = client
-        .post(&url)
-        .header("accept", accept)
+    let mut request = client.post(&url).header("accept", accept);
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .json(&serde_json::json!({ "sql": args.sql }))
         .send()
         .await
