@@ -147,7 +147,7 @@ settings! {
     webhook_allow: AllowList = "", env "LOUPE_WEBHOOK_ALLOW";
     /// Access tokens, `SCOPE:SECRET` comma-separated (scopes: ingest,
     /// query, admin); `--token` adds one at a time.
-    tokens: TokenList = "", env "LOUPE_TOKENS";
+    tokens: TokenList = "", env "LOUPE_TOKENS", arg(hide_env_values = true);
     /// Listen beyond loopback without any token (only behind something
     /// that authenticates requests itself).
     insecure_no_auth: bool = "false", env "LOUPE_INSECURE_NO_AUTH", arg(num_args = 0..=1, default_missing_value = "true");

@@ -231,12 +231,14 @@ impl Worker {
                 // log: shown through the API it would tell a user which
                 // internal ports are open.
                 tracing::warn!(id = %msg.id, error = %error_chain(&e), "webhook delivery failed");
-                let error = if is_guard_refusal(&e) {
-                    REFUSED
-                } else {
-                    "no HTTP response from the receiver"
-                };
-                retry_or_fail(msg, None, error.into(), None, &self.config, now)
+                if is_guard_refusal(&e) {
+                    return Outcome::Failed {
+                        status: None,
+                        error: REFUSED.into(),
+                    };
+                }
+                let error = "no HTTP response from the receiver".to_string();
+                retry_or_fail(msg, None, error, None, &self.config, now)
             }
         }
     }

@@ -14,6 +14,7 @@ use prost::Message;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
 
+use crate::browser::Browser;
 use crate::harness::{Loupe, deadline_in, init_tls, wait_until};
 use crate::otlp_proto::logs_request;
 use crate::webhook_receiver::Receiver;
@@ -555,48 +556,55 @@ fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
     drop(loupe);
 
     // Allowed when saved, refused when delivered (the check runs again on
-    // every delivery): the receiver never hears anything, and the task's
-    // error does not say what is listening where.
+    // every delivery, on an IP literal and on the addresses a name resolves
+    // to, so re-pointing a name later does not get through): the receiver
+    // never hears anything, and the task's error does not say what is
+    // listening where.
     let secret = loupe_notify::signing::generate_secret();
     let receiver = Receiver::start(&secret, 204);
-    let loupe = Loupe::start(&[]);
-    let (status, body) = api(
-        &loupe,
-        "PUT",
-        "/api/v1/capacity/policies/cart",
-        None,
-        Some(
-            json!({"webhook_url": receiver.url(), "webhook_secret": secret, "evaluation_interval": "1h"}),
-        ),
-    );
-    assert_eq!(status, 200, "{body}");
-    let loupe = Loupe::start_in(loupe, &["--webhook-allow", ""]);
-    let (status, task) = api(
-        &loupe,
-        "POST",
-        "/api/v1/capacity/tasks",
-        None,
-        Some(json!({"service": "cart", "to": 3})),
-    );
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_string();
-    let mut seen = Value::Null;
-    let failed = wait_until(deadline_in(Duration::from_secs(20)), || {
-        seen = api(
+    let loupe = Loupe::start(&["--webhook-allow", "127.0.0.1,::1"]);
+    let by_name = format!("http://localhost:{}/hook", receiver.addr.port());
+    for (service, url) in [("cart", receiver.url()), ("email", by_name)] {
+        let (status, body) = api(
             &loupe,
-            "GET",
-            &format!("/api/v1/capacity/tasks/{id}"),
+            "PUT",
+            &format!("/api/v1/capacity/policies/{service}"),
             None,
+            Some(
+                json!({"webhook_url": url, "webhook_secret": secret, "evaluation_interval": "1h"}),
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let loupe = Loupe::start_in(loupe, &["--webhook-allow", ""]);
+    for service in ["cart", "email"] {
+        let (status, task) = api(
+            &loupe,
+            "POST",
+            "/api/v1/capacity/tasks",
             None,
-        )
-        .1;
-        seen["state"] == "failed"
-    });
-    assert!(failed, "{seen}");
+            Some(json!({"service": service, "to": 3})),
+        );
+        assert_eq!(status, 201, "{task}");
+        let id = task["id"].as_str().unwrap().to_string();
+        let mut seen = Value::Null;
+        let failed = wait_until(deadline_in(Duration::from_secs(20)), || {
+            seen = api(
+                &loupe,
+                "GET",
+                &format!("/api/v1/capacity/tasks/{id}"),
+                None,
+                None,
+            )
+            .1;
+            seen["state"] == "failed"
+        });
+        assert!(failed, "{service}: {seen}");
+        let error = seen["delivery"]["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("--webhook-allow"), "{service}: {seen}");
+        assert!(!error.contains(&receiver.addr.port().to_string()), "{seen}");
+    }
     assert!(receiver.deliveries().is_empty());
-    let error = seen["delivery"]["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("--webhook-allow"), "{seen}");
-    assert!(!error.contains(&receiver.addr.port().to_string()), "{seen}");
 
     // A receiver that does not answer: the error is the same whatever the
     // reason (refused, reset, timed out), so it cannot map internal ports.
@@ -896,4 +904,38 @@ fn ingest_over_a_tokens_rate_limit_gets_429_with_a_retry_hint() {
             200
         );
     }
+}
+
+#[test]
+fn the_ui_logs_in_with_a_token_kept_in_an_httponly_cookie() {
+    let loupe = start_with_tokens(&[]);
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let mut b = Browser::start(&shots);
+    b.navigate(&format!("http://{}/services", loupe.http));
+    let wait = Duration::from_secs(30);
+    b.wait_for(
+        "document.querySelector('form.login input[name=token]') !== null",
+        wait,
+        "the login form after a 401",
+    );
+    b.screenshot("access-login");
+    b.type_into("form.login input[name=token]", "not-a-token-0123456789");
+    b.click("form.login button[type=submit]");
+    b.wait_for(
+        "document.querySelector('form.login [role=alert]').textContent.includes('token')",
+        wait,
+        "the refusal shown",
+    );
+    b.type_into("form.login input[name=token]", QUERY);
+    b.click("form.login button[type=submit]");
+    b.wait_for(
+        "document.readyState === 'complete' && document.querySelector('form.login') === null \
+         && document.querySelector('.page.services') !== null && !document.querySelector('.state.error')",
+        wait,
+        "the services page after logging in",
+    );
+    // The token is in an HttpOnly cookie: the page's scripts cannot read it.
+    assert_eq!(b.eval("document.cookie"), json!(""));
+    let status = b.eval("fetch('/api/v1/services').then(r => r.status)");
+    assert_eq!(status, json!(200));
 }
