@@ -344,6 +344,45 @@ mod tests {
     }
 
     #[test]
+    fn access_settings_come_from_the_file_and_flags_replace_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loupe.toml");
+        std::fs::write(
+            &path,
+            "tokens = [\"ingest:ingest-secret-0001\", \"query:query-secret-00001\"]\n\
+             webhook_allow = \"10.0.0.0/8, 127.0.0.1\"\ninsecure_no_auth = true\n\
+             tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ningest_rate_limit = 50\n",
+        )
+        .unwrap();
+        let args = |token: Vec<TokenSpec>| ServeArgs {
+            config: Some(path.clone()),
+            token,
+            ..Default::default()
+        };
+        let config = args(Vec::new()).resolve().unwrap();
+        let scopes: Vec<_> = config.access.tokens.iter().map(|t| t.scope).collect();
+        assert_eq!(
+            scopes,
+            [crate::access::Scope::Ingest, crate::access::Scope::Query]
+        );
+        assert!(config.access.insecure_no_auth);
+        assert_eq!(config.access.ingest_rate_limit, 50.0);
+        assert_eq!(
+            config.webhook_allow,
+            "10.0.0.0/8,127.0.0.1".parse().unwrap()
+        );
+        assert!(config.listen.tls.is_some());
+        let flag: TokenSpec = "admin:admin-secret-00001".parse().unwrap();
+        let config = args(vec![flag.clone()]).resolve().unwrap();
+        assert_eq!(config.access.tokens, [flag]);
+        // A certificate without its key is refused, as is a short secret.
+        std::fs::write(&path, "tls_cert = \"/c.pem\"\n").unwrap();
+        assert!(args(Vec::new()).resolve().is_err());
+        std::fs::write(&path, "tokens = \"admin:short\"\n").unwrap();
+        assert!(args(Vec::new()).resolve().is_err());
+    }
+
+    #[test]
     fn the_file_is_checked_like_the_flags() {
         let dir = tempfile::tempdir().unwrap();
         for bad in [
