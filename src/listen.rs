@@ -256,7 +256,17 @@ pub async fn serve_http(
         .keep_alive_timeout(rules.http2_keepalive);
     let builder = Arc::new(builder);
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some(conn) = conns.recv().await {
+    let mut stopping = stop.clone();
+    loop {
+        // Stop taking connections at once, even those still in their
+        // handshake (a silent client must not hold up shutdown).
+        let conn = tokio::select! {
+            conn = conns.recv() => match conn {
+                Some(conn) => conn,
+                None => break,
+            },
+            _ = stopping.wait_for(|s| *s) => break,
+        };
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
         let mut stop = stop.clone();
@@ -272,6 +282,7 @@ pub async fn serve_http(
         });
         while tasks.try_join_next().is_some() {}
     }
+    drop(conns);
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

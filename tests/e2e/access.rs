@@ -518,6 +518,22 @@ fn every_listener_speaks_tls_with_the_configured_certificate() {
         (r.status(), r.json::<Value>().unwrap())
     };
     assert_eq!(rows["rows"][0][0], 2, "{rows}");
+    // `loupe sql` over HTTPS, trusting the CA given.
+    let output = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["sql", "--format", "csv", "--url"])
+        .arg(format!("https://127.0.0.1:{}", loupe.http.port()))
+        .args(["--token", QUERY, "--ca-file"])
+        .arg(&cert)
+        .arg("SELECT count(*) AS n FROM logs")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "n\n2", "{stdout}");
 }
 
 #[test]
