@@ -179,7 +179,7 @@ impl Server {
 /// service's logs and sends signed scale orders, so an open port off the
 /// machine would hand both to anyone who can reach it.
 fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result<()> {
-    if access.required() || config.access.insecure_no_auth {
+    if access.required() {
         return Ok(());
     }
     let listeners = [
@@ -187,7 +187,12 @@ fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result
         ("OTLP/HTTP", config.otlp_http),
         ("the API", config.http),
     ];
-    if let Some((what, addr)) = listeners.iter().find(|(_, a)| !a.ip().is_loopback()) {
+    let open = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
+    if let Some((what, addr)) = open
+        && config.access.insecure_no_auth
+    {
+        tracing::warn!(%addr, "listening for {what} beyond loopback without any token (--insecure-no-auth)");
+    } else if let Some((what, addr)) = open {
         anyhow::bail!(
             "refusing to listen for {what} on {addr} without an access token: anyone who can reach it could read all telemetry and change capacity policies. \
              Set tokens with --token SCOPE:SECRET (repeatable; scopes ingest, query, admin), LOUPE_TOKENS='ingest:SECRET1,admin:SECRET2' \
