@@ -123,18 +123,21 @@ pub struct Background {
 
 /// Opens capacity and alert state and the webhook outbox in the catalog
 /// database; `external_url` is how people reach this server (for links in
-/// notifications); `ca_file` adds trusted certificates for https:// receivers.
+/// notifications); `ca_file` adds trusted certificates for https:// receivers;
+/// `allow` lists the internal networks webhooks may reach (the SSRF guard).
 pub fn open(
     data_dir: &Path,
     engine: Arc<QueryEngine>,
     external_url: String,
     ca_file: Option<std::path::PathBuf>,
+    allow: loupe_notify::AllowList,
     ingestor: Arc<loupe_ingest::Ingestor>,
 ) -> anyhow::Result<Background> {
     let path = data_dir.join("catalog.sqlite");
     let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine.clone()));
     let config = WorkerConfig {
         ca_file,
+        allow,
         ..WorkerConfig::default()
     };
     let worker = Worker::open(path.clone(), config)

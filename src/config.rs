@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use loupe_notify::AllowList;
 use loupe_query::QueryConfig;
 use loupe_storage::{StorageConfig, SyncMode};
 use serde::Deserialize;
+
+use crate::access::{TokenList, TokenSpec};
 
 /// A duration setting in the shared grammar (`300ms`, `15s`, `1.5h`, `7d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +58,14 @@ deserialize_from_str!(DurationSetting, SizeSetting);
 /// Defines the settings struct (flags + env through clap, keys through
 /// serde), the resolved struct, and the table of defaults, from one list.
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:literal, env $env:literal; )*) => {
+    ($( $(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:literal, env $env:literal $(, arg($($extra:tt)*))?; )*) => {
         /// Every setting, each optional so that the file and the defaults
         /// can fill what the command line leaves out.
         #[derive(Debug, Default, Clone, Args, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct Settings {
             $(
-                #[arg(long, env = $env, help = concat!($($doc,)+ " [default: ", $default, "]"))]
+                #[arg(long, env = $env, $($($extra)*,)? help = concat!($($doc,)+ " [default: ", $default, "]"))]
                 pub $name: Option<$ty>,
             )*
         }
@@ -143,6 +146,33 @@ settings! {
     /// PEM certificates trusted for https:// webhook and alert receivers,
     /// besides the system's (empty: the system's only).
     webhook_ca_file: PathBuf = "", env "LOUPE_WEBHOOK_CA_FILE";
+    /// Internal addresses and networks webhooks and alert receivers may
+    /// reach (comma-separated IPs or CIDRs, e.g. `10.1.0.0/16,127.0.0.1`);
+    /// loopback, link-local and private addresses are refused otherwise.
+    webhook_allow: AllowList = "", env "LOUPE_WEBHOOK_ALLOW";
+    /// Access tokens, `SCOPE:SECRET` comma-separated (scopes: ingest,
+    /// query, admin); `--token` adds one at a time.
+    tokens: TokenList = "", env "LOUPE_TOKENS", arg(hide_env_values = true);
+    /// Listen beyond loopback without any token (only behind something
+    /// that authenticates requests itself).
+    insecure_no_auth: bool = "false", env "LOUPE_INSECURE_NO_AUTH", arg(num_args = 0..=1, default_missing_value = "true");
+    /// PEM certificate chain: serve TLS on every listener (with `tls_key`).
+    tls_cert: PathBuf = "", env "LOUPE_TLS_CERT";
+    /// PEM private key of `tls_cert`.
+    tls_key: PathBuf = "", env "LOUPE_TLS_KEY";
+    /// A client must send a request's headers (or finish the TLS
+    /// handshake) within this time, or the connection is closed.
+    header_timeout: DurationSetting = "30s", env "LOUPE_HEADER_TIMEOUT";
+    /// Open connections per listener at most; more are closed at once.
+    max_connections: usize = "1024", env "LOUPE_MAX_CONNECTIONS";
+    /// Concurrent HTTP/2 streams per connection at most.
+    http2_max_streams: u32 = "256", env "LOUPE_HTTP2_MAX_STREAMS";
+    /// HTTP/2 keepalive: ping an idle connection this often and close it
+    /// when the ping is not answered within the same time.
+    http2_keepalive: DurationSetting = "30s", env "LOUPE_HTTP2_KEEPALIVE";
+    /// OTLP requests per second each token may send (0: no limit); more
+    /// are answered 429 / RESOURCE_EXHAUSTED with a retry hint.
+    ingest_rate_limit: f64 = "0", env "LOUPE_INGEST_RATE_LIMIT";
 }
 
 /// Flags of `loupe serve`.
@@ -160,6 +190,10 @@ pub struct ServeArgs {
     /// Requests per second of the demo workload.
     #[arg(long, default_value_t = 20.0)]
     pub demo_rate: f64,
+    /// An access token, `SCOPE:SECRET` (repeatable; replaces
+    /// `LOUPE_TOKENS` and the file's `tokens` when given).
+    #[arg(long = "token", value_name = "SCOPE:SECRET")]
+    pub token: Vec<TokenSpec>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -175,6 +209,29 @@ pub struct ServeConfig {
     pub storage: StorageConfig,
     pub query: QueryConfig,
     pub webhook_ca_file: Option<PathBuf>,
+    pub webhook_allow: AllowList,
+    pub access: AccessConfig,
+    pub listen: ListenConfig,
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub tokens: Vec<TokenSpec>,
+    pub insecure_no_auth: bool,
+    /// Requests per second per token on the OTLP listeners (0: no limit).
+    pub ingest_rate_limit: f64,
+}
+
+/// How every listener treats connections.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// `(certificate chain, key)` PEM files: TLS on every listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_streams: u32,
+    pub http2_keepalive: Duration,
 }
 
 impl ServeArgs {
@@ -183,7 +240,21 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => Settings::default(),
         };
-        let s = self.settings.resolve(file)?;
+        let mut s = self.settings.resolve(file)?;
+        if !self.token.is_empty() {
+            s.tokens = TokenList(self.token);
+        }
+        let tls = match (
+            s.tls_cert.as_os_str().is_empty(),
+            s.tls_key.as_os_str().is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((s.tls_cert.clone(), s.tls_key.clone())),
+            _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+        };
+        if !(s.ingest_rate_limit >= 0.0 && s.ingest_rate_limit.is_finite()) {
+            anyhow::bail!("ingest_rate_limit must be a number ≥ 0");
+        }
         let mut storage = StorageConfig::new(s.data_dir);
         storage.wal_sync = s.wal_fsync;
         storage.flush_interval = s.flush_interval.0;
@@ -217,6 +288,19 @@ impl ServeArgs {
             query,
             webhook_ca_file: (!s.webhook_ca_file.as_os_str().is_empty())
                 .then_some(s.webhook_ca_file),
+            webhook_allow: s.webhook_allow,
+            access: AccessConfig {
+                tokens: s.tokens.0,
+                insecure_no_auth: s.insecure_no_auth,
+                ingest_rate_limit: s.ingest_rate_limit,
+            },
+            listen: ListenConfig {
+                tls,
+                header_timeout: s.header_timeout.0,
+                max_connections: s.max_connections.max(1),
+                http2_max_streams: s.http2_max_streams.max(1),
+                http2_keepalive: s.http2_keepalive.0,
+            },
         })
     }
 }
@@ -264,6 +348,45 @@ mod tests {
             config.storage.maintenance.retention[2],
             Duration::from_secs(30 * 86400)
         );
+    }
+
+    #[test]
+    fn access_settings_come_from_the_file_and_flags_replace_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loupe.toml");
+        std::fs::write(
+            &path,
+            "tokens = [\"ingest:ingest-secret-0001\", \"query:query-secret-00001\"]\n\
+             webhook_allow = \"10.0.0.0/8, 127.0.0.1\"\ninsecure_no_auth = true\n\
+             tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ningest_rate_limit = 50\n",
+        )
+        .unwrap();
+        let args = |token: Vec<TokenSpec>| ServeArgs {
+            config: Some(path.clone()),
+            token,
+            ..Default::default()
+        };
+        let config = args(Vec::new()).resolve().unwrap();
+        let scopes: Vec<_> = config.access.tokens.iter().map(|t| t.scope).collect();
+        assert_eq!(
+            scopes,
+            [crate::access::Scope::Ingest, crate::access::Scope::Query]
+        );
+        assert!(config.access.insecure_no_auth);
+        assert_eq!(config.access.ingest_rate_limit, 50.0);
+        assert_eq!(
+            config.webhook_allow,
+            "10.0.0.0/8,127.0.0.1".parse().unwrap()
+        );
+        assert!(config.listen.tls.is_some());
+        let flag: TokenSpec = "admin:admin-secret-00001".parse().unwrap();
+        let config = args(vec![flag.clone()]).resolve().unwrap();
+        assert_eq!(config.access.tokens, [flag]);
+        // A certificate without its key is refused, as is a short secret.
+        std::fs::write(&path, "tls_cert = \"/c.pem\"\n").unwrap();
+        assert!(args(Vec::new()).resolve().is_err());
+        std::fs::write(&path, "tokens = \"admin:short\"\n").unwrap();
+        assert!(args(Vec::new()).resolve().is_err());
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct GenArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Access token (ingest scope) when the server asks for one.
+    #[arg(long, env = "LOUPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl GenArgs {
@@ -106,6 +109,7 @@ impl GenArgs {
             step_secs: parse_duration(&self.step_duration)?.as_secs_f64(),
             progress: !self.quiet,
             signals: self.signals,
+            token: self.token.clone(),
         })
     }
 }

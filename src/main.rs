@@ -1,9 +1,11 @@
 //! The `loupe` binary: command-line parsing and wiring only. The work is in
 //! the `ingest`, `storage` and `query` crates.
 
+mod access;
 mod background;
 mod config;
 mod gen_cmd;
+mod listen;
 mod routes;
 mod serve;
 mod sql_client;
@@ -56,6 +58,15 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     let demo = args.demo.then_some(args.demo_rate);
     let config = args.resolve()?;
+    let demo_token = config
+        .access
+        .tokens
+        .iter()
+        .find(|t| t.scope == access::Scope::Ingest)
+        .map(|t| t.secret.clone());
+    if demo.is_some() && config.listen.tls.is_some() {
+        anyhow::bail!("--demo sends plain OTLP/gRPC; run it without TLS");
+    }
     let terminated = serve::termination()?;
     let server = serve::Server::start(config).await?;
     let b = server.bound;
@@ -66,7 +77,7 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
         b.otlp_grpc, b.otlp_http, b.http
     );
     tracing::info!(otlp_grpc = %b.otlp_grpc, otlp_http = %b.otlp_http, http = %b.http, "Loupe is ready");
-    let demo = demo.map(|rate| serve::start_demo(b.otlp_grpc, rate));
+    let demo = demo.map(|rate| serve::start_demo(b.otlp_grpc, rate, demo_token));
     terminated.await;
     tracing::info!("shutting down: finishing requests and flushing data");
     if let Some(demo) = demo {

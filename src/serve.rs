@@ -14,7 +14,10 @@ use loupe_storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access::http::Listener;
+use crate::access::{self, Access};
 use crate::config::ServeConfig;
+use crate::listen::{self, Hardening};
 use crate::routes;
 
 /// Addresses actually bound (they differ from the configured ones for port 0).
@@ -47,6 +50,18 @@ impl Server {
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         let registry = Registry::default();
         let data_dir = config.storage.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let access = Arc::new(
+            Access::open(
+                &data_dir.join("catalog.sqlite"),
+                &config.access.tokens,
+                config.access.ingest_rate_limit,
+            )
+            .context("opening access tokens")?,
+        );
+        refuse_open_exposure(&config, &access)?;
+        let rules = Hardening::new(&config.listen)?;
         let storage = Storage::open(config.storage.clone(), &registry)
             .await
             .with_context(|| format!("opening data directory {}", data_dir.display()))?;
@@ -70,11 +85,13 @@ impl Server {
             http: api_listener.local_addr()?,
         };
 
+        let scheme = if rules.tls() { "https" } else { "http" };
         let background = crate::background::open(
             &data_dir,
             engine.clone(),
-            format!("http://{}", bound.http),
+            format!("{scheme}://{}", bound.http),
             config.webhook_ca_file.clone(),
+            config.webhook_allow.clone(),
             ingestor.clone(),
         )?;
 
@@ -82,28 +99,36 @@ impl Server {
         let mut tasks = Vec::new();
 
         let routes = loupe_ingest::grpc_routes(ingestor.clone(), config.max_request_bytes);
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let incoming = listen::grpc_incoming(grpc_listener, &rules, stop_rx.clone());
         let grpc_stop = stopped(stop_rx.clone());
         let request_timeout = config.request_timeout;
+        let keepalive = Some(rules.http2_keepalive);
+        let interceptor = access::grpc::interceptor(access.clone());
+        let max_streams = rules.http2_max_streams;
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .timeout(request_timeout)
+                .http2_keepalive_interval(keepalive)
+                .http2_keepalive_timeout(keepalive)
+                .max_concurrent_streams(Some(max_streams))
+                .layer(tonic::service::InterceptorLayer::new(interceptor))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
                 .await
                 .context("OTLP/gRPC server")
         }));
 
-        let otlp_http =
-            loupe_ingest::http::router(ingestor, config.max_request_bytes, config.request_timeout);
-        let http_stop = stopped(stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            axum::serve(http_listener, otlp_http)
-                .with_graceful_shutdown(http_stop)
-                .await
-                .context("OTLP/HTTP server")
-        }));
+        let otlp_http = access::http::guard(
+            loupe_ingest::http::router(ingestor, config.max_request_bytes, config.request_timeout),
+            access.clone(),
+            Listener::Otlp,
+        );
+        tasks.push(tokio::spawn(listen::serve_http(
+            http_listener,
+            otlp_http,
+            rules.clone(),
+            stop_rx.clone(),
+        )));
 
         tasks.extend(background.spawn(&stop_rx));
         let api = routes::api_router(
@@ -112,14 +137,15 @@ impl Server {
             registry,
             background.capacity.clone(),
             background.alerts.clone(),
-        );
-        let api_stop = stopped(stop_rx);
-        tasks.push(tokio::spawn(async move {
-            axum::serve(api_listener, api)
-                .with_graceful_shutdown(api_stop)
-                .await
-                .context("API server")
-        }));
+        )
+        .merge(access::http::routes(access.clone(), rules.tls()));
+        let api = access::http::guard(api, access, Listener::Api);
+        tasks.push(tokio::spawn(listen::serve_http(
+            api_listener,
+            api,
+            rules,
+            stop_rx,
+        )));
 
         Ok(Server {
             bound,
@@ -147,6 +173,34 @@ impl Server {
             .context("flushing data on shutdown")?;
         Ok(())
     }
+}
+
+/// Refuses to listen beyond loopback with no token: Loupe holds every
+/// service's logs and sends signed scale orders, so an open port off the
+/// machine would hand both to anyone who can reach it.
+fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result<()> {
+    if access.required() {
+        return Ok(());
+    }
+    let listeners = [
+        ("OTLP/gRPC", config.otlp_grpc),
+        ("OTLP/HTTP", config.otlp_http),
+        ("the API", config.http),
+    ];
+    let open = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
+    if let Some((what, addr)) = open
+        && config.access.insecure_no_auth
+    {
+        tracing::warn!(%addr, "listening for {what} beyond loopback without any token (--insecure-no-auth)");
+    } else if let Some((what, addr)) = open {
+        anyhow::bail!(
+            "refusing to listen for {what} on {addr} without an access token: anyone who can reach it could read all telemetry and change capacity policies. \
+             Set tokens with --token SCOPE:SECRET (repeatable; scopes ingest, query, admin), LOUPE_TOKENS='ingest:SECRET1,admin:SECRET2' \
+             or tokens = [\"admin:SECRET\"] in the config file (make secrets with `openssl rand -hex 24`); \
+             or pass --insecure-no-auth if something in front of Loupe authenticates every request"
+        );
+    }
+    Ok(())
 }
 
 /// Registers the SIGINT and SIGTERM handlers now — so a signal that
@@ -179,12 +233,14 @@ pub struct Demo {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the simulated shop against this server's OTLP/gRPC port.
-pub fn start_demo(otlp_grpc: SocketAddr, rate: f64) -> Demo {
+/// Starts the simulated shop against this server's OTLP/gRPC port, with
+/// `token` (an ingest token) when the server asks for one.
+pub fn start_demo(otlp_grpc: SocketAddr, rate: f64, token: Option<String>) -> Demo {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = loupe_gen::GenConfig {
         endpoint: format!("http://{otlp_grpc}"),
         rate,
+        token,
         scenario: loupe_gen::Scenario::Demo,
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

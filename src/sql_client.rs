@@ -24,6 +24,13 @@ pub struct SqlArgs {
     /// Base URL of the Loupe API.
     #[arg(long, env = "LOUPE_URL", default_value = "http://127.0.0.1:7080")]
     pub url: String,
+    /// Access token (query or admin scope) when the server asks for one.
+    #[arg(long, env = "LOUPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM certificates to trust for an https:// URL besides the system's
+    /// (a server with a private CA).
+    #[arg(long, env = "LOUPE_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
@@ -36,12 +43,21 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         Format::Csv => "text/csv",
     };
     let url = format!("{}/api/v1/sql", args.url.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout_secs))
-        .build()?;
-    let response = client
-        .post(&url)
-        .header("accept", accept)
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(args.timeout_secs));
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} is not PEM", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build()?;
+    let mut request = client.post(&url).header("accept", accept);
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .json(&serde_json::json!({ "sql": args.sql }))
         .send()
         .await

@@ -187,10 +187,17 @@ async fn put_receiver(State(a): Shared, Path(name): Path<String>, body: String) 
     if let Some(problem) = r.problems() {
         return Err(AlertError::Invalid(problem));
     }
+    a.check_url(&r.endpoint()).await?;
     if r.secret.is_none()
         && let Some(old) = a.store.get(&RECEIVERS, &name)?
-        && old.url == r.url
+        && old.secret.is_some()
     {
+        if old.url != r.url {
+            return Err(AlertError::Invalid(
+                "url changed: state the secret again (the stored one is not sent to a new URL)"
+                    .into(),
+            ));
+        }
         r.secret = old.secret;
     }
     a.store.put(&RECEIVERS, &name, &r, now_ms())?;

@@ -87,6 +87,18 @@ impl Alerts {
         }
     }
 
+    /// Refuses a receiver URL the delivery worker's SSRF guard would refuse.
+    pub async fn check_url(&self, url: &str) -> Result<(), crate::error::AlertError> {
+        match &self.worker {
+            Some(worker) => worker
+                .guard()
+                .check_url(url)
+                .await
+                .map_err(|e| crate::error::AlertError::Invalid(format!("url: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Attaches problem location: firing alerts of rules with
     /// `attach_suspects` then carry the top suspects as annotations.
     pub fn with_suspects(mut self, finder: Arc<dyn SuspectFinder>) -> Alerts {

@@ -124,14 +124,32 @@ fn list_by_service<T: DeserializeOwned + Serialize>(
     ok(list)
 }
 
+/// A policy as the API shows it: the webhook secret replaced by whether
+/// one is set (a secret is written, never read back).
+fn policy_view(policy: &PolicySpec) -> Result<Value, CapacityError> {
+    let mut value =
+        serde_json::to_value(policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("webhook_secret");
+        obj.insert(
+            "webhook_secret_set".into(),
+            Value::Bool(policy.webhook_secret.is_some()),
+        );
+    }
+    Ok(value)
+}
+
 async fn list_policies(State(c): Shared) -> Reply {
-    list_by_service(&c, &POLICIES, "policy")
+    let mut list = Vec::new();
+    for (service, policy) in c.store.list(&POLICIES)? {
+        list.push(json!({"service": service, "policy": policy_view(&policy)?}));
+    }
+    ok(list)
 }
 
 async fn get_policy(State(c): Shared, Path(service): Key) -> Reply {
     let policy = fetch(&c, &POLICIES, &service)?;
-    let mut value =
-        serde_json::to_value(&policy).map_err(|e| CapacityError::Internal(e.to_string()))?;
+    let mut value = policy_view(&policy)?;
     // A 410 from the receiver stops deliveries until the policy is saved
     // again; say so where the user looks.
     if let (Some(reason), Some(obj)) = (
@@ -143,21 +161,56 @@ async fn get_policy(State(c): Shared, Path(service): Key) -> Reply {
     ok(value)
 }
 
-/// Saves the policy; without `webhook_secret` it keeps the stored one or
-/// generates a new one, returned in the answer.
+/// Saves the policy. Without `webhook_secret` it keeps the stored one —
+/// unless the webhook URL changes, which needs the secret stated again (so
+/// a secret never signs for a receiver its owner did not choose) — or, for
+/// a new policy, generates one: that answer is the only time the generated
+/// secret is shown. The URL must pass the SSRF guard.
 async fn put_policy(State(c): Shared, Path(service): Key, text: String) -> Reply {
+    let text = without_view_fields(text);
     let mut policy = valid(&text, |p: &mut PolicySpec| p.validate())?;
+    c.check_webhook_url(&policy.webhook_url).await?;
     check_sql_signals(&c, &service, &policy).await?;
+    let mut generated = None;
     if policy.webhook_secret.is_none() {
-        policy.webhook_secret = Some(
-            c.store
-                .get(&POLICIES, &service)?
-                .and_then(|p| p.webhook_secret)
-                .unwrap_or_else(loupe_notify::signing::generate_secret),
-        );
+        match c.store.get(&POLICIES, &service)? {
+            Some(old) if old.webhook_url != policy.webhook_url && old.webhook_secret.is_some() => {
+                return Err(CapacityError::Invalid(
+                    "webhook_url changed: state webhook_secret again (the stored one is not sent to a new URL)".into(),
+                ));
+            }
+            Some(old) if old.webhook_secret.is_some() => policy.webhook_secret = old.webhook_secret,
+            _ => {
+                let secret = loupe_notify::signing::generate_secret();
+                policy.webhook_secret = Some(secret.clone());
+                generated = Some(secret);
+            }
+        }
     }
     c.store.put_policy(&service, &policy, now_ms())?;
-    ok(policy)
+    let mut view = policy_view(&policy)?;
+    if let (Some(secret), Some(obj)) = (generated, view.as_object_mut()) {
+        obj.insert("generated_webhook_secret".into(), Value::String(secret));
+    }
+    ok(view)
+}
+
+/// A policy as the API showed it can be saved back: the fields only the
+/// view has are dropped.
+fn without_view_fields(text: String) -> String {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(mut obj)) => {
+            for key in [
+                "webhook_secret_set",
+                "webhook_disabled",
+                "generated_webhook_secret",
+            ] {
+                obj.remove(key);
+            }
+            Value::Object(obj).to_string()
+        }
+        _ => text,
+    }
 }
 
 /// Runs each SQL signal once, so SQL the sandbox refuses or that does not
@@ -366,6 +419,9 @@ struct ManualTask {
     /// Keep the evaluator from changing the count for this long (`30m`).
     #[serde(default, with = "loupe_base::duration::option")]
     hold: Option<std::time::Duration>,
+    /// Go outside the policy's `[min, max]` (the route is admin-only).
+    #[serde(default)]
+    force: bool,
 }
 
 /// An operator's task: scale (service, region) to `to` now, optionally
@@ -378,6 +434,12 @@ async fn manual_task(State(c): Shared, text: String) -> Reply {
             req.service, req.service
         ))
     })?;
+    if !req.force && !(policy.min..=policy.max).contains(&req.to) {
+        return Err(CapacityError::Invalid(format!(
+            "to = {} is outside the policy's [{}, {}]; add \"force\": true to go there anyway",
+            req.to, policy.min, policy.max
+        )));
+    }
     let now = now_ms();
     let from = match c.store.current(&req.service, &req.region)? {
         Some(n) => n,

@@ -89,6 +89,19 @@ impl Capacity {
         self.last_pass.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Refuses a webhook URL the delivery worker's SSRF guard would refuse
+    /// (a 400 naming the address, rather than failed deliveries later).
+    pub async fn check_webhook_url(&self, url: &str) -> Result<(), crate::error::CapacityError> {
+        match &self.notifier {
+            Some(worker) => worker
+                .guard()
+                .check_url(url)
+                .await
+                .map_err(|e| crate::error::CapacityError::Invalid(format!("webhook_url: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Tells the worker a webhook is waiting.
     pub fn wake_worker(&self) {
         if let Some(worker) = &self.notifier {

@@ -49,6 +49,8 @@ pub struct GenConfig {
     pub progress: bool,
     /// Which signals to send (all three by default).
     pub signals: Signals,
+    /// Access token (ingest scope) sent as `Authorization: Bearer …`.
+    pub token: Option<String>,
 }
 
 /// A subset of the three signals, e.g. only logs for a log-ingest benchmark.
@@ -114,6 +116,7 @@ impl Default for GenConfig {
             step_secs: 10.0,
             progress: true,
             signals: Signals::default(),
+            token: None,
         }
     }
 }
@@ -196,7 +199,15 @@ pub async fn run(config: GenConfig, stop: Arc<AtomicBool>) -> Result<Report, Gen
 
     let mut senders = Vec::new();
     for _ in 0..config.concurrency.max(1) {
-        senders.push(Sender::connect(&config.endpoint, config.protocol, config.gzip).await?);
+        senders.push(
+            Sender::connect(
+                &config.endpoint,
+                config.protocol,
+                config.gzip,
+                config.token.clone(),
+            )
+            .await?,
+        );
     }
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Item>(config.concurrency.max(1) * 2);

@@ -96,8 +96,19 @@ struct GrpcClients {
     metrics: MetricsServiceClient<Channel>,
 }
 
+/// A gRPC request carrying `authorization` metadata when there is a token.
+fn request<T: Clone>(message: &T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message.clone());
+    if let Some(value) = authorization.and_then(|a| a.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 pub struct Sender {
     transport: Transport,
+    /// `Bearer …`, when the receiver asks for a token.
+    authorization: Option<String>,
 }
 
 /// Why one attempt failed, and whether to try again (and when).
@@ -115,10 +126,13 @@ impl Sender {
         endpoint: &str,
         protocol: Protocol,
         gzip: bool,
+        token: Option<String>,
     ) -> Result<Sender, GenError> {
+        let authorization = token.map(|t| format!("Bearer {t}"));
         if endpoint == "null" {
             return Ok(Sender {
                 transport: Transport::Null,
+                authorization,
             });
         }
         let transport = match protocol {
@@ -156,7 +170,10 @@ impl Sender {
                 json: protocol == Protocol::HttpJson,
             },
         };
-        Ok(Sender { transport })
+        Ok(Sender {
+            transport,
+            authorization,
+        })
     }
 
     /// Sends one request, retrying throttling and unavailability; returns
@@ -187,10 +204,13 @@ impl Sender {
                 Ok(())
             }
             Transport::Grpc(clients) => {
+                let auth = self.authorization.as_deref();
                 let result = match payload {
-                    Payload::Traces(r) => clients.traces.export(r.clone()).await.map(|_| ()),
-                    Payload::Logs(r) => clients.logs.export(r.clone()).await.map(|_| ()),
-                    Payload::Metrics(r) => clients.metrics.export(r.clone()).await.map(|_| ()),
+                    Payload::Traces(r) => clients.traces.export(request(r, auth)).await.map(|_| ()),
+                    Payload::Logs(r) => clients.logs.export(request(r, auth)).await.map(|_| ()),
+                    Payload::Metrics(r) => {
+                        clients.metrics.export(request(r, auth)).await.map(|_| ())
+                    }
                 };
                 result.map_err(|status| {
                     let retry = matches!(
@@ -215,16 +235,16 @@ impl Sender {
                 } else {
                     (payload.encode(), "application/x-protobuf")
                 };
-                let response = client
+                let mut post = client
                     .post(format!("{base}{}", payload.path()))
-                    .header("content-type", content_type)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| Attempt {
-                        message: e.to_string(),
-                        retry_after: Some(Duration::from_millis(250)),
-                    })?;
+                    .header("content-type", content_type);
+                if let Some(auth) = &self.authorization {
+                    post = post.header("authorization", auth);
+                }
+                let response = post.body(body).send().await.map_err(|e| Attempt {
+                    message: e.to_string(),
+                    retry_after: Some(Duration::from_millis(250)),
+                })?;
                 let status = response.status();
                 if status.is_success() {
                     return Ok(());

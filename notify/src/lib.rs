@@ -4,10 +4,12 @@
 //! retries, and Standard Webhooks signatures.
 
 mod error;
+pub mod guard;
 pub mod outbox;
 pub mod signing;
 mod worker;
 
 pub use error::{NotifyError, Result};
+pub use guard::{AllowList, GuardError, UrlGuard};
 pub use outbox::{Message, State, Status};
 pub use worker::{Worker, WorkerConfig};

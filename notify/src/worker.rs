@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{NotifyError, Result};
+use crate::guard::UrlGuard;
 use crate::outbox::{self, Due, Outcome};
 use crate::signing;
 
@@ -39,6 +40,8 @@ pub struct WorkerConfig {
     /// PEM certificates trusted for `https://` receivers besides the
     /// system's (a private CA).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Internal networks deliveries may still go to (the SSRF guard).
+    pub allow: crate::guard::AllowList,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             max_age: Duration::from_secs(24 * 3600),
             poll: Duration::from_millis(500),
             ca_file: None,
+            allow: crate::guard::AllowList::default(),
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct Worker {
     db: Arc<Mutex<Connection>>,
     http: reqwest::Client,
     config: WorkerConfig,
+    guard: UrlGuard,
     wake: Arc<Notify>,
 }
 
@@ -72,15 +77,18 @@ const BATCH: usize = 64;
 
 /// The HTTP client deliveries use: rustls (ring) for `https://`, the
 /// system's roots plus `ca_file`'s, no redirects (a redirected POST would
-/// arrive as a GET without the body).
-fn http_client(config: &WorkerConfig) -> Result<reqwest::Client> {
+/// arrive as a GET without the body, and could lead past the SSRF guard),
+/// no proxy from the environment, and names resolved through `guard`.
+fn http_client(config: &WorkerConfig, guard: &UrlGuard) -> Result<reqwest::Client> {
     // One process-wide crypto provider; a second install is a no-op error.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .timeout(config.request_timeout)
         .connect_timeout(config.request_timeout)
         .user_agent(concat!("loupe/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(guard.resolver());
     if let Some(path) = &config.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| NotifyError::Client(format!("reading CA file {}: {e}", path.display())))?;
@@ -106,13 +114,20 @@ impl Worker {
     /// outbox tables if needed).
     pub fn open(path: PathBuf, config: WorkerConfig) -> Result<Worker> {
         let conn = loupe_catalog::open(&path, &[&outbox::SCHEMA])?;
-        let http = http_client(&config)?;
+        let guard = UrlGuard::new(config.allow.clone());
+        let http = http_client(&config, &guard)?;
         Ok(Worker {
             db: Arc::new(Mutex::new(conn)),
             http,
             config,
+            guard,
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// The SSRF guard deliveries go through, for checking URLs when they are saved.
+    pub fn guard(&self) -> &UrlGuard {
+        &self.guard
     }
 
     /// Asks the worker to look at the outbox now (after an enqueue).
@@ -177,6 +192,13 @@ impl Worker {
 
     async fn attempt(&self, msg: &Due) -> Outcome {
         let now = now_ms();
+        if let Err(e) = self.guard.check_literal(&msg.url) {
+            tracing::warn!(id = %msg.id, error = %e, "webhook refused by the SSRF guard");
+            return Outcome::Failed {
+                status: None,
+                error: REFUSED.into(),
+            };
+        }
         let timestamp = now / 1000;
         let mut request = self
             .http
@@ -204,9 +226,37 @@ impl Worker {
                 &self.config,
                 now,
             ),
-            Err(e) => retry_or_fail(msg, None, error_chain(&e), None, &self.config, now),
+            Err(e) => {
+                // The detail (refused, reset, timed out, TLS) stays in the
+                // log: shown through the API it would tell a user which
+                // internal ports are open.
+                tracing::warn!(id = %msg.id, error = %error_chain(&e), "webhook delivery failed");
+                if is_guard_refusal(&e) {
+                    return Outcome::Failed {
+                        status: None,
+                        error: REFUSED.into(),
+                    };
+                }
+                let error = "no HTTP response from the receiver".to_string();
+                retry_or_fail(msg, None, error, None, &self.config, now)
+            }
         }
     }
+}
+
+/// What the API shows for a delivery the SSRF guard stopped.
+const REFUSED: &str = "the receiver's address is internal and not in --webhook-allow";
+
+/// Whether the SSRF guard's resolver is what failed the request.
+fn is_guard_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<crate::guard::GuardError>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -413,7 +463,11 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.sqlite");
-        let worker = Worker::open(path.clone(), WorkerConfig::default()).unwrap();
+        let config = WorkerConfig {
+            allow: "127.0.0.1".parse().unwrap(),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::open(path.clone(), config).unwrap();
         let conn = Connection::open(&path).unwrap();
         let msg = outbox::Message {
             id: "task_1".into(),

@@ -158,6 +158,9 @@ impl Loupe {
             .args(EPHEMERAL_PORTS)
             .args(&self.args)
             .env("LOUPE_LOG", "warn")
+            // Test receivers listen on 127.0.0.1, which the SSRF guard
+            // refuses unless allowed (a test may pass --webhook-allow to override).
+            .env("LOUPE_WEBHOOK_ALLOW", "127.0.0.1")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

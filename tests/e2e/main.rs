@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `loupe` binary, real OTLP clients, real HTTP.
 //! One test binary (modules below) to keep link times down.
 
+mod access;
 mod alerts;
 mod bad_input;
 mod browser;

@@ -52,6 +52,7 @@ const FIELDS = [
   ["max", "number", "max instances"],
   ["target_utilization", "number", "target utilisation (0–1)"],
   ["webhook_url", "text", "webhook URL"],
+  ["webhook_secret", "text", "webhook secret (whsec_…; needed again when the URL changes)"],
   ["evaluation_interval", "text", "evaluation interval"],
 ];
 

@@ -143,11 +143,44 @@ export function fmtPct(x) {
 
 // ---- API ----
 export class ApiError extends Error {}
+
+/// The server asks for a token (401): a small form that logs in through
+/// POST /api/v1/login, which keeps the token in an HttpOnly cookie (this
+/// script never stores it), then reloads the page.
+let loginShown = false;
+function showLogin() {
+  if (loginShown) return;
+  loginShown = true;
+  const form = document.createElement("form");
+  form.className = "modal login";
+  form.innerHTML = `<h3>Log in to Loupe</h3>
+    <p class="muted">This server asks for an access token (query or admin scope).</p>
+    <input type="password" name="token" placeholder="token" autocomplete="current-password" required />
+    <button type="submit" class="primary">Log in</button>
+    <p class="bad" role="alert"></p>`;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const res = await fetch("/api/v1/login", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: form.elements.token.value }),
+    });
+    if (res.ok) { location.reload(); return; }
+    let msg = `${res.status} ${res.statusText}`;
+    try { msg = (await res.json()).error || msg; } catch { /* not JSON */ }
+    form.querySelector("[role=alert]").textContent = msg;
+  });
+  const bg = document.createElement("div");
+  bg.className = "modal-bg";
+  bg.appendChild(form);
+  document.body.appendChild(bg);
+  form.elements.token.focus();
+}
 export async function api(path, opts = {}) {
   const res = await fetch(path, opts);
   const text = await res.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = text; }
+  if (res.status === 401) showLogin();
   if (!res.ok) {
     const msg = body && body.error ? body.error : `${res.status} ${res.statusText}`;
     throw new ApiError(msg);
