@@ -141,12 +141,24 @@ impl Evidence {
     }
 }
 
-/// Per service: templates whose share of the service's lines changed
-/// significantly between the baseline and the incident. A new WARN/ERROR
+/// Spans per (service, operation name) in the baseline and the incident.
+pub(crate) type OperationTraffic = HashMap<(String, String), (f64, f64)>;
+
+/// Per service: templates whose count changed significantly against what
+/// the baseline predicts. A template logged in a known operation is
+/// compared like with like — with that operation's own traffic — so a
+/// shift in the request mix (an operation called more or less often, or
+/// only in one window) is not evidence, while a line that stops although
+/// its operation is still called as often is. Lines without an operation
+/// are compared with their share of the service's lines. A new WARN/ERROR
 /// template weighs most; a vanished template (a code path that stopped)
-/// weighs nearly as much; a new INFO template half. A service absent from
+/// weighs nearly as much; a new INFO template half; a vanished WARN/ERROR
+/// template (errors that stopped) little. A service absent from
 /// either window has no mix to compare.
-pub(crate) fn log_evidence(changes: &[Compared]) -> HashMap<String, Evidence> {
+pub(crate) fn log_evidence(
+    changes: &[Compared],
+    operations: &OperationTraffic,
+) -> HashMap<String, Evidence> {
     let mut totals: HashMap<&str, (f64, f64)> = HashMap::new();
     for c in changes {
         let t = totals.entry(c.service.as_str()).or_default();
@@ -159,16 +171,26 @@ pub(crate) fn log_evidence(changes: &[Compared]) -> HashMap<String, Evidence> {
         if before == 0.0 || current == 0.0 {
             continue;
         }
-        let expected = (c.before as f64 + 0.5) * current / before;
+        let traffic =
+            (c.operation.as_ref()).and_then(|op| operations.get(&(c.service.clone(), op.clone())));
+        let expected = match traffic {
+            // The operation ran in only one window: its lines follow it.
+            Some(&(b, n)) if b == 0.0 || n == 0.0 => continue,
+            Some(&(b, n)) => (c.before as f64 + 0.5) * n / b,
+            None => (c.before as f64 + 0.5) * current / before,
+        };
         let (weight, rose) = shift_weight(c.current as f64, expected);
         if weight == 0.0 {
             continue;
         }
         let severe = is_warning_or_worse(&c.severity);
+        // An error that stops is a recovery more often than a cause; a
+        // usual line that stops is a code path that no longer runs.
         let severity = match (rose, severe) {
             (true, true) => 1.0,
             (true, false) => 0.5,
-            (false, _) => 0.7,
+            (false, false) => 0.7,
+            (false, true) => 0.3,
         };
         let weight = weight * severity;
         let e = out.entry(c.service.clone()).or_default();
@@ -193,6 +215,20 @@ pub(crate) fn log_evidence(changes: &[Compared]) -> HashMap<String, Evidence> {
     for e in out.values_mut() {
         e.shifts.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         e.shifts.truncate(3);
+    }
+    out
+}
+
+/// Lines per (service, operation) in both windows of `changes`: the
+/// traffic to compare templates against where spans were not counted.
+pub(crate) fn lines_per_operation(changes: &[Compared]) -> OperationTraffic {
+    let mut out = OperationTraffic::new();
+    for c in changes {
+        if let Some(op) = &c.operation {
+            let t = out.entry((c.service.clone(), op.clone())).or_default();
+            t.0 += c.before as f64;
+            t.1 += c.current as f64;
+        }
     }
     out
 }
@@ -320,10 +356,11 @@ pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidenc
 /// Propagation: when caller A and callee B are both anomalous, A is a
 /// symptom of B and is ranked just below B. Both are anomalous when B's
 /// own evidence (what appeared there, not what vanished) is at least half
-/// of A's score; or when A fails (errors start in its spans or it logs new
-/// WARN/ERROR lines) and B fails too, or B's usual log lines vanished
-/// although A kept calling it (`kept`: B's work stopped, it was not just
-/// called less). Computed on the original scores, so blame moves one hop
+/// of A's score — counting B's usual log lines that vanished although A
+/// kept calling it (`kept`: B's work stopped, it was not just called
+/// less) as B's own; or when A fails (errors start in its spans or it logs
+/// new WARN/ERROR lines) and B fails too, or B's usual lines vanished
+/// although A kept calling it. Computed on the original scores, so blame moves one hop
 /// per edge, not down a chain of small anomalies.
 pub(crate) fn demote_symptoms(
     scores: &HashMap<String, f64>,
@@ -345,9 +382,12 @@ pub(crate) fn demote_symptoms(
         let b_vanished = vanished.get(callee).copied().unwrap_or(0.0);
         let pair = (caller.clone(), callee.clone());
         let a_fails = failing.contains(caller);
-        let symptom = (b_own > 0.0 && b_own >= SYMPTOM_SHARE * a)
+        let kept = kept.contains(&pair);
+        // What B stopped doing while A kept calling it is B's own doing too.
+        let b_changed = b_own + if kept { b_vanished } else { 0.0 };
+        let symptom = (b_changed > 0.0 && b_changed >= SYMPTOM_SHARE * a)
             || (a_fails && b_own > 0.0 && failing.contains(callee))
-            || (a_fails && b_vanished > 0.0 && kept.contains(&pair));
+            || (a_fails && b_vanished > 0.0 && kept);
         if a > 0.0 && b > 0.0 && symptom && b < a {
             let demoted = out.get_mut(caller).expect("present");
             *demoted = demoted.min(0.9 * b);
@@ -371,6 +411,7 @@ mod tests {
             service: service.into(),
             severity: severity.into(),
             template: template.into(),
+            operation: None,
             before,
             current,
             example: template.into(),
@@ -397,7 +438,7 @@ mod tests {
             compared("order", "INFO", "sold tickets <*>", 1000, 1200),
             compared("quiet", "INFO", "rare line", 1, 2),
         ];
-        let ev = log_evidence(&changes);
+        let ev = log_evidence(&changes, &OperationTraffic::new());
         let food = &ev["food"];
         assert!(food.appeared > 0.0 && food.vanished > 0.0, "{food:?}");
         let trends: Vec<_> = food.shifts.iter().map(TemplateShift::trend).collect();
@@ -408,6 +449,103 @@ mod tests {
         let order = ev.get("order").map_or(0.0, Evidence::score);
         assert!(food.score() > 3.0 * order, "food {food:?} order {order}");
         assert!(!ev.contains_key("quiet"), "two lines are not significant");
+    }
+
+    fn in_operation(mut c: Compared, operation: &str) -> Compared {
+        c.operation = Some(operation.into());
+        c
+    }
+
+    /// Lesson: compare like with like. The request mix shifts: `order`'s
+    /// `getOrderById` is called 16 times in the baseline and once now, and
+    /// `seat` serves `create` only now, so their lines follow their
+    /// operations. `route` still serves `queryByIds` as often, but one of
+    /// its lines stopped: only that is evidence.
+    #[test]
+    fn a_template_is_compared_with_its_operations_traffic() {
+        let changes = vec![
+            in_operation(
+                compared("order", "INFO", "get order by id <*>", 16, 1),
+                "getOrderById",
+            ),
+            in_operation(
+                compared("order", "INFO", "sold tickets <*>", 50, 52),
+                "tickets",
+            ),
+            in_operation(
+                compared("seat", "INFO", "distribute seat <*>", 0, 20),
+                "create",
+            ),
+            in_operation(
+                compared("seat", "INFO", "left tickets <*>", 100, 100),
+                "leftTickets",
+            ),
+            in_operation(
+                compared("route", "INFO", "query routes by ids <*>", 40, 0),
+                "queryByIds",
+            ),
+            in_operation(
+                compared("route", "INFO", "query route <*>", 40, 38),
+                "queryById",
+            ),
+        ];
+        let traffic = |b: f64, n: f64| (b, n);
+        let operations: OperationTraffic = [
+            (("order", "getOrderById"), traffic(16.0, 1.0)),
+            (("order", "tickets"), traffic(50.0, 52.0)),
+            (("seat", "create"), traffic(0.0, 20.0)),
+            (("seat", "leftTickets"), traffic(100.0, 100.0)),
+            (("route", "queryByIds"), traffic(40.0, 38.0)),
+            (("route", "queryById"), traffic(40.0, 38.0)),
+        ]
+        .into_iter()
+        .map(|((s, o), t)| ((s.to_string(), o.to_string()), t))
+        .collect();
+        let ev = log_evidence(&changes, &operations);
+        assert_eq!(ev.keys().collect::<Vec<_>>(), ["route"], "{ev:?}");
+        assert_eq!(ev["route"].shifts[0].trend(), "vanished");
+        // Against each service's share of lines, the mix shift looks like
+        // evidence for all three.
+        let by_share = log_evidence(&changes, &OperationTraffic::new());
+        assert!(by_share.contains_key("order") && by_share.contains_key("seat"));
+    }
+
+    /// Errors that stop (a burst of errors in the baseline that is over)
+    /// weigh less than a usual line that stops.
+    #[test]
+    fn a_stopped_error_weighs_less_than_a_stopped_usual_line() {
+        let changes = vec![
+            compared("travel", "ERROR", "request processing failed <*>", 12, 0),
+            compared("travel", "INFO", "query trips <*>", 100, 100),
+            compared("route", "INFO", "query routes by ids <*>", 12, 0),
+            compared("route", "INFO", "query route <*>", 100, 100),
+        ];
+        let ev = log_evidence(&changes, &OperationTraffic::new());
+        assert!(ev["route"].score() > 2.0 * ev["travel"].score(), "{ev:?}");
+    }
+
+    /// The caller's lines changed (new INFO lines, errors that stopped)
+    /// without it failing, because a callee it still calls as often
+    /// stopped part of its work: the callee's stopped lines are its own
+    /// evidence, so it ranks first — unless the caller's change is far
+    /// larger, or the callee was merely called less.
+    #[test]
+    fn a_changed_caller_of_a_callee_that_stopped_working_is_a_symptom() {
+        let calls = vec![("preserve".to_string(), "contacts".to_string())];
+        let kept = HashSet::from([("preserve".to_string(), "contacts".to_string())]);
+        let vanished = HashMap::from([("contacts".to_string(), 0.4)]);
+        let none = HashSet::new();
+        let run = |preserve: f64, kept: &HashSet<(String, String)>| {
+            let scores = HashMap::from([
+                ("preserve".to_string(), preserve),
+                ("contacts".to_string(), 0.4),
+            ]);
+            demote_symptoms(&scores, &HashMap::new(), &none, &vanished, kept, &calls)
+        };
+        let out = run(0.7, &kept);
+        assert!(out["preserve"] < out["contacts"], "{out:?}");
+        assert_eq!(run(0.7, &HashSet::new())["preserve"], 0.7, "called less");
+        assert_eq!(run(3.0, &kept)["preserve"], 3.0, "a far larger change");
     }
 
     #[test]
@@ -492,10 +630,13 @@ mod tests {
             compared("food", "INFO", "train food list", 4, 4),
             compared("food", "INFO", "get all food", 20, 20),
         ];
-        let mut ev = log_evidence(&now);
+        let mut ev = log_evidence(&now, &OperationTraffic::new());
         let seat_before = ev["seat"].score();
         assert!(seat_before > 0.0);
-        discount_noise(&mut ev, &log_evidence(&within_baseline));
+        discount_noise(
+            &mut ev,
+            &log_evidence(&within_baseline, &OperationTraffic::new()),
+        );
         assert!(ev["seat"].score() < seat_before);
         assert!(ev["food"].score() > ev["seat"].score(), "{ev:?}");
     }

@@ -58,6 +58,10 @@ pub(crate) struct LineRow {
     service: Option<String>,
     severity_text: Option<String>,
     body: Option<String>,
+    /// The name of the span the line was logged in, when it carries one
+    /// (see [`operation_lines`]).
+    #[serde(default)]
+    operation: Option<String>,
 }
 
 /// Counts the templates of a window's log lines at `min_severity` or
@@ -135,12 +139,43 @@ pub(crate) async fn window_lines(
     .await
 }
 
-/// One template's counts in the window before and in the current one.
+/// The lines of a window (the newest 50000) with the name of the span
+/// each was logged in, so a template can be compared with the traffic of
+/// the operation that logs it rather than with its whole service.
+pub(crate) async fn operation_lines(
+    engine: &QueryEngine,
+    start: i64,
+    end: i64,
+) -> Result<Vec<LineRow>, QueryError> {
+    // Spans start at most a minute before the lines logged in them.
+    let (lo, hi) = (start - 60_000_000_000, end);
+    rows_as::<LineRow>(
+        engine,
+        format!(
+            "SELECT l.service, l.severity_text, l.body, s.name AS operation
+             FROM logs l
+             LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id
+                              AND s.start_time >= {} AND s.start_time <= {}
+             WHERE l.time >= {} AND l.time <= {} AND l.body IS NOT NULL
+             ORDER BY l.time DESC LIMIT 50000",
+            ts(lo),
+            ts(hi),
+            ts(start),
+            ts(end)
+        ),
+    )
+    .await
+}
+
+/// One template's counts in the window before and in the current one (per
+/// operation, when the lines carry the span they were logged in).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Compared {
     pub service: String,
     pub severity: String,
     pub template: String,
+    /// The span name the lines were logged in, if known.
+    pub operation: Option<String>,
     pub before: u64,
     pub current: u64,
     pub example: String,
@@ -158,10 +193,11 @@ impl Compared {
 }
 
 /// Mines both windows' lines with one miner (a service's lines at one
-/// severity form a group) and counts each template in each window.
+/// severity form a group) and counts each template — per operation, when
+/// the lines name one — in each window.
 pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> {
     let mut miner = TemplateMiner::default();
-    let mut counts: HashMap<usize, Compared> = HashMap::new();
+    let mut counts: HashMap<(usize, Option<String>), Compared> = HashMap::new();
     for (is_current, lines) in [(false, before), (true, current)] {
         for line in lines {
             let (Some(service), Some(severity), Some(body)) =
@@ -170,10 +206,13 @@ pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> 
                 continue;
             };
             let id = miner.add(&format!("{service}\u{1f}{severity}"), body);
-            let entry = counts.entry(id).or_insert_with(|| Compared {
+            let operation = line.operation.clone().filter(|o| !o.is_empty());
+            let key = (id, operation.clone());
+            let entry = counts.entry(key).or_insert_with(|| Compared {
                 service: service.clone(),
                 severity: severity.clone(),
                 template: String::new(),
+                operation,
                 before: 0,
                 current: 0,
                 example: body.clone(),
@@ -190,7 +229,7 @@ pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> 
     }
     counts
         .into_iter()
-        .map(|(id, mut c)| {
+        .map(|((id, _), mut c)| {
             c.template = miner.template(id);
             c
         })
@@ -206,6 +245,7 @@ mod tests {
             service: Some(service.into()),
             severity_text: Some(severity.into()),
             body: Some(body.into()),
+            operation: None,
         }
     }
 

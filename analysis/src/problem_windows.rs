@@ -98,6 +98,9 @@ pub(crate) struct WindowStats {
     pub(crate) subjects: HashMap<Subject, Stats>,
     pub(crate) edges: HashMap<Edge, f64>,
     pub(crate) traffic: HashMap<String, f64>,
+    /// Spans per (service, span name), of every kind: the traffic a log
+    /// template logged in that span is compared against.
+    pub(crate) operations: HashMap<(String, String), f64>,
 }
 
 /// Per-subject stats of one window, from one grouped pass over its spans.
@@ -172,6 +175,9 @@ pub(crate) async fn window_stats(
             self_sq: r.self_sq.unwrap_or(0.0),
         };
         *out.traffic.entry(service.clone()).or_default() += r.spans;
+        if let Some(name) = named(r.name.clone()) {
+            *out.operations.entry((service.clone(), name)).or_default() += r.spans;
+        }
         let kind = r.kind.as_deref().unwrap_or_default();
         if let Some(callee) = named(r.callee) {
             let edge = Edge {

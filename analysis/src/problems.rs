@@ -23,8 +23,10 @@
 //! so a culprit with a handful of spans can still be listed.
 //!
 //! Other evidence per service (`crate::evidence`): log templates of all
-//! severities that appear, vanish or change share (net of the drift within
-//! the baseline itself), calls to other services that vanish, and CPU or
+//! severities that appear or vanish against what the baseline predicts —
+//! a line logged in a span is compared with the traffic of that span's
+//! operation, so a shift in the request mix is not evidence — net of the
+//! drift within the baseline itself, calls to other services that vanish, and CPU or
 //! memory gauges of an instance that rise far more than elsewhere. A
 //! service's score adds them to its best span score; then a caller whose
 //! callee is anomalous in its own right (or fails too, or stopped its
@@ -44,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::evidence;
-use crate::patterns::{compare, window_lines};
+use crate::patterns::{compare, operation_lines};
 use crate::problem_windows::{Stats, gauges, kept_calls, window_stats};
 use crate::subject::Subject;
 
@@ -491,8 +493,8 @@ pub async fn locate(
     let (incident, baseline, lines_now, lines_before, gauges) = futures::try_join!(
         window_stats(engine, start, end),
         window_stats(engine, baseline_start, baseline_end),
-        window_lines(engine, start, end, None, 0),
-        window_lines(engine, baseline_start, baseline_end, None, 0),
+        operation_lines(engine, start, end),
+        operation_lines(engine, baseline_start, baseline_end),
         gauges(engine, (start, end), (baseline_start, baseline_end)),
     )?;
     let traffic: HashMap<String, (f64, f64)> = incident
@@ -513,10 +515,21 @@ pub async fn locate(
     edges.sort();
     edges.dedup();
     let kept = kept_calls(&baseline, &incident);
-    let mut logs = evidence::log_evidence(&compare(&lines_before, &lines_now));
-    // The baseline's lines come newest first: its two halves in time.
+    let mut operations = evidence::OperationTraffic::new();
+    for (op, n) in &baseline.operations {
+        operations.entry(op.clone()).or_default().0 = *n;
+    }
+    for (op, n) in &incident.operations {
+        operations.entry(op.clone()).or_default().1 = *n;
+    }
+    let mut logs = evidence::log_evidence(&compare(&lines_before, &lines_now), &operations);
+    // The baseline's lines come newest first: its two halves in time, each
+    // operation's templates against the operation's lines (its spans per
+    // half are not counted).
     let (newer, older) = lines_before.split_at(lines_before.len() / 2);
-    evidence::discount_noise(&mut logs, &evidence::log_evidence(&compare(older, newer)));
+    let halves = compare(older, newer);
+    let noise = evidence::log_evidence(&halves, &evidence::lines_per_operation(&halves));
+    evidence::discount_noise(&mut logs, &noise);
     let signals = Signals {
         logs,
         calls: evidence::edge_evidence(&baseline.edges, &incident.edges, &traffic),
@@ -658,7 +671,7 @@ mod tests {
             compared("travel", "INFO", "query trips", 100, 100),
         ];
         let signals = Signals {
-            logs: evidence::log_evidence(&changes),
+            logs: evidence::log_evidence(&changes, &evidence::OperationTraffic::new()),
             edges: vec![("travel".into(), "price".into())],
             ..Signals::default()
         };
@@ -706,6 +719,7 @@ mod tests {
             service: service.into(),
             severity: severity.into(),
             template: template.into(),
+            operation: None,
             before,
             current,
             example: template.into(),

@@ -82,7 +82,31 @@ fn tokens(line: &str) -> Vec<String> {
             .collect();
         return vec![format!("{{{}}}", parts.join(" "))];
     }
-    trimmed.split_whitespace().map(mask_token).collect()
+    collapse_lists(trimmed.split_whitespace().map(mask_token).collect())
+}
+
+/// Longest list element, in tokens, that [`collapse_lists`] recognises.
+const MAX_ELEMENT: usize = 6;
+
+/// A comma-separated list printed into a line (`[a, b, c]`, a `toString`
+/// of many records) makes the same event a different token count, hence a
+/// different template, for every length. Consecutive repeats of one
+/// masked element ending in a comma are kept once, so a list of three and
+/// a list of twenty read alike (a list of one still differs).
+fn collapse_lists(mut toks: Vec<String>) -> Vec<String> {
+    for len in 1..=MAX_ELEMENT {
+        let mut i = 0;
+        while i + 2 * len <= toks.len() {
+            let repeated =
+                toks[i + len - 1].ends_with(',') && toks[i..i + len] == toks[i + len..i + 2 * len];
+            if repeated {
+                toks.drain(i + len..i + 2 * len);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    toks
 }
 
 /// The template of a single line on its own (variable parts masked), for
@@ -215,6 +239,28 @@ mod tests {
             ),
             "{duration_ms=<*> event=http_request route=/cart status=<*> user_id=<*>}"
         );
+    }
+
+    #[test]
+    fn a_printed_list_of_any_length_is_one_template() {
+        let line = |n: usize| {
+            let items: Vec<String> = (0..n)
+                .map(|i| format!("Ticket(seatNo={i}, from=shanghai),"))
+                .collect();
+            format!(
+                "sold tickets: [{} Ticket(seatNo=99, from=suzhou)]",
+                items.join(" ")
+            )
+        };
+        assert_eq!(template(&line(2)), template(&line(20)));
+        assert_eq!(
+            template(&line(3)),
+            "sold tickets: [Ticket(seatNo=<*>, from=shanghai), Ticket(seatNo=<*>, from=suzhou)]"
+        );
+        // The first element carries the bracket: from three on, alike.
+        assert_eq!(template("ids [1, 2, 3, 4, 5]"), template("ids [7, 8, 9]"));
+        assert_ne!(template("ids [1, 2, 3, 4]"), template("ids [7]"));
+        assert_eq!(template("a, a, b"), "a, b", "only repeats collapse");
     }
 
     #[test]
