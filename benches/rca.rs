@@ -608,9 +608,11 @@ fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Value 
     let rank = rank_of(&suspects, &fault.pod);
     let culprit = rank.and_then(|r| suspects.get(r - 1)).map(scored);
     let top_scores: Vec<_> = suspects.iter().take(3).map(scored).collect();
+    let all_scores: Vec<_> = suspects.iter().map(scored).collect();
     json!({
         "time": fault.time, "type": fault.kind, "pod": fault.pod, "service": service_of(&fault.pod),
         "minutes": fault.minutes, "rank": rank, "top3": top, "top3_scores": top_scores, "culprit": culprit,
+        "suspects": all_scores,
         "top_explanation": suspects.first().map(|s| &s["explanation"]), "latency_ms": latency_ms,
     })
 }

@@ -39,6 +39,9 @@ const METRIC_Z_CAP: f64 = 30.0;
 /// A caller is a symptom of its callee when the callee's own evidence is
 /// at least this share of the caller's score.
 const SYMPTOM_SHARE: f64 = 0.5;
+/// A callee whose evidence is an order of magnitude weaker than its
+/// caller's cannot explain the caller, whatever else they share.
+const MIN_CAUSE_SHARE: f64 = 0.1;
 
 /// Signed Poisson log-likelihood ratio (deviance) of observing `n` where
 /// `e` was expected: positive when `n > e`, negative when fewer.
@@ -47,6 +50,14 @@ pub(crate) fn poisson_g(n: f64, e: f64) -> f64 {
     let t = if n > 0.0 { n * (n / e).ln() } else { 0.0 };
     let g = (2.0 * (t - (n - e))).max(0.0);
     if n >= e { g } else { -g }
+}
+
+/// A service's span score on the scale of its other evidence (each kind
+/// of signal is worth at most [`SERVICE_CAP`]): monotonic, so span
+/// suspects keep their order, but one very lopsided rate cannot outweigh
+/// everything the logs, calls and gauges say.
+pub(crate) fn saturate(score: f64) -> f64 {
+    SERVICE_CAP * (score.max(0.0) / SERVICE_CAP).tanh()
 }
 
 /// One count compared with its expectation: the weight of the change as
@@ -360,8 +371,10 @@ pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidenc
 /// kept calling it (`kept`: B's work stopped, it was not just called
 /// less) as B's own; or when A fails (errors start in its spans or it logs
 /// new WARN/ERROR lines) and B fails too, or B's usual lines vanished
-/// although A kept calling it. Computed on the original scores, so blame moves one hop
-/// per edge, not down a chain of small anomalies.
+/// although A kept calling it. B must carry at least a tenth of A's score
+/// ([`MIN_CAUSE_SHARE`]): a faint anomaly downstream does not absorb a
+/// strong one upstream. Computed on the original scores, so blame moves
+/// one hop per edge, not down a chain of small anomalies.
 pub(crate) fn demote_symptoms(
     scores: &HashMap<String, f64>,
     own: &HashMap<String, f64>,
@@ -388,7 +401,7 @@ pub(crate) fn demote_symptoms(
         let symptom = (b_changed > 0.0 && b_changed >= SYMPTOM_SHARE * a)
             || (a_fails && b_own > 0.0 && failing.contains(callee))
             || (a_fails && b_vanished > 0.0 && kept);
-        if a > 0.0 && b > 0.0 && symptom && b < a {
+        if a > 0.0 && b >= MIN_CAUSE_SHARE * a && symptom && b < a {
             let demoted = out.get_mut(caller).expect("present");
             *demoted = demoted.min(0.9 * b);
         }
@@ -614,6 +627,19 @@ mod tests {
         assert!(out["travel"] < out["price"], "{out:?}");
         assert_eq!(out["gateway"], 1.0, "travel's own evidence is none");
         assert_eq!(out["station"], 0.1);
+    }
+
+    /// Propagation needs a plausible cause: a failing caller is not
+    /// demoted below a callee whose own evidence is a fraction of its own.
+    #[test]
+    fn a_faint_callee_does_not_absorb_a_strong_caller() {
+        let scores = HashMap::from([("basic".to_string(), 1.4), ("seat".to_string(), 0.08)]);
+        let own = HashMap::from([("seat".to_string(), 0.08)]);
+        let failing = HashSet::from(["basic".to_string(), "seat".to_string()]);
+        let calls = vec![("basic".to_string(), "seat".to_string())];
+        let kept = HashSet::from([("basic".to_string(), "seat".to_string())]);
+        let out = demote_symptoms(&scores, &own, &failing, &HashMap::new(), &kept, &calls);
+        assert_eq!(out["basic"], 1.4, "{out:?}");
     }
 
     #[test]

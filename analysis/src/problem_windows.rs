@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 use crate::evidence::{self, Edge, GaugeRow};
 use crate::subject::Subject;
 
+/// Lift over the baseline a rate or mean must reach to be evidence.
+pub(crate) const MIN_LIFT: f64 = 1.3;
+/// z-score a mean self time must reach over the baseline's.
+pub(crate) const MIN_LATENCY_Z: f64 = 3.0;
+
 /// Span counts, errors that started there, and self time, in one window.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Stats {
@@ -81,6 +86,10 @@ pub(crate) struct GroupRow {
     pub(crate) callee_op: Option<String>,
     pub(crate) spans: f64,
     pub(crate) origin_errors: Option<f64>,
+    /// Of `origin_errors`, those of spans that spent their time waiting
+    /// on a call to `callee` (a call span, or one whose call to another
+    /// service took nearly all of it).
+    pub(crate) waited_errors: Option<f64>,
     pub(crate) self_ns: Option<f64>,
     pub(crate) self_sq: Option<f64>,
     pub(crate) max_children: Option<f64>,
@@ -101,6 +110,18 @@ pub(crate) struct WindowStats {
     /// Spans per (service, span name), of every kind: the traffic a log
     /// template logged in that span is compared against.
     pub(crate) operations: HashMap<(String, String), f64>,
+    /// Errors that started in spans waiting on a call: the subjects they
+    /// were counted for, the callee, and how many (see
+    /// [`blame_slow_callees`]).
+    pub(crate) waited_errors: Vec<WaitedErrors>,
+}
+
+/// Errors of one group of spans that spent their time waiting on `callee`.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitedErrors {
+    pub(crate) subjects: Vec<Subject>,
+    pub(crate) callee: String,
+    pub(crate) errors: f64,
 }
 
 /// Per-subject stats of one window, from one grouped pass over its spans.
@@ -130,7 +151,8 @@ pub(crate) async fn window_stats(
                     count(c.span_id) AS children,
                     max(CASE WHEN c.status_code = 'error' THEN 1 ELSE 0 END) AS child_error,
                     max(CASE WHEN c.service <> p.service THEN c.service END) AS callee,
-                    max(CASE WHEN c.service <> p.service THEN c.name END) AS callee_op
+                    max(CASE WHEN c.service <> p.service THEN c.name END) AS callee_op,
+                    max(CASE WHEN c.service <> p.service THEN c.duration_ns END) AS call_ns
              FROM spans p
              LEFT JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
                               AND c.start_time >= {lo} AND c.start_time <= {hi}
@@ -154,6 +176,9 @@ pub(crate) async fn window_stats(
          SELECT service, name, kind, instance, version, region, system, address, callee, callee_op,
                 count(*) AS spans,
                 sum(CASE WHEN status_code = 'error' AND child_error = 0 THEN 1 ELSE 0 END) AS origin_errors,
+                sum(CASE WHEN status_code = 'error' AND child_error = 0 AND callee IS NOT NULL
+                          AND (kind IN ('client', 'producer') OR call_ns >= 0.9 * duration_ns)
+                         THEN 1 ELSE 0 END) AS waited_errors,
                 sum(self_ns) AS self_ns,
                 sum(CAST(self_ns AS DOUBLE) * CAST(self_ns AS DOUBLE)) AS self_sq,
                 max(children) AS max_children
@@ -179,7 +204,9 @@ pub(crate) async fn window_stats(
             *out.operations.entry((service.clone(), name)).or_default() += r.spans;
         }
         let kind = r.kind.as_deref().unwrap_or_default();
-        if let Some(callee) = named(r.callee) {
+        let waited = r.waited_errors.unwrap_or(0.0);
+        let callee = named(r.callee);
+        if let Some(callee) = callee.clone() {
             let edge = Edge {
                 caller: service.clone(),
                 callee: callee.clone(),
@@ -245,11 +272,59 @@ pub(crate) async fn window_stats(
                 operation,
             });
         }
+        if let (Some(callee), true) = (callee, waited > 0.0) {
+            out.waited_errors.push(WaitedErrors {
+                subjects: subjects.clone(),
+                callee,
+                errors: waited,
+            });
+        }
         for s in subjects {
             out.subjects.entry(s).or_default().add(stats);
         }
     }
     Ok(out)
+}
+
+/// Lesson: errors caused by a slow dependency (a timeout) start in the
+/// caller, because the callee never failed — it was slow, or its network
+/// was. When the callee's own time (its spans' self time plus the gap of
+/// the calls to it) is significantly up against the baseline, errors of
+/// spans that spent their time waiting on it are moved to it: the error
+/// is traced back along the slow path before it is attributed.
+pub(crate) fn blame_slow_callees(incident: &mut WindowStats, baseline: &WindowStats) {
+    let slow = |callee: &str| {
+        let service = Subject::Service {
+            service: callee.to_string(),
+        };
+        let now = incident.subjects.get(&service).copied().unwrap_or_default();
+        let before = baseline.subjects.get(&service).copied().unwrap_or_default();
+        is_slower(&now, &before)
+    };
+    let moved: Vec<WaitedErrors> = (incident.waited_errors.iter())
+        .filter(|w| slow(&w.callee))
+        .cloned()
+        .collect();
+    for w in moved {
+        for s in &w.subjects {
+            if let Some(stats) = incident.subjects.get_mut(s) {
+                stats.origin_errors = (stats.origin_errors - w.errors).max(0.0);
+            }
+        }
+        let callee = Subject::Service { service: w.callee };
+        incident.subjects.entry(callee).or_default().origin_errors += w.errors;
+    }
+}
+
+/// Whether the mean self time of `now` is significantly and markedly
+/// above `before`'s.
+pub(crate) fn is_slower(now: &Stats, before: &Stats) -> bool {
+    let (m, b) = (now.mean_self_ns(), before.mean_self_ns());
+    let z = (m - b)
+        / (now.mean_variance() + before.mean_variance())
+            .sqrt()
+            .max(1.0);
+    b > 0.0 && z >= MIN_LATENCY_Z && m >= MIN_LIFT * b
 }
 
 #[derive(Deserialize)]
@@ -328,4 +403,72 @@ pub(crate) fn kept_calls(
         })
         .map(|(pair, _)| pair)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(spans: f64, errors: f64, self_ms: f64) -> Stats {
+        Stats {
+            spans,
+            origin_errors: errors,
+            self_ns: self_ms * 1e6 * spans,
+            self_sq: (self_ms * 1e6).powi(2) * spans,
+        }
+    }
+
+    fn service(s: &str) -> Subject {
+        Subject::Service { service: s.into() }
+    }
+
+    fn window(subjects: &[(&str, Stats)], waited: &[(&str, &str, f64)]) -> WindowStats {
+        WindowStats {
+            subjects: (subjects.iter()).map(|(s, st)| (service(s), *st)).collect(),
+            waited_errors: (waited.iter())
+                .map(|(caller, callee, n)| WaitedErrors {
+                    subjects: vec![service(caller)],
+                    callee: callee.to_string(),
+                    errors: *n,
+                })
+                .collect(),
+            ..WindowStats::default()
+        }
+    }
+
+    /// Lesson 3: `order` times out calling `payment`, whose network is
+    /// delayed; payment never errs. The timeouts start in order's call
+    /// spans, but they are payment's: it is the slow one. The same errors
+    /// with a callee as fast as ever stay with the caller.
+    #[test]
+    fn timeouts_on_a_slow_callee_are_the_callees_errors() {
+        let baseline = window(
+            &[
+                ("order", stats(200.0, 0.0, 2.0)),
+                ("payment", stats(200.0, 0.0, 5.0)),
+            ],
+            &[],
+        );
+        let mut incident = window(
+            &[
+                ("order", stats(200.0, 40.0, 2.0)),
+                ("payment", stats(160.0, 0.0, 50.0)),
+            ],
+            &[("order", "payment", 40.0)],
+        );
+        blame_slow_callees(&mut incident, &baseline);
+        assert_eq!(incident.subjects[&service("order")].origin_errors, 0.0);
+        assert_eq!(incident.subjects[&service("payment")].origin_errors, 40.0);
+
+        let mut fast = window(
+            &[
+                ("order", stats(200.0, 40.0, 2.0)),
+                ("payment", stats(200.0, 0.0, 5.1)),
+            ],
+            &[("order", "payment", 40.0)],
+        );
+        blame_slow_callees(&mut fast, &baseline);
+        assert_eq!(fast.subjects[&service("order")].origin_errors, 40.0);
+        assert_eq!(fast.subjects[&service("payment")].origin_errors, 0.0);
+    }
 }

@@ -20,15 +20,18 @@
 //! novelty favours a value the baseline never saw (a new version), and an
 //! operation is compared with the same operation only. Significance
 //! scales with counts (Poisson for errors, a z-score for mean self time),
-//! so a culprit with a handful of spans can still be listed.
+//! so a culprit with a handful of spans can still be listed. Errors of spans that waited on a callee whose
+//! time rose are the callee's (a timeout starts in the caller).
 //!
 //! Other evidence per service (`crate::evidence`): log templates of all
 //! severities that appear or vanish against what the baseline predicts —
 //! a line logged in a span is compared with the traffic of that span's
 //! operation, so a shift in the request mix is not evidence — net of the
 //! drift within the baseline itself, calls to other services that vanish, and CPU or
-//! memory gauges of an instance that rise far more than elsewhere. A
-//! service's score adds them to its best span score; then a caller whose
+//! memory gauges of an instance that rise far more than elsewhere (a
+//! quarter as much when the service's spans did not slow down). A
+//! service's score adds them to its best span score (saturating at the
+//! cap of the other kinds); then a caller whose
 //! callee is anomalous in its own right (or fails too, or stopped its
 //! usual work while still being called) is ranked just below that callee.
 
@@ -47,7 +50,9 @@ use serde_json::{Value, json};
 
 use crate::evidence;
 use crate::patterns::{compare, operation_lines};
-use crate::problem_windows::{Stats, gauges, kept_calls, window_stats};
+use crate::problem_windows::{
+    MIN_LATENCY_Z, MIN_LIFT, Stats, blame_slow_callees, gauges, kept_calls, window_stats,
+};
 use crate::subject::Subject;
 
 /// Spans a subject needs to be scored at all; significance does the rest.
@@ -56,14 +61,13 @@ const MIN_SPANS: f64 = 5.0;
 /// its service's is used).
 const BASELINE_SPANS: f64 = 20.0;
 const MIN_EXCESS_ERRORS: f64 = 2.0;
-const MIN_LIFT: f64 = 1.3;
-/// z-score a mean self time must reach over the baseline's.
-const MIN_LATENCY_Z: f64 = 3.0;
 const NOVELTY: f64 = 1.5;
 /// Weights of the other evidence against span evidence, per service.
 const LOG_WEIGHT: f64 = 1.0;
 const CALLS_WEIGHT: f64 = 0.5;
 const METRIC_WEIGHT: f64 = 2.0;
+/// Share of a gauge's weight when the service's spans did not slow down.
+const UNSLOWED_GAUGE: f64 = 0.25;
 const MAX_SUSPECTS: usize = 10;
 /// Severity number of WARN: example log lines are WARN or worse.
 const WARN: i32 = 13;
@@ -285,10 +289,12 @@ fn fold(
     for service in &services {
         let logs = signals.logs.get(service);
         let c = Components {
-            spans: best.get(service).map_or(0.0, |s| s.score),
+            spans: evidence::saturate(best.get(service).map_or(0.0, |s| s.score)),
             logs: LOG_WEIGHT * logs.map_or(0.0, evidence::Evidence::score),
             calls: CALLS_WEIGHT * signals.calls.get(service).map_or(0.0, |c| c.0),
-            metrics: METRIC_WEIGHT * signals.metrics.get(service).map_or(0.0, |m| m.weight),
+            metrics: METRIC_WEIGHT
+                * signals.metrics.get(service).map_or(0.0, |m| m.weight)
+                * gauge_credibility(service, incident, baseline),
         };
         let appeared = LOG_WEIGHT * logs.map_or(0.0, evidence::Evidence::appeared_score);
         scores.insert(service.clone(), c.total());
@@ -373,6 +379,33 @@ fn fold(
     }
     sort_suspects(&mut out);
     out
+}
+
+/// Lesson 7, with a guard: a CPU or memory gauge that rose while the
+/// service's own work is about as fast as before (its mean self time up
+/// by less than [`MIN_LIFT`]) is more often load — the entry service of
+/// a traffic burst — than a fault: contention slows the work it contends
+/// with. Such a rise counts [`UNSLOWED_GAUGE`]. The point estimate is
+/// used, not a significance test, as a contended service may serve few
+/// spans; a service without spans in both windows keeps full weight.
+fn gauge_credibility(
+    service: &str,
+    incident: &HashMap<Subject, Stats>,
+    baseline: &HashMap<Subject, Stats>,
+) -> f64 {
+    let key = Subject::Service {
+        service: service.to_string(),
+    };
+    match (incident.get(&key), baseline.get(&key)) {
+        (Some(now), Some(before)) if now.spans > 0.0 && before.spans > 0.0 => {
+            if now.mean_self_ns() >= MIN_LIFT * before.mean_self_ns() {
+                1.0
+            } else {
+                UNSLOWED_GAUGE
+            }
+        }
+        _ => 1.0,
+    }
 }
 
 fn sort_suspects(suspects: &mut [Suspect]) {
@@ -490,13 +523,14 @@ pub async fn locate(
     (baseline_start, baseline_end): (i64, i64),
 ) -> Result<Value, QueryError> {
     // The windows' span stats, log lines and gauges are independent.
-    let (incident, baseline, lines_now, lines_before, gauges) = futures::try_join!(
+    let (mut incident, baseline, lines_now, lines_before, gauges) = futures::try_join!(
         window_stats(engine, start, end),
         window_stats(engine, baseline_start, baseline_end),
         operation_lines(engine, start, end),
         operation_lines(engine, baseline_start, baseline_end),
         gauges(engine, (start, end), (baseline_start, baseline_end)),
     )?;
+    blame_slow_callees(&mut incident, &baseline);
     let traffic: HashMap<String, (f64, f64)> = incident
         .traffic
         .iter()
@@ -687,6 +721,39 @@ mod tests {
                 || folded[0].explanation.contains("query price")
         );
         assert_eq!(folded[1].subject, service("travel"));
+    }
+
+    /// Lesson 6: a culprit with 8 spans in the window is listed (and
+    /// ranked first) when its errors are significant for its count, while
+    /// a busy service's few extra errors are not evidence.
+    #[test]
+    fn a_culprit_with_thin_traffic_is_listed() {
+        let mut incident = HashMap::new();
+        let mut baseline = HashMap::new();
+        incident.insert(service("thin"), stats(8.0, 6.0, 2.0));
+        baseline.insert(service("thin"), stats(8.0, 0.0, 2.0));
+        incident.insert(service("busy"), stats(2000.0, 22.0, 5.0));
+        baseline.insert(service("busy"), stats(2000.0, 20.0, 5.0));
+        let ranked = rank(&incident, &baseline);
+        assert_eq!(ranked.len(), 1, "busy is not a suspect");
+        assert_eq!(ranked[0].subject, service("thin"));
+        assert_eq!(ranked[0].kind, SuspectKind::Errors);
+    }
+
+    /// Lesson 7: a CPU rise counts fully for a service whose work slowed
+    /// down (contention) and a quarter for one as fast as before (load).
+    #[test]
+    fn a_gauge_rise_counts_fully_only_where_the_work_slowed() {
+        let mut incident = HashMap::new();
+        let mut baseline = HashMap::new();
+        incident.insert(service("contended"), stats(50.0, 0.0, 40.0));
+        baseline.insert(service("contended"), stats(50.0, 0.0, 4.0));
+        incident.insert(service("entry"), stats(500.0, 0.0, 10.5));
+        baseline.insert(service("entry"), stats(100.0, 0.0, 10.0));
+        let credibility = |s: &str| gauge_credibility(s, &incident, &baseline);
+        assert_eq!(credibility("contended"), 1.0);
+        assert_eq!(credibility("entry"), UNSLOWED_GAUGE);
+        assert_eq!(credibility("uninstrumented"), 1.0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::Loupe;
 use crate::shared::{FAULT_NS, incident_args};
@@ -119,4 +119,130 @@ fn bad_deploy_points_at_the_version_and_its_log_pattern_surfaces() {
             .iter()
             .any(|p| p["template"].as_str().unwrap().starts_with("added item"))
     );
+}
+
+/// One span of a hand-built trace: id, parent id, service, name, kind
+/// (OTLP: 1 internal, 2 server, 3 client), start and end offsets in ms.
+type SpanSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    i64,
+);
+
+/// The traces of `requests` requests from `t0` (ns), one a second, each
+/// shaped by `shape(i)`; as OTLP/JSON grouped per service.
+fn traces(t0: i64, requests: usize, shape: impl Fn(usize) -> Vec<SpanSpec>) -> Value {
+    let mut per_service: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+    for i in 0..requests {
+        let start = t0 + i as i64 * 1_000_000_000;
+        let trace = format!("{:032x}", (t0 as u128) * 10_000 + i as u128);
+        for (id, parent, service, name, kind, from, to) in shape(i) {
+            let id_hex = |s: &str| {
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "{:08x}{:08x}",
+                        i,
+                        s.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+                    )
+                }
+            };
+            per_service.entry(service).or_default().push(json!({
+                "traceId": trace, "spanId": id_hex(id), "parentSpanId": id_hex(parent),
+                "name": name, "kind": kind,
+                "startTimeUnixNano": (start + from * 1_000_000).to_string(),
+                "endTimeUnixNano": (start + to * 1_000_000).to_string(),
+            }));
+        }
+    }
+    let resource_spans: Vec<Value> = per_service
+        .into_iter()
+        .map(|(service, spans)| {
+            json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"spans": spans}],
+            })
+        })
+        .collect();
+    json!({ "resourceSpans": resource_spans })
+}
+
+/// Lessons 1 and 2 on a hand-built fixture. `payment`'s network is
+/// delayed by 50 ms: `order`'s CLIENT span to it stretches while
+/// payment's SERVER span does not, and the gateway's childless handler
+/// span (its downstream call hangs off the entry span, as in an async
+/// gateway) covers the whole request. The gap between the call and the
+/// server span is payment's, and the handler owns none of the time its
+/// sibling call covers: payment is the top suspect, not order (the
+/// caller) or the gateway (the long childless span).
+#[test]
+fn a_delayed_callee_is_blamed_not_its_caller_or_a_long_childless_span() {
+    let loupe = Loupe::start(&[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let minute = 60_000_000_000;
+    let (baseline, incident) = (now - 8 * minute, now - 4 * minute);
+    let shape = |delay: i64| {
+        move |_: usize| {
+            let d = delay;
+            vec![
+                ("root", "", "gateway", "GET /*", 2, 0, 40 + d),
+                ("handle", "root", "gateway", "handle", 1, 0, 40 + d),
+                ("post", "root", "gateway", "POST", 3, 1, 39 + d),
+                ("order", "post", "order", "POST /order", 2, 2, 38 + d),
+                ("db", "order", "order", "SELECT", 1, 3, 13),
+                ("call", "order", "order", "GET", 3, 14, 30 + d),
+                (
+                    "pay",
+                    "call",
+                    "payment",
+                    "GET /pay",
+                    2,
+                    15 + d / 2,
+                    29 + d / 2,
+                ),
+            ]
+        }
+    };
+    for body in [
+        traces(baseline, 180, shape(0)),
+        traces(incident, 180, shape(50)),
+    ] {
+        let response = loupe.post(
+            "/v1/traces",
+            "application/json",
+            body.to_string().into_bytes(),
+        );
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
+    let visible = crate::harness::wait_until(deadline, || {
+        loupe.count("SELECT count(*) FROM spans") >= 2 * 180 * 7
+    });
+    assert!(visible, "spans not visible");
+    let end = incident + 180 * 1_000_000_000;
+    let response = loupe
+        .client()
+        .get(loupe.api_url(&format!(
+            "/api/v1/problems?start={incident}&end={end}&baseline_start={baseline}&baseline_end={incident}"
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let report: Value = response.json().unwrap();
+    let s = top(&report);
+    assert_eq!(s["subject"]["service"], "payment", "{report:#}");
+    assert_eq!(s["kind"], "latency");
+    let named: Vec<&str> = (report["suspects"].as_array().unwrap().iter())
+        .filter_map(|s| s["subject"]["service"].as_str())
+        .collect();
+    assert!(!named.contains(&"gateway"), "{named:?}");
+    assert!(!named.contains(&"order"), "{named:?}");
 }
