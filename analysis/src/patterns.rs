@@ -197,17 +197,61 @@ impl Compared {
 /// the lines name one — in each window.
 pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> {
     let mut miner = TemplateMiner::default();
+    let ids_before = mine(&mut miner, before);
+    let ids_now = mine(&mut miner, current);
+    count(&miner, (before, &ids_before), (current, &ids_now))
+}
+
+/// [`compare`] of `before` with `current`, and of the older half of
+/// `before` with its newer half (`before` comes newest first) — how much
+/// the templates move within the baseline alone — mining every line once.
+pub(crate) fn compare_with_halves(
+    before: &[LineRow],
+    current: &[LineRow],
+) -> (Vec<Compared>, Vec<Compared>) {
+    let mut miner = TemplateMiner::default();
+    let ids_before = mine(&mut miner, before);
+    let ids_now = mine(&mut miner, current);
+    let now = count(&miner, (before, &ids_before), (current, &ids_now));
+    let half = before.len() / 2;
+    let (newer, older) = before.split_at(half);
+    let (ids_newer, ids_older) = ids_before.split_at(half);
+    let halves = count(&miner, (older, ids_older), (newer, ids_newer));
+    (now, halves)
+}
+
+/// The template id of each line (none for a line without a service,
+/// severity or body).
+fn mine(miner: &mut TemplateMiner, lines: &[LineRow]) -> Vec<Option<usize>> {
+    lines
+        .iter()
+        .map(
+            |line| match (&line.service, &line.severity_text, &line.body) {
+                (Some(service), Some(severity), Some(body)) => {
+                    Some(miner.add(&format!("{service}\u{1f}{severity}"), body))
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Counts each (template, operation) in two windows of mined lines.
+fn count(
+    miner: &TemplateMiner,
+    before: (&[LineRow], &[Option<usize>]),
+    current: (&[LineRow], &[Option<usize>]),
+) -> Vec<Compared> {
     let mut counts: HashMap<(usize, Option<String>), Compared> = HashMap::new();
-    for (is_current, lines) in [(false, before), (true, current)] {
-        for line in lines {
-            let (Some(service), Some(severity), Some(body)) =
-                (&line.service, &line.severity_text, &line.body)
+    for (is_current, (lines, ids)) in [(false, before), (true, current)] {
+        for (line, id) in lines.iter().zip(ids) {
+            let (Some(id), Some(service), Some(severity), Some(body)) =
+                (id, &line.service, &line.severity_text, &line.body)
             else {
                 continue;
             };
-            let id = miner.add(&format!("{service}\u{1f}{severity}"), body);
             let operation = line.operation.clone().filter(|o| !o.is_empty());
-            let key = (id, operation.clone());
+            let key = (*id, operation.clone());
             let entry = counts.entry(key).or_insert_with(|| Compared {
                 service: service.clone(),
                 severity: severity.clone(),
@@ -257,6 +301,36 @@ mod tests {
         assert_eq!(
             counts.get(&("a".into(), "INFO".into(), "took <*>".into())),
             2
+        );
+    }
+
+    /// Mining once serves both comparisons: the incident against the
+    /// baseline, and the baseline's older half against its newer half.
+    #[test]
+    fn the_baseline_halves_are_counted_from_the_same_mining() {
+        // Newest first: the newer half logs "b", the older half "a".
+        let before = vec![
+            line("s", "INFO", "step b for user 1"),
+            line("s", "INFO", "step b for user 2"),
+            line("s", "INFO", "step a done"),
+            line("s", "INFO", "step a done"),
+        ];
+        let current = vec![line("s", "INFO", "step b for user 3")];
+        let (now, halves) = compare_with_halves(&before, &current);
+        let counts = |list: &[Compared]| {
+            let mut v: Vec<(String, u64, u64)> = (list.iter())
+                .map(|c| (c.template.clone(), c.before, c.current))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(counts(&now), counts(&compare(&before, &current)));
+        assert_eq!(
+            counts(&halves),
+            [
+                ("step a done".to_string(), 2, 0),
+                ("step b for user <*>".to_string(), 0, 2)
+            ]
         );
     }
 

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::evidence;
-use crate::patterns::{compare, operation_lines};
+use crate::patterns::{compare_with_halves, operation_lines};
 use crate::problem_windows::{
     MIN_LATENCY_Z, MIN_LIFT, Stats, blame_slow_callees, gauges, kept_calls, window_stats,
 };
@@ -556,12 +556,10 @@ pub async fn locate(
     for (op, n) in &incident.operations {
         operations.entry(op.clone()).or_default().1 = *n;
     }
-    let mut logs = evidence::log_evidence(&compare(&lines_before, &lines_now), &operations);
-    // The baseline's lines come newest first: its two halves in time, each
-    // operation's templates against the operation's lines (its spans per
-    // half are not counted).
-    let (newer, older) = lines_before.split_at(lines_before.len() / 2);
-    let halves = compare(older, newer);
+    let (changes, halves) = compare_with_halves(&lines_before, &lines_now);
+    let mut logs = evidence::log_evidence(&changes, &operations);
+    // The baseline's two halves in time, each operation's templates
+    // against the operation's lines (its spans per half are not counted).
     let noise = evidence::log_evidence(&halves, &evidence::lines_per_operation(&halves));
     evidence::discount_noise(&mut logs, &noise);
     let signals = Signals {

@@ -148,7 +148,8 @@ fn traces(t0: i64, requests: usize, shape: impl Fn(usize) -> Vec<SpanSpec>) -> V
                     format!(
                         "{:08x}{:08x}",
                         i,
-                        s.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+                        s.bytes()
+                            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
                     )
                 }
             };
