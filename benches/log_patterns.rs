@@ -8,7 +8,9 @@
 //! runs beside it as the peer.
 //!
 //! Run: `cargo bench --bench log_patterns` (env `REAL_LOGS`: the
-//! `real-logs.tar.zst` bundle, default `../shared/datasets/…`).
+//! `real-logs.tar.zst` bundle, default `../shared/datasets/…`;
+//! `DEBUG_SYSTEM=Linux` prints that system's events split over several
+//! templates and templates merging several events).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -115,6 +117,38 @@ fn main() {
         let truth: Vec<&str> = lines.iter().map(|(_, e)| e.as_str()).collect();
         let mut miner = TemplateMiner::default();
         let ours: Vec<usize> = lines.iter().map(|(l, _)| miner.add("", l)).collect();
+        if std::env::var("DEBUG_SYSTEM").is_ok_and(|s| s == system) {
+            let mut by_event: HashMap<&str, HashMap<usize, (usize, &str)>> = HashMap::new();
+            for ((l, e), id) in lines.iter().zip(&ours) {
+                let entry = by_event
+                    .entry(e.as_str())
+                    .or_default()
+                    .entry(*id)
+                    .or_insert((0, l.as_str()));
+                entry.0 += 1;
+            }
+            for (e, ids) in &by_event {
+                if ids.len() > 1 {
+                    println!("SPLIT {e}");
+                    for (id, (n, l)) in ids {
+                        println!(
+                            "    {n} {} | {}",
+                            miner.template(*id),
+                            &l[..l.len().min(140)]
+                        );
+                    }
+                }
+            }
+            let mut by_id: HashMap<usize, HashMap<&str, usize>> = HashMap::new();
+            for ((_, e), id) in lines.iter().zip(&ours) {
+                *by_id.entry(*id).or_default().entry(e.as_str()).or_default() += 1;
+            }
+            for (id, events) in &by_id {
+                if events.len() > 1 {
+                    println!("MERGED {} {:?}", miner.template(*id), events);
+                }
+            }
+        }
         let peer: Vec<String> = lines.iter().map(|(l, _)| legacy_template(l)).collect();
         let (a, b) = (
             grouping_accuracy(&ours, &truth),
