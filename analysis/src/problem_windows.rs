@@ -160,13 +160,25 @@ pub(crate) async fn window_stats(
              GROUP BY p.trace_id, p.span_id, p.parent_span_id, p.service, p.name, p.kind, p.status_code, p.duration_ns,
                       t0, instance, version, region, system, address
          ),
+         parents AS (
+             SELECT DISTINCT trace_id, parent_span_id AS span_id FROM spans
+             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''
+         ),
+         -- From the raw spans, not per_span: a CTE is evaluated once per
+         -- reference, and per_span is the costly part.
+         sibling AS (
+             SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, CAST(s.start_time AS BIGINT) AS t0, s.duration_ns,
+                    p.span_id IS NOT NULL AS has_children
+             FROM spans s LEFT JOIN parents p ON p.trace_id = s.trace_id AND p.span_id = s.span_id
+             WHERE s.start_time >= {start} AND s.start_time <= {end} AND s.parent_span_id <> ''
+         ),
          overlap AS (
              SELECT a.trace_id, a.span_id,
                     sum(greatest(0, least(a.t0 + a.duration_ns, b.t0 + b.duration_ns) - greatest(a.t0, b.t0))) AS covered_ns
-             FROM per_span a
-             JOIN per_span b ON b.trace_id = a.trace_id AND b.parent_span_id = a.parent_span_id AND b.span_id <> a.span_id
-             WHERE a.children = 0 AND a.kind NOT IN ('client', 'producer') AND a.parent_span_id <> ''
-               AND (b.children > 0 OR b.kind IN ('client', 'producer'))
+             FROM sibling a
+             JOIN sibling b ON b.trace_id = a.trace_id AND b.parent_span_id = a.parent_span_id AND b.span_id <> a.span_id
+             WHERE NOT a.has_children AND a.kind NOT IN ('client', 'producer')
+               AND (b.has_children OR b.kind IN ('client', 'producer'))
              GROUP BY a.trace_id, a.span_id
          ),
          timed AS (
