@@ -3,6 +3,7 @@
 //! indexing stored.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
@@ -12,14 +13,22 @@ use tantivy::schema::{Field, FieldType, IndexRecordOption};
 use tantivy::{DateTime, Index, Term};
 
 use crate::ast::Ast;
+use crate::verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 use crate::{Result, SearchError};
 
 /// The Tantivy query for `ast` on `index`; leaves without a field search
-/// `default_field`.
-pub fn to_tantivy(ast: &Ast, index: &Index, default_field: Field) -> Result<Box<dyn Query>> {
+/// `default_field`. Phrases on a text field indexed without positions are
+/// checked against the documents' text from `texts`.
+pub fn to_tantivy(
+    ast: &Ast,
+    index: &Index,
+    default_field: Field,
+    texts: Option<Arc<dyn TextSource>>,
+) -> Result<Box<dyn Query>> {
     Compiler {
         index,
         default_field,
+        texts,
     }
     .query(ast)
 }
@@ -27,6 +36,7 @@ pub fn to_tantivy(ast: &Ast, index: &Index, default_field: Field) -> Result<Box<
 struct Compiler<'a> {
     index: &'a Index,
     default_field: Field,
+    texts: Option<Arc<dyn TextSource>>,
 }
 
 /// Where a leaf looks: a field, and within a JSON field the path.
@@ -225,8 +235,48 @@ impl Compiler<'_> {
                 IndexRecordOption::Basic,
             ))),
             _ if self.has_positions(target) => Some(Box::new(PhraseQuery::new_with_offset(terms))),
-            _ => return fail(format!("field '{}' cannot match phrases", target.name)),
+            _ => Some(self.verified_phrase(target, terms, false)?),
         })
+    }
+
+    /// A phrase on a text field without positions: documents holding all
+    /// its words, each checked against its text.
+    fn verified_phrase(
+        &self,
+        target: &Target<'_>,
+        terms: Vec<(usize, Term)>,
+        prefix: bool,
+    ) -> Result<Box<dyn Query>> {
+        let cannot = || fail(format!("field '{}' cannot match phrases", target.name));
+        let Some(texts) = self.texts.clone() else {
+            return cannot();
+        };
+        if !target.path.is_empty() {
+            return cannot();
+        }
+        let words = terms
+            .iter()
+            .map(|(offset, term)| {
+                term.value()
+                    .as_str()
+                    .map(|w| (*offset, w.to_string()))
+                    .ok_or_else(|| SearchError::new("phrase words must be text"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let analyzer = self
+            .index
+            .tokenizer_for_field(target.field)
+            .map_err(|e| SearchError::new(e.to_string()))?;
+        // A prefix's last word narrows nothing by itself: the check does it.
+        let required = terms.len() - usize::from(prefix);
+        let mut candidates: Vec<Term> = terms.into_iter().take(required).map(|(_, t)| t).collect();
+        candidates.sort();
+        candidates.dedup();
+        Ok(Box::new(VerifiedPhraseQuery::new(
+            candidates,
+            PhraseMatcher::new(analyzer, words, prefix),
+            texts,
+        )))
     }
 
     /// A single value: a word, or (`phrase`) a quoted one.
@@ -329,7 +379,7 @@ impl Compiler<'_> {
             _ if self.has_positions(target) => {
                 Ok(Box::new(PhrasePrefixQuery::new_with_offset(terms)))
             }
-            _ => fail(format!("field '{}' cannot match phrases", target.name)),
+            _ => self.verified_phrase(target, terms, true),
         }
     }
 

@@ -19,10 +19,12 @@ mod ast;
 mod compile;
 mod lexer;
 mod parser;
+mod verified_phrase;
 
 pub use ast::Ast;
 pub use compile::to_tantivy;
 pub use parser::{MAX_DEPTH, parse};
+pub use verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 
 /// Why a search could not be parsed or translated; the message is meant for
 /// the person who typed the query.

@@ -6,6 +6,7 @@ mod catalog;
 mod error;
 mod index_cache;
 mod ipc;
+mod log_bodies;
 pub mod log_index;
 mod maintenance;
 mod memtable;
@@ -20,6 +21,8 @@ pub mod trace_index;
 mod wal;
 mod writer;
 
+#[cfg(test)]
+mod size_report;
 #[cfg(test)]
 mod test_batches;
 

@@ -4,11 +4,16 @@
 //! but each document's row number, so a search yields the rows to read from
 //! Parquet and never a second copy of the data.
 //!
+//! `body` is indexed by word without positions (they were the largest part
+//! of the index): a phrase finds the rows holding all its words, and each
+//! is checked against its body ([`crate::log_bodies`]).
+//!
 //! On disk an index is one "bundle" file beside its Parquet file, written
 //! and deleted with it through the object store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, TimestampNanosecondType};
@@ -17,13 +22,14 @@ use tantivy::collector::Count;
 use tantivy::directory::RamDirectory;
 use tantivy::query::EnableScoring;
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
-    OwnedValue, STORED, Schema, TextFieldIndexing, TextOptions,
+    DateOptions, DateTimePrecision, FAST, Field, IndexRecordOption, JsonObjectOptions,
+    NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{DateTime, Directory, Index, IndexReader, TantivyDocument};
 
 use crate::error::{Result, StorageError};
+use crate::log_bodies::Bodies;
 
 const BUNDLE_MAGIC: &[u8; 8] = b"LPIDX001";
 const RAW_LOWER: &str = "raw_lower";
@@ -44,32 +50,39 @@ struct Fields {
     ts: Field,
 }
 
+/// The index answers which rows match and nothing else: searches never
+/// score, so no field keeps norms, and no document is stored (the row
+/// number is a fast field; the row itself is in Parquet).
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let text_with_positions = TextOptions::default().set_indexing_options(
+    let words = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer("default")
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            .set_fieldnorms(false)
+            .set_index_option(IndexRecordOption::Basic),
     );
     let keyword = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(RAW_LOWER)
+            .set_fieldnorms(false)
             .set_index_option(IndexRecordOption::Basic),
     );
     let json = JsonObjectOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
+                .set_fieldnorms(false)
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_expand_dots_enabled()
         // Range queries on JSON values need a columnar copy of them.
         .set_fast("raw");
     let fields = Fields {
-        body: b.add_text_field("body", text_with_positions),
+        body: b.add_text_field("body", words),
         service: b.add_text_field("service", keyword.clone()),
         severity_text: b.add_text_field("severity_text", keyword.clone()),
-        severity_number: b.add_i64_field("severity_number", INDEXED),
+        severity_number: b
+            .add_i64_field("severity_number", NumericOptions::default().set_indexed()),
         trace_id: b.add_text_field("trace_id", keyword),
         time: b.add_date_field(
             "time",
@@ -78,7 +91,7 @@ fn schema() -> (Schema, Fields) {
                 .set_precision(DateTimePrecision::Nanoseconds),
         ),
         attributes: b.add_json_field("attributes", json),
-        row: b.add_u64_field("row", FAST | STORED),
+        row: b.add_u64_field("row", FAST),
         ts: b.add_i64_field("ts", FAST),
     };
     (b.build(), fields)
@@ -219,10 +232,11 @@ impl LogIndexBuilder {
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<LogIndex> {
+    /// The finished index; its phrase searches read bodies from `bodies`.
+    pub(crate) fn finish(mut self, bodies: Bodies) -> Result<LogIndex> {
         self.writer.commit()?;
         self.writer.wait_merging_threads()?;
-        LogIndex::from_index(self.index, self.fields)
+        LogIndex::from_index(self.index, self.fields, bodies)
     }
 }
 
@@ -238,6 +252,7 @@ pub struct LogIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    bodies: Arc<Bodies>,
 }
 
 impl LogIndex {
@@ -245,20 +260,22 @@ impl LogIndex {
     pub fn build(batch: &RecordBatch) -> Result<LogIndex> {
         let mut builder = LogIndexBuilder::new()?;
         builder.add(batch)?;
-        builder.finish()
+        builder.finish(Bodies::Batch(strings(batch, "body")?.clone()))
     }
 
-    fn from_index(index: Index, fields: Fields) -> Result<LogIndex> {
+    fn from_index(index: Index, fields: Fields, bodies: Bodies) -> Result<LogIndex> {
         let reader = index.reader()?;
         Ok(LogIndex {
             index,
             reader,
             fields,
+            bodies: Arc::new(bodies),
         })
     }
 
-    /// Opens an index from its bundle file's bytes.
-    pub fn open(bundle: &[u8]) -> Result<LogIndex> {
+    /// Opens an index from its bundle file's bytes; `parquet` is the local
+    /// path of the split file it indexes, which phrase searches read.
+    pub fn open(bundle: &[u8], parquet: Option<PathBuf>) -> Result<LogIndex> {
         let directory = RamDirectory::create();
         for (path, data) in read_bundle(bundle)? {
             directory.atomic_write(&path, data).map_err(|e| {
@@ -268,7 +285,8 @@ impl LogIndex {
         let index = Index::open(directory)?;
         register_tokenizers(&index);
         let (_, fields) = schema();
-        LogIndex::from_index(index, fields)
+        let bodies = parquet.map_or(Bodies::Unavailable, Bodies::File);
+        LogIndex::from_index(index, fields, bodies)
     }
 
     /// The bundle file: every file of the index, concatenated.
@@ -298,7 +316,7 @@ impl LogIndex {
     /// Rows matching `query`, ascending; terms without a field search
     /// `body`.
     pub fn matching_rows(&self, query: &Ast) -> Result<Vec<u32>> {
-        let query = parse(&self.index, self.fields, query)?;
+        let query = parse(&self.index, self.fields, query, self.bodies.clone())?;
         let searcher = self.reader.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let mut rows = Vec::new();
@@ -325,7 +343,7 @@ impl LogIndex {
         end: i64,
         mut each: impl FnMut(i64, u32),
     ) -> Result<()> {
-        let query = parse(&self.index, self.fields, query)?;
+        let query = parse(&self.index, self.fields, query, self.bodies.clone())?;
         let searcher = self.reader.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         for segment in searcher.segment_readers() {
@@ -345,6 +363,34 @@ impl LogIndex {
         Ok(())
     }
 
+    /// Bytes per field and per part of the index (term dictionary,
+    /// postings, positions, fast fields, field norms, doc store): what a
+    /// storage-size investigation needs to know.
+    pub fn space_report(&self) -> Result<Vec<(String, u64)>> {
+        let usage = self
+            .reader
+            .searcher()
+            .space_usage()
+            .map_err(|e| StorageError::Internal(format!("index space usage: {e}")))?;
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for segment in usage.segments() {
+            for (part, per_field) in [
+                ("termdict", segment.termdict()),
+                ("postings", segment.postings()),
+                ("positions", segment.positions()),
+                ("fast", segment.fast_fields()),
+                ("fieldnorms", segment.fieldnorms()),
+            ] {
+                for field in per_field.fields() {
+                    *out.entry(format!("{part}/{}", field.field_name()))
+                        .or_default() += field.total().get_bytes();
+                }
+            }
+            *out.entry("store".into()).or_default() += segment.store().total().get_bytes();
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// Number of indexed rows.
     pub fn num_docs(&self) -> Result<usize> {
         let searcher = self.reader.searcher();
@@ -352,8 +398,13 @@ impl LogIndex {
     }
 }
 
-fn parse(index: &Index, fields: Fields, query: &Ast) -> Result<Box<dyn tantivy::query::Query>> {
-    loupe_search::to_tantivy(query, index, fields.body)
+fn parse(
+    index: &Index,
+    fields: Fields,
+    query: &Ast,
+    bodies: Arc<Bodies>,
+) -> Result<Box<dyn tantivy::query::Query>> {
+    loupe_search::to_tantivy(query, index, fields.body, Some(bodies))
         .map_err(|e| StorageError::InvalidSearch(e.to_string()))
 }
 
@@ -363,7 +414,7 @@ fn parse(index: &Index, fields: Fields, query: &Ast) -> Result<Box<dyn tantivy::
 pub fn parse_query(query: &str) -> Result<Ast> {
     let ast = loupe_search::parse(query).map_err(|e| StorageError::InvalidSearch(e.to_string()))?;
     let (index, fields) = new_index()?;
-    parse(&index, fields, &ast)?;
+    parse(&index, fields, &ast, Arc::new(Bodies::Unavailable))?;
     Ok(ast)
 }
 
@@ -450,6 +501,11 @@ mod tests {
         assert_eq!(index.num_docs().unwrap(), 3);
         assert_eq!(rows(&index, "connection reset"), vec![0, 2]);
         assert_eq!(rows(&index, "\"connection reset\""), vec![0]);
+        // Phrases are exact though the index keeps no positions: rows 0
+        // and 2 both hold "reset" and "connection", neither in this order.
+        assert_eq!(rows(&index, "\"reset connection\""), Vec::<u32>::new());
+        assert_eq!(rows(&index, "NOT \"connection reset\""), vec![1, 2]);
+        assert_eq!(rows(&index, "\"connection reset\" OR sku"), vec![0, 1]);
         assert_eq!(rows(&index, "reset AND NOT service:payment"), vec![0]);
         assert_eq!(rows(&index, "reset NOT service:payment"), vec![0]);
         assert_eq!(rows(&index, "reset -service:payment"), vec![0]);
@@ -481,8 +537,20 @@ mod tests {
         seen.sort();
         assert_eq!(seen, vec![(1_000, 0)], "time bounds apply");
 
-        let reopened = LogIndex::open(&index.to_bundle().unwrap()).unwrap();
+        // A split's index checks phrases against its Parquet file.
+        let split = crate::split_writer::encode_splits(crate::Signal::Logs, &[batch.clone()])
+            .unwrap()
+            .remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = dir.path().join("split.parquet");
+        std::fs::write(&parquet, &split.bytes).unwrap();
+        let reopened = LogIndex::open(split.index.as_ref().unwrap(), Some(parquet)).unwrap();
+        // The split is sorted by service then time: cart rows 0 and 1 keep
+        // their order, payment's row is last.
         assert_eq!(rows(&reopened, "\"connection reset\""), vec![0]);
+        assert_eq!(rows(&reopened, "\"reset the\""), vec![2]);
+        assert_eq!(rows(&reopened, "connection -\"reset the\""), vec![0]);
+        assert_eq!(rows(&reopened, "\"connection res\"*"), vec![0]);
         assert_eq!(
             rows(
                 &reopened,

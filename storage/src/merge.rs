@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
-use crate::split_writer::{EncodedSplit, SplitBuilder};
+use crate::split_writer::{Effort, EncodedSplit, SplitBuilder};
 
 /// Decoded bytes held per input file at a time.
 const INPUT_BATCH_BYTES: usize = 2 << 20;
@@ -207,7 +207,11 @@ impl Output {
         pending.picks.clear();
         pending.bytes = 0;
         if self.current.is_none() {
-            self.current = Some(SplitBuilder::new(self.signal, self.hour)?);
+            self.current = Some(SplitBuilder::new(
+                self.signal,
+                self.hour,
+                Effort::Compaction,
+            )?);
         }
         if let Some(file) = self.current.as_mut() {
             file.write(&merged)?;
@@ -296,7 +300,8 @@ mod tests {
         assert_eq!((meta.row_count, meta.min_time, meta.max_time), (7, 1, 9));
         assert_eq!(meta.services, vec!["a", "b", "c"]);
         assert!(meta.raw_bytes > 0);
-        let index = crate::log_index::LogIndex::open(merged[0].index.as_ref().unwrap()).unwrap();
+        let index =
+            crate::log_index::LogIndex::open(merged[0].index.as_ref().unwrap(), None).unwrap();
         assert_eq!(
             index
                 .matching_rows(&crate::log_index::parse_query("service:b").unwrap())

@@ -32,6 +32,12 @@ impl SplitStore {
         })
     }
 
+    /// Where a stored file is on the local file system, for readers that
+    /// cannot wait on the object store (phrase checks inside a search).
+    pub fn local_path(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }

@@ -448,7 +448,8 @@ impl Storage {
         }
         let bytes = self.files.store.get(path).await?;
         let weight = bytes.len();
-        let index = tokio::task::spawn_blocking(move || LogIndex::open(&bytes))
+        let parquet = self.files.store.local_path(&split.path);
+        let index = tokio::task::spawn_blocking(move || LogIndex::open(&bytes, parquet))
             .await
             .map_err(|e| StorageError::Internal(format!("index task: {e}")))??;
         let index = Arc::new(index);

@@ -1,0 +1,220 @@
+//! Phrases on a field indexed without positions: the index narrows a
+//! phrase to the documents holding all of its words, and each of those is
+//! then checked against its text, which the caller supplies (for logs, the
+//! `body` column of the Parquet file the index sits beside). The answer is
+//! as exact as a positional index's, for a fraction of its size: positions
+//! were the largest part of the log index.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tantivy::query::{
+    BitSetDocSet, BooleanQuery, ConstScorer, EnableScoring, Explanation, Occur, Query, Scorer,
+    TermQuery, Weight,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, TERMINATED, Term};
+
+/// The text of indexed documents, for checking phrases.
+pub trait TextSource: Send + Sync + fmt::Debug {
+    /// Calls `each(i, text)` for every `docs[i]` of `segment` that has
+    /// text, in any order.
+    fn texts(
+        &self,
+        segment: &SegmentReader,
+        docs: &[DocId],
+        each: &mut dyn FnMut(usize, &str),
+    ) -> tantivy::Result<()>;
+}
+
+/// Documents are checked this many at a time, so the texts held at once
+/// stay bounded however many documents hold a phrase's words.
+const CHECK_BATCH: usize = 4096;
+
+/// Words in a row, as a field's analyzer splits text.
+#[derive(Clone)]
+pub struct PhraseMatcher {
+    analyzer: TextAnalyzer,
+    /// `(offset, word)`, offsets as the analyzer placed the phrase's words.
+    words: Vec<(usize, String)>,
+    /// The last word is a prefix (`"connection res"*`).
+    prefix: bool,
+}
+
+impl fmt::Debug for PhraseMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhraseMatcher")
+            .field("words", &self.words)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl PhraseMatcher {
+    pub fn new(analyzer: TextAnalyzer, words: Vec<(usize, String)>, prefix: bool) -> Self {
+        PhraseMatcher {
+            analyzer,
+            words,
+            prefix,
+        }
+    }
+
+    /// Whether `text` holds the phrase: its words at the same relative
+    /// positions, the last one only as a prefix when asked.
+    pub fn matches(&self, text: &str) -> bool {
+        let Some((first_offset, _)) = self.words.first() else {
+            return false;
+        };
+        let mut analyzer = self.analyzer.clone();
+        let mut tokens: Vec<(usize, String)> = Vec::new();
+        analyzer
+            .token_stream(text)
+            .process(&mut |t| tokens.push((t.position, t.text.clone())));
+        let at = |position: usize| {
+            tokens
+                .binary_search_by_key(&position, |(p, _)| *p)
+                .ok()
+                .map(|i| tokens[i].1.as_str())
+        };
+        let last = self.words.len() - 1;
+        tokens.iter().any(|(start, _)| {
+            let Some(base) = start.checked_sub(*first_offset) else {
+                return false;
+            };
+            self.words.iter().enumerate().all(|(i, (offset, word))| {
+                at(base + offset).is_some_and(|token| {
+                    if self.prefix && i == last {
+                        token.starts_with(word.as_str())
+                    } else {
+                        token == word
+                    }
+                })
+            })
+        })
+    }
+}
+
+/// Documents holding every one of `terms` and, checked against their
+/// text, the phrase itself.
+#[derive(Clone, Debug)]
+pub struct VerifiedPhraseQuery {
+    candidates: BooleanQuery,
+    matcher: PhraseMatcher,
+    source: Arc<dyn TextSource>,
+}
+
+impl VerifiedPhraseQuery {
+    /// `terms` narrow the candidates (all must be present); `matcher`
+    /// decides.
+    pub fn new(terms: Vec<Term>, matcher: PhraseMatcher, source: Arc<dyn TextSource>) -> Self {
+        let clauses = terms
+            .into_iter()
+            .map(|t| {
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        VerifiedPhraseQuery {
+            candidates: BooleanQuery::new(clauses),
+            matcher,
+            source,
+        }
+    }
+}
+
+impl Query for VerifiedPhraseQuery {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(VerifiedPhraseWeight {
+            candidates: self.candidates.weight(enable_scoring)?,
+            matcher: self.matcher.clone(),
+            source: self.source.clone(),
+        }))
+    }
+}
+
+struct VerifiedPhraseWeight {
+    candidates: Box<dyn Weight>,
+    matcher: PhraseMatcher,
+    source: Arc<dyn TextSource>,
+}
+
+impl VerifiedPhraseWeight {
+    fn matching(&self, reader: &SegmentReader) -> tantivy::Result<BitSet> {
+        let mut scorer = self.candidates.scorer(reader, 1.0)?;
+        let mut matching = BitSet::with_max_value(reader.max_doc());
+        let mut batch = Vec::with_capacity(CHECK_BATCH);
+        let mut doc = scorer.doc();
+        loop {
+            if doc != TERMINATED {
+                batch.push(doc);
+                doc = scorer.advance();
+            }
+            if batch.len() == CHECK_BATCH || (doc == TERMINATED && !batch.is_empty()) {
+                self.source.texts(reader, &batch, &mut |i, text| {
+                    if self.matcher.matches(text) {
+                        matching.insert(batch[i]);
+                    }
+                })?;
+                batch.clear();
+            }
+            if doc == TERMINATED {
+                break;
+            }
+        }
+        Ok(matching)
+    }
+}
+
+impl Weight for VerifiedPhraseWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let docs = self.matching(reader)?;
+        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(docs), boost)))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        if self.matching(reader)?.contains(doc) {
+            Ok(Explanation::new("phrase checked against the text", 1.0))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} does not hold the phrase"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::tokenizer::TokenizerManager;
+
+    fn matcher(words: &[(usize, &str)], prefix: bool) -> PhraseMatcher {
+        let analyzer = TokenizerManager::default().get("default").unwrap();
+        PhraseMatcher::new(
+            analyzer,
+            words.iter().map(|(o, w)| (*o, w.to_string())).collect(),
+            prefix,
+        )
+    }
+
+    #[test]
+    fn words_must_be_adjacent_and_in_order() {
+        let m = matcher(&[(0, "connection"), (1, "reset")], false);
+        assert!(m.matches("ERROR Connection reset by peer"));
+        assert!(m.matches("connection: reset"), "punctuation is not a word");
+        assert!(!m.matches("reset the connection"));
+        assert!(!m.matches("connection was reset"));
+        assert!(!m.matches("connection resetting"));
+        let m = matcher(&[(0, "connection"), (1, "res")], true);
+        assert!(m.matches("connection resetting"));
+        assert!(!m.matches("connection was reset"));
+        let m = matcher(&[(0, "a"), (1, "a"), (2, "b")], false);
+        assert!(
+            m.matches("a a a b"),
+            "a repeated first word still finds the match"
+        );
+        assert!(!m.matches("a b a b"));
+    }
+}

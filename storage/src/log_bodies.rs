@@ -1,0 +1,115 @@
+//! The log lines behind a full-text index, for checking phrases: the index
+//! keeps no word positions, so a phrase is narrowed to the rows holding
+//! all its words and each of those rows' `body` is read and checked — from
+//! the memtable batch, or from the split's Parquet file, reading only the
+//! pages of those rows.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use arrow::array::{Array, AsArray, StringArray};
+use loupe_search::TextSource;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use tantivy::{DocId, SegmentReader, TantivyError};
+
+/// Where an index's rows' bodies are.
+#[derive(Debug)]
+pub(crate) enum Bodies {
+    /// An index only being written, never searched.
+    Unavailable,
+    /// A memtable batch's `body` column.
+    Batch(StringArray),
+    /// The split's Parquet file.
+    File(PathBuf),
+}
+
+fn internal(e: impl std::fmt::Display) -> TantivyError {
+    TantivyError::InternalError(format!("reading log bodies: {e}"))
+}
+
+impl TextSource for Bodies {
+    fn texts(
+        &self,
+        segment: &SegmentReader,
+        docs: &[DocId],
+        each: &mut dyn FnMut(usize, &str),
+    ) -> tantivy::Result<()> {
+        let row_of = segment.fast_fields().u64("row")?;
+        // (row, position in `docs`), by row.
+        let mut rows: Vec<(usize, usize)> = docs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, doc)| row_of.first(*doc).map(|row| (row as usize, i)))
+            .collect();
+        rows.sort_unstable();
+        match self {
+            Bodies::Unavailable => Err(internal("this index has no rows to read")),
+            Bodies::Batch(body) => {
+                for (row, i) in rows {
+                    if row < body.len() && body.is_valid(row) {
+                        each(i, body.value(row));
+                    }
+                }
+                Ok(())
+            }
+            Bodies::File(path) => read_file(path, &rows, each),
+        }
+    }
+}
+
+/// Reads the `body` of `rows` (ascending) from a Parquet file.
+fn read_file(
+    path: &PathBuf,
+    rows: &[(usize, usize)],
+    each: &mut dyn FnMut(usize, &str),
+) -> tantivy::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| internal(format!("{}: {e}", path.display())))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+    )
+    .map_err(internal)?;
+    let total = builder.metadata().file_metadata().num_rows() as usize;
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (row, _) in rows.iter().filter(|(row, _)| *row < total) {
+        match ranges.last_mut() {
+            Some(last) if last.end == *row => last.end += 1,
+            _ => ranges.push(*row..row + 1),
+        }
+    }
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_selection(RowSelection::from_consecutive_ranges(
+            ranges.into_iter(),
+            total,
+        ))
+        .with_batch_size(1024)
+        .build()
+        .map_err(internal)?;
+    let mut next = rows.iter().filter(|(row, _)| *row < total);
+    for batch in reader {
+        let batch = batch.map_err(internal)?;
+        let body = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| internal("body is not text"))?;
+        for r in 0..body.len() {
+            let Some((_, i)) = next.next() else {
+                return Ok(());
+            };
+            if body.is_valid(r) {
+                each(*i, body.value(r));
+            }
+        }
+    }
+    Ok(())
+}
