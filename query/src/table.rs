@@ -98,7 +98,15 @@ impl SignalTable {
                     .split_index(split)
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Some(search::matching_rows(searches, |q| index.matching_rows(q))?)
+                // A phrase's check reads bodies from the file: off the
+                // runtime's threads.
+                let searches = searches.to_vec();
+                let rows = tokio::task::spawn_blocking(move || {
+                    search::matching_rows(&searches, |q| index.matching_rows(q))
+                })
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+                Some(rows)
             } else if let Some(id) = trace_id {
                 // An unreadable index costs speed, not the answer: scan.
                 self.storage.trace_rows(split, id).await.unwrap_or_else(|e| {

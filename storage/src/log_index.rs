@@ -538,9 +538,10 @@ mod tests {
         assert_eq!(seen, vec![(1_000, 0)], "time bounds apply");
 
         // A split's index checks phrases against its Parquet file.
-        let split = crate::split_writer::encode_splits(crate::Signal::Logs, &[batch.clone()])
-            .unwrap()
-            .remove(0);
+        let split =
+            crate::split_writer::encode_splits(crate::Signal::Logs, std::slice::from_ref(&batch))
+                .unwrap()
+                .remove(0);
         let dir = tempfile::tempdir().unwrap();
         let parquet = dir.path().join("split.parquet");
         std::fs::write(&parquet, &split.bytes).unwrap();
