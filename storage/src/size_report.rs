@@ -76,8 +76,30 @@ fn size_report() {
             body,
         ));
     }
+    if let Some(group) = std::env::var("LOUPE_GROUP_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        // What an index of groups of rows (one document per `group`
+        // consecutive lines of a service) would take: the size of the
+        // lever "coarser body postings, every candidate row checked".
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut grouped = Vec::new();
+        for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
+            for g in chunk.chunks(group) {
+                let body: Vec<&str> = g.iter().map(|r| r.2.as_str()).collect();
+                grouped.push((g[0].0.clone(), g[0].1, body.join("\n")));
+            }
+        }
+        rows = grouped;
+        println!("== one document per {group} rows of a service");
+    }
     let batches: Vec<RecordBatch> = rows.chunks(8192).map(batch).collect();
-    for effort in [Effort::Flush, Effort::Compaction] {
+    let efforts = match std::env::var("LOUPE_EFFORT").as_deref() {
+        Ok("flush") => vec![Effort::Flush],
+        _ => vec![Effort::Flush, Effort::Compaction],
+    };
+    for effort in efforts {
         println!("== {effort:?}");
         report(&batches, raw, effort);
     }
