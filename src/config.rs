@@ -99,6 +99,17 @@ macro_rules! settings {
 settings! {
     /// Where the WAL, Parquet files and catalog live.
     data_dir: PathBuf = "./loupe-data", env "LOUPE_DATA_DIR";
+    /// Where Parquet files and their indexes go: empty for the data
+    /// directory, or `s3://bucket/prefix` on any S3-compatible store
+    /// (credentials, region, endpoint from `AWS_*` variables).
+    storage: String = "", env "LOUPE_STORAGE";
+    /// The catalog: empty for the SQLite file in the data directory, or
+    /// `postgres://user:password@host:port/db` shared by several nodes.
+    catalog: String = "", env "LOUPE_CATALOG", arg(hide_env_values = true);
+    /// Local read cache of a remote `storage` (Parquet footers, indexes).
+    read_cache_size: SizeSetting = "1GiB", env "LOUPE_READ_CACHE_SIZE";
+    /// Stored files no catalog row names are deleted once this old.
+    orphan_grace: DurationSetting = "1h", env "LOUPE_ORPHAN_GRACE";
     /// OTLP/gRPC listen address.
     otlp_grpc: SocketAddr = "127.0.0.1:4317", env "LOUPE_OTLP_GRPC";
     /// OTLP/HTTP listen address.
@@ -256,6 +267,10 @@ impl ServeArgs {
             anyhow::bail!("ingest_rate_limit must be a number ≥ 0");
         }
         let mut storage = StorageConfig::new(s.data_dir);
+        storage.storage_url = s.storage;
+        storage.catalog_url = s.catalog;
+        storage.read_cache_bytes = s.read_cache_size.0 as u64;
+        storage.maintenance.orphan_grace = s.orphan_grace.0;
         storage.wal_sync = s.wal_fsync;
         storage.flush_interval = s.flush_interval.0;
         storage.flush_bytes = s.flush_size.0;

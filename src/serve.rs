@@ -42,6 +42,38 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// How often a node on a PostgreSQL catalog refreshes its `nodes` row.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps this node's membership row fresh until `stop`.
+async fn heartbeat(
+    db: Arc<loupe_catalog::pg::PgDb>,
+    node: String,
+    addr: String,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return Ok(()),
+        }
+        let beat = tokio::time::timeout(
+            HEARTBEAT_INTERVAL,
+            loupe_catalog::pg::heartbeat(&db, &node, &addr),
+        )
+        .await;
+        match beat {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "node heartbeat failed; will retry"),
+            Err(_) => tracing::warn!("node heartbeat timed out; will retry"),
+        }
+    }
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -131,6 +163,10 @@ impl Server {
         )));
 
         tasks.extend(background.spawn(&stop_rx));
+        if let Some(db) = storage.postgres() {
+            let (node, addr) = (storage.node_id().to_string(), bound.http.to_string());
+            tasks.push(tokio::spawn(heartbeat(db, node, addr, stop_rx.clone())));
+        }
         let api = routes::api_router(
             storage.clone(),
             engine,

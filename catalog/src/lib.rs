@@ -7,8 +7,12 @@
 //! components evolve independently and a second implementation (PostgreSQL)
 //! can keep the same bookkeeping.
 
+pub mod pg;
+
 use std::path::Path;
 use std::time::Duration;
+
+pub use tokio_postgres;
 
 pub use rusqlite;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -18,6 +22,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub enum CatalogDbError {
     #[error("catalog database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("catalog on PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("catalog on PostgreSQL: no answer in time")]
+    Timeout,
+    #[error("catalog on PostgreSQL: connection closed")]
+    Closed,
     #[error(
         "the catalog's {component} schema is at version {found}, newer than this Loupe knows ({known}): run a newer Loupe or restore a backup"
     )]

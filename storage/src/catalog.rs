@@ -7,7 +7,7 @@
 //! still replays the rows) or the new one (the replay skips them).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -46,24 +46,38 @@ impl SplitMeta {
     }
 }
 
-/// Persistent metadata. SQLite by default; a PostgreSQL implementation can
-/// take its place for several nodes sharing one object store.
+/// Persistent metadata: the embedded SQLite file by default
+/// ([`SqliteCatalog`]), PostgreSQL for several nodes sharing one object
+/// store ([`crate::PgCatalog`]).
+#[async_trait::async_trait]
 pub trait Catalog: Send + Sync {
     /// Adds `splits` of `signal` and records that every WAL record of that
     /// signal up to `flushed_seq` is now in Parquet, atomically.
-    fn commit_flush(&self, signal: Signal, splits: &[SplitMeta], flushed_seq: u64) -> Result<()>;
+    async fn commit_flush(
+        &self,
+        signal: Signal,
+        splits: &[SplitMeta],
+        flushed_seq: u64,
+    ) -> Result<()>;
     /// Removes the splits `remove` and adds `add`, atomically (compaction
     /// and retention).
-    fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()>;
+    async fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()>;
     /// Every split of every signal.
-    fn list_splits(&self) -> Result<Vec<SplitMeta>>;
-    /// The highest WAL sequence number of `signal` already in Parquet (0: none).
-    fn flushed_seq(&self, signal: Signal) -> Result<u64>;
+    async fn list_splits(&self) -> Result<Vec<SplitMeta>>;
+    /// The highest WAL sequence number of `signal` (of this node's WAL)
+    /// already in Parquet (0: none).
+    async fn flushed_seq(&self, signal: Signal) -> Result<u64>;
+    /// Whether a failed commit surely did not happen (a local database), so
+    /// its files may go at once; a remote one may have committed before
+    /// the connection broke, and leaves them to orphan collection.
+    fn failed_commits_are_certain(&self) -> bool {
+        true
+    }
 }
 
 /// The embedded catalog: one SQLite file in the data directory.
 pub struct SqliteCatalog {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// The storage component's tables in the catalog database.
@@ -97,14 +111,22 @@ impl SqliteCatalog {
         // WAL journal + FULL sync: a committed flush survives power loss.
         let conn = loupe_catalog::open(path, &[&SCHEMA])?;
         Ok(SqliteCatalog {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Runs `f` on the connection off the async threads (SQLite blocks).
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))?
     }
 }
 
@@ -133,9 +155,36 @@ fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result
     Ok(())
 }
 
+#[async_trait::async_trait]
 impl Catalog for SqliteCatalog {
-    fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()> {
-        let mut conn = self.conn();
+    async fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()> {
+        let (remove, add) = (remove.to_vec(), add.to_vec());
+        self.with_conn(move |conn| replace_splits(conn, &remove, &add))
+            .await
+    }
+
+    async fn commit_flush(
+        &self,
+        signal: Signal,
+        splits: &[SplitMeta],
+        flushed_seq: u64,
+    ) -> Result<()> {
+        let splits = splits.to_vec();
+        self.with_conn(move |conn| commit_flush(conn, signal, &splits, flushed_seq))
+            .await
+    }
+
+    async fn list_splits(&self) -> Result<Vec<SplitMeta>> {
+        self.with_conn(|conn| list_splits(conn)).await
+    }
+
+    async fn flushed_seq(&self, signal: Signal) -> Result<u64> {
+        self.with_conn(move |conn| flushed_seq(conn, signal)).await
+    }
+}
+
+fn replace_splits(conn: &mut Connection, remove: &[String], add: &[SplitMeta]) -> Result<()> {
+    {
         let tx = conn.transaction()?;
         {
             let mut delete = tx.prepare_cached("DELETE FROM splits WHERE id = ?1")?;
@@ -151,9 +200,15 @@ impl Catalog for SqliteCatalog {
         tx.commit()?;
         Ok(())
     }
+}
 
-    fn commit_flush(&self, signal: Signal, splits: &[SplitMeta], flushed_seq: u64) -> Result<()> {
-        let mut conn = self.conn();
+fn commit_flush(
+    conn: &mut Connection,
+    signal: Signal,
+    splits: &[SplitMeta],
+    flushed_seq: u64,
+) -> Result<()> {
+    {
         let tx = conn.transaction()?;
         insert_splits(&tx, splits)?;
         tx.execute(
@@ -164,9 +219,10 @@ impl Catalog for SqliteCatalog {
         tx.commit()?;
         Ok(())
     }
+}
 
-    fn list_splits(&self) -> Result<Vec<SplitMeta>> {
-        let conn = self.conn();
+fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
+    {
         let mut stmt = conn.prepare(
             "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes
              FROM splits ORDER BY min_time",
@@ -219,9 +275,10 @@ impl Catalog for SqliteCatalog {
         }
         Ok(splits)
     }
+}
 
-    fn flushed_seq(&self, signal: Signal) -> Result<u64> {
-        let conn = self.conn();
+fn flushed_seq(conn: &mut Connection, signal: Signal) -> Result<u64> {
+    {
         let seq: Option<i64> = conn
             .query_row(
                 "SELECT flushed_seq FROM wal_progress WHERE signal = ?1",
@@ -253,27 +310,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn flush_commits_splits_and_progress_together_and_persists() {
+    #[tokio::test]
+    async fn flush_commits_splits_and_progress_together_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         {
             let catalog = SqliteCatalog::open(&path).unwrap();
-            assert_eq!(catalog.flushed_seq(Signal::Logs).unwrap(), 0);
+            assert_eq!(catalog.flushed_seq(Signal::Logs).await.unwrap(), 0);
             catalog
                 .commit_flush(Signal::Logs, &[split("x", 5, 9), split("y", 1, 3)], 17)
+                .await
                 .unwrap();
             // A duplicate path aborts the whole transaction: progress stays.
             assert!(
                 catalog
                     .commit_flush(Signal::Logs, &[split("x", 5, 9)], 30)
+                    .await
                     .is_err()
             );
         }
         let catalog = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(catalog.flushed_seq(Signal::Logs).unwrap(), 17);
-        assert_eq!(catalog.flushed_seq(Signal::Spans).unwrap(), 0);
-        let splits = catalog.list_splits().unwrap();
+        assert_eq!(catalog.flushed_seq(Signal::Logs).await.unwrap(), 17);
+        assert_eq!(catalog.flushed_seq(Signal::Spans).await.unwrap(), 0);
+        let splits = catalog.list_splits().await.unwrap();
         assert_eq!(splits, vec![split("y", 1, 3), split("x", 5, 9)]);
         assert!(splits[0].overlaps(3, 4));
         assert!(!splits[0].overlaps(4, 5));

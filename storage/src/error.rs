@@ -46,6 +46,9 @@ pub enum StorageError {
     InvalidSearch(String),
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// A setting names something storage cannot use.
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     Internal(String),
 }

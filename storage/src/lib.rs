@@ -3,6 +3,7 @@
 //! consistent snapshots of splits plus memtable.
 
 mod catalog;
+mod catalog_pg;
 mod error;
 mod index_cache;
 mod ipc;
@@ -11,6 +12,7 @@ pub mod log_index;
 mod maintenance;
 mod memtable;
 mod merge;
+mod read_cache;
 mod schema;
 mod shared;
 mod split_files;
@@ -27,6 +29,7 @@ mod size_report;
 mod test_batches;
 
 pub use catalog::{Catalog, SplitMeta, SqliteCatalog};
+pub use catalog_pg::{PG_SCHEMA, PgCatalog};
 pub use error::{Result, StorageError};
 pub use maintenance::MaintenanceConfig;
 pub use memtable::MemBatch;

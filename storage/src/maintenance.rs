@@ -7,7 +7,7 @@
 //! any step leaves either the old or the new files named by the catalog,
 //! and the start-up sweep removes whichever are not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::error::{Result, StorageError};
 use crate::merge::{FileLimits, merge_files};
 use crate::schema::Signal;
 use crate::split_files::SplitFiles;
+use crate::split_store::{SplitStore, StoredFile};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -41,6 +42,10 @@ pub struct MaintenanceConfig {
     pub delete_grace: Duration,
     /// Maximum age per signal (logs, spans, metrics).
     pub retention: [Duration; 3],
+    /// Stored files no catalog row names are deleted once this old (an
+    /// upload is published within it; a crash or a lost commit leaves
+    /// them behind).
+    pub orphan_grace: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -59,8 +64,33 @@ impl Default for MaintenanceConfig {
                 Duration::from_secs(7 * DAY),
                 Duration::from_secs(30 * DAY),
             ],
+            orphan_grace: Duration::from_secs(3600),
         }
     }
+}
+
+/// Deletes those of `stored` that no split of `listed` names and that were
+/// last modified more than `grace` ago.
+pub(crate) async fn delete_orphans(
+    store: &SplitStore,
+    stored: Vec<StoredFile>,
+    listed: &[SplitMeta],
+    grace: Duration,
+) -> Result<usize> {
+    let known: HashSet<&str> = listed
+        .iter()
+        .flat_map(|s| std::iter::once(s.path.as_str()).chain(s.index_path.as_deref()))
+        .collect();
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let mut deleted = 0;
+    for file in stored {
+        if !known.contains(file.path.as_str()) && file.last_modified <= cutoff {
+            tracing::info!(path = %file.path, "removing split file with no catalog entry");
+            store.delete(&file.path).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// The groups of splits one compaction pass should merge, oldest first.
@@ -139,7 +169,20 @@ impl Maintenance {
             if let Err(e) = self.enforce_retention().await {
                 tracing::warn!(error = %e, "retention failed; will retry");
             }
+            if let Err(e) = self.collect_orphans().await {
+                tracing::warn!(error = %e, "orphan collection failed; will retry");
+            }
         }
+    }
+
+    /// Deletes stored files that no catalog row names and that are older
+    /// than the grace period; returns how many went.
+    pub(crate) async fn collect_orphans(&self) -> Result<usize> {
+        // Listing before reading the catalog: a file published in between
+        // is in both, never only in the listing.
+        let stored = self.files.store.list().await?;
+        let listed = self.files.catalog.list_splits().await?;
+        delete_orphans(&self.files.store, stored, &listed, self.config.orphan_grace).await
     }
 
     /// One compaction pass over every signal; returns the merges done.

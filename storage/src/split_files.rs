@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Catalog, SplitMeta};
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::schema::Signal;
 use crate::shared::Shared;
 use crate::split_store::SplitStore;
@@ -14,6 +14,9 @@ use crate::split_store::SplitStore;
 /// Split files and the catalog that names them.
 pub(crate) struct SplitFiles {
     pub(crate) catalog: Arc<dyn Catalog>,
+    /// The PostgreSQL catalog behind `catalog`, if that is where it lives.
+    pub(crate) pg: Option<Arc<loupe_catalog::pg::PgDb>>,
+    pub(crate) node_id: String,
     pub(crate) store: SplitStore,
     pub(crate) shared: Arc<Shared>,
     /// Replaced files stay this long, for queries still reading them.
@@ -52,12 +55,8 @@ impl SplitFiles {
         old: &[SplitMeta],
         new: Vec<SplitMeta>,
     ) -> Result<()> {
-        let catalog = self.catalog.clone();
         let remove: Vec<String> = old.iter().map(|s| s.id.clone()).collect();
-        let add = new.clone();
-        tokio::task::spawn_blocking(move || catalog.replace_splits(&remove, &add))
-            .await
-            .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))??;
+        self.catalog.replace_splits(&remove, &new).await?;
         self.shared.with_state(|state| {
             let list = &mut state.splits[signal.index()];
             list.retain(|s| !old.iter().any(|o| o.id == s.id));

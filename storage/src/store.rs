@@ -3,8 +3,7 @@
 //! promise that an acknowledged batch is on disk and visible to queries, and
 //! ends up in exactly one Parquet file.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +12,8 @@ use arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
+use crate::catalog_pg::PgCatalog;
+use loupe_catalog::pg::PgDb;
 use crate::error::{Result, StorageError};
 use crate::index_cache::IndexCache;
 use crate::log_index::LogIndex;
@@ -49,6 +50,14 @@ pub struct StorageConfig {
     pub max_record_bytes: usize,
     /// Compaction and retention.
     pub maintenance: MaintenanceConfig,
+    /// Where split files go: empty for `splits/` in the data directory, or
+    /// `s3://bucket/prefix`.
+    pub storage_url: String,
+    /// The catalog: empty for `catalog.sqlite` in the data directory, or
+    /// `postgres://…`.
+    pub catalog_url: String,
+    /// Bytes the local read cache of a remote store holds at most.
+    pub read_cache_bytes: u64,
 }
 
 impl StorageConfig {
@@ -66,6 +75,9 @@ impl StorageConfig {
             max_files_per_flush: 64,
             max_record_bytes: crate::wal::MAX_PAYLOAD_LEN,
             maintenance: MaintenanceConfig::default(),
+            storage_url: String::new(),
+            catalog_url: String::new(),
+            read_cache_bytes: 1 << 30,
         }
     }
 }
@@ -130,32 +142,60 @@ impl Storage {
     pub async fn open(config: StorageConfig, registry: &Registry) -> Result<Arc<Storage>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
-        let splits = SplitStore::local(&dir.join("splits"))?;
+        let node_id = node_id(dir)?;
+        let (catalog, pg): (Arc<dyn Catalog>, _) = if config.catalog_url.is_empty() {
+            (Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?), None)
+        } else if config.catalog_url.starts_with("postgres://")
+            || config.catalog_url.starts_with("postgresql://")
+        {
+            let db = Arc::new(
+                PgDb::open(
+                    &config.catalog_url,
+                    &[&crate::catalog_pg::PG_SCHEMA, &loupe_catalog::pg::NODES_SCHEMA],
+                )
+                .await?,
+            );
+            (
+                Arc::new(PgCatalog::new(db.clone(), node_id.clone())),
+                Some(db),
+            )
+        } else {
+            return Err(StorageError::Config(
+                "catalog: expected postgres://… (or nothing for the SQLite file in the data directory)"
+                    .into(),
+            ));
+        };
+        let splits = SplitStore::open(
+            &config.storage_url,
+            dir,
+            config.read_cache_bytes,
+            registry,
+        )?;
 
         let mut state = State {
             memtables: Default::default(),
             splits: Default::default(),
             last_seq: 0,
         };
-        let listed = catalog.list_splits()?;
-        let known: HashSet<&str> = listed
-            .iter()
-            .flat_map(|s| std::iter::once(s.path.as_str()).chain(s.index_path.as_deref()))
-            .collect();
-        for path in splits.list().await? {
-            if !known.contains(path.as_str()) {
-                tracing::info!(%path, "removing split file with no catalog entry");
-                splits.delete(&path).await?;
-            }
-        }
+        // Only this process writes a local directory, so whatever no
+        // catalog row names is a leftover of a crash; a shared bucket may
+        // hold other nodes' uploads about to be published, so there only
+        // files older than the grace period go.
+        let stored = splits.list().await?;
+        let listed = catalog.list_splits().await?;
+        let grace = if splits.is_local() {
+            Duration::ZERO
+        } else {
+            config.maintenance.orphan_grace
+        };
+        crate::maintenance::delete_orphans(&splits, stored, &listed, grace).await?;
         for split in &listed {
             state.splits[split.signal.index()].push(Arc::new(split.clone()));
         }
 
         let mut flushed = [0u64; 3];
         for signal in Signal::ALL {
-            flushed[signal.index()] = catalog.flushed_seq(signal)?;
+            flushed[signal.index()] = catalog.flushed_seq(signal).await?;
         }
         let started = Instant::now();
         let mut replayed = 0usize;
@@ -184,6 +224,8 @@ impl Storage {
         let shared = Arc::new(Shared::new(state, metrics, config.flush_bytes));
         let files = Arc::new(SplitFiles {
             catalog,
+            pg,
+            node_id,
             store: splits,
             shared: shared.clone(),
             delete_grace: config.maintenance.delete_grace,
@@ -208,6 +250,17 @@ impl Storage {
         tokio::spawn(storage.clone().run_flusher());
         tokio::spawn(maintenance.run(storage.stop.subscribe()));
         Ok(storage)
+    }
+
+    /// This process's stable id (kept in the data directory): its WAL
+    /// positions in a shared catalog and its row in `nodes`.
+    pub fn node_id(&self) -> &str {
+        &self.files.node_id
+    }
+
+    /// The PostgreSQL catalog, when `--catalog` names one.
+    pub fn postgres(&self) -> Option<Arc<PgDb>> {
+        self.files.pg.clone()
     }
 
     /// Whether writes are accepted: from the moment [`Storage::open`]
@@ -335,17 +388,19 @@ impl Storage {
             }
             self.shared.metrics.flushed_bytes.inc_by(bytes);
         }
-        let catalog = self.files.catalog.clone();
-        let committed = metas.clone();
-        let commit =
-            tokio::task::spawn_blocking(move || catalog.commit_flush(signal, &committed, last_seq))
-                .await
-                .map_err(|e| StorageError::Internal(format!("catalog task: {e}")))
-                .and_then(|r| r);
+        let commit = self
+            .files
+            .catalog
+            .commit_flush(signal, &metas, last_seq)
+            .await;
         if let Err(e) = commit {
             // Not in the catalog: nothing names these files, so they go now
-            // rather than waiting for the next start's sweep.
-            self.delete_uncommitted(&metas).await;
+            // rather than waiting for the next sweep — unless the commit
+            // may have happened after all (a remote catalog that stopped
+            // answering): orphan collection removes them if not.
+            if self.files.catalog.failed_commits_are_certain() {
+                self.delete_uncommitted(&metas).await;
+            }
             return Err(e);
         }
         let flushed_through = self.shared.with_state(|state| {
@@ -773,4 +828,23 @@ mod tests {
         assert_eq!(rows(&storage.snapshot(Signal::Logs)), (1, 0));
         storage.shutdown().await.unwrap();
     }
+}
+
+/// The id in `dir/node_id`, created on first start.
+fn node_id(dir: &Path) -> Result<String> {
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("read", &path, e)),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = dir.join("node_id.tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    crate::wal::sync_dir(dir)?;
+    Ok(id)
 }

@@ -17,6 +17,8 @@ pub struct Loupe {
     child: Option<Child>,
     root: tempfile::TempDir,
     args: Vec<String>,
+    /// Extra environment variables of the server process.
+    envs: Vec<(String, String)>,
     pub grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
@@ -36,6 +38,7 @@ impl Loupe {
             child: None,
             root,
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
             grpc: "127.0.0.1:0".parse().unwrap(),
             otlp_http: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
@@ -59,6 +62,31 @@ impl Loupe {
             child: None,
             root,
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            otlp_http: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        loupe.spawn();
+        loupe
+    }
+
+    /// Like [`Loupe::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Loupe {
+        init_tls();
+        let root = tempfile::tempdir().unwrap();
+        let mut loupe = Loupe {
+            child: None,
+            root,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             grpc: "127.0.0.1:0".parse().unwrap(),
             otlp_http: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
@@ -161,6 +189,7 @@ impl Loupe {
             // Test receivers listen on 127.0.0.1, which the SSRF guard
             // refuses unless allowed (a test may pass --webhook-allow to override).
             .env("LOUPE_WEBHOOK_ALLOW", "127.0.0.1")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

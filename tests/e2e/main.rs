@@ -9,6 +9,7 @@ mod capacity;
 mod crash;
 mod disk_full;
 mod harness;
+mod multi_node;
 mod otlp_json;
 mod otlp_proto;
 mod otlp_sdk;

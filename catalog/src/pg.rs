@@ -1,0 +1,188 @@
+//! The catalog on PostgreSQL, for several Loupe processes sharing one
+//! object store: a reconnecting client ([`PgDb`]), the same per-component
+//! versioned migrations as the SQLite catalog (`schema_versions`), and node
+//! membership (each process beats its row in `nodes`).
+//!
+//! Connections are plain TCP (`NoTls`): keep PostgreSQL on a private
+//! network or loopback, or put a TLS-terminating proxy in front of it.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use crate::CatalogDbError;
+
+/// A component's PostgreSQL tables: migration `i` (0-based) takes the
+/// schema to version `i + 1`. Append-only, like [`crate::Schema`].
+#[derive(Debug)]
+pub struct PgSchema {
+    pub component: &'static str,
+    pub migrations: &'static [&'static str],
+}
+
+/// Time limit for connecting and for any one statement.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+
+/// One PostgreSQL connection, re-established on the next use after it
+/// breaks (a restarted server or a dropped connection heals by itself).
+pub struct PgDb {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl PgDb {
+    /// Connects to `url` (`postgres://user:pass@host:port/db`) and migrates
+    /// `schemas`.
+    pub async fn open(url: &str, schemas: &[&PgSchema]) -> Result<PgDb, CatalogDbError> {
+        let db = PgDb {
+            url: url.to_string(),
+            client: Mutex::new(None),
+        };
+        {
+            let mut client = db.client().await?;
+            let client = client.as_mut().ok_or(CatalogDbError::Closed)?;
+            migrate(client, schemas).await?;
+        }
+        Ok(db)
+    }
+
+    /// The connection, reconnecting if it is closed. Holding the guard
+    /// serialises users of this connection (transactions need `&mut`).
+    pub async fn client(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, CatalogDbError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, CatalogDbError> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("loupe");
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| CatalogDbError::Timeout)??;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "catalog connection to PostgreSQL closed");
+        }
+    });
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; SET lock_timeout = {STATEMENT_TIMEOUT_MS}"
+        ))
+        .await?;
+    Ok(client)
+}
+
+/// Brings each schema up to date, one transaction per step. Nodes starting
+/// together take turns on an advisory lock, so each step runs once.
+pub async fn migrate(client: &mut Client, schemas: &[&PgSchema]) -> Result<(), CatalogDbError> {
+    const MIGRATION_LOCK: i64 = 0x6c6f_7570_655f_6d67; // "loupe_mg"
+    for schema in schemas {
+        let known = schema.migrations.len() as i64;
+        loop {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions (
+                    component TEXT PRIMARY KEY,
+                    version   BIGINT NOT NULL
+                )",
+            )
+            .await?;
+            let found: i64 = tx
+                .query_opt(
+                    "SELECT version FROM schema_versions WHERE component = $1",
+                    &[&schema.component],
+                )
+                .await?
+                .map(|row| row.get(0))
+                .unwrap_or(0);
+            if found > known {
+                return Err(CatalogDbError::TooNew {
+                    component: schema.component,
+                    found,
+                    known,
+                });
+            }
+            if found == known {
+                tx.commit().await?;
+                break;
+            }
+            tx.batch_execute(schema.migrations[found as usize]).await?;
+            tx.execute(
+                "INSERT INTO schema_versions (component, version) VALUES ($1, $2)
+                 ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                &[&schema.component, &(found + 1)],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Node membership: one row per Loupe process, its heartbeat refreshed
+/// every few seconds; a node whose heartbeat is older than a few intervals
+/// is gone.
+pub const NODES_SCHEMA: PgSchema = PgSchema {
+    component: "nodes",
+    migrations: &["CREATE TABLE nodes (
+        id            TEXT PRIMARY KEY,
+        http_addr     TEXT NOT NULL,
+        started_at    TIMESTAMPTZ NOT NULL,
+        heartbeat_at  TIMESTAMPTZ NOT NULL
+    )"],
+};
+
+/// A node as its heartbeat row describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub http_addr: String,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+}
+
+/// Records that node `id` (serving its API on `http_addr`) is alive now.
+pub async fn heartbeat(db: &PgDb, id: &str, http_addr: &str) -> Result<(), CatalogDbError> {
+    let client = db.client().await?;
+    let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
+    client
+        .execute(
+            "INSERT INTO nodes (id, http_addr, started_at, heartbeat_at) VALUES ($1, $2, now(), now())
+             ON CONFLICT (id) DO UPDATE SET http_addr = excluded.http_addr, heartbeat_at = now()",
+            &[&id, &http_addr],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Nodes whose heartbeat is at most `within` old, by id.
+pub async fn live_nodes(db: &PgDb, within: Duration) -> Result<Vec<NodeInfo>, CatalogDbError> {
+    let client = db.client().await?;
+    let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
+    let rows = client
+        .query(
+            "SELECT id, http_addr, extract(epoch FROM now() - heartbeat_at)::float8
+             FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
+            &[&within.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| NodeInfo {
+            id: row.get(0),
+            http_addr: row.get(1),
+            heartbeat_age_secs: row.get(2),
+        })
+        .collect())
+}

@@ -1,0 +1,334 @@
+//! Loupe on shared storage: Parquet files and indexes in an S3-compatible
+//! store (moto's server from PyPI), the catalog in PostgreSQL 15 — both
+//! real servers on 127.0.0.1, started per test and stopped after.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Loupe, deadline_in, files_with_extension, wait_until};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A throwaway PostgreSQL cluster (`initdb` into a temp dir, fsync off)
+/// on 127.0.0.1; stopped and removed when dropped.
+pub struct Postgres {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Where Debian's `postgresql` package (or a PATH entry) has `name`.
+fn postgres_binary(name: &str) -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/usr/local/bin").join(name)];
+    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = versions.flatten().map(|e| e.path()).collect();
+        versions.sort();
+        candidates.extend(versions.into_iter().rev().map(|v| v.join("bin").join(name)));
+    }
+    candidates.into_iter().find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is not installed: .ci/run installs it (apt-get install postgresql)")
+    })
+}
+
+/// `program` run as an unprivileged user when we are root (PostgreSQL
+/// refuses to run as root); `setpriv` execs, so the child is the program.
+fn unprivileged(program: &PathBuf, user: &str) -> Command {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let initdb = postgres_binary("initdb");
+        let postgres = postgres_binary("postgres");
+        let dir = tempfile::tempdir().unwrap();
+        let user = if Command::new("id").args(["-u", "postgres"]).output().is_ok_and(|o| o.status.success()) {
+            "postgres"
+        } else {
+            "nobody"
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chown").arg(user).arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown {user} {}", dir.path().display());
+        }
+        let data = dir.path().join("pg");
+        let out = unprivileged(&initdb, user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "loupe", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log_path = dir.path().join("postgres.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = unprivileged(&postgres, user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pg = Postgres { child, port, dir };
+        let ready = wait_until(deadline_in(Duration::from_secs(30)), || {
+            std::fs::read_to_string(&log_path)
+                .is_ok_and(|l| l.contains("ready to accept connections"))
+        });
+        assert!(ready, "PostgreSQL did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://loupe@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT: immediate shutdown, the cluster is thrown away anyway.
+        #[allow(unsafe_code)]
+        // SAFETY: a plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGQUIT);
+        }
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// moto's S3 server on 127.0.0.1; stopped when dropped.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    client: reqwest::blocking::Client,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("moto_server is not installed ({e}): .ci/run installs it (pip install 'moto[server]')")
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let server = S3Server { child, endpoint, client };
+        let ready = wait_until(deadline_in(Duration::from_secs(30)), || {
+            server.client.get(&server.endpoint).send().is_ok()
+        });
+        assert!(ready, "moto_server did not start on {}", server.endpoint);
+        server
+    }
+
+    /// The `AWS_*` variables pointing Loupe at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let r = self.client.put(format!("{}/{bucket}", self.endpoint)).send().unwrap();
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, body: &'static [u8]) {
+        let r = self.client.put(format!("{}/{bucket}/{key}", self.endpoint)).body(body).send().unwrap();
+        assert!(r.status().is_success(), "put {key}: {}", r.status());
+    }
+
+    /// Keys under `prefix` (ListObjectsV2; at most 1,000, plenty here).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let body = self
+            .client
+            .get(format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn generate(loupe: &Loupe, args: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
+        .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn get(loupe: &Loupe, path: &str) -> Value {
+    let response = loupe.client().get(loupe.api_url(path)).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    response.json().unwrap()
+}
+
+/// Whether every row of `signal` is in a split (none left in the memtable).
+fn all_flushed(loupe: &Loupe, signal: &str) -> bool {
+    let in_splits: u64 = loupe
+        .splits(signal)
+        .iter()
+        .map(|s| s["row_count"].as_u64().unwrap_or(0))
+        .sum();
+    in_splits > 0 && in_splits == loupe.count(&format!("SELECT count(*) FROM {signal}"))
+}
+
+/// What the comparison between nodes looks at.
+fn answers(loupe: &Loupe, trace_id: &str) -> Vec<Value> {
+    let trace = get(loupe, &format!("/api/v1/traces/{trace_id}"));
+    let mut span_ids: Vec<Value> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["span_id"].clone())
+        .collect();
+    span_ids.sort_by_key(|v| v.to_string());
+    vec![
+        loupe.sql_value("SELECT count(*) FROM logs"),
+        loupe.sql_value("SELECT count(*) FROM spans"),
+        loupe.sql_value("SELECT count(*) FROM metrics"),
+        loupe.sql_value(
+            "SELECT count(*) FROM logs WHERE match_all('service:payment OR service:frontend')",
+        ),
+        loupe.sql_value("SELECT count(DISTINCT trace_id) FROM spans WHERE status_code = 'error'"),
+        Value::Array(span_ids),
+    ]
+}
+
+#[test]
+fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("loupe");
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let catalog = pg.url();
+    let shared = [
+        "--storage",
+        "s3://loupe/cluster",
+        "--catalog",
+        &catalog,
+        "--flush-interval",
+        "1s",
+        "--compaction-interval",
+        "1s",
+        "--compaction-min-files",
+        "1000",
+        "--orphan-grace",
+        "2s",
+    ];
+    let mut remote = Loupe::start_with_env(&shared, &env);
+    let single = Loupe::start(&["--flush-interval", "1s"]);
+    let workload = ["--rate", "40", "--duration", "3s", "--seed", "7"];
+    generate(&remote, &workload);
+    generate(&single, &workload);
+    for loupe in [&remote, &single] {
+        let flushed = wait_until(deadline_in(Duration::from_secs(30)), || {
+            ["logs", "spans", "metrics"].iter().all(|s| all_flushed(loupe, s))
+        });
+        assert!(flushed, "not flushed; log:\n{}", loupe.log());
+    }
+    // The files are in the bucket, not in the data directory.
+    let keys = s3.keys("loupe", "cluster/");
+    assert!(keys.iter().any(|k| k.starts_with("cluster/logs/") && k.ends_with(".parquet")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("cluster/spans/")), "{keys:?}");
+    assert!(files_with_extension(&remote.data_dir(), "parquet").is_empty());
+
+    let trace_id = single.sql_value(
+        "SELECT trace_id FROM spans WHERE name = 'POST /checkout' AND kind = 'server' ORDER BY trace_id LIMIT 1",
+    );
+    let trace_id = trace_id.as_str().unwrap().to_string();
+    let expected = answers(&single, &trace_id);
+    assert!(expected[3].as_u64().unwrap() > 0, "the search matches something");
+
+    // The first round reads from S3; the same queries again come from the
+    // read cache without a single GET.
+    let gets = || remote.metric("loupe_object_store_gets_total");
+    let hits = || remote.metric("loupe_read_cache_hits_total");
+    let before = gets();
+    assert_eq!(answers(&remote, &trace_id), expected);
+    let (after_first, hits_first) = (gets(), hits());
+    assert!(after_first > before, "the first queries read from S3");
+    assert_eq!(answers(&remote, &trace_id), expected);
+    assert_eq!(gets(), after_first, "the second round downloads nothing");
+    assert!(hits() > hits_first);
+
+    // An object no catalog row names is collected once past the grace.
+    s3.put("loupe", "cluster/logs/orphan.parquet", b"left by a crashed upload");
+    let collected = wait_until(deadline_in(Duration::from_secs(30)), || {
+        !s3.keys("loupe", "cluster/logs/").iter().any(|k| k.ends_with("orphan.parquet"))
+    });
+    assert!(collected, "orphan not collected; log:\n{}", remote.log());
+    assert_eq!(answers(&remote, &trace_id), expected, "published files stay");
+
+    // kill -9 with acknowledged data still in the WAL: nothing is lost.
+    generate(&remote, &["--rate", "40", "--duration", "2s", "--seed", "8"]);
+    let acknowledged = remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans");
+    remote.restart();
+    assert_eq!(
+        remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans"),
+        acknowledged,
+        "log:\n{}",
+        remote.log()
+    );
+    let flushed = wait_until(deadline_in(Duration::from_secs(30)), || {
+        ["logs", "spans"].iter().all(|s| all_flushed(&remote, s))
+    });
+    assert!(flushed, "not flushed after restart; log:\n{}", remote.log());
+    assert_eq!(
+        remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans"),
+        acknowledged
+    );
+}
