@@ -134,6 +134,7 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        crate::harness::init_tls();
         let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
