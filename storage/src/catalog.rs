@@ -175,7 +175,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn list_splits(&self) -> Result<Vec<SplitMeta>> {
-        self.with_conn(|conn| list_splits(conn)).await
+        self.with_conn(list_splits).await
     }
 
     async fn flushed_seq(&self, signal: Signal) -> Result<u64> {

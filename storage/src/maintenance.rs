@@ -81,7 +81,8 @@ pub(crate) async fn delete_orphans(
         .iter()
         .flat_map(|s| std::iter::once(s.path.as_str()).chain(s.index_path.as_deref()))
         .collect();
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let mut deleted = 0;
     for file in stored {
         if !known.contains(file.path.as_str()) && file.last_modified <= cutoff {

@@ -331,8 +331,14 @@ mod tests {
         let store =
             CachedStore::new(inner.clone(), dir.path().join("cache"), 1000, &registry).unwrap();
         let (idx, parquet) = (Path::from("logs/a.idx"), Path::from("logs/a.parquet"));
-        inner.put(&idx, PutPayload::from(vec![7u8; 100])).await.unwrap();
-        inner.put(&parquet, PutPayload::from(vec![9u8; 2000])).await.unwrap();
+        inner
+            .put(&idx, PutPayload::from(vec![7u8; 100]))
+            .await
+            .unwrap();
+        inner
+            .put(&parquet, PutPayload::from(vec![9u8; 2000]))
+            .await
+            .unwrap();
 
         for _ in 0..2 {
             let whole = store.get(&idx).await.unwrap().bytes().await.unwrap();

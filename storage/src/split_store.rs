@@ -40,7 +40,12 @@ impl SplitStore {
     /// `s3://bucket[/prefix]` (credentials, region and endpoint from the
     /// `AWS_*` environment variables) with a read cache of `cache_bytes`
     /// in `data_dir/cache`.
-    pub fn open(url: &str, data_dir: &Path, cache_bytes: u64, registry: &Registry) -> Result<SplitStore> {
+    pub fn open(
+        url: &str,
+        data_dir: &Path,
+        cache_bytes: u64,
+        registry: &Registry,
+    ) -> Result<SplitStore> {
         if url.is_empty() {
             return SplitStore::local(&data_dir.join("splits"));
         }
@@ -53,7 +58,9 @@ impl SplitStore {
         if bucket.is_empty() {
             return Err(StorageError::Config(format!("storage {url:?}: no bucket")));
         }
-        let s3 = AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
         let inner: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
             "" => Arc::new(s3),
             prefix => Arc::new(PrefixStore::new(s3, prefix)),

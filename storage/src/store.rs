@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
 use crate::catalog_pg::PgCatalog;
-use loupe_catalog::pg::PgDb;
 use crate::error::{Result, StorageError};
 use crate::index_cache::IndexCache;
 use crate::log_index::LogIndex;
@@ -27,6 +26,7 @@ use crate::wal::{SyncMode, Wal};
 use crate::writer::{self, Append, Command, Part};
 use crate::{ipc, split_writer};
 use loupe_base::self_metrics::Registry;
+use loupe_catalog::pg::PgDb;
 
 /// How storage behaves; every field has a production default.
 #[derive(Debug, Clone)]
@@ -144,14 +144,20 @@ impl Storage {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
         let node_id = node_id(dir)?;
         let (catalog, pg): (Arc<dyn Catalog>, _) = if config.catalog_url.is_empty() {
-            (Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?), None)
+            (
+                Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?),
+                None,
+            )
         } else if config.catalog_url.starts_with("postgres://")
             || config.catalog_url.starts_with("postgresql://")
         {
             let db = Arc::new(
                 PgDb::open(
                     &config.catalog_url,
-                    &[&crate::catalog_pg::PG_SCHEMA, &loupe_catalog::pg::NODES_SCHEMA],
+                    &[
+                        &crate::catalog_pg::PG_SCHEMA,
+                        &loupe_catalog::pg::NODES_SCHEMA,
+                    ],
                 )
                 .await?,
             );
@@ -165,12 +171,7 @@ impl Storage {
                     .into(),
             ));
         };
-        let splits = SplitStore::open(
-            &config.storage_url,
-            dir,
-            config.read_cache_bytes,
-            registry,
-        )?;
+        let splits = SplitStore::open(&config.storage_url, dir, config.read_cache_bytes, registry)?;
 
         let mut state = State {
             memtables: Default::default(),
@@ -635,6 +636,25 @@ impl Storage {
     }
 }
 
+/// The id in `dir/node_id`, created on first start.
+fn node_id(dir: &Path) -> Result<String> {
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("read", &path, e)),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = dir.join("node_id.tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    crate::wal::sync_dir(dir)?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,23 +848,4 @@ mod tests {
         assert_eq!(rows(&storage.snapshot(Signal::Logs)), (1, 0));
         storage.shutdown().await.unwrap();
     }
-}
-
-/// The id in `dir/node_id`, created on first start.
-fn node_id(dir: &Path) -> Result<String> {
-    let path = dir.join("node_id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StorageError::io("read", &path, e)),
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let tmp = dir.join("node_id.tmp");
-    std::fs::write(&tmp, &id)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| StorageError::io("write", &path, e))?;
-    crate::wal::sync_dir(dir)?;
-    Ok(id)
 }

@@ -65,7 +65,11 @@ impl Postgres {
         let initdb = postgres_binary("initdb");
         let postgres = postgres_binary("postgres");
         let dir = tempfile::tempdir().unwrap();
-        let user = if Command::new("id").args(["-u", "postgres"]).output().is_ok_and(|o| o.status.success()) {
+        let user = if Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             "postgres"
         } else {
             "nobody"
@@ -73,7 +77,11 @@ impl Postgres {
         #[allow(unsafe_code)]
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            let status = Command::new("chown").arg(user).arg(dir.path()).status().unwrap();
+            let status = Command::new("chown")
+                .arg(user)
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(status.success(), "chown {user} {}", dir.path().display());
         }
         let data = dir.path().join("pg");
@@ -83,7 +91,11 @@ impl Postgres {
             .args(["-U", "loupe", "--auth=trust", "--no-sync", "-E", "UTF8"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let log_path = dir.path().join("postgres.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -103,7 +115,11 @@ impl Postgres {
             std::fs::read_to_string(&log_path)
                 .is_ok_and(|l| l.contains("ready to accept connections"))
         });
-        assert!(ready, "PostgreSQL did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        assert!(
+            ready,
+            "PostgreSQL did not start: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         pg
     }
 
@@ -149,7 +165,11 @@ impl S3Server {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let server = S3Server { child, endpoint, client };
+        let server = S3Server {
+            child,
+            endpoint,
+            client,
+        };
         let ready = wait_until(deadline_in(Duration::from_secs(30)), || {
             server.client.get(&server.endpoint).send().is_ok()
         });
@@ -169,12 +189,21 @@ impl S3Server {
     }
 
     pub fn create_bucket(&self, bucket: &str) {
-        let r = self.client.put(format!("{}/{bucket}", self.endpoint)).send().unwrap();
+        let r = self
+            .client
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .unwrap();
         assert!(r.status().is_success(), "create bucket: {}", r.status());
     }
 
     pub fn put(&self, bucket: &str, key: &str, body: &'static [u8]) {
-        let r = self.client.put(format!("{}/{bucket}/{key}", self.endpoint)).body(body).send().unwrap();
+        let r = self
+            .client
+            .put(format!("{}/{bucket}/{key}", self.endpoint))
+            .body(body)
+            .send()
+            .unwrap();
         assert!(r.status().is_success(), "put {key}: {}", r.status());
     }
 
@@ -182,7 +211,10 @@ impl S3Server {
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let body = self
             .client
-            .get(format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint))
+            .get(format!(
+                "{}/{bucket}?list-type=2&prefix={prefix}",
+                self.endpoint
+            ))
             .send()
             .unwrap()
             .text()
@@ -277,14 +309,23 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     generate(&single, &workload);
     for loupe in [&remote, &single] {
         let flushed = wait_until(deadline_in(Duration::from_secs(30)), || {
-            ["logs", "spans", "metrics"].iter().all(|s| all_flushed(loupe, s))
+            ["logs", "spans", "metrics"]
+                .iter()
+                .all(|s| all_flushed(loupe, s))
         });
         assert!(flushed, "not flushed; log:\n{}", loupe.log());
     }
     // The files are in the bucket, not in the data directory.
     let keys = s3.keys("loupe", "cluster/");
-    assert!(keys.iter().any(|k| k.starts_with("cluster/logs/") && k.ends_with(".parquet")), "{keys:?}");
-    assert!(keys.iter().any(|k| k.starts_with("cluster/spans/")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("cluster/logs/") && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("cluster/spans/")),
+        "{keys:?}"
+    );
     assert!(files_with_extension(&remote.data_dir(), "parquet").is_empty());
 
     let trace_id = single.sql_value(
@@ -292,7 +333,10 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     );
     let trace_id = trace_id.as_str().unwrap().to_string();
     let expected = answers(&single, &trace_id);
-    assert!(expected[3].as_u64().unwrap() > 0, "the search matches something");
+    assert!(
+        expected[3].as_u64().unwrap() > 0,
+        "the search matches something"
+    );
 
     // The first round reads from S3; the same queries again come from the
     // read cache without a single GET.
@@ -307,16 +351,30 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     assert!(hits() > hits_first);
 
     // An object no catalog row names is collected once past the grace.
-    s3.put("loupe", "cluster/logs/orphan.parquet", b"left by a crashed upload");
+    s3.put(
+        "loupe",
+        "cluster/logs/orphan.parquet",
+        b"left by a crashed upload",
+    );
     let collected = wait_until(deadline_in(Duration::from_secs(30)), || {
-        !s3.keys("loupe", "cluster/logs/").iter().any(|k| k.ends_with("orphan.parquet"))
+        !s3.keys("loupe", "cluster/logs/")
+            .iter()
+            .any(|k| k.ends_with("orphan.parquet"))
     });
     assert!(collected, "orphan not collected; log:\n{}", remote.log());
-    assert_eq!(answers(&remote, &trace_id), expected, "published files stay");
+    assert_eq!(
+        answers(&remote, &trace_id),
+        expected,
+        "published files stay"
+    );
 
     // kill -9 with acknowledged data still in the WAL: nothing is lost.
-    generate(&remote, &["--rate", "40", "--duration", "2s", "--seed", "8"]);
-    let acknowledged = remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans");
+    generate(
+        &remote,
+        &["--rate", "40", "--duration", "2s", "--seed", "8"],
+    );
+    let acknowledged =
+        remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans");
     remote.restart();
     assert_eq!(
         remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans"),
