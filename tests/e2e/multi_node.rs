@@ -233,6 +233,20 @@ impl Drop for S3Server {
     }
 }
 
+/// The nodes whose heartbeat in the catalog at `url` is recent.
+fn live_nodes(url: &str) -> Vec<loupe_catalog::pg::NodeInfo> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = loupe_catalog::pg::PgDb::open(url, &[]).await.unwrap();
+        loupe_catalog::pg::live_nodes(&db, Duration::from_secs(30))
+            .await
+            .unwrap()
+    })
+}
+
 fn generate(loupe: &Loupe, args: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
         .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
@@ -304,6 +318,18 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     ];
     let mut remote = Loupe::start_with_env(&shared, &env);
     let single = Loupe::start(&["--flush-interval", "1s"]);
+    // The node beats its membership row in PostgreSQL.
+    let node = std::fs::read_to_string(remote.data_dir().join("node_id")).unwrap();
+    let mut nodes = Vec::new();
+    wait_until(deadline_in(Duration::from_secs(20)), || {
+        nodes = live_nodes(&catalog);
+        !nodes.is_empty()
+    });
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(
+        (nodes[0].id.as_str(), nodes[0].http_addr.clone()),
+        (node.as_str(), remote.http.to_string())
+    );
     let workload = ["--rate", "40", "--duration", "3s", "--seed", "7"];
     generate(&remote, &workload);
     generate(&single, &workload);
