@@ -417,3 +417,68 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
         acknowledged
     );
 }
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Query latency on S3 + PostgreSQL with a cold read cache (the first
+/// queries after a start) and a warm one, against a single node on local
+/// disk; printed, not asserted:
+/// `cargo test --test e2e multi_node::s3_query_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn s3_query_latency() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("loupe");
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let catalog = pg.url();
+    let args = [
+        "--storage",
+        "s3://loupe/bench",
+        "--catalog",
+        &catalog,
+        "--flush-interval",
+        "2s",
+    ];
+    let mut remote = Loupe::start_with_env(&args, &env);
+    let single = Loupe::start(&["--flush-interval", "2s"]);
+    let workload = ["--rate", "100", "--duration", "20s", "--seed", "3"];
+    generate(&remote, &workload);
+    generate(&single, &workload);
+    for loupe in [&remote, &single] {
+        assert!(wait_until(deadline_in(Duration::from_secs(60)), || {
+            ["logs", "spans", "metrics"].iter().all(|s| all_flushed(loupe, s))
+        }));
+    }
+    let trace_id = single.sql_value("SELECT trace_id FROM spans ORDER BY trace_id LIMIT 1");
+    let trace_id = trace_id.as_str().unwrap().to_string();
+    let time = |loupe: &Loupe| {
+        let start = std::time::Instant::now();
+        answers(loupe, &trace_id);
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut cold, mut warm, mut local) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        remote.clean_restart();
+        cold.push(time(&remote));
+        for _ in 0..3 {
+            warm.push(time(&remote));
+            local.push(time(&single));
+        }
+    }
+    let spans = single.count("SELECT count(*) FROM spans");
+    let logs = single.count("SELECT count(*) FROM logs");
+    println!(
+        "{logs} logs, {spans} spans; one round = 3 counts, a match_all count, an error count, a trace lookup\n\
+         S3 + PostgreSQL, cold cache: median {:.1} ms (5 starts)\n\
+         S3 + PostgreSQL, warm cache: median {:.1} ms (15 rounds)\n\
+         local disk + SQLite:         median {:.1} ms (15 rounds)",
+        median(cold),
+        median(warm),
+        median(local)
+    );
+}
