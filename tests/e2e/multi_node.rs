@@ -451,7 +451,9 @@ fn s3_query_latency() {
     generate(&single, &workload);
     for loupe in [&remote, &single] {
         assert!(wait_until(deadline_in(Duration::from_secs(60)), || {
-            ["logs", "spans", "metrics"].iter().all(|s| all_flushed(loupe, s))
+            ["logs", "spans", "metrics"]
+                .iter()
+                .all(|s| all_flushed(loupe, s))
         }));
     }
     let trace_id = single.sql_value("SELECT trace_id FROM spans ORDER BY trace_id LIMIT 1");
@@ -481,4 +483,65 @@ fn s3_query_latency() {
         median(warm),
         median(local)
     );
+}
+
+#[test]
+fn postgres_migrations_apply_once_in_order_and_refuse_a_newer_schema() {
+    use loupe_catalog::CatalogDbError;
+    use loupe_catalog::pg::{PgDb, PgSchema};
+    const V1: PgSchema = PgSchema {
+        component: "things",
+        migrations: &["CREATE TABLE things (id BIGINT PRIMARY KEY)"],
+    };
+    const V2: PgSchema = PgSchema {
+        component: "things",
+        migrations: &[
+            "CREATE TABLE things (id BIGINT PRIMARY KEY)",
+            "ALTER TABLE things ADD COLUMN name TEXT",
+        ],
+    };
+    let pg = Postgres::start();
+    let url = pg.url();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Nodes starting together: each step still runs exactly once.
+        let opened = futures::future::join_all((0..4).map(|_| PgDb::open(&url, &[&V1]))).await;
+        assert!(opened.iter().all(Result::is_ok));
+        let db = PgDb::open(&url, &[&V2]).await.unwrap();
+        {
+            let client = db.client().await.unwrap();
+            let client = client.as_ref().unwrap();
+            client
+                .execute("INSERT INTO things (id, name) VALUES (1, 'a')", &[])
+                .await
+                .unwrap();
+            let version: i64 = client
+                .query_one(
+                    "SELECT version FROM schema_versions WHERE component = 'things'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(version, 2);
+        }
+        // Reopening at the same version runs nothing again.
+        PgDb::open(&url, &[&V2]).await.unwrap();
+        let err = PgDb::open(&url, &[&V1]).await.err().unwrap();
+        assert!(
+            matches!(
+                err,
+                CatalogDbError::TooNew {
+                    found: 2,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    });
 }
