@@ -37,6 +37,10 @@ pub struct SplitMeta {
     /// Distinct `service` values in the file, sorted.
     pub services: Vec<String>,
     pub created_at: i64,
+    /// The node that wrote it, in a catalog several nodes share (`None`:
+    /// this node's own catalog); a node compacts and expires only its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl SplitMeta {
@@ -271,6 +275,7 @@ fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
                 raw_bytes: raw_bytes as u64,
                 services,
                 created_at,
+                node: None,
             });
         }
         Ok(splits)
@@ -307,6 +312,7 @@ mod tests {
             raw_bytes: 1000,
             services: vec!["a".into(), "b".into()],
             created_at: 1,
+            node: None,
         }
     }
 

@@ -147,7 +147,7 @@ impl Catalog for PgCatalog {
         let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
         let rows = client
             .query(
-                "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at
+                "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node
                  FROM splits ORDER BY min_time, id",
                 &[],
             )
@@ -173,6 +173,7 @@ impl Catalog for PgCatalog {
                 raw_bytes: row.get::<_, i64>(8) as u64,
                 services,
                 created_at: row.get(10),
+                node: Some(row.get(11)),
                 id,
             });
         }

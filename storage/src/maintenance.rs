@@ -155,6 +155,16 @@ impl Maintenance {
         Maintenance { config, files }
     }
 
+    /// Whether this node wrote `split`: in a shared catalog each node
+    /// compacts and expires only its own files, so two nodes never swap
+    /// out the same split.
+    fn own(&self, split: &SplitMeta) -> bool {
+        split
+            .node
+            .as_deref()
+            .is_none_or(|n| n == self.files.node_id)
+    }
+
     /// Compacts, then enforces retention, every `interval` until `stop`.
     pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.interval);
@@ -190,7 +200,8 @@ impl Maintenance {
     pub(crate) async fn compact(&self) -> Result<usize> {
         let mut done = 0;
         for signal in Signal::ALL {
-            let splits = self.files.shared.snapshot(signal).splits;
+            let mut splits = self.files.shared.snapshot(signal).splits;
+            splits.retain(|s| self.own(s));
             for group in plan_merges(&splits, &self.config, loupe_base::clock::now_nanos()) {
                 self.merge(signal, group).await?;
                 done += 1;
@@ -252,7 +263,7 @@ impl Maintenance {
                 .snapshot(signal)
                 .splits
                 .iter()
-                .filter(|s| s.max_time < cutoff)
+                .filter(|s| self.own(s) && s.max_time < cutoff)
                 .map(|s| SplitMeta::clone(s))
                 .collect();
             if !expired.is_empty() {
@@ -286,6 +297,7 @@ mod tests {
             raw_bytes: bytes,
             services: vec![],
             created_at: t,
+            node: None,
         })
     }
 

@@ -408,6 +408,7 @@ impl SplitBuilder {
                 raw_bytes: raw_bytes.max(0) as u64,
                 services: self.services.into_iter().collect(),
                 created_at: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+                node: None,
             },
             bytes,
             index,

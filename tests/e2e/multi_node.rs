@@ -416,6 +416,40 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
         remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans"),
         acknowledged
     );
+
+    // A second node on the same bucket and catalog reads the first one's
+    // files, and with eager compaction and a 1 s retention of its own
+    // leaves them alone: each node maintains only what it wrote.
+    let files_before = s3.keys("loupe", "cluster/");
+    let other = Loupe::start_with_env(
+        &[
+            "--storage",
+            "s3://loupe/cluster",
+            "--catalog",
+            &catalog,
+            "--compaction-interval",
+            "1s",
+            "--compaction-min-files",
+            "2",
+            "--retention-logs",
+            "1s",
+            "--retention-spans",
+            "1s",
+        ],
+        &env,
+    );
+    assert!(wait_until(
+        deadline_in(Duration::from_secs(20)),
+        || live_nodes(&catalog).len() == 2
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        other.count("SELECT count(*) FROM logs") + other.count("SELECT count(*) FROM spans"),
+        acknowledged,
+        "log:\n{}",
+        other.log()
+    );
+    assert_eq!(s3.keys("loupe", "cluster/"), files_before);
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
