@@ -81,6 +81,53 @@ async fn connect(url: &str) -> Result<Client, CatalogDbError> {
     Ok(client)
 }
 
+/// A connection listening on one channel: each notification's payload
+/// arrives on `notifications`, which closes when the connection does (the
+/// holder reconnects). Beyond a small backlog notifications are dropped —
+/// listeners reload state, so one pending wake-up is enough.
+pub struct Listener {
+    pub notifications: tokio::sync::mpsc::Receiver<String>,
+    _client: Client,
+}
+
+/// Opens a connection of its own and listens on `channel`.
+pub async fn listen(url: &str, channel: &str) -> Result<Listener, CatalogDbError> {
+    use futures::StreamExt;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("loupe-listen");
+    let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| CatalogDbError::Timeout)??;
+    let (tx, notifications) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.try_send(n.payload().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "catalog listen connection closed");
+                    break;
+                }
+            }
+        }
+    });
+    let quoted = channel.replace('"', "\"\"");
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client.batch_execute(&format!("LISTEN \"{quoted}\"")),
+    )
+    .await
+    .map_err(|_| CatalogDbError::Timeout)??;
+    Ok(Listener {
+        notifications,
+        _client: client,
+    })
+}
+
 /// Brings each schema up to date, one transaction per step. Nodes starting
 /// together take turns on an advisory lock, so each step runs once.
 pub async fn migrate(client: &mut Client, schemas: &[&PgSchema]) -> Result<(), CatalogDbError> {

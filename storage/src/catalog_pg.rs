@@ -11,6 +11,10 @@ use crate::catalog::{Catalog, SplitMeta};
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
 
+/// The channel every change of the split list is announced on (payload:
+/// the writing node's id), so other nodes reload it at once.
+pub const SPLITS_CHANNEL: &str = "loupe_splits";
+
 /// The storage component's tables on PostgreSQL.
 pub const PG_SCHEMA: PgSchema = PgSchema {
     component: "storage",
@@ -54,6 +58,14 @@ impl PgCatalog {
 
 fn pg(e: tokio_postgres::Error) -> StorageError {
     StorageError::CatalogDb(CatalogDbError::Postgres(e))
+}
+
+/// Announces a split-list change, delivered when `tx` commits.
+async fn announce(tx: &tokio_postgres::Transaction<'_>, node: &str) -> Result<()> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&SPLITS_CHANNEL, &node])
+        .await
+        .map_err(pg)?;
+    Ok(())
 }
 
 async fn insert_splits(
@@ -117,6 +129,9 @@ impl Catalog for PgCatalog {
         )
         .await
         .map_err(pg)?;
+        if !splits.is_empty() {
+            announce(&tx, &self.node).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(())
     }
@@ -138,6 +153,7 @@ impl Catalog for PgCatalog {
             }
         }
         insert_splits(&tx, &self.node, add).await?;
+        announce(&tx, &self.node).await?;
         tx.commit().await.map_err(pg)?;
         Ok(())
     }

@@ -16,6 +16,7 @@ mod read_cache;
 mod schema;
 mod shared;
 mod split_files;
+mod split_follow;
 mod split_store;
 mod split_writer;
 mod store;

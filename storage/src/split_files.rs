@@ -38,6 +38,34 @@ impl SplitFiles {
         Ok(())
     }
 
+    /// Reloads other nodes' splits from a shared catalog (this node's own
+    /// stay as this node keeps them): a split another node published shows
+    /// up here, one it replaced goes.
+    pub(crate) async fn refresh_foreign(&self) -> Result<()> {
+        let own = |s: &SplitMeta| s.node.as_deref().is_none_or(|n| n == self.node_id);
+        let foreign: Vec<SplitMeta> = self
+            .catalog
+            .list_splits()
+            .await?
+            .into_iter()
+            .filter(|s| !own(s))
+            .collect();
+        self.shared.with_state(|state| {
+            for signal in Signal::ALL {
+                let list = &mut state.splits[signal.index()];
+                list.retain(|s| own(s));
+                list.extend(
+                    foreign
+                        .iter()
+                        .filter(|s| s.signal == signal)
+                        .cloned()
+                        .map(Arc::new),
+                );
+            }
+        });
+        Ok(())
+    }
+
     /// Best-effort removal of files no catalog row names (yet): whatever
     /// stays is swept at the next start.
     pub(crate) async fn delete(&self, meta: &SplitMeta) {

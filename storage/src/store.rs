@@ -250,6 +250,13 @@ impl Storage {
         });
         tokio::spawn(storage.clone().run_flusher());
         tokio::spawn(maintenance.run(storage.stop.subscribe()));
+        if storage.files.pg.is_some() {
+            tokio::spawn(crate::split_follow::follow(
+                storage.files.clone(),
+                storage.config.catalog_url.clone(),
+                storage.stop.subscribe(),
+            ));
+        }
         Ok(storage)
     }
 

@@ -450,6 +450,32 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
         other.log()
     );
     assert_eq!(s3.keys("loupe", "cluster/"), files_before);
+
+    // New splits of the first node reach the second without a restart
+    // (announced through LISTEN/NOTIFY).
+    generate(
+        &remote,
+        &["--rate", "40", "--duration", "1s", "--seed", "9"],
+    );
+    let total =
+        || remote.count("SELECT count(*) FROM logs") + remote.count("SELECT count(*) FROM spans");
+    assert!(wait_until(deadline_in(Duration::from_secs(30)), || {
+        ["logs", "spans"].iter().all(|s| all_flushed(&remote, s))
+    }));
+    let flushed_at = std::time::Instant::now();
+    let seen = wait_until(deadline_in(Duration::from_secs(20)), || {
+        other.count("SELECT count(*) FROM logs") + other.count("SELECT count(*) FROM spans")
+            == total()
+    });
+    assert!(
+        seen,
+        "the second node never saw the new splits; log:\n{}",
+        other.log()
+    );
+    println!(
+        "second node saw the new splits {:?} after the first had them all",
+        flushed_at.elapsed()
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
