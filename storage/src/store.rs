@@ -260,6 +260,21 @@ impl Storage {
         Ok(storage)
     }
 
+    /// Whether `metas` are in the catalog (asked again after a commit
+    /// whose outcome is unknown); `false` when that cannot be told either.
+    async fn committed_after_all(&self, metas: &[SplitMeta]) -> bool {
+        let Some(first) = metas.first() else {
+            return false;
+        };
+        for _ in 0..3 {
+            match self.files.catalog.list_splits().await {
+                Ok(all) => return all.iter().any(|s| s.id == first.id),
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        false
+    }
+
     /// This process's stable id (kept in the data directory): its WAL
     /// positions in a shared catalog and its row in `nodes`.
     pub fn node_id(&self) -> &str {
@@ -402,14 +417,19 @@ impl Storage {
             .commit_flush(signal, &metas, last_seq)
             .await;
         if let Err(e) = commit {
-            // Not in the catalog: nothing names these files, so they go now
-            // rather than waiting for the next sweep — unless the commit
-            // may have happened after all (a remote catalog that stopped
-            // answering): orphan collection removes them if not.
             if self.files.catalog.failed_commits_are_certain() {
+                // Not in the catalog: nothing names these files, so they
+                // go now rather than waiting for the next sweep.
                 self.delete_uncommitted(&metas).await;
+                return Err(e);
             }
-            return Err(e);
+            // A remote catalog may have committed before the connection
+            // broke: flushing these rows again would duplicate them. If it
+            // did not, orphan collection removes the files.
+            if !self.committed_after_all(&metas).await {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "flush commit reported an error but is in the catalog");
         }
         let flushed_through = self.shared.with_state(|state| {
             state.splits[signal.index()].extend(metas.into_iter().map(Arc::new));
