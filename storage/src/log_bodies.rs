@@ -25,6 +25,14 @@ pub(crate) enum Bodies {
     Batch(StringArray),
     /// The split's Parquet file.
     File(PathBuf),
+    /// The split's Parquet file in a remote object store, read through
+    /// `runtime` (searches run on blocking threads).
+    Remote {
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        path: object_store::path::Path,
+        size: u64,
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 fn internal(e: impl std::fmt::Display) -> TantivyError {
@@ -57,8 +65,77 @@ impl TextSource for Bodies {
                 Ok(())
             }
             Bodies::File(path) => read_file(path, &rows, each),
+            Bodies::Remote {
+                store,
+                path,
+                size,
+                runtime,
+            } => read_remote(store, path, *size, runtime, &rows, each),
         }
     }
+}
+
+/// Reads the `body` of `rows` (ascending) from a Parquet file in an
+/// object store, only the pages holding them, batch by batch.
+// `ParquetObjectReader` is deprecated in parquet 59 in favour of a
+// hand-written `AsyncFileReader`; it still does what is needed here.
+#[allow(deprecated)]
+fn read_remote(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+    size: u64,
+    runtime: &tokio::runtime::Handle,
+    rows: &[(usize, usize)],
+    each: &mut dyn FnMut(usize, &str),
+) -> tantivy::Result<()> {
+    use futures::StreamExt;
+    use parquet::arrow::ParquetRecordBatchStreamBuilder;
+    use parquet::arrow::async_reader::ParquetObjectReader;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let reader = ParquetObjectReader::new(store.clone(), path.clone()).with_file_size(size);
+    let builder = runtime
+        .block_on(ParquetRecordBatchStreamBuilder::new_with_options(
+            reader,
+            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+        ))
+        .map_err(internal)?;
+    let total = builder.metadata().file_metadata().num_rows() as usize;
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (row, _) in rows.iter().filter(|(row, _)| *row < total) {
+        match ranges.last_mut() {
+            Some(last) if last.end == *row => last.end += 1,
+            _ => ranges.push(*row..row + 1),
+        }
+    }
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
+    let mut stream = builder
+        .with_projection(mask)
+        .with_row_selection(RowSelection::from_consecutive_ranges(
+            ranges.into_iter(),
+            total,
+        ))
+        .with_batch_size(1024)
+        .build()
+        .map_err(internal)?;
+    let mut next = rows.iter().filter(|(row, _)| *row < total);
+    while let Some(batch) = runtime.block_on(stream.next()) {
+        let batch = batch.map_err(internal)?;
+        let body = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| internal("body is not text"))?;
+        for r in 0..body.len() {
+            let Some((_, i)) = next.next() else {
+                return Ok(());
+            };
+            if body.is_valid(r) {
+                each(*i, body.value(r));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the `body` of `rows` (ascending) from a Parquet file.

@@ -276,6 +276,11 @@ impl LogIndex {
     /// Opens an index from its bundle file's bytes; `parquet` is the local
     /// path of the split file it indexes, which phrase searches read.
     pub fn open(bundle: &[u8], parquet: Option<PathBuf>) -> Result<LogIndex> {
+        LogIndex::open_with(bundle, parquet.map_or(Bodies::Unavailable, Bodies::File))
+    }
+
+    /// Opens an index whose phrase checks read `bodies`.
+    pub(crate) fn open_with(bundle: &[u8], bodies: Bodies) -> Result<LogIndex> {
         let directory = RamDirectory::create();
         for (path, data) in read_bundle(bundle)? {
             directory.atomic_write(&path, data).map_err(|e| {
@@ -285,7 +290,6 @@ impl LogIndex {
         let index = Index::open(directory)?;
         register_tokenizers(&index);
         let (_, fields) = schema();
-        let bodies = parquet.map_or(Bodies::Unavailable, Bodies::File);
         LogIndex::from_index(index, fields, bodies)
     }
 

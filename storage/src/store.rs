@@ -15,6 +15,7 @@ use crate::catalog::{Catalog, SplitMeta, SqliteCatalog};
 use crate::catalog_pg::PgCatalog;
 use crate::error::{Result, StorageError};
 use crate::index_cache::IndexCache;
+use crate::log_bodies::Bodies;
 use crate::log_index::LogIndex;
 use crate::maintenance::{Maintenance, MaintenanceConfig};
 use crate::schema::Signal;
@@ -531,8 +532,16 @@ impl Storage {
         }
         let bytes = self.files.store.get(path).await?;
         let weight = bytes.len();
-        let parquet = self.files.store.local_path(&split.path);
-        let index = tokio::task::spawn_blocking(move || LogIndex::open(&bytes, parquet))
+        let bodies = match self.files.store.local_path(&split.path) {
+            Some(file) => Bodies::File(file),
+            None => Bodies::Remote {
+                store: self.files.store.object_store(),
+                path: object_store::path::Path::from(split.path.as_str()),
+                size: split.byte_size,
+                runtime: tokio::runtime::Handle::current(),
+            },
+        };
+        let index = tokio::task::spawn_blocking(move || LogIndex::open_with(&bytes, bodies))
             .await
             .map_err(|e| StorageError::Internal(format!("index task: {e}")))??;
         let index = Arc::new(index);

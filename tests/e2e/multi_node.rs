@@ -272,6 +272,23 @@ fn all_flushed(loupe: &Loupe, signal: &str) -> bool {
     in_splits > 0 && in_splits == loupe.count(&format!("SELECT count(*) FROM {signal}"))
 }
 
+/// Two words in a row of some stored log line, as a phrase query.
+fn phrase(loupe: &Loupe) -> String {
+    for row in loupe.sql("SELECT body FROM logs ORDER BY body LIMIT 200") {
+        let body = row[0].as_str().unwrap_or_default();
+        let words: Vec<&str> = body.split(' ').collect();
+        for pair in words.windows(2) {
+            if pair
+                .iter()
+                .all(|w| w.len() > 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
+            {
+                return format!("{} {}", pair[0], pair[1]);
+            }
+        }
+    }
+    panic!("no log line with two plain words in a row")
+}
+
 /// What the comparison between nodes looks at.
 fn answers(loupe: &Loupe, trace_id: &str) -> Vec<Value> {
     let trace = get(loupe, &format!("/api/v1/traces/{trace_id}"));
@@ -291,6 +308,11 @@ fn answers(loupe: &Loupe, trace_id: &str) -> Vec<Value> {
         ),
         loupe.sql_value("SELECT count(DISTINCT trace_id) FROM spans WHERE status_code = 'error'"),
         Value::Array(span_ids),
+        // A phrase is checked against the stored bodies (read from S3).
+        loupe.sql_value(&format!(
+            "SELECT count(*) FROM logs WHERE match_all('\"{}\"')",
+            phrase(loupe)
+        )),
     ]
 }
 
@@ -362,6 +384,10 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     assert!(
         expected[3].as_u64().unwrap() > 0,
         "the search matches something"
+    );
+    assert!(
+        expected[6].as_u64().unwrap() > 0,
+        "the phrase matches something"
     );
 
     // The first round reads from S3; the same queries again come from the
