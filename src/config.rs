@@ -129,15 +129,18 @@ settings! {
     flush_interval: DurationSetting = "60s", env "LOUPE_FLUSH_INTERVAL";
     /// …or once it holds this much data.
     flush_size: SizeSetting = "64MiB", env "LOUPE_FLUSH_SIZE";
-    /// Refuse writes with 429 while this much accepted data is unflushed.
-    max_unflushed: SizeSetting = "1GiB", env "LOUPE_MAX_UNFLUSHED";
+    /// Memory the server keeps within: unflushed data, requests in
+    /// flight, queries and caches each get a share of it, and ingest
+    /// beyond the ingest shares is refused with 429 / RESOURCE_EXHAUSTED.
+    memory_budget: SizeSetting = "1GiB", env "LOUPE_MEMORY_BUDGET";
     /// Files one flush of a signal writes at most (one per hour of data);
     /// the rest waits for the next flush.
     flush_max_files: usize = "64", env "LOUPE_FLUSH_MAX_FILES";
     /// Time limit for one SQL query.
     query_timeout: DurationSetting = "30s", env "LOUPE_QUERY_TIMEOUT";
-    /// Memory one SQL query may use.
-    query_memory_limit: SizeSetting = "512MiB", env "LOUPE_QUERY_MEMORY_LIMIT";
+    /// Memory all running SQL queries may use together (0: an eighth of
+    /// `memory_budget`).
+    query_memory_limit: SizeSetting = "0", env "LOUPE_QUERY_MEMORY_LIMIT";
     /// Rows one SQL response returns at most.
     max_result_rows: usize = "100000", env "LOUPE_MAX_RESULT_ROWS";
     /// Bytes of rows one SQL response holds at most (before encoding).
@@ -214,6 +217,9 @@ pub struct ServeConfig {
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
     pub max_request_bytes: usize,
+    /// Working memory OTLP requests being decoded and written may hold
+    /// together (a share of the memory budget).
+    pub ingest_in_flight_bytes: usize,
     pub request_timeout: Duration,
     /// How far ahead of now a record's time may be.
     pub accept_future: Duration,
@@ -274,7 +280,9 @@ impl ServeArgs {
         storage.wal_sync = s.wal_fsync;
         storage.flush_interval = s.flush_interval.0;
         storage.flush_bytes = s.flush_size.0;
-        storage.max_unflushed_bytes = s.max_unflushed.0;
+        let shares = MemoryShares::of(s.memory_budget.0);
+        storage.max_unflushed_bytes = shares.unflushed;
+        storage.log_index_cache_bytes = shares.caches;
         storage.max_files_per_flush = s.flush_max_files.max(1);
         let m = &mut storage.maintenance;
         m.interval = s.compaction_interval.0;
@@ -287,9 +295,13 @@ impl ServeArgs {
         ];
         let query = QueryConfig {
             timeout: s.query_timeout.0,
-            memory_limit: s.query_memory_limit.0,
+            memory_limit: match s.query_memory_limit.0 {
+                0 => shares.queries,
+                set => set,
+            },
             max_result_rows: s.max_result_rows.max(1),
             max_result_bytes: s.max_result_size.0.max(1),
+            metadata_cache_bytes: shares.caches,
             ..QueryConfig::default()
         };
         Ok(ServeConfig {
@@ -297,6 +309,7 @@ impl ServeArgs {
             otlp_http: s.otlp_http,
             http: s.http,
             max_request_bytes: s.max_request_size.0,
+            ingest_in_flight_bytes: shares.in_flight,
             request_timeout: s.request_timeout.0,
             accept_future: s.accept_future.0,
             storage,
@@ -317,6 +330,36 @@ impl ServeArgs {
                 http2_keepalive: s.http2_keepalive.0,
             },
         })
+    }
+}
+
+/// How the memory budget is divided. What is not handed out here is left
+/// for what has no limit of its own: flush and compaction encoding, the
+/// trace-index and Parquet-metadata caches, buffers of connections,
+/// the program itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryShares {
+    /// Accepted data not yet in Parquet (memtables and the WAL queue):
+    /// an eighth. Every signal is flushed once half of it is used; encoding
+    /// a flush takes about as much again.
+    pub unflushed: usize,
+    /// Requests being decoded, converted and written: a sixteenth.
+    pub in_flight: usize,
+    /// SQL operators of all running queries: an eighth.
+    pub queries: usize,
+    /// Loaded full-text indexes, and (as much again) Parquet metadata:
+    /// a sixteenth each.
+    pub caches: usize,
+}
+
+impl MemoryShares {
+    pub fn of(budget: usize) -> MemoryShares {
+        MemoryShares {
+            unflushed: budget / 8,
+            in_flight: budget / 16,
+            queries: budget / 8,
+            caches: budget / 16,
+        }
     }
 }
 
@@ -359,6 +402,12 @@ mod tests {
         assert_eq!(config.storage.wal_sync, SyncMode::Never);
         assert_eq!(config.otlp_grpc.port(), 4317);
         assert_eq!(config.max_request_bytes, 16 << 20);
+        // The default 1 GiB budget, shared out.
+        assert_eq!(config.storage.max_unflushed_bytes, 128 << 20);
+        assert_eq!(config.ingest_in_flight_bytes, 64 << 20);
+        assert_eq!(config.query.memory_limit, 128 << 20);
+        assert_eq!(config.storage.log_index_cache_bytes, 64 << 20);
+        assert_eq!(config.query.metadata_cache_bytes, 64 << 20);
         assert_eq!(
             config.storage.maintenance.retention[2],
             Duration::from_secs(30 * 86400)
@@ -402,6 +451,33 @@ mod tests {
         assert!(args(Vec::new()).resolve().is_err());
         std::fs::write(&path, "tokens = \"admin:short\"\n").unwrap();
         assert!(args(Vec::new()).resolve().is_err());
+    }
+
+    #[test]
+    fn the_budget_is_shared_out_and_an_explicit_query_limit_wins() {
+        let args = |settings| ServeArgs {
+            settings,
+            ..Default::default()
+        };
+        let config = args(Settings {
+            memory_budget: Some("256MiB".parse().unwrap()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap();
+        assert_eq!(config.storage.max_unflushed_bytes, 32 << 20);
+        assert_eq!(config.ingest_in_flight_bytes, 16 << 20);
+        assert_eq!(config.query.memory_limit, 32 << 20);
+        let shares = MemoryShares::of(256 << 20);
+        let handed_out = shares.unflushed + shares.in_flight + shares.queries + 2 * shares.caches;
+        assert!(handed_out < 256 << 20);
+        let config = args(Settings {
+            query_memory_limit: Some("1MiB".parse().unwrap()),
+            ..Default::default()
+        })
+        .resolve()
+        .unwrap();
+        assert_eq!(config.query.memory_limit, 1 << 20);
     }
 
     #[test]

@@ -12,6 +12,14 @@ mod sql_client;
 mod ui;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc: glibc keeps freed memory in
+/// per-thread arenas, so after a burst of ingest or a large query the
+/// process stays hundreds of MiB above what it uses, past the memory
+/// budget; mimalloc returns freed pages to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use tracing_subscriber::EnvFilter;
 
 /// Loupe: OpenTelemetry traces, metrics and logs in; Parquet and SQL out.

@@ -101,7 +101,12 @@ impl Server {
             past: config.storage.maintenance.retention,
             future: config.accept_future,
         };
-        let ingestor = Arc::new(Ingestor::new(storage.clone(), &registry, window));
+        let ingestor = Arc::new(Ingestor::new(
+            storage.clone(),
+            &registry,
+            window,
+            config.ingest_in_flight_bytes,
+        ));
         let engine = Arc::new(QueryEngine::new(
             storage.clone(),
             config.query.clone(),

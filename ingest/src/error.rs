@@ -74,12 +74,23 @@ impl IngestError {
         let code = tonic::Code::from_i32(self.kind().grpc_code());
         match self.retry_after_secs() {
             Some(secs) => {
-                use tonic_types::{ErrorDetails, StatusExt};
-                let details =
-                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs)));
-                tonic::Status::with_error_details(code, self.to_string(), details)
+                retry_status(code, self.to_string(), std::time::Duration::from_secs(secs))
             }
             None => tonic::Status::new(code, self.to_string()),
         }
     }
+}
+
+/// A gRPC status carrying a `google.rpc.RetryInfo` detail: OTLP exporters
+/// (SDKs, the Collector) wait `retry_after` before retrying a
+/// RESOURCE_EXHAUSTED or UNAVAILABLE answer that has one. The one place
+/// such statuses are built (overload here, rate limits in access control).
+pub fn retry_status(
+    code: tonic::Code,
+    message: impl Into<String>,
+    retry_after: std::time::Duration,
+) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    tonic::Status::with_error_details(code, message, details)
 }

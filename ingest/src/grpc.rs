@@ -18,6 +18,7 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstEncoder;
 
+use crate::admission::Admitted;
 use crate::ingestor::{Ingestor, Transport};
 use crate::otlp::OtlpExport;
 
@@ -52,16 +53,23 @@ impl<R: OtlpExport> NamedService for OtlpGrpc<R> {
     const NAME: &'static str = R::GRPC_SERVICE;
 }
 
+/// A decoded request with the working memory it was admitted with, held
+/// until it is answered.
+struct AdmittedRequest<R> {
+    request: R,
+    _admitted: Admitted,
+}
+
 struct Export<R>(Arc<Ingestor>, PhantomData<fn() -> R>);
 
-impl<R: OtlpExport> UnaryService<R> for Export<R> {
+impl<R: OtlpExport> UnaryService<AdmittedRequest<R>> for Export<R> {
     type Response = R::Response;
     type Future = BoxFuture<Response<R::Response>, Status>;
 
-    fn call(&mut self, request: Request<R>) -> Self::Future {
+    fn call(&mut self, request: Request<AdmittedRequest<R>>) -> Self::Future {
         let ingestor = self.0.clone();
         Box::pin(async move {
-            let request = request.into_inner();
+            let AdmittedRequest { request, _admitted } = request.into_inner();
             let wire_bytes = request.encoded_len();
             match ingestor.export(request, Transport::Grpc, wire_bytes).await {
                 Ok(outcome) => Ok(Response::new(R::response(
@@ -94,7 +102,15 @@ where
         }
         let mut gzip = EnabledCompressionEncodings::default();
         gzip.enable(CompressionEncoding::Gzip);
-        let mut grpc = tonic::server::Grpc::new(OtlpCodec::<R::Response, R>::default())
+        if self.ingestor.is_saturated() {
+            // Refused before the body is read (and before tonic buffers it).
+            let admitted = self.ingestor.admit(R::SIGNAL, Transport::Grpc, 1);
+            if let Err(e) = admitted {
+                return Box::pin(async move { Ok(e.grpc_status().into_http()) });
+            }
+        }
+        let codec = OtlpCodec::<R::Response, R>(self.ingestor.clone(), PhantomData);
+        let mut grpc = tonic::server::Grpc::new(codec)
             .apply_compression_config(gzip, gzip)
             .apply_max_message_size_config(Some(self.max_message_bytes), None);
         let export = Export::<R>(self.ingestor.clone(), PhantomData);
@@ -102,14 +118,9 @@ where
     }
 }
 
-/// Prost encoding, with decode failures reported as INVALID_ARGUMENT.
-struct OtlpCodec<E, D>(PhantomData<fn() -> (E, D)>);
-
-impl<E, D> Default for OtlpCodec<E, D> {
-    fn default() -> Self {
-        OtlpCodec(PhantomData)
-    }
-}
+/// Prost encoding, with decode failures reported as INVALID_ARGUMENT and
+/// each message admitted against the in-flight budget before decoding.
+struct OtlpCodec<E, D>(Arc<Ingestor>, PhantomData<fn() -> (E, D)>);
 
 impl<E, D> Codec for OtlpCodec<E, D>
 where
@@ -117,7 +128,7 @@ where
     D: OtlpExport,
 {
     type Encode = E;
-    type Decode = D;
+    type Decode = AdmittedRequest<D>;
     type Encoder = ProstEncoder<E>;
     type Decoder = InvalidArgumentDecoder<D>;
 
@@ -126,34 +137,45 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        InvalidArgumentDecoder(PhantomData)
+        InvalidArgumentDecoder(self.0.clone(), PhantomData)
     }
 }
 
-struct InvalidArgumentDecoder<D>(PhantomData<fn() -> D>);
+struct InvalidArgumentDecoder<D>(Arc<Ingestor>, PhantomData<fn() -> D>);
 
 impl<D: OtlpExport> Decoder for InvalidArgumentDecoder<D> {
-    type Item = D;
+    type Item = AdmittedRequest<D>;
     type Error = Status;
 
-    /// Counts the records on the wire first, so an oversized batch is
-    /// refused before decoding allocates anything for it.
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+    /// Admits the message's working memory, then counts the records on the
+    /// wire, so an overload or an oversized batch is refused before
+    /// decoding allocates anything for it.
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<AdmittedRequest<D>>, Status> {
         use bytes::Buf;
+        let admitted = self
+            .0
+            .admit(D::SIGNAL, Transport::Grpc, buf.remaining())
+            .map_err(|e| e.grpc_status())?;
+        let admit = |request| {
+            Some(AdmittedRequest {
+                request,
+                _admitted: admitted,
+            })
+        };
         // The message is one contiguous buffer: count on it in place, then
         // decode from it, without copying 16 MiB per request.
         if buf.chunk().len() == buf.remaining() {
             crate::wire_count::check_protobuf(buf.chunk(), D::RECORD_PATH, D::SIGNAL.name())
                 .map_err(|e| e.grpc_status())?;
             return D::decode(buf)
-                .map(Some)
+                .map(admit)
                 .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")));
         }
         let bytes = buf.copy_to_bytes(buf.remaining());
         crate::wire_count::check_protobuf(&bytes, D::RECORD_PATH, D::SIGNAL.name())
             .map_err(|e| e.grpc_status())?;
         D::decode(bytes)
-            .map(Some)
+            .map(admit)
             .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))
     }
 }

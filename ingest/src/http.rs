@@ -74,12 +74,19 @@ async fn export<R: OtlpExport>(
         }
     };
     let result = async {
+        if state.ingestor.is_saturated() {
+            // Refused before the body is read.
+            state.ingestor.admit(R::SIGNAL, Transport::Http, 1)?;
+        }
         let raw =
             tokio::time::timeout(state.body_timeout, read_limited(body, state.max_body_bytes))
                 .await
                 .map_err(|_| IngestError::Timeout(state.body_timeout))??;
         let bytes = decompress_off_workers(&headers, raw, state.max_body_bytes).await?;
         let wire_bytes = bytes.len();
+        let _admitted = state
+            .ingestor
+            .admit(R::SIGNAL, Transport::Http, wire_bytes)?;
         let request = match decode::<R>(encoding, &bytes) {
             Ok(r) => r,
             Err(e) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use loupe_base::self_metrics::{Counter, Registry};
 use loupe_storage::{Signal, Storage};
 
+use crate::admission::{Admitted, InFlight};
 use crate::convert::Arrival;
 use crate::error::IngestError;
 use crate::otlp::OtlpExport;
@@ -42,6 +43,7 @@ struct Counters {
     bytes_accepted: Arc<Counter>,
     bytes_rejected: Arc<Counter>,
     requests_failed: Arc<Counter>,
+    requests_overloaded: Arc<Counter>,
 }
 
 /// Which record times are accepted, relative to arrival: no older than the
@@ -82,10 +84,18 @@ pub struct Ingestor {
     storage: Arc<Storage>,
     counters: HashMap<(Signal, Transport), Counters>,
     window: AcceptWindow,
+    in_flight: InFlight,
 }
 
 impl Ingestor {
-    pub fn new(storage: Arc<Storage>, registry: &Registry, window: AcceptWindow) -> Ingestor {
+    /// `in_flight_bytes` is the working memory requests being decoded,
+    /// converted and written may hold together (see [`InFlight`]).
+    pub fn new(
+        storage: Arc<Storage>,
+        registry: &Registry,
+        window: AcceptWindow,
+        in_flight_bytes: usize,
+    ) -> Ingestor {
         let mut counters = HashMap::new();
         for signal in Signal::ALL {
             for transport in [Transport::Grpc, Transport::Http, Transport::Internal] {
@@ -117,6 +127,11 @@ impl Ingestor {
                             "Export requests refused as a whole (bad input, overload, errors).",
                             &labels,
                         ),
+                        requests_overloaded: registry.counter(
+                            "loupe_ingest_overloaded_requests_total",
+                            "Export requests refused with 429 / RESOURCE_EXHAUSTED because the memory budget's ingest share was spent (in-flight requests or unflushed data).",
+                            &labels,
+                        ),
                     },
                 );
             }
@@ -125,6 +140,34 @@ impl Ingestor {
             storage,
             counters,
             window,
+            in_flight: InFlight::new(in_flight_bytes),
+        }
+    }
+
+    /// Whether the in-flight budget is spent right now (a receiver may
+    /// refuse before reading the body).
+    pub fn is_saturated(&self) -> bool {
+        self.in_flight.is_full()
+    }
+
+    /// Reserves the working memory of a request of `body_bytes` before it
+    /// is decoded; refused requests are counted as overloaded.
+    pub fn admit(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        body_bytes: usize,
+    ) -> Result<Admitted, IngestError> {
+        self.in_flight.admit(body_bytes).inspect_err(|_| {
+            self.count_failure(signal, transport, body_bytes);
+            self.count_overload(signal, transport);
+        })
+    }
+
+    /// Counts a request refused because the server is overloaded.
+    pub fn count_overload(&self, signal: Signal, transport: Transport) {
+        if let Some(c) = self.counters.get(&(signal, transport)) {
+            c.requests_overloaded.inc();
         }
     }
 
@@ -170,7 +213,11 @@ impl Ingestor {
             }
             Err(e) => {
                 self.count_failure(R::SIGNAL, transport, wire_bytes);
-                Err(e.into())
+                let e = IngestError::from(e);
+                if matches!(e, IngestError::Overloaded(_)) {
+                    self.count_overload(R::SIGNAL, transport);
+                }
+                Err(e)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! OTLP ingest: gRPC and HTTP receivers that decode, validate and convert
 //! traces, metrics and logs to Arrow, then hand them to storage.
 
+mod admission;
 mod anyvalue;
 mod convert;
 mod error;
@@ -10,7 +11,8 @@ mod ingestor;
 mod otlp;
 mod wire_count;
 
-pub use error::IngestError;
+pub use admission::{Admitted, InFlight, WORKING_MEMORY_PER_BODY_BYTE};
+pub use error::{IngestError, retry_status};
 pub use ingestor::{AcceptWindow, Ingestor, Outcome, Transport};
 pub use otlp::OtlpExport;
 

@@ -1,5 +1,5 @@
 //! Runs one SQL query: a fresh DataFusion session over the three tables,
-//! its own memory pool, spilling disabled (queries never write), a time
+//! a memory pool all running queries share, spilling disabled (queries never write), a time
 //! limit, a cap on result rows, and a bound on concurrent queries.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -23,13 +24,12 @@ use crate::error::{QueryError, from_datafusion};
 use crate::sandbox;
 use crate::table::SignalTable;
 
-const METADATA_CACHE_BYTES: usize = 64 << 20;
-
 /// Limits that keep one query from hurting the server.
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub timeout: Duration,
-    /// Memory one query may use for sorts, joins and aggregations.
+    /// Memory all running queries together may use for sorts, joins and
+    /// aggregations (one pool, so concurrency cannot multiply it).
     pub memory_limit: usize,
     /// Rows returned at most; the response says when it was cut.
     pub max_result_rows: usize,
@@ -39,6 +39,9 @@ pub struct QueryConfig {
     /// Queries running at once; more wait (within their timeout).
     pub max_concurrent: usize,
     pub target_partitions: usize,
+    /// Bytes of Parquet footers, page indexes and bloom filters kept
+    /// across queries.
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -50,6 +53,7 @@ impl Default for QueryConfig {
             max_result_bytes: 64 << 20,
             max_concurrent: 4,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            metadata_cache_bytes: 64 << 20,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct QueryEngine {
     /// Parquet footers, page indexes and bloom filters, shared by every
     /// query: split files never change, so this is always valid.
     metadata_cache: Arc<FileMetadataCache>,
+    /// The memory every query's operators draw from.
+    memory: Arc<dyn MemoryPool>,
     ok: Arc<Counter>,
     failed: Arc<Counter>,
     latency: Arc<Histogram>,
@@ -158,7 +164,8 @@ impl QueryEngine {
         Ok(QueryEngine {
             storage,
             permits: Semaphore::new(config.max_concurrent.max(1)),
-            metadata_cache: Arc::new(DefaultCache::new(METADATA_CACHE_BYTES)),
+            metadata_cache: Arc::new(DefaultCache::new(config.metadata_cache_bytes)),
+            memory: Arc::new(GreedyMemoryPool::new(config.memory_limit.max(1))),
             config,
             store_url,
             ok: registry.counter(
@@ -201,10 +208,10 @@ impl QueryEngine {
     pub fn session(&self) -> Result<SessionContext, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))
-            .with_metadata_cache_limit(METADATA_CACHE_BYTES);
+            .with_metadata_cache_limit(self.config.metadata_cache_bytes);
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
-            .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_memory_pool(self.memory.clone())
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )

@@ -14,9 +14,7 @@ pub fn status(denied: &Denied) -> Status {
         Denied::Unauthenticated => Status::new(Code::Unauthenticated, denied.to_string()),
         Denied::Forbidden { .. } => Status::new(Code::PermissionDenied, denied.to_string()),
         Denied::RateLimited { retry_after } => {
-            use tonic_types::{ErrorDetails, StatusExt};
-            let details = ErrorDetails::with_retry_info(Some(*retry_after));
-            Status::with_error_details(Code::ResourceExhausted, denied.to_string(), details)
+            loupe_ingest::retry_status(Code::ResourceExhausted, denied.to_string(), *retry_after)
         }
     }
 }

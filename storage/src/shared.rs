@@ -120,10 +120,18 @@ pub(crate) struct Shared {
     pub(crate) metrics: StorageMetrics,
     pub(crate) flush_wanted: Notify,
     flush_bytes: usize,
+    /// Unflushed bytes from which every memtable is flushed,
+    /// whatever its own size: the memory budget's share is filling up.
+    pressure_bytes: usize,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State, metrics: StorageMetrics, flush_bytes: usize) -> Shared {
+    pub(crate) fn new(
+        state: State,
+        metrics: StorageMetrics,
+        flush_bytes: usize,
+        pressure_bytes: usize,
+    ) -> Shared {
         metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
         Shared {
             state: RwLock::new(state),
@@ -131,6 +139,7 @@ impl Shared {
             metrics,
             flush_wanted: Notify::new(),
             flush_bytes,
+            pressure_bytes,
         }
     }
 
@@ -155,8 +164,16 @@ impl Shared {
         f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether unflushed data has reached the point where every signal is
+    /// flushed, to keep under the unflushed budget. (Data still queued for
+    /// the WAL is not counted: flushing cannot make room for it sooner.)
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.read_state(State::unflushed_bytes) >= self.pressure_bytes
+    }
+
     pub(crate) fn wake_flusher_if_full(&self) {
-        if self.read_state(|s| s.memtables.iter().any(|m| m.bytes() >= self.flush_bytes)) {
+        let full = self.read_state(|s| s.memtables.iter().any(|m| m.bytes() >= self.flush_bytes));
+        if full || self.under_pressure() {
             self.flush_wanted.notify_one();
         }
     }

@@ -39,7 +39,9 @@ pub struct StorageConfig {
     pub flush_bytes: usize,
     /// …or once its oldest batch is this old.
     pub flush_interval: Duration,
-    /// Refuse writes (429) while unflushed plus queued data exceeds this.
+    /// Refuse writes (429) while unflushed plus queued data exceeds this;
+    /// from half of it on, every signal is flushed whatever its size, so
+    /// flushing catches up by itself.
     pub max_unflushed_bytes: usize,
     /// Requests waiting for the WAL writer before new ones are refused.
     pub queue_depth: usize,
@@ -49,6 +51,8 @@ pub struct StorageConfig {
     /// Largest encoded batch one WAL record takes; larger requests are
     /// refused before anything is written (at most the WAL frame limit).
     pub max_record_bytes: usize,
+    /// Bytes of full-text indexes kept loaded (they are loaded whole).
+    pub log_index_cache_bytes: usize,
     /// Compaction and retention.
     pub maintenance: MaintenanceConfig,
     /// Where split files go: empty for `splits/` in the data directory, or
@@ -75,6 +79,7 @@ impl StorageConfig {
             queue_depth: 1024,
             max_files_per_flush: 64,
             max_record_bytes: crate::wal::MAX_PAYLOAD_LEN,
+            log_index_cache_bytes: 256 << 20,
             maintenance: MaintenanceConfig::default(),
             storage_url: String::new(),
             catalog_url: String::new(),
@@ -130,8 +135,6 @@ impl FlushRetry {
     }
 }
 
-/// Full-text indexes are loaded whole (as big as their bundle files).
-const LOG_INDEX_CACHE_BYTES: usize = 256 << 20;
 /// Trace index heads are 8 bytes per 1,024 spans: this keeps every split's.
 const TRACE_INDEX_CACHE_BYTES: usize = 16 << 20;
 
@@ -223,7 +226,12 @@ impl Storage {
         );
 
         let metrics = StorageMetrics::new(registry);
-        let shared = Arc::new(Shared::new(state, metrics, config.flush_bytes));
+        let shared = Arc::new(Shared::new(
+            state,
+            metrics,
+            config.flush_bytes,
+            config.max_unflushed_bytes / 2,
+        ));
         let files = Arc::new(SplitFiles {
             catalog,
             pg,
@@ -236,6 +244,7 @@ impl Storage {
         let (wal_tx, wal_rx) = mpsc::channel(config.queue_depth.max(1));
         let wal_thread = writer::spawn(wal, wal_rx, shared.clone())
             .map_err(|e| StorageError::io("start WAL thread for", &wal_dir, e))?;
+        let log_index_cache_bytes = config.log_index_cache_bytes;
         let storage = Arc::new(Storage {
             config,
             shared,
@@ -246,7 +255,7 @@ impl Storage {
             flush_locks: Default::default(),
             closing: AtomicBool::new(false),
             stop: watch::channel(false).0,
-            index_cache: IndexCache::new(LOG_INDEX_CACHE_BYTES),
+            index_cache: IndexCache::new(log_index_cache_bytes),
             trace_index_cache: IndexCache::new(TRACE_INDEX_CACHE_BYTES),
         });
         tokio::spawn(storage.clone().run_flusher());
@@ -603,6 +612,11 @@ impl Storage {
         Ok(())
     }
 
+    fn memtable_is_empty(&self, signal: Signal) -> bool {
+        self.shared
+            .read_state(|s| s.memtables[signal.index()].bytes() == 0)
+    }
+
     fn needs_flush(&self, signal: Signal) -> bool {
         self.shared.read_state(|s| {
             let m = &s.memtables[signal.index()];
@@ -626,7 +640,8 @@ impl Storage {
             }
             for signal in Signal::ALL {
                 let i = signal.index();
-                if !retries[i].due() || !(more[i] || self.needs_flush(signal)) {
+                let pressure = self.shared.under_pressure() && !self.memtable_is_empty(signal);
+                if !retries[i].due() || !(more[i] || pressure || self.needs_flush(signal)) {
                     continue;
                 }
                 let isolate = retries[i].failures >= QUARANTINE_AFTER_FAILURES;
@@ -641,6 +656,11 @@ impl Storage {
                         tracing::warn!(%signal, error = %e, retry_in_ms = wait.as_millis() as u64, "flush failed; will retry");
                     }
                 }
+            }
+            // Still over half the unflushed budget (data kept arriving
+            // while flushing): go again at once rather than at the tick.
+            if self.shared.under_pressure() && retries.iter().all(FlushRetry::due) {
+                self.shared.flush_wanted.notify_one();
             }
         }
     }

@@ -177,41 +177,78 @@ fn malformed_oversized_and_mistyped_requests_are_refused_with_reasons() {
 
 #[test]
 fn overload_is_429_with_retry_after_and_resource_exhausted_with_retry_info() {
-    // A tiny unflushed-data budget and no flushing: the budget fills fast.
-    let loupe = Loupe::start(&[
-        "--max-unflushed",
-        "256KiB",
-        "--flush-interval",
-        "1h",
-        "--flush-size",
-        "1GiB",
-    ]);
-    let mut refused = None;
-    for i in 0..200 {
-        let request = logs_request("load", bodies(&format!("load-{i}"), 200)).encode_to_vec();
-        let response = loupe.post("/v1/logs", PROTOBUF, request);
-        if response.status().as_u16() != 200 {
-            refused = Some(response);
-            break;
-        }
-    }
+    // A 2 MiB memory budget: 256 KiB for requests in flight, so a request
+    // of 2,000 records (its estimated working memory is larger than that)
+    // is admitted only while no other one is — eight senders at once
+    // overlap and are refused — and 512 KiB of unflushed data.
+    let loupe = Loupe::start(&["--memory-budget", "2MiB"]);
+    let senders = 8;
+    let refused = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..senders)
+            .map(|t| {
+                let loupe = &loupe;
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        let request = logs_request("load", bodies(&format!("load-{t}-{i}"), 2000));
+                        let response = loupe.post("/v1/logs", PROTOBUF, request.encode_to_vec());
+                        match response.status().as_u16() {
+                            200 => {}
+                            429 => return Some(response),
+                            other => panic!("unexpected status {other}"),
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        threads.into_iter().filter_map(|t| t.join().unwrap()).next()
+    });
     let response = refused.expect("the server never pushed back");
-    assert_eq!(response.status().as_u16(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
     let status = RpcStatus::decode(response.bytes().unwrap()).unwrap();
     assert!(status.message.contains("overloaded"), "{}", status.message);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = LogsServiceClient::connect(loupe.grpc_url()).await.unwrap();
-        let err = client
-            .export(logs_request("load", bodies("grpc-load", 200)))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
-        let retry = err.get_details_retry_info().expect("RetryInfo detail");
-        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+    let refused = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..senders {
+            let url = loupe.grpc_url();
+            tasks.push(tokio::spawn(async move {
+                let mut client = LogsServiceClient::connect(url).await.unwrap();
+                for i in 0..100 {
+                    let request = logs_request("load", bodies(&format!("grpc-{t}-{i}"), 2000));
+                    if let Err(err) = client.export(request).await {
+                        return Some(err);
+                    }
+                }
+                None
+            }));
+        }
+        let mut first = None;
+        for task in tasks {
+            first = first.or(task.await.unwrap());
+        }
+        first
     });
+    let err = refused.expect("the server never pushed back over gRPC");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let retry = err.get_details_retry_info().expect("RetryInfo detail");
+    assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+    let metrics = reqwest::blocking::get(loupe.api_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    for transport in ["http", "grpc"] {
+        let line = format!(
+            "loupe_ingest_overloaded_requests_total{{signal=\"logs\",transport=\"{transport}\"}} "
+        );
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"));
+        assert!(count >= 1, "{line}{count}");
+    }
     // The server is still healthy and answers queries.
     assert!(loupe.count("SELECT count(*) FROM logs") > 0);
 }

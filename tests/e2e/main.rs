@@ -13,6 +13,7 @@ mod multi_node;
 mod otlp_json;
 mod otlp_proto;
 mod otlp_sdk;
+mod overload;
 mod problems;
 mod scenarios;
 mod search;
