@@ -124,7 +124,8 @@ pub struct Background {
 /// Opens capacity and alert state and the webhook outbox in the catalog
 /// database; `external_url` is how people reach this server (for links in
 /// notifications); `ca_file` adds trusted certificates for https:// receivers;
-/// `allow` lists the internal networks webhooks may reach (the SSRF guard).
+/// `allow` lists the internal networks webhooks may reach (the SSRF guard);
+/// `suspects_timeout` bounds problem location for a firing alert.
 pub fn open(
     data_dir: &Path,
     engine: Arc<QueryEngine>,
@@ -132,6 +133,7 @@ pub fn open(
     ca_file: Option<std::path::PathBuf>,
     allow: loupe_notify::AllowList,
     ingestor: Arc<loupe_ingest::Ingestor>,
+    suspects_timeout: std::time::Duration,
 ) -> anyhow::Result<Background> {
     let path = data_dir.join("catalog.sqlite");
     let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine.clone()));
@@ -157,7 +159,7 @@ pub fn open(
             Some(worker.clone()),
             external_url,
         )
-        .with_suspects(Arc::new(EngineSuspects(engine))),
+        .with_suspects(Arc::new(EngineSuspects(engine)), suspects_timeout),
     );
     Ok(Background {
         capacity,

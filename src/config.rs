@@ -157,6 +157,9 @@ settings! {
     retention_spans: DurationSetting = "7d", env "LOUPE_RETENTION_SPANS";
     /// Maximum age of metrics.
     retention_metrics: DurationSetting = "30d", env "LOUPE_RETENTION_METRICS";
+    /// How long problem location may take for a newly firing alert; past
+    /// it the notification goes out without suspects rather than late.
+    alert_suspects_timeout: DurationSetting = "5s", env "LOUPE_ALERT_SUSPECTS_TIMEOUT";
     /// PEM certificates trusted for https:// webhook and alert receivers,
     /// besides the system's (empty: the system's only).
     webhook_ca_file: PathBuf = "", env "LOUPE_WEBHOOK_CA_FILE";
@@ -227,6 +230,7 @@ pub struct ServeConfig {
     pub query: QueryConfig,
     pub webhook_ca_file: Option<PathBuf>,
     pub webhook_allow: AllowList,
+    pub alert_suspects_timeout: Duration,
     pub access: AccessConfig,
     pub listen: ListenConfig,
 }
@@ -317,6 +321,7 @@ impl ServeArgs {
             webhook_ca_file: (!s.webhook_ca_file.as_os_str().is_empty())
                 .then_some(s.webhook_ca_file),
             webhook_allow: s.webhook_allow,
+            alert_suspects_timeout: s.alert_suspects_timeout.0,
             access: AccessConfig {
                 tokens: s.tokens.0,
                 insecure_no_auth: s.insecure_no_auth,

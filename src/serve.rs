@@ -130,6 +130,7 @@ impl Server {
             config.webhook_ca_file.clone(),
             config.webhook_allow.clone(),
             ingestor.clone(),
+            config.alert_suspects_timeout,
         )?;
 
         let (stop, stop_rx) = watch::channel(false);

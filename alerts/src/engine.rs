@@ -25,10 +25,6 @@ const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 /// How long one rule's SQL may run at most.
 const MAX_EVALUATION: Duration = Duration::from_secs(30);
 
-/// How long problem location may take for a newly firing alert: past it,
-/// the alert goes out without suspects rather than late.
-const MAX_SUSPECT_SEARCH: Duration = Duration::from_secs(5);
-
 /// Problem location for an alert looks at the incident from this long
 /// before the alert became active until now ...
 const INCIDENT_LEAD_MS: i64 = 15 * 1000;
@@ -64,6 +60,9 @@ pub struct Alerts {
     pub telemetry: Arc<dyn Telemetry>,
     worker: Option<loupe_notify::Worker>,
     suspects: Option<Arc<dyn SuspectFinder>>,
+    /// How long problem location may take for a newly firing alert: past
+    /// it, the alert goes out without suspects rather than late.
+    suspects_timeout: Duration,
     /// Loupe's own URL as people reach it, for `externalURL` and links.
     pub external_url: String,
     /// When each rule was last evaluated (ms), in this process.
@@ -82,6 +81,7 @@ impl Alerts {
             telemetry,
             worker,
             suspects: None,
+            suspects_timeout: Duration::from_secs(5),
             external_url,
             last_eval: Mutex::new(HashMap::new()),
         }
@@ -100,9 +100,11 @@ impl Alerts {
     }
 
     /// Attaches problem location: firing alerts of rules with
-    /// `attach_suspects` then carry the top suspects as annotations.
-    pub fn with_suspects(mut self, finder: Arc<dyn SuspectFinder>) -> Alerts {
+    /// `attach_suspects` then carry the top suspects as annotations, if
+    /// found within `timeout`.
+    pub fn with_suspects(mut self, finder: Arc<dyn SuspectFinder>, timeout: Duration) -> Alerts {
         self.suspects = Some(finder);
+        self.suspects_timeout = timeout;
         self
     }
 
@@ -249,7 +251,7 @@ impl Alerts {
         };
         let baseline = (start_ms - SUSPECT_BASELINE_MS, start_ms);
         let found = tokio::time::timeout(
-            MAX_SUSPECT_SEARCH,
+            self.suspects_timeout,
             finder.suspects((start_ms, end_ms), baseline, service),
         )
         .await;

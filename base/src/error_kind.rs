@@ -8,7 +8,7 @@
 pub enum ErrorKind {
     /// The request is malformed or names something impossible (400).
     Invalid,
-    /// Valid, but the statement is not allowed here (400 / PERMISSION_DENIED).
+    /// Valid, but not allowed here, whoever asks (403 / PERMISSION_DENIED).
     Forbidden,
     /// What was asked for does not exist (404).
     NotFound,
@@ -37,7 +37,8 @@ impl ErrorKind {
     /// The HTTP status code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::Invalid | ErrorKind::Forbidden => 400,
+            ErrorKind::Invalid => 400,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::TooLarge => 413,
@@ -126,6 +127,8 @@ mod tests {
             assert!((500..600).contains(&kind.http_status()), "{kind:?}");
         }
         assert_eq!(ErrorKind::Overloaded.grpc_code(), 8);
+        assert_eq!(ErrorKind::Forbidden.http_status(), 403);
+        assert_eq!(ErrorKind::Forbidden.grpc_code(), 7);
         assert_eq!(ErrorKind::Overloaded.retry_after_secs(), Some(1));
     }
 }

@@ -87,7 +87,7 @@ async fn export<R: OtlpExport>(
         let _admitted = state
             .ingestor
             .admit(R::SIGNAL, Transport::Http, wire_bytes)?;
-        let request = match decode::<R>(encoding, &bytes) {
+        let request = match decode::<R>(encoding == Encoding::Json, &bytes) {
             Ok(r) => r,
             Err(e) => {
                 state
@@ -191,7 +191,13 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, In
     }
 }
 
-fn decode<R: OtlpExport>(encoding: Encoding, bytes: &[u8]) -> Result<R, IngestError> {
+/// Decodes a body, JSON or protobuf, after counting its records on the wire.
+pub(crate) fn decode<R: OtlpExport>(json: bool, bytes: &[u8]) -> Result<R, IngestError> {
+    let encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
     match encoding {
         Encoding::Protobuf => {
             crate::wire_count::check_protobuf(bytes, R::RECORD_PATH, R::SIGNAL.name())?

@@ -63,7 +63,7 @@ impl AcceptWindow {
         future: std::time::Duration::MAX,
     };
 
-    fn arrival(&self, signal: Signal, received: i64) -> Arrival {
+    pub(crate) fn arrival(&self, signal: Signal, received: i64) -> Arrival {
         let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Arrival {
             received,

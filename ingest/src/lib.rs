@@ -22,6 +22,28 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+/// Decodes an OTLP export body the way the HTTP receiver does (records
+/// counted on the wire first, then protobuf or JSON) and converts it to an
+/// Arrow batch as the ingestor would, without storing it; returns the rows
+/// built and the records rejected. Public for the fuzz targets (`fuzz/`).
+pub fn decode_and_convert<R: OtlpExport>(
+    body: &[u8],
+    json: bool,
+) -> Result<(usize, usize), IngestError> {
+    let request = http::decode::<R>(json, body)?;
+    if request.record_count() > ingestor::MAX_RECORDS_PER_REQUEST {
+        return Err(IngestError::TooManyRecords {
+            count: request.record_count(),
+            limit: ingestor::MAX_RECORDS_PER_REQUEST,
+        });
+    }
+    let now = loupe_base::clock::now_nanos();
+    let converted = request
+        .convert(AcceptWindow::UNBOUNDED.arrival(R::SIGNAL, now))
+        .map_err(|e| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL)))?;
+    Ok((converted.batch.num_rows(), converted.rejected.count))
+}
+
 /// The three gRPC export services, ready to add to a `tonic` server.
 pub fn grpc_routes(ingestor: Arc<Ingestor>, max_message_bytes: usize) -> tonic::service::Routes {
     tonic::service::Routes::new(grpc::OtlpGrpc::<ExportTraceServiceRequest>::new(

@@ -162,9 +162,9 @@ impl Worker {
             let outcome = self.attempt(&msg).await;
             match &outcome {
                 Outcome::Delivered { .. } => {
-                    tracing::info!(id = %msg.id, url = %msg.url, "webhook delivered")
+                    tracing::info!(id = %msg.id, url = %redacted(&msg.url), "webhook delivered")
                 }
-                other => tracing::warn!(id = %msg.id, url = %msg.url, outcome = ?other, "webhook not delivered"),
+                other => tracing::warn!(id = %msg.id, url = %redacted(&msg.url), outcome = ?other, "webhook not delivered"),
             }
             let recorded = self
                 .with_db(move |conn| outbox::record(conn, &msg, &outcome, now_ms()))
@@ -229,7 +229,9 @@ impl Worker {
             Err(e) => {
                 // The detail (refused, reset, timed out, TLS) stays in the
                 // log: shown through the API it would tell a user which
-                // internal ports are open.
+                // internal ports are open. Without the URL, which may
+                // carry credentials.
+                let e = e.without_url();
                 tracing::warn!(id = %msg.id, error = %error_chain(&e), "webhook delivery failed");
                 if is_guard_refusal(&e) {
                     return Outcome::Failed {
@@ -241,6 +243,21 @@ impl Worker {
                 retry_or_fail(msg, None, error, None, &self.config, now)
             }
         }
+    }
+}
+
+/// A webhook URL as logs may show it: `scheme://host:port/path`, without
+/// user-info or query string (either may hold credentials).
+pub(crate) fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}:{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0),
+            u.path()
+        ),
+        Err(_) => "<invalid URL>".into(),
     }
 }
 
@@ -504,5 +521,18 @@ mod tests {
         assert!(backoff_ms(30, &config) <= 300_000);
         let last = retry_or_fail(&due(19), None, "x".into(), None, &config, 1);
         assert!(matches!(last, Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn logged_urls_keep_no_credentials() {
+        assert_eq!(
+            redacted("https://user:s3cret@hooks.example.com:8443/scale/up?token=abc#x"),
+            "https://hooks.example.com:8443/scale/up"
+        );
+        assert_eq!(
+            redacted("http://10.0.0.7/hook?key=1"),
+            "http://10.0.0.7:80/hook"
+        );
+        assert_eq!(redacted("not a url"), "<invalid URL>");
     }
 }

@@ -27,6 +27,13 @@ pub mod time_param;
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
 pub use error::{QueryError, error_response};
 
+/// Checks SQL the way the SQL endpoint does before anything is planned:
+/// one read-only statement, no settings, no file access, bounded nesting.
+/// Public for the fuzz targets (`fuzz/`) and tools.
+pub fn check_sql(sql: &str) -> Result<(), QueryError> {
+    sandbox::check(sql).map(drop)
+}
+
 /// Every route this crate serves: the SQL API and log search.
 pub fn routes(engine: Arc<QueryEngine>) -> Router {
     api::routes(engine.clone()).merge(logs_api::routes(engine))

@@ -89,9 +89,7 @@ pub fn check(sql: &str) -> Result<DfStatement, QueryError> {
         (Some(s), true) => s,
         (None, _) => return Err(QueryError::Invalid("empty query".into())),
         (Some(_), false) => {
-            return Err(QueryError::Forbidden(
-                "send one statement per request".into(),
-            ));
+            return Err(QueryError::Invalid("send one statement per request".into()));
         }
     };
     check_statement(&statement, sql)?;

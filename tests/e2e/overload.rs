@@ -24,7 +24,7 @@ const BUDGET_MIB: u64 = 384;
 const BATCH: &str = "100";
 /// Senders of the overload run: enough that requests the server cannot
 /// process pile up, as they do from a fleet of applications.
-const OVERLOAD_SENDERS: &str = "64";
+const OVERLOAD_SENDERS: &str = "32";
 const OVERLOAD_SECS: u64 = 60;
 
 /// Runs `loupe gen` to completion and returns its JSON report (it exits
@@ -89,7 +89,7 @@ fn twice_the_sustainable_rate_is_shed_with_retry_hints_within_the_memory_budget(
     // What this server sustains: as fast as four senders get acknowledged.
     let measured = gen_report(
         &loupe,
-        &["--rate", "100000", "--duration", "8s", "--concurrency", "4"],
+        &["--rate", "100000", "--duration", "5s", "--concurrency", "4"],
     );
     let sustainable = measured["traces_per_sec"].as_f64().unwrap();
     let rate = (2.0 * sustainable).max(20.0);
