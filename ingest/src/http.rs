@@ -74,9 +74,15 @@ async fn export<R: OtlpExport>(
         }
     };
     let result = async {
-        if state.ingestor.is_saturated() {
-            // Refused before the body is read.
-            state.ingestor.admit(R::SIGNAL, Transport::Http, 1)?;
+        if state.ingestor.is_saturated()
+            && let Err(refused) = state.ingestor.admit(R::SIGNAL, Transport::Http, 1)
+        {
+            // Refused before the body is kept: it is read and dropped as it
+            // arrives, so a client still sending gets the 429 rather than a
+            // connection closed under it.
+            let discard = discard(body, state.max_body_bytes);
+            let _ = tokio::time::timeout(state.body_timeout, discard).await;
+            return Err(refused);
         }
         let raw =
             tokio::time::timeout(state.body_timeout, read_limited(body, state.max_body_bytes))
@@ -126,6 +132,12 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
             "unsupported content type {content_type:?}: send application/x-protobuf or application/json"
         ))),
     }
+}
+
+/// Reads a body to its end (or `limit` bytes), keeping none of it.
+async fn discard(body: Body, limit: usize) {
+    let mut body = Limited::new(body, limit);
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {

@@ -863,6 +863,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushing_starts_by_itself_when_half_the_unflushed_budget_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        // Neither size nor age would flush: only the budget's pressure.
+        config.flush_bytes = usize::MAX;
+        config.flush_interval = Duration::from_secs(3600);
+        config.max_unflushed_bytes = 256 << 10;
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let batch_rows: Vec<(i64, &str)> = (0..200).map(|i| (i, "svc")).collect();
+        let mut appended = 0;
+        while storage.shared.read_state(State::unflushed_bytes) < 128 << 10
+            && storage.shared.metrics.flushes.get() == 0
+        {
+            storage
+                .append(Signal::Logs, log_batch(&batch_rows))
+                .await
+                .unwrap();
+            appended += batch_rows.len();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while storage.shared.metrics.flushes.get() == 0 {
+            assert!(Instant::now() < deadline, "no flush under pressure");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Room again, and nothing lost.
+        assert!(storage.shared.read_state(State::unflushed_bytes) < 128 << 10);
+        storage
+            .append(Signal::Logs, log_batch(&batch_rows))
+            .await
+            .unwrap();
+        appended += batch_rows.len();
+        let (flushed, in_memory) = rows(&storage.snapshot(Signal::Logs));
+        assert!(flushed > 0);
+        assert_eq!(flushed as usize + in_memory, appended);
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_that_never_flushes_is_quarantined_and_stops_pinning_the_wal() {
         use crate::test_batches::log_batch_with;
         let dir = tempfile::tempdir().unwrap();
