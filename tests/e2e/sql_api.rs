@@ -164,8 +164,19 @@ fn queries_over_their_memory_or_time_limit_fail_cleanly() {
         "{body}"
     );
 
-    // The server is unharmed.
-    assert_eq!(loupe.count("SELECT count(*) FROM logs"), 20_000);
+    // The server is unharmed: it answers again (once the cancelled join
+    // has let go of the query threads — a while on a loaded machine).
+    let answered = crate::harness::wait_until(
+        crate::harness::deadline_in(std::time::Duration::from_secs(120)),
+        || {
+            let (status, body) = loupe.sql_response("SELECT count(*) AS n FROM logs");
+            status == 200 && body["rows"] == json!([[20_000]])
+        },
+    );
+    assert!(
+        answered,
+        "the server did not answer a count after the limits were hit"
+    );
 }
 
 #[test]
