@@ -37,6 +37,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -69,6 +70,9 @@ const METRIC_WEIGHT: f64 = 2.0;
 /// Share of a gauge's weight when the service's spans did not slow down.
 const UNSLOWED_GAUGE: f64 = 0.25;
 const MAX_SUSPECTS: usize = 10;
+/// Suspects, from the top, whose example traces and log lines are looked
+/// up: two queries each, so the rest of the list costs nothing.
+const EXAMPLED: usize = 5;
 /// Severity number of WARN: example log lines are WARN or worse.
 const WARN: i32 = 13;
 
@@ -176,7 +180,7 @@ fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subject, Stats>) 
                     if new { " (new)" } else { "" },
                     stats.error_rate() * 100.0,
                     b.error_rate() * 100.0,
-                    stats.origin_errors
+                    stats.origin_errors.round()
                 );
                 best = Some((score, SuspectKind::Errors, explanation));
             }
@@ -422,40 +426,46 @@ fn sort_suspects(suspects: &mut [Suspect]) {
     });
 }
 
-/// Example traces and log lines for a suspect, looked up together.
+/// A suspect's answer, with example traces and log lines looked up
+/// together when `examples` is set.
 async fn report(
     engine: &QueryEngine,
     s: &Suspect,
     start: i64,
     end: i64,
+    examples: bool,
 ) -> Result<Value, QueryError> {
     let order = if s.kind == SuspectKind::Errors {
         "CASE WHEN status_code = 'error' THEN 0 ELSE 1 END, duration_ns DESC"
     } else {
         "duration_ns DESC"
     };
-    let (traces, logs) = futures::try_join!(
-        rows_as::<TraceIdRow>(
-            engine,
-            format!(
-                "SELECT trace_id FROM spans WHERE {} AND start_time >= {} AND start_time <= {} ORDER BY {order} LIMIT 3",
-                s.subject.span_condition(),
-                ts(start),
-                ts(end)
+    let (traces, logs) = if !examples {
+        (Vec::new(), Vec::new())
+    } else {
+        futures::try_join!(
+            rows_as::<TraceIdRow>(
+                engine,
+                format!(
+                    "SELECT trace_id FROM spans WHERE {} AND start_time >= {} AND start_time <= {} ORDER BY {order} LIMIT 3",
+                    s.subject.span_condition(),
+                    ts(start),
+                    ts(end)
+                ),
             ),
-        ),
-        rows(
-            engine,
-            format!(
-                "SELECT time, severity_text, body, trace_id FROM logs
+            rows(
+                engine,
+                format!(
+                    "SELECT time, severity_text, body, trace_id FROM logs
                  WHERE {} AND severity_number >= {WARN} AND time >= {} AND time <= {}
                  ORDER BY severity_number DESC, time DESC LIMIT 3",
-                s.subject.log_condition(),
-                ts(start),
-                ts(end)
+                    s.subject.log_condition(),
+                    ts(start),
+                    ts(end)
+                ),
             ),
-        ),
-    )?;
+        )?
+    };
     let trace_ids: Vec<Option<String>> = traces.into_iter().map(|r| r.trace_id).collect();
     let c = &s.components;
     Ok(json!({
@@ -515,6 +525,26 @@ pub async fn top_explanations(
         .unwrap_or_default())
 }
 
+/// Wall-clock time of each stage of one call, in ms: the answer's
+/// `timings_ms`, so a slow call shows where its time went. Stages joined
+/// together overlap.
+#[derive(Default)]
+struct Timings(serde_json::Map<String, Value>);
+
+impl Timings {
+    fn push(&mut self, stage: &str, took: Duration) {
+        let ms = (took.as_secs_f64() * 1e4).round() / 10.0;
+        self.0.insert(stage.to_string(), json!(ms));
+    }
+}
+
+/// `f`'s output and how long it took to complete.
+async fn timed<T, E>(f: impl Future<Output = Result<T, E>>) -> Result<(T, Duration), E> {
+    let began = Instant::now();
+    let out = f.await?;
+    Ok((out, began.elapsed()))
+}
+
 /// Problem location: the ranked suspects of an incident window against a
 /// baseline window (both in ns).
 pub async fn locate(
@@ -522,14 +552,21 @@ pub async fn locate(
     (start, end): (i64, i64),
     (baseline_start, baseline_end): (i64, i64),
 ) -> Result<Value, QueryError> {
+    let began = Instant::now();
+    let mut timings = Timings::default();
     // The windows' span stats, log lines and gauges are independent.
-    let (mut incident, baseline, lines_now, lines_before, gauges) = futures::try_join!(
-        window_stats(engine, start, end),
-        window_stats(engine, baseline_start, baseline_end),
-        operation_lines(engine, start, end),
-        operation_lines(engine, baseline_start, baseline_end),
-        gauges(engine, (start, end), (baseline_start, baseline_end)),
+    let ((mut incident, t1), (baseline, t2), (lines_now, t3), (lines_before, t4), (gauges, t5)) = futures::try_join!(
+        timed(window_stats(engine, start, end)),
+        timed(window_stats(engine, baseline_start, baseline_end)),
+        timed(operation_lines(engine, start, end)),
+        timed(operation_lines(engine, baseline_start, baseline_end)),
+        timed(gauges(engine, (start, end), (baseline_start, baseline_end))),
     )?;
+    timings.push("span_stats_incident", t1);
+    timings.push("span_stats_baseline", t2);
+    timings.push("log_lines_incident", t3);
+    timings.push("log_lines_baseline", t4);
+    timings.push("gauges", t5);
     blame_slow_callees(&mut incident, &baseline);
     let traffic: HashMap<String, (f64, f64)> = incident
         .traffic
@@ -556,7 +593,9 @@ pub async fn locate(
     for (op, n) in &incident.operations {
         operations.entry(op.clone()).or_default().1 = *n;
     }
+    let mining = Instant::now();
     let (changes, halves) = compare_with_halves(&lines_before, &lines_now);
+    timings.push("log_mining", mining.elapsed());
     let mut logs = evidence::log_evidence(&changes, &operations);
     // The baseline's two halves in time, each operation's templates
     // against the operation's lines (its spans per half are not counted).
@@ -572,13 +611,18 @@ pub async fn locate(
     let ranked = rank(&incident.subjects, &baseline.subjects);
     let mut suspects = fold(ranked, &signals, &incident.subjects, &baseline.subjects);
     suspects.truncate(MAX_SUSPECTS);
-    let suspects =
-        futures::future::try_join_all(suspects.iter().map(|s| report(engine, s, start, end)))
-            .await?;
+    let examples = Instant::now();
+    let suspects = futures::future::try_join_all(
+        (suspects.iter().enumerate()).map(|(i, s)| report(engine, s, start, end, i < EXAMPLED)),
+    )
+    .await?;
+    timings.push("examples", examples.elapsed());
+    timings.push("total", began.elapsed());
     Ok(json!({
         "window": {"start_unix_nano": start, "end_unix_nano": end},
         "baseline": {"start_unix_nano": baseline_start, "end_unix_nano": baseline_end},
         "suspects": suspects,
+        "timings_ms": timings.0,
     }))
 }
 

@@ -47,6 +47,24 @@ fn db_slow_points_at_the_database() {
     assert_eq!(s["subject"]["server.address"], "postgres-inventory");
     assert_eq!(s["kind"], "latency");
     assert!(!s["example_trace_ids"].as_array().unwrap().is_empty());
+    // Each stage's time is reported; examples only for the top five.
+    for stage in [
+        "span_stats_incident",
+        "log_lines_baseline",
+        "log_mining",
+        "total",
+    ] {
+        assert!(
+            report["timings_ms"][stage].as_f64().is_some(),
+            "{stage}: {report:#}"
+        );
+    }
+    for s in report["suspects"].as_array().unwrap().iter().skip(5) {
+        assert!(
+            s["example_trace_ids"].as_array().unwrap().is_empty(),
+            "{s:#}"
+        );
+    }
 }
 
 #[test]
