@@ -102,13 +102,7 @@ fn read_remote(
         ))
         .map_err(internal)?;
     let total = builder.metadata().file_metadata().num_rows() as usize;
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    for (row, _) in rows.iter().filter(|(row, _)| *row < total) {
-        match ranges.last_mut() {
-            Some(last) if last.end == *row => last.end += 1,
-            _ => ranges.push(*row..row + 1),
-        }
-    }
+    let ranges = consecutive_ranges(rows, total);
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
     let mut stream = builder
         .with_projection(mask)
@@ -121,18 +115,8 @@ fn read_remote(
         .map_err(internal)?;
     let mut next = rows.iter().filter(|(row, _)| *row < total);
     while let Some(batch) = runtime.block_on(stream.next()) {
-        let batch = batch.map_err(internal)?;
-        let body = batch
-            .column(0)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| internal("body is not text"))?;
-        for r in 0..body.len() {
-            let Some((_, i)) = next.next() else {
-                return Ok(());
-            };
-            if body.is_valid(r) {
-                each(*i, body.value(r));
-            }
+        if !visit_bodies(&batch.map_err(internal)?, &mut next, each)? {
+            break;
         }
     }
     Ok(())
@@ -155,13 +139,7 @@ fn read_file(
     )
     .map_err(internal)?;
     let total = builder.metadata().file_metadata().num_rows() as usize;
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    for (row, _) in rows.iter().filter(|(row, _)| *row < total) {
-        match ranges.last_mut() {
-            Some(last) if last.end == *row => last.end += 1,
-            _ => ranges.push(*row..row + 1),
-        }
-    }
+    let ranges = consecutive_ranges(rows, total);
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
     let reader = builder
         .with_projection(mask)
@@ -174,19 +152,44 @@ fn read_file(
         .map_err(internal)?;
     let mut next = rows.iter().filter(|(row, _)| *row < total);
     for batch in reader {
-        let batch = batch.map_err(internal)?;
-        let body = batch
-            .column(0)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| internal("body is not text"))?;
-        for r in 0..body.len() {
-            let Some((_, i)) = next.next() else {
-                return Ok(());
-            };
-            if body.is_valid(r) {
-                each(*i, body.value(r));
-            }
+        if !visit_bodies(&batch.map_err(internal)?, &mut next, each)? {
+            break;
         }
     }
     Ok(())
+}
+
+/// The selected rows (ascending, those below `total`) as runs of consecutive
+/// rows, the shape a Parquet row selection takes.
+fn consecutive_ranges(rows: &[(usize, usize)], total: usize) -> Vec<Range<usize>> {
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (row, _) in rows.iter().filter(|(row, _)| *row < total) {
+        match ranges.last_mut() {
+            Some(last) if last.end == *row => last.end += 1,
+            _ => ranges.push(*row..row + 1),
+        }
+    }
+    ranges
+}
+
+/// Hands each body of a batch of the selected rows to `each` with its
+/// caller's index; false once every selected row has been seen.
+fn visit_bodies<'a>(
+    batch: &arrow::record_batch::RecordBatch,
+    next: &mut impl Iterator<Item = &'a (usize, usize)>,
+    each: &mut dyn FnMut(usize, &str),
+) -> tantivy::Result<bool> {
+    let body = batch
+        .column(0)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| internal("body is not text"))?;
+    for r in 0..body.len() {
+        let Some((_, i)) = next.next() else {
+            return Ok(false);
+        };
+        if body.is_valid(r) {
+            each(*i, body.value(r));
+        }
+    }
+    Ok(true)
 }
