@@ -6,14 +6,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use loupe_storage::log_index::{LogIndex, LogIndexBuilder};
+use loupe_storage::log_index::LogIndex;
 
 fn index() -> &'static LogIndex {
     static INDEX: OnceLock<LogIndex> = OnceLock::new();
     INDEX.get_or_init(|| {
-        LogIndexBuilder::new()
-            .and_then(LogIndexBuilder::finish)
-            .expect("an empty index")
+        LogIndex::empty().expect("an empty index")
     })
 }
 
