@@ -49,9 +49,17 @@ pub(crate) fn spawn_gen(loupe: &Loupe, args: &[&str]) -> Child {
         .unwrap()
 }
 
-#[test]
-fn load_test_fit_recovers_the_generated_capacity() {
-    let loupe = Loupe::start(&[]);
+/// A stepped load test `loupe gen` ran: its start and end (ns) and how
+/// many steps it had.
+pub(crate) struct LoadTest {
+    pub start: i64,
+    pub end: i64,
+    pub steps: usize,
+}
+
+/// Runs `loupe gen`'s stepped load test (capacity 150/s, 2 s steps)
+/// against `loupe`.
+pub(crate) fn run_load_test(loupe: &Loupe) -> LoadTest {
     let dir = tempfile::tempdir().unwrap();
     let truth_path = dir.path().join("truth.json");
     let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
@@ -65,10 +73,17 @@ fn load_test_fit_recovers_the_generated_capacity() {
     let truth: Value =
         serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
     let steps = truth["fault"]["load_test"]["steps"].as_array().unwrap();
-    let (start, end) = (
-        steps[0]["start_unix_nano"].as_i64().unwrap(),
-        steps[steps.len() - 1]["end_unix_nano"].as_i64().unwrap(),
-    );
+    LoadTest {
+        start: steps[0]["start_unix_nano"].as_i64().unwrap(),
+        end: steps[steps.len() - 1]["end_unix_nano"].as_i64().unwrap(),
+        steps: steps.len(),
+    }
+}
+
+#[test]
+fn load_test_fit_recovers_the_generated_capacity() {
+    let loupe = Loupe::start(&[]);
+    let LoadTest { start, end, .. } = run_load_test(&loupe);
 
     let fitted = ok(
         &loupe,

@@ -32,53 +32,25 @@ fn parse_addr(line: &str, key: &str) -> SocketAddr {
 impl Loupe {
     /// Starts a server; `args` are extra `serve` flags.
     pub fn start(args: &[&str]) -> Loupe {
-        init_tls();
-        let root = tempfile::tempdir().unwrap();
-        let mut loupe = Loupe {
-            child: None,
-            root,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: Vec::new(),
-            grpc: "127.0.0.1:0".parse().unwrap(),
-            otlp_http: "127.0.0.1:0".parse().unwrap(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
-        };
-        loupe.spawn();
-        loupe
+        Loupe::launch(args, &[], |_| {})
     }
 
     /// Like [`Loupe::start`], with `prepare` called on the (not yet
     /// existing) data directory path first — to make it a link to a small
     /// file system, say.
     pub fn start_with(args: &[&str], prepare: impl FnOnce(&Path)) -> Loupe {
-        init_tls();
-        let root = tempfile::tempdir().unwrap();
-        prepare(&root.path().join("data"));
-        let mut loupe = Loupe {
-            child: None,
-            root,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: Vec::new(),
-            grpc: "127.0.0.1:0".parse().unwrap(),
-            otlp_http: "127.0.0.1:0".parse().unwrap(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
-        };
-        loupe.spawn();
-        loupe
+        Loupe::launch(args, &[], prepare)
     }
 
     /// Like [`Loupe::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Loupe {
+        Loupe::launch(args, envs, |_| {})
+    }
+
+    fn launch(args: &[&str], envs: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Loupe {
         init_tls();
         let root = tempfile::tempdir().unwrap();
+        prepare(&root.path().join("data"));
         let mut loupe = Loupe {
             child: None,
             root,

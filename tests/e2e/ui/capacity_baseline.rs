@@ -8,23 +8,7 @@ use super::*;
 #[test]
 fn ui_capacity_baseline_from_load_test() {
     let loupe = Loupe::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let truth_path = dir.path().join("truth.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_loupe"))
-        .args(["gen", "--endpoint", &loupe.grpc_url(), "--quiet"])
-        .args(["--scenario", "load-test-ramp", "--capacity", "150"])
-        .args(["--step-duration", "2s", "--truth"])
-        .arg(&truth_path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
-    let steps = truth["fault"]["load_test"]["steps"].as_array().unwrap();
-    let (start, end) = (
-        steps[0]["start_unix_nano"].as_i64().unwrap(),
-        steps[steps.len() - 1]["end_unix_nano"].as_i64().unwrap(),
-    );
+    let crate::capacity::LoadTest { start, end, steps } = crate::capacity::run_load_test(&loupe);
 
     let mut b = Browser::start(&shots_dir());
     let base = format!("http://{}", loupe.http);
@@ -59,7 +43,7 @@ fn ui_capacity_baseline_from_load_test() {
         &format!(
             "document.querySelector('[data-testid=fit-result]') && document.querySelectorAll('[data-testid=usl] circle').length === {} \
              && document.querySelector('[data-testid=fit-result]').textContent",
-            steps.len()
+            steps
         ),
         WAIT,
         "the dry run's fit against the steps",
@@ -104,7 +88,7 @@ fn ui_capacity_baseline_from_load_test() {
     b.wait_for(
         &format!(
             "document.querySelectorAll('[data-testid=usl] circle').length === {}",
-            steps.len()
+            steps
         ),
         WAIT,
         "the stored fit against its steps",
