@@ -15,6 +15,7 @@ use loupe_query::QueryEngine;
 pub mod errors;
 mod evidence;
 pub mod patterns;
+mod problem_ranking;
 mod problem_windows;
 pub mod problems;
 pub mod service_graph;

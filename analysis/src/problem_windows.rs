@@ -18,6 +18,12 @@ use crate::subject::Subject;
 pub(crate) const MIN_LIFT: f64 = 1.3;
 /// z-score a mean self time must reach over the baseline's.
 pub(crate) const MIN_LATENCY_Z: f64 = 3.0;
+/// Spans of one window read for its statistics: a busier window is read
+/// for a deterministic share of its traces (by the last two hex digits of
+/// the trace id, so every trace is whole), which bounds the work of a
+/// call whatever the window's length or traffic. Rates and mean self
+/// times are unbiased; counts are those of the traces read.
+pub(crate) const MAX_SPANS: f64 = 40_000.0;
 
 /// Span counts, errors that started there, and self time, in one window.
 #[derive(Debug, Default, Clone, Copy)]
@@ -114,6 +120,9 @@ pub(crate) struct WindowStats {
     /// were counted for, the callee, and how many (see
     /// [`blame_slow_callees`]).
     pub(crate) waited_errors: Vec<WaitedErrors>,
+    /// Share of the window's traces read (1 unless it was busier than
+    /// [`MAX_SPANS`]).
+    pub(crate) share: f64,
 }
 
 /// Errors of one group of spans that spent their time waiting on `callee`.
@@ -124,66 +133,70 @@ pub(crate) struct WaitedErrors {
     pub(crate) errors: f64,
 }
 
-/// Per-subject stats of one window, from one grouped pass over its spans.
+/// Per-subject stats of one window (of a share of its traces when it is
+/// busier than [`MAX_SPANS`]), from one aggregate per parent span.
 ///
 /// Self time is a span's duration minus its children's, with two
 /// corrections. The gap between a call and the server span it caused
 /// (queueing, network, a starved callee) is the callee's, not the
-/// caller's. And a childless span that overlaps siblings doing the
-/// work (an async gateway handler whose downstream calls hang off its
-/// parent) does not own the overlapped time.
+/// caller's. And a childless span beside sibling calls (an async gateway
+/// handler whose downstream calls hang off its parent) does not own the
+/// time it shares with them: the overlap with the calls' extent, at most
+/// their summed duration. The callee of a span is the other service among
+/// its children's (the highest and lowest named, so one of two).
 pub(crate) async fn window_stats(
     engine: &QueryEngine,
     start: i64,
     end: i64,
 ) -> Result<WindowStats, QueryError> {
     let (lo, hi) = (start - 60_000_000_000, end + 60_000_000_000);
+    let (sampled, share) = trace_share(engine, start, end).await?;
+    // One aggregate over the children of each span, joined twice: to the
+    // span itself (its children's time, errors and callee) and to its
+    // siblings (the calls made beside it). No per-span GROUP BY, no
+    // self-join.
     let sql = format!(
-        "WITH per_span AS (
-             SELECT p.trace_id, p.span_id, p.parent_span_id, p.service, p.name, p.kind, p.status_code, p.duration_ns,
-                    CAST(p.start_time AS BIGINT) AS t0,
+        "WITH children AS (
+             SELECT trace_id, parent_span_id AS span_id,
+                    sum(duration_ns) AS child_ns,
+                    count(*) AS children,
+                    max(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS child_error,
+                    max(service) AS service_hi,
+                    min(service) AS service_lo,
+                    max(CASE WHEN kind IN ('server', 'consumer') THEN name END) AS entry_op,
+                    max(duration_ns) AS longest_ns,
+                    max(CASE WHEN kind IN ('server', 'consumer') THEN duration_ns END) AS longest_entry_ns,
+                    min(CASE WHEN kind IN ('client', 'producer') THEN CAST(start_time AS BIGINT) END) AS calls_t0,
+                    max(CASE WHEN kind IN ('client', 'producer') THEN CAST(start_time AS BIGINT) + duration_ns END) AS calls_t1,
+                    sum(CASE WHEN kind IN ('client', 'producer') THEN duration_ns END) AS calls_ns
+             FROM spans
+             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''{sampled}
+             GROUP BY trace_id, parent_span_id
+         ),
+         per_span AS (
+             SELECT p.service, p.name, p.kind, p.status_code, p.duration_ns,
                     p.resource_attributes['service.instance.id'] AS instance,
                     p.resource_attributes['service.version'] AS version,
                     p.resource_attributes['cloud.region'] AS region,
                     COALESCE(p.attributes['db.system'], p.attributes['messaging.system']) AS system,
                     COALESCE(p.attributes['server.address'], p.attributes['messaging.destination.name'], p.attributes['peer.service']) AS address,
-                    COALESCE(sum(c.duration_ns), 0) AS child_ns,
-                    count(c.span_id) AS children,
-                    max(CASE WHEN c.status_code = 'error' THEN 1 ELSE 0 END) AS child_error,
-                    max(CASE WHEN c.service <> p.service THEN c.service END) AS callee,
-                    max(CASE WHEN c.service <> p.service THEN c.name END) AS callee_op,
-                    max(CASE WHEN c.service <> p.service THEN c.duration_ns END) AS call_ns
-             FROM spans p
-             LEFT JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-                              AND c.start_time >= {lo} AND c.start_time <= {hi}
-             WHERE p.start_time >= {start} AND p.start_time <= {end}
-             GROUP BY p.trace_id, p.span_id, p.parent_span_id, p.service, p.name, p.kind, p.status_code, p.duration_ns,
-                      t0, instance, version, region, system, address
-         ),
-         parents AS (
-             SELECT DISTINCT trace_id, parent_span_id AS span_id FROM spans
-             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''
-         ),
-         -- From the raw spans, not per_span: a CTE is evaluated once per
-         -- reference, and per_span is the costly part.
-         sibling AS (
-             SELECT s.trace_id, s.span_id, s.parent_span_id, s.kind, CAST(s.start_time AS BIGINT) AS t0, s.duration_ns,
-                    p.span_id IS NOT NULL AS has_children
-             FROM spans s LEFT JOIN parents p ON p.trace_id = s.trace_id AND p.span_id = s.span_id
-             WHERE s.start_time >= {start} AND s.start_time <= {end} AND s.parent_span_id <> ''
-         ),
-         overlap AS (
-             SELECT a.trace_id, a.span_id,
-                    sum(greatest(0, least(a.t0 + a.duration_ns, b.t0 + b.duration_ns) - greatest(a.t0, b.t0))) AS covered_ns
-             FROM sibling a
-             JOIN sibling b ON b.trace_id = a.trace_id AND b.parent_span_id = a.parent_span_id AND b.span_id <> a.span_id
-             WHERE NOT a.has_children AND a.kind NOT IN ('client', 'producer')
-               AND (b.has_children OR b.kind IN ('client', 'producer'))
-             GROUP BY a.trace_id, a.span_id
-         ),
-         timed AS (
-             SELECT s.*, greatest(0, s.duration_ns - s.child_ns - COALESCE(o.covered_ns, 0)) AS self_ns
-             FROM per_span s LEFT JOIN overlap o ON o.trace_id = s.trace_id AND o.span_id = s.span_id
+                    COALESCE(c.children, 0) AS children,
+                    COALESCE(c.child_error, 0) AS child_error,
+                    CASE WHEN c.service_hi <> p.service THEN c.service_hi
+                         WHEN c.service_lo <> p.service THEN c.service_lo END AS callee,
+                    c.entry_op AS callee_op,
+                    CASE WHEN c.service_hi = c.service_lo THEN c.longest_ns ELSE c.longest_entry_ns END AS call_ns,
+                    greatest(0, p.duration_ns - COALESCE(c.child_ns, 0)
+                        - CASE WHEN c.span_id IS NULL AND p.kind NOT IN ('client', 'producer') AND s.calls_ns IS NOT NULL
+                               THEN least(s.calls_ns, greatest(0,
+                                        least(CAST(p.start_time AS BIGINT) + p.duration_ns, s.calls_t1)
+                                        - greatest(CAST(p.start_time AS BIGINT), s.calls_t0)))
+                               ELSE 0 END) AS self_ns
+             -- RIGHT joins: the narrow aggregates are the hashed side.
+             FROM children s RIGHT JOIN (
+                 children c RIGHT JOIN spans p ON c.trace_id = p.trace_id AND c.span_id = p.span_id
+             ) ON s.trace_id = p.trace_id AND s.span_id = p.parent_span_id
+             WHERE p.start_time >= {start} AND p.start_time <= {end}{p_sampled}
          )
          SELECT service, name, kind, instance, version, region, system, address, callee, callee_op,
                 count(*) AS spans,
@@ -194,13 +207,17 @@ pub(crate) async fn window_stats(
                 sum(self_ns) AS self_ns,
                 sum(CAST(self_ns AS DOUBLE) * CAST(self_ns AS DOUBLE)) AS self_sq,
                 max(children) AS max_children
-         FROM timed GROUP BY service, name, kind, instance, version, region, system, address, callee, callee_op",
+         FROM per_span GROUP BY service, name, kind, instance, version, region, system, address, callee, callee_op",
         lo = ts(lo),
         hi = ts(hi),
         start = ts(start),
         end = ts(end),
+        p_sampled = sampled.replace("trace_id", "p.trace_id"),
     );
-    let mut out = WindowStats::default();
+    let mut out = WindowStats {
+        share,
+        ..WindowStats::default()
+    };
     for r in rows_as::<GroupRow>(engine, sql).await? {
         let Some(service) = named(r.service) else {
             continue;
@@ -213,7 +230,9 @@ pub(crate) async fn window_stats(
         };
         *out.traffic.entry(service.clone()).or_default() += r.spans;
         if let Some(name) = named(r.name.clone()) {
-            *out.operations.entry((service.clone(), name)).or_default() += r.spans;
+            // Log lines are all read: their operations' traffic is scaled
+            // up to the whole window.
+            *out.operations.entry((service.clone(), name)).or_default() += r.spans / share;
         }
         let kind = r.kind.as_deref().unwrap_or_default();
         let waited = r.waited_errors.unwrap_or(0.0);
@@ -296,6 +315,45 @@ pub(crate) async fn window_stats(
         }
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    spans: Option<f64>,
+}
+
+/// The filter that keeps a share of a window's traces so about
+/// [`MAX_SPANS`] of its spans are read, and that share: none and 1 when
+/// the window is not busier than that.
+async fn trace_share(
+    engine: &QueryEngine,
+    start: i64,
+    end: i64,
+) -> Result<(String, f64), QueryError> {
+    let sql = format!(
+        "SELECT CAST(count(*) AS DOUBLE) AS spans FROM spans WHERE start_time >= {} AND start_time <= {}",
+        ts(start),
+        ts(end)
+    );
+    let spans = (rows_as::<CountRow>(engine, sql).await?)
+        .first()
+        .and_then(|r| r.spans)
+        .unwrap_or(0.0);
+    Ok(sample_filter(spans))
+}
+
+/// See [`trace_share`]: of 256 buckets of the trace id's last byte (in
+/// lowercase hex, whose string order is its numeric order), the first
+/// `k` are kept.
+fn sample_filter(spans: f64) -> (String, f64) {
+    if spans <= MAX_SPANS {
+        return (String::new(), 1.0);
+    }
+    let k = ((256.0 * MAX_SPANS / spans).floor() as u32).clamp(1, 255);
+    (
+        format!(" AND right(trace_id, 2) < '{k:02x}'"),
+        f64::from(k) / 256.0,
+    )
 }
 
 /// Lesson: errors caused by a slow dependency (a timeout) start in the
@@ -446,6 +504,20 @@ mod tests {
                 .collect(),
             ..WindowStats::default()
         }
+    }
+
+    /// A window busier than [`MAX_SPANS`] is read for a share of its
+    /// traces that brings it back to about that many spans; a quiet one
+    /// is read whole.
+    #[test]
+    fn a_busy_window_is_read_for_a_share_of_its_traces() {
+        assert_eq!(sample_filter(MAX_SPANS), (String::new(), 1.0));
+        let (filter, share) = sample_filter(4.0 * MAX_SPANS);
+        assert_eq!(filter, " AND right(trace_id, 2) < '40'");
+        assert_eq!(share, 0.25);
+        let (filter, share) = sample_filter(1e9);
+        assert_eq!(filter, " AND right(trace_id, 2) < '01'");
+        assert_eq!(share, 1.0 / 256.0);
     }
 
     /// Lesson 3: `order` times out calling `payment`, whose network is
