@@ -26,7 +26,7 @@ use crate::patterns::Compared;
 /// The log-likelihood ratio below which a change is noise (about p = 0.01).
 pub(crate) const G_MIN: f64 = 6.0;
 /// Significance beyond this adds nothing: a large count is not more of a cause.
-const G_CAP: f64 = 30.0;
+pub(crate) const G_CAP: f64 = 30.0;
 /// A service's log (or call) evidence is capped: many correlated templates
 /// of one code path are one piece of evidence, not many.
 const SERVICE_CAP: f64 = 2.0;
@@ -52,6 +52,15 @@ pub(crate) fn poisson_g(n: f64, e: f64) -> f64 {
     if n >= e { g } else { -g }
 }
 
+/// How sure a change is, from 0 to 1: its log-likelihood ratio `g`
+/// against [`G_CAP`]. Span and log evidence are both weighted by it, so a
+/// change barely past the significance guard (three errors where half a
+/// one was expected) is not as strong a lead as one no one could doubt.
+/// For a z-score, pass `z²` (the same statistic for a mean).
+pub(crate) fn confidence(g: f64) -> f64 {
+    (g.max(0.0) / G_CAP).min(1.0)
+}
+
 /// A service's span score on the scale of its other evidence (each kind
 /// of signal is worth at most [`SERVICE_CAP`]): monotonic, so span
 /// suspects keep their order, but one very lopsided rate cannot outweigh
@@ -68,7 +77,7 @@ fn shift_weight(n: f64, e: f64) -> (f64, bool) {
         return (0.0, g > 0.0);
     }
     let relative = (n - e).abs() / (n + e);
-    (relative * relative * g.abs().min(G_CAP) / G_CAP, g > 0.0)
+    (relative * relative * confidence(g.abs()), g > 0.0)
 }
 
 fn is_warning_or_worse(severity: &str) -> bool {

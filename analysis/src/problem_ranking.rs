@@ -94,8 +94,8 @@ pub(crate) fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subjec
         let mut best: Option<(f64, SuspectKind, String)> = None;
         let base_rate = smoothed_rate(&b);
         let excess_errors = stats.origin_errors - stats.spans * base_rate;
-        let significant =
-            evidence::poisson_g(stats.origin_errors, stats.spans * base_rate) >= evidence::G_MIN;
+        let g = evidence::poisson_g(stats.origin_errors, stats.spans * base_rate);
+        let significant = g >= evidence::G_MIN;
         if excess_errors >= MIN_EXCESS_ERRORS && significant && total_excess_errors > 0.0 {
             let lift = stats.error_rate() / base_rate;
             let concentration = if subject.is_attribute() {
@@ -107,7 +107,8 @@ pub(crate) fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subjec
                 let score = excess_errors / total_excess_errors
                     * (1.0 + lift).ln()
                     * concentration
-                    * novelty;
+                    * novelty
+                    * evidence::confidence(g);
                 let explanation = format!(
                     "{}{}: errors start here in {:.1}% of its spans vs {:.1}% in the baseline ({} errors)",
                     subject.describe(),
@@ -132,8 +133,11 @@ pub(crate) fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subjec
                     1.0
                 };
             if lift >= MIN_LIFT {
-                let score =
-                    excess_ns / total_excess_ns * (1.0 + lift).ln() * concentration * novelty;
+                let score = excess_ns / total_excess_ns
+                    * (1.0 + lift).ln()
+                    * concentration
+                    * novelty
+                    * evidence::confidence(z * z);
                 if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
                     let explanation = format!(
                         "{}{}: {:.2} ms of its own time per span vs {:.2} ms in the baseline (x{:.1})",
@@ -509,6 +513,30 @@ mod tests {
         assert_eq!(ranked.len(), 1, "busy is not a suspect");
         assert_eq!(ranked[0].subject, service("thin"));
         assert_eq!(ranked[0].kind, SuspectKind::Errors);
+    }
+
+    /// Lessons 4 and 6: evidence is weighed by how sure it is. Three
+    /// errors in five spans of an operation that never erred pass the
+    /// significance guard, but barely: they do not outrank a service
+    /// whose own time doubled over hundreds of spans.
+    #[test]
+    fn a_barely_significant_error_burst_does_not_outrank_a_sure_slowdown() {
+        let op = Subject::Operation {
+            service: "payment".into(),
+            operation: "pay".into(),
+        };
+        let mut incident = HashMap::new();
+        let mut baseline = HashMap::new();
+        for s in [op.clone(), service("payment")] {
+            incident.insert(s.clone(), stats(5.0, 3.0, 1.0));
+            baseline.insert(s, stats(5.0, 0.0, 1.0));
+        }
+        incident.insert(service("basic"), stats(300.0, 0.0, 4.0));
+        baseline.insert(service("basic"), stats(300.0, 0.0, 2.0));
+        let ranked = rank(&incident, &baseline);
+        assert_eq!(ranked.len(), 3, "all are significant");
+        assert_eq!(ranked[0].subject, service("basic"), "{}", ranked[0].explanation);
+        assert!(ranked[1..].iter().all(|s| s.kind == SuspectKind::Errors));
     }
 
     /// Lesson 7: a CPU rise counts fully for a service whose work slowed

@@ -12,13 +12,15 @@
 //! time. A subject's span score is
 //!
 //! ```text
-//! share of the excess × ln(1 + lift over baseline) × concentration × novelty
+//! share of the excess × ln(1 + lift over baseline) × concentration × novelty × confidence
 //! ```
 //!
 //! where concentration (how much worse an instance, version or region is
 //! than its service as a whole) prefers the most specific explanation,
-//! novelty favours a value the baseline never saw (a new version), and an
-//! operation is compared with the same operation only. Significance
+//! novelty favours a value the baseline never saw (a new version),
+//! confidence grows with the change's significance up to a cap (as for
+//! log templates), and an operation is compared with the same operation
+//! only. Significance
 //! scales with counts (Poisson for errors, a z-score for mean self time),
 //! so a culprit with a handful of spans can still be listed. Errors of spans that waited on a callee whose
 //! time rose are the callee's (a timeout starts in the caller).
