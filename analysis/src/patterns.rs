@@ -220,6 +220,44 @@ pub(crate) fn compare_with_halves(
     (now, halves)
 }
 
+/// Tokens of a template that name its event, for problem location: what
+/// follows (an object dump, a list, headers) is data, whose shape follows
+/// the request rather than the code path.
+const EVENT_TOKENS: usize = 12;
+
+/// `changes` merged per event: templates of one service, severity and
+/// operation whose first [`EVENT_TOKENS`] tokens agree are counted as one
+/// (shown as the commonest of them). A line printing the tickets of
+/// another route, or a longer list, is then the same event as before —
+/// not a new pattern with the old one vanished — while a changed message
+/// or status early in the line still reads as a change.
+pub(crate) fn by_event(changes: Vec<Compared>) -> Vec<Compared> {
+    let mut merged: HashMap<(String, String, Option<String>, String), Compared> = HashMap::new();
+    for c in changes {
+        let event: Vec<&str> = c.template.split(' ').take(EVENT_TOKENS).collect();
+        let key = (
+            c.service.clone(),
+            c.severity.clone(),
+            c.operation.clone(),
+            event.join(" "),
+        );
+        match merged.get_mut(&key) {
+            None => {
+                merged.insert(key, c);
+            }
+            Some(m) => {
+                if c.before + c.current > m.before + m.current {
+                    m.template = c.template;
+                    m.example = c.example;
+                }
+                m.before += c.before;
+                m.current += c.current;
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
 /// The template id of each line (none for a line without a service,
 /// severity or body).
 fn mine(miner: &mut TemplateMiner, lines: &[LineRow]) -> Vec<Option<usize>> {
@@ -291,6 +329,34 @@ mod tests {
             body: Some(body.into()),
             operation: None,
         }
+    }
+
+    /// Lesson 4 without the noise: the same event printing other data (a
+    /// longer list, another route) is one event, not a new pattern beside
+    /// a vanished one; a changed message early in the line stays a change.
+    #[test]
+    fn an_event_printing_other_data_is_the_same_event() {
+        let event = |template: &str, before, current| Compared {
+            service: "seat".into(),
+            severity: "INFO".into(),
+            template: template.into(),
+            operation: Some("left".into()),
+            before,
+            current,
+            example: template.into(),
+        };
+        let head = "<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Success,";
+        let changes = vec![
+            event(&format!("{head} from=shanghai, to=suzhou), Ticket(seat=<*>,"), 20, 0),
+            event(&format!("{head} from=nanjing, to=beijing), Ticket(seat=<*>, x, y"), 0, 25),
+            event("<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Failed,", 0, 5),
+        ];
+        let mut events = by_event(changes);
+        events.sort_by_key(|c| c.current);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!((events[0].before, events[0].current), (0, 5));
+        assert_eq!((events[1].before, events[1].current), (20, 25));
+        assert!(events[1].template.contains("nanjing"), "the commonest shown");
     }
 
     #[test]

@@ -52,7 +52,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::evidence;
-use crate::patterns::{compare_with_halves, operation_lines};
+use crate::patterns::{by_event, compare_with_halves, operation_lines};
 use crate::problem_ranking::{Signals, Suspect, SuspectKind, fold, rank};
 use crate::problem_windows::{blame_slow_callees, gauges, kept_calls, window_stats};
 
@@ -253,6 +253,7 @@ pub async fn locate(
     }
     let mining = Instant::now();
     let (changes, halves) = compare_with_halves(&lines_before, &lines_now);
+    let (changes, halves) = (by_event(changes), by_event(halves));
     timings.push("log_mining", mining.elapsed());
     let mut logs = evidence::log_evidence(&changes, &operations);
     // The baseline's two halves in time, each operation's templates
