@@ -80,7 +80,7 @@ fn shift_weight(n: f64, e: f64) -> (f64, bool) {
     (relative * relative * confidence(g.abs()), g > 0.0)
 }
 
-fn is_warning_or_worse(severity: &str) -> bool {
+pub(crate) fn is_warning_or_worse(severity: &str) -> bool {
     let s = severity.to_ascii_uppercase();
     ["WARN", "ERR", "FATAL", "CRIT", "ALERT", "EMERG", "SEVERE"]
         .iter()

@@ -225,16 +225,22 @@ pub(crate) fn compare_with_halves(
 /// the request rather than the code path.
 const EVENT_TOKENS: usize = 12;
 
-/// `changes` merged per event: templates of one service, severity and
-/// operation whose first [`EVENT_TOKENS`] tokens agree are counted as one
-/// (shown as the commonest of them). A line printing the tickets of
+/// `changes` merged per event: templates below WARN of one service,
+/// severity and operation whose first [`EVENT_TOKENS`] tokens agree are
+/// counted as one (shown as the commonest of them). A line printing the tickets of
 /// another route, or a longer list, is then the same event as before —
 /// not a new pattern with the old one vanished — while a changed message
 /// or status early in the line still reads as a change.
 pub(crate) fn by_event(changes: Vec<Compared>) -> Vec<Compared> {
     let mut merged: HashMap<(String, String, Option<String>, String), Compared> = HashMap::new();
     for c in changes {
-        let event: Vec<&str> = c.template.split(' ').take(EVENT_TOKENS).collect();
+        // A warning or error is kept whole: its text is the evidence.
+        let tokens = if crate::evidence::is_warning_or_worse(&c.severity) {
+            usize::MAX
+        } else {
+            EVENT_TOKENS
+        };
+        let event: Vec<&str> = c.template.split(' ').take(tokens).collect();
         let key = (
             c.service.clone(),
             c.severity.clone(),
@@ -351,6 +357,14 @@ mod tests {
             event(&format!("{head} from=nanjing, to=beijing), Ticket(seat=<*>, x, y"), 0, 25),
             event("<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Failed,", 0, 5),
         ];
+        let mut errors = vec![
+            event(&format!("{head} Ticket(seat=<*>,"), 3, 0),
+            event(&format!("{head} Ticket(seat=<*>, x"), 0, 3),
+        ];
+        for e in &mut errors {
+            e.severity = "ERROR".into();
+        }
+        assert_eq!(by_event(errors).len(), 2, "an error's text is kept whole");
         let mut events = by_event(changes);
         events.sort_by_key(|c| c.current);
         assert_eq!(events.len(), 2, "{events:?}");
