@@ -353,9 +353,21 @@ mod tests {
         };
         let head = "<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Success,";
         let changes = vec![
-            event(&format!("{head} from=shanghai, to=suzhou), Ticket(seat=<*>,"), 20, 0),
-            event(&format!("{head} from=nanjing, to=beijing), Ticket(seat=<*>, x, y"), 0, 25),
-            event("<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Failed,", 0, 5),
+            event(
+                &format!("{head} from=shanghai, to=suzhou), Ticket(seat=<*>,"),
+                20,
+                0,
+            ),
+            event(
+                &format!("{head} from=nanjing, to=beijing), Ticket(seat=<*>, x, y"),
+                0,
+                25,
+            ),
+            event(
+                "<*> INFO SeatServiceImpl TraceID: <*> SpanID: <*> [getLeft][result] result is Response(status=<*>, msg=Failed,",
+                0,
+                5,
+            ),
         ];
         let mut errors = vec![
             event(&format!("{head} Ticket(seat=<*>,"), 3, 0),
@@ -370,7 +382,10 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!((events[0].before, events[0].current), (0, 5));
         assert_eq!((events[1].before, events[1].current), (20, 25));
-        assert!(events[1].template.contains("nanjing"), "the commonest shown");
+        assert!(
+            events[1].template.contains("nanjing"),
+            "the commonest shown"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use crate::evidence;
 use crate::problem_windows::{MIN_LATENCY_Z, MIN_LIFT, Stats};
 use crate::subject::Subject;
 
-
 /// Spans a subject needs to be scored at all; significance does the rest.
 const MIN_SPANS: f64 = 5.0;
 /// Baseline spans an attribute value needs to be its own baseline (else
@@ -53,7 +52,10 @@ pub(crate) struct Suspect {
 }
 
 /// Scores every subject; the significance guard drops weak ones.
-pub(crate) fn rank(incident: &HashMap<Subject, Stats>, baseline: &HashMap<Subject, Stats>) -> Vec<Suspect> {
+pub(crate) fn rank(
+    incident: &HashMap<Subject, Stats>,
+    baseline: &HashMap<Subject, Stats>,
+) -> Vec<Suspect> {
     let base = |s: &Subject| baseline.get(s).copied().unwrap_or_default();
     // Expected values come from the subject's own baseline, or its
     // service's when the subject is new (a new version, a new instance).
@@ -535,7 +537,12 @@ mod tests {
         baseline.insert(service("basic"), stats(300.0, 0.0, 2.0));
         let ranked = rank(&incident, &baseline);
         assert_eq!(ranked.len(), 3, "all are significant");
-        assert_eq!(ranked[0].subject, service("basic"), "{}", ranked[0].explanation);
+        assert_eq!(
+            ranked[0].subject,
+            service("basic"),
+            "{}",
+            ranked[0].explanation
+        );
         assert!(ranked[1..].iter().all(|s| s.kind == SuspectKind::Errors));
     }
 

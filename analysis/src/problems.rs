@@ -56,7 +56,6 @@ use crate::patterns::{by_event, compare_with_halves, operation_lines};
 use crate::problem_ranking::{Signals, Suspect, SuspectKind, fold, rank};
 use crate::problem_windows::{blame_slow_callees, gauges, kept_calls, window_stats};
 
-
 const MAX_SUSPECTS: usize = 10;
 /// Suspects, from the top, whose example traces and log lines are looked
 /// up: two queries each, so the rest of the list costs nothing.
@@ -285,4 +284,3 @@ pub async fn locate(
         "timings_ms": timings.0,
     }))
 }
-
