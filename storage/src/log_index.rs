@@ -98,12 +98,13 @@ fn schema() -> (Schema, Fields) {
 }
 
 fn register_tokenizers(index: &Index) {
-    index.tokenizers().register(
-        RAW_LOWER,
-        TextAnalyzer::builder(RawTokenizer::default())
-            .filter(LowerCaser)
-            .build(),
-    );
+    index.tokenizers().register(RAW_LOWER, raw_lower());
+}
+
+fn raw_lower() -> TextAnalyzer {
+    TextAnalyzer::builder(RawTokenizer::default())
+        .filter(LowerCaser)
+        .build()
 }
 
 /// An attribute value as indexed: numbers as numbers (so ranges work on
@@ -139,7 +140,7 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
 /// Indexes the rows of a logs batch through `writer`, numbering them from
 /// `first_row`.
 fn index_batch(
-    writer: &tantivy::IndexWriter<TantivyDocument>,
+    add: &mut dyn FnMut(TantivyDocument) -> tantivy::Result<()>,
     fields: Fields,
     batch: &RecordBatch,
     first_row: u64,
@@ -186,7 +187,7 @@ fn index_batch(
             }
             doc.add_object(fields.attributes, object);
         }
-        writer.add_document(doc)?;
+        add(doc)?;
     }
     Ok(())
 }
@@ -222,7 +223,13 @@ impl LogIndexBuilder {
 
     /// Indexes the next rows of the file.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        index_batch(&self.writer, self.fields, batch, self.rows)?;
+        let writer = &self.writer;
+        index_batch(
+            &mut |doc| writer.add_document(doc).map(drop),
+            self.fields,
+            batch,
+            self.rows,
+        )?;
         self.rows += batch.num_rows() as u64;
         self.uncommitted += strings(batch, "body")?.values().len();
         if self.uncommitted >= COMMIT_EVERY_BYTES {
@@ -238,6 +245,25 @@ impl LogIndexBuilder {
         self.writer.wait_merging_threads()?;
         LogIndex::from_index(self.index, self.fields, bodies)
     }
+}
+
+/// A writer of one in-memory segment that starts no thread.
+fn single_segment_writer(
+    schema: Schema,
+    memory: usize,
+) -> Result<tantivy::SingleSegmentIndexWriter<TantivyDocument>> {
+    let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+    tokenizers.register(RAW_LOWER, raw_lower());
+    Ok(Index::builder()
+        .schema(schema)
+        .tokenizers(tokenizers)
+        .single_segment_index_writer(RamDirectory::create(), memory)?)
+}
+
+fn finalize(writer: tantivy::SingleSegmentIndexWriter<TantivyDocument>) -> Result<Index> {
+    let index = writer.finalize()?;
+    register_tokenizers(&index);
+    Ok(index)
 }
 
 fn new_index() -> Result<(Index, Fields)> {
@@ -256,17 +282,38 @@ pub struct LogIndex {
 }
 
 impl LogIndex {
-    /// Indexes `batch` in memory (used for memtable batches).
+    /// Indexes `batch` in memory (used for memtable batches), as one
+    /// segment written on the calling thread. [`LogIndexBuilder`]'s
+    /// `IndexWriter` starts six threads per index; a memtable holds
+    /// hundreds of batches under load, and the threads' short-lived
+    /// allocator heaps left the process's memory fragmented far beyond
+    /// what it used (and each start cost more than indexing a batch).
     pub fn build(batch: &RecordBatch) -> Result<LogIndex> {
-        let mut builder = LogIndexBuilder::new()?;
-        builder.add(batch)?;
-        builder.finish(Bodies::Batch(strings(batch, "body")?.clone()))
+        let body = strings(batch, "body")?;
+        // Only sizes the term table up front; a single segment grows as
+        // it needs (a memtable batch is at most one request's records).
+        let memory = (body.values().len() * 4).clamp(1 << 20, WRITER_MEMORY);
+        LogIndex::single_segment(batch, memory, Bodies::Batch(body.clone()))
     }
 
     /// An index of no rows: compiling and running a query against it
     /// checks the query alone (the fuzz target uses it).
     pub fn empty() -> Result<LogIndex> {
-        LogIndexBuilder::new()?.finish(Bodies::Unavailable)
+        let (schema, fields) = schema();
+        let writer = single_segment_writer(schema, 1 << 20)?;
+        LogIndex::from_index(finalize(writer)?, fields, Bodies::Unavailable)
+    }
+
+    fn single_segment(batch: &RecordBatch, memory: usize, bodies: Bodies) -> Result<LogIndex> {
+        let (schema, fields) = schema();
+        let mut writer = single_segment_writer(schema, memory)?;
+        index_batch(
+            &mut |doc| writer.add_document(doc),
+            fields,
+            batch,
+            0,
+        )?;
+        LogIndex::from_index(finalize(writer)?, fields, bodies)
     }
 
     fn from_index(index: Index, fields: Fields, bodies: Bodies) -> Result<LogIndex> {
