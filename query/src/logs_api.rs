@@ -146,7 +146,10 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
         })
         .map_err(storage_error)?;
     }
-    for (j, mem) in snapshot.batches.iter().enumerate() {
+    // Batches outside the window are not indexed at all (under load a
+    // memtable holds hundreds, most older than a recent window).
+    let in_window = snapshot.batches.iter().enumerate();
+    for (j, mem) in in_window.filter(|(_, mem)| mem.overlaps(start, end)) {
         let index = tokio::task::block_in_place(|| mem.log_index()).map_err(storage_error)?;
         index
             .for_each_match(&query, start, end, |t, row| note(t, splits.len() + j, row))

@@ -300,7 +300,11 @@ impl TableProvider for SignalTable {
             inputs.push(self.parquet_scan(state, files, projection, &plain, limit)?);
         }
         let mut batches = Vec::with_capacity(snapshot.batches.len());
-        for mem in &snapshot.batches {
+        let in_range = snapshot
+            .batches
+            .iter()
+            .filter(|mem| mem.overlaps(bounds.start, bounds.end));
+        for mem in in_range {
             if searches.is_empty() {
                 batches.push(mem.batch.clone());
             } else if let Some(matching) = search::filter_mem_batch(mem, &searches)? {

@@ -16,15 +16,25 @@ use crate::log_index::LogIndex;
 #[derive(Clone)]
 pub struct MemBatch {
     pub batch: RecordBatch,
+    /// The earliest and latest time of its rows.
+    times: Option<(i64, i64)>,
     index: Arc<OnceLock<Arc<LogIndex>>>,
 }
 
 impl MemBatch {
-    fn new(batch: RecordBatch) -> Self {
+    fn new(batch: RecordBatch, times: Option<(i64, i64)>) -> Self {
         MemBatch {
             batch,
+            times,
             index: Arc::default(),
         }
+    }
+
+    /// Whether some of its rows may fall in `[start, end]` (a search need
+    /// not index a batch that cannot match).
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        self.times
+            .is_none_or(|(first, last)| first <= end && last >= start)
     }
 
     /// The batch's log index (row numbers are the batch's rows).
@@ -66,13 +76,20 @@ pub struct FlushInput {
 }
 
 impl Memtable {
-    pub fn push(&mut self, seq: u64, batch: RecordBatch, hours: Vec<i64>) {
+    /// Appends a batch; `times` is its rows' earliest and latest time.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        batch: RecordBatch,
+        hours: Vec<i64>,
+        times: Option<(i64, i64)>,
+    ) {
         debug_assert!(self.entries.back().is_none_or(|e| e.seq < seq));
         self.bytes += batch.get_array_memory_size();
         self.rows += batch.num_rows();
         self.entries.push_back(Entry {
             seq,
-            batch: MemBatch::new(batch),
+            batch: MemBatch::new(batch, times),
             arrived: Instant::now(),
             hours,
         });
@@ -164,9 +181,9 @@ mod tests {
     #[test]
     fn removes_exactly_the_flushed_prefix() {
         let mut m = Memtable::default();
-        m.push(3, batch(1), vec![0]);
-        m.push(5, batch(2), vec![0]);
-        m.push(9, batch(3), vec![0]);
+        m.push(3, batch(1), vec![0], None);
+        m.push(5, batch(2), vec![0], None);
+        m.push(9, batch(3), vec![0], None);
         let (batches, last) = m.snapshot();
         assert_eq!((batches.len(), last, m.rows()), (3, Some(9), 6));
         m.remove_through(5);
@@ -182,10 +199,10 @@ mod tests {
     #[test]
     fn a_flush_takes_the_oldest_batches_within_the_hour_bound() {
         let mut m = Memtable::default();
-        m.push(1, batch(1), vec![10, 11]);
-        m.push(2, batch(1), vec![11]);
-        m.push(3, batch(1), vec![12]);
-        m.push(4, batch(1), vec![13, 14, 15]);
+        m.push(1, batch(1), vec![10, 11], None);
+        m.push(2, batch(1), vec![11], None);
+        m.push(3, batch(1), vec![12], None);
+        m.push(4, batch(1), vec![13, 14, 15], None);
         let seqs = |input: &FlushInput| input.batches.iter().map(|b| b.0).collect::<Vec<_>>();
         let input = m.flush_input(3).unwrap();
         assert_eq!(

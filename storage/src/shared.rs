@@ -34,7 +34,8 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn insert(&mut self, signal: Signal, seq: u64, batch: RecordBatch) {
         let hours = crate::split_writer::hours(signal, &batch);
-        self.memtables[signal.index()].push(seq, batch, hours);
+        let times = crate::split_writer::time_range(signal, &batch);
+        self.memtables[signal.index()].push(seq, batch, hours, times);
         self.last_seq = self.last_seq.max(seq);
     }
 

@@ -141,6 +141,15 @@ pub(crate) fn hours(signal: Signal, batch: &RecordBatch) -> Vec<i64> {
     set.into_iter().collect()
 }
 
+/// The earliest and latest time of `batch`'s rows (`None` when it has none).
+pub(crate) fn time_range(signal: Signal, batch: &RecordBatch) -> Option<(i64, i64)> {
+    let time = time_values(signal, batch).ok()?;
+    Some((
+        arrow::compute::min(&time)?,
+        arrow::compute::max(&time)?,
+    ))
+}
+
 /// Splits `batch` into parts whose rows each fall in at most `max_hours`
 /// distinct hours (the batch itself when it already does), so that no
 /// flush has to write more than that many files for one batch.
