@@ -192,15 +192,28 @@ fn index_batch(
     Ok(())
 }
 
-/// Builds the index of a file's rows batch by batch, as a merge writes
-/// them, so the rows never have to be in memory at once.
+/// Builds the index of a file's rows batch by batch, as a flush or a merge
+/// writes them, so the rows never have to be in memory at once.
 pub struct LogIndexBuilder {
-    index: Index,
     fields: Fields,
-    writer: tantivy::IndexWriter<TantivyDocument>,
+    writer: Writer,
     rows: u64,
-    /// Bytes of text handed to the writer since its last commit.
-    uncommitted: usize,
+}
+
+/// How a [`LogIndexBuilder`] writes.
+enum Writer {
+    /// Tantivy's `IndexWriter`: segments flushed within a memory budget and
+    /// merged at the end, on threads of its own (compaction: files of
+    /// any size).
+    Segments {
+        index: Index,
+        writer: tantivy::IndexWriter<TantivyDocument>,
+        /// Bytes of text handed to the writer since its last commit.
+        uncommitted: usize,
+    },
+    /// One segment, built on the calling thread (flushes and memtable
+    /// batches, whose rows are bounded by the unflushed share).
+    OneSegment(tantivy::SingleSegmentIndexWriter<TantivyDocument>),
 }
 
 /// Tantivy queues added documents (up to thousands, text and all) for its
@@ -209,41 +222,82 @@ pub struct LogIndexBuilder {
 const COMMIT_EVERY_BYTES: usize = 16 << 20;
 
 impl LogIndexBuilder {
+    /// A builder for files of any size (compaction).
     pub fn new() -> Result<Self> {
         let (index, fields) = new_index()?;
         let writer = index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
         Ok(LogIndexBuilder {
-            index,
             fields,
-            writer,
+            writer: Writer::Segments {
+                index,
+                writer,
+                uncommitted: 0,
+            },
             rows: 0,
-            uncommitted: 0,
+        })
+    }
+
+    /// A builder of one segment on the calling thread, for rows already in
+    /// memory (a flush): an `IndexWriter` starts six threads per index, and
+    /// short-lived threads' allocator heaps fragment the process's memory.
+    /// `text_bytes` (the rows' body bytes) sizes its term table.
+    pub fn in_one_segment(text_bytes: usize) -> Result<Self> {
+        let (schema, fields) = schema();
+        let memory = text_bytes.saturating_mul(4).clamp(1 << 20, WRITER_MEMORY);
+        Ok(LogIndexBuilder {
+            fields,
+            writer: Writer::OneSegment(single_segment_writer(schema, memory)?),
+            rows: 0,
         })
     }
 
     /// Indexes the next rows of the file.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        let writer = &self.writer;
-        index_batch(
-            &mut |doc| writer.add_document(doc).map(drop),
-            self.fields,
-            batch,
-            self.rows,
-        )?;
-        self.rows += batch.num_rows() as u64;
-        self.uncommitted += strings(batch, "body")?.values().len();
-        if self.uncommitted >= COMMIT_EVERY_BYTES {
-            self.writer.commit()?;
-            self.uncommitted = 0;
+        match &mut self.writer {
+            Writer::Segments {
+                writer,
+                uncommitted,
+                ..
+            } => {
+                let w = &*writer;
+                index_batch(
+                    &mut |doc| w.add_document(doc).map(drop),
+                    self.fields,
+                    batch,
+                    self.rows,
+                )?;
+                *uncommitted += strings(batch, "body")?.values().len();
+                if *uncommitted >= COMMIT_EVERY_BYTES {
+                    writer.commit()?;
+                    *uncommitted = 0;
+                }
+            }
+            Writer::OneSegment(writer) => {
+                index_batch(
+                    &mut |doc| writer.add_document(doc),
+                    self.fields,
+                    batch,
+                    self.rows,
+                )?;
+            }
         }
+        self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     /// The finished index; its phrase searches read bodies from `bodies`.
-    pub(crate) fn finish(mut self, bodies: Bodies) -> Result<LogIndex> {
-        self.writer.commit()?;
-        self.writer.wait_merging_threads()?;
-        LogIndex::from_index(self.index, self.fields, bodies)
+    pub(crate) fn finish(self, bodies: Bodies) -> Result<LogIndex> {
+        let index = match self.writer {
+            Writer::Segments {
+                index, mut writer, ..
+            } => {
+                writer.commit()?;
+                writer.wait_merging_threads()?;
+                index
+            }
+            Writer::OneSegment(writer) => finalize(writer)?,
+        };
+        LogIndex::from_index(index, self.fields, bodies)
     }
 }
 
@@ -256,6 +310,7 @@ fn single_segment_writer(
     tokenizers.register(RAW_LOWER, raw_lower());
     Ok(Index::builder()
         .schema(schema)
+        .settings(settings())
         .tokenizers(tokenizers)
         .single_segment_index_writer(RamDirectory::create(), memory)?)
 }
@@ -266,9 +321,21 @@ fn finalize(writer: tantivy::SingleSegmentIndexWriter<TantivyDocument>) -> Resul
     Ok(index)
 }
 
+/// Nothing is stored in the document store (rows are in Parquet), so it
+/// gets no compression thread of its own per segment.
+fn settings() -> tantivy::IndexSettings {
+    tantivy::IndexSettings {
+        docstore_compress_dedicated_thread: false,
+        ..Default::default()
+    }
+}
+
 fn new_index() -> Result<(Index, Fields)> {
     let (schema, fields) = schema();
-    let index = Index::create_in_ram(schema);
+    let index = Index::builder()
+        .schema(schema)
+        .settings(settings())
+        .create_in_ram()?;
     register_tokenizers(&index);
     Ok((index, fields))
 }
@@ -290,30 +357,15 @@ impl LogIndex {
     /// what it used (and each start cost more than indexing a batch).
     pub fn build(batch: &RecordBatch) -> Result<LogIndex> {
         let body = strings(batch, "body")?;
-        // Only sizes the term table up front; a single segment grows as
-        // it needs (a memtable batch is at most one request's records).
-        let memory = (body.values().len() * 4).clamp(1 << 20, WRITER_MEMORY);
-        LogIndex::single_segment(batch, memory, Bodies::Batch(body.clone()))
+        let mut builder = LogIndexBuilder::in_one_segment(body.values().len())?;
+        builder.add(batch)?;
+        builder.finish(Bodies::Batch(body.clone()))
     }
 
     /// An index of no rows: compiling and running a query against it
     /// checks the query alone (the fuzz target uses it).
     pub fn empty() -> Result<LogIndex> {
-        let (schema, fields) = schema();
-        let writer = single_segment_writer(schema, 1 << 20)?;
-        LogIndex::from_index(finalize(writer)?, fields, Bodies::Unavailable)
-    }
-
-    fn single_segment(batch: &RecordBatch, memory: usize, bodies: Bodies) -> Result<LogIndex> {
-        let (schema, fields) = schema();
-        let mut writer = single_segment_writer(schema, memory)?;
-        index_batch(
-            &mut |doc| writer.add_document(doc),
-            fields,
-            batch,
-            0,
-        )?;
-        LogIndex::from_index(finalize(writer)?, fields, bodies)
+        LogIndexBuilder::in_one_segment(0)?.finish(Bodies::Unavailable)
     }
 
     fn from_index(index: Index, fields: Fields, bodies: Bodies) -> Result<LogIndex> {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, interleave_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -70,14 +70,29 @@ pub(crate) fn encode_splits_with(
     batches: &[RecordBatch],
     effort: Effort,
 ) -> Result<Vec<EncodedSplit>> {
-    let schema = signal.schema();
-    let all = concat_batches(&schema, batches)?;
-    if all.num_rows() == 0 {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let time = time_values(signal, &all)?;
-    let hours = hour_values(&time);
-    let service = column(signal, &all, "service")?;
+    // Only the sort key is gathered into one array; the rows are copied
+    // once, in file order and a slice at a time, from the batches
+    // themselves (concatenating them first doubled a flush's memory).
+    let concat_column = |arrays: Vec<ArrayRef>| -> Result<ArrayRef> {
+        let refs: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+        Ok(arrow::compute::concat(&refs)?)
+    };
+    let times = batches
+        .iter()
+        .map(|b| time_values(signal, b).map(|t| Arc::new(t) as ArrayRef))
+        .collect::<Result<Vec<_>>>()?;
+    let time = concat_column(times)?;
+    let time = time.as_primitive::<Int64Type>();
+    let hours = hour_values(time);
+    let services = batches
+        .iter()
+        .map(|b| column(signal, b, "service"))
+        .collect::<Result<Vec<_>>>()?;
+    let service = concat_column(services)?;
     let order = lexsort_to_indices(
         &[
             SortColumn {
@@ -95,19 +110,38 @@ pub(crate) fn encode_splits_with(
         ],
         None,
     )?;
-    let sorted = take_record_batch(&all, &order)?;
-    drop(all);
     let sorted_hours = arrow::compute::take(&hours, &order, None)?;
     let sorted_hours = sorted_hours.as_primitive::<Int64Type>();
+    // (batch, row) of each row in file order.
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0;
+    for batch in &batches {
+        starts.push(total);
+        total += batch.num_rows();
+    }
+    let positions: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let batch = starts.partition_point(|&s| s <= i) - 1;
+            (batch, i - starts[batch])
+        })
+        .collect();
 
     let mut splits = Vec::new();
     for (start, len) in runs(sorted_hours) {
         let mut split = SplitBuilder::new(signal, sorted_hours.value(start), effort)?;
-        split.write(&sorted.slice(start, len))?;
+        for rows in positions[start..start + len].chunks(FLUSH_SLICE_ROWS) {
+            split.write(&interleave_record_batch(&batches, rows)?)?;
+        }
         splits.push(split.finish()?);
     }
     Ok(splits)
 }
+
+/// Rows a flush copies into file order at a time.
+const FLUSH_SLICE_ROWS: usize = 16 * 1024;
 
 /// `(start, len)` of each run of equal values.
 fn runs(values: &Int64Array) -> Vec<(usize, usize)> {
@@ -295,7 +329,13 @@ impl SplitBuilder {
             Some(writer_properties(signal, effort)?),
         )?;
         let index = match signal {
-            Signal::Logs => IndexBuilder::Logs(Box::new(crate::log_index::LogIndexBuilder::new()?)),
+            // A flush's rows are bounded by the unflushed share: one
+            // segment on this thread. A merge's are not: segments within
+            // a memory budget, on tantivy's threads.
+            Signal::Logs => IndexBuilder::Logs(Box::new(match effort {
+                Effort::Flush => crate::log_index::LogIndexBuilder::in_one_segment(0)?,
+                Effort::Compaction => crate::log_index::LogIndexBuilder::new()?,
+            })),
             Signal::Spans => IndexBuilder::Spans(Default::default()),
             Signal::Metrics => IndexBuilder::None,
         };
@@ -455,7 +495,7 @@ mod tests {
             .build()
             .unwrap();
         let read: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().unwrap();
-        let read = concat_batches(&Signal::Logs.schema(), &read).unwrap();
+        let read = arrow::compute::concat_batches(&Signal::Logs.schema(), &read).unwrap();
         assert_eq!(read.schema(), Signal::Logs.schema());
         let times = time_values(Signal::Logs, &read).unwrap();
         assert_eq!(times.values().to_vec(), vec![h + 2, h + 1, h + 5]);
