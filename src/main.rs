@@ -6,6 +6,7 @@ mod background;
 mod config;
 mod gen_cmd;
 mod listen;
+mod memory_gauges;
 mod routes;
 mod serve;
 mod sql_client;

@@ -112,6 +112,13 @@ impl Server {
             config.query.clone(),
             &registry,
         )?);
+        crate::memory_gauges::register(
+            &registry,
+            &config,
+            storage.clone(),
+            ingestor.clone(),
+            engine.clone(),
+        );
 
         let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
         let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;

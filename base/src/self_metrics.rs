@@ -98,10 +98,14 @@ struct Family {
     series: BTreeMap<String, Metric>,
 }
 
+/// Sets gauges from their source just before they are rendered.
+type RenderHook = Box<dyn Fn() + Send + Sync>;
+
 /// All self-metrics of one process. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Registry {
     families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    hooks: Arc<Mutex<Vec<RenderHook>>>,
 }
 
 type Labels<'a> = &'a [(&'a str, &'a str)];
@@ -173,8 +177,20 @@ impl Registry {
         }
     }
 
+    /// Runs `hook` before every [`Registry::render`]: for gauges whose
+    /// value is cheaper to read when scraped than to keep up to date.
+    pub fn on_render(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
+    }
+
     /// The Prometheus text exposition of every registered series.
     pub fn render(&self) -> String {
+        for hook in self.hooks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            hook();
+        }
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         for (name, family) in families.iter() {
@@ -238,5 +254,17 @@ mod tests {
         assert!(text.contains("loupe_lat_seconds_bucket{le=\"0.0025\"} 1\n"));
         assert!(text.contains("loupe_lat_seconds_bucket{le=\"0.001\"} 0\n"));
         assert!(text.contains("loupe_lat_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn render_hooks_set_gauges_when_scraped() {
+        let r = Registry::default();
+        let g = r.gauge("loupe_g_bytes", "G.", &[]);
+        let source = Arc::new(AtomicI64::new(5));
+        let read = source.clone();
+        r.on_render(move || g.set(read.load(Ordering::Relaxed)));
+        assert!(r.render().contains("loupe_g_bytes 5\n"));
+        source.store(7, Ordering::Relaxed);
+        assert!(r.render().contains("loupe_g_bytes 7\n"));
     }
 }

@@ -150,6 +150,11 @@ impl Ingestor {
         self.in_flight.is_full()
     }
 
+    /// Bytes of working memory reserved by the requests in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight.used()
+    }
+
     /// Reserves the working memory of a request of `body_bytes` before it
     /// is decoded; refused requests are counted as overloaded.
     pub fn admit(

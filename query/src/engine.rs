@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
@@ -143,7 +143,7 @@ pub struct QueryEngine {
     permits: Semaphore,
     /// Parquet footers, page indexes and bloom filters, shared by every
     /// query: split files never change, so this is always valid.
-    metadata_cache: Arc<FileMetadataCache>,
+    metadata_cache: Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
     /// The memory every query's operators draw from.
     memory: Arc<dyn MemoryPool>,
     ok: Arc<Counter>,
@@ -187,6 +187,16 @@ impl QueryEngine {
 
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
+    }
+
+    /// Bytes the running queries' operators hold from the query memory pool.
+    pub fn memory_reserved(&self) -> usize {
+        self.memory.reserved()
+    }
+
+    /// Bytes of Parquet metadata held by the shared metadata cache.
+    pub fn metadata_cache_bytes(&self) -> usize {
+        self.metadata_cache.memory_used()
     }
 
     /// The `logs` table restricted to the given rows, for one query.

@@ -41,6 +41,11 @@ impl<T> IndexCache<T> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The weight of the entries kept.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     pub(crate) fn get(&self, path: &str) -> Option<Arc<T>> {
         let mut inner = self.lock();
         inner.clock += 1;

@@ -372,6 +372,18 @@ impl Storage {
         reply.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
+    /// Bytes of accepted data not yet in Parquet (memtables and the WAL
+    /// queue): what `max_unflushed_bytes` limits.
+    pub fn unflushed_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+            + self.shared.read_state(State::unflushed_bytes)
+    }
+
+    /// Bytes of loaded full-text indexes kept in the cache.
+    pub fn log_index_cache_bytes(&self) -> usize {
+        self.index_cache.bytes()
+    }
+
     /// The splits and memtable batches a query of `signal` should read.
     pub fn snapshot(&self, signal: Signal) -> TableSnapshot {
         self.shared.snapshot(signal)
