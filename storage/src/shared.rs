@@ -117,7 +117,11 @@ impl StorageMetrics {
 /// State shared with the WAL writer thread.
 pub(crate) struct Shared {
     state: RwLock<State>,
-    pub(crate) queued_bytes: AtomicUsize,
+    /// What the unflushed share holds: appends from when they are
+    /// admitted (batch and WAL payload) until their payload is written,
+    /// then their batch until it is flushed. One counter, reserved with a
+    /// compare-and-swap, so concurrent appends cannot overshoot it.
+    pub(crate) reserved_bytes: AtomicUsize,
     pub(crate) metrics: StorageMetrics,
     pub(crate) flush_wanted: Notify,
     flush_bytes: usize,
@@ -135,8 +139,8 @@ impl Shared {
     ) -> Shared {
         metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
         Shared {
+            reserved_bytes: AtomicUsize::new(state.unflushed_bytes()),
             state: RwLock::new(state),
-            queued_bytes: AtomicUsize::new(0),
             metrics,
             flush_wanted: Notify::new(),
             flush_bytes,

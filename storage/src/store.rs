@@ -343,25 +343,29 @@ impl Storage {
             });
         }
         drop(batch);
-        let len: usize = parts.iter().map(|p| p.payload.len()).sum();
-        let pending = self.shared.queued_bytes.load(Ordering::Relaxed)
-            + self.shared.read_state(State::unflushed_bytes);
-        if pending + len > self.config.max_unflushed_bytes {
-            self.shared.flush_wanted.notify_one();
-            return Err(StorageError::Overloaded(format!(
-                "{} MiB accepted but not yet flushed; retry shortly",
-                pending >> 20
-            )));
-        }
         let (done, reply) = oneshot::channel();
-        self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let sent = self.wal_tx.try_send(Command::Append(Append {
+        let append = Append {
             signal,
             parts,
             done,
-        }));
+        };
+        let len = append.bytes();
+        let max = self.config.max_unflushed_bytes;
+        let reserved = self.shared.reserved_bytes.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |used| (used + len <= max).then_some(used + len),
+        );
+        if let Err(used) = reserved {
+            self.shared.flush_wanted.notify_one();
+            return Err(StorageError::Overloaded(format!(
+                "{} MiB accepted but not yet flushed; retry shortly",
+                used >> 20
+            )));
+        }
+        let sent = self.wal_tx.try_send(Command::Append(append));
         if let Err(e) = sent {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.shared.reserved_bytes.fetch_sub(len, Ordering::AcqRel);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => {
                     StorageError::Overloaded("write-ahead log queue is full; retry shortly".into())
@@ -375,8 +379,7 @@ impl Storage {
     /// Bytes of accepted data not yet in Parquet (memtables and the WAL
     /// queue): what `max_unflushed_bytes` limits.
     pub fn unflushed_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Relaxed)
-            + self.shared.read_state(State::unflushed_bytes)
+        self.shared.reserved_bytes.load(Ordering::Acquire)
     }
 
     /// Bytes of loaded full-text indexes kept in the cache.
@@ -455,7 +458,10 @@ impl Storage {
         }
         let flushed_through = self.shared.with_state(|state| {
             state.splits[signal.index()].extend(metas.into_iter().map(Arc::new));
-            state.memtables[signal.index()].remove_through(last_seq);
+            let freed = state.memtables[signal.index()].remove_through(last_seq);
+            self.shared
+                .reserved_bytes
+                .fetch_sub(freed, Ordering::AcqRel);
             state.wal_flushed_through()
         });
         // Best effort: if the writer is gone the next start removes them.
@@ -738,6 +744,23 @@ mod tests {
         Storage::open(StorageConfig::new(dir), &Registry::default())
             .await
             .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_unflushed_share_counts_batches_until_flushed_and_payloads_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path()).await;
+        storage
+            .append(Signal::Logs, log_batch(&[(1, "a"), (2, "b")]))
+            .await
+            .unwrap();
+        // Acknowledged: the payload is written, the batch is in the memtable.
+        let memtable = storage.shared.read_state(State::unflushed_bytes);
+        assert!(memtable > 0);
+        assert_eq!(storage.unflushed_bytes(), memtable);
+        storage.flush(Signal::Logs).await.unwrap();
+        assert_eq!(storage.unflushed_bytes(), 0);
+        storage.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,16 @@ pub(crate) struct Part {
 }
 
 impl Append {
+    /// What it reserves of the unflushed share while queued: its batches
+    /// and their WAL payloads.
     pub(crate) fn bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.payload.len() + p.batch.get_array_memory_size())
+            .sum()
+    }
+
+    fn payload_bytes(&self) -> usize {
         self.parts.iter().map(|p| p.payload.len()).sum()
     }
 }
@@ -82,9 +91,7 @@ fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wa
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Append(a) => {
-                    let bytes = a.bytes();
-                    group_bytes += bytes;
-                    shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    group_bytes += a.payload_bytes();
                     group.push(a);
                 }
                 Command::RemoveThrough(seq) => removals.push(seq),
@@ -114,8 +121,10 @@ fn run(mut wal: Wal, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) -> Wa
     wal
 }
 
-fn refuse(group: Vec<Append>, reason: &str) {
+/// Refuses `group`, giving back what it reserved.
+fn refuse(group: Vec<Append>, reason: &str, shared: &Shared) {
     for a in group {
+        shared.reserved_bytes.fetch_sub(a.bytes(), Ordering::AcqRel);
         let _ = a
             .done
             .send(Err(StorageError::WalFailed(reason.to_string())));
@@ -130,6 +139,7 @@ fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut
             refuse(
                 group,
                 &format!("{} (next try in {} ms)", f.reason, wait.as_millis()),
+                shared,
             );
             return;
         }
@@ -153,6 +163,9 @@ fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut
             }
             let mut replies = Vec::with_capacity(group.len());
             let mut seqs = seqs.into_iter();
+            // The batches stay reserved in the memtable until flushed;
+            // the payloads are written and go.
+            let payloads: usize = group.iter().map(Append::payload_bytes).sum();
             shared.with_state(|state| {
                 for a in group {
                     for (part, seq) in a.parts.into_iter().zip(seqs.by_ref()) {
@@ -161,6 +174,7 @@ fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut
                     replies.push(a.done);
                 }
             });
+            shared.reserved_bytes.fetch_sub(payloads, Ordering::AcqRel);
             shared.metrics.wal_groups.inc();
             for done in replies {
                 let _ = done.send(Ok(()));
@@ -178,7 +192,7 @@ fn commit_group(wal: &mut Wal, group: Vec<Append>, shared: &Shared, failed: &mut
             tracing::error!(error = %reason, retry_in_ms = backoff.as_millis() as u64, "WAL write failed; refusing writes until a retry succeeds");
             shared.metrics.wal_errors.inc();
             shared.metrics.wal_unavailable.set(1);
-            refuse(group, &reason);
+            refuse(group, &reason, shared);
             *failed = Some(Failure {
                 reason,
                 backoff,
