@@ -351,10 +351,12 @@ impl Storage {
         };
         let len = append.bytes();
         let max = self.config.max_unflushed_bytes;
+        // A batch larger than the whole share is admitted only when
+        // nothing else is held, so the largest request can always get in.
         let reserved = self.shared.reserved_bytes.fetch_update(
             Ordering::AcqRel,
             Ordering::Acquire,
-            |used| (used + len <= max).then_some(used + len),
+            |used| (used == 0 || used + len <= max).then_some(used + len),
         );
         if let Err(used) = reserved {
             self.shared.flush_wanted.notify_one();
@@ -828,11 +830,19 @@ mod tests {
         let mut config = StorageConfig::new(dir.path());
         config.max_unflushed_bytes = 1;
         let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        // While anything is held, a batch over the share is refused...
+        storage.shared.reserved_bytes.fetch_add(1, Ordering::AcqRel);
         let err = storage
             .append(Signal::Logs, log_batch(&[(1, "a")]))
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Overloaded(_)), "{err}");
+        // ... and admitted alone, so the largest request gets in eventually.
+        storage.shared.reserved_bytes.fetch_sub(1, Ordering::AcqRel);
+        storage
+            .append(Signal::Logs, log_batch(&[(1, "a")]))
+            .await
+            .unwrap();
         storage.shutdown().await.unwrap();
     }
 
