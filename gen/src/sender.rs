@@ -119,6 +119,27 @@ struct Attempt {
 
 const MAX_ATTEMPTS: u32 = 5;
 
+/// The wait before retrying when the receiver gave no hint.
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The wait a gRPC refusal asks for (`google.rpc.RetryInfo`, which Loupe
+/// and the Collector send with RESOURCE_EXHAUSTED), else the default.
+fn grpc_retry_after(status: &tonic::Status) -> Duration {
+    use tonic_types::StatusExt;
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .unwrap_or(DEFAULT_BACKOFF)
+}
+
+/// The wait an HTTP `Retry-After` header asks for (delay-seconds; an
+/// HTTP date or no header gets the default).
+fn http_retry_after(header: Option<&str>) -> Duration {
+    header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_BACKOFF, Duration::from_secs)
+}
+
 impl Sender {
     /// `endpoint` is a base URL (`http://127.0.0.1:4317`), or `null` to
     /// encode and discard.
@@ -221,7 +242,7 @@ impl Sender {
                     );
                     Attempt {
                         message: format!("{}: {}", status.code(), status.message()),
-                        retry_after: retry.then_some(Duration::from_millis(250)),
+                        retry_after: retry.then(|| grpc_retry_after(&status)),
                     }
                 })
             }
@@ -243,19 +264,15 @@ impl Sender {
                 }
                 let response = post.body(body).send().await.map_err(|e| Attempt {
                     message: e.to_string(),
-                    retry_after: Some(Duration::from_millis(250)),
+                    retry_after: Some(DEFAULT_BACKOFF),
                 })?;
                 let status = response.status();
                 if status.is_success() {
                     return Ok(());
                 }
                 let retry_after = matches!(status.as_u16(), 429 | 502 | 503 | 504).then(|| {
-                    let secs = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    secs.map_or(Duration::from_millis(250), Duration::from_secs)
+                    let header = response.headers().get("retry-after");
+                    http_retry_after(header.and_then(|v| v.to_str().ok()))
                 });
                 Err(Attempt {
                     message: format!("HTTP {status}"),
@@ -263,5 +280,30 @@ impl Sender {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_as_long_as_the_receiver_asks() {
+        use tonic_types::StatusExt;
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(2)));
+        let hinted = tonic::Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            "overloaded",
+            details,
+        );
+        assert_eq!(grpc_retry_after(&hinted), Duration::from_secs(2));
+        let bare = tonic::Status::resource_exhausted("overloaded");
+        assert_eq!(grpc_retry_after(&bare), DEFAULT_BACKOFF);
+        assert_eq!(http_retry_after(Some("3")), Duration::from_secs(3));
+        assert_eq!(
+            http_retry_after(Some("Wed, 21 Oct 2026 07:28:00 GMT")),
+            DEFAULT_BACKOFF
+        );
+        assert_eq!(http_retry_after(None), DEFAULT_BACKOFF);
     }
 }
