@@ -207,13 +207,13 @@ enum Writer {
     /// any size).
     Segments {
         index: Index,
-        writer: tantivy::IndexWriter<TantivyDocument>,
+        writer: Box<tantivy::IndexWriter<TantivyDocument>>,
         /// Bytes of text handed to the writer since its last commit.
         uncommitted: usize,
     },
     /// One segment, built on the calling thread (flushes and memtable
     /// batches, whose rows are bounded by the unflushed share).
-    OneSegment(tantivy::SingleSegmentIndexWriter<TantivyDocument>),
+    OneSegment(Box<tantivy::SingleSegmentIndexWriter<TantivyDocument>>),
 }
 
 /// Tantivy queues added documents (up to thousands, text and all) for its
@@ -230,7 +230,7 @@ impl LogIndexBuilder {
             fields,
             writer: Writer::Segments {
                 index,
-                writer,
+                writer: Box::new(writer),
                 uncommitted: 0,
             },
             rows: 0,
@@ -246,7 +246,7 @@ impl LogIndexBuilder {
         let memory = text_bytes.saturating_mul(4).clamp(1 << 20, WRITER_MEMORY);
         Ok(LogIndexBuilder {
             fields,
-            writer: Writer::OneSegment(single_segment_writer(schema, memory)?),
+            writer: Writer::OneSegment(Box::new(single_segment_writer(schema, memory)?)),
             rows: 0,
         })
     }
@@ -295,7 +295,7 @@ impl LogIndexBuilder {
                 writer.wait_merging_threads()?;
                 index
             }
-            Writer::OneSegment(writer) => finalize(writer)?,
+            Writer::OneSegment(writer) => finalize(*writer)?,
         };
         LogIndex::from_index(index, self.fields, bodies)
     }

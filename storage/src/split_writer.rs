@@ -178,10 +178,7 @@ pub(crate) fn hours(signal: Signal, batch: &RecordBatch) -> Vec<i64> {
 /// The earliest and latest time of `batch`'s rows (`None` when it has none).
 pub(crate) fn time_range(signal: Signal, batch: &RecordBatch) -> Option<(i64, i64)> {
     let time = time_values(signal, batch).ok()?;
-    Some((
-        arrow::compute::min(&time)?,
-        arrow::compute::max(&time)?,
-    ))
+    Some((arrow::compute::min(&time)?, arrow::compute::max(&time)?))
 }
 
 /// Splits `batch` into parts whose rows each fall in at most `max_hours`

@@ -353,11 +353,12 @@ impl Storage {
         let max = self.config.max_unflushed_bytes;
         // A batch larger than the whole share is admitted only when
         // nothing else is held, so the largest request can always get in.
-        let reserved = self.shared.reserved_bytes.fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            |used| (used == 0 || used + len <= max).then_some(used + len),
-        );
+        let reserved =
+            self.shared
+                .reserved_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    (used == 0 || used + len <= max).then_some(used + len)
+                });
         if let Err(used) = reserved {
             self.shared.flush_wanted.notify_one();
             return Err(StorageError::Overloaded(format!(
