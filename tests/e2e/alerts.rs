@@ -175,6 +175,10 @@ fn a_rule_goes_pending_firing_resolved_and_notifies_once_each() {
     assert_eq!(states, ["pending", "firing", "resolved"], "{history}");
 
     // A restart keeps rules, receivers and state, and sends nothing again.
+    // Delivery is at least once: a kill between the receiver's answer and
+    // the outbox recording it sends that message again, so the restart
+    // waits until the outbox has recorded every delivery.
+    wait_until_outbox_settled(&loupe);
     let before = receiver.deliveries().len();
     loupe.restart();
     let rules = ok(&loupe, "GET", "/api/v1/alerts/rules", None);
@@ -525,5 +529,25 @@ fn a_new_error_log_pattern_fires_its_template_rule() {
             .contains("disk full on"),
         "{}",
         firing[0]
+    );
+}
+
+/// Waits (at most 30 s) until the webhook outbox in `loupe`'s catalog
+/// file holds no message still waiting to be delivered.
+fn wait_until_outbox_settled(loupe: &Loupe) {
+    let path = loupe.data_dir().join("catalog.sqlite");
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let conn = rusqlite::Connection::open_with_flags(&path, flags).unwrap();
+    let pending = || -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM webhook_outbox WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        wait_until(deadline_in(Duration::from_secs(30)), || pending() == 0),
+        "webhooks still pending after 30 s"
     );
 }
