@@ -2,9 +2,12 @@
 //! handful of templates with counts.
 //!
 //! Two steps, after Drain (He et al., ICWS 2017): each token's variable
-//! parts are masked first (any alphanumeric run holding a digit becomes
-//! `<*>`, so `uid=0` reads `uid=<*>` and `10.0.0.1:80` reads
-//! `<*>.<*>.<*>.<*>:<*>`); then a line joins the most similar template of
+//! parts are masked first (a number in any notation — `00:01`, `1.13`,
+//! `10.0.0.1` — or a hex id such as a UUID is one `<*>`; elsewhere any
+//! alphanumeric run holding a digit becomes `<*>`, so `uid=0` reads
+//! `uid=<*>`; a number with its unit, `<1 sec`, is one token, and a bracketed
+//! restatement of a value, `(1.13 KB)`, is dropped, so lines that print it
+//! and lines that don't have the same shape); then a line joins the most similar template of
 //! its group with the same token count and the same first two constant
 //! tokens, if at least [`SIMILARITY`] of the positions agree — positions
 //! that disagree become `<*>` in the template. JSON objects are one token:
@@ -28,10 +31,48 @@ const MAX_CANDIDATES: usize = 256;
 /// Tokens longer than this that hold a digit are ids or blobs: one `<*>`.
 const LONG_TOKEN: usize = 40;
 
+/// Brackets and quotes that may wrap a token, kept around its mask.
+const OPENERS: &[char] = &['(', '[', '{', '<', '"', '\''];
+const CLOSERS: &[char] = &[')', ']', '}', '>', '"', '\'', ',', ';', ':', '.'];
+
+/// A token whose value is one variable as a whole: a number in any notation
+/// (`00:01`, `1.13`, `<1`, `10.0.0.1:80`, `-5`) — digits and punctuation, no
+/// letters — or hex groups joined by `-`/`:`/`.` (UUIDs, MAC and IPv6
+/// addresses), whose letter-only groups (`bdcc`) are as variable as the rest.
+fn is_whole_value(core: &str) -> bool {
+    if !core.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    if !core.chars().any(char::is_alphabetic) {
+        return true;
+    }
+    let groups: Vec<&str> = core.split(['-', ':', '.']).collect();
+    groups.len() >= 3
+        && groups
+            .iter()
+            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `core` of a token: the token without its wrapping brackets, quotes and
+/// trailing punctuation, with what was stripped on each side.
+fn split_wrapping(token: &str) -> (&str, &str, &str) {
+    let body = token.trim_start_matches(OPENERS);
+    let core = body.trim_end_matches(CLOSERS);
+    let lead = &token[..token.len() - body.len()];
+    let trail = &body[core.len()..];
+    (lead, core, trail)
+}
+
 /// The masked form of one token.
 fn mask_token(token: &str) -> String {
+    let (lead, core, trail) = split_wrapping(token);
+    if is_whole_value(core) {
+        // A comparison sign (`<1`) is part of the value.
+        let lead = lead.trim_end_matches(['<', '>']);
+        return format!("{lead}{VAR}{trail}");
+    }
     if token.len() > LONG_TOKEN && token.bytes().any(|b| b.is_ascii_digit()) {
-        return VAR.to_string();
+        return long_token(token);
     }
     let mut out = String::with_capacity(token.len());
     let mut run = String::new();
@@ -60,6 +101,52 @@ fn mask_token(token: &str) -> String {
     out
 }
 
+/// A long token holding a digit is an id or a blob, but its leading name
+/// (`setTotalSteps=…`, `reloadSteps1514…|3786`) says which: that name is
+/// kept, the rest is one `<*>`.
+fn long_token(token: &str) -> String {
+    let name_len = token
+        .find(|c: char| !(c.is_alphabetic() || c == '_'))
+        .unwrap_or(token.len());
+    if name_len < 3 {
+        return VAR.to_string();
+    }
+    let sep = token[name_len..]
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '=' | ':'))
+        .map(|c| c.len_utf8())
+        .unwrap_or(0);
+    format!("{}{VAR}", &token[..name_len + sep])
+}
+
+/// Units of durations and sizes: a number followed by one of them is one
+/// quantity, so `<1 sec` and `00:01` (or `1.2 KB` and `1200`) take the
+/// same number of tokens.
+const UNITS: &[&str] = &[
+    "ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minutes", "h",
+    "hr", "hrs", "hours", "b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib",
+];
+
+fn is_unit(token: &str) -> bool {
+    let (lead, core, _) = split_wrapping(token);
+    lead.is_empty() && UNITS.iter().any(|u| u.eq_ignore_ascii_case(core))
+}
+
+/// A bracketed token that is only a variable (`(<*>)`, `[<*>]`): a value
+/// restated in passing — `1165 bytes (1.13 KB)` — that some lines of an
+/// event print and others omit; dropped so both read alike.
+fn is_bracketed_value(token: &str) -> bool {
+    let token = token.trim_end_matches([',', ';']);
+    [("(", ")"), ("[", "]")].iter().any(|(open, close)| {
+        token
+            .strip_prefix(open)
+            .and_then(|t| t.strip_suffix(close))
+            .and_then(|t| t.strip_prefix(VAR))
+            .is_some_and(|unit| unit.is_empty() || is_unit(unit.trim_start()))
+    })
+}
+
 /// The tokens of a line with their variable parts masked.
 fn tokens(line: &str) -> Vec<String> {
     let trimmed = line.trim();
@@ -82,7 +169,25 @@ fn tokens(line: &str) -> Vec<String> {
             .collect();
         return vec![format!("{{{}}}", parts.join(" "))];
     }
-    collapse_lists(trimmed.split_whitespace().map(mask_token).collect())
+    let raw: Vec<&str> = trimmed.split_whitespace().collect();
+    let mut masked = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let (_, core, _) = split_wrapping(raw[i]);
+        match raw.get(i + 1) {
+            Some(next) if is_whole_value(core) && is_unit(next) => {
+                let number = mask_token(raw[i]);
+                masked.push(format!("{number} {next}"));
+                i += 2;
+            }
+            _ => {
+                masked.push(mask_token(raw[i]));
+                i += 1;
+            }
+        }
+    }
+    masked.retain(|t| !is_bracketed_value(t));
+    collapse_lists(masked)
 }
 
 /// Longest list element, in tokens, that [`collapse_lists`] recognises.
@@ -226,7 +331,7 @@ mod tests {
     fn masks_variable_parts_of_tokens() {
         assert_eq!(
             template("charged 12.50 USD to card ending 4242 in 31ms"),
-            "charged <*>.<*> USD to card ending <*> in <*>"
+            "charged <*> USD to card ending <*> in <*>"
         );
         assert_eq!(
             template("session opened for user news by (uid=0)"),
@@ -239,6 +344,61 @@ mod tests {
             ),
             "{duration_ms=<*> event=http_request route=/cart status=<*> user_id=<*>}"
         );
+    }
+
+    #[test]
+    fn numbers_and_hex_ids_are_masked_whole() {
+        assert_eq!(template("lifetime 01:07:37"), "lifetime <*>");
+        assert_eq!(template("at 10.0.0.1, rate -0.5"), "at <*>, rate <*>");
+        // A UUID's letter-only groups (`bdcc`) are as variable as the rest.
+        assert_eq!(
+            template("[instance: d96a117b-0193-4549-bdcc-63b917273d1d] destroyed"),
+            template("[instance: b9000564-fe1a-409b-b8cc-1e88b294cd1d] destroyed")
+        );
+        assert_eq!(template("mac 00:1a:2b:3c:4d:5e up"), "mac <*> up");
+        // Words are not hex ids, even with hex letters only.
+        assert_eq!(template("cafe-bead-face"), "cafe-bead-face");
+    }
+
+    #[test]
+    fn a_quantity_is_one_token_and_its_restatement_is_dropped() {
+        assert_eq!(template("lifetime <1 sec"), "lifetime <*> sec");
+        assert_eq!(
+            template("1165 bytes (1.13 KB) sent, lifetime 00:01"),
+            "<*> bytes sent, lifetime <*>"
+        );
+        let mut miner = TemplateMiner::default();
+        let a = miner.add(
+            "",
+            "peer closed, 12 bytes sent, 800 bytes received, lifetime 00:02",
+        );
+        let b = miner.add(
+            "",
+            "peer closed, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime <1 sec",
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            miner.template(a),
+            "peer closed, <*> bytes sent, <*> bytes received, lifetime <*>"
+        );
+        // A bracketed word is not a value: kept.
+        assert_eq!(
+            template("BIOS-e820: 0 - 9 (usable)"),
+            "BIOS-<*>: <*> - <*> (usable)"
+        );
+    }
+
+    #[test]
+    fn a_long_blob_keeps_its_leading_name() {
+        assert_eq!(
+            template("setTodayTotalDetailSteps=1514038440000##7007##548365##8661##12361##27173954"),
+            "setTodayTotalDetailSteps=<*>"
+        );
+        assert_eq!(
+            template("tryToReloadTodayBasicSteps1514044800223|3786|0|0|0|0|0|0|0|0|0"),
+            "tryToReloadTodayBasicSteps<*>"
+        );
+        assert_eq!(template(&format!("9{}", "ab".repeat(30))), "<*>");
     }
 
     #[test]
