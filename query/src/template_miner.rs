@@ -98,6 +98,29 @@ fn mask_token(token: &str) -> String {
         }
     }
     flush(&mut run, &mut out);
+    merge_numbers(&out)
+}
+
+/// Inside a token, a signed or decimal number (`Translation=-24.0`) is one
+/// `<*>` like an unsigned integer (`Translation=0`), not `-<*>.<*>`.
+fn merge_numbers(masked: &str) -> String {
+    let decimal = format!("{VAR}.{VAR}");
+    let mut out = masked.to_string();
+    while out.contains(&decimal) {
+        out = out.replace(&decimal, VAR);
+    }
+    let signed = format!("-{VAR}");
+    let mut from = 0;
+    while let Some(at) = out[from..].find(&signed).map(|i| i + from) {
+        let sign_starts_number = out[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| matches!(c, '=' | ':' | '(' | '[' | ',' | ' '));
+        if sign_starts_number {
+            out.remove(at);
+        }
+        from = at + 1;
+    }
     out
 }
 
@@ -337,7 +360,7 @@ mod tests {
             template("session opened for user news by (uid=0)"),
             "session opened for user news by (uid=<*>)"
         );
-        assert_eq!(template("rhost=10.0.0.1:80"), "rhost=<*>.<*>.<*>.<*>:<*>");
+        assert_eq!(template("rhost=10.0.0.1:80"), "rhost=<*>:<*>");
         assert_eq!(
             template(
                 r#"{"duration_ms":9.8,"event":"http_request","route":"/cart","status":200,"user_id":"u-8675"}"#
@@ -358,6 +381,15 @@ mod tests {
         assert_eq!(template("mac 00:1a:2b:3c:4d:5e up"), "mac <*> up");
         // Words are not hex ids, even with hex letters only.
         assert_eq!(template("cafe-bead-face"), "cafe-bead-face");
+    }
+
+    #[test]
+    fn signed_and_decimal_numbers_inside_a_token_are_one_variable() {
+        assert_eq!(template("Translation=-24.0"), "Translation=<*>");
+        assert_eq!(template("Translation=0"), "Translation=<*>");
+        assert_eq!(template("index:-1,"), "index:<*>,");
+        // A dash between a name and a number is not a sign.
+        assert_eq!(template("node-160:eth0"), "node-<*>:<*>");
     }
 
     #[test]
