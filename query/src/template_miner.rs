@@ -209,7 +209,9 @@ fn tokens(line: &str) -> Vec<String> {
             }
         }
     }
-    masked.retain(|t| !is_bracketed_value(t));
+    if !masked.iter().all(|t| is_bracketed_value(t)) {
+        masked.retain(|t| !is_bracketed_value(t));
+    }
     collapse_lists(masked)
 }
 
@@ -413,6 +415,8 @@ mod tests {
             miner.template(a),
             "peer closed, <*> bytes sent, <*> bytes received, lifetime <*>"
         );
+        // A line that is only a bracketed value keeps it.
+        assert_eq!(template("(42)"), "(<*>)");
         // A bracketed word is not a value: kept.
         assert_eq!(
             template("BIOS-e820: 0 - 9 (usable)"),
