@@ -104,6 +104,9 @@ fn mask_token(token: &str) -> String {
 /// Inside a token, a signed or decimal number (`Translation=-24.0`) is one
 /// `<*>` like an unsigned integer (`Translation=0`), not `-<*>.<*>`.
 fn merge_numbers(masked: &str) -> String {
+    if !masked.contains(VAR) {
+        return masked.to_string();
+    }
     let decimal = format!("{VAR}.{VAR}");
     let mut out = masked.to_string();
     while out.contains(&decimal) {
