@@ -46,11 +46,11 @@ fn is_whole_value(core: &str) -> bool {
     if !core.chars().any(char::is_alphabetic) {
         return true;
     }
-    let groups: Vec<&str> = core.split(['-', ':', '.']).collect();
-    groups.len() >= 3
-        && groups
-            .iter()
-            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    let mut groups = 0;
+    core.split(['-', ':', '.']).all(|g| {
+        groups += 1;
+        !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit())
+    }) && groups >= 3
 }
 
 /// `core` of a token: the token without its wrapping brackets, quotes and
@@ -104,17 +104,17 @@ fn mask_token(token: &str) -> String {
 /// Inside a token, a signed or decimal number (`Translation=-24.0`) is one
 /// `<*>` like an unsigned integer (`Translation=0`), not `-<*>.<*>`.
 fn merge_numbers(masked: &str) -> String {
-    if !masked.contains(VAR) {
+    const DECIMAL: &str = "<*>.<*>";
+    const SIGNED: &str = "-<*>";
+    if !masked.contains(DECIMAL) && !masked.contains(SIGNED) {
         return masked.to_string();
     }
-    let decimal = format!("{VAR}.{VAR}");
     let mut out = masked.to_string();
-    while out.contains(&decimal) {
-        out = out.replace(&decimal, VAR);
+    while out.contains(DECIMAL) {
+        out = out.replace(DECIMAL, VAR);
     }
-    let signed = format!("-{VAR}");
     let mut from = 0;
-    while let Some(at) = out[from..].find(&signed).map(|i| i + from) {
+    while let Some(at) = out[from..].find(SIGNED).map(|i| i + from) {
         let sign_starts_number = out[..at]
             .chars()
             .next_back()
