@@ -91,3 +91,51 @@ pub fn encode(value: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    #[test]
+    fn reads_status_and_body_of_a_close_delimited_response() -> Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?.to_string();
+        let server = std::thread::spawn(move || -> Result<String> {
+            let (stream, _) = listener.accept()?;
+            let mut reader = std::io::BufReader::new(stream.try_clone()?);
+            let mut first = String::new();
+            reader.read_line(&mut first)?;
+            // Headers, then the 2-byte body the client declared.
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 2 {
+                line.clear();
+            }
+            let mut body = [0u8; 2];
+            reader.read_exact(&mut body)?;
+            let mut stream = stream;
+            stream.write_all(
+                b"HTTP/1.0 201 Created\r\nContent-Type: application/json\r\n\r\n{\"ok\":true}",
+            )?;
+            Ok(first)
+        });
+        let answer = post_json(&addr, "/x?y=1", &serde_json::json!({}))?;
+        assert_eq!(answer["ok"], true);
+        let first = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("server thread"))??;
+        assert_eq!(first, "POST /x?y=1 HTTP/1.0\r\n");
+        Ok(())
+    }
+
+    #[test]
+    fn errors_carry_the_status_and_values_are_percent_encoded() {
+        let err = json(503, b"busy", "/p")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP 503") && err.contains("busy"), "{err}");
+        assert_eq!(encode("\"o-1\" a/b"), "%22o-1%22%20a%2Fb");
+    }
+}
