@@ -47,20 +47,11 @@ pub fn rows(
     );
     let out = match out {
         Ok(v) if v.get("error").is_none() => v,
-        Ok(v) => {
-            eprintln!("storage peers: {v}");
-            return Ok(vec![
-                Row::new(
-                    format!("storage {what}: Parquet + index"),
-                    "MB",
-                    (parquet + index) as f64 / 1e6,
-                    Better::Lower,
-                )
-                .vs("duckdb", None, NOT_INSTALLED),
-            ]);
-        }
-        Err(e) => {
-            eprintln!("storage peers: {e:#}");
+        failed => {
+            match failed {
+                Ok(v) => eprintln!("storage peers: {v}"),
+                Err(e) => eprintln!("storage peers: {e:#}"),
+            }
             return Ok(vec![
                 Row::new(
                     format!("storage {what}: Parquet + index"),
