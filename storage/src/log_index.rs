@@ -340,6 +340,18 @@ fn new_index() -> Result<(Index, Fields)> {
     Ok((index, fields))
 }
 
+/// The segments a query runs over: those holding at least one row.
+/// Tantivy's prefix/regex scorers panic on a segment of no documents (an
+/// empty bit set), which an index of an empty batch has.
+fn searched_segments(
+    searcher: &tantivy::Searcher,
+) -> impl Iterator<Item = &tantivy::SegmentReader> {
+    searcher
+        .segment_readers()
+        .iter()
+        .filter(|s| s.max_doc() > 0)
+}
+
 /// A searchable index of some log rows.
 pub struct LogIndex {
     index: Index,
@@ -429,7 +441,7 @@ impl LogIndex {
         let searcher = self.reader.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let mut rows = Vec::new();
-        for segment in searcher.segment_readers() {
+        for segment in searched_segments(&searcher) {
             let row_column = segment.fast_fields().u64("row")?;
             weight.for_each_no_score(segment, &mut |docs| {
                 rows.extend(
@@ -455,7 +467,7 @@ impl LogIndex {
         let query = parse(&self.index, self.fields, query, self.bodies.clone())?;
         let searcher = self.reader.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
-        for segment in searcher.segment_readers() {
+        for segment in searched_segments(&searcher) {
             let rows = segment.fast_fields().u64("row")?;
             let times = segment.fast_fields().i64("ts")?;
             weight.for_each_no_score(segment, &mut |docs| {
@@ -736,5 +748,26 @@ mod tests {
         }
         let deep = format!("{}a{}", "(".repeat(1000), ")".repeat(1000));
         assert!(parse_query(&deep).is_err());
+    }
+}
+
+#[cfg(test)]
+mod empty_index_tests {
+    use super::*;
+
+    /// Found by the `search_query` fuzz target: a query over an index of
+    /// no rows must match nothing, not panic.
+    #[test]
+    fn an_index_of_no_rows_matches_nothing() {
+        let index = LogIndex::empty().unwrap();
+        for q in [
+            "body:pay* AND NOT (a OR b) trace_id:5b8e",
+            "NOT a",
+            "\"a b\"",
+            "*",
+        ] {
+            let ast = loupe_search::parse(q).unwrap();
+            assert_eq!(index.matching_rows(&ast).unwrap(), Vec::<u32>::new(), "{q}");
+        }
     }
 }
