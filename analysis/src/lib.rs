@@ -21,6 +21,8 @@ pub mod problems;
 pub mod service_graph;
 pub mod services;
 mod subject;
+#[cfg(test)]
+mod test_fixtures;
 pub mod trace_tree;
 pub mod traces;
 

@@ -364,19 +364,7 @@ fn sort_suspects(suspects: &mut [Suspect]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stats(spans: f64, errors: f64, self_ms: f64) -> Stats {
-        Stats {
-            spans,
-            origin_errors: errors,
-            self_ns: self_ms * 1e6 * spans,
-            self_sq: (self_ms * 1e6).powi(2) * spans,
-        }
-    }
-
-    fn service(s: &str) -> Subject {
-        Subject::Service { service: s.into() }
-    }
+    use crate::test_fixtures::{service, stats};
 
     fn instance(s: &str, i: &str) -> Subject {
         Subject::Instance {
