@@ -12,8 +12,10 @@
 //! constant so the injection lands five minutes before now.
 //!
 //! Run: `cargo test --bench rca` (debug) or `cargo bench --bench rca`.
-//! Env: `NEZHA` (bundle path), `FAULTS=N` (first N faults only), `OUT`
-//! (JSON report, default `target/rca-latest.json`).
+//! Env: `NEZHA` (bundle path), `FAULTS=N` (first N faults only), `ONLY`
+//! (faults whose inject time contains this text), `OUT` (JSON report,
+//! default `target/rca-latest.json`), `DUMP=DIR` (each fault's whole
+//! `/problems` answer as `DIR/HH_MM.json`, to see why it ranked so).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -582,6 +584,13 @@ fn run(fault: &Fault, rca: &Path, free: &Slice, metrics: &[MetricRow]) -> Value 
         ),
     );
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Ok(dir) = std::env::var("DUMP") {
+        std::fs::create_dir_all(&dir).expect("dump dir");
+        let name = fault.time.get(11..16).unwrap_or("fault").replace(':', "_");
+        let path = Path::new(&dir).join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(&report).expect("JSON");
+        std::fs::write(path, text).expect("write dump");
+    }
     if let Ok(sql) = std::env::var("DEBUG_SQL") {
         let body: Value = http
             .post(format!("http://{}/api/v1/sql", server.http))

@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
+use crate::dependency_errors::blames_a_dependency;
 use crate::patterns::Compared;
 
 /// The log-likelihood ratio below which a change is noise (about p = 0.01).
@@ -200,7 +201,9 @@ pub(crate) fn log_evidence(
             None => (c.before as f64 + 0.5) * current / before,
         };
         let (weight, rose) = shift_weight(c.current as f64, expected);
-        if weight == 0.0 {
+        // A new failure to reach a dependency is the dependency's symptom,
+        // not a change in this service (see `crate::dependency_errors`).
+        if weight == 0.0 || (rose && blames_a_dependency(&c.template)) {
             continue;
         }
         let severe = is_warning_or_worse(&c.severity);

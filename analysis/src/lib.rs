@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use loupe_query::QueryEngine;
 
+mod dependency_errors;
 pub mod errors;
 mod evidence;
 pub mod patterns;

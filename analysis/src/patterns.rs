@@ -55,13 +55,16 @@ pub fn routes(engine: Arc<QueryEngine>) -> Router {
 
 #[derive(Deserialize)]
 pub(crate) struct LineRow {
-    service: Option<String>,
-    severity_text: Option<String>,
-    body: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) severity_text: Option<String>,
+    pub(crate) body: Option<String>,
     /// The name of the span the line was logged in, when it carries one
     /// (see [`operation_lines`]).
     #[serde(default)]
-    operation: Option<String>,
+    pub(crate) operation: Option<String>,
+    /// The instance that logged the line, when known (see [`operation_lines`]).
+    #[serde(default)]
+    pub(crate) instance: Option<String>,
 }
 
 /// Counts the templates of a window's log lines at `min_severity` or
@@ -152,7 +155,8 @@ pub(crate) async fn operation_lines(
     rows_as::<LineRow>(
         engine,
         format!(
-            "SELECT l.service, l.severity_text, l.body, s.name AS operation
+            "SELECT l.service, l.severity_text, l.body, s.name AS operation,
+                    l.resource_attributes['service.instance.id'] AS instance
              FROM logs l
              LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id
                               AND s.start_time >= {} AND s.start_time <= {}
@@ -334,6 +338,7 @@ mod tests {
             severity_text: Some(severity.into()),
             body: Some(body.into()),
             operation: None,
+            instance: None,
         }
     }
 

@@ -51,6 +51,7 @@ use loupe_query::{QueryEngine, QueryError, time_param};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::dependency_errors;
 use crate::evidence;
 use crate::patterns::{by_event, compare_with_halves, operation_lines};
 use crate::problem_ranking::{Signals, Suspect, SuspectKind, fold, rank};
@@ -212,18 +213,27 @@ pub async fn locate(
     let began = Instant::now();
     let mut timings = Timings::default();
     // The windows' span stats, log lines and gauges are independent.
-    let ((mut incident, t1), (baseline, t2), (lines_now, t3), (lines_before, t4), (gauges, t5)) = futures::try_join!(
-        timed(window_stats(engine, start, end)),
-        timed(window_stats(engine, baseline_start, baseline_end)),
-        timed(operation_lines(engine, start, end)),
-        timed(operation_lines(engine, baseline_start, baseline_end)),
-        timed(gauges(engine, (start, end), (baseline_start, baseline_end))),
-    )?;
+    let ((mut incident, t1), (mut baseline, t2), (lines_now, t3), (lines_before, t4), (gauges, t5)) =
+        futures::try_join!(
+            timed(window_stats(engine, start, end)),
+            timed(window_stats(engine, baseline_start, baseline_end)),
+            timed(operation_lines(engine, start, end)),
+            timed(operation_lines(engine, baseline_start, baseline_end)),
+            timed(gauges(engine, (start, end), (baseline_start, baseline_end))),
+        )?;
     timings.push("span_stats_incident", t1);
     timings.push("span_stats_baseline", t2);
     timings.push("log_lines_incident", t3);
     timings.push("log_lines_baseline", t4);
     timings.push("gauges", t5);
+    dependency_errors::discount(
+        &mut incident.subjects,
+        &dependency_errors::dependency_errors(&lines_now),
+    );
+    dependency_errors::discount(
+        &mut baseline.subjects,
+        &dependency_errors::dependency_errors(&lines_before),
+    );
     blame_slow_callees(&mut incident, &baseline);
     let traffic: HashMap<String, (f64, f64)> = incident
         .traffic
