@@ -256,6 +256,53 @@ pub(crate) fn lines_per_operation(changes: &[Compared]) -> OperationTraffic {
     out
 }
 
+/// `halves` (the baseline's older half against its newer half) without
+/// the onsets: a template whose newer half already moved the way the
+/// incident moves it (significantly, against its service's lines) is a
+/// change that began just before the window — the incident's evidence
+/// starting early — not drift the baseline shows anyway.
+pub(crate) fn without_onsets(halves: Vec<Compared>, changes: &[Compared]) -> Vec<Compared> {
+    let moved = |list: &[Compared]| -> HashMap<(String, String, Option<String>, String), bool> {
+        let mut totals: HashMap<&str, (f64, f64)> = HashMap::new();
+        for c in list {
+            let t = totals.entry(c.service.as_str()).or_default();
+            t.0 += c.before as f64;
+            t.1 += c.current as f64;
+        }
+        list.iter()
+            .filter_map(|c| {
+                let (before, current) = totals[c.service.as_str()];
+                if before == 0.0 || current == 0.0 {
+                    return None;
+                }
+                let expected = (c.before as f64 + 0.5) * current / before;
+                let g = poisson_g(c.current as f64, expected);
+                let key = (
+                    c.service.clone(),
+                    c.severity.clone(),
+                    c.operation.clone(),
+                    c.template.clone(),
+                );
+                (g.abs() >= G_MIN).then_some((key, g > 0.0))
+            })
+            .collect()
+    };
+    let incident = moved(changes);
+    let early = moved(&halves);
+    halves
+        .into_iter()
+        .filter(|c| {
+            let key = (
+                c.service.clone(),
+                c.severity.clone(),
+                c.operation.clone(),
+                c.template.clone(),
+            );
+            !matches!((early.get(&key), incident.get(&key)), (Some(a), Some(b)) if a == b)
+        })
+        .collect()
+}
+
 /// Discounts each service's log evidence by how much its templates move
 /// within the baseline alone (`noise`: [`log_evidence`] between the
 /// baseline's two halves), so a busy service whose request mix drifts
@@ -652,6 +699,42 @@ mod tests {
         let kept = HashSet::from([("basic".to_string(), "seat".to_string())]);
         let out = demote_symptoms(&scores, &own, &failing, &HashMap::new(), &kept, &calls);
         assert_eq!(out["basic"], 1.4, "{out:?}");
+    }
+
+    /// The incident window often starts after the change did: the
+    /// baseline's newer half already shows `contacts` failing to find
+    /// contacts, which the older half did not. That is the change starting
+    /// early, not drift, so it does not discount the change; drift that
+    /// the incident does not continue still does.
+    #[test]
+    fn a_change_that_began_just_before_the_window_is_not_drift() {
+        let now = vec![
+            compared("contacts", "INFO", "find contacts", 12, 0),
+            compared("contacts", "ERROR", "no contacts for id <*>", 8, 36),
+            compared("contacts", "INFO", "contacts id <*>", 20, 36),
+            compared("seat", "INFO", "left ticket <*>", 100, 100),
+            compared("seat", "INFO", "sold tickets <*>", 50, 110),
+        ];
+        let halves = vec![
+            compared("contacts", "INFO", "find contacts", 12, 0),
+            compared("contacts", "ERROR", "no contacts for id <*>", 0, 8),
+            compared("contacts", "INFO", "contacts id <*>", 10, 10),
+            compared("seat", "INFO", "left ticket <*>", 50, 50),
+            compared("seat", "INFO", "sold tickets <*>", 40, 10),
+        ];
+        let noise_of = |halves: &[Compared]| {
+            let mut ev = log_evidence(&now, &OperationTraffic::new());
+            discount_noise(&mut ev, &log_evidence(halves, &OperationTraffic::new()));
+            ev
+        };
+        let raw = noise_of(&halves);
+        assert!(raw["contacts"].noise > 0.0, "{raw:?}");
+        let kept = without_onsets(halves.clone(), &now);
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        let ev = noise_of(&kept);
+        assert_eq!(ev["contacts"].noise, 0.0);
+        assert!(ev["contacts"].score() > raw["contacts"].score());
+        assert!(ev["seat"].noise > 0.0, "seat's drift went the other way");
     }
 
     #[test]

@@ -263,6 +263,7 @@ pub async fn locate(
     let mining = Instant::now();
     let (changes, halves) = compare_with_halves(&lines_before, &lines_now);
     let (changes, halves) = (by_event(changes), by_event(halves));
+    let halves = evidence::without_onsets(halves, &changes);
     timings.push("log_mining", mining.elapsed());
     let mut logs = evidence::log_evidence(&changes, &operations);
     // The baseline's two halves in time, each operation's templates
