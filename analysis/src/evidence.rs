@@ -165,28 +165,27 @@ impl Evidence {
 /// Spans per (service, operation name) in the baseline and the incident.
 pub(crate) type OperationTraffic = HashMap<(String, String), (f64, f64)>;
 
-/// Per service: templates whose count changed significantly against what
-/// the baseline predicts. A template logged in a known operation is
-/// compared like with like — with that operation's own traffic — so a
-/// shift in the request mix (an operation called more or less often, or
-/// only in one window) is not evidence, while a line that stops although
-/// its operation is still called as often is. Lines without an operation
-/// are compared with their share of the service's lines. A new WARN/ERROR
-/// template weighs most; a vanished template (a code path that stopped)
-/// weighs nearly as much; a new INFO template half; a vanished WARN/ERROR
-/// template (errors that stopped) little. A service absent from
-/// either window has no mix to compare.
-pub(crate) fn log_evidence(
-    changes: &[Compared],
+/// One template's significant change: its expected count and weight.
+pub(crate) struct Scored<'a> {
+    compared: &'a Compared,
+    expected: f64,
+    weight: f64,
+    rose: bool,
+}
+
+/// The templates of `changes` whose count changed significantly against
+/// what the baseline predicts (see [`log_evidence`]).
+fn significant_shifts<'a>(
+    changes: &'a [Compared],
     operations: &OperationTraffic,
-) -> HashMap<String, Evidence> {
+) -> Vec<Scored<'a>> {
     let mut totals: HashMap<&str, (f64, f64)> = HashMap::new();
     for c in changes {
         let t = totals.entry(c.service.as_str()).or_default();
         t.0 += c.before as f64;
         t.1 += c.current as f64;
     }
-    let mut out: HashMap<String, Evidence> = HashMap::new();
+    let mut out = Vec::new();
     for c in changes {
         let (before, current) = totals[c.service.as_str()];
         if before == 0.0 || current == 0.0 {
@@ -201,12 +200,59 @@ pub(crate) fn log_evidence(
             None => (c.before as f64 + 0.5) * current / before,
         };
         let (weight, rose) = shift_weight(c.current as f64, expected);
+        if weight > 0.0 {
+            out.push(Scored {
+                compared: c,
+                expected,
+                weight,
+                rose,
+            });
+        }
+    }
+    out
+}
+
+/// Per service: templates whose count changed significantly against what
+/// the baseline predicts. A template logged in a known operation is
+/// compared like with like — with that operation's own traffic — so a
+/// shift in the request mix (an operation called more or less often, or
+/// only in one window) is not evidence, while a line that stops although
+/// its operation is still called as often is. Lines without an operation
+/// are compared with their share of the service's lines. A new WARN/ERROR
+/// template weighs most; a vanished template (a code path that stopped)
+/// weighs nearly as much; a new INFO template half; a vanished WARN/ERROR
+/// template (errors that stopped) little. A service absent from
+/// either window has no mix to compare. Changes explained by another are
+/// not counted again: lines saying a dependency failed the request are
+/// the dependency's; the lines of a service whose errors stopped that its
+/// requests now get far enough to log are that recovery.
+pub(crate) fn log_evidence(
+    changes: &[Compared],
+    operations: &OperationTraffic,
+) -> HashMap<String, Evidence> {
+    let scored = significant_shifts(changes, operations);
+    // Services whose errors stopped: the lines their requests log now
+    // that they get further are the same recovery, not new evidence.
+    let recovered: HashSet<&str> = (scored.iter())
+        .filter(|s| !s.rose && is_warning_or_worse(&s.compared.severity))
+        .map(|s| s.compared.service.as_str())
+        .collect();
+    let mut out: HashMap<String, Evidence> = HashMap::new();
+    for &Scored {
+        compared: c,
+        expected,
+        weight,
+        rose,
+    } in &scored
+    {
+        let severe = is_warning_or_worse(&c.severity);
+        let service = c.service.as_str();
         // A new failure to reach a dependency is the dependency's symptom,
         // not a change in this service (see `crate::dependency_errors`).
-        if weight == 0.0 || (rose && blames_a_dependency(&c.template)) {
+        let symptom = rose && blames_a_dependency(&c.template);
+        if symptom || (rose && !severe && recovered.contains(service)) {
             continue;
         }
-        let severe = is_warning_or_worse(&c.severity);
         // An error that stops is a recovery more often than a cause; a
         // usual line that stops is a code path that no longer runs.
         let severity = match (rose, severe) {
@@ -257,12 +303,14 @@ pub(crate) fn lines_per_operation(changes: &[Compared]) -> OperationTraffic {
 }
 
 /// `halves` (the baseline's older half against its newer half) without
-/// the onsets: a template whose newer half already moved the way the
-/// incident moves it (significantly, against its service's lines) is a
+/// the onsets: a template whose newer half already moved significantly
+/// (against its service's lines) the way the incident moves it is a
 /// change that began just before the window — the incident's evidence
 /// starting early — not drift the baseline shows anyway.
 pub(crate) fn without_onsets(halves: Vec<Compared>, changes: &[Compared]) -> Vec<Compared> {
-    let moved = |list: &[Compared]| -> HashMap<(String, String, Option<String>, String), bool> {
+    let moved = |list: &[Compared],
+                 g_min: f64|
+     -> HashMap<(String, String, Option<String>, String), bool> {
         let mut totals: HashMap<&str, (f64, f64)> = HashMap::new();
         for c in list {
             let t = totals.entry(c.service.as_str()).or_default();
@@ -283,12 +331,12 @@ pub(crate) fn without_onsets(halves: Vec<Compared>, changes: &[Compared]) -> Vec
                     c.operation.clone(),
                     c.template.clone(),
                 );
-                (g.abs() >= G_MIN).then_some((key, g > 0.0))
+                (g != 0.0 && g.abs() >= g_min).then_some((key, g > 0.0))
             })
             .collect()
     };
-    let incident = moved(changes);
-    let early = moved(&halves);
+    let incident = moved(changes, G_MIN);
+    let early = moved(&halves, G_MIN);
     halves
         .into_iter()
         .filter(|c| {
@@ -735,6 +783,26 @@ mod tests {
         assert_eq!(ev["contacts"].noise, 0.0);
         assert!(ev["contacts"].score() > raw["contacts"].score());
         assert!(ev["seat"].noise > 0.0, "seat's drift went the other way");
+    }
+
+    /// A recovery is one change, not many. `preserve`'s requests failed
+    /// in the baseline and succeed now: the steps they now get far enough
+    /// to log are that recovery, not new behaviour, and outweigh neither
+    /// the errors that stopped nor `contacts`, whose lookups stopped
+    /// finding anything.
+    #[test]
+    fn lines_of_a_recovered_path_are_not_new_evidence() {
+        let changes = vec![
+            compared("preserve", "ERROR", "request processing failed <*>", 10, 0),
+            compared("preserve", "INFO", "do order complete <*>", 0, 10),
+            compared("preserve", "INFO", "preserve request <*>", 20, 20),
+            compared("contacts", "INFO", "find contacts", 12, 0),
+            compared("contacts", "INFO", "contacts request <*>", 40, 40),
+        ];
+        let ev = log_evidence(&changes, &OperationTraffic::new());
+        assert_eq!(ev["preserve"].appeared, 0.0, "{ev:?}");
+        assert!(ev["preserve"].vanished > 0.0, "the errors that stopped");
+        assert!(ev["contacts"].score() > ev["preserve"].score(), "{ev:?}");
     }
 
     #[test]
