@@ -53,9 +53,10 @@ use serde_json::{Value, json};
 
 use crate::dependency_errors;
 use crate::evidence;
-use crate::patterns::{by_event, compare_with_halves, operation_lines};
+use crate::patterns::{Compared, by_event, compare_with_halves, operation_lines};
 use crate::problem_ranking::{Signals, Suspect, SuspectKind, fold, rank};
 use crate::problem_windows::{blame_slow_callees, gauges, kept_calls, window_stats};
+use crate::subject::Subject;
 
 const MAX_SUSPECTS: usize = 10;
 /// Suspects, from the top, whose example traces and log lines are looked
@@ -203,6 +204,51 @@ async fn timed<T, E>(f: impl Future<Output = Result<T, E>>) -> Result<(T, Durati
     Ok((out, began.elapsed()))
 }
 
+/// The template changes of both windows' log lines (see
+/// [`compare_with_halves`]) and the errors they blame on a dependency.
+struct MinedLines {
+    changes: Vec<Compared>,
+    halves: Vec<Compared>,
+    /// Per subject, in the incident and in the baseline.
+    dependency_errors: (HashMap<Subject, f64>, HashMap<Subject, f64>),
+    /// How long fetching each window's lines (incident, baseline) and
+    /// mining them took.
+    fetched: (Duration, Duration),
+    mining: Duration,
+}
+
+/// Fetches both windows' log lines and mines them on a blocking thread:
+/// mining is CPU work that would stall the async workers, and it overlaps
+/// with the span statistics still being queried.
+async fn mined_lines(
+    engine: &QueryEngine,
+    (start, end): (i64, i64),
+    (baseline_start, baseline_end): (i64, i64),
+) -> Result<MinedLines, QueryError> {
+    let ((now, t_now), (before, t_before)) = futures::try_join!(
+        timed(operation_lines(engine, start, end)),
+        timed(operation_lines(engine, baseline_start, baseline_end)),
+    )?;
+    tokio::task::spawn_blocking(move || {
+        let began = Instant::now();
+        let (changes, halves) = compare_with_halves(&before, &now);
+        let (changes, halves) = (by_event(changes), by_event(halves));
+        let halves = evidence::without_onsets(halves, &changes);
+        MinedLines {
+            changes,
+            halves,
+            dependency_errors: (
+                dependency_errors::dependency_errors(&now),
+                dependency_errors::dependency_errors(&before),
+            ),
+            fetched: (t_now, t_before),
+            mining: began.elapsed(),
+        }
+    })
+    .await
+    .map_err(|e| QueryError::Internal(format!("log mining failed: {e}")))
+}
+
 /// Problem location: the ranked suspects of an incident window against a
 /// baseline window (both in ns).
 pub async fn locate(
@@ -212,28 +258,22 @@ pub async fn locate(
 ) -> Result<Value, QueryError> {
     let began = Instant::now();
     let mut timings = Timings::default();
-    // The windows' span stats, log lines and gauges are independent.
-    let ((mut incident, t1), (mut baseline, t2), (lines_now, t3), (lines_before, t4), (gauges, t5)) =
-        futures::try_join!(
-            timed(window_stats(engine, start, end)),
-            timed(window_stats(engine, baseline_start, baseline_end)),
-            timed(operation_lines(engine, start, end)),
-            timed(operation_lines(engine, baseline_start, baseline_end)),
-            timed(gauges(engine, (start, end), (baseline_start, baseline_end))),
-        )?;
+    // The windows' span stats, log lines (mined as soon as they arrive)
+    // and gauges are independent.
+    let ((mut incident, t1), (mut baseline, t2), mined, (gauges, t5)) = futures::try_join!(
+        timed(window_stats(engine, start, end)),
+        timed(window_stats(engine, baseline_start, baseline_end)),
+        mined_lines(engine, (start, end), (baseline_start, baseline_end)),
+        timed(gauges(engine, (start, end), (baseline_start, baseline_end))),
+    )?;
     timings.push("span_stats_incident", t1);
     timings.push("span_stats_baseline", t2);
-    timings.push("log_lines_incident", t3);
-    timings.push("log_lines_baseline", t4);
+    timings.push("log_lines_incident", mined.fetched.0);
+    timings.push("log_lines_baseline", mined.fetched.1);
+    timings.push("log_mining", mined.mining);
     timings.push("gauges", t5);
-    dependency_errors::discount(
-        &mut incident.subjects,
-        &dependency_errors::dependency_errors(&lines_now),
-    );
-    dependency_errors::discount(
-        &mut baseline.subjects,
-        &dependency_errors::dependency_errors(&lines_before),
-    );
+    dependency_errors::discount(&mut incident.subjects, &mined.dependency_errors.0);
+    dependency_errors::discount(&mut baseline.subjects, &mined.dependency_errors.1);
     blame_slow_callees(&mut incident, &baseline);
     let traffic: HashMap<String, (f64, f64)> = incident
         .traffic
@@ -260,11 +300,9 @@ pub async fn locate(
     for (op, n) in &incident.operations {
         operations.entry(op.clone()).or_default().1 = *n;
     }
-    let mining = Instant::now();
-    let (changes, halves) = compare_with_halves(&lines_before, &lines_now);
-    let (changes, halves) = (by_event(changes), by_event(halves));
-    let halves = evidence::without_onsets(halves, &changes);
-    timings.push("log_mining", mining.elapsed());
+    let MinedLines {
+        changes, halves, ..
+    } = mined;
     let mut logs = evidence::log_evidence(&changes, &operations);
     // The baseline's two halves in time, each operation's templates
     // against the operation's lines (its spans per half are not counted).
