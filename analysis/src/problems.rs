@@ -23,13 +23,18 @@
 //! only. Significance
 //! scales with counts (Poisson for errors, a z-score for mean self time),
 //! so a culprit with a handful of spans can still be listed. Errors of spans that waited on a callee whose
-//! time rose are the callee's (a timeout starts in the caller).
+//! time rose are the callee's (a timeout starts in the caller), and errors
+//! whose log line says a dependency failed the request are not the
+//! caller's (`crate::dependency_errors`).
 //!
 //! Other evidence per service (`crate::evidence`): log templates of all
 //! severities that appear or vanish against what the baseline predicts —
 //! a line logged in a span is compared with the traffic of that span's
 //! operation, so a shift in the request mix is not evidence — net of the
-//! drift within the baseline itself, calls to other services that vanish, and CPU or
+//! drift within the baseline itself (but not of a change its newer half
+//! already shows: the incident starting early), without the lines that a
+//! dependency's failure or a recovery explain; calls to other services
+//! that vanish, and CPU or
 //! memory gauges of an instance that rise far more than elsewhere (a
 //! quarter as much when the service's spans did not slow down). A
 //! service's score adds them to its best span score (saturating at the
