@@ -86,8 +86,15 @@ pub(crate) fn dependency_errors(lines: &[LineRow]) -> HashMap<Subject, f64> {
 
 /// Takes `errors` (from [`dependency_errors`]) off the errors that start
 /// in each subject's spans; versions and regions, which lines do not name,
-/// lose them in proportion to their share of their service's errors.
-pub(crate) fn discount(subjects: &mut HashMap<Subject, Stats>, errors: &HashMap<Subject, f64>) {
+/// lose them in proportion to their share of their service's errors. The
+/// lines are all read while the spans may be a `share` of the window's
+/// traces (see [`crate::problem_windows::MAX_SPANS`]): the lines' counts
+/// are scaled to it.
+pub(crate) fn discount(
+    subjects: &mut HashMap<Subject, Stats>,
+    errors: &HashMap<Subject, f64>,
+    share: f64,
+) {
     let service_errors: HashMap<String, f64> = (subjects.iter())
         .filter(|(s, _)| matches!(s, Subject::Service { .. }))
         .map(|(s, st)| (s.service().to_string(), st.origin_errors))
@@ -103,7 +110,7 @@ pub(crate) fn discount(subjects: &mut HashMap<Subject, Stats>, errors: &HashMap<
                 }
             }
             _ => errors.get(subject).copied().unwrap_or(0.0),
-        };
+        } * share;
         stats.origin_errors = (stats.origin_errors - taken).max(0.0);
     }
 }
@@ -177,7 +184,14 @@ mod tests {
         let before = rank(&incident, &baseline);
         assert_eq!(before[0].subject.service(), "travel");
 
-        discount(&mut incident, &errors);
+        let mut sampled = incident.clone();
+        discount(&mut sampled, &errors, 0.5);
+        assert_eq!(
+            sampled[&op].origin_errors,
+            17.0 - 8.5,
+            "half the traces read"
+        );
+        discount(&mut incident, &errors, 1.0);
         assert_eq!(incident[&op].origin_errors, 0.0);
         assert_eq!(incident[&service("travel")].origin_errors, 3.0);
         let ranked = rank(&incident, &baseline);

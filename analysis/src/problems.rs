@@ -277,8 +277,9 @@ pub async fn locate(
     timings.push("log_lines_baseline", mined.fetched.1);
     timings.push("log_mining", mined.mining);
     timings.push("gauges", t5);
-    dependency_errors::discount(&mut incident.subjects, &mined.dependency_errors.0);
-    dependency_errors::discount(&mut baseline.subjects, &mined.dependency_errors.1);
+    let (now, before) = &mined.dependency_errors;
+    dependency_errors::discount(&mut incident.subjects, now, incident.share);
+    dependency_errors::discount(&mut baseline.subjects, before, baseline.share);
     blame_slow_callees(&mut incident, &baseline);
     let traffic: HashMap<String, (f64, f64)> = incident
         .traffic
