@@ -2,6 +2,7 @@
 //! the `ingest`, `storage` and `query` crates.
 
 mod access;
+mod allocator;
 mod background;
 mod config;
 mod gen_cmd;
@@ -13,13 +14,6 @@ mod sql_client;
 mod ui;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc rather than glibc's malloc: glibc keeps freed memory in
-/// per-thread arenas, so after a burst of ingest or a large query the
-/// process stays hundreds of MiB above what it uses, past the memory
-/// budget; mimalloc returns freed pages to the system.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use tracing_subscriber::EnvFilter;
 
@@ -42,6 +36,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    allocator::return_freed_memory_promptly();
     // Every HTTPS client in the process (webhooks, alerts, `gen` over
     // OTLP/HTTP, `sql`) uses rustls with ring; install it once, first.
     let _ = rustls::crypto::ring::default_provider().install_default();

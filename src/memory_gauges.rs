@@ -1,6 +1,9 @@
 //! `/metrics` gauges for each share of the memory budget: what it holds
 //! now (`loupe_memory_used_bytes{share}`) against what it may hold
-//! (`loupe_memory_limit_bytes{share}`), read when scraped.
+//! (`loupe_memory_limit_bytes{share}`), read when scraped; and the
+//! process's resident memory (`loupe_process_resident_bytes{kind}`), so
+//! what is held outside the shares (flush encoding, connection buffers,
+//! the allocator's own) shows as the difference.
 
 use std::sync::Arc;
 
@@ -63,5 +66,61 @@ pub fn register(
             &labels,
         );
         registry.on_render(move || used.set(i64::try_from(read()).unwrap_or(i64::MAX)));
+    }
+    register_resident(registry);
+}
+
+/// `loupe_process_resident_bytes{kind="anon"|"file"}` from
+/// `/proc/self/status`: anonymous memory (heap, stacks) is what the budget
+/// is about; file-backed pages (the binary's code, mapped files) the
+/// kernel can drop. Not registered where `/proc` has no such fields.
+fn register_resident(registry: &Registry) {
+    const KINDS: [(&str, &str); 2] = [("anon", "RssAnon:"), ("file", "RssFile:")];
+    if resident_kib("RssAnon:").is_none() {
+        return;
+    }
+    for (kind, field) in KINDS {
+        let gauge = registry.gauge(
+            "loupe_process_resident_bytes",
+            "Resident memory of the process: anon (heap, stacks), which the memory budget is about, and file (code, mapped files).",
+            &[("kind", kind)],
+        );
+        registry.on_render(move || {
+            let kib = resident_kib(field).unwrap_or(0);
+            gauge.set(i64::try_from(kib.saturating_mul(1024)).unwrap_or(i64::MAX));
+        });
+    }
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn resident_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn resident_memory_is_read_from_proc() {
+        let anon = resident_kib("RssAnon:").unwrap();
+        // This test binary's heap: more than nothing, less than 64 GiB.
+        assert!(anon > 0 && anon < 64 << 20, "{anon} kB");
+        let registry = Registry::default();
+        register_resident(&registry);
+        let text = registry.render();
+        assert!(
+            text.contains("loupe_process_resident_bytes{kind=\"anon\"} "),
+            "{text}"
+        );
     }
 }

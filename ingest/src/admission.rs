@@ -66,32 +66,65 @@ impl InFlight {
         self.inner.used.load(Ordering::Acquire)
     }
 
+    /// An empty reservation, to grow with [`Admitted::reserve`] as a
+    /// request's body arrives and is decoded.
+    pub fn empty(&self) -> Admitted {
+        Admitted {
+            budget: self.inner.clone(),
+            bytes: 0,
+        }
+    }
+
     /// Reserves the working memory of a request whose body is `body_bytes`
     /// long, or refuses it. A request larger than the whole budget is
     /// admitted only when nothing else is in flight, so the largest
     /// accepted request can always get through eventually.
     pub fn admit(&self, body_bytes: usize) -> Result<Admitted, IngestError> {
-        let limit = self.inner.limit;
-        let bytes = body_bytes
-            .saturating_mul(WORKING_MEMORY_PER_BODY_BYTE)
-            .clamp(1, limit);
+        let mut admitted = self.empty();
+        admitted.reserve(working_memory(body_bytes))?;
+        Ok(admitted)
+    }
+}
+
+/// The working memory of a request whose (uncompressed) body is
+/// `body_bytes` long.
+pub fn working_memory(body_bytes: usize) -> usize {
+    body_bytes.saturating_mul(WORKING_MEMORY_PER_BODY_BYTE)
+}
+
+impl Admitted {
+    /// Grows this reservation to `bytes` (never shrinks it), or refuses
+    /// and leaves it as it was. Capped at the whole budget, which a
+    /// reservation gets only when it is the only one.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), IngestError> {
+        let limit = self.budget.limit;
+        let target = bytes.clamp(1, limit);
+        let Some(extra) = target.checked_sub(self.bytes).filter(|&e| e > 0) else {
+            return Ok(());
+        };
+        let mine = self.bytes;
         let reserved = self
-            .inner
+            .budget
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + bytes <= limit).then_some(used + bytes)
+                (used + extra <= limit || used == mine).then_some(used + extra)
             });
         match reserved {
-            Ok(_) => Ok(Admitted {
-                budget: self.inner.clone(),
-                bytes,
-            }),
+            Ok(_) => {
+                self.bytes = target;
+                Ok(())
+            }
             Err(used) => Err(IngestError::Overloaded(format!(
-                "server is overloaded: {} MiB of requests are being processed (limit {} MiB); retry shortly",
+                "server is overloaded: {} MiB of requests are being received or processed (limit {} MiB); retry shortly",
                 used >> 20,
                 limit >> 20
             ))),
         }
+    }
+
+    /// Bytes this reservation holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -125,6 +158,26 @@ mod tests {
         assert!(budget.is_full());
         assert!(budget.admit(1).is_err());
         drop(big);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_reservation_grows_as_a_body_arrives_and_a_refusal_keeps_what_it_had() {
+        let budget = InFlight::new(1000);
+        let mut arriving = budget.empty();
+        arriving.reserve(300).unwrap();
+        arriving.reserve(200).unwrap(); // never shrinks
+        assert_eq!((arriving.bytes(), budget.used()), (300, 300));
+        let mut other = budget.empty();
+        other.reserve(600).unwrap();
+        let refused = arriving.reserve(500).unwrap_err();
+        assert_eq!(refused.http_status(), 429);
+        assert_eq!((arriving.bytes(), budget.used()), (300, 900));
+        drop(other);
+        // Alone, a reservation may take the whole budget, no more.
+        arriving.reserve(5000).unwrap();
+        assert_eq!((arriving.bytes(), budget.used()), (1000, 1000));
+        drop(arriving);
         assert_eq!(budget.used(), 0);
     }
 }

@@ -18,9 +18,9 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstEncoder;
 
-use crate::admission::Admitted;
 use crate::ingestor::{Ingestor, Transport};
 use crate::otlp::OtlpExport;
+use crate::reserving_body::{Reservation, ReservingBody};
 
 /// The gRPC export service for one signal.
 pub struct OtlpGrpc<R> {
@@ -53,11 +53,11 @@ impl<R: OtlpExport> NamedService for OtlpGrpc<R> {
     const NAME: &'static str = R::GRPC_SERVICE;
 }
 
-/// A decoded request with the working memory it was admitted with, held
-/// until it is answered.
+/// A decoded request with the working memory reserved for it, held until
+/// it is answered.
 struct AdmittedRequest<R> {
     request: R,
-    _admitted: Admitted,
+    _reservation: Reservation,
 }
 
 struct Export<R>(Arc<Ingestor>, PhantomData<fn() -> R>);
@@ -69,7 +69,10 @@ impl<R: OtlpExport> UnaryService<AdmittedRequest<R>> for Export<R> {
     fn call(&mut self, request: Request<AdmittedRequest<R>>) -> Self::Future {
         let ingestor = self.0.clone();
         Box::pin(async move {
-            let AdmittedRequest { request, _admitted } = request.into_inner();
+            let AdmittedRequest {
+                request,
+                _reservation,
+            } = request.into_inner();
             let wire_bytes = request.encoded_len();
             match ingestor.export(request, Transport::Grpc, wire_bytes).await {
                 Ok(outcome) => Ok(Response::new(R::response(
@@ -109,7 +112,17 @@ where
                 return Box::pin(async move { Ok(e.grpc_status().into_http()) });
             }
         }
-        let codec = OtlpCodec::<R::Response, R>(self.ingestor.clone(), PhantomData);
+        // The body's bytes count against the in-flight budget as they
+        // arrive, not only once tonic has buffered all of them.
+        let (parts, body) = req.into_parts();
+        let (body, reservation) =
+            ReservingBody::new(body, self.ingestor.clone(), R::SIGNAL, Transport::Grpc);
+        let req = http::Request::from_parts(parts, body);
+        let codec = OtlpCodec::<R::Response, R> {
+            ingestor: self.ingestor.clone(),
+            reservation,
+            _types: PhantomData,
+        };
         let mut grpc = tonic::server::Grpc::new(codec)
             .apply_compression_config(gzip, gzip)
             .apply_max_message_size_config(Some(self.max_message_bytes), None);
@@ -119,8 +132,13 @@ where
 }
 
 /// Prost encoding, with decode failures reported as INVALID_ARGUMENT and
-/// each message admitted against the in-flight budget before decoding.
-struct OtlpCodec<E, D>(Arc<Ingestor>, PhantomData<fn() -> (E, D)>);
+/// each message's working memory reserved (in the request's reservation)
+/// before decoding.
+struct OtlpCodec<E, D> {
+    ingestor: Arc<Ingestor>,
+    reservation: Reservation,
+    _types: PhantomData<fn() -> (E, D)>,
+}
 
 impl<E, D> Codec for OtlpCodec<E, D>
 where
@@ -137,29 +155,41 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        InvalidArgumentDecoder(self.0.clone(), PhantomData)
+        InvalidArgumentDecoder {
+            ingestor: self.ingestor.clone(),
+            reservation: self.reservation.clone(),
+            _decoded: PhantomData,
+        }
     }
 }
 
-struct InvalidArgumentDecoder<D>(Arc<Ingestor>, PhantomData<fn() -> D>);
+struct InvalidArgumentDecoder<D> {
+    ingestor: Arc<Ingestor>,
+    reservation: Reservation,
+    _decoded: PhantomData<fn() -> D>,
+}
 
 impl<D: OtlpExport> Decoder for InvalidArgumentDecoder<D> {
     type Item = AdmittedRequest<D>;
     type Error = Status;
 
-    /// Admits the message's working memory, then counts the records on the
-    /// wire, so an overload or an oversized batch is refused before
+    /// Reserves the message's working memory, then counts the records on
+    /// the wire, so an overload or an oversized batch is refused before
     /// decoding allocates anything for it.
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<AdmittedRequest<D>>, Status> {
         use bytes::Buf;
-        let admitted = self
-            .0
-            .admit(D::SIGNAL, Transport::Grpc, buf.remaining())
+        self.ingestor
+            .reserve_working_memory(
+                &self.reservation,
+                D::SIGNAL,
+                Transport::Grpc,
+                buf.remaining(),
+            )
             .map_err(|e| e.grpc_status())?;
         let admit = |request| {
             Some(AdmittedRequest {
                 request,
-                _admitted: admitted,
+                _reservation: self.reservation.clone(),
             })
         };
         // The message is one contiguous buffer: count on it in place, then

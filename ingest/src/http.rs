@@ -21,6 +21,7 @@ use prost::Message;
 use crate::error::IngestError;
 use crate::ingestor::{Ingestor, Outcome, Transport};
 use crate::otlp::OtlpExport;
+use crate::reserving_body::ReservingBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -84,15 +85,22 @@ async fn export<R: OtlpExport>(
             let _ = tokio::time::timeout(state.body_timeout, discard).await;
             return Err(refused);
         }
+        // The body's bytes count against the in-flight budget as they
+        // arrive; its working memory once it is inflated.
+        let (body, reservation) =
+            ReservingBody::new(body, state.ingestor.clone(), R::SIGNAL, Transport::Http);
         let raw =
             tokio::time::timeout(state.body_timeout, read_limited(body, state.max_body_bytes))
                 .await
                 .map_err(|_| IngestError::Timeout(state.body_timeout))??;
         let bytes = decompress_off_workers(&headers, raw, state.max_body_bytes).await?;
         let wire_bytes = bytes.len();
-        let _admitted = state
-            .ingestor
-            .admit(R::SIGNAL, Transport::Http, wire_bytes)?;
+        state.ingestor.reserve_working_memory(
+            &reservation,
+            R::SIGNAL,
+            Transport::Http,
+            wire_bytes,
+        )?;
         let request = match decode::<R>(encoding == Encoding::Json, &bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -140,15 +148,19 @@ async fn discard(body: Body, limit: usize) {
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+async fn read_limited(body: ReservingBody<Body>, limit: usize) -> Result<Bytes, IngestError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(IngestError::TooLarge { limit, after: "" })
         }
-        Err(e) => Err(IngestError::InvalidArgument(format!(
-            "reading request body: {e}"
-        ))),
+        Err(e) => match e.downcast::<IngestError>() {
+            // Refused by the in-flight budget while arriving.
+            Ok(refused) => Err(*refused),
+            Err(e) => Err(IngestError::InvalidArgument(format!(
+                "reading request body: {e}"
+            ))),
+        },
     }
 }
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use loupe_base::self_metrics::{Counter, Registry};
 use loupe_storage::{Signal, Storage};
 
-use crate::admission::{Admitted, InFlight};
+use crate::admission::{Admitted, InFlight, working_memory};
 use crate::convert::Arrival;
 use crate::error::IngestError;
 use crate::otlp::OtlpExport;
+use crate::reserving_body::Reservation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -167,6 +168,31 @@ impl Ingestor {
             self.count_failure(signal, transport, body_bytes);
             self.count_overload(signal, transport);
         })
+    }
+
+    /// An empty reservation of in-flight memory for one request, grown as
+    /// its body arrives ([`crate::ReservingBody`]) and when it is decoded
+    /// ([`Ingestor::reserve_working_memory`]).
+    pub fn reservation(&self) -> Reservation {
+        Reservation::new(self.in_flight.empty())
+    }
+
+    /// Grows `reservation` to the working memory of a request of
+    /// `body_bytes` (uncompressed) before it is decoded; refused requests
+    /// are counted as overloaded.
+    pub fn reserve_working_memory(
+        &self,
+        reservation: &Reservation,
+        signal: Signal,
+        transport: Transport,
+        body_bytes: usize,
+    ) -> Result<(), IngestError> {
+        reservation
+            .reserve(working_memory(body_bytes))
+            .inspect_err(|_| {
+                self.count_failure(signal, transport, body_bytes);
+                self.count_overload(signal, transport);
+            })
     }
 
     /// Counts a request refused because the server is overloaded.

@@ -9,12 +9,14 @@ pub mod grpc;
 pub mod http;
 mod ingestor;
 mod otlp;
+mod reserving_body;
 mod wire_count;
 
 pub use admission::{Admitted, InFlight, WORKING_MEMORY_PER_BODY_BYTE};
 pub use error::{IngestError, retry_status};
 pub use ingestor::{AcceptWindow, Ingestor, Outcome, Transport};
 pub use otlp::OtlpExport;
+pub use reserving_body::{Reservation, ReservingBody};
 
 use std::sync::Arc;
 

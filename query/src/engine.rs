@@ -11,7 +11,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -64,6 +66,11 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
     pub truncated: bool,
     pub elapsed: Duration,
+    /// The result's bytes, reserved in the shared query memory pool until
+    /// the output (and the response built from it) is dropped: four
+    /// concurrent results of `max_result_bytes` would otherwise hold
+    /// 256 MiB outside any share of the memory budget.
+    _result_memory: MemoryReservation,
 }
 
 /// The bytes of `batch`'s own rows (a slice counts only its part of the
@@ -290,6 +297,7 @@ impl QueryEngine {
     async fn collect(&self, df: DataFrame, started: Instant) -> Result<QueryOutput, QueryError> {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let task = Arc::new(df.task_ctx());
+        let result_memory = MemoryConsumer::new("query result").register(task.memory_pool());
         let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
         let plan = crate::deadline::with_deadline(
             plan,
@@ -298,7 +306,7 @@ impl QueryEngine {
         )
         .map_err(from_datafusion)?;
         let (max_rows, max_bytes) = (self.config.max_result_rows, self.config.max_result_bytes);
-        let (batches, truncated) = self
+        let (batches, truncated, result_memory) = self
             .pool
             .run(async move {
                 let mut stream = datafusion::physical_plan::execute_stream(plan, task)
@@ -309,6 +317,9 @@ impl QueryEngine {
                     let batch = batch.map_err(from_datafusion)?;
                     let room = (max_rows - rows, max_bytes.saturating_sub(bytes));
                     let (batch, size, cut) = fit_batch(batch, room.0, room.1)?;
+                    // Too big for what the query pool has left: 422, as
+                    // for any query that runs out of memory.
+                    result_memory.try_grow(size).map_err(from_datafusion)?;
                     truncated |= cut;
                     rows += batch.num_rows();
                     bytes += size;
@@ -320,7 +331,7 @@ impl QueryEngine {
                         break;
                     }
                 }
-                Ok((batches, truncated))
+                Ok((batches, truncated, result_memory))
             })
             .await?;
         Ok(QueryOutput {
@@ -328,6 +339,7 @@ impl QueryEngine {
             batches,
             truncated,
             elapsed: started.elapsed(),
+            _result_memory: result_memory,
         })
     }
 }

@@ -548,6 +548,32 @@ impl Storage {
         &self.files
     }
 
+    /// A crash, for tests: stops the background tasks and the WAL thread
+    /// (after what is queued to it, as a process dying after its last
+    /// acknowledged write would) without flushing or removing anything, so
+    /// a new instance on the same directory finds what a crash would leave
+    /// and nothing of this one still runs. (Leaking the instance instead
+    /// left its flusher and WAL thread racing the new instance's replay.)
+    #[cfg(test)]
+    pub(crate) async fn crash(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        let _ = self.wal_tx.send(Command::Shutdown).await;
+        let thread = self
+            .wal_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        // A flush under way finishes first; then the locks stay held for
+        // good, so no flush of this instance starts after the crash.
+        for lock in &self.flush_locks {
+            std::mem::forget(lock.lock().await);
+        }
+    }
+
     /// The full-text index of a logs split, loaded from its bundle file and
     /// cached within a byte budget.
     pub async fn split_index(&self, split: &SplitMeta) -> Result<Arc<LogIndex>> {

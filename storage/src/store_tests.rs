@@ -79,8 +79,8 @@ async fn unflushed_rows_replay_from_the_wal_after_a_crash() {
         .append(Signal::Logs, log_batch(&[(2, "a"), (3, "a")]))
         .await
         .unwrap();
-    // A crash: no shutdown, no flush. Leak the instance so nothing runs on drop.
-    std::mem::forget(storage);
+    // A crash: no shutdown, no flush.
+    storage.crash().await;
     // An orphan split file as a crash mid-flush would leave.
     let orphan = dir.path().join("splits/logs/orphan.parquet");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
@@ -140,7 +140,7 @@ async fn a_record_over_the_frame_limit_is_refused_before_it_is_acknowledged() {
         .append(Signal::Logs, log_batch(&[(2, "after")]))
         .await
         .unwrap();
-    std::mem::forget(storage);
+    storage.crash().await;
     let storage = Storage::open(config, &Registry::default()).await.unwrap();
     assert_eq!(rows_of(&storage.snapshot(Signal::Logs)), (0, 2));
     storage.shutdown().await.unwrap();
@@ -250,7 +250,13 @@ async fn a_batch_that_never_flushes_is_quarantined_and_stops_pinning_the_wal() {
     let kept = ipc::decode(Signal::Logs, &std::fs::read(&quarantined[0]).unwrap()).unwrap();
     assert_eq!(kept.num_rows(), 1);
     // A crash now replays neither batch: the WAL is no longer pinned.
-    std::mem::forget(storage);
+    // (The flush that took the good batch has told the WAL what it may
+    // remove once it is counted; the crash lets the WAL finish that.)
+    while storage.shared.metrics.flushes.get() == 0 {
+        assert!(Instant::now() < deadline, "the flush was not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    storage.crash().await;
     let storage = Storage::open(config, &Registry::default()).await.unwrap();
     assert_eq!(rows(&storage.snapshot(Signal::Logs)), (1, 0));
     storage.shutdown().await.unwrap();

@@ -2,13 +2,15 @@
 //! problem, and never disturbs data from other requests.
 
 use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use prost::Message;
 use serde_json::json;
 use tonic_types::StatusExt;
 
-use crate::harness::Loupe;
+use crate::harness::{Loupe, deadline_in, wait_until};
 use crate::otlp_proto::{LOGS_EXPORT, logs_request, raw_grpc};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -251,6 +253,81 @@ fn overload_is_429_with_retry_after_and_resource_exhausted_with_retry_info() {
     }
     // The server is still healthy and answers queries.
     assert!(loupe.count("SELECT count(*) FROM logs") > 0);
+}
+
+/// Opens an OTLP/HTTP logs request announcing `announced` body bytes,
+/// sends `sent` of them and leaves it at that (the sender stalls).
+fn stalled_upload(loupe: &Loupe, announced: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(loupe.otlp_http).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/logs HTTP/1.1\r\nHost: loupe\r\nContent-Type: {PROTOBUF}\r\nContent-Length: {announced}\r\n\r\n"
+    )
+    .unwrap();
+    // Refused senders may find the server no longer reading: not an error.
+    for chunk in vec![0u8; sent].chunks(64 << 10) {
+        if stream.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    stream
+}
+
+#[test]
+fn bodies_still_arriving_count_against_the_in_flight_budget() {
+    // A 16 MiB budget: 1 MiB for requests in flight. Bodies used to be
+    // reserved only once fully read, so any number of senders could each
+    // have up to 16 MiB buffered while the share read zero.
+    let loupe = Loupe::start(&["--memory-budget", "16MiB"]);
+    let in_flight = || loupe.metric("loupe_memory_used_bytes{share=\"in_flight\"}");
+    let first = stalled_upload(&loupe, 4 << 20, 700 << 10);
+    let held = wait_until(deadline_in(Duration::from_secs(10)), || {
+        in_flight() >= (700 << 10) as f64
+    });
+    assert!(held, "a body being received holds {} bytes", in_flight());
+
+    // A second body would take the share past 1 MiB: refused while it is
+    // still being sent, with the retry hint.
+    let mut second = stalled_upload(&loupe, 4 << 20, 700 << 10);
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = String::new();
+    let mut reader = std::io::BufReader::new(&mut second);
+    while !head.ends_with("\r\n\r\n") {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut reader, &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => head.push_str(&line),
+        }
+    }
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "answered {head:?}");
+    assert!(head.contains("retry-after: 1\r\n"), "{head}");
+
+    // Over gRPC, the same refusal is RESOURCE_EXHAUSTED with RetryInfo.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(async {
+        let mut client = LogsServiceClient::connect(loupe.grpc_url()).await.unwrap();
+        client
+            .export(logs_request("big", bodies("grpc-big", 8000)))
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    let retry = refused.get_details_retry_info().expect("RetryInfo detail");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+
+    // The stalled senders go away: their reservations with them.
+    drop((first, second));
+    let released = wait_until(deadline_in(Duration::from_secs(10)), || in_flight() == 0.0);
+    assert!(released, "still {} bytes in flight", in_flight());
+    let request = logs_request("after", bodies("after", 10));
+    let response = loupe.post("/v1/logs", PROTOBUF, request.encode_to_vec());
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 #[test]
