@@ -151,10 +151,10 @@ pub(crate) async fn window_stats(
 ) -> Result<WindowStats, QueryError> {
     let (lo, hi) = (start - 60_000_000_000, end + 60_000_000_000);
     let (sampled, share) = trace_share(engine, start, end).await?;
-    // One aggregate over the children of each span, joined twice: to the
-    // span itself (its children's time, errors and callee) and to its
-    // siblings (the calls made beside it). No per-span GROUP BY, no
-    // self-join.
+    // Two aggregates over the children of each span, each joined once:
+    // all children to the span itself (their time, errors and callee), and
+    // the calls among them to the span's siblings (the calls made beside
+    // it). No per-span GROUP BY, no self-join.
     let sql = format!(
         "WITH children AS (
              SELECT trace_id, parent_span_id AS span_id,
@@ -165,12 +165,22 @@ pub(crate) async fn window_stats(
                     min(service) AS service_lo,
                     max(CASE WHEN kind IN ('server', 'consumer') THEN name END) AS entry_op,
                     max(duration_ns) AS longest_ns,
-                    max(CASE WHEN kind IN ('server', 'consumer') THEN duration_ns END) AS longest_entry_ns,
-                    min(CASE WHEN kind IN ('client', 'producer') THEN CAST(start_time AS BIGINT) END) AS calls_t0,
-                    max(CASE WHEN kind IN ('client', 'producer') THEN CAST(start_time AS BIGINT) + duration_ns END) AS calls_t1,
-                    sum(CASE WHEN kind IN ('client', 'producer') THEN duration_ns END) AS calls_ns
+                    max(CASE WHEN kind IN ('server', 'consumer') THEN duration_ns END) AS longest_entry_ns
              FROM spans
              WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''{sampled}
+             GROUP BY trace_id, parent_span_id
+         ),
+         -- The calls among each span's children only: the sibling calls a
+         -- childless span is measured against, aggregated and hashed over
+         -- the calls alone rather than every child.
+         calls AS (
+             SELECT trace_id, parent_span_id AS span_id,
+                    min(CAST(start_time AS BIGINT)) AS calls_t0,
+                    max(CAST(start_time AS BIGINT) + duration_ns) AS calls_t1,
+                    sum(duration_ns) AS calls_ns
+             FROM spans
+             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''
+                   AND kind IN ('client', 'producer'){sampled}
              GROUP BY trace_id, parent_span_id
          ),
          per_span AS (
@@ -193,7 +203,7 @@ pub(crate) async fn window_stats(
                                         - greatest(CAST(p.start_time AS BIGINT), s.calls_t0)))
                                ELSE 0 END) AS self_ns
              -- RIGHT joins: the narrow aggregates are the hashed side.
-             FROM children s RIGHT JOIN (
+             FROM calls s RIGHT JOIN (
                  children c RIGHT JOIN spans p ON c.trace_id = p.trace_id AND c.span_id = p.span_id
              ) ON s.trace_id = p.trace_id AND s.span_id = p.parent_span_id
              WHERE p.start_time >= {start} AND p.start_time <= {end}{p_sampled}
