@@ -20,8 +20,8 @@ use loupe_query::{QueryEngine, QueryError, time_param};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use loupe_query::template_miner::TemplateMiner;
 pub use loupe_query::template_miner::template;
+use loupe_query::template_miner::{TemplateMiner, Tokens};
 
 /// Counts of templates in a set of lines, with one example line each.
 #[derive(Debug, Default)]
@@ -209,13 +209,14 @@ pub(crate) fn compare(before: &[LineRow], current: &[LineRow]) -> Vec<Compared> 
 /// [`compare`] of `before` with `current`, and of the older half of
 /// `before` with its newer half (`before` comes newest first) — how much
 /// the templates move within the baseline alone — mining every line once.
+/// Each window's lines come with their [`masked`] tokens.
 pub(crate) fn compare_with_halves(
-    before: &[LineRow],
-    current: &[LineRow],
+    (before, tokens_before): (&[LineRow], Vec<Option<Tokens>>),
+    (current, tokens_now): (&[LineRow], Vec<Option<Tokens>>),
 ) -> (Vec<Compared>, Vec<Compared>) {
     let mut miner = TemplateMiner::default();
-    let ids_before = mine(&mut miner, before);
-    let ids_now = mine(&mut miner, current);
+    let ids_before = mine_masked(&mut miner, before, tokens_before);
+    let ids_now = mine_masked(&mut miner, current, tokens_now);
     let now = count(&miner, (before, &ids_before), (current, &ids_now));
     let half = before.len() / 2;
     let (newer, older) = before.split_at(half);
@@ -277,6 +278,39 @@ fn mine(miner: &mut TemplateMiner, lines: &[LineRow]) -> Vec<Option<usize>> {
             |line| match (&line.service, &line.severity_text, &line.body) {
                 (Some(service), Some(severity), Some(body)) => {
                     Some(miner.add(&format!("{service}\u{1f}{severity}"), body))
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// The masked tokens of each line that [`mine_masked`] groups (none for a
+/// line without a service, severity or body): the per-line work of
+/// mining, which needs no miner and so runs as soon as a window's lines
+/// arrive.
+pub(crate) fn masked(lines: &[LineRow]) -> Vec<Option<Tokens>> {
+    (lines.iter())
+        .map(
+            |line| match (&line.service, &line.severity_text, &line.body) {
+                (Some(_), Some(_), Some(body)) => Some(Tokens::of(body)),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// [`mine`] of lines already [`masked`].
+fn mine_masked(
+    miner: &mut TemplateMiner,
+    lines: &[LineRow],
+    tokens: Vec<Option<Tokens>>,
+) -> Vec<Option<usize>> {
+    (lines.iter().zip(tokens))
+        .map(
+            |(line, tokens)| match (&line.service, &line.severity_text, tokens) {
+                (Some(service), Some(severity), Some(tokens)) => {
+                    Some(miner.add_tokens(&format!("{service}\u{1f}{severity}"), tokens))
                 }
                 _ => None,
             },
@@ -416,7 +450,8 @@ mod tests {
             line("s", "INFO", "step a done"),
         ];
         let current = vec![line("s", "INFO", "step b for user 3")];
-        let (now, halves) = compare_with_halves(&before, &current);
+        let (now, halves) =
+            compare_with_halves((&before, masked(&before)), (&current, masked(&current)));
         let counts = |list: &[Compared]| {
             let mut v: Vec<(String, u64, u64)> = (list.iter())
                 .map(|c| (c.template.clone(), c.before, c.current))

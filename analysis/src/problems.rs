@@ -58,10 +58,11 @@ use serde_json::{Value, json};
 
 use crate::dependency_errors;
 use crate::evidence;
-use crate::patterns::{Compared, by_event, compare_with_halves, operation_lines};
+use crate::patterns::{Compared, LineRow, by_event, compare_with_halves, masked, operation_lines};
 use crate::problem_ranking::{Signals, Suspect, SuspectKind, fold, rank};
 use crate::problem_windows::{blame_slow_callees, gauges, kept_calls, window_stats};
 use crate::subject::Subject;
+use loupe_query::template_miner::Tokens;
 
 const MAX_SUSPECTS: usize = 10;
 /// Suspects, from the top, whose example traces and log lines are looked
@@ -216,27 +217,51 @@ struct MinedLines {
     halves: Vec<Compared>,
     /// Per subject, in the incident and in the baseline.
     dependency_errors: (HashMap<Subject, f64>, HashMap<Subject, f64>),
-    /// How long fetching each window's lines (incident, baseline) and
-    /// mining them took.
+    /// How long fetching each window's lines (incident, baseline),
+    /// masking them (both windows, overlapping) and mining them took.
     fetched: (Duration, Duration),
+    masking: Duration,
     mining: Duration,
+}
+
+/// One window's log lines, their masked tokens, and how long fetching and
+/// masking took.
+type MaskedLines = (Vec<LineRow>, Vec<Option<Tokens>>, Duration, Duration);
+
+/// Fetches one window's log lines and masks them on a blocking thread as
+/// soon as they arrive: masking, most of mining's CPU work, then overlaps
+/// with the other window's fetch and the span statistics.
+async fn masked_lines(
+    engine: &QueryEngine,
+    start: i64,
+    end: i64,
+) -> Result<MaskedLines, QueryError> {
+    let (lines, fetched) = timed(operation_lines(engine, start, end)).await?;
+    tokio::task::spawn_blocking(move || {
+        let began = Instant::now();
+        let tokens = masked(&lines);
+        (lines, tokens, fetched, began.elapsed())
+    })
+    .await
+    .map_err(|e| QueryError::Internal(format!("log masking failed: {e}")))
 }
 
 /// Fetches both windows' log lines and mines them on a blocking thread:
 /// mining is CPU work that would stall the async workers, and it overlaps
-/// with the span statistics still being queried.
+/// with the span statistics still being queried. Templates are formed
+/// over the baseline first, then the incident, whichever arrives first.
 async fn mined_lines(
     engine: &QueryEngine,
     (start, end): (i64, i64),
     (baseline_start, baseline_end): (i64, i64),
 ) -> Result<MinedLines, QueryError> {
-    let ((now, t_now), (before, t_before)) = futures::try_join!(
-        timed(operation_lines(engine, start, end)),
-        timed(operation_lines(engine, baseline_start, baseline_end)),
+    let ((now, tokens_now, t_now, m_now), (before, tokens_before, t_before, m_before)) = futures::try_join!(
+        masked_lines(engine, start, end),
+        masked_lines(engine, baseline_start, baseline_end),
     )?;
     tokio::task::spawn_blocking(move || {
         let began = Instant::now();
-        let (changes, halves) = compare_with_halves(&before, &now);
+        let (changes, halves) = compare_with_halves((&before, tokens_before), (&now, tokens_now));
         let (changes, halves) = (by_event(changes), by_event(halves));
         let halves = evidence::without_onsets(halves, &changes);
         MinedLines {
@@ -247,6 +272,7 @@ async fn mined_lines(
                 dependency_errors::dependency_errors(&before),
             ),
             fetched: (t_now, t_before),
+            masking: m_now + m_before,
             mining: began.elapsed(),
         }
     })
@@ -275,6 +301,7 @@ pub async fn locate(
     timings.push("span_stats_baseline", t2);
     timings.push("log_lines_incident", mined.fetched.0);
     timings.push("log_lines_baseline", mined.fetched.1);
+    timings.push("log_masking", mined.masking);
     timings.push("log_mining", mined.mining);
     timings.push("gauges", t5);
     let (now, before) = &mined.dependency_errors;

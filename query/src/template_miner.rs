@@ -248,6 +248,19 @@ pub fn template(line: &str) -> String {
     tokens(line).join(" ")
 }
 
+/// A line's tokens with their variable parts masked, ready for
+/// [`TemplateMiner::add_tokens`]. Masking depends on the line alone, so
+/// the lines of one window can be masked (on another thread, while other
+/// lines are still being read) before they are grouped in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens(Vec<String>);
+
+impl Tokens {
+    pub fn of(line: &str) -> Self {
+        Tokens(tokens(line))
+    }
+}
+
 /// Where a line may find its template: its group, its token count and its
 /// first two tokens (`<*>` for any with a variable part).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -273,7 +286,12 @@ impl TemplateMiner {
     /// Adds `line` of `group` (lines of different groups never share a
     /// template — e.g. a service and severity) and returns its template id.
     pub fn add(&mut self, group: &str, line: &str) -> usize {
-        let toks = tokens(line);
+        self.add_tokens(group, Tokens::of(line))
+    }
+
+    /// [`Self::add`] of a line already masked with [`Tokens::of`]: the
+    /// masking, most of the work, needs no miner and can run elsewhere.
+    pub fn add_tokens(&mut self, group: &str, Tokens(toks): Tokens) -> usize {
         let prefix_token = |i: usize| match toks.get(i) {
             Some(t) if !t.contains(VAR) => t.clone(),
             Some(_) => VAR.to_string(),

@@ -51,6 +51,7 @@ fn db_slow_points_at_the_database() {
     for stage in [
         "span_stats_incident",
         "log_lines_baseline",
+        "log_masking",
         "log_mining",
         "total",
     ] {
