@@ -1,6 +1,7 @@
 //! The background work that tells the outside world something: capacity
 //! planning and alerting, with the one webhook delivery worker they share
-//! (one worker per outbox, so no message is delivered twice). Their state
+//! (one worker per outbox, so no message is delivered twice). They run on
+//! the maintenance leader only. Their state
 //! lives in the catalog's SQLite file; they read telemetry through the
 //! query engine.
 
@@ -169,30 +170,41 @@ pub fn open(
 }
 
 impl Background {
-    /// Runs the capacity and alerting loops and the delivery worker until `stop`.
+    /// Runs the capacity and alerting loops and the delivery worker while
+    /// this node leads maintenance (`leading`), until `stop`.
     pub fn spawn(
         &self,
+        leading: &watch::Receiver<bool>,
         stop: &watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
         let worker = self.worker.clone();
-        let worker_stop = stop.clone();
         let capacity = self.capacity.clone();
-        let capacity_stop = stop.clone();
         let alerts = self.alerts.clone();
-        let alerts_stop = stop.clone();
         vec![
-            tokio::spawn(async move {
-                worker.run(worker_stop).await;
-                Ok(())
-            }),
-            tokio::spawn(async move {
-                capacity.run(capacity_stop).await;
-                Ok(())
-            }),
-            tokio::spawn(async move {
-                alerts.run(alerts_stop).await;
-                Ok(())
-            }),
+            tokio::spawn(while_leading(leading.clone(), stop.clone(), move |end| {
+                worker.clone().run(end)
+            })),
+            tokio::spawn(while_leading(leading.clone(), stop.clone(), move |end| {
+                capacity.clone().run(end)
+            })),
+            tokio::spawn(while_leading(leading.clone(), stop.clone(), move |end| {
+                let alerts = alerts.clone();
+                async move { alerts.run(end).await }
+            })),
         ]
     }
+}
+
+/// [`crate::leader::while_leading`] as a task result.
+async fn while_leading<F, Fut>(
+    leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    job: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    crate::leader::while_leading(leading, stop, job).await;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use loupe_storage::{StorageConfig, SyncMode};
 use serde::Deserialize;
 
 use crate::access::{TokenList, TokenSpec};
+use crate::roles::Roles;
 
 /// A duration setting in the shared grammar (`300ms`, `15s`, `1.5h`, `7d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(DurationSetting, SizeSetting);
+deserialize_from_str!(DurationSetting, SizeSetting, Roles);
 
 /// Defines the settings struct (flags + env through clap, keys through
 /// serde), the resolved struct, and the table of defaults, from one list.
@@ -110,6 +111,10 @@ settings! {
     read_cache_size: SizeSetting = "1GiB", env "LOUPE_READ_CACHE_SIZE";
     /// Stored files no catalog row names are deleted once this old.
     orphan_grace: DurationSetting = "1h", env "LOUPE_ORPHAN_GRACE";
+    /// What this node does, comma-separated: `ingest` (OTLP listeners,
+    /// WAL, flushing), `query` (query APIs and UI), `compact` (competes
+    /// for the maintenance lease: compaction, retention, capacity, alerts).
+    role: Roles = "ingest,query,compact", env "LOUPE_ROLE";
     /// OTLP/gRPC listen address.
     otlp_grpc: SocketAddr = "127.0.0.1:4317", env "LOUPE_OTLP_GRPC";
     /// OTLP/HTTP listen address.
@@ -216,6 +221,7 @@ pub struct ServeArgs {
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    pub roles: Roles,
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
@@ -309,6 +315,7 @@ impl ServeArgs {
             ..QueryConfig::default()
         };
         Ok(ServeConfig {
+            roles: s.role,
             otlp_grpc: s.otlp_grpc,
             otlp_http: s.otlp_http,
             http: s.http,
@@ -483,6 +490,29 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(config.query.memory_limit, 1 << 20);
+    }
+
+    #[test]
+    fn roles_default_to_all_and_come_from_the_file() {
+        let config = ServeArgs::default().resolve().unwrap();
+        assert_eq!(config.roles, Roles::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loupe.toml");
+        std::fs::write(&path, "role = \"compact, query\"\n").unwrap();
+        let args = |role: Option<Roles>| ServeArgs {
+            config: Some(path.clone()),
+            settings: Settings {
+                role,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let roles = args(None).resolve().unwrap().roles;
+        assert_eq!(roles.to_string(), "query,compact");
+        let flag = "ingest".parse().unwrap();
+        assert_eq!(args(Some(flag)).resolve().unwrap().roles, flag);
+        std::fs::write(&path, "role = \"leader\"\n").unwrap();
+        assert!(args(None).resolve().is_err());
     }
 
     #[test]

@@ -6,8 +6,10 @@ mod allocator;
 mod background;
 mod config;
 mod gen_cmd;
+mod leader;
 mod listen;
 mod memory_gauges;
+mod roles;
 mod routes;
 mod serve;
 mod sql_client;
@@ -71,17 +73,31 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
     if demo.is_some() && config.listen.tls.is_some() {
         anyhow::bail!("--demo sends plain OTLP/gRPC; run it without TLS");
     }
+    if demo.is_some() && !config.roles.ingest {
+        anyhow::bail!("--demo sends telemetry to this node: it needs the ingest role");
+    }
     let terminated = serve::termination()?;
     let server = serve::Server::start(config).await?;
     let b = server.bound;
     // One line on stdout with the bound addresses, for people and scripts
     // (port 0 picks free ports).
-    println!(
-        "loupe listening otlp_grpc={} otlp_http={} http={}",
-        b.otlp_grpc, b.otlp_http, b.http
-    );
-    tracing::info!(otlp_grpc = %b.otlp_grpc, otlp_http = %b.otlp_http, http = %b.http, "Loupe is ready");
-    let demo = demo.map(|rate| serve::start_demo(b.otlp_grpc, rate, demo_token));
+    // Without the ingest role there are no OTLP listeners to name.
+    match b.otlp {
+        Some(otlp) => {
+            println!(
+                "loupe listening otlp_grpc={} otlp_http={} http={}",
+                otlp.grpc, otlp.http, b.http
+            );
+            tracing::info!(otlp_grpc = %otlp.grpc, otlp_http = %otlp.http, http = %b.http, "Loupe is ready");
+        }
+        None => {
+            println!("loupe listening http={}", b.http);
+            tracing::info!(http = %b.http, "Loupe is ready (no ingest role: no OTLP listeners)");
+        }
+    }
+    let demo = demo
+        .zip(b.otlp)
+        .map(|(rate, otlp)| serve::start_demo(otlp.grpc, rate, demo_token));
     terminated.await;
     tracing::info!("shutting down: finishing requests and flushing data");
     if let Some(demo) = demo {

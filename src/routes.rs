@@ -1,8 +1,10 @@
-//! The API port's routes: the query and analysis APIs plus health, readiness and
-//! self-metrics, with JSON 404s for every other `/api/` path; any other
-//! path is the web UI (`ui.rs`).
+//! The API port's routes: the query and analysis APIs plus health, readiness,
+//! self-metrics, splits and nodes, with JSON 404s for every other `/api/`
+//! path; any other path is the web UI (`ui.rs`). A node without the `query`
+//! role serves only the operational routes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,32 +14,64 @@ use axum::routing::get;
 use loupe_base::self_metrics::Registry;
 use loupe_query::QueryEngine;
 use loupe_storage::{Signal, Storage};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::roles::Roles;
+
+/// What `GET /api/v1/nodes` tells about this node.
+#[derive(Clone)]
+pub struct NodeStatus {
+    pub roles: Roles,
+    pub http_addr: String,
+    /// True while this node is the maintenance leader.
+    pub leading: watch::Receiver<bool>,
+}
 
 #[derive(Clone)]
 struct AppState {
     storage: Arc<Storage>,
     registry: Registry,
+    node: NodeStatus,
 }
 
-pub fn api_router(
-    storage: Arc<Storage>,
-    engine: Arc<QueryEngine>,
-    registry: Registry,
-    capacity: Arc<loupe_capacity::Capacity>,
-    alerts: Arc<loupe_alerts::Alerts>,
-) -> Router {
-    let ops = Router::new()
+/// Health, readiness, self-metrics, splits and nodes: on every node.
+pub fn ops_router(storage: Arc<Storage>, registry: Registry, node: NodeStatus) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/splits", get(splits))
-        .with_state(AppState { storage, registry });
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(AppState {
+            storage,
+            registry,
+            node,
+        })
+}
+
+/// The query, analysis, capacity and alert APIs and the UI: on `query` nodes.
+pub fn query_router(
+    engine: Arc<QueryEngine>,
+    capacity: Arc<loupe_capacity::Capacity>,
+    alerts: Arc<loupe_alerts::Alerts>,
+) -> Router {
     loupe_query::routes(engine.clone())
         .merge(loupe_analysis::routes(engine))
         .merge(loupe_capacity::api::router(capacity))
         .merge(loupe_alerts::api::router(alerts))
-        .merge(ops)
         .fallback(crate::ui::serve)
+}
+
+/// Every other path on a node without the `query` role: a clear refusal.
+pub async fn not_a_query_node() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "error": "this node serves no queries (its --role lacks query): ask a query node"
+        })),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -70,6 +104,67 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.registry.render(),
+    )
+        .into_response()
+}
+
+/// A node is listed while its heartbeat is at most this old (three beats).
+const LIVE_WITHIN: Duration = Duration::from_secs(15);
+
+/// The live nodes with their roles, and which of them leads maintenance:
+/// from the `nodes` and `leases` tables on a shared catalog, else just
+/// this node.
+async fn nodes(State(state): State<AppState>) -> Response {
+    let node = &state.node;
+    let me = state.storage.node_id().to_string();
+    let Some(db) = state.storage.postgres() else {
+        let leading = *node.leading.borrow();
+        return axum::Json(json!({
+            "leader": leading.then(|| json!({ "node": me, "epoch": null })),
+            "nodes": [{
+                "id": me,
+                "http_addr": node.http_addr,
+                "roles": node.roles.to_string(),
+                "heartbeat_age_secs": 0.0,
+                "leader": leading,
+            }],
+        }))
+        .into_response();
+    };
+    let read = async {
+        let live = loupe_catalog::pg::live_nodes(&db, LIVE_WITHIN).await?;
+        let holder = loupe_catalog::lease::holder(&db, loupe_catalog::lease::MAINTENANCE).await?;
+        Ok::<_, loupe_catalog::CatalogDbError>((live, holder))
+    };
+    let (live, holder) = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return unavailable(&e.to_string()),
+        Err(_) => return unavailable("the catalog did not answer within 5s"),
+    };
+    let leader_id = holder.as_ref().map(|(id, _)| id.as_str());
+    let list: Vec<serde_json::Value> = live
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "http_addr": n.http_addr,
+                "roles": n.roles,
+                "heartbeat_age_secs": n.heartbeat_age_secs,
+                "leader": leader_id == Some(n.id.as_str()),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "leader": holder.map(|(id, epoch)| json!({ "node": id, "epoch": epoch })),
+        "nodes": list,
+    }))
+    .into_response()
+}
+
+fn unavailable(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "error": format!("cannot read the nodes from the catalog: {why}") })),
     )
         .into_response()
 }

@@ -20,11 +20,18 @@ use crate::config::ServeConfig;
 use crate::listen::{self, Hardening};
 use crate::routes;
 
-/// Addresses actually bound (they differ from the configured ones for port 0).
+/// Addresses actually bound (they differ from the configured ones for port
+/// 0); no OTLP ones on a node without the `ingest` role.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
-    pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
+    pub otlp: Option<Otlp>,
+    pub http: SocketAddr,
+}
+
+/// The OTLP listeners' addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Otlp {
+    pub grpc: SocketAddr,
     pub http: SocketAddr,
 }
 
@@ -50,6 +57,7 @@ async fn heartbeat(
     db: Arc<loupe_catalog::pg::PgDb>,
     node: String,
     addr: String,
+    roles: String,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -63,7 +71,7 @@ async fn heartbeat(
         }
         let beat = tokio::time::timeout(
             HEARTBEAT_INTERVAL,
-            loupe_catalog::pg::heartbeat(&db, &node, &addr),
+            loupe_catalog::pg::heartbeat(&db, &node, &addr, &roles),
         )
         .await;
         match beat {
@@ -120,12 +128,24 @@ impl Server {
             engine.clone(),
         );
 
-        let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
-        let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
+        let roles = config.roles;
+        let otlp_listeners = if roles.ingest {
+            Some((
+                bind(config.otlp_grpc, "OTLP/gRPC").await?,
+                bind(config.otlp_http, "OTLP/HTTP").await?,
+            ))
+        } else {
+            None
+        };
         let api_listener = bind(config.http, "the API").await?;
         let bound = Bound {
-            otlp_grpc: grpc_listener.local_addr()?,
-            otlp_http: http_listener.local_addr()?,
+            otlp: match &otlp_listeners {
+                Some((grpc, http)) => Some(Otlp {
+                    grpc: grpc.local_addr()?,
+                    http: http.local_addr()?,
+                }),
+                None => None,
+            },
             http: api_listener.local_addr()?,
         };
 
@@ -143,51 +163,81 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let routes = loupe_ingest::grpc_routes(ingestor.clone(), config.max_request_bytes);
-        let incoming = listen::grpc_incoming(grpc_listener, &rules, stop_rx.clone());
-        let grpc_stop = stopped(stop_rx.clone());
-        let request_timeout = config.request_timeout;
-        let keepalive = Some(rules.http2_keepalive);
-        let interceptor = access::grpc::interceptor(access.clone());
-        let max_streams = rules.http2_max_streams;
-        tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .timeout(request_timeout)
-                .http2_keepalive_interval(keepalive)
-                .http2_keepalive_timeout(keepalive)
-                .max_concurrent_streams(Some(max_streams))
-                .layer(tonic::service::InterceptorLayer::new(interceptor))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, grpc_stop)
-                .await
-                .context("OTLP/gRPC server")
-        }));
+        if let Some((grpc_listener, http_listener)) = otlp_listeners {
+            let routes = loupe_ingest::grpc_routes(ingestor.clone(), config.max_request_bytes);
+            let incoming = listen::grpc_incoming(grpc_listener, &rules, stop_rx.clone());
+            let grpc_stop = stopped(stop_rx.clone());
+            let request_timeout = config.request_timeout;
+            let keepalive = Some(rules.http2_keepalive);
+            let interceptor = access::grpc::interceptor(access.clone());
+            let max_streams = rules.http2_max_streams;
+            tasks.push(tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .timeout(request_timeout)
+                    .http2_keepalive_interval(keepalive)
+                    .http2_keepalive_timeout(keepalive)
+                    .max_concurrent_streams(Some(max_streams))
+                    .layer(tonic::service::InterceptorLayer::new(interceptor))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, grpc_stop)
+                    .await
+                    .context("OTLP/gRPC server")
+            }));
 
-        let otlp_http = access::http::guard(
-            loupe_ingest::http::router(ingestor, config.max_request_bytes, config.request_timeout),
-            access.clone(),
-            Listener::Otlp,
-        );
-        tasks.push(tokio::spawn(listen::serve_http(
-            http_listener,
-            otlp_http,
-            rules.clone(),
-            stop_rx.clone(),
-        )));
+            let otlp_http = access::http::guard(
+                loupe_ingest::http::router(
+                    ingestor,
+                    config.max_request_bytes,
+                    config.request_timeout,
+                ),
+                access.clone(),
+                Listener::Otlp,
+            );
+            tasks.push(tokio::spawn(listen::serve_http(
+                http_listener,
+                otlp_http,
+                rules.clone(),
+                stop_rx.clone(),
+            )));
+        }
 
-        tasks.extend(background.spawn(&stop_rx));
+        let (leading, leader_tasks) = crate::leader::start(
+            &storage,
+            roles.compact,
+            &config.storage.catalog_url,
+            &registry,
+            &stop_rx,
+        )
+        .await?;
+        tasks.extend(leader_tasks);
+        tasks.extend(background.spawn(&leading, &stop_rx));
         if let Some(db) = storage.postgres() {
             let (node, addr) = (storage.node_id().to_string(), bound.http.to_string());
-            tasks.push(tokio::spawn(heartbeat(db, node, addr, stop_rx.clone())));
+            tasks.push(tokio::spawn(heartbeat(
+                db,
+                node,
+                addr,
+                roles.to_string(),
+                stop_rx.clone(),
+            )));
         }
-        let api = routes::api_router(
-            storage.clone(),
-            engine,
-            registry,
-            background.capacity.clone(),
-            background.alerts.clone(),
-        )
-        .merge(access::http::routes(access.clone(), rules.tls()));
+        let status = routes::NodeStatus {
+            roles,
+            http_addr: bound.http.to_string(),
+            leading,
+        };
+        let mut api = routes::ops_router(storage.clone(), registry, status);
+        if roles.query {
+            api = routes::query_router(
+                engine,
+                background.capacity.clone(),
+                background.alerts.clone(),
+            )
+            .merge(api);
+        } else {
+            api = api.fallback(routes::not_a_query_node);
+        }
+        let api = api.merge(access::http::routes(access.clone(), rules.tls()));
         let api = access::http::guard(api, access, Listener::Api);
         tasks.push(tokio::spawn(listen::serve_http(
             api_listener,
@@ -231,11 +281,16 @@ fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result
     if access.required() {
         return Ok(());
     }
-    let listeners = [
-        ("OTLP/gRPC", config.otlp_grpc),
-        ("OTLP/HTTP", config.otlp_http),
-        ("the API", config.http),
-    ];
+    let mut listeners = vec![("the API", config.http)];
+    if config.roles.ingest {
+        listeners.splice(
+            0..0,
+            [
+                ("OTLP/gRPC", config.otlp_grpc),
+                ("OTLP/HTTP", config.otlp_http),
+            ],
+        );
+    }
     let open = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
     if let Some((what, addr)) = open
         && config.access.insecure_no_auth

@@ -7,6 +7,7 @@
 //! components evolve independently and a second implementation (PostgreSQL)
 //! can keep the same bookkeeping.
 
+pub mod lease;
 pub mod pg;
 
 use std::path::Path;

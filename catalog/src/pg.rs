@@ -182,12 +182,15 @@ pub async fn migrate(client: &mut Client, schemas: &[&PgSchema]) -> Result<(), C
 /// is gone.
 pub const NODES_SCHEMA: PgSchema = PgSchema {
     component: "nodes",
-    migrations: &["CREATE TABLE nodes (
-        id            TEXT PRIMARY KEY,
-        http_addr     TEXT NOT NULL,
-        started_at    TIMESTAMPTZ NOT NULL,
-        heartbeat_at  TIMESTAMPTZ NOT NULL
-    )"],
+    migrations: &[
+        "CREATE TABLE nodes (
+            id            TEXT PRIMARY KEY,
+            http_addr     TEXT NOT NULL,
+            started_at    TIMESTAMPTZ NOT NULL,
+            heartbeat_at  TIMESTAMPTZ NOT NULL
+        )",
+        "ALTER TABLE nodes ADD COLUMN roles TEXT NOT NULL DEFAULT ''",
+    ],
 };
 
 /// A node as its heartbeat row describes it.
@@ -195,19 +198,27 @@ pub const NODES_SCHEMA: PgSchema = PgSchema {
 pub struct NodeInfo {
     pub id: String,
     pub http_addr: String,
+    /// Its roles, comma-separated (`ingest,query,compact`).
+    pub roles: String,
     /// Seconds since its last heartbeat.
     pub heartbeat_age_secs: f64,
 }
 
-/// Records that node `id` (serving its API on `http_addr`) is alive now.
-pub async fn heartbeat(db: &PgDb, id: &str, http_addr: &str) -> Result<(), CatalogDbError> {
+/// Records that node `id` (serving its API on `http_addr`, with `roles`)
+/// is alive now.
+pub async fn heartbeat(
+    db: &PgDb,
+    id: &str,
+    http_addr: &str,
+    roles: &str,
+) -> Result<(), CatalogDbError> {
     let client = db.client().await?;
     let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
     client
         .execute(
-            "INSERT INTO nodes (id, http_addr, started_at, heartbeat_at) VALUES ($1, $2, now(), now())
-             ON CONFLICT (id) DO UPDATE SET http_addr = excluded.http_addr, heartbeat_at = now()",
-            &[&id, &http_addr],
+            "INSERT INTO nodes (id, http_addr, roles, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())
+             ON CONFLICT (id) DO UPDATE SET http_addr = excluded.http_addr, roles = excluded.roles, heartbeat_at = now()",
+            &[&id, &http_addr, &roles],
         )
         .await?;
     Ok(())
@@ -219,7 +230,7 @@ pub async fn live_nodes(db: &PgDb, within: Duration) -> Result<Vec<NodeInfo>, Ca
     let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
     let rows = client
         .query(
-            "SELECT id, http_addr, extract(epoch FROM now() - heartbeat_at)::float8
+            "SELECT id, http_addr, roles, extract(epoch FROM now() - heartbeat_at)::float8
              FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
             &[&within.as_secs_f64()],
         )
@@ -229,7 +240,8 @@ pub async fn live_nodes(db: &PgDb, within: Duration) -> Result<Vec<NodeInfo>, Ca
         .map(|row| NodeInfo {
             id: row.get(0),
             http_addr: row.get(1),
-            heartbeat_age_secs: row.get(2),
+            roles: row.get(2),
+            heartbeat_age_secs: row.get(3),
         })
         .collect())
 }

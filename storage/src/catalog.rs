@@ -38,7 +38,8 @@ pub struct SplitMeta {
     pub services: Vec<String>,
     pub created_at: i64,
     /// The node that wrote it, in a catalog several nodes share (`None`:
-    /// this node's own catalog); a node compacts and expires only its own.
+    /// this node's own catalog). A split a compaction wrote names the
+    /// maintenance leader that wrote it, whoever wrote its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }

@@ -140,6 +140,22 @@ impl Catalog for PgCatalog {
         let mut client = self.db.client().await?;
         let client = client.as_mut().ok_or(CatalogDbError::Closed)?;
         let tx = client.transaction().await.map_err(pg)?;
+        // Only compaction and retention swap splits, and only the
+        // maintenance leader runs them: fence out a deposed one. Sharing
+        // the lease row's lock also holds off a takeover until this commits.
+        let leading = tx
+            .query_opt(
+                "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND expires_at > now() FOR SHARE",
+                &[&loupe_catalog::lease::MAINTENANCE, &self.node],
+            )
+            .await
+            .map_err(pg)?;
+        if leading.is_none() {
+            return Err(StorageError::Internal(
+                "not the maintenance leader (its lease expired or passed on): split swap refused"
+                    .into(),
+            ));
+        }
         for id in remove {
             if tx
                 .execute("DELETE FROM splits WHERE id = $1", &[id])

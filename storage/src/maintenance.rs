@@ -143,35 +143,50 @@ pub fn plan_merges(
     merges
 }
 
-/// Compaction and retention over the splits of every signal; `Storage`
-/// owns one and runs it on an interval (or a test calls it directly).
+/// Compaction and retention over the splits of every signal (every
+/// node's, on a shared catalog: only the maintenance leader runs them);
+/// `Storage` owns one and runs it on an interval while `gate` is on (or a
+/// test calls it directly).
 pub(crate) struct Maintenance {
     config: MaintenanceConfig,
     files: Arc<SplitFiles>,
+    gate: watch::Receiver<bool>,
 }
 
 impl Maintenance {
-    pub(crate) fn new(config: MaintenanceConfig, files: Arc<SplitFiles>) -> Maintenance {
-        Maintenance { config, files }
+    pub(crate) fn new(
+        config: MaintenanceConfig,
+        files: Arc<SplitFiles>,
+        gate: watch::Receiver<bool>,
+    ) -> Maintenance {
+        Maintenance {
+            config,
+            files,
+            gate,
+        }
     }
 
-    /// Whether this node wrote `split`: in a shared catalog each node
-    /// compacts and expires only its own files, so two nodes never swap
-    /// out the same split.
-    fn own(&self, split: &SplitMeta) -> bool {
-        split
-            .node
-            .as_deref()
-            .is_none_or(|n| n == self.files.node_id)
+    /// Whether this node may maintain now, checked before each merge and
+    /// deletion: one that lost the lead stops at the next step. (A merge
+    /// two leaders raced for is still safe: the catalog swaps a split out
+    /// only once, and the loser's commit fails.)
+    fn leading(&self) -> bool {
+        *self.gate.borrow()
     }
 
-    /// Compacts, then enforces retention, every `interval` until `stop`.
+    /// Compacts, then enforces retention, every `interval` while the gate
+    /// is on, until `stop`.
     pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gate = self.gate.clone();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                led = gate.wait_for(|on| *on) => if led.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
             if let Err(e) = self.compact().await {
@@ -193,6 +208,9 @@ impl Maintenance {
         // is in both, never only in the listing.
         let stored = self.files.store.list().await?;
         let listed = self.files.catalog.list_splits().await?;
+        if !self.leading() {
+            return Ok(0);
+        }
         delete_orphans(&self.files.store, stored, &listed, self.config.orphan_grace).await
     }
 
@@ -200,9 +218,11 @@ impl Maintenance {
     pub(crate) async fn compact(&self) -> Result<usize> {
         let mut done = 0;
         for signal in Signal::ALL {
-            let mut splits = self.files.shared.snapshot(signal).splits;
-            splits.retain(|s| self.own(s));
+            let splits = self.files.shared.snapshot(signal).splits;
             for group in plan_merges(&splits, &self.config, loupe_base::clock::now_nanos()) {
+                if !self.leading() {
+                    return Ok(done);
+                }
                 self.merge(signal, group).await?;
                 done += 1;
             }
@@ -263,10 +283,10 @@ impl Maintenance {
                 .snapshot(signal)
                 .splits
                 .iter()
-                .filter(|s| self.own(s) && s.max_time < cutoff)
+                .filter(|s| s.max_time < cutoff)
                 .map(|s| SplitMeta::clone(s))
                 .collect();
-            if !expired.is_empty() {
+            if !expired.is_empty() && self.leading() {
                 dropped += expired.len();
                 self.files.replace(signal, &expired, Vec::new()).await?;
                 tracing::info!(%signal, files = expired.len(), "dropped splits past retention");

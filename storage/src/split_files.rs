@@ -2,7 +2,8 @@
 //! rows — the one place flush and maintenance both go through, so the
 //! catalog, the in-memory split lists and the object store stay in step.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::catalog::{Catalog, SplitMeta};
@@ -21,6 +22,19 @@ pub(crate) struct SplitFiles {
     pub(crate) shared: Arc<Shared>,
     /// Replaced files stay this long, for queries still reading them.
     pub(crate) delete_grace: Duration,
+    /// This node's recent catalog changes, so a reload that read the
+    /// catalog before them does not undo them.
+    pub(crate) recent: Mutex<RecentChanges>,
+}
+
+/// Splits this node published or removed, each with the change counter
+/// at the time: a reload started at counter `n` read the catalog before
+/// every change numbered above `n`.
+#[derive(Default)]
+pub(crate) struct RecentChanges {
+    counter: u64,
+    published: HashMap<String, u64>,
+    removed: HashMap<String, u64>,
 }
 
 impl SplitFiles {
@@ -38,32 +52,66 @@ impl SplitFiles {
         Ok(())
     }
 
-    /// Reloads other nodes' splits from a shared catalog (this node's own
-    /// stay as this node keeps them): a split another node published shows
-    /// up here, one it replaced goes.
-    pub(crate) async fn refresh_foreign(&self) -> Result<()> {
+    /// Records that `published` were committed and `removed` deleted by
+    /// this node: call after the catalog commit, before the in-memory lists
+    /// change. (Only a shared catalog is reloaded, so only there it counts.)
+    pub(crate) fn note_committed(&self, published: &[SplitMeta], removed: &[SplitMeta]) {
+        if self.pg.is_none() {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.counter += 1;
+        let n = recent.counter;
+        for split in published {
+            recent.published.insert(split.id.clone(), n);
+        }
+        for split in removed {
+            recent.removed.insert(split.id.clone(), n);
+        }
+    }
+
+    /// Reloads the split list from a shared catalog. Other nodes' splits
+    /// are taken as listed (one another node published shows up here, one
+    /// it replaced goes); this node's own are never added (a flush adds
+    /// them together with removing their rows from the memtable) but go
+    /// once the catalog no longer names them — the maintenance leader
+    /// compacted or expired them. Returns whether the listing predates some
+    /// of this node's own changes: then it may also miss what replaced
+    /// them, and the caller reloads again shortly.
+    pub(crate) async fn refresh(&self) -> Result<bool> {
+        let since = self
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counter;
+        let listed = self.catalog.list_splits().await?;
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let newer =
+            |changes: &HashMap<String, u64>, id: &str| changes.get(id).is_some_and(|&n| n > since);
         let own = |s: &SplitMeta| s.node.as_deref().is_none_or(|n| n == self.node_id);
-        let foreign: Vec<SplitMeta> = self
-            .catalog
-            .list_splits()
-            .await?
-            .into_iter()
-            .filter(|s| !own(s))
-            .collect();
+        let names: HashSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
         self.shared.with_state(|state| {
             for signal in Signal::ALL {
                 let list = &mut state.splits[signal.index()];
-                list.retain(|s| own(s));
+                list.retain(|s| {
+                    own(s) && (names.contains(s.id.as_str()) || newer(&recent.published, &s.id))
+                });
                 list.extend(
-                    foreign
+                    listed
                         .iter()
-                        .filter(|s| s.signal == signal)
+                        .filter(|s| s.signal == signal && !own(s))
+                        .filter(|s| !newer(&recent.removed, &s.id))
                         .cloned()
                         .map(Arc::new),
                 );
             }
         });
-        Ok(())
+        drop(recent);
+        // Changes this reload saw need no protection any more.
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.published.retain(|_, n| *n > since);
+        recent.removed.retain(|_, n| *n > since);
+        Ok(!recent.published.is_empty() || !recent.removed.is_empty())
     }
 
     /// Best-effort removal of files no catalog row names (yet): whatever
@@ -85,6 +133,7 @@ impl SplitFiles {
     ) -> Result<()> {
         let remove: Vec<String> = old.iter().map(|s| s.id.clone()).collect();
         self.catalog.replace_splits(&remove, &new).await?;
+        self.note_committed(&new, old);
         self.shared.with_state(|state| {
             let list = &mut state.splits[signal.index()];
             list.retain(|s| !old.iter().any(|o| o.id == s.id));

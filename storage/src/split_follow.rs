@@ -1,6 +1,6 @@
 //! Following other nodes' splits in a shared PostgreSQL catalog: every
 //! change of the split list is announced (`NOTIFY loupe_splits`), and each
-//! node reloads the others' splits as soon as one arrives — so a query on
+//! node reloads the split list as soon as one arrives — so a query on
 //! any node sees a split about as soon as it commits — and every few
 //! seconds besides, in case a notification was lost with its connection.
 
@@ -11,6 +11,10 @@ use tokio::sync::watch;
 
 use crate::catalog_pg::SPLITS_CHANNEL;
 use crate::split_files::SplitFiles;
+
+/// Reload this soon when a listing was older than this node's own latest
+/// changes (its files may have been replaced meanwhile).
+const RELOAD_AGAIN: Duration = Duration::from_millis(250);
 
 /// Reload without a notification this often.
 const FALLBACK_RELOAD: Duration = Duration::from_secs(10);
@@ -26,9 +30,13 @@ pub(crate) async fn follow(files: Arc<SplitFiles>, url: String, mut stop: watch:
             }
         };
         loop {
-            if let Err(e) = files.refresh_foreign().await {
-                tracing::warn!(error = %e, "reloading other nodes' splits failed; will retry");
-            }
+            let again = match files.refresh().await {
+                Ok(stale) => stale,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reloading the split list failed; will retry");
+                    false
+                }
+            };
             let announced = async {
                 match listener.as_mut() {
                     Some(l) => {
@@ -42,6 +50,8 @@ pub(crate) async fn follow(files: Arc<SplitFiles>, url: String, mut stop: watch:
             };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
+                // The listing predated this node's own last changes.
+                _ = tokio::time::sleep(RELOAD_AGAIN), if again => {}
                 open = announced => if !open { break },
                 _ = tokio::time::sleep(FALLBACK_RELOAD) => if listener.is_none() { break },
             }

@@ -102,6 +102,8 @@ pub struct Storage {
     closing: AtomicBool,
     /// Tells the background tasks (flusher, maintenance) to stop.
     stop: watch::Sender<bool>,
+    /// Whether this node compacts, expires and collects orphans now.
+    maintaining: watch::Sender<bool>,
     index_cache: IndexCache<LogIndex>,
     trace_index_cache: IndexCache<TraceIndexHead>,
 }
@@ -161,6 +163,7 @@ impl Storage {
                     &[
                         &crate::catalog_pg::PG_SCHEMA,
                         &loupe_catalog::pg::NODES_SCHEMA,
+                        &loupe_catalog::lease::LEASES_SCHEMA,
                     ],
                 )
                 .await?,
@@ -239,8 +242,17 @@ impl Storage {
             store: splits,
             shared: shared.clone(),
             delete_grace: config.maintenance.delete_grace,
+            recent: Default::default(),
         });
-        let maintenance = Arc::new(Maintenance::new(config.maintenance.clone(), files.clone()));
+        // A node on its own SQLite catalog is the only one: it maintains
+        // from the start. On a shared catalog the lease holder does, once
+        // told so through [`Storage::set_maintaining`].
+        let (maintaining, gate) = watch::channel(files.pg.is_none());
+        let maintenance = Arc::new(Maintenance::new(
+            config.maintenance.clone(),
+            files.clone(),
+            gate,
+        ));
         let (wal_tx, wal_rx) = mpsc::channel(config.queue_depth.max(1));
         let wal_thread = writer::spawn(wal, wal_rx, shared.clone())
             .map_err(|e| StorageError::io("start WAL thread for", &wal_dir, e))?;
@@ -255,6 +267,7 @@ impl Storage {
             flush_locks: Default::default(),
             closing: AtomicBool::new(false),
             stop: watch::channel(false).0,
+            maintaining,
             index_cache: IndexCache::new(log_index_cache_bytes),
             trace_index_cache: IndexCache::new(TRACE_INDEX_CACHE_BYTES),
         });
@@ -289,6 +302,14 @@ impl Storage {
     /// positions in a shared catalog and its row in `nodes`.
     pub fn node_id(&self) -> &str {
         &self.files.node_id
+    }
+
+    /// Turns compaction, retention and orphan collection on or off: on a
+    /// shared catalog only the maintenance leader runs them (it maintains
+    /// every node's files); a pass in progress stops before its next merge
+    /// or deletion once turned off. On by default with a SQLite catalog.
+    pub fn set_maintaining(&self, on: bool) {
+        self.maintaining.send_replace(on);
     }
 
     /// The PostgreSQL catalog, when `--catalog` names one.
@@ -459,6 +480,7 @@ impl Storage {
             }
             tracing::warn!(error = %e, "flush commit reported an error but is in the catalog");
         }
+        self.files.note_committed(&metas, &[]);
         let flushed_through = self.shared.with_state(|state| {
             state.splits[signal.index()].extend(metas.into_iter().map(Arc::new));
             let freed = state.memtables[signal.index()].remove_through(last_seq);

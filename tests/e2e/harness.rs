@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::shared::{EPHEMERAL_PORTS, listening_addr};
+use crate::shared::{EPHEMERAL_PORTS, listening_addr, listening_addr_if_any};
 
 pub struct Loupe {
     child: Option<Child>,
@@ -184,8 +184,12 @@ impl Loupe {
             "unexpected first line {line:?}; log:\n{}",
             self.log()
         );
-        self.grpc = parse_addr(&line, "otlp_grpc");
-        self.otlp_http = parse_addr(&line, "otlp_http");
+        // A node without the ingest role names no OTLP listeners.
+        let unbound = || "127.0.0.1:0".parse().unwrap();
+        let otlp =
+            |key| listening_addr_if_any(&line, key).map_or_else(unbound, |a| a.parse().unwrap());
+        self.grpc = otlp("otlp_grpc");
+        self.otlp_http = otlp("otlp_http");
         self.http = parse_addr(&line, "http");
         self.child = Some(child);
     }

@@ -445,7 +445,8 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
 
     // A second node on the same bucket and catalog reads the first one's
     // files, and with eager compaction and a 1 s retention of its own
-    // leaves them alone: each node maintains only what it wrote.
+    // leaves them alone: the first node holds the maintenance lease (its
+    // restart resumed it), so only the first node's settings apply.
     let files_before = s3.keys("loupe", "cluster/");
     let other = Loupe::start_with_env(
         &[
@@ -630,4 +631,277 @@ fn postgres_migrations_apply_once_in_order_and_refuse_a_newer_schema() {
             "{err}"
         );
     });
+}
+
+/// The lease SQL against a real PostgreSQL: one holder at a time, renewals
+/// keep it, a holder that stops renewing loses it to the next contender
+/// within TTL + one renewal, and every change of hands bumps the epoch.
+#[test]
+fn a_lease_has_one_holder_and_passes_on_when_renewals_stop() {
+    use loupe_catalog::lease::{self, LEASES_SCHEMA, LeaseTiming};
+    use loupe_catalog::pg::PgDb;
+    use tokio::sync::watch;
+    let pg = Postgres::start();
+    let url = pg.url();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = PgDb::open(&url, &[&LEASES_SCHEMA]).await.unwrap();
+        let ttl = Duration::from_secs(2);
+        // The SQL alone: the first taker gets epoch 1, a contender nothing,
+        // a renewal the same epoch.
+        assert_eq!(lease::acquire(&db, "job", "a", ttl).await.unwrap(), Some(1));
+        assert_eq!(lease::acquire(&db, "job", "b", ttl).await.unwrap(), None);
+        assert_eq!(lease::acquire(&db, "job", "a", ttl).await.unwrap(), Some(1));
+        assert_eq!(
+            lease::holder(&db, "job").await.unwrap(),
+            Some(("a".to_string(), 1))
+        );
+        // "a" stops renewing: "b", trying every 100 ms, gets it once it expires.
+        let last_renewal = std::time::Instant::now();
+        let epoch = loop {
+            if let Some(epoch) = lease::acquire(&db, "job", "b", ttl).await.unwrap() {
+                break epoch;
+            }
+            assert!(last_renewal.elapsed() < ttl + Duration::from_secs(2));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(last_renewal.elapsed() >= ttl - Duration::from_millis(100));
+        assert_eq!(epoch, 2);
+        assert_eq!(lease::acquire(&db, "job", "a", ttl).await.unwrap(), None);
+        // Released, it goes to the next contender at once.
+        lease::release(&db, "job", "b").await.unwrap();
+        assert_eq!(lease::acquire(&db, "job", "a", ttl).await.unwrap(), Some(3));
+
+        // Two nodes competing through `hold`: exactly one leads at any
+        // sample; killing the leader's task (no release, like kill -9)
+        // hands the lead over within TTL + a renewal.
+        let timing = LeaseTiming {
+            ttl: Duration::from_secs(3),
+            renew: Duration::from_millis(500),
+        };
+        let mut contenders = Vec::new();
+        for name in ["x", "y"] {
+            let db = PgDb::open(&url, &[]).await.unwrap();
+            let (lead_tx, lead_rx) = watch::channel(false);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(async move {
+                lease::hold(&db, "maintenance", name, timing, &lead_tx, stop_rx).await;
+            });
+            contenders.push((name, lead_rx, stop_tx, task));
+        }
+        let leaders = |c: &Vec<(&str, watch::Receiver<bool>, _, _)>| -> Vec<String> {
+            c.iter()
+                .filter(|(_, rx, _, _)| *rx.borrow())
+                .map(|(n, _, _, _)| n.to_string())
+                .collect()
+        };
+        let mut led = Vec::new();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = leaders(&contenders);
+            assert!(now.len() <= 1, "two leaders at once: {now:?}");
+            led = now;
+        }
+        assert_eq!(led.len(), 1, "nobody leads");
+        let first = led[0].clone();
+        let (_, _, _, task) = contenders.iter().find(|(n, ..)| *n == first).unwrap();
+        task.abort();
+        let killed = std::time::Instant::now();
+        let (_, other, _, _) = contenders.iter().find(|(n, ..)| *n != first).unwrap();
+        let mut other = other.clone();
+        tokio::time::timeout(timing.ttl + timing.renew * 2, other.wait_for(|l| *l))
+            .await
+            .expect("the other contender took over in time")
+            .unwrap();
+        println!(
+            "lease taken over {:?} after its holder died",
+            killed.elapsed()
+        );
+        let (holder, epoch) = lease::holder(&db, "maintenance").await.unwrap().unwrap();
+        assert_ne!(holder, first);
+        assert_eq!(epoch, 2, "the takeover bumped the epoch");
+        for (_, _, stop, task) in contenders {
+            stop.send_replace(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // A clean stop released it.
+        assert_eq!(lease::holder(&db, "maintenance").await.unwrap(), None);
+    });
+}
+
+/// `loupe_leader{job="maintenance"}` of a node.
+fn leads(loupe: &Loupe) -> bool {
+    loupe.metric("loupe_leader") == 1.0
+}
+
+/// Roles over one bucket and catalog: two `ingest,query` nodes, a
+/// `query,compact` and a `compact` one. Exactly one compact node leads;
+/// it compacts the ingest nodes' files (which they then stop listing);
+/// killed with -9, its lease goes to the other within seconds and ingest
+/// on both ingest nodes carries on.
+#[test]
+fn one_maintenance_leader_among_roles_and_a_takeover_when_it_dies() {
+    let pg = Postgres::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("loupe");
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let catalog = pg.url();
+    let node = |role: &str| {
+        Loupe::start_with_env(
+            &[
+                "--role",
+                role,
+                "--storage",
+                "s3://loupe/roles",
+                "--catalog",
+                &catalog,
+                "--flush-interval",
+                "1s",
+                "--compaction-interval",
+                "1s",
+                "--compaction-min-files",
+                "2",
+            ],
+            &env,
+        )
+    };
+    let a = node("ingest,query");
+    let b = node("ingest,query");
+    let c = node("query,compact");
+    let d = node("compact");
+    let id = |l: &Loupe| std::fs::read_to_string(l.data_dir().join("node_id")).unwrap();
+
+    // Only ingest nodes listen for OTLP; a node without `query` refuses queries.
+    assert_eq!((c.grpc.port(), d.grpc.port()), (0, 0));
+    assert_ne!(a.grpc.port(), 0);
+    let refused = d
+        .client()
+        .post(d.api_url("/api/v1/sql"))
+        .json(&serde_json::json!({"sql": "SELECT 1"}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 404);
+    assert!(refused.text().unwrap().contains("query"));
+    assert_eq!(d.healthz(), 200);
+
+    // Exactly one compact node leads; the others report 0.
+    let one_leader = wait_until(deadline_in(Duration::from_secs(20)), || {
+        leads(&c) != leads(&d)
+    });
+    assert!(
+        one_leader,
+        "no single leader; logs:\n{}\n{}",
+        c.log(),
+        d.log()
+    );
+    assert!(!leads(&a) && !leads(&b));
+    let leader_is_c = leads(&c);
+    let (mut leader, heir) = if leader_is_c { (c, d) } else { (d, c) };
+    let (leader_id, heir_id) = (id(&leader), id(&heir));
+
+    // The nodes API lists every node with its roles and the leader.
+    let mut listed = Value::Null;
+    let all_four = wait_until(deadline_in(Duration::from_secs(20)), || {
+        listed = get(&a, "/api/v1/nodes");
+        listed["nodes"].as_array().is_some_and(|n| n.len() == 4)
+    });
+    assert!(all_four, "{listed}");
+    assert_eq!(listed["leader"]["node"], leader_id.as_str());
+    let first_epoch = listed["leader"]["epoch"].as_i64().unwrap();
+    let mut roles: Vec<String> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["roles"].as_str().unwrap().to_string())
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        ["compact", "ingest,query", "ingest,query", "query,compact"]
+    );
+
+    // Both ingest nodes take data; the leader compacts their files, and
+    // every query node still counts each record once.
+    generate(&a, &["--rate", "40", "--duration", "2s", "--seed", "1"]);
+    generate(&b, &["--rate", "40", "--duration", "2s", "--seed", "2"]);
+    let agree = |nodes: &[&Loupe]| -> Option<u64> {
+        let counts: Vec<u64> = nodes
+            .iter()
+            .map(|n| n.count("SELECT count(*) FROM logs") + n.count("SELECT count(*) FROM spans"))
+            .collect();
+        counts.windows(2).all(|w| w[0] == w[1]).then(|| counts[0])
+    };
+    let compacted_by = |node: &str| {
+        a.splits("logs")
+            .iter()
+            .chain(a.splits("spans").iter())
+            .any(|s| s["node"] == node)
+    };
+    let flushed = || {
+        ["logs", "spans"]
+            .iter()
+            .all(|s| all_flushed(&a, s) && all_flushed(&b, s))
+    };
+    // c is the third query node, whether it leads or not.
+    let query_c = if leader_is_c { &leader } else { &heir };
+    let mut total = 0;
+    let settled = wait_until(deadline_in(Duration::from_secs(40)), || {
+        flushed()
+            && compacted_by(&leader_id)
+            && agree(&[&a, &b, query_c]).is_some_and(|n| {
+                total = n;
+                n > 0
+            })
+    });
+    assert!(
+        settled,
+        "no compaction by the leader, or counts differ; leader's log:\n{}",
+        leader.log()
+    );
+
+    // kill -9 the leader: the other compact node takes over within seconds.
+    leader.kill9();
+    let killed = std::time::Instant::now();
+    let took_over = wait_until(deadline_in(Duration::from_secs(15)), || leads(&heir));
+    assert!(took_over, "no takeover within 15 s; log:\n{}", heir.log());
+    println!(
+        "the other compact node leads {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    let mut after = Value::Null;
+    assert!(wait_until(deadline_in(Duration::from_secs(10)), || {
+        after = get(&a, "/api/v1/nodes");
+        after["leader"]["node"] == heir_id.as_str()
+    }));
+    assert!(
+        after["leader"]["epoch"].as_i64().unwrap() > first_epoch,
+        "{after}"
+    );
+
+    // Ingest goes on on both ingest nodes, and the new leader compacts.
+    generate(&a, &["--rate", "40", "--duration", "2s", "--seed", "3"]);
+    generate(&b, &["--rate", "40", "--duration", "2s", "--seed", "4"]);
+    let mut survivors = vec![&a, &b];
+    if !leader_is_c {
+        survivors.push(&heir);
+    }
+    let settled = wait_until(deadline_in(Duration::from_secs(40)), || {
+        flushed() && compacted_by(&heir_id) && agree(&survivors).is_some_and(|n| n > total)
+    });
+    assert!(
+        settled,
+        "after the takeover: no compaction by the new leader, or counts differ; log:\n{}",
+        heir.log()
+    );
+
+    // Restarted, the old leader does not take the lead back.
+    leader.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!leads(&leader));
+    assert!(leads(&heir));
 }

@@ -21,9 +21,14 @@ pub const EPHEMERAL_PORTS: [&str; 6] = [
 /// The address `key` (`otlp_grpc`, `otlp_http` or `http`) in the
 /// `loupe listening …` line.
 pub fn listening_addr<'a>(line: &'a str, key: &str) -> &'a str {
+    listening_addr_if_any(line, key).unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// Like [`listening_addr`], for a listener the server may not have (a
+/// node without the ingest role has no OTLP ones).
+pub fn listening_addr_if_any<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
 /// How long an incident's fault lasts, from the truth's
