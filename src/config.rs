@@ -286,6 +286,7 @@ impl ServeArgs {
         storage.storage_url = s.storage;
         storage.catalog_url = s.catalog;
         storage.read_cache_bytes = s.read_cache_size.0 as u64;
+        storage.may_maintain = s.role.compact;
         storage.maintenance.orphan_grace = s.orphan_grace.0;
         storage.wal_sync = s.wal_fsync;
         storage.flush_interval = s.flush_interval.0;
@@ -510,7 +511,12 @@ mod tests {
         let roles = args(None).resolve().unwrap().roles;
         assert_eq!(roles.to_string(), "query,compact");
         let flag = "ingest".parse().unwrap();
-        assert_eq!(args(Some(flag)).resolve().unwrap().roles, flag);
+        let config = args(Some(flag)).resolve().unwrap();
+        assert_eq!(config.roles, flag);
+        assert!(
+            !config.storage.may_maintain,
+            "no compact role: no compaction"
+        );
         std::fs::write(&path, "role = \"leader\"\n").unwrap();
         assert!(args(None).resolve().is_err());
     }

@@ -1,6 +1,8 @@
-//! `loupe serve`: opens storage (replaying the WAL), starts the OTLP
-//! receivers and the API, and on SIGINT/SIGTERM stops accepting, lets
-//! in-flight requests finish, flushes everything and exits.
+//! `loupe serve`: opens storage (replaying the WAL), starts what the
+//! node's roles call for — the OTLP receivers (`ingest`), the query APIs
+//! (`query`), competing for the maintenance lead (`compact`) — and the
+//! operational API, and on SIGINT/SIGTERM stops accepting, lets in-flight
+//! requests finish, flushes everything and exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -63,6 +63,10 @@ pub struct StorageConfig {
     pub catalog_url: String,
     /// Bytes the local read cache of a remote store holds at most.
     pub read_cache_bytes: u64,
+    /// Whether this node may compact, expire and collect orphans at all
+    /// (the `compact` role); on a shared catalog it also needs the lead
+    /// ([`Storage::set_maintaining`]).
+    pub may_maintain: bool,
 }
 
 impl StorageConfig {
@@ -84,6 +88,7 @@ impl StorageConfig {
             storage_url: String::new(),
             catalog_url: String::new(),
             read_cache_bytes: 1 << 30,
+            may_maintain: true,
         }
     }
 }
@@ -247,7 +252,7 @@ impl Storage {
         // A node on its own SQLite catalog is the only one: it maintains
         // from the start. On a shared catalog the lease holder does, once
         // told so through [`Storage::set_maintaining`].
-        let (maintaining, gate) = watch::channel(files.pg.is_none());
+        let (maintaining, gate) = watch::channel(config.may_maintain && files.pg.is_none());
         let maintenance = Arc::new(Maintenance::new(
             config.maintenance.clone(),
             files.clone(),
