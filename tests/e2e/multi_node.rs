@@ -801,7 +801,7 @@ fn one_maintenance_leader_among_roles_and_a_takeover_when_it_dies() {
     );
     assert!(!leads(&a) && !leads(&b));
     let leader_is_c = leads(&c);
-    let (mut leader, heir) = if leader_is_c { (c, d) } else { (d, c) };
+    let (mut leader, mut heir) = if leader_is_c { (c, d) } else { (d, c) };
     let (leader_id, heir_id) = (id(&leader), id(&heir));
 
     // The nodes API lists every node with its roles and the leader.
@@ -904,4 +904,18 @@ fn one_maintenance_leader_among_roles_and_a_takeover_when_it_dies() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(!leads(&leader));
     assert!(leads(&heir));
+    // Stopped cleanly, a leader releases its lease: the other takes it at
+    // its next attempt (every 2 s), not after the 10 s TTL.
+    heir.terminate();
+    let stopped = std::time::Instant::now();
+    let took_over = wait_until(deadline_in(Duration::from_secs(6)), || leads(&leader));
+    assert!(
+        took_over,
+        "no prompt takeover after SIGTERM; log:\n{}",
+        leader.log()
+    );
+    println!(
+        "after a clean stop the lead passed on in {:?}",
+        stopped.elapsed()
+    );
 }
