@@ -16,6 +16,7 @@ pub mod internal_sql;
 mod log_template_udf;
 pub mod logs_api;
 mod output;
+pub mod plan_codec;
 mod query_pool;
 mod sandbox;
 mod search;

@@ -1,0 +1,673 @@
+//! Physical plans as bytes that keep the rows Loupe's scans select: the
+//! first brick of distributed query (issue #16).
+//!
+//! A `match_all` search or a `trace_id = '…'` lookup reads only the rows an
+//! index named, through a [`ParquetAccessPlan`] attached to each
+//! `PartitionedFile` of the Parquet scan. `datafusion-proto` 55 encodes a
+//! `DataSourceExec` itself (files, projection, predicate, limit) but drops
+//! `PartitionedFile::extensions`, so a plan decoded on another node would
+//! silently read every row of every file.
+//!
+//! Design: [`wrap_selected_scans`] puts every Parquet scan whose files carry
+//! access plans under a transport-only node, [`SelectedScanExec`]. That node
+//! is unknown to `datafusion-proto`, so [`LoupeCodec`] encodes it: the
+//! access plan of each file (row groups skipped, scanned, or read through a
+//! row selection's runs), keyed by the file's place in the scan and its
+//! path, while the scan below is still encoded by `datafusion-proto`. On
+//! decoding, the codec puts the access plans back on the decoded scan's
+//! files and returns the scan itself, so the decoded plan has the same
+//! shape as the one encoded. This is simpler than encoding
+//! `DataSourceExec` by hand (everything but the selection stays
+//! DataFusion's), and unlike a permanent Loupe scan node it leaves
+//! single-node plans and DataFusion's optimizer rules (projection, limit
+//! and dynamic filter pushdown into `DataSourceExec`) untouched.
+//!
+//! A file extension the codec does not know fails the encoding instead of
+//! being dropped. The wrapping is what makes the selection travel: a plan
+//! encoded with `datafusion-proto` directly still loses it, so whatever
+//! sends plans (a distributed engine's stage encoder) must encode through
+//! [`plan_to_bytes`] or run [`wrap_selected_scans`] first. Plans are
+//! encoded before the per-operator deadline wraps them (`DeadlineExec`
+//! fails to encode): a receiving node sets its own time limit. Unflushed (memtable) data is
+//! still a `MemorySourceConfig` and travels as batches inside the plan;
+//! scanning it on the node that holds it is not built yet.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, internal_err, plan_err};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use prost::Message;
+
+/// Encodes `plan` with the row selections of its scans (see the module
+/// documentation). `plan` must not be wrapped in deadlines yet.
+pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    let plan = wrap_selected_scans(plan)?;
+    Ok(physical_plan_to_bytes_with_extension_codec(plan, &LoupeCodec)?.to_vec())
+}
+
+/// Decodes a plan made by [`plan_to_bytes`]; `ctx` supplies the functions
+/// and the object store the plan refers to (a Loupe session's task context).
+pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &LoupeCodec)
+}
+
+/// Puts every file scan some of whose files carry extensions (access
+/// plans) under a [`SelectedScanExec`], so [`LoupeCodec`] gets to encode
+/// what `datafusion-proto` would drop.
+pub fn wrap_selected_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let selected = scan_config(node.as_ref()).is_some_and(|config| {
+            config
+                .file_groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .any(|f| !f.extensions.is_empty())
+        });
+        if !selected {
+            return Ok(Transformed::no(node));
+        }
+        Ok(Transformed::yes(Arc::new(SelectedScanExec {
+            properties: node.properties().clone(),
+            input: node,
+        }) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
+}
+
+fn scan_config(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
+}
+
+/// A file scan whose files carry access plans, on its way to another node.
+/// It only exists between [`wrap_selected_scans`] and the decoder, which
+/// returns the scan itself; executing it executes the scan.
+#[derive(Debug)]
+pub struct SelectedScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for SelectedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SelectedScanExec")
+    }
+}
+
+impl ExecutionPlan for SelectedScanExec {
+    fn name(&self) -> &'static str {
+        "SelectedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("SelectedScanExec has exactly one child");
+        }
+        let input = children.swap_remove(0);
+        let properties = match options.children_properties {
+            ChildrenPropertiesMode::Keep => self.properties.clone(),
+            ChildrenPropertiesMode::Recompute => input.properties().clone(),
+        };
+        Ok(Arc::new(SelectedScanExec { input, properties }))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+/// The physical extension codec for Loupe's plan nodes: today the row
+/// selections of [`SelectedScanExec`]. Everything else is left to
+/// `datafusion-proto`; a node neither knows fails loudly.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoupeCodec;
+
+impl PhysicalExtensionCodec for LoupeCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = LoupeNode::decode(buf)
+            .map_err(|e| DataFusionError::Plan(format!("undecodable Loupe plan node: {e}")))?;
+        match node.kind {
+            Some(NodeKind::SelectedScan(scan)) => {
+                let [input] = inputs else {
+                    return plan_err!("a selected scan has one input, got {}", inputs.len());
+                };
+                restore_selections(input.as_ref(), scan)
+            }
+            None => plan_err!("a Loupe plan node of a kind this version does not know"),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(selected) = node.downcast_ref::<SelectedScanExec>() else {
+            return plan_err!("{} cannot be sent to another node", node.name());
+        };
+        let Some(config) = scan_config(selected.input.as_ref()) else {
+            return internal_err!("SelectedScanExec wraps a file scan");
+        };
+        let mut files = Vec::new();
+        for (group, files_of_group) in config.file_groups.iter().enumerate() {
+            for (index, file) in files_of_group.iter().enumerate() {
+                if file.extensions.is_empty() {
+                    continue;
+                }
+                let Some(plan) = file.extension::<ParquetAccessPlan>() else {
+                    return plan_err!(
+                        "{} carries a file extension that cannot be sent",
+                        file.object_meta.location
+                    );
+                };
+                if file.extensions.len() != 1 {
+                    return plan_err!(
+                        "{} carries file extensions that cannot be sent",
+                        file.object_meta.location
+                    );
+                }
+                files.push(FileSelection {
+                    group: group as u64,
+                    index: index as u64,
+                    path: file.object_meta.location.to_string(),
+                    row_groups: plan.inner().iter().map(encode_access).collect(),
+                });
+            }
+        }
+        let node = LoupeNode {
+            kind: Some(NodeKind::SelectedScan(SelectedScan { files })),
+        };
+        node.encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("encoding a Loupe plan node: {e}")))
+    }
+}
+
+/// The decoded scan with each file's access plan put back.
+fn restore_selections(
+    input: &dyn ExecutionPlan,
+    scan: SelectedScan,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(config) = scan_config(input) else {
+        return plan_err!("a selected scan's input is not a file scan");
+    };
+    let mut config = config.clone();
+    for selection in scan.files {
+        let file = usize::try_from(selection.group)
+            .ok()
+            .and_then(|g| config.file_groups.get_mut(g))
+            .and_then(|g| {
+                let i = usize::try_from(selection.index).ok()?;
+                (i < g.len()).then(|| &mut g[i])
+            });
+        let Some(file) = file else {
+            return plan_err!(
+                "a row selection names file {} of group {}, which the scan lacks",
+                selection.index,
+                selection.group
+            );
+        };
+        if file.object_meta.location.as_ref() != selection.path {
+            return plan_err!(
+                "a row selection for {} arrived for {}",
+                selection.path,
+                file.object_meta.location
+            );
+        }
+        let row_groups = selection
+            .row_groups
+            .into_iter()
+            .map(decode_access)
+            .collect::<Result<Vec<_>>>()?;
+        file.extensions.insert(ParquetAccessPlan::new(row_groups));
+    }
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+fn encode_access(access: &RowGroupAccess) -> RowGroup {
+    match access {
+        RowGroupAccess::Skip => RowGroup {
+            access: Access::Skip as i32,
+            runs: Vec::new(),
+        },
+        RowGroupAccess::Scan => RowGroup {
+            access: Access::Scan as i32,
+            runs: Vec::new(),
+        },
+        RowGroupAccess::Selection(selection) => RowGroup {
+            access: Access::Select as i32,
+            runs: selection
+                .iter()
+                .map(|s| ((s.row_count as u64) << 1) | u64::from(s.skip))
+                .collect(),
+        },
+    }
+}
+
+fn decode_access(group: RowGroup) -> Result<RowGroupAccess> {
+    match Access::try_from(group.access) {
+        Ok(Access::Skip) => Ok(RowGroupAccess::Skip),
+        Ok(Access::Scan) => Ok(RowGroupAccess::Scan),
+        Ok(Access::Select) => {
+            // Checked here: RowSelection panics when its runs overflow.
+            let mut total = 0usize;
+            let mut selectors = Vec::with_capacity(group.runs.len());
+            for run in group.runs {
+                let Ok(rows) = usize::try_from(run >> 1) else {
+                    return plan_err!("a row selection run of {} rows", run >> 1);
+                };
+                let Some(sum) = total.checked_add(rows) else {
+                    return plan_err!("a row selection of more rows than fit in memory");
+                };
+                total = sum;
+                selectors.push(if run & 1 == 1 {
+                    RowSelector::skip(rows)
+                } else {
+                    RowSelector::select(rows)
+                });
+            }
+            Ok(RowGroupAccess::Selection(RowSelection::from(selectors)))
+        }
+        Err(_) => plan_err!("row group access {} is unknown", group.access),
+    }
+}
+
+/// One Loupe plan node on the wire.
+#[derive(Clone, PartialEq, Message)]
+struct LoupeNode {
+    #[prost(oneof = "NodeKind", tags = "1")]
+    kind: Option<NodeKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum NodeKind {
+    #[prost(message, tag = "1")]
+    SelectedScan(SelectedScan),
+}
+
+/// The access plans of a file scan's files that have one.
+#[derive(Clone, PartialEq, Message)]
+struct SelectedScan {
+    #[prost(message, repeated, tag = "1")]
+    files: Vec<FileSelection>,
+}
+
+/// One file's access plan, by its place in the scan's file groups; the
+/// path is checked against the decoded scan's.
+#[derive(Clone, PartialEq, Message)]
+struct FileSelection {
+    #[prost(uint64, tag = "1")]
+    group: u64,
+    #[prost(uint64, tag = "2")]
+    index: u64,
+    #[prost(string, tag = "3")]
+    path: String,
+    #[prost(message, repeated, tag = "4")]
+    row_groups: Vec<RowGroup>,
+}
+
+/// How one row group is read; for `Select`, the row selection as runs of
+/// `rows << 1 | skip`.
+#[derive(Clone, PartialEq, Message)]
+struct RowGroup {
+    #[prost(enumeration = "Access", tag = "1")]
+    access: i32,
+    #[prost(uint64, repeated, tag = "2")]
+    runs: Vec<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+enum Access {
+    Skip = 0,
+    Scan = 1,
+    Select = 2,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{QueryConfig, QueryEngine};
+    use datafusion::arrow::array::{
+        ArrayRef, Int32Array, Int64Array, MapBuilder, StringArray, StringBuilder,
+        TimestampNanosecondArray, UInt32Array, new_null_array,
+    };
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::collect;
+    use loupe_base::self_metrics::Registry;
+    use loupe_storage::{Signal, Storage, StorageConfig};
+
+    /// A batch of `signal` with `n` rows: `given` supplies columns by name,
+    /// the others take their empty value.
+    fn batch(signal: Signal, n: usize, given: impl Fn(&str) -> Option<ArrayRef>) -> RecordBatch {
+        let schema = signal.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                if let Some(column) = given(f.name()) {
+                    return column;
+                }
+                match f.data_type() {
+                    DataType::Map(..) => {
+                        let mut b =
+                            MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+                        for _ in 0..n {
+                            b.append(true).unwrap();
+                        }
+                        Arc::new(b.finish())
+                    }
+                    t if f.is_nullable() => new_null_array(t, n),
+                    DataType::Utf8 => Arc::new(StringArray::from(vec![""; n])),
+                    DataType::Int32 => Arc::new(Int32Array::from(vec![0; n])),
+                    DataType::Int64 => Arc::new(Int64Array::from(vec![0; n])),
+                    DataType::UInt32 => Arc::new(UInt32Array::from(vec![0; n])),
+                    DataType::Timestamp(..) => times(0, n),
+                    t => panic!("no test value for {}: {t}", f.name()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn times(first: i64, n: usize) -> ArrayRef {
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values((0..n as i64).map(|i| first + i))
+                .with_timezone("UTC"),
+        )
+    }
+
+    fn texts(values: impl Iterator<Item = String>) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(values))
+    }
+
+    /// The trace of row `i`: seven traces, whose first 32 bits (the trace
+    /// index's key) differ.
+    fn trace(i: usize) -> String {
+        let k = i % 7;
+        format!("{:08x}{:024x}", 0x1000_0000 + k * 0x0101_0101, k)
+    }
+
+    /// Log lines `first..first + n`: every third says "alpha", the others
+    /// "beta"; two services; trace ids cycle through seven traces.
+    fn logs(first: usize, n: usize, hour: i64) -> RecordBatch {
+        batch(Signal::Logs, n, |name| match name {
+            "time" | "observed_time" => Some(times(hour * HOUR, n)),
+            "service" => Some(texts(
+                (first..first + n).map(|i| ["api", "db"][i % 2].to_string()),
+            )),
+            "body" => Some(texts((first..first + n).map(|i| {
+                let word = if i % 3 == 0 { "alpha" } else { "beta" };
+                format!("{word} line {i}")
+            }))),
+            "trace_id" => Some(texts((first..first + n).map(trace))),
+            _ => None,
+        })
+    }
+
+    /// Spans of seven traces, interleaved.
+    fn spans(n: usize, hour: i64) -> RecordBatch {
+        batch(Signal::Spans, n, |name| match name {
+            "trace_id" => Some(texts((0..n).map(trace))),
+            "span_id" => Some(texts((0..n).map(|i| format!("{i:016x}")))),
+            "service" => Some(texts((0..n).map(|i| ["api", "db"][i % 2].to_string()))),
+            "name" => Some(texts((0..n).map(|i| format!("op{}", i % 3)))),
+            "start_time" | "end_time" => Some(times(hour * HOUR, n)),
+            _ => None,
+        })
+    }
+
+    /// A query engine over real splits: logs and spans in two files each
+    /// (two hours), nothing left in the memtables.
+    async fn engine(dir: &std::path::Path) -> (Arc<Storage>, QueryEngine) {
+        let registry = Registry::default();
+        let storage = Storage::open(StorageConfig::new(dir), &registry)
+            .await
+            .unwrap();
+        let hour = 480_000;
+        storage
+            .append(Signal::Logs, logs(0, 600, hour))
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Logs, logs(600, 400, hour + 1))
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Spans, spans(500, hour))
+            .await
+            .unwrap();
+        storage
+            .append(Signal::Spans, spans(300, hour + 2))
+            .await
+            .unwrap();
+        storage.flush(Signal::Logs).await.unwrap();
+        storage.flush(Signal::Spans).await.unwrap();
+        assert!(storage.snapshot(Signal::Logs).batches.is_empty());
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 2);
+        assert_eq!(storage.snapshot(Signal::Spans).splits.len(), 2);
+        let engine = QueryEngine::new(storage.clone(), QueryConfig::default(), &registry).unwrap();
+        (storage, engine)
+    }
+
+    /// Each file scanned, with its access plan if it has one.
+    fn access_plans(plan: &Arc<dyn ExecutionPlan>) -> Vec<(String, Option<ParquetAccessPlan>)> {
+        let mut out = Vec::new();
+        plan.apply(|node| {
+            if let Some(config) = scan_config(node.as_ref()) {
+                for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+                    out.push((
+                        file.object_meta.location.to_string(),
+                        file.extension::<ParquetAccessPlan>().cloned(),
+                    ));
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        out
+    }
+
+    fn selects_some_rows_only(plan: &ParquetAccessPlan) -> bool {
+        plan.inner()
+            .iter()
+            .any(|g| matches!(g, RowGroupAccess::Selection(s) if s.skipped_row_count() > 0))
+    }
+
+    /// Plans `sql`, sends it through bytes to a fresh session (another
+    /// node's stand-in), runs both; returns both results, printed, and the
+    /// access plans of the original.
+    async fn round_trip(
+        engine: &QueryEngine,
+        sql: &str,
+    ) -> (String, String, Vec<(String, Option<ParquetAccessPlan>)>) {
+        let ctx = engine.session().unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let bytes = plan_to_bytes(plan.clone()).unwrap();
+        let remote = engine.session().unwrap();
+        let decoded = plan_from_bytes(&bytes, &remote.task_ctx()).unwrap();
+        let sent = access_plans(&plan);
+        assert_eq!(sent, access_plans(&decoded), "{sql}");
+        let here = collect(plan, ctx.task_ctx()).await.unwrap();
+        let there = collect(decoded, remote.task_ctx()).await.unwrap();
+        let print = |b: &[RecordBatch]| pretty_format_batches(b).unwrap().to_string();
+        (print(&here), print(&there), sent)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scans_keep_their_row_selection_through_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, engine) = engine(dir.path()).await;
+
+        // A search: the scan reads only the matching rows and DataFusion
+        // does not filter again, so a lost selection returns every row.
+        let (here, there, plans) = round_trip(
+            &engine,
+            "SELECT body FROM logs WHERE match_all('alpha') ORDER BY body",
+        )
+        .await;
+        assert_eq!(here, there);
+        assert_eq!(here.matches("alpha").count(), 334, "{here}");
+        assert!(!here.contains("beta"));
+        assert_eq!(plans.len(), 2);
+        assert!(
+            plans
+                .iter()
+                .all(|(_, p)| p.as_ref().is_some_and(selects_some_rows_only)),
+            "{plans:?}"
+        );
+
+        // A trace lookup on spans: the trace index picks the rows.
+        let id = trace(3);
+        let (here, there, plans) = round_trip(
+            &engine,
+            &format!("SELECT span_id FROM spans WHERE trace_id = '{id}' ORDER BY span_id"),
+        )
+        .await;
+        assert_eq!(here, there);
+        assert_eq!(here.matches("| 0").count(), 500 / 7 + 300 / 7 + 1, "{here}");
+        assert!(
+            plans
+                .iter()
+                .any(|(_, p)| p.as_ref().is_some_and(selects_some_rows_only)),
+            "{plans:?}"
+        );
+
+        // A trace's log lines come through the full-text index.
+        let (here, there, plans) = round_trip(
+            &engine,
+            &format!("SELECT body FROM logs WHERE trace_id = '{id}' ORDER BY body"),
+        )
+        .await;
+        assert_eq!(here, there);
+        assert_eq!(here.matches(" line ").count(), 1000 / 7 + 1, "{here}");
+        assert!(plans.iter().all(|(_, p)| p.is_some()), "{plans:?}");
+
+        // Plain SQL: no selection, the whole plan still travels.
+        let (here, there, plans) = round_trip(
+            &engine,
+            "SELECT service, count(*) AS n, min(body) AS first FROM logs \
+             GROUP BY service ORDER BY service",
+        )
+        .await;
+        assert_eq!(here, there);
+        assert!(here.contains("| api     | 500 |"), "{here}");
+        assert!(plans.iter().all(|(_, p)| p.is_none()), "{plans:?}");
+
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_the_codec_does_not_know_fails_to_encode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, engine) = engine(dir.path()).await;
+        let ctx = engine.session().unwrap();
+        let plan = ctx
+            .sql("SELECT body FROM logs WHERE match_all('alpha')")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let limit = std::time::Duration::from_secs(5);
+        let timed =
+            crate::deadline::with_deadline(plan, std::time::Instant::now() + limit, limit).unwrap();
+        let err = plan_to_bytes(timed).unwrap_err();
+        assert!(err.to_string().contains("DeadlineExec"), "{err}");
+        storage.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn row_group_accesses_survive_their_wire_form() {
+        let accesses = [
+            RowGroupAccess::Skip,
+            RowGroupAccess::Scan,
+            RowGroupAccess::Selection(RowSelection::from_consecutive_ranges(
+                [1..3, 7..8, 100..164].into_iter(),
+                1000,
+            )),
+        ];
+        for access in accesses {
+            assert_eq!(decode_access(encode_access(&access)).unwrap(), access);
+        }
+        let overflowing = RowGroup {
+            access: Access::Select as i32,
+            runs: vec![u64::MAX - 1, u64::MAX - 1, u64::MAX - 1],
+        };
+        assert!(decode_access(overflowing).is_err());
+        let unknown = RowGroup {
+            access: 9,
+            runs: Vec::new(),
+        };
+        assert!(decode_access(unknown).is_err());
+    }
+}
