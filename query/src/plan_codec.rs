@@ -30,7 +30,11 @@
 //! encoded before the per-operator deadline wraps them (`DeadlineExec`
 //! fails to encode): a receiving node sets its own time limit. Unflushed (memtable) data is
 //! still a `MemorySourceConfig` and travels as batches inside the plan;
-//! scanning it on the node that holds it is not built yet.
+//! scanning it on the node that holds it is not built yet. Re-reading a
+//! memtable on its node at execution time would lose or repeat the rows
+//! flushed since the coordinator listed the splits, so that node needs the
+//! WAL position the listed splits cover for it, and must fail (and the
+//! query be planned again) once it has flushed past that position.
 
 use std::sync::Arc;
 
