@@ -14,11 +14,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::catalog::SplitMeta;
-use crate::error::{Result, StorageError};
-use crate::merge::{FileLimits, merge_files};
+use crate::compaction_memory::CompactionMemory;
+use crate::error::Result;
+use crate::merge::{FileLimits, Input, merge_files};
+use crate::merge_thread::MergeThread;
 use crate::schema::Signal;
 use crate::split_files::SplitFiles;
 use crate::split_store::{SplitStore, StoredFile};
+use crate::split_writer::EncodedSplit;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -34,6 +37,9 @@ pub struct MaintenanceConfig {
     /// …and at most this many bytes uncompressed: however well the data
     /// compresses, a merged file stays cheap to read and index.
     pub max_merge_raw_bytes: u64,
+    /// Memory merges may hold (compaction's share of the memory budget):
+    /// it bounds how many files one merge reads, and each file it writes.
+    pub memory_limit: usize,
     /// Merge an hour's small files once there are this many…
     pub min_files: usize,
     /// …or, once the hour is this far in the past, as soon as there are two.
@@ -56,6 +62,7 @@ impl Default for MaintenanceConfig {
             target_bytes: 64 << 20,
             max_merge_rows: 8 << 20,
             max_merge_raw_bytes: 2 << 30,
+            memory_limit: 256 << 20,
             min_files: 8,
             settle: Duration::from_secs(300),
             delete_grace: Duration::from_secs(120),
@@ -94,15 +101,32 @@ pub(crate) async fn delete_orphans(
     Ok(deleted)
 }
 
-/// The groups of splits one compaction pass should merge, oldest first.
+/// The size merged files aim for: the configured target, or less when
+/// compaction's share of the memory budget could not hold such a file
+/// being written (a file holds its Parquet bytes and an index of about as
+/// much, twice while it is bundled).
+fn target_bytes(config: &MaintenanceConfig) -> u64 {
+    config
+        .target_bytes
+        .min(config.memory_limit as u64 / 8)
+        .max(1)
+}
+
+/// The groups of splits one compaction pass should merge, oldest first:
+/// each small enough for compaction's share of the memory budget (at most
+/// [`CompactionMemory::max_inputs`] files, and of at most the target size
+/// in all, which is what a merge holds when it fetches them whole from a
+/// remote store).
 pub fn plan_merges(
     splits: &[Arc<SplitMeta>],
     config: &MaintenanceConfig,
     now_ns: i64,
 ) -> Vec<Vec<Arc<SplitMeta>>> {
+    let target = target_bytes(config);
+    let max_inputs = CompactionMemory::new(config.memory_limit).max_inputs();
     let mut by_hour: BTreeMap<i64, Vec<Arc<SplitMeta>>> = BTreeMap::new();
     for split in splits {
-        if split.byte_size < config.target_bytes / 2 {
+        if split.byte_size < target / 2 {
             by_hour
                 .entry(split.min_time.div_euclid(NANOS_PER_HOUR))
                 .or_default()
@@ -120,7 +144,8 @@ pub fn plan_merges(
         let mut group = Vec::new();
         let (mut bytes, mut rows, mut raw) = (0, 0, 0);
         for split in small {
-            let full = bytes + split.byte_size > config.target_bytes
+            let full = bytes + split.byte_size > target
+                || group.len() >= max_inputs
                 || rows + split.row_count > config.max_merge_rows
                 || raw + split.raw_bytes > config.max_merge_raw_bytes;
             if full && !group.is_empty() {
@@ -148,11 +173,31 @@ pub fn plan_merges(
 pub(crate) struct Maintenance {
     config: MaintenanceConfig,
     files: Arc<SplitFiles>,
+    /// Compaction's share of the memory budget; one merge at a time.
+    memory: Arc<CompactionMemory>,
+    compacting: tokio::sync::Mutex<()>,
+    thread: MergeThread,
+    /// Files a merge closed at a limit (all its files but the last): full
+    /// however small, so they are not merged again — a small share makes
+    /// small files, and merging them would only make them again.
+    full: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Maintenance {
     pub(crate) fn new(config: MaintenanceConfig, files: Arc<SplitFiles>) -> Maintenance {
-        Maintenance { config, files }
+        Maintenance {
+            memory: Arc::new(CompactionMemory::new(config.memory_limit)),
+            config,
+            files,
+            compacting: tokio::sync::Mutex::new(()),
+            thread: MergeThread::default(),
+            full: Default::default(),
+        }
+    }
+
+    /// Compaction's share of the memory budget and what it holds.
+    pub(crate) fn memory(&self) -> &CompactionMemory {
+        &self.memory
     }
 
     /// Whether this node wrote `split`: in a shared catalog each node
@@ -198,44 +243,92 @@ impl Maintenance {
 
     /// One compaction pass over every signal; returns the merges done.
     pub(crate) async fn compact(&self) -> Result<usize> {
+        let _one_at_a_time = self.compacting.lock().await;
+        let live: HashSet<String> = Signal::ALL
+            .into_iter()
+            .flat_map(|signal| self.files.shared.snapshot(signal).splits)
+            .map(|s| s.id.clone())
+            .collect();
+        if let Ok(mut full) = self.full.lock() {
+            full.retain(|id| live.contains(id));
+        }
         let mut done = 0;
         for signal in Signal::ALL {
             let mut splits = self.files.shared.snapshot(signal).splits;
             splits.retain(|s| self.own(s));
-            for group in plan_merges(&splits, &self.config, loupe_base::clock::now_nanos()) {
-                self.merge(signal, group).await?;
-                done += 1;
+            if let Ok(full) = self.full.lock() {
+                splits.retain(|s| !full.contains(&s.id));
+            }
+            let now = loupe_base::clock::now_nanos();
+            for group in plan_merges(&splits, &self.config, now) {
+                if self.merge(signal, group).await? {
+                    done += 1;
+                }
             }
         }
         Ok(done)
     }
 
-    async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<()> {
-        let mut files = Vec::with_capacity(group.len());
+    /// Merges `group`; false when it would not fit in compaction's share.
+    async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<bool> {
+        let mut inputs = Vec::with_capacity(group.len());
         for split in &group {
-            files.push(self.files.store.get(&split.path).await?);
+            inputs.push(match self.files.store.local_path(&split.path) {
+                Some(path) => Input::Local(path),
+                None => Input::Fetched(self.files.store.get(&split.path).await?),
+            });
         }
+        let fetched = inputs.iter().map(Input::fetched_bytes).sum();
+        let Some(file_memory) = self.memory.file_memory(inputs.len(), fetched) else {
+            tracing::debug!(%signal, files = group.len(), "merge skipped: it does not fit in compaction's memory share");
+            return Ok(false);
+        };
         let hour = group
             .first()
             .map_or(0, |s| s.min_time.div_euclid(NANOS_PER_HOUR));
         let limits = FileLimits {
             rows: self.config.max_merge_rows.max(1),
-            bytes: self.config.target_bytes.max(1),
+            bytes: target_bytes(&self.config),
+            memory: file_memory,
         };
-        // Decoding and encoding are CPU work: off the async workers.
-        let encoded = tokio::task::spawn_blocking(move || merge_files(signal, hour, files, limits))
-            .await
-            .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
-        let mut merged = Vec::with_capacity(encoded.len());
-        for split in encoded {
-            let meta = split.meta.clone();
-            merged.push(meta.clone());
-            if let Err(e) = self.files.put(&meta, split.bytes, split.index).await {
-                for m in &merged {
-                    self.files.delete(m).await;
-                }
-                return Err(e);
+        // Decoding and encoding are CPU work: off the async workers, on
+        // the one thread merges run on. Each file is stored as soon as it
+        // is written, so only one is in memory at a time.
+        let (runtime, files, memory) = (
+            tokio::runtime::Handle::current(),
+            self.files.clone(),
+            self.memory.clone(),
+        );
+        let (merged, result) = self
+            .thread
+            .run(move || {
+                let mut stored = Vec::new();
+                let result = merge_files(
+                    signal,
+                    hour,
+                    inputs,
+                    limits,
+                    &memory,
+                    &mut |split: EncodedSplit| {
+                        stored.push(split.meta.clone());
+                        runtime.block_on(files.put(&split.meta, split.bytes, split.index))
+                    },
+                );
+                memory.set(0);
+                (stored, result)
+            })
+            .await?;
+        if let Err(e) = result {
+            for m in &merged {
+                self.files.delete(m).await;
             }
+            return Err(e);
+        }
+        if let Ok(mut full) = self.full.lock() {
+            for gone in &group {
+                full.remove(&gone.id);
+            }
+            full.extend(merged.iter().rev().skip(1).map(|m| m.id.clone()));
         }
         let old: Vec<SplitMeta> = group.iter().map(|s| SplitMeta::clone(s)).collect();
         if let Err(e) = self.files.replace(signal, &old, merged.clone()).await {
@@ -245,7 +338,7 @@ impl Maintenance {
             return Err(e);
         }
         tracing::debug!(%signal, files = old.len(), "compacted");
-        Ok(())
+        Ok(true)
     }
 
     /// Drops every split past its signal's retention; returns how many.
@@ -363,6 +456,36 @@ mod tests {
         let rowful: Vec<_> = (0..4).map(|i| tiny(&format!("r{i}"), i, 600)).collect();
         // 600 + 600 rows is over the bound: no file has a partner.
         assert!(plan_merges(&rowful, &config, 3 * NANOS_PER_HOUR).is_empty());
+    }
+
+    #[test]
+    fn merges_are_bounded_by_the_memory_share() {
+        // A 64 MiB share: four inputs at a time, files of 8 MiB at most.
+        let config = MaintenanceConfig {
+            target_bytes: 1 << 30,
+            memory_limit: 64 << 20,
+            min_files: 2,
+            settle: Duration::from_secs(0),
+            ..Default::default()
+        };
+        let tiny: Vec<_> = (0..10).map(|i| split(&format!("t{i}"), 1, i, 10)).collect();
+        let sizes =
+            |merges: &[Vec<Arc<SplitMeta>>]| merges.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(&plan_merges(&tiny, &config, 3 * NANOS_PER_HOUR)),
+            vec![4, 4, 2]
+        );
+        let mib = |id: &str, minute, n: u64| split(id, 1, minute, n << 20);
+        let sized = vec![
+            mib("a", 0, 3),
+            mib("b", 1, 3),
+            mib("c", 2, 3),
+            mib("done", 3, 4),
+        ];
+        assert_eq!(
+            ids(&plan_merges(&sized, &config, 3 * NANOS_PER_HOUR)),
+            vec![vec!["a", "b"]]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
