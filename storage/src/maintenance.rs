@@ -101,10 +101,11 @@ pub(crate) async fn delete_orphans(
     Ok(deleted)
 }
 
-/// The size merged files aim for: the configured target, or less when
-/// compaction's share of the memory budget could not hold such a file
-/// being written (a file holds its Parquet bytes and an index of about as
-/// much, twice while it is bundled).
+/// The size merged files aim for: the configured target, or an eighth of
+/// compaction's share of the memory budget if less — the share also holds
+/// the inputs' readers, and the index of the file being written, which for
+/// lines of many distinct words takes several times the file's Parquet
+/// bytes while it is built.
 fn target_bytes(config: &MaintenanceConfig) -> u64 {
     config
         .target_bytes
@@ -271,6 +272,16 @@ impl Maintenance {
 
     /// Merges `group`; false when it would not fit in compaction's share.
     async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<bool> {
+        // Files of a remote store are fetched whole: not when the merge
+        // would not fit anyway.
+        let fetched: usize = match self.files.store.is_local() {
+            true => 0,
+            false => group.iter().map(|s| s.byte_size as usize).sum(),
+        };
+        if self.memory.file_memory(group.len(), fetched).is_none() {
+            tracing::debug!(%signal, files = group.len(), "merge skipped: it does not fit in compaction's memory share");
+            return Ok(false);
+        }
         let mut inputs = Vec::with_capacity(group.len());
         for split in &group {
             inputs.push(match self.files.store.local_path(&split.path) {
