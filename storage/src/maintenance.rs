@@ -384,7 +384,7 @@ impl Maintenance {
 mod tests {
     use super::*;
     use crate::store::{Storage, StorageConfig};
-    use crate::test_batches::log_batch;
+    use crate::test_batches::{log_batch, wordy_log_batch};
     use loupe_base::self_metrics::Registry;
 
     fn split(id: &str, hour: i64, minute: i64, bytes: u64) -> Arc<SplitMeta> {
@@ -555,6 +555,35 @@ mod tests {
         let storage = Storage::open(config, &Registry::default()).await.unwrap();
         let splits = storage.snapshot(Signal::Logs).splits;
         assert_eq!((splits.len(), splits[0].row_count), (1, 8));
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_a_small_share_cut_short_are_not_merged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.maintenance = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            min_files: 2,
+            memory_limit: 64 << 20,
+            delete_grace: Duration::ZERO,
+            ..MaintenanceConfig::default()
+        };
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let hour = loupe_base::clock::now_nanos().div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+        for (i, service) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let batch = wordy_log_batch(service, hour + i as i64, 40_000);
+            storage.append(Signal::Logs, batch).await.unwrap();
+            storage.flush(Signal::Logs).await.unwrap();
+        }
+        assert_eq!(storage.compact().await.unwrap(), 1);
+        let merged = storage.snapshot(Signal::Logs).splits;
+        assert!(merged.len() >= 2, "{} files", merged.len());
+        assert_eq!(merged.iter().map(|s| s.row_count).sum::<u64>(), 160_000);
+        // Each is far below the target size, but merging them again
+        // would only cut them the same way.
+        assert_eq!(storage.compact().await.unwrap(), 0);
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), merged.len());
         storage.shutdown().await.unwrap();
     }
 }

@@ -312,7 +312,7 @@ impl Output<'_> {
 mod tests {
     use super::*;
     use crate::split_writer::encode_splits;
-    use crate::test_batches::log_batch;
+    use crate::test_batches::{log_batch, wordy_log_batch};
 
     const WIDE: FileLimits = FileLimits {
         rows: 1 << 20,
@@ -419,34 +419,6 @@ mod tests {
         assert_eq!(times_and_services(&merged), want);
     }
 
-    /// `n` log lines of `service` a microsecond apart from `start`, whose
-    /// bodies compress well but hold many distinct words: small on disk,
-    /// large once indexed.
-    fn wordy_logs(service: &str, start: i64, n: usize) -> RecordBatch {
-        let rows: Vec<(i64, &str)> = (0..n as i64)
-            .map(|i| (start + i * 1_000, service))
-            .collect();
-        let batch = log_batch(&rows);
-        let bodies = (0..n).map(|i| {
-            format!(
-                "user u{} fetched item i{} in {} ms from shard s{} of {service} \
-                 session x{} order o{} cart c{} region r{}",
-                (i * 7919) % 100_003,
-                (i * 31) % 50_021,
-                i % 997,
-                i % 17,
-                (i * 104_729) % 1_000_003,
-                (i * 7) % 65_537,
-                (i * 13) % 32_771,
-                i % 41
-            )
-        });
-        let mut columns = batch.columns().to_vec();
-        columns[batch.schema().index_of("body").unwrap()] =
-            std::sync::Arc::new(arrow::array::StringArray::from_iter_values(bodies));
-        RecordBatch::try_new(batch.schema(), columns).unwrap()
-    }
-
     #[test]
     fn a_merge_stays_within_its_memory_share_by_closing_files_early() {
         const ROWS: usize = 40_000;
@@ -454,7 +426,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut files = Vec::new();
         for (i, service) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            let batch = wordy_logs(service, i as i64, ROWS);
+            let batch = wordy_log_batch(service, i as i64, ROWS);
             let file = encode_splits(Signal::Logs, &[batch]).unwrap().remove(0);
             let path = dir.path().join(format!("{i}.parquet"));
             std::fs::write(&path, &file.bytes).unwrap();
