@@ -294,6 +294,7 @@ impl ServeArgs {
         let shares = MemoryShares::of(s.memory_budget.0);
         storage.max_unflushed_bytes = shares.unflushed;
         storage.log_index_cache_bytes = shares.caches;
+        storage.maintenance.memory_limit = shares.compaction;
         storage.max_files_per_flush = s.flush_max_files.max(1);
         let m = &mut storage.maintenance;
         m.interval = s.compaction_interval.0;
@@ -347,9 +348,8 @@ impl ServeArgs {
 }
 
 /// How the memory budget is divided. What is not handed out here is left
-/// for what has no limit of its own: flush and compaction encoding, the
-/// trace-index and Parquet-metadata caches, buffers of connections,
-/// the program itself.
+/// for what has no limit of its own: flush encoding, the trace-index
+/// cache, buffers of connections, the program itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryShares {
     /// Accepted data not yet in Parquet (memtables and the WAL queue):
@@ -363,6 +363,10 @@ pub struct MemoryShares {
     /// Loaded full-text indexes, and (as much again) Parquet metadata:
     /// a sixteenth each.
     pub caches: usize,
+    /// The running merge of compaction (the files it reads, the file it
+    /// writes and that file's index): a quarter, so a merge at the default
+    /// budget can still write files of the default target size.
+    pub compaction: usize,
 }
 
 impl MemoryShares {
@@ -372,6 +376,7 @@ impl MemoryShares {
             in_flight: budget / 16,
             queries: budget / 8,
             caches: budget / 16,
+            compaction: budget / 4,
         }
     }
 }
@@ -482,7 +487,12 @@ mod tests {
         assert_eq!(config.ingest_in_flight_bytes, 16 << 20);
         assert_eq!(config.query.memory_limit, 32 << 20);
         let shares = MemoryShares::of(256 << 20);
-        let handed_out = shares.unflushed + shares.in_flight + shares.queries + 2 * shares.caches;
+        assert_eq!(config.storage.maintenance.memory_limit, 64 << 20);
+        let handed_out = shares.unflushed
+            + shares.in_flight
+            + shares.queries
+            + 2 * shares.caches
+            + shares.compaction;
         assert!(handed_out < 256 << 20);
         let config = args(Settings {
             query_memory_limit: Some("1MiB".parse().unwrap()),

@@ -23,8 +23,8 @@ pub fn register(
     engine: Arc<QueryEngine>,
 ) {
     type Reader = Box<dyn Fn() -> usize + Send + Sync>;
-    let (s, e) = (storage.clone(), engine.clone());
-    let shares: [(&str, usize, Reader); 5] = [
+    let (s, e, c) = (storage.clone(), engine.clone(), storage.clone());
+    let shares: [(&str, usize, Reader); 6] = [
         (
             "unflushed",
             config.storage.max_unflushed_bytes,
@@ -49,6 +49,11 @@ pub fn register(
             "metadata_cache",
             config.query.metadata_cache_bytes,
             Box::new(move || e.metadata_cache_bytes()),
+        ),
+        (
+            "compaction",
+            config.storage.maintenance.memory_limit,
+            Box::new(move || c.compaction_bytes()),
         ),
     ];
     for (share, limit, read) in shares {

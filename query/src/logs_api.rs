@@ -7,6 +7,8 @@
 //! answered from the split indexes and reads its hits through a row
 //! selection of the `logs` table provider — engine internals, not SQL.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,9 +104,6 @@ fn storage_error(e: loupe_storage::StorageError) -> QueryError {
 /// Answers a search from the indexes alone — the total, the histogram
 /// and which rows are the newest hits — then reads just those rows.
 async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, QueryError> {
-    use std::cmp::Reverse;
-    use std::collections::{BTreeMap, BinaryHeap};
-
     let started = Instant::now();
     let (start, end) = time_param::window(p.start.as_deref(), p.end.as_deref(), "now-1h")?;
     let limit = p.limit.unwrap_or(100).min(MAX_LIMIT);
@@ -119,42 +118,54 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
         .filter(|s| s.overlaps(start, end))
         .cloned()
         .collect();
-    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut total = 0u64;
-    // Min-heap of the newest `limit` hits: (time, source, row).
-    let mut newest: BinaryHeap<Reverse<(i64, usize, u32)>> = BinaryHeap::new();
-    let mut note = |t: i64, source: usize, row: u32| {
-        total += 1;
-        *counts.entry(t.div_euclid(width) * width).or_default() += 1;
-        if limit == 0 {
-            return;
-        }
-        if newest.len() < limit {
-            newest.push(Reverse((t, source, row)));
-        } else if newest
-            .peek()
-            .is_some_and(|Reverse((oldest, _, _))| t > *oldest)
-        {
-            newest.pop();
-            newest.push(Reverse((t, source, row)));
-        }
+    let mut hits = Hits {
+        width,
+        limit,
+        ..Hits::default()
     };
+    let query = Arc::new(query);
+    // Matching is CPU work, done on the blocking pool: one task per split
+    // and one for all memtable batches, rather than `block_in_place` per
+    // index, which hands the async worker's role to another thread each
+    // time — under load that spread allocations over dozens of threads,
+    // each keeping memory of its own, and took resident memory past the
+    // memory budget.
     for (i, split) in splits.iter().enumerate() {
         let index = storage.split_index(split).await.map_err(storage_error)?;
-        tokio::task::block_in_place(|| {
-            index.for_each_match(&query, start, end, |t, row| note(t, i, row))
+        let query = query.clone();
+        hits = blocking(move || {
+            index
+                .for_each_match(&query, start, end, |t, row| hits.note(t, i, row))
+                .map(|()| hits)
         })
-        .map_err(storage_error)?;
+        .await?;
     }
     // Batches outside the window are not indexed at all (under load a
     // memtable holds hundreds, most older than a recent window).
-    let in_window = snapshot.batches.iter().enumerate();
-    for (j, mem) in in_window.filter(|(_, mem)| mem.overlaps(start, end)) {
-        let index = tokio::task::block_in_place(|| mem.log_index()).map_err(storage_error)?;
-        index
-            .for_each_match(&query, start, end, |t, row| note(t, splits.len() + j, row))
-            .map_err(storage_error)?;
+    let in_window: Vec<(usize, loupe_storage::MemBatch)> = snapshot
+        .batches
+        .iter()
+        .enumerate()
+        .filter(|(_, mem)| mem.overlaps(start, end))
+        .map(|(j, mem)| (splits.len() + j, mem.clone()))
+        .collect();
+    if !in_window.is_empty() {
+        let query = query.clone();
+        hits = blocking(move || {
+            for (source, mem) in in_window {
+                mem.log_index()?
+                    .for_each_match(&query, start, end, |t, row| hits.note(t, source, row))?;
+            }
+            Ok(hits)
+        })
+        .await?;
     }
+    let Hits {
+        total,
+        counts,
+        newest,
+        ..
+    } = hits;
 
     let mut by_source: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for Reverse((_, source, row)) in newest {
@@ -203,6 +214,51 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
         "bucket_ms": width as f64 / 1e6,
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
+}
+
+/// What a search has found so far: the total, the count per histogram
+/// bucket and the newest `limit` hits.
+#[derive(Default)]
+struct Hits {
+    width: i64,
+    limit: usize,
+    total: u64,
+    counts: BTreeMap<i64, u64>,
+    /// Min-heap of the newest `limit` hits: (time, source, row).
+    newest: BinaryHeap<Reverse<(i64, usize, u32)>>,
+}
+
+impl Hits {
+    fn note(&mut self, t: i64, source: usize, row: u32) {
+        self.total += 1;
+        *self
+            .counts
+            .entry(t.div_euclid(self.width) * self.width)
+            .or_default() += 1;
+        if self.limit == 0 {
+            return;
+        }
+        if self.newest.len() < self.limit {
+            self.newest.push(Reverse((t, source, row)));
+        } else if self
+            .newest
+            .peek()
+            .is_some_and(|Reverse((oldest, _, _))| t > *oldest)
+        {
+            self.newest.pop();
+            self.newest.push(Reverse((t, source, row)));
+        }
+    }
+}
+
+/// Runs index work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> loupe_storage::Result<T> + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+        .map_err(storage_error)
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod catalog_pg;
+mod compaction_memory;
 mod error;
 mod index_cache;
 mod ipc;
@@ -12,6 +13,7 @@ pub mod log_index;
 mod maintenance;
 mod memtable;
 mod merge;
+mod merge_thread;
 mod read_cache;
 mod schema;
 mod shared;

@@ -193,110 +193,61 @@ fn index_batch(
 }
 
 /// Builds the index of a file's rows batch by batch, as a flush or a merge
-/// writes them, so the rows never have to be in memory at once.
+/// writes them, so the rows never have to be in memory at once. The index
+/// is one segment built on the calling thread: tantivy's `IndexWriter`
+/// starts six threads per index, and short-lived threads' allocator heaps
+/// fragment the process's memory. What the segment holds grows with the
+/// rows; a merge bounds it by closing its file ([`LogIndexBuilder::memory`]).
 pub struct LogIndexBuilder {
     fields: Fields,
-    writer: Writer,
+    writer: Box<tantivy::SingleSegmentIndexWriter<TantivyDocument>>,
+    /// What the writer holds before its first row (tables and buffers of
+    /// fixed size, about 10 MB).
+    empty: usize,
     rows: u64,
 }
 
-/// How a [`LogIndexBuilder`] writes.
-enum Writer {
-    /// Tantivy's `IndexWriter`: segments flushed within a memory budget and
-    /// merged at the end, on threads of its own (compaction: files of
-    /// any size).
-    Segments {
-        index: Index,
-        writer: Box<tantivy::IndexWriter<TantivyDocument>>,
-        /// Bytes of text handed to the writer since its last commit.
-        uncommitted: usize,
-    },
-    /// One segment, built on the calling thread (flushes and memtable
-    /// batches, whose rows are bounded by the unflushed share).
-    OneSegment(Box<tantivy::SingleSegmentIndexWriter<TantivyDocument>>),
-}
-
-/// Tantivy queues added documents (up to thousands, text and all) for its
-/// indexing thread; committing after this much text waits for the queue
-/// to drain, so wide rows cannot pile up in it.
-const COMMIT_EVERY_BYTES: usize = 16 << 20;
-
 impl LogIndexBuilder {
-    /// A builder for files of any size (compaction).
-    pub fn new() -> Result<Self> {
-        let (index, fields) = new_index()?;
-        let writer = index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
-        Ok(LogIndexBuilder {
-            fields,
-            writer: Writer::Segments {
-                index,
-                writer: Box::new(writer),
-                uncommitted: 0,
-            },
-            rows: 0,
-        })
-    }
-
-    /// A builder of one segment on the calling thread, for rows already in
-    /// memory (a flush): an `IndexWriter` starts six threads per index, and
-    /// short-lived threads' allocator heaps fragment the process's memory.
-    /// `text_bytes` (the rows' body bytes) sizes its term table.
+    /// A builder of one segment on the calling thread; `text_bytes` (the
+    /// rows' body bytes, when known) sizes its term table.
     pub fn in_one_segment(text_bytes: usize) -> Result<Self> {
         let (schema, fields) = schema();
         let memory = text_bytes.saturating_mul(4).clamp(1 << 20, WRITER_MEMORY);
+        let writer = single_segment_writer(schema, memory)?;
         Ok(LogIndexBuilder {
             fields,
-            writer: Writer::OneSegment(Box::new(single_segment_writer(schema, memory)?)),
+            empty: writer.mem_usage(),
+            writer: Box::new(writer),
             rows: 0,
         })
     }
 
     /// Indexes the next rows of the file.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        match &mut self.writer {
-            Writer::Segments {
-                writer,
-                uncommitted,
-                ..
-            } => {
-                let w = &*writer;
-                index_batch(
-                    &mut |doc| w.add_document(doc).map(drop),
-                    self.fields,
-                    batch,
-                    self.rows,
-                )?;
-                *uncommitted += strings(batch, "body")?.values().len();
-                if *uncommitted >= COMMIT_EVERY_BYTES {
-                    writer.commit()?;
-                    *uncommitted = 0;
-                }
-            }
-            Writer::OneSegment(writer) => {
-                index_batch(
-                    &mut |doc| writer.add_document(doc),
-                    self.fields,
-                    batch,
-                    self.rows,
-                )?;
-            }
-        }
+        let writer = &mut self.writer;
+        index_batch(
+            &mut |doc| writer.add_document(doc),
+            self.fields,
+            batch,
+            self.rows,
+        )?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
+    /// Bytes the index takes by the time it is finished: what the writer
+    /// holds (its term table, postings and columns), and the segment it
+    /// writes at the end while it still holds that — no larger than what
+    /// its rows added to the writer (written postings are compressed) —
+    /// which [`LogIndex::to_bundle`] then copies once.
+    pub fn memory(&self) -> usize {
+        let held = self.writer.mem_usage();
+        held + held.saturating_sub(self.empty)
+    }
+
     /// The finished index; its phrase searches read bodies from `bodies`.
     pub(crate) fn finish(self, bodies: Bodies) -> Result<LogIndex> {
-        let index = match self.writer {
-            Writer::Segments {
-                index, mut writer, ..
-            } => {
-                writer.commit()?;
-                writer.wait_merging_threads()?;
-                index
-            }
-            Writer::OneSegment(writer) => finalize(*writer)?,
-        };
+        let index = finalize(*self.writer)?;
         LogIndex::from_index(index, self.fields, bodies)
     }
 }

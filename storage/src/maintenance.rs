@@ -14,11 +14,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::catalog::SplitMeta;
-use crate::error::{Result, StorageError};
-use crate::merge::{FileLimits, merge_files};
+use crate::compaction_memory::CompactionMemory;
+use crate::error::Result;
+use crate::merge::{FileLimits, Input, merge_files};
+use crate::merge_thread::MergeThread;
 use crate::schema::Signal;
 use crate::split_files::SplitFiles;
 use crate::split_store::{SplitStore, StoredFile};
+use crate::split_writer::EncodedSplit;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
@@ -34,6 +37,9 @@ pub struct MaintenanceConfig {
     /// …and at most this many bytes uncompressed: however well the data
     /// compresses, a merged file stays cheap to read and index.
     pub max_merge_raw_bytes: u64,
+    /// Memory merges may hold (compaction's share of the memory budget):
+    /// it bounds how many files one merge reads, and each file it writes.
+    pub memory_limit: usize,
     /// Merge an hour's small files once there are this many…
     pub min_files: usize,
     /// …or, once the hour is this far in the past, as soon as there are two.
@@ -56,6 +62,7 @@ impl Default for MaintenanceConfig {
             target_bytes: 64 << 20,
             max_merge_rows: 8 << 20,
             max_merge_raw_bytes: 2 << 30,
+            memory_limit: 256 << 20,
             min_files: 8,
             settle: Duration::from_secs(300),
             delete_grace: Duration::from_secs(120),
@@ -94,15 +101,33 @@ pub(crate) async fn delete_orphans(
     Ok(deleted)
 }
 
-/// The groups of splits one compaction pass should merge, oldest first.
+/// The size merged files aim for: the configured target, or an eighth of
+/// compaction's share of the memory budget if less — the share also holds
+/// the inputs' readers, and the index of the file being written, which for
+/// lines of many distinct words takes several times the file's Parquet
+/// bytes while it is built.
+fn target_bytes(config: &MaintenanceConfig) -> u64 {
+    config
+        .target_bytes
+        .min(config.memory_limit as u64 / 8)
+        .max(1)
+}
+
+/// The groups of splits one compaction pass should merge, oldest first:
+/// each small enough for compaction's share of the memory budget (at most
+/// [`CompactionMemory::max_inputs`] files, and of at most the target size
+/// in all, which is what a merge holds when it fetches them whole from a
+/// remote store).
 pub fn plan_merges(
     splits: &[Arc<SplitMeta>],
     config: &MaintenanceConfig,
     now_ns: i64,
 ) -> Vec<Vec<Arc<SplitMeta>>> {
+    let target = target_bytes(config);
+    let max_inputs = CompactionMemory::new(config.memory_limit).max_inputs();
     let mut by_hour: BTreeMap<i64, Vec<Arc<SplitMeta>>> = BTreeMap::new();
     for split in splits {
-        if split.byte_size < config.target_bytes / 2 {
+        if split.byte_size < target / 2 {
             by_hour
                 .entry(split.min_time.div_euclid(NANOS_PER_HOUR))
                 .or_default()
@@ -120,7 +145,8 @@ pub fn plan_merges(
         let mut group = Vec::new();
         let (mut bytes, mut rows, mut raw) = (0, 0, 0);
         for split in small {
-            let full = bytes + split.byte_size > config.target_bytes
+            let full = bytes + split.byte_size > target
+                || group.len() >= max_inputs
                 || rows + split.row_count > config.max_merge_rows
                 || raw + split.raw_bytes > config.max_merge_raw_bytes;
             if full && !group.is_empty() {
@@ -151,6 +177,14 @@ pub(crate) struct Maintenance {
     config: MaintenanceConfig,
     files: Arc<SplitFiles>,
     gate: watch::Receiver<bool>,
+    /// Compaction's share of the memory budget; one merge at a time.
+    memory: Arc<CompactionMemory>,
+    compacting: tokio::sync::Mutex<()>,
+    thread: MergeThread,
+    /// Files a merge closed at a limit (all its files but the last): full
+    /// however small, so they are not merged again — a small share makes
+    /// small files, and merging them would only make them again.
+    full: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Maintenance {
@@ -160,10 +194,19 @@ impl Maintenance {
         gate: watch::Receiver<bool>,
     ) -> Maintenance {
         Maintenance {
+            memory: Arc::new(CompactionMemory::new(config.memory_limit)),
             config,
             files,
             gate,
+            compacting: tokio::sync::Mutex::new(()),
+            thread: MergeThread::default(),
+            full: Default::default(),
         }
+    }
+
+    /// Compaction's share of the memory budget and what it holds.
+    pub(crate) fn memory(&self) -> &CompactionMemory {
+        &self.memory
     }
 
     /// Whether this node may maintain now, checked before each merge and
@@ -216,46 +259,104 @@ impl Maintenance {
 
     /// One compaction pass over every signal; returns the merges done.
     pub(crate) async fn compact(&self) -> Result<usize> {
+        let _one_at_a_time = self.compacting.lock().await;
+        let live: HashSet<String> = Signal::ALL
+            .into_iter()
+            .flat_map(|signal| self.files.shared.snapshot(signal).splits)
+            .map(|s| s.id.clone())
+            .collect();
+        if let Ok(mut full) = self.full.lock() {
+            full.retain(|id| live.contains(id));
+        }
         let mut done = 0;
         for signal in Signal::ALL {
-            let splits = self.files.shared.snapshot(signal).splits;
-            for group in plan_merges(&splits, &self.config, loupe_base::clock::now_nanos()) {
+            let mut splits = self.files.shared.snapshot(signal).splits;
+            if let Ok(full) = self.full.lock() {
+                splits.retain(|s| !full.contains(&s.id));
+            }
+            let now = loupe_base::clock::now_nanos();
+            for group in plan_merges(&splits, &self.config, now) {
                 if !self.leading() {
                     return Ok(done);
                 }
-                self.merge(signal, group).await?;
-                done += 1;
+                if self.merge(signal, group).await? {
+                    done += 1;
+                }
             }
         }
         Ok(done)
     }
 
-    async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<()> {
-        let mut files = Vec::with_capacity(group.len());
-        for split in &group {
-            files.push(self.files.store.get(&split.path).await?);
+    /// Merges `group`; false when it would not fit in compaction's share.
+    async fn merge(&self, signal: Signal, group: Vec<Arc<SplitMeta>>) -> Result<bool> {
+        // Files of a remote store are fetched whole: not when the merge
+        // would not fit anyway.
+        let fetched: usize = match self.files.store.is_local() {
+            true => 0,
+            false => group.iter().map(|s| s.byte_size as usize).sum(),
+        };
+        if self.memory.file_memory(group.len(), fetched).is_none() {
+            tracing::debug!(%signal, files = group.len(), "merge skipped: it does not fit in compaction's memory share");
+            return Ok(false);
         }
+        let mut inputs = Vec::with_capacity(group.len());
+        for split in &group {
+            inputs.push(match self.files.store.local_path(&split.path) {
+                Some(path) => Input::Local(path),
+                None => Input::Fetched(self.files.store.get(&split.path).await?),
+            });
+        }
+        let fetched = inputs.iter().map(Input::fetched_bytes).sum();
+        let Some(file_memory) = self.memory.file_memory(inputs.len(), fetched) else {
+            tracing::debug!(%signal, files = group.len(), "merge skipped: it does not fit in compaction's memory share");
+            return Ok(false);
+        };
         let hour = group
             .first()
             .map_or(0, |s| s.min_time.div_euclid(NANOS_PER_HOUR));
         let limits = FileLimits {
             rows: self.config.max_merge_rows.max(1),
-            bytes: self.config.target_bytes.max(1),
+            bytes: target_bytes(&self.config),
+            memory: file_memory,
         };
-        // Decoding and encoding are CPU work: off the async workers.
-        let encoded = tokio::task::spawn_blocking(move || merge_files(signal, hour, files, limits))
-            .await
-            .map_err(|e| StorageError::Internal(format!("compaction task: {e}")))??;
-        let mut merged = Vec::with_capacity(encoded.len());
-        for split in encoded {
-            let meta = split.meta.clone();
-            merged.push(meta.clone());
-            if let Err(e) = self.files.put(&meta, split.bytes, split.index).await {
-                for m in &merged {
-                    self.files.delete(m).await;
-                }
-                return Err(e);
+        // Decoding and encoding are CPU work: off the async workers, on
+        // the one thread merges run on. Each file is stored as soon as it
+        // is written, so only one is in memory at a time.
+        let (runtime, files, memory) = (
+            tokio::runtime::Handle::current(),
+            self.files.clone(),
+            self.memory.clone(),
+        );
+        let (merged, result) = self
+            .thread
+            .run(move || {
+                let mut stored = Vec::new();
+                let result = merge_files(
+                    signal,
+                    hour,
+                    inputs,
+                    limits,
+                    &memory,
+                    &mut |split: EncodedSplit| {
+                        stored.push(split.meta.clone());
+                        runtime.block_on(files.put(&split.meta, split.bytes, split.index))
+                    },
+                );
+                memory.set(0);
+                (stored, result)
+            })
+            .await?;
+        if let Err(e) = result {
+            for m in &merged {
+                self.files.delete(m).await;
             }
+            return Err(e);
+        }
+        if let Ok(mut full) = self.full.lock() {
+            for gone in &group {
+                full.remove(&gone.id);
+            }
+            full.extend(merged.iter().rev().skip(1).map(|m| m.id.clone()));
         }
         let old: Vec<SplitMeta> = group.iter().map(|s| SplitMeta::clone(s)).collect();
         if let Err(e) = self.files.replace(signal, &old, merged.clone()).await {
@@ -265,7 +366,7 @@ impl Maintenance {
             return Err(e);
         }
         tracing::debug!(%signal, files = old.len(), "compacted");
-        Ok(())
+        Ok(true)
     }
 
     /// Drops every split past its signal's retention; returns how many.
@@ -300,7 +401,7 @@ impl Maintenance {
 mod tests {
     use super::*;
     use crate::store::{Storage, StorageConfig};
-    use crate::test_batches::log_batch;
+    use crate::test_batches::{log_batch, wordy_log_batch};
     use loupe_base::self_metrics::Registry;
 
     fn split(id: &str, hour: i64, minute: i64, bytes: u64) -> Arc<SplitMeta> {
@@ -385,6 +486,36 @@ mod tests {
         assert!(plan_merges(&rowful, &config, 3 * NANOS_PER_HOUR).is_empty());
     }
 
+    #[test]
+    fn merges_are_bounded_by_the_memory_share() {
+        // A 64 MiB share: four inputs at a time, files of 8 MiB at most.
+        let config = MaintenanceConfig {
+            target_bytes: 1 << 30,
+            memory_limit: 64 << 20,
+            min_files: 2,
+            settle: Duration::from_secs(0),
+            ..Default::default()
+        };
+        let tiny: Vec<_> = (0..10).map(|i| split(&format!("t{i}"), 1, i, 10)).collect();
+        let sizes =
+            |merges: &[Vec<Arc<SplitMeta>>]| merges.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(
+            sizes(&plan_merges(&tiny, &config, 3 * NANOS_PER_HOUR)),
+            vec![4, 4, 2]
+        );
+        let mib = |id: &str, minute, n: u64| split(id, 1, minute, n << 20);
+        let sized = vec![
+            mib("a", 0, 3),
+            mib("b", 1, 3),
+            mib("c", 2, 3),
+            mib("done", 3, 4),
+        ];
+        assert_eq!(
+            ids(&plan_merges(&sized, &config, 3 * NANOS_PER_HOUR)),
+            vec![vec!["a", "b"]]
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compaction_merges_files_with_their_index_and_retention_drops_old_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -441,6 +572,35 @@ mod tests {
         let storage = Storage::open(config, &Registry::default()).await.unwrap();
         let splits = storage.snapshot(Signal::Logs).splits;
         assert_eq!((splits.len(), splits[0].row_count), (1, 8));
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_a_small_share_cut_short_are_not_merged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StorageConfig::new(dir.path());
+        config.maintenance = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            min_files: 2,
+            memory_limit: 64 << 20,
+            delete_grace: Duration::ZERO,
+            ..MaintenanceConfig::default()
+        };
+        let storage = Storage::open(config, &Registry::default()).await.unwrap();
+        let hour = loupe_base::clock::now_nanos().div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+        for (i, service) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let batch = wordy_log_batch(service, hour + i as i64, 40_000);
+            storage.append(Signal::Logs, batch).await.unwrap();
+            storage.flush(Signal::Logs).await.unwrap();
+        }
+        assert_eq!(storage.compact().await.unwrap(), 1);
+        let merged = storage.snapshot(Signal::Logs).splits;
+        assert!(merged.len() >= 2, "{} files", merged.len());
+        assert_eq!(merged.iter().map(|s| s.row_count).sum::<u64>(), 160_000);
+        // Each is far below the target size, but merging them again
+        // would only cut them the same way.
+        assert_eq!(storage.compact().await.unwrap(), 0);
+        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), merged.len());
         storage.shutdown().await.unwrap();
     }
 }

@@ -1,26 +1,30 @@
 //! Compaction's merge: a k-way merge of split files that are each sorted
 //! by service then time, streamed into new split files. Each input is read
-//! a small batch at a time (fewer rows when its rows are wide) and the
-//! output's Parquet row groups and index are written as they fill, so the
-//! memory a merge takes is bounded by its inputs' count, not by how much
-//! their data expands from its compressed size.
+//! a small batch at a time (fewer rows when its rows are wide; from disk a
+//! page at a time when the store is local), and the output's Parquet row
+//! groups and index are written as they fill; each output file is stored
+//! as soon as it is closed, and closed early when it would outgrow the
+//! merge's share of the memory budget ([`CompactionMemory`]). So the memory
+//! a merge takes is bounded by that share, not by how much its data
+//! expands from its compressed size.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::path::PathBuf;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::reader::ChunkReader;
 
+use crate::compaction_memory::{
+    CompactionMemory, INPUT_BATCH_BYTES, OUTPUT_BATCH_BYTES, WRITER_OVERHEAD,
+};
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
 use crate::split_writer::{Effort, EncodedSplit, SplitBuilder};
 
-/// Decoded bytes held per input file at a time.
-const INPUT_BATCH_BYTES: usize = 2 << 20;
-/// Decoded bytes of merged rows gathered before they go to the writer.
-const OUTPUT_BATCH_BYTES: usize = 4 << 20;
 /// Rows per batch, at most, on either side.
 const MAX_BATCH_ROWS: usize = 8192;
 
@@ -30,6 +34,28 @@ pub(crate) struct FileLimits {
     pub rows: u64,
     /// Parquet bytes (compressed).
     pub bytes: u64,
+    /// Memory the file being written may take (its Parquet bytes, its
+    /// index, and the index's copy when it is bundled).
+    pub memory: usize,
+}
+
+/// Where a merge reads one input file.
+pub(crate) enum Input {
+    /// A file on this machine's disk, read a page at a time.
+    Local(PathBuf),
+    /// A file fetched whole from a remote store; its bytes count against
+    /// the merge's share.
+    Fetched(Bytes),
+}
+
+impl Input {
+    /// Bytes the input holds in memory before any is decoded.
+    pub(crate) fn fetched_bytes(&self) -> usize {
+        match self {
+            Input::Local(_) => 0,
+            Input::Fetched(bytes) => bytes.len(),
+        }
+    }
 }
 
 /// One input file, read a batch at a time, with its current row.
@@ -41,15 +67,30 @@ struct Cursor {
     row_bytes: usize,
 }
 
+/// A reader of `builder`'s file in batches of about [`INPUT_BATCH_BYTES`].
+fn batch_reader<T: ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+) -> Result<ParquetRecordBatchReader> {
+    let meta = builder.metadata();
+    let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
+    let raw: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
+    let file_row_bytes = (raw.max(1) / rows.max(1)).max(1) as usize;
+    let batch_rows = (INPUT_BATCH_BYTES / file_row_bytes).clamp(1, MAX_BATCH_ROWS);
+    Ok(builder.with_batch_size(batch_rows).build()?)
+}
+
 impl Cursor {
-    fn open(signal: Signal, file: Bytes) -> Result<Option<Cursor>> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let meta = builder.metadata();
-        let rows: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
-        let raw: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
-        let file_row_bytes = (raw.max(1) / rows.max(1)).max(1) as usize;
-        let batch_rows = (INPUT_BATCH_BYTES / file_row_bytes).clamp(1, MAX_BATCH_ROWS);
-        let mut reader = builder.with_batch_size(batch_rows).build()?;
+    fn open(signal: Signal, input: Input) -> Result<Option<Cursor>> {
+        let mut reader = match input {
+            Input::Local(path) => {
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| StorageError::io("open split file", &path, e))?;
+                batch_reader(ParquetRecordBatchReaderBuilder::try_new(file)?)?
+            }
+            Input::Fetched(bytes) => {
+                batch_reader(ParquetRecordBatchReaderBuilder::try_new(bytes)?)?
+            }
+        };
         match next_nonempty(&mut reader)? {
             Some(batch) => {
                 check_schema(signal, &batch)?;
@@ -113,17 +154,22 @@ struct Pending {
     bytes: usize,
 }
 
-/// Merges `files` (split files of `signal` and of the one hour `hour`,
-/// each sorted by service then time) into new files of at most `limits`.
+/// Merges `inputs` (split files of `signal` and of the one hour `hour`,
+/// each sorted by service then time) into new files of at most `limits`,
+/// handing each to `store` as soon as it is closed; what the merge holds
+/// is kept up to date in `memory`.
 pub(crate) fn merge_files(
     signal: Signal,
     hour: i64,
-    files: Vec<Bytes>,
+    inputs: Vec<Input>,
     limits: FileLimits,
-) -> Result<Vec<EncodedSplit>> {
-    let mut cursors: Vec<Cursor> = Vec::with_capacity(files.len());
-    for file in files {
-        if let Some(cursor) = Cursor::open(signal, file)? {
+    memory: &CompactionMemory,
+    store: &mut dyn FnMut(EncodedSplit) -> Result<()>,
+) -> Result<()> {
+    let fetched: usize = inputs.iter().map(Input::fetched_bytes).sum();
+    let mut cursors: Vec<Cursor> = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        if let Some(cursor) = Cursor::open(signal, input)? {
             cursors.push(cursor);
         }
     }
@@ -137,7 +183,10 @@ pub(crate) fn merge_files(
         hour,
         limits,
         current: None,
-        done: Vec::new(),
+        last_growth: 0,
+        fetched,
+        memory,
+        store,
     };
     let mut pending = Pending {
         picks: Vec::new(),
@@ -180,7 +229,9 @@ pub(crate) fn merge_files(
         }
     }
     out.write(&cursors, &mut pending)?;
-    out.finish()
+    out.close_current()?;
+    memory.set(0);
+    Ok(())
 }
 
 /// Decoded bytes per row of `batch`, an estimate for batching.
@@ -188,16 +239,22 @@ fn row_bytes(batch: &RecordBatch) -> usize {
     (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1)
 }
 
-/// The files being written.
-struct Output {
+/// The file being written, and where closed files go.
+struct Output<'a> {
     signal: Signal,
     hour: i64,
     limits: FileLimits,
     current: Option<SplitBuilder>,
-    done: Vec<EncodedSplit>,
+    /// How much the file's memory grew with the last batch written: the
+    /// file is closed when the next one might not fit.
+    last_growth: usize,
+    /// Bytes of inputs fetched whole.
+    fetched: usize,
+    memory: &'a CompactionMemory,
+    store: &'a mut dyn FnMut(EncodedSplit) -> Result<()>,
 }
 
-impl Output {
+impl Output<'_> {
     fn write(&mut self, cursors: &[Cursor], pending: &mut Pending) -> Result<()> {
         if pending.picks.is_empty() {
             return Ok(());
@@ -207,31 +264,47 @@ impl Output {
         pending.picks.clear();
         pending.bytes = 0;
         if self.current.is_none() {
+            // Room for the file's target size (and its last row group
+            // and footer past it), unless its memory bound comes first.
+            let capacity = (self.limits.bytes as usize)
+                .saturating_add(self.limits.bytes as usize / 8 + (1 << 20))
+                .min(self.limits.memory);
             self.current = Some(SplitBuilder::new(
                 self.signal,
                 self.hour,
                 Effort::Compaction,
+                capacity,
             )?);
+            self.last_growth = 0;
         }
-        if let Some(file) = self.current.as_mut() {
-            file.write(&merged)?;
-            if file.rows() >= self.limits.rows || file.bytes() as u64 >= self.limits.bytes {
-                self.close_current()?;
-            }
+        let Some(file) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let before = file.memory();
+        file.write(&merged)?;
+        let file_memory = file.memory();
+        self.last_growth = file_memory.saturating_sub(before);
+        let reading: usize = cursors
+            .iter()
+            .map(|c| c.batch.get_array_memory_size())
+            .sum();
+        self.memory.set(
+            self.fetched + reading + merged.get_array_memory_size() + file_memory + WRITER_OVERHEAD,
+        );
+        if file.rows() >= self.limits.rows
+            || file.bytes() as u64 >= self.limits.bytes
+            || file_memory + self.last_growth >= self.limits.memory
+        {
+            self.close_current()?;
         }
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<()> {
         if let Some(file) = self.current.take() {
-            self.done.push(file.finish()?);
+            (self.store)(file.finish()?)?;
         }
         Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<EncodedSplit>> {
-        self.close_current()?;
-        Ok(self.done)
     }
 }
 
@@ -239,7 +312,40 @@ impl Output {
 mod tests {
     use super::*;
     use crate::split_writer::encode_splits;
-    use crate::test_batches::log_batch;
+    use crate::test_batches::{log_batch, wordy_log_batch};
+
+    const WIDE: FileLimits = FileLimits {
+        rows: 1 << 20,
+        bytes: 64 << 20,
+        memory: usize::MAX,
+    };
+
+    /// Merges `inputs` as compaction does, keeping every file written.
+    fn merge(
+        signal: Signal,
+        inputs: Vec<Input>,
+        limits: FileLimits,
+        memory: &CompactionMemory,
+    ) -> Vec<EncodedSplit> {
+        let mut out = Vec::new();
+        merge_files(
+            signal,
+            0,
+            inputs,
+            limits,
+            memory,
+            &mut |split: EncodedSplit| {
+                out.push(split);
+                Ok(())
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    fn fetched(files: &[Bytes]) -> Vec<Input> {
+        files.iter().cloned().map(Input::Fetched).collect()
+    }
 
     fn times_and_services(files: &[EncodedSplit]) -> Vec<(String, i64)> {
         let mut out = Vec::new();
@@ -277,11 +383,8 @@ mod tests {
                 )
             })
             .collect();
-        let limits = FileLimits {
-            rows: 1 << 20,
-            bytes: 1 << 30,
-        };
-        let merged = merge_files(Signal::Logs, 0, files.clone(), limits).unwrap();
+        let memory = CompactionMemory::new(usize::MAX);
+        let merged = merge(Signal::Logs, fetched(&files), WIDE, &memory);
         assert_eq!(merged.len(), 1);
         let want: Vec<(String, i64)> = [
             ("a", 1),
@@ -310,12 +413,50 @@ mod tests {
         );
 
         // Small file limits cut the output into several files, still in order.
-        let small = FileLimits {
-            rows: 3,
-            bytes: 1 << 30,
-        };
-        let merged = merge_files(Signal::Logs, 0, files, small).unwrap();
+        let small = FileLimits { rows: 3, ..WIDE };
+        let merged = merge(Signal::Logs, fetched(&files), small, &memory);
         assert!(merged.len() >= 2, "{}", merged.len());
         assert_eq!(times_and_services(&merged), want);
+    }
+
+    #[test]
+    fn a_merge_stays_within_its_memory_share_by_closing_files_early() {
+        const ROWS: usize = 40_000;
+        const LIMIT: usize = 64 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (i, service) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let batch = wordy_log_batch(service, i as i64, ROWS);
+            let file = encode_splits(Signal::Logs, &[batch]).unwrap().remove(0);
+            let path = dir.path().join(format!("{i}.parquet"));
+            std::fs::write(&path, &file.bytes).unwrap();
+            files.push((path, Bytes::from(file.bytes)));
+        }
+        let memory = CompactionMemory::new(LIMIT);
+        let file_memory = memory.file_memory(files.len(), 0).unwrap();
+        let limits = FileLimits {
+            memory: file_memory,
+            ..WIDE
+        };
+        let local = files.iter().map(|(p, _)| Input::Local(p.clone())).collect();
+        let merged = merge(Signal::Logs, local, limits, &memory);
+        assert!(merged.len() >= 2, "{} files", merged.len());
+        assert!(memory.peak() <= LIMIT, "{} > {LIMIT}", memory.peak());
+        assert_eq!(memory.used(), 0);
+        // What each file came to is within what was counted for it.
+        for f in &merged {
+            let written = f.bytes.len() + 2 * f.index.as_ref().map_or(0, Vec::len);
+            assert!(written <= file_memory, "{written} > {file_memory}");
+        }
+        // Every row, once, in order.
+        let rows = times_and_services(&merged);
+        assert_eq!(rows.len(), 4 * ROWS);
+        assert!(rows.is_sorted());
+
+        // Unbounded, the same merge is one file that holds more than the share.
+        let whole = CompactionMemory::new(usize::MAX);
+        let fetched = files.into_iter().map(|(_, b)| Input::Fetched(b)).collect();
+        assert_eq!(merge(Signal::Logs, fetched, WIDE, &whole).len(), 1);
+        assert!(whole.peak() > LIMIT, "{}", whole.peak());
     }
 }

@@ -131,7 +131,7 @@ pub(crate) fn encode_splits_with(
 
     let mut splits = Vec::new();
     for (start, len) in runs(sorted_hours) {
-        let mut split = SplitBuilder::new(signal, sorted_hours.value(start), effort)?;
+        let mut split = SplitBuilder::new(signal, sorted_hours.value(start), effort, 0)?;
         for rows in positions[start..start + len].chunks(FLUSH_SLICE_ROWS) {
             split.write(&interleave_record_batch(&batches, rows)?)?;
         }
@@ -318,21 +318,21 @@ pub struct SplitBuilder {
 pub(crate) const POISON_BODY: &str = "\u{0}loupe-test-poison";
 
 impl SplitBuilder {
-    /// A new file for rows of `hour` (hours since the epoch).
-    pub fn new(signal: Signal, hour: i64, effort: Effort) -> Result<Self> {
+    /// A new file for rows of `hour` (hours since the epoch), with room
+    /// for `capacity` bytes of Parquet: a file that grows within it is
+    /// never copied to a larger buffer (which for a moment holds it twice).
+    pub fn new(signal: Signal, hour: i64, effort: Effort, capacity: usize) -> Result<Self> {
         let writer = ArrowWriter::try_new(
-            Vec::new(),
+            Vec::with_capacity(capacity),
             signal.schema(),
             Some(writer_properties(signal, effort)?),
         )?;
         let index = match signal {
-            // A flush's rows are bounded by the unflushed share: one
-            // segment on this thread. A merge's are not: segments within
-            // a memory budget, on tantivy's threads.
-            Signal::Logs => IndexBuilder::Logs(Box::new(match effort {
-                Effort::Flush => crate::log_index::LogIndexBuilder::in_one_segment(0)?,
-                Effort::Compaction => crate::log_index::LogIndexBuilder::new()?,
-            })),
+            // A flush's rows are bounded by the unflushed share, a merge's
+            // file by the compaction share ([`SplitBuilder::memory`]).
+            Signal::Logs => IndexBuilder::Logs(Box::new(
+                crate::log_index::LogIndexBuilder::in_one_segment(0)?,
+            )),
             Signal::Spans => IndexBuilder::Spans(Default::default()),
             Signal::Metrics => IndexBuilder::None,
         };
@@ -404,6 +404,20 @@ impl SplitBuilder {
     /// Bytes of Parquet written so far plus the row group being filled.
     pub fn bytes(&self) -> usize {
         self.writer.bytes_written() + self.writer.in_progress_size()
+    }
+
+    /// Memory the file takes by the time it is finished: its Parquet
+    /// bytes so far, the row group being encoded, and its index twice (the
+    /// index being built, then its bundle while it is copied out). Room
+    /// reserved for Parquet bytes not yet written is not counted: the
+    /// system backs those pages only once they are written.
+    pub fn memory(&self) -> usize {
+        let index = match &self.index {
+            IndexBuilder::Logs(index) => index.memory(),
+            IndexBuilder::Spans(index) => index.memory(),
+            IndexBuilder::None => 0,
+        };
+        self.writer.inner().len() + self.writer.memory_size() + index
     }
 
     /// Closes the file; its catalog row is ready to commit once stored.

@@ -411,6 +411,12 @@ impl Storage {
         self.shared.reserved_bytes.load(Ordering::Acquire)
     }
 
+    /// Bytes the running merge holds of compaction's memory share
+    /// (`maintenance.memory_limit`); 0 between merges.
+    pub fn compaction_bytes(&self) -> usize {
+        self.maintenance.memory().used()
+    }
+
     /// Bytes of loaded full-text indexes kept in the cache.
     pub fn log_index_cache_bytes(&self) -> usize {
         self.index_cache.bytes()

@@ -97,6 +97,34 @@ pub fn log_batch_with(rows: &[LogRow<'_>]) -> RecordBatch {
     })
 }
 
+/// `n` log lines of `service` a microsecond apart from `start`, whose
+/// bodies compress well but hold many distinct words: small on disk,
+/// large once indexed.
+pub fn wordy_log_batch(service: &str, start: i64, n: usize) -> RecordBatch {
+    let rows: Vec<(i64, &str)> = (0..n as i64)
+        .map(|i| (start + i * 1_000, service))
+        .collect();
+    let batch = log_batch(&rows);
+    let bodies = (0..n).map(|i| {
+        format!(
+            "user u{} fetched item i{} in {} ms from shard s{} of {service} \
+             session x{} order o{} cart c{} region r{}",
+            (i * 7919) % 100_003,
+            (i * 31) % 50_021,
+            i % 997,
+            i % 17,
+            (i * 104_729) % 1_000_003,
+            (i * 7) % 65_537,
+            (i * 13) % 32_771,
+            i % 41
+        )
+    });
+    let mut columns = batch.columns().to_vec();
+    columns[batch.schema().index_of("body").unwrap()] =
+        Arc::new(StringArray::from_iter_values(bodies));
+    RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
 /// A spans batch of `n` spans of service `svc`, one trace each, starting
 /// one nanosecond apart.
 pub fn span_batch(n: usize) -> RecordBatch {

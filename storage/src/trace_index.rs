@@ -85,6 +85,11 @@ impl TraceIndexBuilder {
         self.rows += arrow::array::Array::len(trace_ids) as u32;
     }
 
+    /// Bytes the entries so far hold.
+    pub fn memory(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     pub fn finish(self) -> Vec<u8> {
         encode(self.entries)
     }
