@@ -185,8 +185,9 @@ fn significant_shifts<'a>(
         t.0 += c.before as f64;
         t.1 += c.current as f64;
     }
+    let twins = twin_counts(changes);
     let mut out = Vec::new();
-    for c in changes {
+    for (i, c) in changes.iter().enumerate() {
         let (before, current) = totals[c.service.as_str()];
         if before == 0.0 || current == 0.0 {
             continue;
@@ -199,6 +200,8 @@ fn significant_shifts<'a>(
             Some(&(b, n)) => (c.before as f64 + 0.5) * n / b,
             None => (c.before as f64 + 0.5) * current / before,
         };
+        // A line that fell behind its twin: the path stopped between them.
+        let expected = expected.max(twins[i]);
         let (weight, rose) = shift_weight(c.current as f64, expected);
         if weight > 0.0 {
             out.push(Scored {
@@ -210,6 +213,51 @@ fn significant_shifts<'a>(
         }
     }
     out
+}
+
+/// Share by which the baseline counts of two lines of one operation may
+/// differ and still be twins (a window's edge cuts a request's lines).
+const TWIN_TOLERANCE: f64 = 0.1;
+/// Baseline lines a template needs before its twins say anything.
+const TWIN_MIN_LINES: u64 = 20;
+
+/// Per template of `changes`: the most its twins were logged in the
+/// incident (0 without twins). Twins are lines of one operation logged
+/// as often as each other in the baseline — one code path, each logged
+/// once per pass — so they keep pace: when one falls behind its twin,
+/// the path now stops between them (an exception thrown and swallowed
+/// there), however the operation's traffic and the lines per request
+/// changed. Lesson 4: a changed share of an operation's outcomes.
+fn twin_counts(changes: &[Compared]) -> Vec<f64> {
+    let mut by_operation: HashMap<(&str, &str), Vec<(u64, u64)>> = HashMap::new();
+    for c in changes {
+        if let Some(op) = &c.operation {
+            let key = (c.service.as_str(), op.as_str());
+            by_operation
+                .entry(key)
+                .or_default()
+                .push((c.before, c.current));
+        }
+    }
+    changes
+        .iter()
+        .map(|c| {
+            let Some(op) = &c.operation else {
+                return 0.0;
+            };
+            if c.before < TWIN_MIN_LINES {
+                return 0.0;
+            }
+            let b = c.before as f64;
+            by_operation[&(c.service.as_str(), op.as_str())]
+                .iter()
+                .filter(|&&(tb, tn)| {
+                    (tb as f64 - b).abs() <= TWIN_TOLERANCE * b && (tb, tn) != (c.before, c.current)
+                })
+                .map(|&(_, tn)| tn as f64)
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// Per service: templates whose count changed significantly against what
@@ -247,9 +295,10 @@ pub(crate) fn log_evidence(
     {
         let severe = is_warning_or_worse(&c.severity);
         let service = c.service.as_str();
-        // A new failure to reach a dependency is the dependency's symptom,
-        // not a change in this service (see `crate::dependency_errors`).
-        let symptom = rose && blames_a_dependency(&c.template);
+        // A failure to reach a dependency that starts or stops is the
+        // dependency's symptom or recovery, not a change in this service
+        // (see `crate::dependency_errors`).
+        let symptom = blames_a_dependency(&c.template);
         if symptom || (rose && !severe && recovered.contains(service)) {
             continue;
         }

@@ -323,3 +323,63 @@ fn vanished_lines_in_a_still_called_callee_outrank_the_failing_caller() {
     let out = demote_symptoms(&scores, &own, &failing, &vanished, &HashSet::new(), &calls);
     assert_eq!(out["travel"], 3.0);
 }
+
+/// Lesson 4: an exception thrown and swallowed between two lines that a
+/// code path logs once each. The operation is called a quarter as often
+/// but prints more lines per request, so against its traffic the second
+/// line's drop (60 → 12) is within what the mix explains; against its
+/// twin, logged as often in the baseline and still going (60 → 30), it
+/// is not. Lines without a twin are judged as before.
+#[test]
+fn a_line_that_falls_behind_its_twin_is_evidence() {
+    let op = |c| in_operation(c, "queryInfo");
+    let changes = vec![
+        op(compared(
+            "travel",
+            "INFO",
+            "calculate distance start <*>",
+            60,
+            30,
+        )),
+        op(compared(
+            "travel",
+            "INFO",
+            "calculate distance done <*>",
+            60,
+            12,
+        )),
+        op(compared("travel", "INFO", "query trip response", 40, 10)),
+    ];
+    let traffic = OperationTraffic::from([(("travel".into(), "queryInfo".into()), (40.0, 10.0))]);
+    let ev = log_evidence(&changes, &traffic);
+    let travel = &ev["travel"];
+    assert_eq!(
+        travel.shifts[0].template, "calculate distance done <*>",
+        "{travel:?}"
+    );
+    assert_eq!(travel.shifts[0].trend(), "dropping");
+    assert!(travel.vanished > 2.0 * travel.appeared, "{travel:?}");
+
+    // Without its twin the same drop is within the operation's drift.
+    let alone = vec![changes[1].clone(), changes[2].clone()];
+    assert!(!log_evidence(&alone, &traffic).contains_key("travel"));
+}
+
+/// A service that stops failing to reach a dependency ("No instances
+/// available") has not changed: its dependency recovered. Like a new
+/// such line, a vanished one is not the service's evidence.
+#[test]
+fn a_dependency_failure_that_stops_is_not_evidence() {
+    let changes = vec![
+        compared(
+            "travel",
+            "ERROR",
+            "Request processing failed; nested exception is java.lang.IllegalStateException: No instances available for <*>",
+            15,
+            0,
+        ),
+        compared("travel", "INFO", "query trips", 200, 210),
+    ];
+    let ev = log_evidence(&changes, &OperationTraffic::new());
+    assert!(ev.get("travel").is_none_or(|e| e.score() == 0.0), "{ev:?}");
+}
