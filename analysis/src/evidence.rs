@@ -531,10 +531,18 @@ pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidenc
 /// ([`MIN_CAUSE_SHARE`]): a faint anomaly downstream does not absorb a
 /// strong one upstream. Computed on the original scores, so blame moves
 /// one hop per edge, not down a chain of small anomalies.
+///
+/// The same holds when A only stopped doing things (`stopped`: its usual
+/// lines vanished or its calls dropped, with little that appeared) and B,
+/// which A kept calling, mostly stopped some of its usual work too (at
+/// least half its score, and a twentieth of A's): a flow that
+/// ends early after a call is what a callee returning something else (a
+/// swallowed exception, a changed value) looks like from the caller.
 pub(crate) fn demote_symptoms(
     scores: &HashMap<String, f64>,
     own: &HashMap<String, f64>,
     failing: &HashSet<String>,
+    stopped: &HashSet<String>,
     vanished: &HashMap<String, f64>,
     kept: &HashSet<(String, String)>,
     calls: &[(String, String)],
@@ -556,7 +564,8 @@ pub(crate) fn demote_symptoms(
         let b_changed = b_own + if kept { b_vanished } else { 0.0 };
         let symptom = (b_changed > 0.0 && b_changed >= SYMPTOM_SHARE * a)
             || (a_fails && b_own > 0.0 && failing.contains(callee))
-            || (a_fails && b_vanished > 0.0 && kept);
+            || (a_fails && b_vanished > 0.0 && kept)
+            || (stopped.contains(caller) && kept && b_vanished >= b.max(MIN_CAUSE_SHARE * a) / 2.0);
         if a > 0.0 && b >= MIN_CAUSE_SHARE * a && symptom && b < a {
             let demoted = out.get_mut(caller).expect("present");
             *demoted = demoted.min(0.9 * b);

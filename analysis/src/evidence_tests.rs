@@ -136,7 +136,15 @@ fn a_changed_caller_of_a_callee_that_stopped_working_is_a_symptom() {
             ("preserve".to_string(), preserve),
             ("contacts".to_string(), 0.4),
         ]);
-        demote_symptoms(&scores, &HashMap::new(), &none, &vanished, kept, &calls)
+        demote_symptoms(
+            &scores,
+            &HashMap::new(),
+            &none,
+            &none,
+            &vanished,
+            kept,
+            &calls,
+        )
     };
     let out = run(0.7, &kept);
     assert!(out["preserve"] < out["contacts"], "{out:?}");
@@ -203,6 +211,7 @@ fn a_caller_is_not_ranked_above_its_anomalous_callee() {
         &scores,
         &own,
         &HashSet::new(),
+        &HashSet::new(),
         &HashMap::new(),
         &HashSet::new(),
         &calls,
@@ -221,7 +230,15 @@ fn a_faint_callee_does_not_absorb_a_strong_caller() {
     let failing = HashSet::from(["basic".to_string(), "seat".to_string()]);
     let calls = vec![("basic".to_string(), "seat".to_string())];
     let kept = HashSet::from([("basic".to_string(), "seat".to_string())]);
-    let out = demote_symptoms(&scores, &own, &failing, &HashMap::new(), &kept, &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &HashMap::new(),
+        &kept,
+        &calls,
+    );
     assert_eq!(out["basic"], 1.4, "{out:?}");
 }
 
@@ -317,10 +334,26 @@ fn vanished_lines_in_a_still_called_callee_outrank_the_failing_caller() {
     let vanished = HashMap::from([("route".to_string(), 0.6)]);
     let calls = vec![("travel".to_string(), "route".to_string())];
     let kept = HashSet::from([("travel".to_string(), "route".to_string())]);
-    let out = demote_symptoms(&scores, &own, &failing, &vanished, &kept, &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &vanished,
+        &kept,
+        &calls,
+    );
     assert!(out["travel"] < out["route"], "{out:?}");
     // Called less: route's lines vanished because travel stopped calling.
-    let out = demote_symptoms(&scores, &own, &failing, &vanished, &HashSet::new(), &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &vanished,
+        &HashSet::new(),
+        &calls,
+    );
     assert_eq!(out["travel"], 3.0);
 }
 
@@ -382,4 +415,50 @@ fn a_dependency_failure_that_stops_is_not_evidence() {
     ];
     let ev = log_evidence(&changes, &OperationTraffic::new());
     assert!(ev.get("travel").is_none_or(|e| e.score() == 0.0), "{ev:?}");
+}
+
+/// Lesson 4 along the call path: `preserve` stopped logging the last
+/// steps of its flow (its only evidence, and strong: it is called four
+/// times as often), and `travel`, which it kept calling, stopped a usual
+/// line — a swallowed exception there ends preserve's flow early. The
+/// callee is the cause; a caller that only stopped, beside a callee that
+/// did not change, keeps its score, and so does one whose callee it no
+/// longer calls as often.
+#[test]
+fn a_flow_that_stops_after_a_callee_stopped_working_is_a_symptom() {
+    let scores = HashMap::from([("preserve".to_string(), 0.6), ("travel".to_string(), 0.13)]);
+    let own = HashMap::from([("preserve".to_string(), 0.01)]);
+    let stopped = HashSet::from(["preserve".to_string(), "travel".to_string()]);
+    let calls = vec![("preserve".to_string(), "travel".to_string())];
+    let kept = HashSet::from([("preserve".to_string(), "travel".to_string())]);
+    let run = |vanished: &HashMap<String, f64>, kept: &HashSet<(String, String)>| {
+        demote_symptoms(
+            &scores,
+            &own,
+            &HashSet::new(),
+            &stopped,
+            vanished,
+            kept,
+            &calls,
+        )
+    };
+    let travel_stopped = HashMap::from([("travel".to_string(), 0.13)]);
+    let out = run(&travel_stopped, &kept);
+    assert!(out["preserve"] < out["travel"], "{out:?}");
+    assert_eq!(
+        run(&HashMap::new(), &kept)["preserve"],
+        0.6,
+        "travel unchanged"
+    );
+    let travel_mostly_new = HashMap::from([("travel".to_string(), 0.02)]);
+    assert_eq!(
+        run(&travel_mostly_new, &kept)["preserve"],
+        0.6,
+        "travel's change is mostly what appeared"
+    );
+    assert_eq!(
+        run(&travel_stopped, &HashSet::new())["preserve"],
+        0.6,
+        "called less"
+    );
 }
