@@ -201,8 +201,16 @@ fn significant_shifts<'a>(
             None => (c.before as f64 + 0.5) * current / before,
         };
         // A line that fell behind its twin: the path stopped between them.
+        let behind_twin = twins[i] > expected;
         let expected = expected.max(twins[i]);
-        let (weight, rose) = shift_weight(c.current as f64, expected);
+        let (mut weight, rose) = shift_weight(c.current as f64, expected);
+        if behind_twin && weight > 0.0 {
+            // Against its twin the change is a share of outcomes — of the
+            // passes through the twin, how many no longer reach this line —
+            // weighed as that share, not as a count's drift.
+            let stopped = 1.0 - c.current as f64 / expected;
+            weight = stopped * confidence(poisson_g(c.current as f64, expected).abs());
+        }
         if weight > 0.0 {
             out.push(Scored {
                 compared: c,

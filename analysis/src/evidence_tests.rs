@@ -396,6 +396,18 @@ fn a_line_that_falls_behind_its_twin_is_evidence() {
     // Without its twin the same drop is within the operation's drift.
     let alone = vec![changes[1].clone(), changes[2].clone()];
     assert!(!log_evidence(&alone, &traffic).contains_key("travel"));
+
+    // Weighed as the share of passes that stopped (60 % here), it
+    // outweighs a handful of lines of a quiet neighbour dropping (6 → 1).
+    let mut both = changes.clone();
+    both.push(in_operation(
+        compared("travel2", "INFO", "calculate distance done <*>", 6, 1),
+        "queryInfo",
+    ));
+    let mut traffic = traffic;
+    traffic.insert(("travel2".into(), "queryInfo".into()), (40.0, 40.0));
+    let ev = log_evidence(&both, &traffic);
+    assert!(ev["travel"].score() > ev["travel2"].score(), "{ev:?}");
 }
 
 /// A service that stops failing to reach a dependency ("No instances
