@@ -77,6 +77,10 @@ const SOURCE_EXTENSIONS: &[&str] = &[
 /// line that stops while its twin goes on is how a swallowed exception
 /// shows.
 fn is_code_location(core: &str) -> bool {
+    // Most tokens do not end in a digit: the cheap test first.
+    if !core.as_bytes().last().is_some_and(u8::is_ascii_digit) {
+        return false;
+    }
     let line_of = |sep: char| {
         core.rsplit_once(sep)
             .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
