@@ -185,8 +185,9 @@ fn significant_shifts<'a>(
         t.0 += c.before as f64;
         t.1 += c.current as f64;
     }
+    let twins = twin_counts(changes);
     let mut out = Vec::new();
-    for c in changes {
+    for (i, c) in changes.iter().enumerate() {
         let (before, current) = totals[c.service.as_str()];
         if before == 0.0 || current == 0.0 {
             continue;
@@ -199,7 +200,17 @@ fn significant_shifts<'a>(
             Some(&(b, n)) => (c.before as f64 + 0.5) * n / b,
             None => (c.before as f64 + 0.5) * current / before,
         };
-        let (weight, rose) = shift_weight(c.current as f64, expected);
+        // A line that fell behind its twin: the path stopped between them.
+        let behind_twin = twins[i] > expected;
+        let expected = expected.max(twins[i]);
+        let (mut weight, rose) = shift_weight(c.current as f64, expected);
+        if behind_twin && weight > 0.0 {
+            // Against its twin the change is a share of outcomes — of the
+            // passes through the twin, how many no longer reach this line —
+            // weighed as that share, not as a count's drift.
+            let stopped = 1.0 - c.current as f64 / expected;
+            weight = stopped * confidence(poisson_g(c.current as f64, expected).abs());
+        }
         if weight > 0.0 {
             out.push(Scored {
                 compared: c,
@@ -210,6 +221,51 @@ fn significant_shifts<'a>(
         }
     }
     out
+}
+
+/// Share by which the baseline counts of two lines of one operation may
+/// differ and still be twins (a window's edge cuts a request's lines).
+const TWIN_TOLERANCE: f64 = 0.1;
+/// Baseline lines a template needs before its twins say anything.
+const TWIN_MIN_LINES: u64 = 20;
+
+/// Per template of `changes`: the most its twins were logged in the
+/// incident (0 without twins). Twins are lines of one operation logged
+/// as often as each other in the baseline — one code path, each logged
+/// once per pass — so they keep pace: when one falls behind its twin,
+/// the path now stops between them (an exception thrown and swallowed
+/// there), however the operation's traffic and the lines per request
+/// changed. Lesson 4: a changed share of an operation's outcomes.
+fn twin_counts(changes: &[Compared]) -> Vec<f64> {
+    let mut by_operation: HashMap<(&str, &str), Vec<(u64, u64)>> = HashMap::new();
+    for c in changes {
+        if let Some(op) = &c.operation {
+            let key = (c.service.as_str(), op.as_str());
+            by_operation
+                .entry(key)
+                .or_default()
+                .push((c.before, c.current));
+        }
+    }
+    changes
+        .iter()
+        .map(|c| {
+            let Some(op) = &c.operation else {
+                return 0.0;
+            };
+            if c.before < TWIN_MIN_LINES {
+                return 0.0;
+            }
+            let b = c.before as f64;
+            by_operation[&(c.service.as_str(), op.as_str())]
+                .iter()
+                .filter(|&&(tb, tn)| {
+                    (tb as f64 - b).abs() <= TWIN_TOLERANCE * b && (tb, tn) != (c.before, c.current)
+                })
+                .map(|&(_, tn)| tn as f64)
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// Per service: templates whose count changed significantly against what
@@ -247,9 +303,10 @@ pub(crate) fn log_evidence(
     {
         let severe = is_warning_or_worse(&c.severity);
         let service = c.service.as_str();
-        // A new failure to reach a dependency is the dependency's symptom,
-        // not a change in this service (see `crate::dependency_errors`).
-        let symptom = rose && blames_a_dependency(&c.template);
+        // A failure to reach a dependency that starts or stops is the
+        // dependency's symptom or recovery, not a change in this service
+        // (see `crate::dependency_errors`).
+        let symptom = blames_a_dependency(&c.template);
         if symptom || (rose && !severe && recovered.contains(service)) {
             continue;
         }
@@ -482,10 +539,18 @@ pub(crate) fn metric_evidence(rows: &[GaugeRow]) -> HashMap<String, GaugeEvidenc
 /// ([`MIN_CAUSE_SHARE`]): a faint anomaly downstream does not absorb a
 /// strong one upstream. Computed on the original scores, so blame moves
 /// one hop per edge, not down a chain of small anomalies.
+///
+/// The same holds when A only stopped doing things (`stopped`: its usual
+/// lines vanished or its calls dropped, with little that appeared) and B,
+/// which A kept calling, mostly stopped some of its usual work too (at
+/// least half its score, and a twentieth of A's): a flow that
+/// ends early after a call is what a callee returning something else (a
+/// swallowed exception, a changed value) looks like from the caller.
 pub(crate) fn demote_symptoms(
     scores: &HashMap<String, f64>,
     own: &HashMap<String, f64>,
     failing: &HashSet<String>,
+    stopped: &HashSet<String>,
     vanished: &HashMap<String, f64>,
     kept: &HashSet<(String, String)>,
     calls: &[(String, String)],
@@ -507,7 +572,8 @@ pub(crate) fn demote_symptoms(
         let b_changed = b_own + if kept { b_vanished } else { 0.0 };
         let symptom = (b_changed > 0.0 && b_changed >= SYMPTOM_SHARE * a)
             || (a_fails && b_own > 0.0 && failing.contains(callee))
-            || (a_fails && b_vanished > 0.0 && kept);
+            || (a_fails && b_vanished > 0.0 && kept)
+            || (stopped.contains(caller) && kept && b_vanished >= b.max(MIN_CAUSE_SHARE * a) / 2.0);
         if a > 0.0 && b >= MIN_CAUSE_SHARE * a && symptom && b < a {
             let demoted = out.get_mut(caller).expect("present");
             *demoted = demoted.min(0.9 * b);

@@ -136,7 +136,15 @@ fn a_changed_caller_of_a_callee_that_stopped_working_is_a_symptom() {
             ("preserve".to_string(), preserve),
             ("contacts".to_string(), 0.4),
         ]);
-        demote_symptoms(&scores, &HashMap::new(), &none, &vanished, kept, &calls)
+        demote_symptoms(
+            &scores,
+            &HashMap::new(),
+            &none,
+            &none,
+            &vanished,
+            kept,
+            &calls,
+        )
     };
     let out = run(0.7, &kept);
     assert!(out["preserve"] < out["contacts"], "{out:?}");
@@ -203,6 +211,7 @@ fn a_caller_is_not_ranked_above_its_anomalous_callee() {
         &scores,
         &own,
         &HashSet::new(),
+        &HashSet::new(),
         &HashMap::new(),
         &HashSet::new(),
         &calls,
@@ -221,7 +230,15 @@ fn a_faint_callee_does_not_absorb_a_strong_caller() {
     let failing = HashSet::from(["basic".to_string(), "seat".to_string()]);
     let calls = vec![("basic".to_string(), "seat".to_string())];
     let kept = HashSet::from([("basic".to_string(), "seat".to_string())]);
-    let out = demote_symptoms(&scores, &own, &failing, &HashMap::new(), &kept, &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &HashMap::new(),
+        &kept,
+        &calls,
+    );
     assert_eq!(out["basic"], 1.4, "{out:?}");
 }
 
@@ -317,9 +334,143 @@ fn vanished_lines_in_a_still_called_callee_outrank_the_failing_caller() {
     let vanished = HashMap::from([("route".to_string(), 0.6)]);
     let calls = vec![("travel".to_string(), "route".to_string())];
     let kept = HashSet::from([("travel".to_string(), "route".to_string())]);
-    let out = demote_symptoms(&scores, &own, &failing, &vanished, &kept, &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &vanished,
+        &kept,
+        &calls,
+    );
     assert!(out["travel"] < out["route"], "{out:?}");
     // Called less: route's lines vanished because travel stopped calling.
-    let out = demote_symptoms(&scores, &own, &failing, &vanished, &HashSet::new(), &calls);
+    let out = demote_symptoms(
+        &scores,
+        &own,
+        &failing,
+        &HashSet::new(),
+        &vanished,
+        &HashSet::new(),
+        &calls,
+    );
     assert_eq!(out["travel"], 3.0);
+}
+
+/// Lesson 4: an exception thrown and swallowed between two lines that a
+/// code path logs once each. The operation is called a quarter as often
+/// but prints more lines per request, so against its traffic the second
+/// line's drop (60 → 12) is within what the mix explains; against its
+/// twin, logged as often in the baseline and still going (60 → 30), it
+/// is not. Lines without a twin are judged as before.
+#[test]
+fn a_line_that_falls_behind_its_twin_is_evidence() {
+    let op = |c| in_operation(c, "queryInfo");
+    let changes = vec![
+        op(compared(
+            "travel",
+            "INFO",
+            "calculate distance start <*>",
+            60,
+            30,
+        )),
+        op(compared(
+            "travel",
+            "INFO",
+            "calculate distance done <*>",
+            60,
+            12,
+        )),
+        op(compared("travel", "INFO", "query trip response", 40, 10)),
+    ];
+    let traffic = OperationTraffic::from([(("travel".into(), "queryInfo".into()), (40.0, 10.0))]);
+    let ev = log_evidence(&changes, &traffic);
+    let travel = &ev["travel"];
+    assert_eq!(
+        travel.shifts[0].template, "calculate distance done <*>",
+        "{travel:?}"
+    );
+    assert_eq!(travel.shifts[0].trend(), "dropping");
+    assert!(travel.vanished > 2.0 * travel.appeared, "{travel:?}");
+
+    // Without its twin the same drop is within the operation's drift.
+    let alone = vec![changes[1].clone(), changes[2].clone()];
+    assert!(!log_evidence(&alone, &traffic).contains_key("travel"));
+
+    // Weighed as the share of passes that stopped (60 % here), it
+    // outweighs a handful of lines of a quiet neighbour dropping (6 → 1).
+    let mut both = changes.clone();
+    both.push(in_operation(
+        compared("travel2", "INFO", "calculate distance done <*>", 6, 1),
+        "queryInfo",
+    ));
+    let mut traffic = traffic;
+    traffic.insert(("travel2".into(), "queryInfo".into()), (40.0, 40.0));
+    let ev = log_evidence(&both, &traffic);
+    assert!(ev["travel"].score() > ev["travel2"].score(), "{ev:?}");
+}
+
+/// A service that stops failing to reach a dependency ("No instances
+/// available") has not changed: its dependency recovered. Like a new
+/// such line, a vanished one is not the service's evidence.
+#[test]
+fn a_dependency_failure_that_stops_is_not_evidence() {
+    let changes = vec![
+        compared(
+            "travel",
+            "ERROR",
+            "Request processing failed; nested exception is java.lang.IllegalStateException: No instances available for <*>",
+            15,
+            0,
+        ),
+        compared("travel", "INFO", "query trips", 200, 210),
+    ];
+    let ev = log_evidence(&changes, &OperationTraffic::new());
+    assert!(ev.get("travel").is_none_or(|e| e.score() == 0.0), "{ev:?}");
+}
+
+/// Lesson 4 along the call path: `preserve` stopped logging the last
+/// steps of its flow (its only evidence, and strong: it is called four
+/// times as often), and `travel`, which it kept calling, stopped a usual
+/// line — a swallowed exception there ends preserve's flow early. The
+/// callee is the cause; a caller that only stopped, beside a callee that
+/// did not change, keeps its score, and so does one whose callee it no
+/// longer calls as often.
+#[test]
+fn a_flow_that_stops_after_a_callee_stopped_working_is_a_symptom() {
+    let scores = HashMap::from([("preserve".to_string(), 0.6), ("travel".to_string(), 0.13)]);
+    let own = HashMap::from([("preserve".to_string(), 0.01)]);
+    let stopped = HashSet::from(["preserve".to_string(), "travel".to_string()]);
+    let calls = vec![("preserve".to_string(), "travel".to_string())];
+    let kept = HashSet::from([("preserve".to_string(), "travel".to_string())]);
+    let run = |vanished: &HashMap<String, f64>, kept: &HashSet<(String, String)>| {
+        demote_symptoms(
+            &scores,
+            &own,
+            &HashSet::new(),
+            &stopped,
+            vanished,
+            kept,
+            &calls,
+        )
+    };
+    let travel_stopped = HashMap::from([("travel".to_string(), 0.13)]);
+    let out = run(&travel_stopped, &kept);
+    assert!(out["preserve"] < out["travel"], "{out:?}");
+    assert_eq!(
+        run(&HashMap::new(), &kept)["preserve"],
+        0.6,
+        "travel unchanged"
+    );
+    let travel_mostly_new = HashMap::from([("travel".to_string(), 0.02)]);
+    assert_eq!(
+        run(&travel_mostly_new, &kept)["preserve"],
+        0.6,
+        "travel's change is mostly what appeared"
+    );
+    assert_eq!(
+        run(&travel_stopped, &HashSet::new())["preserve"],
+        0.6,
+        "called less"
+    );
 }

@@ -152,20 +152,32 @@ pub(crate) async fn operation_lines(
 ) -> Result<Vec<LineRow>, QueryError> {
     // Spans start at most a minute before the lines logged in them.
     let (lo, hi) = (start - 60_000_000_000, end);
+    // The newest lines are chosen before the join, and only the span ids
+    // and names are joined to them: the join's hashed side is then at
+    // most those lines or the window's narrow span ids, never every line
+    // of a busy window with its body (which ran into the query memory
+    // limit, HashJoinInput, on a day of data).
     rows_as::<LineRow>(
         engine,
         format!(
-            "SELECT l.service, l.severity_text, l.body, s.name AS operation,
-                    l.resource_attributes['service.instance.id'] AS instance
-             FROM logs l
-             LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id
-                              AND s.start_time >= {} AND s.start_time <= {}
-             WHERE l.time >= {} AND l.time <= {} AND l.body IS NOT NULL
-             ORDER BY l.time DESC LIMIT 50000",
-            ts(lo),
-            ts(hi),
+            "WITH l AS (
+                 SELECT time, service, severity_text, body, trace_id, span_id,
+                        resource_attributes['service.instance.id'] AS instance
+                 FROM logs
+                 WHERE time >= {} AND time <= {} AND body IS NOT NULL
+                 ORDER BY time DESC LIMIT 50000
+             ),
+             s AS (
+                 SELECT trace_id, span_id, name FROM spans
+                 WHERE start_time >= {} AND start_time <= {}
+             )
+             SELECT l.service, l.severity_text, l.body, s.name AS operation, l.instance
+             FROM l LEFT JOIN s ON s.trace_id = l.trace_id AND s.span_id = l.span_id
+             ORDER BY l.time DESC",
             ts(start),
-            ts(end)
+            ts(end),
+            ts(lo),
+            ts(hi)
         ),
     )
     .await

@@ -22,6 +22,10 @@ const NOVELTY: f64 = 1.5;
 const LOG_WEIGHT: f64 = 1.0;
 const CALLS_WEIGHT: f64 = 0.5;
 const METRIC_WEIGHT: f64 = 2.0;
+/// A service whose own evidence (what appeared: errors, time, new lines,
+/// gauges) is under this share of its score has mostly stopped doing
+/// things (see [`evidence::demote_symptoms`]).
+const STOPPED_SHARE: f64 = 0.25;
 /// Share of a gauge's weight when the service's spans did not slow down.
 const UNSLOWED_GAUGE: f64 = 0.25;
 /// What a suspect stands out for: the `kind` of a suspect in the answer.
@@ -254,10 +258,17 @@ pub(crate) fn fold(
     let vanished: HashMap<String, f64> = (signals.logs.iter())
         .map(|(s, l)| (s.clone(), l.score() - l.appeared_score()))
         .collect();
+    // Services whose evidence is mostly work that stopped (vanished
+    // lines, dropped calls) rather than anything that appeared.
+    let stopped: HashSet<String> = (scores.iter())
+        .filter(|(s, total)| own.get(*s).is_some_and(|o| *o < STOPPED_SHARE * **total))
+        .map(|(s, _)| s.clone())
+        .collect();
     let scores = evidence::demote_symptoms(
         &scores,
         &own,
         &failing,
+        &stopped,
         &vanished,
         &signals.kept,
         &signals.edges,

@@ -33,14 +33,18 @@
 //! operation, so a shift in the request mix is not evidence — net of the
 //! drift within the baseline itself (but not of a change its newer half
 //! already shows: the incident starting early), without the lines that a
-//! dependency's failure or a recovery explain; calls to other services
+//! dependency's failure or a recovery explain (a logger's code location
+//! names its own event, and a line that falls behind its twin — logged as
+//! often in the baseline by the same operation — is judged against that
+//! twin: a swallowed exception stops a path part way); calls to other services
 //! that vanish, and CPU or
 //! memory gauges of an instance that rise far more than elsewhere (a
 //! quarter as much when the service's spans did not slow down). A
 //! service's score adds them to its best span score (saturating at the
 //! cap of the other kinds); then a caller whose
 //! callee is anomalous in its own right (or fails too, or stopped its
-//! usual work while still being called) is ranked just below that callee.
+//! usual work while still being called — also when the caller itself only
+//! stopped doing things) is ranked just below that callee.
 
 use std::collections::HashMap;
 use std::sync::Arc;

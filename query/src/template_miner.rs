@@ -63,9 +63,54 @@ fn split_wrapping(token: &str) -> (&str, &str, &str) {
     (lead, core, trail)
 }
 
+/// Source-file extensions of a `file:line` code location.
+const SOURCE_EXTENSIONS: &[&str] = &[
+    "java", "kt", "scala", "go", "py", "rs", "c", "h", "cc", "cpp", "hpp", "cs", "js", "ts", "rb",
+    "php", "swift", "ex", "erl",
+];
+
+/// Whether a token's core is the code location a logger prints (logback's
+/// `t.s.TravelServiceImpl#457`, a `ib_sm_sweep.c:1831` or Go's
+/// `main.go:42`): a class (dotted or CamelCase) with `#line`, or a source
+/// file with `:line`. The line number names the log statement, so it is
+/// kept, and two statements that print the same text are two events — a
+/// line that stops while its twin goes on is how a swallowed exception
+/// shows.
+fn is_code_location(core: &str) -> bool {
+    // Most tokens do not end in a digit: the cheap test first.
+    if !core.as_bytes().last().is_some_and(u8::is_ascii_digit) {
+        return false;
+    }
+    let line_of = |sep: char| {
+        core.rsplit_once(sep)
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(name, _)| name)
+    };
+    let identifier = |name: &str| {
+        !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '$'))
+    };
+    if let Some(class) = line_of('#') {
+        let mixed_case = class.chars().any(|c| c.is_ascii_uppercase())
+            && class.chars().any(|c| c.is_ascii_lowercase());
+        return identifier(class) && (mixed_case || class.contains('.'));
+    }
+    line_of(':')
+        .and_then(|file| file.rsplit_once('.'))
+        .is_some_and(|(stem, ext)| {
+            identifier(stem) && SOURCE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+        })
+}
+
 /// The masked form of one token.
 fn mask_token(token: &str) -> String {
     let (lead, core, trail) = split_wrapping(token);
+    if is_code_location(core) {
+        return token.to_string();
+    }
     if is_whole_value(core) {
         // A comparison sign (`<1`) is part of the value.
         let lead = lead.trim_end_matches(['<', '>']);
@@ -261,13 +306,15 @@ impl Tokens {
     }
 }
 
-/// Where a line may find its template: its group, its token count and its
-/// first two tokens (`<*>` for any with a variable part).
+/// Where a line may find its template: its group, its token count, its
+/// first two tokens (`<*>` for any with a variable part) and its code
+/// location if it prints one (see [`is_code_location`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BucketKey {
     group: String,
     len: usize,
     prefix: [String; 2],
+    location: Option<String>,
 }
 
 #[derive(Debug)]
@@ -301,6 +348,9 @@ impl TemplateMiner {
             group: group.to_string(),
             len: toks.len(),
             prefix: [prefix_token(0), prefix_token(1)],
+            location: (toks.iter())
+                .find(|t| is_code_location(split_wrapping(t).1))
+                .cloned(),
         };
         let bucket = self.buckets.entry(key).or_default();
         let mut best: Option<(usize, f64, usize)> = None;
@@ -492,6 +542,36 @@ mod tests {
         assert_ne!(miner.add("other", "session closed for user cyrus"), a);
         assert_ne!(miner.add("auth", "connection from 10.0.0.1 refused"), a);
         assert_eq!(miner.len(), 3);
+    }
+
+    /// Lesson 4 of problem location: two log statements that print the
+    /// same text from different lines of code are two events — when one
+    /// stops and its twin goes on (an exception swallowed between them),
+    /// the change must show.
+    #[test]
+    fn a_code_location_names_the_event() {
+        let mut miner = TemplateMiner::default();
+        let at = |line: u32, t: u32| {
+            format!(
+                "18:04:18.094 INFO  t.s.TravelServiceImpl#{line} [getTickets][Calculate distance][calculate time: {t}]"
+            )
+        };
+        let a = miner.add("travel", &at(451, 0));
+        let b = miner.add("travel", &at(457, 16));
+        assert_ne!(a, b);
+        assert_eq!(miner.add("travel", &at(451, 7)), a);
+        assert!(miner.template(b).contains("TravelServiceImpl#457"));
+        assert_eq!(
+            template("[ib_sm_sweep.c:1831]: NEW SWEEP"),
+            "[ib_sm_sweep.c:1831]: NEW SWEEP"
+        );
+        assert_eq!(template("main.go:42: started"), "main.go:42: started");
+        // Numbered things that are not code are still masked.
+        assert_eq!(
+            template("CPU#0 up, order#12 paid"),
+            "CPU#<*> up, order#<*> paid"
+        );
+        assert_eq!(template("host.example:8080"), "host.example:<*>");
     }
 
     #[test]
