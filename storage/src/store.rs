@@ -590,13 +590,7 @@ impl Storage {
     #[cfg(test)]
     pub(crate) async fn crash(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        let _ = self.stop.send(true);
-        let _ = self.wal_tx.send(Command::Shutdown).await;
-        let thread = self
-            .wal_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.stop_background().await;
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -745,19 +739,24 @@ impl Storage {
         }
     }
 
+    /// Tells the background tasks and the WAL thread to stop, and hands
+    /// back the WAL thread to join (`None` once already taken).
+    async fn stop_background(&self) -> Option<std::thread::JoinHandle<Wal>> {
+        let _ = self.stop.send(true);
+        let _ = self.wal_tx.send(Command::Shutdown).await;
+        self.wal_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Stops accepting writes, lets queued ones finish, flushes everything
     /// to Parquet and removes the WAL segments that are no longer needed.
     pub async fn shutdown(&self) -> Result<()> {
         if self.closing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let _ = self.stop.send(true);
-        let _ = self.wal_tx.send(Command::Shutdown).await;
-        let thread = self
-            .wal_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.stop_background().await;
         let Some(thread) = thread else {
             return Ok(());
         };
