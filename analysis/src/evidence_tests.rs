@@ -3,15 +3,7 @@
 use super::*;
 
 fn compared(service: &str, severity: &str, template: &str, before: u64, current: u64) -> Compared {
-    Compared {
-        service: service.into(),
-        severity: severity.into(),
-        template: template.into(),
-        operation: None,
-        before,
-        current,
-        example: template.into(),
-    }
+    Compared::fixture(service, severity, template, before, current)
 }
 
 #[test]

@@ -374,6 +374,29 @@ fn count(
         .collect()
 }
 
+/// Fixtures for the rules' unit tests (evidence, ranking).
+#[cfg(test)]
+impl Compared {
+    /// One template's counts outside any operation, its example the template.
+    pub(crate) fn fixture(
+        service: &str,
+        severity: &str,
+        template: &str,
+        before: u64,
+        current: u64,
+    ) -> Compared {
+        Compared {
+            service: service.into(),
+            severity: severity.into(),
+            template: template.into(),
+            operation: None,
+            before,
+            current,
+            example: template.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

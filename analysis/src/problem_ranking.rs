@@ -587,14 +587,6 @@ mod tests {
         before: u64,
         current: u64,
     ) -> crate::patterns::Compared {
-        crate::patterns::Compared {
-            service: service.into(),
-            severity: severity.into(),
-            template: template.into(),
-            operation: None,
-            before,
-            current,
-            example: template.into(),
-        }
+        crate::patterns::Compared::fixture(service, severity, template, before, current)
     }
 }
