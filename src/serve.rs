@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use loupe_base::self_metrics::Registry;
+use loupe_catalog::db::Location;
 use loupe_ingest::Ingestor;
 use loupe_query::QueryEngine;
 use loupe_storage::Storage;
@@ -152,15 +153,20 @@ impl Server {
         };
 
         let scheme = if rules.tls() { "https" } else { "http" };
+        let catalog = match storage.postgres() {
+            Some(_) => Location::Postgres(config.storage.catalog_url.clone()),
+            None => Location::Sqlite(data_dir.join("catalog.sqlite")),
+        };
         let background = crate::background::open(
-            &data_dir,
+            &catalog,
             engine.clone(),
             format!("{scheme}://{}", bound.http),
             config.webhook_ca_file.clone(),
             config.webhook_allow.clone(),
             ingestor.clone(),
             config.alert_suspects_timeout,
-        )?;
+        )
+        .await?;
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
