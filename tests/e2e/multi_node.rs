@@ -1098,13 +1098,13 @@ fn alert_capacity_and_outbox_stores_on_postgres() {
     assert!(seen.iter().all(|d| !superseded.contains(&d.id)), "{seen:?}");
 }
 
-/// Alert and capacity state in the shared catalog: what one node's API
-/// saves every query node shows the same, and when the leader is killed
-/// (-9) with webhooks still undelivered (the receiver answers 503), the
-/// next leader delivers them — same ids — and the alert keeps firing
+/// Alert, capacity and token state in the shared catalog: what one node's
+/// API saves every query node shows the same, and when the leader is
+/// killed (-9) with webhooks still undelivered (the receiver answers 503),
+/// the next leader delivers them — same ids — and the alert keeps firing
 /// since the same time.
 #[test]
-fn alert_and_capacity_state_is_shared_and_a_new_leader_delivers_what_the_old_one_could_not() {
+fn alert_capacity_and_token_state_is_shared_and_a_new_leader_delivers_what_the_old_one_could_not() {
     use crate::capacity::{call, ok};
     use crate::webhook_receiver::Receiver;
     use serde_json::json;
@@ -1250,5 +1250,43 @@ fn alert_and_capacity_state_is_shared_and_a_new_leader_delivers_what_the_old_one
     assert_eq!(
         ok(&heir, "GET", "/api/v1/alerts/rules/always", None)["health"],
         "ok"
+    );
+
+    // A token created through one node is asked for by the others within
+    // a reload (2 s); revoked through another, it is gone everywhere.
+    let created = ok(
+        &a,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"scope": "admin", "name": "ops"})),
+    );
+    let token = created["token"].as_str().unwrap().to_string();
+    let status = |n: &Loupe, token: Option<&str>| {
+        let request = n.client().get(n.api_url("/api/v1/alerts"));
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        request.send().unwrap().status().as_u16()
+    };
+    let asked = wait_until(deadline_in(Duration::from_secs(5)), || {
+        status(&heir, None) == 401
+    });
+    assert!(asked, "the other node does not ask for the new token");
+    assert_eq!(status(&heir, Some(&token)), 200);
+    let id = created["id"].as_str().unwrap();
+    let revoked = heir
+        .client()
+        .delete(heir.api_url(&format!("/api/v1/tokens/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let open_again = wait_until(deadline_in(Duration::from_secs(5)), || {
+        status(&a, None) == 200
+    });
+    assert!(
+        open_again,
+        "the revoked token is still asked for on the first node"
     );
 }
