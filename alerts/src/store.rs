@@ -162,13 +162,6 @@ impl AlertStore {
         Ok(AlertStore { db })
     }
 
-    /// An in-memory SQLite store, for tests.
-    pub fn in_memory() -> Result<AlertStore> {
-        Ok(AlertStore {
-            db: Db::in_memory(&[&SCHEMA, &outbox::SCHEMA])?,
-        })
-    }
-
     /// Saves `body` as `name` in `table`.
     pub async fn put<T: Serialize>(
         &self,

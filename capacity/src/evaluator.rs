@@ -3,7 +3,7 @@
 //! the schedules' floor, record the decision, and — when the count changes
 //! — commit a scale task whose webhook the delivery worker sends.
 //!
-//! Policies, baselines and schedules are read from SQLite on every tick, so
+//! Policies, baselines and schedules are read from the catalog on every tick, so
 //! API changes take effect without a restart. An evaluation that cannot
 //! read any signal fails; after three failures in a row the policy's
 //! fallback applies and an alert event is raised (and sent to the webhook).

@@ -496,28 +496,31 @@ impl CapacityStore {
         state: Option<TaskState>,
         limit: usize,
     ) -> Result<Vec<Task>> {
+        // A task's state depends on its webhook's, so the filter runs
+        // here, over pages of tasks, newest first, until `limit` match.
+        const PAGE: i64 = 256;
         let mut conn = self.db.conn().await?;
-        let rows = match service {
-            Some(service) => {
-                conn.query(
-                    &format!("{TASK_SELECT} WHERE service = ?1 ORDER BY seq DESC"),
-                    values![service],
-                )
-                .await?
-            }
-            None => {
-                conn.query(&format!("{TASK_SELECT} ORDER BY seq DESC"), &[])
-                    .await?
-            }
-        };
         let mut out = Vec::new();
-        for row in &rows {
-            let task = task_from_row(&mut conn, row).await?;
-            if state.is_none_or(|s| s == task.state) {
-                out.push(task);
-                if out.len() >= limit {
-                    break;
+        let mut before = i64::MAX;
+        while out.len() < limit {
+            let rows = conn
+                .query(
+                    &format!(
+                        "{TASK_SELECT} WHERE seq < ?1 AND (CAST(?2 AS TEXT) IS NULL OR service = ?2)
+                         ORDER BY seq DESC LIMIT ?3"
+                    ),
+                    values![before, service, PAGE],
+                )
+                .await?;
+            for row in &rows {
+                before = row.int(0)?;
+                let task = task_from_row(&mut conn, row).await?;
+                if state.is_none_or(|s| s == task.state) && out.len() < limit {
+                    out.push(task);
                 }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
             }
         }
         Ok(out)

@@ -999,6 +999,16 @@ fn alert_capacity_and_outbox_stores_on_postgres() {
             vec![(1_000, 3), (2_000, 1)]
         );
         assert_eq!(capacity.decisions(None, 10).await.unwrap().len(), 2);
+        let superseded = capacity
+            .tasks(None, Some(TaskState::Superseded), 10)
+            .await
+            .unwrap();
+        assert_eq!(superseded.len(), 1);
+        assert_eq!(superseded[0].id, first.id);
+        assert_eq!(
+            capacity.tasks(None, None, 1).await.unwrap()[0].id,
+            second.id
+        );
         capacity
             .ack_task(&second.id, AckStatus::Failed, "quota", 3_000)
             .await
