@@ -1098,6 +1098,44 @@ fn alert_capacity_and_outbox_stores_on_postgres() {
         }
         assert_eq!(delivered, 2);
         assert_eq!(state(later.id.clone()).await, TaskState::Sent);
+
+        // An alert event to an endpoint that answers 410 Gone: recorded,
+        // the endpoint disabled, and enabled again by saving its policy.
+        let gone = crate::webhook_receiver::Receiver::start(&secret, 410);
+        let alert = loupe_capacity::store::Alert {
+            service: "cart",
+            region: "",
+            kind: "fallback",
+            message: "no signal",
+            evidence: &serde_json::json!({}),
+        };
+        let gone_endpoint = Endpoint {
+            url: gone.url(),
+            secret: None,
+        };
+        capacity
+            .raise_alert(&alert, &gone_endpoint, 9_000)
+            .await
+            .unwrap();
+        assert_eq!(capacity.events(10).await.unwrap()[0].kind, "fallback");
+        assert_eq!(worker.pass().await.unwrap(), 1);
+        assert!(
+            capacity
+                .webhook_disabled(&gone.url())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let policy: loupe_capacity::policy::PolicySpec =
+            serde_json::from_value(serde_json::json!({"webhook_url": gone.url()})).unwrap();
+        capacity.put_policy("cart", &policy, 10_000).await.unwrap();
+        assert!(
+            capacity
+                .webhook_disabled(&gone.url())
+                .await
+                .unwrap()
+                .is_none()
+        );
         [first.id, second.id]
     });
     let seen = receiver.deliveries();
