@@ -1266,6 +1266,7 @@ fn alert_capacity_and_token_state_is_shared_and_a_new_leader_delivers_what_the_o
     // delivers both, under their ids.
     let (mut leader, heir) = if leads(&b) { (b, c) } else { (c, b) };
     leader.kill9();
+    let killed_at = std::time::Instant::now();
     let killed = receiver.deliveries().len();
     receiver.set_status(200);
     let seen = receiver.wait_for("delivery by the new leader", Duration::from_secs(45), |d| {
@@ -1273,6 +1274,10 @@ fn alert_capacity_and_token_state_is_shared_and_a_new_leader_delivers_what_the_o
             .iter()
             .all(|id| d[killed..].iter().any(|d| &d.id == *id && d.status == 200))
     });
+    println!(
+        "the new leader delivered both webhooks {:?} after the old one was killed",
+        killed_at.elapsed()
+    );
     assert!(leads(&heir));
     assert!(seen.iter().all(|d| d.signature_ok), "{seen:?}");
     let alert_notifications = seen
