@@ -1343,3 +1343,67 @@ fn alert_capacity_and_token_state_is_shared_and_a_new_leader_delivers_what_the_o
         "the revoked token is still asked for on the first node"
     );
 }
+
+/// The shared-state interface's transactions on a real PostgreSQL: one
+/// dropped before its commit (an error, a cancelled request) leaves
+/// nothing behind, and the next use reconnects by itself.
+#[test]
+fn a_dropped_postgres_transaction_rolls_back_and_the_next_use_reconnects() {
+    use loupe_catalog::db::{Db, Location, Value};
+    use loupe_catalog::pg::PgSchema;
+    use loupe_catalog::values;
+    const THINGS: PgSchema = PgSchema {
+        component: "things",
+        migrations: &[
+            "CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION, raw BYTEA)",
+        ],
+    };
+    let pg = Postgres::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = Db::open(&Location::Postgres(pg.url()), &[], &[&THINGS])
+            .await
+            .unwrap();
+        let insert = "INSERT INTO things (id, name, score, raw) VALUES (?1, ?2, ?3, ?4)";
+        {
+            let mut tx = db.begin().await.unwrap();
+            tx.execute(insert, values![1i64, "dropped", 0.5, &b"x"[..]])
+                .await
+                .unwrap();
+        }
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(insert, values![2i64, None::<String>, 1.5, &b"\x00\xff"[..]])
+            .await
+            .unwrap();
+        // A failing statement spoils the transaction; dropped, it is gone.
+        assert!(
+            tx.execute(insert, values![2i64, "again", 0.0, &b""[..]])
+                .await
+                .is_err()
+        );
+        drop(tx);
+        let mut tx = db.begin().await.unwrap();
+        tx.execute(insert, values![3i64, "kept", 2.5, &b"\x00\xff"[..]])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows = db
+            .query("SELECT id, name, score, raw FROM things ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].0,
+            vec![
+                Value::Int(3),
+                Value::Text("kept".into()),
+                Value::Real(2.5),
+                Value::Blob(vec![0, 255])
+            ]
+        );
+    });
+}
