@@ -1,11 +1,11 @@
 //! The background work that tells the outside world something: capacity
 //! planning and alerting, with the one webhook delivery worker they share
 //! (one worker per outbox, so no message is delivered twice). They run on
-//! the maintenance leader only. Their state
-//! lives in the catalog's SQLite file; they read telemetry through the
-//! query engine.
+//! the maintenance leader only. Their state lives in the catalog — the
+//! data directory's SQLite file, or PostgreSQL shared by every node, so
+//! any node's API shows it and a new leader carries on with it — and they
+//! read telemetry through the query engine.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,6 +14,7 @@ use loupe_alerts::{Alerts, SuspectFinder};
 use loupe_base::telemetry_port::{BoxFuture, Row, SelfEvent, SelfEvents, Telemetry};
 use loupe_capacity::Capacity;
 use loupe_capacity::store::CapacityStore;
+use loupe_catalog::db::Location;
 use loupe_notify::{Worker, WorkerConfig};
 use loupe_query::QueryEngine;
 use tokio::sync::watch;
@@ -123,12 +124,12 @@ pub struct Background {
 }
 
 /// Opens capacity and alert state and the webhook outbox in the catalog
-/// database; `external_url` is how people reach this server (for links in
+/// at `catalog` (each with a connection of its own); `external_url` is how people reach this server (for links in
 /// notifications); `ca_file` adds trusted certificates for https:// receivers;
 /// `allow` lists the internal networks webhooks may reach (the SSRF guard);
 /// `suspects_timeout` bounds problem location for a firing alert.
-pub fn open(
-    data_dir: &Path,
+pub async fn open(
+    catalog: &Location,
     engine: Arc<QueryEngine>,
     external_url: String,
     ca_file: Option<std::path::PathBuf>,
@@ -136,23 +137,29 @@ pub fn open(
     ingestor: Arc<loupe_ingest::Ingestor>,
     suspects_timeout: std::time::Duration,
 ) -> anyhow::Result<Background> {
-    let path = data_dir.join("catalog.sqlite");
+    let at = match catalog {
+        Location::Sqlite(path) => path.display().to_string(),
+        Location::Postgres(_) => "the PostgreSQL catalog".to_string(),
+    };
     let telemetry: Arc<dyn Telemetry> = Arc::new(EngineTelemetry(engine.clone()));
     let config = WorkerConfig {
         ca_file,
         allow,
         ..WorkerConfig::default()
     };
-    let worker = Worker::open(path.clone(), config)
-        .with_context(|| format!("opening the webhook outbox in {}", path.display()))?;
-    let store = CapacityStore::open(&path)
-        .with_context(|| format!("opening capacity state in {}", path.display()))?;
+    let worker = Worker::open(catalog, config)
+        .await
+        .with_context(|| format!("opening the webhook outbox in {at}"))?;
+    let store = CapacityStore::open(catalog)
+        .await
+        .with_context(|| format!("opening capacity state in {at}"))?;
     let capacity = Arc::new(
         Capacity::new(Arc::new(store), telemetry.clone(), Some(worker.clone()))
             .with_events(Arc::new(IngestEvents(ingestor))),
     );
-    let store = AlertStore::open(&path)
-        .with_context(|| format!("opening alert state in {}", path.display()))?;
+    let store = AlertStore::open(catalog)
+        .await
+        .with_context(|| format!("opening alert state in {at}"))?;
     let alerts = Arc::new(
         Alerts::new(
             Arc::new(store),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use loupe_base::self_metrics::Registry;
+use loupe_catalog::db::Location;
 use loupe_ingest::Ingestor;
 use loupe_query::QueryEngine;
 use loupe_storage::Storage;
@@ -94,12 +95,14 @@ impl Server {
         let data_dir = config.storage.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let catalog = catalog_location(&config)?;
         let access = Arc::new(
             Access::open(
-                &data_dir.join("catalog.sqlite"),
+                &catalog,
                 &config.access.tokens,
                 config.access.ingest_rate_limit,
             )
+            .await
             .context("opening access tokens")?,
         );
         refuse_open_exposure(&config, &access)?;
@@ -153,17 +156,25 @@ impl Server {
 
         let scheme = if rules.tls() { "https" } else { "http" };
         let background = crate::background::open(
-            &data_dir,
+            &catalog,
             engine.clone(),
             format!("{scheme}://{}", bound.http),
             config.webhook_ca_file.clone(),
             config.webhook_allow.clone(),
             ingestor.clone(),
             config.alert_suspects_timeout,
-        )?;
+        )
+        .await?;
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        if let Location::Postgres(_) = catalog {
+            tasks.push(tokio::spawn(
+                access
+                    .clone()
+                    .reload_every(access::SHARED_RELOAD, stop_rx.clone()),
+            ));
+        }
 
         if let Some((grpc_listener, http_listener)) = otlp_listeners {
             let routes = loupe_ingest::grpc_routes(ingestor.clone(), config.max_request_bytes);
@@ -279,6 +290,23 @@ impl Server {
 /// Refuses to listen beyond loopback with no token: Loupe holds every
 /// service's logs and sends signed scale orders, so an open port off the
 /// machine would hand both to anyone who can reach it.
+/// Where the catalog is: the data directory's SQLite file, or the
+/// PostgreSQL database `--catalog` names (shared by every node).
+fn catalog_location(config: &ServeConfig) -> anyhow::Result<Location> {
+    let url = &config.storage.catalog_url;
+    if url.is_empty() {
+        Ok(Location::Sqlite(
+            config.storage.data_dir.join("catalog.sqlite"),
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Location::Postgres(url.clone()))
+    } else {
+        anyhow::bail!(
+            "catalog: expected postgres://… (or nothing for the SQLite file in the data directory)"
+        )
+    }
+}
+
 fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result<()> {
     if access.required() {
         return Ok(());

@@ -68,8 +68,8 @@ fn check_name(name: &str) -> Result<(), AlertError> {
 }
 
 /// A rule as the API shows it: its spec, health and instances.
-fn rule_view(alerts: &Alerts, name: &str, rule: &RuleSpec) -> Result<Value, AlertError> {
-    let instances = alerts.store.instances(Some(name))?;
+async fn rule_view(alerts: &Alerts, name: &str, rule: &RuleSpec) -> Result<Value, AlertError> {
+    let instances = alerts.store.instances(Some(name)).await?;
     let state = if instances
         .iter()
         .any(|i| i.life.state == crate::AlertState::Firing)
@@ -83,7 +83,7 @@ fn rule_view(alerts: &Alerts, name: &str, rule: &RuleSpec) -> Result<Value, Aler
     } else {
         "inactive"
     };
-    let status = alerts.store.status(name)?;
+    let status = alerts.store.status(name).await?;
     Ok(json!({
         "name": name,
         "rule": rule,
@@ -98,8 +98,8 @@ fn rule_view(alerts: &Alerts, name: &str, rule: &RuleSpec) -> Result<Value, Aler
 
 async fn list_rules(State(a): Shared) -> Reply {
     let mut out = Vec::new();
-    for (name, rule) in a.store.list(&RULES)? {
-        out.push(rule_view(&a, &name, &rule)?);
+    for (name, rule) in a.store.list(&RULES).await? {
+        out.push(rule_view(&a, &name, &rule).await?);
     }
     ok(out)
 }
@@ -107,9 +107,10 @@ async fn list_rules(State(a): Shared) -> Reply {
 async fn get_rule(State(a): Shared, Path(name): Path<String>) -> Reply {
     let rule = a
         .store
-        .get(&RULES, &name)?
+        .get(&RULES, &name)
+        .await?
         .ok_or_else(|| AlertError::NotFound(format!("no rule {name}")))?;
-    ok(rule_view(&a, &name, &rule)?)
+    ok(rule_view(&a, &name, &rule).await?)
 }
 
 /// Validates and saves a rule: its receivers must exist and its SQL must
@@ -120,7 +121,7 @@ async fn save_rule(a: &Alerts, name: &str, rule: RuleSpec) -> Result<Value, Aler
         return Err(AlertError::Invalid(problem));
     }
     for receiver in &rule.receivers {
-        if a.store.get(&RECEIVERS, receiver)?.is_none() {
+        if a.store.get(&RECEIVERS, receiver).await?.is_none() {
             return Err(AlertError::Invalid(format!(
                 "no receiver {receiver}: create it first"
             )));
@@ -132,8 +133,8 @@ async fn save_rule(a: &Alerts, name: &str, rule: RuleSpec) -> Result<Value, Aler
         .await
         .map_err(|e| AlertError::Invalid(format!("sql: {e}")))?;
     rule::observe(name, &rule, &rows).map_err(AlertError::Invalid)?;
-    a.store.put(&RULES, name, &rule, now_ms())?;
-    rule_view(a, name, &rule)
+    a.store.put(&RULES, name, &rule, now_ms()).await?;
+    rule_view(a, name, &rule).await
 }
 
 async fn put_rule(State(a): Shared, Path(name): Path<String>, body: String) -> Reply {
@@ -142,7 +143,7 @@ async fn put_rule(State(a): Shared, Path(name): Path<String>, body: String) -> R
 }
 
 async fn delete_rule(State(a): Shared, Path(name): Path<String>) -> Reply {
-    if !a.store.delete_rule(&name)? {
+    if !a.store.delete_rule(&name).await? {
         return Err(AlertError::NotFound(format!("no rule {name}")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -159,7 +160,8 @@ async fn from_template(State(a): Shared, body: String) -> Reply {
 async fn list_receivers(State(a): Shared) -> Reply {
     let out: Vec<Value> = a
         .store
-        .list(&RECEIVERS)?
+        .list(&RECEIVERS)
+        .await?
         .into_iter()
         .map(|(name, r)| {
             let mut v = r.public_view();
@@ -173,7 +175,8 @@ async fn list_receivers(State(a): Shared) -> Reply {
 async fn get_receiver(State(a): Shared, Path(name): Path<String>) -> Reply {
     let r = a
         .store
-        .get(&RECEIVERS, &name)?
+        .get(&RECEIVERS, &name)
+        .await?
         .ok_or_else(|| AlertError::NotFound(format!("no receiver {name}")))?;
     ok(r.public_view())
 }
@@ -189,7 +192,7 @@ async fn put_receiver(State(a): Shared, Path(name): Path<String>, body: String) 
     }
     a.check_url(&r.endpoint()).await?;
     if r.secret.is_none()
-        && let Some(old) = a.store.get(&RECEIVERS, &name)?
+        && let Some(old) = a.store.get(&RECEIVERS, &name).await?
         && old.secret.is_some()
     {
         if old.url != r.url {
@@ -200,12 +203,12 @@ async fn put_receiver(State(a): Shared, Path(name): Path<String>, body: String) 
         }
         r.secret = old.secret;
     }
-    a.store.put(&RECEIVERS, &name, &r, now_ms())?;
+    a.store.put(&RECEIVERS, &name, &r, now_ms()).await?;
     ok(r.public_view())
 }
 
 async fn delete_receiver(State(a): Shared, Path(name): Path<String>) -> Reply {
-    if !a.store.delete_receiver(&name)? {
+    if !a.store.delete_receiver(&name).await? {
         return Err(AlertError::NotFound(format!("no receiver {name}")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -220,7 +223,8 @@ struct AlertParams {
 async fn list_alerts(State(a): Shared, Query(p): Query<AlertParams>) -> Reply {
     let out: Vec<Value> = a
         .store
-        .instances(p.rule.as_deref())?
+        .instances(p.rule.as_deref())
+        .await?
         .into_iter()
         .filter(|i| {
             p.state
@@ -246,5 +250,5 @@ struct HistoryParams {
 }
 
 async fn history(State(a): Shared, Query(p): Query<HistoryParams>) -> Reply {
-    ok(a.store.history(p.limit.unwrap_or(100).min(1000))?)
+    ok(a.store.history(p.limit.unwrap_or(100).min(1000)).await?)
 }

@@ -126,7 +126,7 @@ impl Alerts {
 
     /// One pass at `now`: due rules, then notifications.
     pub async fn pass(&self, now: i64) -> Result<()> {
-        for (name, rule) in self.store.list(&RULES)? {
+        for (name, rule) in self.store.list(&RULES).await? {
             let due = self
                 .last_eval()
                 .get(&name)
@@ -136,7 +136,7 @@ impl Alerts {
                 self.evaluate(&name, &rule, now).await?;
             }
         }
-        self.notify(now)?;
+        self.notify(now).await?;
         Ok(())
     }
 
@@ -156,7 +156,7 @@ impl Alerts {
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let observed = match observed {
             Ok(o) => o,
-            Err(e) => return self.store.record_error(name, now, elapsed, &e),
+            Err(e) => return self.store.record_error(name, now, elapsed, &e).await,
         };
         let timing = Timing {
             for_ms: rule.pending_for.as_millis() as i64,
@@ -164,7 +164,8 @@ impl Alerts {
         };
         let mut previous: BTreeMap<String, Instance> = self
             .store
-            .instances(Some(name))?
+            .instances(Some(name))
+            .await?
             .into_iter()
             .map(|i| (i.fingerprint.clone(), i))
             .collect();
@@ -236,6 +237,7 @@ impl Alerts {
         let changes: Vec<&Instance> = changed.iter().map(|&i| &next[i]).collect();
         self.store
             .record_evaluation(name, &next, &changes, now, elapsed)
+            .await
     }
 
     /// `suspect_1` … `suspect_3` and `problems_url` for a window, or nothing
@@ -287,11 +289,11 @@ impl Alerts {
     }
 
     /// Lets every receiver's groups decide whether to notify at `now`.
-    pub fn notify(&self, now: i64) -> Result<()> {
-        let rules: HashMap<String, RuleSpec> = self.store.list(&RULES)?.into_iter().collect();
-        let instances = self.store.instances(None)?;
+    pub async fn notify(&self, now: i64) -> Result<()> {
+        let rules: HashMap<String, RuleSpec> = self.store.list(&RULES).await?.into_iter().collect();
+        let instances = self.store.instances(None).await?;
         let mut sent = false;
-        for (receiver_name, receiver) in self.store.list(&RECEIVERS)? {
+        for (receiver_name, receiver) in self.store.list(&RECEIVERS).await? {
             let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<AlertView>)> =
                 BTreeMap::new();
             for i in &instances {
@@ -309,11 +311,12 @@ impl Alerts {
                     .1
                     .push(self.view(i));
             }
-            let mut states = self.store.groups(&receiver_name)?;
+            let mut states = self.store.groups(&receiver_name).await?;
             for key in states.keys().cloned().collect::<Vec<_>>() {
                 if !groups.contains_key(&key) {
                     self.store
-                        .commit_group(&receiver_name, &key, None, None, now)?;
+                        .commit_group(&receiver_name, &key, None, None, now)
+                        .await?;
                     states.remove(&key);
                 }
             }
@@ -330,13 +333,9 @@ impl Alerts {
                     .transpose()?;
                 if is_new || outgoing.is_some() || state != before {
                     sent |= outgoing.is_some();
-                    self.store.commit_group(
-                        &receiver_name,
-                        &key,
-                        Some(&state),
-                        outgoing.as_ref(),
-                        now,
-                    )?;
+                    self.store
+                        .commit_group(&receiver_name, &key, Some(&state), outgoing.as_ref(), now)
+                        .await?;
                 }
             }
         }

@@ -4,8 +4,6 @@ use thiserror::Error;
 /// Everything alerting can fail with; [`AlertError::kind`] maps it to a status.
 #[derive(Debug, Error)]
 pub enum AlertError {
-    #[error("alert state: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Outbox(#[from] loupe_notify::NotifyError),
     #[error(transparent)]
@@ -24,10 +22,9 @@ impl AlertError {
         match self {
             AlertError::Invalid(_) => ErrorKind::Invalid,
             AlertError::NotFound(_) => ErrorKind::NotFound,
-            AlertError::Sqlite(_)
-            | AlertError::Outbox(_)
-            | AlertError::CatalogDb(_)
-            | AlertError::Internal(_) => ErrorKind::Internal,
+            AlertError::Outbox(_) | AlertError::CatalogDb(_) | AlertError::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }

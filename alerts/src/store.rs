@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use loupe_catalog::db::{Db, Location, Row};
+use loupe_catalog::values;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -36,6 +35,30 @@ CREATE TABLE alert_instances (
 CREATE TABLE alert_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, fingerprint TEXT NOT NULL,
     labels TEXT NOT NULL, state TEXT NOT NULL, value REAL NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX alert_history_by_time ON alert_history (at);
+CREATE TABLE alert_groups (
+    receiver TEXT NOT NULL, group_key TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (receiver, group_key));
+"],
+};
+
+/// The alerting tables on PostgreSQL: the same as [`SCHEMA`].
+pub const PG_SCHEMA: loupe_catalog::pg::PgSchema = loupe_catalog::pg::PgSchema {
+    component: "alerts",
+    migrations: &["
+CREATE TABLE alert_rules (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE alert_receivers (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE alert_rule_status (
+    name TEXT PRIMARY KEY, health TEXT NOT NULL, last_eval_at BIGINT NOT NULL,
+    duration_ms DOUBLE PRECISION NOT NULL, last_error TEXT);
+CREATE TABLE alert_instances (
+    rule TEXT NOT NULL, fingerprint TEXT NOT NULL, labels TEXT NOT NULL, annotations TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, active_at BIGINT NOT NULL, fired_at BIGINT,
+    resolved_at BIGINT, quiet_since BIGINT,
+    PRIMARY KEY (rule, fingerprint));
+CREATE TABLE alert_history (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, rule TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    labels TEXT NOT NULL, state TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, at BIGINT NOT NULL);
 CREATE INDEX alert_history_by_time ON alert_history (at);
 CREATE TABLE alert_groups (
     receiver TEXT NOT NULL, group_key TEXT NOT NULL, body TEXT NOT NULL,
@@ -90,8 +113,11 @@ pub struct Outgoing {
     pub message: outbox::Message,
 }
 
+/// Alerting state in the catalog: the node's SQLite file, or PostgreSQL
+/// shared by every node (so any node's API shows the same rules and
+/// states, and a new leader carries on where the old one stopped).
 pub struct AlertStore {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
@@ -102,175 +128,187 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| AlertError::Internal(format!("stored JSON: {e}")))
 }
 
-impl AlertStore {
-    /// Opens the catalog at `path`, migrating the alert and outbox schemas
-    /// (notifications are enqueued in the same transaction as group state).
-    pub fn open(path: &Path) -> Result<AlertStore> {
-        let conn = loupe_catalog::open(path, &[&SCHEMA, &outbox::SCHEMA])?;
-        Ok(AlertStore {
-            conn: Mutex::new(conn),
-        })
-    }
+fn instance_from_row(r: &Row) -> Result<Instance> {
+    let state = r.text(5)?;
+    let state = AlertState::parse(&state)
+        .ok_or_else(|| AlertError::Internal(format!("stored alert state {state:?}")))?;
+    Ok(Instance {
+        rule: r.text(0)?,
+        fingerprint: r.text(1)?,
+        labels: from_json(&r.text(2)?)?,
+        annotations: from_json(&r.text(3)?)?,
+        value: r.real(4)?,
+        life: Life {
+            state,
+            active_at: r.int(6)?,
+            fired_at: r.opt_int(7)?,
+            resolved_at: r.opt_int(8)?,
+            quiet_since: r.opt_int(9)?,
+        },
+    })
+}
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+impl AlertStore {
+    /// Opens the catalog at `location`, migrating the alert and outbox
+    /// schemas (notifications are enqueued in the same transaction as
+    /// group state).
+    pub async fn open(location: &Location) -> Result<AlertStore> {
+        let db = Db::open(
+            location,
+            &[&SCHEMA, &outbox::SCHEMA],
+            &[&PG_SCHEMA, &outbox::PG_SCHEMA],
+        )
+        .await?;
+        Ok(AlertStore { db })
     }
 
     /// Saves `body` as `name` in `table`.
-    pub fn put<T: Serialize>(
+    pub async fn put<T: Serialize>(
         &self,
         table: &Named<T>,
         name: &str,
         body: &T,
         now: i64,
     ) -> Result<()> {
-        self.conn().execute(
-            &format!(
-                "INSERT INTO {} (name, body, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                table.table
-            ),
-            params![name, to_json(body)?, now],
-        )?;
+        self.db
+            .execute(
+                &format!(
+                    "INSERT INTO {} (name, body, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                    table.table
+                ),
+                values![name, to_json(body)?, now],
+            )
+            .await?;
         Ok(())
     }
 
     /// `name` in `table`, if it exists.
-    pub fn get<T: DeserializeOwned>(&self, table: &Named<T>, name: &str) -> Result<Option<T>> {
-        let body: Option<String> = self
-            .conn()
-            .query_row(
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        table: &Named<T>,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let row = self
+            .db
+            .query_opt(
                 &format!("SELECT body FROM {} WHERE name = ?1", table.table),
-                [name],
-                |r| r.get(0),
+                values![name],
             )
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+            .await?;
+        row.map(|r| from_json(&r.text(0)?)).transpose()
     }
 
     /// Everything in `table`, by name.
-    pub fn list<T: DeserializeOwned>(&self, table: &Named<T>) -> Result<Vec<(String, T)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT name, body FROM {} ORDER BY name",
-            table.table
-        ))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, body) = row?;
-            out.push((name, from_json(&body)?));
-        }
-        Ok(out)
+    pub async fn list<T: DeserializeOwned>(&self, table: &Named<T>) -> Result<Vec<(String, T)>> {
+        let rows = self
+            .db
+            .query(
+                &format!("SELECT name, body FROM {} ORDER BY name", table.table),
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, from_json(&r.text(1)?)?)))
+            .collect()
     }
 
     /// Deletes a rule with its instances and status; whether it existed.
-    pub fn delete_rule(&self, name: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM alert_rules WHERE name = ?1", [name])?;
-        tx.execute("DELETE FROM alert_instances WHERE rule = ?1", [name])?;
-        tx.execute("DELETE FROM alert_rule_status WHERE name = ?1", [name])?;
-        tx.commit()?;
+    pub async fn delete_rule(&self, name: &str) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let n = tx
+            .execute("DELETE FROM alert_rules WHERE name = ?1", values![name])
+            .await?;
+        tx.execute("DELETE FROM alert_instances WHERE rule = ?1", values![name])
+            .await?;
+        tx.execute(
+            "DELETE FROM alert_rule_status WHERE name = ?1",
+            values![name],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    pub fn delete_receiver(&self, name: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM alert_receivers WHERE name = ?1", [name])?;
-        tx.execute("DELETE FROM alert_groups WHERE receiver = ?1", [name])?;
-        tx.commit()?;
+    pub async fn delete_receiver(&self, name: &str) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let n = tx
+            .execute("DELETE FROM alert_receivers WHERE name = ?1", values![name])
+            .await?;
+        tx.execute(
+            "DELETE FROM alert_groups WHERE receiver = ?1",
+            values![name],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    pub fn status(&self, name: &str) -> Result<Option<RuleStatus>> {
-        Ok(self
-            .conn()
-            .query_row(
+    pub async fn status(&self, name: &str) -> Result<Option<RuleStatus>> {
+        let row = self
+            .db
+            .query_opt(
                 "SELECT health, last_eval_at, duration_ms, last_error FROM alert_rule_status WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(RuleStatus {
-                        health: if r.get::<_, String>(0)? == "ok" { "ok" } else { "error" },
-                        last_eval_at_ms: r.get(1)?,
-                        duration_ms: r.get(2)?,
-                        last_error: r.get(3)?,
-                    })
-                },
+                values![name],
             )
-            .optional()?)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(RuleStatus {
+            health: if r.text(0)? == "ok" { "ok" } else { "error" },
+            last_eval_at_ms: r.int(1)?,
+            duration_ms: r.real(2)?,
+            last_error: r.opt_text(3)?,
+        }))
     }
 
     /// Records a failed evaluation; the rule's instances stay as they were.
-    pub fn record_error(&self, rule: &str, now: i64, duration_ms: f64, error: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO alert_rule_status (name, health, last_eval_at, duration_ms, last_error)
-             VALUES (?1, 'error', ?2, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE SET health = 'error', last_eval_at = ?2, duration_ms = ?3, last_error = ?4",
-            params![rule, now, duration_ms, error],
-        )?;
+    pub async fn record_error(
+        &self,
+        rule: &str,
+        now: i64,
+        duration_ms: f64,
+        error: &str,
+    ) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO alert_rule_status (name, health, last_eval_at, duration_ms, last_error)
+                 VALUES (?1, 'error', ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET health = 'error', last_eval_at = excluded.last_eval_at,
+                     duration_ms = excluded.duration_ms, last_error = excluded.last_error",
+                values![rule, now, duration_ms, error],
+            )
+            .await?;
         Ok(())
     }
 
     /// Every instance of `rule` (or of every rule).
-    pub fn instances(&self, rule: Option<&str>) -> Result<Vec<Instance>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT rule, fingerprint, labels, annotations, value, state, active_at, fired_at, resolved_at, quiet_since
-             FROM alert_instances WHERE ?1 IS NULL OR rule = ?1 ORDER BY rule, fingerprint",
-        )?;
-        let rows = stmt.query_map([rule], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, String>(5)?,
-                (
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<i64>>(9)?,
-                ),
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                rule,
-                fingerprint,
-                labels,
-                annotations,
-                value,
-                state,
-                (active_at, fired_at, resolved_at, quiet_since),
-            ) = row?;
-            let state = AlertState::parse(&state)
-                .ok_or_else(|| AlertError::Internal(format!("stored alert state {state:?}")))?;
-            out.push(Instance {
-                rule,
-                fingerprint,
-                labels: from_json(&labels)?,
-                annotations: from_json(&annotations)?,
-                value,
-                life: Life {
-                    state,
-                    active_at,
-                    fired_at,
-                    resolved_at,
-                    quiet_since,
-                },
-            });
-        }
-        Ok(out)
+    pub async fn instances(&self, rule: Option<&str>) -> Result<Vec<Instance>> {
+        const COLUMNS: &str = "rule, fingerprint, labels, annotations, value, state, active_at, fired_at, resolved_at, quiet_since";
+        let rows = match rule {
+            Some(rule) => {
+                self.db
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM alert_instances WHERE rule = ?1 ORDER BY rule, fingerprint"),
+                        values![rule],
+                    )
+                    .await?
+            }
+            None => {
+                self.db
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM alert_instances ORDER BY rule, fingerprint"),
+                        &[],
+                    )
+                    .await?
+            }
+        };
+        rows.iter().map(instance_from_row).collect()
     }
 
     /// Replaces `rule`'s instances with `instances` after a successful
     /// evaluation, appending state changes to the history, in one
     /// transaction.
-    pub fn record_evaluation(
+    pub async fn record_evaluation(
         &self,
         rule: &str,
         instances: &[Instance],
@@ -278,18 +316,16 @@ impl AlertStore {
         now: i64,
         duration_ms: f64,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM alert_instances WHERE rule = ?1", [rule])?;
-        {
-            let mut insert = tx.prepare_cached(
+        let mut tx = self.db.begin().await?;
+        tx.execute("DELETE FROM alert_instances WHERE rule = ?1", values![rule])
+            .await?;
+        for i in instances {
+            tx.execute(
                 "INSERT INTO alert_instances (rule, fingerprint, labels, annotations, value, state, active_at, fired_at, resolved_at, quiet_since)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for i in instances {
-                insert.execute(params![
+                values![
                     rule,
-                    i.fingerprint,
+                    &i.fingerprint,
                     to_json(&i.labels)?,
                     to_json(&i.annotations)?,
                     i.value,
@@ -298,83 +334,78 @@ impl AlertStore {
                     i.life.fired_at,
                     i.life.resolved_at,
                     i.life.quiet_since,
-                ])?;
-            }
-            let mut history = tx.prepare_cached(
+                ],
+            )
+            .await?;
+        }
+        for i in changes {
+            tx.execute(
                 "INSERT INTO alert_history (rule, fingerprint, labels, state, value, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for i in changes {
-                history.execute(params![
+                values![
                     rule,
-                    i.fingerprint,
+                    &i.fingerprint,
                     to_json(&i.labels)?,
                     i.life.state.as_str(),
                     i.value,
                     now
-                ])?;
-            }
+                ],
+            )
+            .await?;
         }
         tx.execute(
             "DELETE FROM alert_history WHERE at < ?1",
-            [now - KEEP_HISTORY_MS],
-        )?;
+            values![now - KEEP_HISTORY_MS],
+        )
+        .await?;
         tx.execute(
             "INSERT INTO alert_rule_status (name, health, last_eval_at, duration_ms, last_error)
              VALUES (?1, 'ok', ?2, ?3, NULL)
-             ON CONFLICT (name) DO UPDATE SET health = 'ok', last_eval_at = ?2, duration_ms = ?3, last_error = NULL",
-            params![rule, now, duration_ms],
-        )?;
-        tx.commit()?;
+             ON CONFLICT (name) DO UPDATE SET health = 'ok', last_eval_at = excluded.last_eval_at,
+                 duration_ms = excluded.duration_ms, last_error = NULL",
+            values![rule, now, duration_ms],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// The newest `limit` history entries: `(rule, fingerprint, labels, state, value, at_ms)`.
-    pub fn history(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT rule, fingerprint, labels, state, value, at FROM alert_history ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (rule, fingerprint, labels, state, value, at) = row?;
-            let labels: serde_json::Value = from_json(&labels)?;
+    pub async fn history(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT rule, fingerprint, labels, state, value, at FROM alert_history ORDER BY seq DESC LIMIT ?1",
+                values![limit as i64],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let labels: serde_json::Value = from_json(&r.text(2)?)?;
             out.push(serde_json::json!({
-                "rule": rule, "fingerprint": fingerprint, "labels": labels, "state": state,
-                "value": value, "time": loupe_base::clock::rfc3339_ms(at),
+                "rule": r.text(0)?, "fingerprint": r.text(1)?, "labels": labels, "state": r.text(3)?,
+                "value": r.real(4)?, "time": loupe_base::clock::rfc3339_ms(r.int(5)?),
             }));
         }
         Ok(out)
     }
 
     /// Every group state of `receiver`, by group key.
-    pub fn groups(&self, receiver: &str) -> Result<BTreeMap<String, GroupState>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT group_key, body FROM alert_groups WHERE receiver = ?1")?;
-        let rows = stmt.query_map([receiver], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let (key, body) = row?;
-            out.insert(key, from_json(&body)?);
-        }
-        Ok(out)
+    pub async fn groups(&self, receiver: &str) -> Result<BTreeMap<String, GroupState>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT group_key, body FROM alert_groups WHERE receiver = ?1",
+                values![receiver],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, from_json(&r.text(1)?)?)))
+            .collect()
     }
 
     /// Saves a group's state (or deletes it, with `None`) and enqueues its
     /// notification, in one transaction: a crash loses neither without the other.
-    pub fn commit_group(
+    pub async fn commit_group(
         &self,
         receiver: &str,
         key: &str,
@@ -382,23 +413,28 @@ impl AlertStore {
         outgoing: Option<&Outgoing>,
         now: i64,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut tx = self.db.begin().await?;
         match state {
-            Some(state) => tx.execute(
-                "INSERT INTO alert_groups (receiver, group_key, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (receiver, group_key) DO UPDATE SET body = excluded.body",
-                params![receiver, key, to_json(state)?],
-            )?,
-            None => tx.execute(
-                "DELETE FROM alert_groups WHERE receiver = ?1 AND group_key = ?2",
-                params![receiver, key],
-            )?,
+            Some(state) => {
+                tx.execute(
+                    "INSERT INTO alert_groups (receiver, group_key, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (receiver, group_key) DO UPDATE SET body = excluded.body",
+                    values![receiver, key, to_json(state)?],
+                )
+                .await?
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM alert_groups WHERE receiver = ?1 AND group_key = ?2",
+                    values![receiver, key],
+                )
+                .await?
+            }
         };
         if let Some(out) = outgoing {
-            outbox::enqueue(&tx, &out.message, now)?;
+            outbox::enqueue(&mut tx, &out.message, now).await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(())
     }
 }

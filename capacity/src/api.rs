@@ -91,33 +91,35 @@ fn not_found(what: &str) -> CapacityError {
 }
 
 /// The body under `key`, or a 404 naming it.
-fn fetch<T: DeserializeOwned>(
+async fn fetch<T: DeserializeOwned>(
     c: &Capacity,
     table: &Bodies<T>,
     key: &str,
 ) -> Result<T, CapacityError> {
     c.store
-        .get(table, key)?
+        .get(table, key)
+        .await?
         .ok_or_else(|| not_found(&format!("{} {key}", table.what)))
 }
 
 /// Deletes the body under `key`: 204, or a 404 naming it.
-fn remove<T>(c: &Capacity, table: &Bodies<T>, key: &str) -> Reply {
-    if !c.store.delete(table, key)? {
+async fn remove<T>(c: &Capacity, table: &Bodies<T>, key: &str) -> Reply {
+    if !c.store.delete(table, key).await? {
         return Err(not_found(&format!("{} {key}", table.what)));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Every body of a per-service table as `{"service": …, field: body}`.
-fn list_by_service<T: DeserializeOwned + Serialize>(
+async fn list_by_service<T: DeserializeOwned + Serialize>(
     c: &Capacity,
     table: &Bodies<T>,
     field: &str,
 ) -> Reply {
     let list: Vec<Value> = c
         .store
-        .list(table)?
+        .list(table)
+        .await?
         .into_iter()
         .map(|(service, body)| json!({"service": service, field: body}))
         .collect();
@@ -141,19 +143,19 @@ fn policy_view(policy: &PolicySpec) -> Result<Value, CapacityError> {
 
 async fn list_policies(State(c): Shared) -> Reply {
     let mut list = Vec::new();
-    for (service, policy) in c.store.list(&POLICIES)? {
+    for (service, policy) in c.store.list(&POLICIES).await? {
         list.push(json!({"service": service, "policy": policy_view(&policy)?}));
     }
     ok(list)
 }
 
 async fn get_policy(State(c): Shared, Path(service): Key) -> Reply {
-    let policy = fetch(&c, &POLICIES, &service)?;
+    let policy = fetch(&c, &POLICIES, &service).await?;
     let mut value = policy_view(&policy)?;
     // A 410 from the receiver stops deliveries until the policy is saved
     // again; say so where the user looks.
     if let (Some(reason), Some(obj)) = (
-        c.store.webhook_disabled(&policy.webhook_url)?,
+        c.store.webhook_disabled(&policy.webhook_url).await?,
         value.as_object_mut(),
     ) {
         obj.insert("webhook_disabled".into(), Value::String(reason));
@@ -173,7 +175,7 @@ async fn put_policy(State(c): Shared, Path(service): Key, text: String) -> Reply
     check_sql_signals(&c, &service, &policy).await?;
     let mut generated = None;
     if policy.webhook_secret.is_none() {
-        match c.store.get(&POLICIES, &service)? {
+        match c.store.get(&POLICIES, &service).await? {
             Some(old) if old.webhook_url != policy.webhook_url && old.webhook_secret.is_some() => {
                 return Err(CapacityError::Invalid(
                     "webhook_url changed: state webhook_secret again (the stored one is not sent to a new URL)".into(),
@@ -187,7 +189,7 @@ async fn put_policy(State(c): Shared, Path(service): Key, text: String) -> Reply
             }
         }
     }
-    c.store.put_policy(&service, &policy, now_ms())?;
+    c.store.put_policy(&service, &policy, now_ms()).await?;
     let mut view = policy_view(&policy)?;
     if let (Some(secret), Some(obj)) = (generated, view.as_object_mut()) {
         obj.insert("generated_webhook_secret".into(), Value::String(secret));
@@ -243,25 +245,27 @@ async fn check_sql_signals(
 }
 
 async fn delete_policy(State(c): Shared, Path(service): Key) -> Reply {
-    remove(&c, &POLICIES, &service)
+    remove(&c, &POLICIES, &service).await
 }
 
 async fn list_baselines(State(c): Shared) -> Reply {
-    list_by_service(&c, &BASELINES, "baseline")
+    list_by_service(&c, &BASELINES, "baseline").await
 }
 
 async fn get_baseline(State(c): Shared, Path(service): Key) -> Reply {
-    ok(fetch(&c, &BASELINES, &service)?)
+    ok(fetch(&c, &BASELINES, &service).await?)
 }
 
 async fn put_baseline(State(c): Shared, Path(service): Key, text: String) -> Reply {
     let baseline = valid(&text, |b: &mut Baseline| b.validate())?;
-    c.store.put(&BASELINES, &service, &baseline, now_ms())?;
+    c.store
+        .put(&BASELINES, &service, &baseline, now_ms())
+        .await?;
     ok(baseline)
 }
 
 async fn delete_baseline(State(c): Shared, Path(service): Key) -> Reply {
-    remove(&c, &BASELINES, &service)
+    remove(&c, &BASELINES, &service).await
 }
 
 /// A time in a request body: a JSON number of ns since the epoch, or any
@@ -302,7 +306,8 @@ async fn from_load_test(State(c): Shared, Path(service): Key, text: String) -> R
         Some(slo) => slo,
         None => c
             .store
-            .get(&BASELINES, &service)?
+            .get(&BASELINES, &service)
+            .await?
             .map(|b| b.slo)
             .unwrap_or_default(),
     };
@@ -313,17 +318,17 @@ async fn from_load_test(State(c): Shared, Path(service): Key, text: String) -> R
         CapacityError::Unprocessable(format!("the fit gives no usable baseline: {e}"))
     })?;
     if !dry_run {
-        c.store.put(&BASELINES, &service, &baseline, now)?;
+        c.store.put(&BASELINES, &service, &baseline, now).await?;
     }
     ok(json!({"service": service, "baseline": baseline, "fit": fit, "stored": !dry_run}))
 }
 
 async fn list_schedules(State(c): Shared) -> Reply {
-    ok(c.store.schedules()?)
+    ok(c.store.schedules().await?)
 }
 
 async fn get_schedule(State(c): Shared, Path(name): Key) -> Reply {
-    ok(fetch(&c, &SCHEDULES, &name)?)
+    ok(fetch(&c, &SCHEDULES, &name).await?)
 }
 
 async fn put_schedule(State(c): Shared, Path(name): Key, text: String) -> Reply {
@@ -332,12 +337,13 @@ async fn put_schedule(State(c): Shared, Path(name): Key, text: String) -> Reply 
         s.validate()
     })?;
     c.store
-        .put(&SCHEDULES, &schedule.name, &schedule, now_ms())?;
+        .put(&SCHEDULES, &schedule.name, &schedule, now_ms())
+        .await?;
     ok(schedule)
 }
 
 async fn delete_schedule(State(c): Shared, Path(name): Key) -> Reply {
-    remove(&c, &SCHEDULES, &name)
+    remove(&c, &SCHEDULES, &name).await
 }
 
 #[derive(Deserialize)]
@@ -354,11 +360,11 @@ impl ListParams {
 }
 
 async fn decisions(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
-    ok(c.store.decisions(p.service.as_deref(), p.limit())?)
+    ok(c.store.decisions(p.service.as_deref(), p.limit()).await?)
 }
 
 async fn events(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
-    ok(c.store.events(p.limit())?)
+    ok(c.store.events(p.limit()).await?)
 }
 
 async fn tasks(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
@@ -368,12 +374,15 @@ async fn tasks(State(c): Shared, Query(p): Query<ListParams>) -> Reply {
         // A state no task can be in matches none.
         Some(None) => return ok(Vec::<Value>::new()),
     };
-    ok(c.store.tasks(p.service.as_deref(), state, p.limit())?)
+    ok(c.store
+        .tasks(p.service.as_deref(), state, p.limit())
+        .await?)
 }
 
 async fn get_task(State(c): Shared, Path(id): Key) -> Reply {
     ok(c.store
-        .task(&id)?
+        .task(&id)
+        .await?
         .ok_or_else(|| not_found(&format!("task {id}")))?)
 }
 
@@ -402,7 +411,8 @@ async fn ack_task(State(c): Shared, Path(id): Key, text: String) -> Reply {
     };
     let task = c
         .store
-        .ack_task(&id, status, ack.message.as_deref().unwrap_or(""), now_ms())?
+        .ack_task(&id, status, ack.message.as_deref().unwrap_or(""), now_ms())
+        .await?
         .ok_or_else(|| not_found(&format!("task {id}")))?;
     ok(task)
 }
@@ -428,7 +438,7 @@ struct ManualTask {
 /// holding it there. Goes out through the policy's webhook like any other.
 async fn manual_task(State(c): Shared, text: String) -> Reply {
     let req: ManualTask = body(&text)?;
-    let policy = c.store.get(&POLICIES, &req.service)?.ok_or_else(|| {
+    let policy = c.store.get(&POLICIES, &req.service).await?.ok_or_else(|| {
         CapacityError::Unprocessable(format!(
             "no policy for {} (it says where tasks go): PUT /api/v1/capacity/policies/{}",
             req.service, req.service
@@ -441,7 +451,7 @@ async fn manual_task(State(c): Shared, text: String) -> Reply {
         )));
     }
     let now = now_ms();
-    let from = match c.store.current(&req.service, &req.region)? {
+    let from = match c.store.current(&req.service, &req.region).await? {
         Some(n) => n,
         None => {
             let scope = Scope::of(&req.service, &req.region);
@@ -464,7 +474,10 @@ async fn manual_task(State(c): Shared, text: String) -> Reply {
         origin: TaskOrigin::Manual,
         hold_until_ms: req.hold.map(|h| now + h.as_millis() as i64),
     };
-    let created = c.store.commit_manual_task(&task, &endpoint(&policy), now)?;
+    let created = c
+        .store
+        .commit_manual_task(&task, &endpoint(&policy), now)
+        .await?;
     c.forget(&req.service, &req.region);
     c.wake_worker();
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())

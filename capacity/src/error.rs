@@ -4,8 +4,6 @@ use thiserror::Error;
 /// Everything capacity can fail with; the API maps each to its status.
 #[derive(Debug, Error)]
 pub enum CapacityError {
-    #[error("capacity state: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Outbox(#[from] loupe_notify::NotifyError),
     #[error(transparent)]
@@ -33,10 +31,9 @@ impl CapacityError {
             CapacityError::Unprocessable(_) => ErrorKind::Unprocessable,
             CapacityError::NotFound(_) => ErrorKind::NotFound,
             CapacityError::Query(_) => ErrorKind::Upstream,
-            CapacityError::Sqlite(_)
-            | CapacityError::Outbox(_)
-            | CapacityError::CatalogDb(_)
-            | CapacityError::Internal(_) => ErrorKind::Internal,
+            CapacityError::Outbox(_) | CapacityError::CatalogDb(_) | CapacityError::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! the schedules' floor, record the decision, and — when the count changes
 //! — commit a scale task whose webhook the delivery worker sends.
 //!
-//! Policies, baselines and schedules are read from SQLite on every tick, so
+//! Policies, baselines and schedules are read from the catalog on every tick, so
 //! API changes take effect without a restart. An evaluation that cannot
 //! read any signal fails; after three failures in a row the policy's
 //! fallback applies and an alert event is raised (and sent to the webhook).
@@ -138,7 +138,7 @@ impl Capacity {
 
     /// Evaluates every policy whose interval has passed at `now_ms`.
     pub async fn evaluate_due(&self, now_ms: i64) -> Result<()> {
-        for (service, policy) in self.store.list(&POLICIES)? {
+        for (service, policy) in self.store.list(&POLICIES).await? {
             // Due per service, before any query: regions are listed (and
             // evaluated) once per interval, not on every tick.
             let due = self
@@ -157,7 +157,7 @@ impl Capacity {
                 match load::regions(self.telemetry.as_ref(), &service, window).await {
                     Ok(mut regions) => {
                         // Regions that went quiet are still decided for.
-                        regions.extend(self.store.known_regions(&service)?);
+                        regions.extend(self.store.known_regions(&service).await?);
                         regions.sort();
                         regions.dedup();
                         regions
@@ -195,17 +195,26 @@ impl Capacity {
             now_ms,
         };
         let m = self.measure(&e).await?;
-        // From here on nothing awaits: the unit is out of the map only
-        // while it is decided for.
         let key = (service.to_string(), region.to_string());
+        let load = m.needs_history()
+            && self
+                .units()
+                .get(&key)
+                .is_none_or(|unit| unit.history.is_none());
+        let history = match load {
+            true => Some(self.load_history(&e).await),
+            false => None,
+        };
+        // From here on nothing awaits until the unit is back: it is out of
+        // the map only while it is decided for.
         let mut unit = self.units().remove(&key).unwrap_or_default();
-        let loaded = match unit.history {
-            None if m.needs_history() => self.load_history(&e).map(|h| unit.history = Some(h)),
+        let loaded = match (&unit.history, history) {
+            (None, Some(history)) => history.map(|h| unit.history = Some(h)),
             _ => Ok(()),
         };
         let outcome = loaded.map(|()| decision::decide(service, policy, &m, &mut unit, now_ms));
         self.units().insert(key, unit);
-        self.record(&e, outcome?)
+        self.record(&e, outcome?).await
     }
 
     /// Reads the signals, the ready instances, the current count, the
@@ -227,7 +236,7 @@ impl Capacity {
         let t = self.telemetry.as_ref();
         let ready = load::ready_instances(t, scope, now_ns, policy.instance_window).await;
         let mut m = Measurement {
-            baseline: self.store.get(&BASELINES, service)?,
+            baseline: self.store.get(&BASELINES, service).await?,
             ..Measurement::default()
         };
         for signal in &policy.signals {
@@ -264,35 +273,35 @@ impl Capacity {
                 }
             }
         }
-        m.current = match self.store.current(service, region)? {
+        m.current = match self.store.current(service, region).await? {
             Some(n) => n,
             None => m.ready.filter(|n| *n > 0).unwrap_or(policy.min),
         };
-        let schedules = self.store.schedules()?;
+        let schedules = self.store.schedules().await?;
         let now_utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         (m.floor, m.windows) = schedule::floor(&schedules, service, now_utc);
-        m.hold_until_ms = self.store.hold_until(service, region, now_ms)?;
+        m.hold_until_ms = self.store.hold_until(service, region, now_ms).await?;
         Ok(m)
     }
 
     /// The unit's HPA history, reloaded from the store after a restart.
-    fn load_history(&self, e: &Evaluation<'_>) -> Result<History> {
+    async fn load_history(&self, e: &Evaluation<'_>) -> Result<History> {
         let behavior = e.policy.behavior();
         let since = |d: Duration| e.now_ms - d.as_millis() as i64;
-        let recs = self.store.recommendations(
-            e.service,
-            e.region,
-            since(behavior.longest_stabilization()),
-        )?;
-        let events =
-            self.store
-                .scale_events(e.service, e.region, since(behavior.longest_period()))?;
+        let recs = self
+            .store
+            .recommendations(e.service, e.region, since(behavior.longest_stabilization()))
+            .await?;
+        let events = self
+            .store
+            .scale_events(e.service, e.region, since(behavior.longest_period()))
+            .await?;
         Ok(History::restore(on_clock(recs), on_clock(events)))
     }
 
     /// Records what [`decision::decide`] concluded: a failure is an error;
     /// a fallback also raises an alert event (sent to the webhook).
-    fn record(&self, e: &Evaluation<'_>, outcome: Outcome) -> Result<Value> {
+    async fn record(&self, e: &Evaluation<'_>, outcome: Outcome) -> Result<Value> {
         let verdict = match outcome {
             Outcome::Decided(verdict) => verdict,
             Outcome::Failed { message } => {
@@ -310,7 +319,8 @@ impl Capacity {
                     evidence: &verdict.evidence,
                 };
                 self.store
-                    .raise_alert(&alert, &endpoint(e.policy), e.now_ms)?;
+                    .raise_alert(&alert, &endpoint(e.policy), e.now_ms)
+                    .await?;
                 self.wake_worker();
                 if let Some(events) = self.events.clone() {
                     let event = loupe_base::telemetry_port::SelfEvent {
@@ -330,12 +340,12 @@ impl Capacity {
                 verdict
             }
         };
-        self.commit(e, verdict)
+        self.commit(e, verdict).await
     }
 
     /// Records a decision for (service, region) and, when it changes the
     /// count, its scale task (whose webhook the worker is woken to send).
-    fn commit(&self, e: &Evaluation<'_>, v: Verdict) -> Result<Value> {
+    async fn commit(&self, e: &Evaluation<'_>, v: Verdict) -> Result<Value> {
         let (service, region) = (e.service, e.region);
         let record = json!({
             "service": service,
@@ -369,7 +379,7 @@ impl Capacity {
             desired: v.desired,
             replicas: v.replicas,
         };
-        let created = self.store.commit_decision(&row, task, e.now_ms)?;
+        let created = self.store.commit_decision(&row, task, e.now_ms).await?;
         if let Some(task) = created {
             tracing::info!(service, region, from = task.spec.from, to = task.spec.to, reason = %task.spec.reason, "scale task");
             self.wake_worker();
@@ -413,9 +423,10 @@ mod tests {
     #[tokio::test]
     async fn measures_decides_and_records_then_falls_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap());
+        let location = loupe_catalog::db::Location::Sqlite(dir.path().join("catalog.sqlite"));
+        let store = Arc::new(CapacityStore::open(&location).await.unwrap());
         let baseline = serde_json::from_value(json!({"max_rps_per_instance": 1.0})).unwrap();
-        store.put(&BASELINES, "cart", &baseline, 0).unwrap();
+        store.put(&BASELINES, "cart", &baseline, 0).await.unwrap();
         let row = json!({"n": 3, "v": 600}).as_object().unwrap().clone();
         let telemetry = Arc::new(FakeTelemetry(Mutex::new(Some(row))));
         let capacity = Capacity::new(store.clone(), telemetry.clone(), None);
@@ -431,7 +442,7 @@ mod tests {
             (Some(3), Some(7))
         );
         assert_eq!(record["reason"], "ScaleUpLimit");
-        let tasks = store.tasks(Some("cart"), None, 10).unwrap();
+        let tasks = store.tasks(Some("cart"), None, 10).await.unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].spec.origin, crate::store::TaskOrigin::Decision);
 
@@ -449,7 +460,7 @@ mod tests {
             .unwrap();
         assert_eq!(record["reason"], "Fallback");
         assert_eq!(record["replicas"], 7);
-        let events = store.events(10).unwrap();
+        let events = store.events(10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "fallback");
         assert!(

@@ -1,13 +1,13 @@
-//! Capacity state in the catalog's SQLite file: baselines, policies,
+//! Capacity state in the catalog (the SQLite file, or PostgreSQL shared by
+//! every node): baselines, policies,
 //! schedules, each decision and the scale tasks (the latest of which is the
 //! service's current count). A decision that changes the count commits its
 //! task and the task's webhook (in the notify outbox) in one transaction.
 
 use std::marker::PhantomData;
-use std::path::Path;
-use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use loupe_catalog::db::{Conn, Db, Location, Row};
+use loupe_catalog::values;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -62,13 +62,54 @@ CREATE TABLE IF NOT EXISTS capacity_events (
     at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);"],
 };
 
+/// The capacity tables on PostgreSQL: the same as [`SCHEMA`].
+pub const PG_SCHEMA: loupe_catalog::pg::PgSchema = loupe_catalog::pg::PgSchema {
+    component: "capacity",
+    migrations: &["CREATE TABLE capacity_baselines (
+    service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE capacity_policies (
+    service TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE capacity_schedules (
+    name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE TABLE capacity_decisions (
+    seq      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    service  TEXT NOT NULL,
+    region   TEXT NOT NULL,
+    at       BIGINT NOT NULL,
+    desired  BIGINT NOT NULL,
+    replicas BIGINT NOT NULL,
+    body     TEXT NOT NULL);
+CREATE INDEX capacity_decisions_by_service ON capacity_decisions (service, region, at);
+CREATE TABLE capacity_tasks (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    service     TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    from_count  BIGINT NOT NULL,
+    to_count    BIGINT NOT NULL,
+    reason      TEXT NOT NULL,
+    evidence    TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    hold_until  BIGINT,
+    acked_at    BIGINT,
+    ack_status  TEXT,
+    ack_message TEXT);
+CREATE INDEX capacity_tasks_by_service ON capacity_tasks (service, region, created_at);
+CREATE INDEX capacity_tasks_by_time ON capacity_tasks (created_at);
+CREATE INDEX capacity_decisions_by_time ON capacity_decisions (at);
+CREATE TABLE capacity_events (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, service TEXT NOT NULL, region TEXT NOT NULL,
+    at BIGINT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);"],
+};
+
 /// Decisions and events older than this are deleted as new ones arrive.
 const KEEP_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Capacity's state in the catalog database, behind one connection so a
 /// decision, its task and its webhook commit together.
 pub struct CapacityStore {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
 /// A table of JSON bodies of `T` keyed by one text column: policies,
@@ -143,106 +184,123 @@ fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
 }
 
 impl CapacityStore {
-    /// Opens (and migrates) the catalog database at `path`.
-    pub fn open(path: &Path) -> Result<CapacityStore> {
+    /// Opens (and migrates) the catalog at `location`.
+    pub async fn open(location: &Location) -> Result<CapacityStore> {
         // Decisions write their webhook into notify's outbox in the same
         // transaction, so this connection migrates both schemas.
-        let conn = loupe_catalog::open(path, &[&SCHEMA, &outbox::SCHEMA])?;
-        Ok(CapacityStore {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let db = Db::open(
+            location,
+            &[&SCHEMA, &outbox::SCHEMA],
+            &[&PG_SCHEMA, &outbox::PG_SCHEMA],
+        )
+        .await?;
+        Ok(CapacityStore { db })
     }
 
     /// Inserts or replaces the body under `key`.
-    pub fn put<T: Serialize>(&self, t: &Bodies<T>, key: &str, body: &T, now_ms: i64) -> Result<()> {
+    pub async fn put<T: Serialize>(
+        &self,
+        t: &Bodies<T>,
+        key: &str,
+        body: &T,
+        now_ms: i64,
+    ) -> Result<()> {
         let (table, key_col) = (t.table, t.key);
-        self.conn().execute(
-            &format!(
-                "INSERT INTO {table} ({key_col}, body, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT ({key_col}) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
-            ),
-            params![key, to_json(body)?, now_ms],
-        )?;
+        self.db
+            .execute(
+                &format!(
+                    "INSERT INTO {table} ({key_col}, body, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT ({key_col}) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+                ),
+                values![key, to_json(body)?, now_ms],
+            )
+            .await?;
         Ok(())
     }
 
     /// The body under `key`, if any.
-    pub fn get<T: DeserializeOwned>(&self, t: &Bodies<T>, key: &str) -> Result<Option<T>> {
-        let body: Option<String> = self
-            .conn()
-            .query_row(
+    pub async fn get<T: DeserializeOwned>(&self, t: &Bodies<T>, key: &str) -> Result<Option<T>> {
+        let row = self
+            .db
+            .query_opt(
                 &format!("SELECT body FROM {} WHERE {} = ?1", t.table, t.key),
-                params![key],
-                |row| row.get(0),
+                values![key],
             )
-            .optional()?;
-        body.map(|b| from_json(&b)).transpose()
+            .await?;
+        row.map(|r| from_json(&r.text(0)?)).transpose()
     }
 
     /// Deletes the body under `key`; false if there was none.
-    pub fn delete<T>(&self, t: &Bodies<T>, key: &str) -> Result<bool> {
-        let n = self.conn().execute(
-            &format!("DELETE FROM {} WHERE {} = ?1", t.table, t.key),
-            params![key],
-        )?;
+    pub async fn delete<T>(&self, t: &Bodies<T>, key: &str) -> Result<bool> {
+        let n = self
+            .db
+            .execute(
+                &format!("DELETE FROM {} WHERE {} = ?1", t.table, t.key),
+                values![key],
+            )
+            .await?;
         Ok(n > 0)
     }
 
     /// Every (key, body), by key.
-    pub fn list<T: DeserializeOwned>(&self, t: &Bodies<T>) -> Result<Vec<(String, T)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {key}, body FROM {table} ORDER BY {key}",
-            key = t.key,
-            table = t.table
-        ))?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (key, body) = row?;
-            out.push((key, from_json(&body)?));
-        }
-        Ok(out)
+    pub async fn list<T: DeserializeOwned>(&self, t: &Bodies<T>) -> Result<Vec<(String, T)>> {
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {key}, body FROM {table} ORDER BY {key}",
+                    key = t.key,
+                    table = t.table
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, from_json(&r.text(1)?)?)))
+            .collect()
     }
 
     /// Saves a policy and re-enables its webhook endpoint (a 410 may have
     /// disabled it).
-    pub fn put_policy(&self, service: &str, policy: &PolicySpec, now_ms: i64) -> Result<()> {
-        self.put(&POLICIES, service, policy, now_ms)?;
-        outbox::enable_endpoint(&self.conn(), &policy.webhook_url)?;
+    pub async fn put_policy(&self, service: &str, policy: &PolicySpec, now_ms: i64) -> Result<()> {
+        self.put(&POLICIES, service, policy, now_ms).await?;
+        outbox::enable_endpoint(&mut self.db.conn().await?, &policy.webhook_url).await?;
         Ok(())
     }
 
     /// Why the webhook endpoint at `url` is disabled (a 410), if it is.
-    pub fn webhook_disabled(&self, url: &str) -> Result<Option<String>> {
-        Ok(outbox::endpoint_disabled(&self.conn(), url)?)
+    pub async fn webhook_disabled(&self, url: &str) -> Result<Option<String>> {
+        Ok(outbox::endpoint_disabled(&mut self.db.conn().await?, url).await?)
     }
 
     /// Every schedule, by name (the evaluator checks them all each pass).
-    pub fn schedules(&self) -> Result<Vec<Schedule>> {
-        Ok(self.list(&SCHEDULES)?.into_iter().map(|(_, s)| s).collect())
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self
+            .list(&SCHEDULES)
+            .await?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
     }
 
     /// The count (service, region) is at as far as Loupe knows: its latest
     /// task's target — or, when that task failed (undeliverable, or the
     /// executor acknowledged a failure), the count it started from, so the
     /// next decision asks again.
-    pub fn current(&self, service: &str, region: &str) -> Result<Option<u32>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{TASK_SELECT} WHERE service = ?1 AND region = ?2 ORDER BY seq DESC LIMIT 1"
-        ))?;
-        let mut rows = stmt.query(params![service, region])?;
-        let Some(row) = rows.next()? else {
+    pub async fn current(&self, service: &str, region: &str) -> Result<Option<u32>> {
+        let mut conn = self.db.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "{TASK_SELECT} WHERE service = ?1 AND region = ?2 ORDER BY seq DESC LIMIT 1"
+                ),
+                values![service, region],
+            )
+            .await?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        let latest = task_from_row(&conn, row)?;
+        let latest = task_from_row(&mut conn, &row).await?;
         Ok(Some(if latest.state == TaskState::Failed {
             latest.spec.from
         } else {
@@ -252,27 +310,28 @@ impl CapacityStore {
 
     /// Regions (service, region) units were decided for before: a region
     /// that went quiet still gets evaluated (and can scale down).
-    pub fn known_regions(&self, service: &str) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT region FROM capacity_tasks WHERE service = ?1 AND region != ''",
-        )?;
-        let rows = stmt.query_map(params![service], |row| row.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn known_regions(&self, service: &str) -> Result<Vec<String>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT DISTINCT region FROM capacity_tasks WHERE service = ?1 AND region != ''",
+                values![service],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?)
     }
 
     /// Records a decision and, when it changes the count, its task, the new
     /// count and the task's webhook — atomically. Returns the task.
-    pub fn commit_decision(
+    pub async fn commit_decision(
         &self,
         decision: &DecisionRow<'_>,
         task: Option<(NewTask, Endpoint)>,
         now_ms: i64,
     ) -> Result<Option<Task>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut tx = self.db.begin().await?;
         let created = match task {
-            Some((task, endpoint)) => Some(insert_task(&tx, &task, &endpoint, now_ms)?),
+            Some((task, endpoint)) => Some(insert_task(&mut tx, &task, &endpoint, now_ms).await?),
             None => None,
         };
         let mut body = decision.body.clone();
@@ -282,7 +341,7 @@ impl CapacityStore {
         tx.execute(
             "INSERT INTO capacity_decisions (service, region, at, desired, replicas, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            values![
                 decision.service,
                 decision.region,
                 now_ms,
@@ -290,120 +349,140 @@ impl CapacityStore {
                 decision.replicas,
                 to_json(&body)?
             ],
-        )?;
+        )
+        .await?;
         tx.execute(
             "DELETE FROM capacity_decisions WHERE at < ?1",
-            params![now_ms - KEEP_HISTORY_MS],
-        )?;
+            values![now_ms - KEEP_HISTORY_MS],
+        )
+        .await?;
         if created.is_some() {
             // Old tasks go, except each unit's latest (its current count),
             // and with them their delivered or failed webhooks.
             tx.execute(
                 "DELETE FROM capacity_tasks WHERE created_at < ?1
                    AND seq NOT IN (SELECT max(seq) FROM capacity_tasks GROUP BY service, region)",
-                params![now_ms - KEEP_HISTORY_MS],
-            )?;
+                values![now_ms - KEEP_HISTORY_MS],
+            )
+            .await?;
             let old_kept: Vec<String> = tx
-                .prepare("SELECT id FROM capacity_tasks WHERE created_at < ?1")?
-                .query_map(params![now_ms - KEEP_HISTORY_MS], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            outbox::prune(&tx, now_ms - KEEP_HISTORY_MS, &old_kept)?;
+                .query(
+                    "SELECT id FROM capacity_tasks WHERE created_at < ?1",
+                    values![now_ms - KEEP_HISTORY_MS],
+                )
+                .await?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<Result<_, _>>()?;
+            outbox::prune(&mut tx, now_ms - KEEP_HISTORY_MS, &old_kept).await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(created)
     }
 
     /// A manual task (an operator's override): sets the count now and,
     /// with `hold_until_ms`, keeps the evaluator from changing it until then.
-    pub fn commit_manual_task(
+    pub async fn commit_manual_task(
         &self,
         task: &NewTask,
         endpoint: &Endpoint,
         now_ms: i64,
     ) -> Result<Task> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let created = insert_task(&tx, task, endpoint, now_ms)?;
-        tx.commit()?;
+        let mut tx = self.db.begin().await?;
+        let created = insert_task(&mut tx, task, endpoint, now_ms).await?;
+        tx.commit().await?;
         Ok(created)
     }
 
     /// The latest manual hold on (service, region) still in force.
-    pub fn hold_until(&self, service: &str, region: &str, now_ms: i64) -> Result<Option<i64>> {
-        Ok(self
-            .conn()
-            .query_row(
+    pub async fn hold_until(
+        &self,
+        service: &str,
+        region: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        let row = self
+            .db
+            .query_opt(
                 "SELECT max(hold_until) FROM capacity_tasks
                  WHERE service = ?1 AND region = ?2 AND hold_until > ?3",
-                params![service, region, now_ms],
-                |row| row.get(0),
+                values![service, region, now_ms],
             )
-            .optional()?
-            .flatten())
+            .await?;
+        Ok(row.map(|r| r.opt_int(0)).transpose()?.flatten())
     }
 
     /// (time ms, desired) of the decisions since `since_ms`, oldest first:
     /// the stabilisation window's memory across restarts.
-    pub fn recommendations(
+    pub async fn recommendations(
         &self,
         service: &str,
         region: &str,
         since_ms: i64,
     ) -> Result<Vec<(i64, u32)>> {
-        self.history_pairs(
-            "SELECT at, desired FROM capacity_decisions
-             WHERE service = ?1 AND region = ?2 AND at >= ?3 ORDER BY at",
-            (service, region, since_ms),
-        )
+        let rows = self
+            .db
+            .query(
+                "SELECT at, desired FROM capacity_decisions
+                 WHERE service = ?1 AND region = ?2 AND at >= ?3 ORDER BY at",
+                values![service, region, since_ms],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.int(0)?, r.int_as(1)?)))
+            .collect::<Result<_, loupe_catalog::CatalogDbError>>()?)
     }
 
     /// (time ms, change) of the scale tasks since `since_ms`: the rate
     /// policies' memory across restarts.
-    pub fn scale_events(
+    pub async fn scale_events(
         &self,
         service: &str,
         region: &str,
         since_ms: i64,
     ) -> Result<Vec<(i64, i64)>> {
-        self.history_pairs(
-            "SELECT created_at, to_count - from_count FROM capacity_tasks
-             WHERE service = ?1 AND region = ?2 AND created_at >= ?3 ORDER BY created_at",
-            (service, region, since_ms),
-        )
-    }
-
-    /// (time, value) pairs of one unit since a time, by `sql` taking
-    /// (service, region, since_ms).
-    fn history_pairs<V: rusqlite::types::FromSql>(
-        &self,
-        sql: &str,
-        (service, region, since_ms): (&str, &str, i64),
-    ) -> Result<Vec<(i64, V)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![service, region, since_ms], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self
+            .db
+            .query(
+                "SELECT created_at, to_count - from_count FROM capacity_tasks
+                 WHERE service = ?1 AND region = ?2 AND created_at >= ?3 ORDER BY created_at",
+                values![service, region, since_ms],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.int(0)?, r.int(1)?)))
+            .collect::<Result<_, loupe_catalog::CatalogDbError>>()?)
     }
 
     /// The latest decisions (of one service), newest first, each with its
     /// `sequence`.
-    pub fn decisions(&self, service: Option<&str>, limit: usize) -> Result<Vec<Value>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, body FROM capacity_decisions
-             WHERE ?1 IS NULL OR service = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![service, limit as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
+    pub async fn decisions(&self, service: Option<&str>, limit: usize) -> Result<Vec<Value>> {
+        let rows = match service {
+            Some(service) => {
+                self.db
+                    .query(
+                        "SELECT seq, body FROM capacity_decisions
+                         WHERE service = ?1 ORDER BY seq DESC LIMIT ?2",
+                        values![service, limit as i64],
+                    )
+                    .await?
+            }
+            None => {
+                self.db
+                    .query(
+                        "SELECT seq, body FROM capacity_decisions ORDER BY seq DESC LIMIT ?1",
+                        values![limit as i64],
+                    )
+                    .await?
+            }
+        };
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let (seq, body) = row?;
-            let mut value: Value = from_json(&body)?;
+            let mut value: Value = from_json(&row.text(1)?)?;
             if let Some(obj) = value.as_object_mut() {
-                obj.insert("sequence".into(), seq.into());
+                obj.insert("sequence".into(), row.int(0)?.into());
             }
             out.push(value);
         }
@@ -411,68 +490,84 @@ impl CapacityStore {
     }
 
     /// The latest tasks (of one service, in one state), newest first.
-    pub fn tasks(
+    pub async fn tasks(
         &self,
         service: Option<&str>,
         state: Option<TaskState>,
         limit: usize,
     ) -> Result<Vec<Task>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{TASK_SELECT} WHERE ?1 IS NULL OR service = ?1 ORDER BY seq DESC"
-        ))?;
+        // A task's state depends on its webhook's, so the filter runs
+        // here, over pages of tasks, newest first, until `limit` match.
+        const PAGE: i64 = 256;
+        let mut conn = self.db.conn().await?;
         let mut out = Vec::new();
-        let mut rows = stmt.query(params![service])?;
-        while let Some(row) = rows.next()? {
-            let task = task_from_row(&conn, row)?;
-            if state.is_none_or(|s| s == task.state) {
-                out.push(task);
-                if out.len() >= limit {
-                    break;
+        let mut before = i64::MAX;
+        while out.len() < limit {
+            let rows = conn
+                .query(
+                    &format!(
+                        "{TASK_SELECT} WHERE seq < ?1 AND (CAST(?2 AS TEXT) IS NULL OR service = ?2)
+                         ORDER BY seq DESC LIMIT ?3"
+                    ),
+                    values![before, service, PAGE],
+                )
+                .await?;
+            for row in &rows {
+                before = row.int(0)?;
+                let task = task_from_row(&mut conn, row).await?;
+                if state.is_none_or(|s| s == task.state) && out.len() < limit {
+                    out.push(task);
                 }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
             }
         }
         Ok(out)
     }
 
     /// One task by id, with its delivery and ack.
-    pub fn task(&self, id: &str) -> Result<Option<Task>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("{TASK_SELECT} WHERE id = ?1"))?;
-        let mut rows = stmt.query(params![id])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(task_from_row(&conn, row)?)),
+    pub async fn task(&self, id: &str) -> Result<Option<Task>> {
+        let mut conn = self.db.conn().await?;
+        let row = conn
+            .query_opt(&format!("{TASK_SELECT} WHERE id = ?1"), values![id])
+            .await?;
+        match row {
+            Some(row) => Ok(Some(task_from_row(&mut conn, &row).await?)),
             None => Ok(None),
         }
     }
 
     /// The executor's callback: the task was carried out (`succeeded`) or
     /// not (`failed`). Returns the updated task, `None` if unknown.
-    pub fn ack_task(
+    pub async fn ack_task(
         &self,
         id: &str,
         status: AckStatus,
         message: &str,
         now_ms: i64,
     ) -> Result<Option<Task>> {
-        let n = self.conn().execute(
-            "UPDATE capacity_tasks SET acked_at = ?2, ack_status = ?3, ack_message = ?4 WHERE id = ?1",
-            params![
-                id,
-                now_ms,
-                status.as_str(),
-                message
-            ],
-        )?;
+        let n = self
+            .db
+            .execute(
+                "UPDATE capacity_tasks SET acked_at = ?2, ack_status = ?3, ack_message = ?4 WHERE id = ?1",
+                values![id, now_ms, status.as_str(), message],
+            )
+            .await?;
         if n == 0 {
             return Ok(None);
         }
-        self.task(id)
+        self.task(id).await
     }
 
     /// Records an alert event and sends it to the policy's webhook as
     /// `capacity.<kind>`, atomically.
-    pub fn raise_alert(&self, alert: &Alert<'_>, endpoint: &Endpoint, now_ms: i64) -> Result<()> {
+    pub async fn raise_alert(
+        &self,
+        alert: &Alert<'_>,
+        endpoint: &Endpoint,
+        now_ms: i64,
+    ) -> Result<()> {
         let Alert {
             service,
             region,
@@ -480,12 +575,12 @@ impl CapacityStore {
             message,
             evidence,
         } = *alert;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let mut tx = self.db.begin().await?;
         tx.execute(
             "INSERT INTO capacity_events (service, region, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![service, region, now_ms, kind, message],
-        )?;
+            values![service, region, now_ms, kind, message],
+        )
+        .await?;
         let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
         let event_type = format!("capacity.{kind}");
         let body = serde_json::json!({
@@ -494,31 +589,36 @@ impl CapacityStore {
             "data": {"id": id, "service": service, "region": region, "message": message, "evidence": evidence},
         });
         outbox::enqueue(
-            &tx,
+            &mut tx,
             &webhook(endpoint, id, event_type, &body, None)?,
             now_ms,
-        )?;
-        tx.commit()?;
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// The latest alert events, newest first.
-    pub fn events(&self, limit: usize) -> Result<Vec<Event>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, service, region, at, kind, message FROM capacity_events ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(Event {
-                sequence: row.get(0)?,
-                service: row.get(1)?,
-                region: row.get(2)?,
-                time: rfc3339(row.get(3)?),
-                kind: row.get(4)?,
-                message: row.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub async fn events(&self, limit: usize) -> Result<Vec<Event>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT seq, service, region, at, kind, message FROM capacity_events ORDER BY seq DESC LIMIT ?1",
+                values![limit as i64],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Event {
+                sequence: row.int(0)?,
+                service: row.text(1)?,
+                region: row.text(2)?,
+                time: rfc3339(row.int(3)?),
+                kind: row.text(4)?,
+                message: row.text(5)?,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -526,44 +626,43 @@ const TASK_SELECT: &str =
     "SELECT seq, id, service, region, from_count, to_count, reason, evidence, origin,
         created_at, hold_until, acked_at, ack_status, ack_message FROM capacity_tasks";
 
-fn task_from_row(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Task> {
-    let id: String = row.get(1)?;
-    let delivery = outbox::status(conn, &id)?;
-    let ack_status: Option<String> = row.get(12)?;
-    let ack_status = ack_status
+async fn task_from_row(conn: &mut Conn<'_>, row: &Row) -> Result<Task> {
+    let id = row.text(1)?;
+    let delivery = outbox::status(conn, &id).await?;
+    let ack_status = row
+        .opt_text(12)?
         .map(|s| {
             AckStatus::parse(&s)
                 .ok_or_else(|| CapacityError::Internal(format!("stored ack status {s:?}")))
         })
         .transpose()?;
     let state = TaskState::derive(ack_status, delivery.as_ref().map(|d| d.state));
-    let origin: String = row.get(8)?;
+    let origin = row.text(8)?;
     let origin = TaskOrigin::parse(&origin)
         .ok_or_else(|| CapacityError::Internal(format!("stored task origin {origin:?}")))?;
-    let evidence: String = row.get(7)?;
-    let acked_at: Option<i64> = row.get(11)?;
+    let acked_at = row.opt_int(11)?;
     let spec = NewTask {
-        service: row.get(2)?,
-        region: row.get(3)?,
-        from: row.get(4)?,
-        to: row.get(5)?,
-        reason: row.get(6)?,
-        evidence: from_json(&evidence)?,
+        service: row.text(2)?,
+        region: row.text(3)?,
+        from: row.int_as(4)?,
+        to: row.int_as(5)?,
+        reason: row.text(6)?,
+        evidence: from_json(&row.text(7)?)?,
         origin,
-        hold_until_ms: row.get(10)?,
+        hold_until_ms: row.opt_int(10)?,
     };
     Ok(Task {
-        sequence: row.get(0)?,
+        sequence: row.int(0)?,
         id,
         state,
-        created_at: rfc3339(row.get(9)?),
+        created_at: rfc3339(row.int(9)?),
         hold_until: spec.hold_until_ms.map(rfc3339),
         spec,
         delivery,
         ack: ack_status.map(|status| Ack {
             status,
             time: acked_at.map(rfc3339),
-            message: row.get::<_, Option<String>>(13).ok().flatten(),
+            message: row.opt_text(13).ok().flatten(),
         }),
     })
 }
@@ -588,30 +687,33 @@ fn webhook(
 
 /// Inserts a task, sets the current count and enqueues its webhook
 /// (superseding the service's undelivered older ones), inside `tx`.
-fn insert_task(
-    tx: &rusqlite::Transaction<'_>,
+async fn insert_task(
+    tx: &mut Conn<'_>,
     task: &NewTask,
     endpoint: &Endpoint,
     now_ms: i64,
 ) -> Result<Task> {
     let id = format!("task_{}", uuid::Uuid::new_v4().simple());
-    tx.execute(
-        "INSERT INTO capacity_tasks (id, service, region, from_count, to_count, reason, evidence, origin, created_at, hold_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id,
-            task.service,
-            task.region,
-            task.from,
-            task.to,
-            task.reason,
-            to_json(&task.evidence)?,
-            task.origin.as_str(),
-            now_ms,
-            task.hold_until_ms
-        ],
-    )?;
-    let sequence = tx.last_insert_rowid();
+    let sequence = tx
+        .query_opt(
+            "INSERT INTO capacity_tasks (id, service, region, from_count, to_count, reason, evidence, origin, created_at, hold_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING seq",
+            values![
+                &id,
+                &task.service,
+                &task.region,
+                task.from,
+                task.to,
+                &task.reason,
+                to_json(&task.evidence)?,
+                task.origin.as_str(),
+                now_ms,
+                task.hold_until_ms
+            ],
+        )
+        .await?
+        .ok_or_else(|| CapacityError::Internal("an insert returned no sequence".into()))?
+        .int(0)?;
     let created = Task {
         id: id.clone(),
         sequence,
@@ -636,7 +738,7 @@ fn insert_task(
     });
     let key = format!("capacity:{}:{}", task.service, task.region);
     let message = webhook(endpoint, id, event_type.into(), &body, Some(key))?;
-    outbox::enqueue(tx, &message, now_ms)?;
+    outbox::enqueue(tx, &message, now_ms).await?;
     Ok(created)
 }
 
@@ -664,7 +766,7 @@ mod tests {
     }
 
     /// Commits a decision from `from` to `to` at `at` ms, with its task.
-    fn decide(store: &CapacityStore, from: u32, to: u32, at: i64) -> Task {
+    async fn decide(store: &CapacityStore, from: u32, to: u32, at: i64) -> Task {
         let (mut new, endpoint) = task(to);
         new.from = from;
         store
@@ -679,63 +781,71 @@ mod tests {
                 Some((new, endpoint)),
                 at,
             )
+            .await
             .unwrap()
             .unwrap()
     }
 
-    #[test]
-    fn decision_task_count_and_webhook_commit_together() {
+    #[tokio::test]
+    async fn decision_task_count_and_webhook_commit_together() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
-        assert_eq!(store.current("cart", "").unwrap(), None);
-        let first = decide(&store, 2, 5, 1_000);
-        assert_eq!(store.current("cart", "").unwrap(), Some(5));
-        let second = decide(&store, 2, 3, 2_000);
+        let store = CapacityStore::open(&Location::Sqlite(dir.path().join("catalog.sqlite")))
+            .await
+            .unwrap();
+        assert_eq!(store.current("cart", "").await.unwrap(), None);
+        let first = decide(&store, 2, 5, 1_000).await;
+        assert_eq!(store.current("cart", "").await.unwrap(), Some(5));
+        let second = decide(&store, 2, 3, 2_000).await;
         assert!(second.sequence > first.sequence);
         assert_eq!(
-            store.task(&first.id).unwrap().unwrap().state,
+            store.task(&first.id).await.unwrap().unwrap().state,
             TaskState::Superseded
         );
         assert_eq!(
-            store.task(&second.id).unwrap().unwrap().state,
+            store.task(&second.id).await.unwrap().unwrap().state,
             TaskState::Pending
         );
         let acked = store
             .ack_task(&second.id, AckStatus::Succeeded, "done", 3_000)
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(acked.state, TaskState::Acknowledged);
         assert_eq!(
-            store.recommendations("cart", "", 0).unwrap(),
+            store.recommendations("cart", "", 0).await.unwrap(),
             vec![(1_000, 5), (2_000, 3)]
         );
         assert_eq!(
-            store.scale_events("cart", "", 0).unwrap(),
+            store.scale_events("cart", "", 0).await.unwrap(),
             vec![(1_000, 3), (2_000, 1)]
         );
         assert_eq!(
             store
                 .tasks(Some("cart"), Some(TaskState::Superseded), 10)
+                .await
                 .unwrap()
                 .len(),
             1
         );
-        assert_eq!(store.decisions(None, 10).unwrap().len(), 2);
+        assert_eq!(store.decisions(None, 10).await.unwrap().len(), 2);
         // Reopening finds everything (it is the same SQLite file).
         drop(store);
-        let store = CapacityStore::open(&dir.path().join("catalog.sqlite")).unwrap();
-        assert_eq!(store.current("cart", "").unwrap(), Some(3));
-        assert_eq!(store.tasks(None, None, 10).unwrap().len(), 2);
+        let store = CapacityStore::open(&Location::Sqlite(dir.path().join("catalog.sqlite")))
+            .await
+            .unwrap();
+        assert_eq!(store.current("cart", "").await.unwrap(), Some(3));
+        assert_eq!(store.tasks(None, None, 10).await.unwrap().len(), 2);
         // A task the executor could not carry out leaves the count where
         // it was, so the next decision asks again.
-        let third = decide(&store, 3, 7, 4_000);
-        assert_eq!(store.current("cart", "").unwrap(), Some(7));
+        let third = decide(&store, 3, 7, 4_000).await;
+        assert_eq!(store.current("cart", "").await.unwrap(), Some(7));
         store
             .ack_task(&third.id, AckStatus::Failed, "quota exceeded", 5_000)
+            .await
             .unwrap();
-        assert_eq!(store.current("cart", "").unwrap(), Some(3));
+        assert_eq!(store.current("cart", "").await.unwrap(), Some(3));
         assert_eq!(
-            store.task(&third.id).unwrap().unwrap().state,
+            store.task(&third.id).await.unwrap().unwrap().state,
             TaskState::Failed
         );
     }

@@ -7,6 +7,7 @@
 //! components evolve independently and a second implementation (PostgreSQL)
 //! can keep the same bookkeeping.
 
+pub mod db;
 pub mod lease;
 pub mod pg;
 
@@ -29,6 +30,8 @@ pub enum CatalogDbError {
     Timeout,
     #[error("catalog on PostgreSQL: connection closed")]
     Closed,
+    #[error("catalog row: {0}")]
+    Column(String),
     #[error(
         "the catalog's {component} schema is at version {found}, newer than this Loupe knows ({known}): run a newer Loupe or restore a backup"
     )]

@@ -3,8 +3,6 @@ use thiserror::Error;
 /// Everything the outbox and the worker can fail with.
 #[derive(Debug, Error)]
 pub enum NotifyError {
-    #[error("webhook outbox database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     CatalogDb(#[from] loupe_catalog::CatalogDbError),
     #[error("webhook client: {0}")]

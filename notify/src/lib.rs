@@ -1,6 +1,6 @@
 //! Webhook delivery shared by everything in Loupe that tells the outside
 //! world something (capacity decisions, alerts): a durable outbox written in
-//! the caller's own SQLite transaction, a worker that delivers it with
+//! the caller's own catalog transaction, a worker that delivers it with
 //! retries, and Standard Webhooks signatures.
 
 mod error;

@@ -1,4 +1,7 @@
-//! The outbox: webhook messages waiting for delivery, in SQLite.
+//! The outbox: webhook messages waiting for delivery, in the catalog
+//! (SQLite, or PostgreSQL shared by every node: whichever node leads
+//! delivers what any other node enqueued, and a new leader continues the
+//! old one's retries).
 //!
 //! A caller writes its message with [`enqueue`] inside the same transaction
 //! as the state change it announces (a scale decision, an alert), so a
@@ -6,7 +9,8 @@
 //! reads due messages, and records each attempt's outcome here — which is
 //! also where callers read a message's delivery state.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use loupe_catalog::db::Conn;
+use loupe_catalog::values;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -38,20 +42,51 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
 );"],
 };
 
+/// The outbox tables on PostgreSQL: the same as [`SCHEMA`].
+pub const PG_SCHEMA: loupe_catalog::pg::PgSchema = loupe_catalog::pg::PgSchema {
+    component: "notify",
+    migrations: &["CREATE TABLE webhook_outbox (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    secret          TEXT,
+    event_type      TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    supersede_key   TEXT,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    delivered_at    BIGINT,
+    last_status     BIGINT,
+    last_error      TEXT
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at);
+CREATE INDEX webhook_outbox_key ON webhook_outbox (supersede_key, state);
+CREATE TABLE webhook_endpoints (
+    url         TEXT PRIMARY KEY,
+    disabled_at BIGINT NOT NULL,
+    reason      TEXT NOT NULL
+);"],
+};
+
 /// Deletes delivered, failed and superseded messages created before
 /// `before_ms`, except those in `keep` (ids a caller still shows the
 /// delivery state of). Pending messages are never pruned.
-pub fn prune(conn: &Connection, before_ms: i64, keep: &[String]) -> Result<usize> {
-    let mut select = conn.prepare_cached(
-        "SELECT id FROM webhook_outbox WHERE created_at < ?1 AND state != 'pending'",
-    )?;
-    let old: Vec<String> = select
-        .query_map(params![before_ms], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut delete = conn.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?;
+pub async fn prune(conn: &mut Conn<'_>, before_ms: i64, keep: &[String]) -> Result<usize> {
+    let old = conn
+        .query(
+            "SELECT id FROM webhook_outbox WHERE created_at < ?1 AND state != 'pending'",
+            values![before_ms],
+        )
+        .await?;
     let mut pruned = 0;
-    for id in old.iter().filter(|id| !keep.contains(id)) {
-        pruned += delete.execute([id])?;
+    for row in old {
+        let id = row.text(0)?;
+        if !keep.contains(&id) {
+            pruned += conn
+                .execute("DELETE FROM webhook_outbox WHERE id = ?1", values![id])
+                .await? as usize;
+        }
     }
     Ok(pruned)
 }
@@ -102,31 +137,34 @@ pub struct Message {
 /// Adds `msg` for delivery as soon as possible and supersedes older pending
 /// messages with its key; returns the ids it superseded. Call it inside the
 /// transaction that commits what the message announces.
-pub fn enqueue(conn: &Connection, msg: &Message, now_ms: i64) -> Result<Vec<String>> {
+pub async fn enqueue(conn: &mut Conn<'_>, msg: &Message, now_ms: i64) -> Result<Vec<String>> {
     let mut superseded = Vec::new();
     if let Some(key) = &msg.supersede_key {
-        let mut stmt = conn.prepare_cached(
-            "UPDATE webhook_outbox SET state = 'superseded'
-             WHERE supersede_key = ?1 AND state = 'pending' RETURNING id",
-        )?;
-        let ids = stmt.query_map(params![key], |row| row.get::<_, String>(0))?;
-        for id in ids {
-            superseded.push(id?);
+        let rows = conn
+            .query(
+                "UPDATE webhook_outbox SET state = 'superseded'
+                 WHERE supersede_key = ?1 AND state = 'pending' RETURNING id",
+                values![key],
+            )
+            .await?;
+        for row in rows {
+            superseded.push(row.text(0)?);
         }
     }
     conn.execute(
         "INSERT INTO webhook_outbox (id, url, secret, event_type, body, supersede_key, state, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
-        params![
-            msg.id,
-            msg.url,
-            msg.secret,
-            msg.event_type,
-            msg.body,
-            msg.supersede_key,
+        values![
+            &msg.id,
+            &msg.url,
+            msg.secret.as_deref(),
+            &msg.event_type,
+            &msg.body,
+            msg.supersede_key.as_deref(),
             now_ms
         ],
-    )?;
+    )
+    .await?;
     Ok(superseded)
 }
 
@@ -142,46 +180,45 @@ pub struct Status {
 }
 
 /// The delivery status of message `id`, if it exists.
-pub fn status(conn: &Connection, id: &str) -> Result<Option<Status>> {
-    let found = conn
-        .query_row(
+pub async fn status(conn: &mut Conn<'_>, id: &str) -> Result<Option<Status>> {
+    let row = conn
+        .query_opt(
             "SELECT state, attempts, delivered_at, next_attempt_at, last_status, last_error
              FROM webhook_outbox WHERE id = ?1",
-            params![id],
-            |row| {
-                let state = State::parse(&row.get::<_, String>(0)?);
-                Ok(Status {
-                    state,
-                    attempts: row.get(1)?,
-                    delivered_at_ms: row.get(2)?,
-                    next_attempt_at_ms: (state == State::Pending)
-                        .then(|| row.get(3))
-                        .transpose()?,
-                    last_status: row.get(4)?,
-                    last_error: row.get(5)?,
-                })
-            },
+            values![id],
         )
-        .optional()?;
-    Ok(found)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let state = State::parse(&row.text(0)?);
+    Ok(Some(Status {
+        state,
+        attempts: row.int_as(1)?,
+        delivered_at_ms: row.opt_int(2)?,
+        next_attempt_at_ms: (state == State::Pending).then(|| row.int(3)).transpose()?,
+        last_status: row.opt_int_as(4)?,
+        last_error: row.opt_text(5)?,
+    }))
 }
 
 /// Turns delivery back on for `url` (after a 410 disabled it), e.g. when a
 /// user saves the endpoint again.
-pub fn enable_endpoint(conn: &Connection, url: &str) -> Result<()> {
-    conn.execute("DELETE FROM webhook_endpoints WHERE url = ?1", params![url])?;
+pub async fn enable_endpoint(conn: &mut Conn<'_>, url: &str) -> Result<()> {
+    conn.execute("DELETE FROM webhook_endpoints WHERE url = ?1", values![url])
+        .await?;
     Ok(())
 }
 
 /// Why `url` is disabled, if it is.
-pub fn endpoint_disabled(conn: &Connection, url: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
+pub async fn endpoint_disabled(conn: &mut Conn<'_>, url: &str) -> Result<Option<String>> {
+    let row = conn
+        .query_opt(
             "SELECT reason FROM webhook_endpoints WHERE url = ?1",
-            params![url],
-            |row| row.get(0),
+            values![url],
         )
-        .optional()?)
+        .await?;
+    Ok(row.map(|r| r.text(0)).transpose()?)
 }
 
 /// A message the worker is about to attempt.
@@ -197,24 +234,28 @@ pub(crate) struct Due {
 
 /// Up to `limit` pending messages due at `now_ms`, oldest first, skipping
 /// disabled endpoints.
-pub(crate) fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Due>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, url, secret, body, attempts, created_at FROM webhook_outbox
-         WHERE state = 'pending' AND next_attempt_at <= ?1
-           AND url NOT IN (SELECT url FROM webhook_endpoints)
-         ORDER BY created_at, id LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |row| {
-        Ok(Due {
-            id: row.get(0)?,
-            url: row.get(1)?,
-            secret: row.get(2)?,
-            body: row.get(3)?,
-            attempts: row.get(4)?,
-            created_at_ms: row.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub(crate) async fn due(conn: &mut Conn<'_>, now_ms: i64, limit: usize) -> Result<Vec<Due>> {
+    let rows = conn
+        .query(
+            "SELECT id, url, secret, body, attempts, created_at FROM webhook_outbox
+             WHERE state = 'pending' AND next_attempt_at <= ?1
+               AND url NOT IN (SELECT url FROM webhook_endpoints)
+             ORDER BY created_at, id LIMIT ?2",
+            values![now_ms, limit as i64],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(Due {
+            id: row.text(0)?,
+            url: row.text(1)?,
+            secret: row.opt_text(2)?,
+            body: row.text(3)?,
+            attempts: row.int_as(4)?,
+            created_at_ms: row.int(5)?,
+        });
+    }
+    Ok(out)
 }
 
 /// The outcome of one attempt, as the worker records it.
@@ -240,13 +281,14 @@ pub(crate) enum Outcome {
     },
 }
 
-pub(crate) fn record(
-    conn: &mut Connection,
+/// Records an attempt's outcome, in a transaction of its own.
+pub(crate) async fn record(
+    db: &loupe_catalog::db::Db,
     msg: &Due,
     outcome: &Outcome,
     now_ms: i64,
 ) -> Result<()> {
-    let tx = conn.transaction()?;
+    let mut tx = db.begin().await?;
     let attempts = msg.attempts + 1;
     match outcome {
         Outcome::Delivered { status } => {
@@ -254,8 +296,9 @@ pub(crate) fn record(
             tx.execute(
                 "UPDATE webhook_outbox SET state = 'delivered', attempts = ?2, delivered_at = ?3,
                         last_status = ?4, last_error = NULL WHERE id = ?1",
-                params![msg.id, attempts, now_ms, status],
-            )?;
+                values![&msg.id, attempts, now_ms, *status],
+            )
+            .await?;
         }
         Outcome::Retry {
             next_ms,
@@ -265,59 +308,97 @@ pub(crate) fn record(
             tx.execute(
                 "UPDATE webhook_outbox SET attempts = ?2, next_attempt_at = ?3, last_status = ?4,
                         last_error = ?5 WHERE id = ?1",
-                params![msg.id, attempts, next_ms, status, error],
-            )?;
+                values![&msg.id, attempts, *next_ms, *status, error],
+            )
+            .await?;
         }
         Outcome::Failed { status, error } => {
             tx.execute(
                 "UPDATE webhook_outbox SET state = 'failed', attempts = ?2, last_status = ?3,
                         last_error = ?4 WHERE id = ?1 AND state = 'pending'",
-                params![msg.id, attempts, status, error],
-            )?;
+                values![&msg.id, attempts, *status, error],
+            )
+            .await?;
         }
         Outcome::EndpointGone { status } => {
             let reason = format!("the receiver answered {status} Gone: endpoint disabled");
             tx.execute(
-                "INSERT OR REPLACE INTO webhook_endpoints (url, disabled_at, reason) VALUES (?1, ?2, ?3)",
-                params![msg.url, now_ms, reason],
-            )?;
+                "INSERT INTO webhook_endpoints (url, disabled_at, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (url) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
+                values![&msg.url, now_ms, &reason],
+            )
+            .await?;
             tx.execute(
-                "UPDATE webhook_outbox SET attempts = attempts + (id = ?1), last_status = ?3,
-                        state = 'failed', last_error = ?4 WHERE url = ?2 AND state = 'pending'",
-                params![msg.id, msg.url, status, reason],
-            )?;
+                "UPDATE webhook_outbox SET attempts = attempts + CASE WHEN id = ?1 THEN 1 ELSE 0 END,
+                        last_status = ?3, state = 'failed', last_error = ?4
+                 WHERE url = ?2 AND state = 'pending'",
+                values![&msg.id, &msg.url, *status, &reason],
+            )
+            .await?;
         }
     }
-    tx.commit()?;
+    tx.commit().await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loupe_catalog::db::Db;
 
-    #[test]
-    fn prune_keeps_pending_recent_and_referenced_messages() {
-        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
+    fn db() -> Db {
+        Db::in_memory(&[&SCHEMA]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_pending_recent_and_referenced_messages() {
+        let db = db();
+        let mut conn = db.conn().await.unwrap();
         for id in ["old-done", "old-kept", "old-pending", "new-done"] {
             let created = if id.starts_with("old") { 1 } else { 100 };
-            enqueue(&conn, &message(id, id), created).unwrap();
+            enqueue(&mut conn, &message(id, id), created).await.unwrap();
         }
-        for due in due(&conn, 1_000, 10).unwrap() {
+        let due_now = due(&mut conn, 1_000, 10).await.unwrap();
+        drop(conn);
+        for due in due_now {
             if due.id != "old-pending" {
-                record(&mut conn, &due, &Outcome::Delivered { status: 200 }, 1_000).unwrap();
+                record(&db, &due, &Outcome::Delivered { status: 200 }, 1_000)
+                    .await
+                    .unwrap();
             }
         }
-        assert_eq!(prune(&conn, 50, &["old-kept".to_string()]).unwrap(), 1);
-        assert!(status(&conn, "old-done").unwrap().is_none());
+        let mut conn = db.conn().await.unwrap();
+        assert_eq!(
+            prune(&mut conn, 50, &["old-kept".to_string()])
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(status(&mut conn, "old-done").await.unwrap().is_none());
         for id in ["old-kept", "old-pending", "new-done"] {
-            assert!(status(&conn, id).unwrap().is_some(), "{id} pruned");
+            assert!(
+                status(&mut conn, id).await.unwrap().is_some(),
+                "{id} pruned"
+            );
         }
     }
 
     /// The delivery state of a message that must exist.
-    fn state_of(conn: &Connection, id: &str) -> State {
-        status(conn, id).unwrap().unwrap().state
+    async fn state_of(db: &Db, id: &str) -> State {
+        let mut conn = db.conn().await.unwrap();
+        status(&mut conn, id).await.unwrap().unwrap().state
+    }
+
+    async fn enqueue_in(db: &Db, msg: &Message, now_ms: i64) -> Vec<String> {
+        enqueue(&mut db.conn().await.unwrap(), msg, now_ms)
+            .await
+            .unwrap()
+    }
+
+    async fn due_in(db: &Db, now_ms: i64, limit: usize) -> Vec<Due> {
+        due(&mut db.conn().await.unwrap(), now_ms, limit)
+            .await
+            .unwrap()
     }
 
     fn message(id: &str, key: &str) -> Message {
@@ -331,51 +412,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn newer_message_supersedes_only_pending_ones_with_its_key() {
-        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
-        enqueue(&conn, &message("a", "cart"), 1).unwrap();
-        enqueue(&conn, &message("b", "payment"), 1).unwrap();
-        let due_now = due(&conn, 1, 10).unwrap();
+    #[tokio::test]
+    async fn newer_message_supersedes_only_pending_ones_with_its_key() {
+        let db = db();
+        enqueue_in(&db, &message("a", "cart"), 1).await;
+        enqueue_in(&db, &message("b", "payment"), 1).await;
+        let due_now = due_in(&db, 1, 10).await;
         assert_eq!(due_now.len(), 2);
-        record(
-            &mut conn,
-            &due_now[1],
-            &Outcome::Delivered { status: 200 },
-            2,
-        )
-        .unwrap();
+        record(&db, &due_now[1], &Outcome::Delivered { status: 200 }, 2)
+            .await
+            .unwrap();
         assert_eq!(
-            enqueue(&conn, &message("c", "cart"), 3).unwrap(),
+            enqueue_in(&db, &message("c", "cart"), 3).await,
             vec!["a".to_string()]
         );
         assert!(
-            enqueue(&conn, &message("d", "payment"), 3)
-                .unwrap()
+            enqueue_in(&db, &message("d", "payment"), 3)
+                .await
                 .is_empty()
         );
-        assert_eq!(state_of(&conn, "a"), State::Superseded);
-        assert_eq!(state_of(&conn, "b"), State::Delivered);
-        let ids: Vec<String> = due(&conn, 3, 10)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.id)
-            .collect();
+        assert_eq!(state_of(&db, "a").await, State::Superseded);
+        assert_eq!(state_of(&db, "b").await, State::Delivered);
+        let ids: Vec<String> = due_in(&db, 3, 10).await.into_iter().map(|d| d.id).collect();
         assert_eq!(ids, ["c", "d"]);
     }
 
-    #[test]
-    fn gone_endpoint_fails_its_messages_until_enabled_again() {
-        let mut conn = loupe_catalog::open_in_memory(&[&SCHEMA]).unwrap();
-        enqueue(&conn, &message("a", "x"), 1).unwrap();
-        enqueue(&conn, &message("b", "y"), 1).unwrap();
-        let first = due(&conn, 1, 1).unwrap().remove(0);
-        record(&mut conn, &first, &Outcome::EndpointGone { status: 410 }, 2).unwrap();
-        assert_eq!(state_of(&conn, "b"), State::Failed);
-        assert!(endpoint_disabled(&conn, &first.url).unwrap().is_some());
-        enqueue(&conn, &message("c", "z"), 3).unwrap();
-        assert!(due(&conn, 3, 10).unwrap().is_empty());
-        enable_endpoint(&conn, &first.url).unwrap();
-        assert_eq!(due(&conn, 3, 10).unwrap().len(), 1);
+    #[tokio::test]
+    async fn gone_endpoint_fails_its_messages_until_enabled_again() {
+        let db = db();
+        enqueue_in(&db, &message("a", "x"), 1).await;
+        enqueue_in(&db, &message("b", "y"), 1).await;
+        let first = due_in(&db, 1, 1).await.remove(0);
+        record(&db, &first, &Outcome::EndpointGone { status: 410 }, 2)
+            .await
+            .unwrap();
+        assert_eq!(state_of(&db, "b").await, State::Failed);
+        let mut conn = db.conn().await.unwrap();
+        assert!(
+            endpoint_disabled(&mut conn, &first.url)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(conn);
+        enqueue_in(&db, &message("c", "z"), 3).await;
+        assert!(due_in(&db, 3, 10).await.is_empty());
+        enable_endpoint(&mut db.conn().await.unwrap(), &first.url)
+            .await
+            .unwrap();
+        assert_eq!(due_in(&db, 3, 10).await.len(), 1);
     }
 }

@@ -7,15 +7,14 @@
 //! endpoint; any other 4xx gives the message up ("dead letter"), since
 //! sending it again would get the same answer.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use loupe_base::clock::now_ms;
 
+use loupe_catalog::db::{Db, Location};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use rusqlite::Connection;
 use tokio::sync::{Notify, watch};
 
 use crate::error::{NotifyError, Result};
@@ -59,10 +58,10 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Delivers the outbox of one SQLite database.
+/// Delivers the outbox of one catalog (SQLite or PostgreSQL).
 #[derive(Clone)]
 pub struct Worker {
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Db>,
     http: reqwest::Client,
     config: WorkerConfig,
     guard: UrlGuard,
@@ -110,14 +109,14 @@ fn http_client(config: &WorkerConfig, guard: &UrlGuard) -> Result<reqwest::Clien
 }
 
 impl Worker {
-    /// Opens its own connection to the database at `path` (creating the
+    /// Opens its own connection to the catalog at `location` (creating the
     /// outbox tables if needed).
-    pub fn open(path: PathBuf, config: WorkerConfig) -> Result<Worker> {
-        let conn = loupe_catalog::open(&path, &[&outbox::SCHEMA])?;
+    pub async fn open(location: &Location, config: WorkerConfig) -> Result<Worker> {
+        let db = Db::open(location, &[&outbox::SCHEMA], &[&outbox::PG_SCHEMA]).await?;
         let guard = UrlGuard::new(config.allow.clone());
         let http = http_client(&config, &guard)?;
         Ok(Worker {
-            db: Arc::new(Mutex::new(conn)),
+            db: Arc::new(db),
             http,
             config,
             guard,
@@ -154,9 +153,10 @@ impl Worker {
 
     /// Attempts every due message once, concurrently; returns how many.
     pub async fn pass(&self) -> Result<usize> {
-        let due = self
-            .with_db(|conn| outbox::due(conn, now_ms(), BATCH))
-            .await?;
+        let due = {
+            let mut conn = self.db.conn().await?;
+            outbox::due(&mut conn, now_ms(), BATCH).await?
+        };
         let count = due.len();
         let attempts = due.into_iter().map(|msg| async move {
             let outcome = self.attempt(&msg).await;
@@ -166,28 +166,13 @@ impl Worker {
                 }
                 other => tracing::warn!(id = %msg.id, url = %redacted(&msg.url), outcome = ?other, "webhook not delivered"),
             }
-            let recorded = self
-                .with_db(move |conn| outbox::record(conn, &msg, &outcome, now_ms()))
-                .await;
+            let recorded = outbox::record(&self.db, &msg, &outcome, now_ms()).await;
             if let Err(e) = recorded {
                 tracing::warn!(error = %e, "recording a webhook attempt failed");
             }
         });
         futures::future::join_all(attempts).await;
         Ok(count)
-    }
-
-    async fn with_db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| NotifyError::Client(format!("database task failed: {e}")))?
     }
 
     async fn attempt(&self, msg: &Due) -> Outcome {
@@ -439,6 +424,7 @@ mod tests {
     #[tokio::test]
     async fn retries_until_the_receiver_recovers() {
         use axum::http::HeaderMap as Headers;
+        use std::sync::Mutex;
         let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         let secret = signing::generate_secret();
         let app = {
@@ -484,8 +470,9 @@ mod tests {
             allow: "127.0.0.1".parse().unwrap(),
             ..WorkerConfig::default()
         };
-        let worker = Worker::open(path.clone(), config).unwrap();
-        let conn = Connection::open(&path).unwrap();
+        let location = Location::Sqlite(path);
+        let worker = Worker::open(&location, config).await.unwrap();
+        let db = Db::open(&location, &[&outbox::SCHEMA], &[]).await.unwrap();
         let msg = outbox::Message {
             id: "task_1".into(),
             url: format!("http://{addr}/hook"),
@@ -494,11 +481,16 @@ mod tests {
             body: r#"{"type":"test"}"#.into(),
             supersede_key: None,
         };
-        outbox::enqueue(&conn, &msg, now_ms()).unwrap();
+        outbox::enqueue(&mut db.conn().await.unwrap(), &msg, now_ms())
+            .await
+            .unwrap();
         for _ in 0..3 {
             worker.pass().await.unwrap();
         }
-        let status = outbox::status(&conn, "task_1").unwrap().unwrap();
+        let status = outbox::status(&mut db.conn().await.unwrap(), "task_1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(status.state, outbox::State::Delivered);
         assert_eq!(status.attempts, 3);
         let seen = seen.lock().unwrap().clone();

@@ -207,7 +207,7 @@ async fn logout(State(t): State<Tokens>) -> Response {
 }
 
 async fn list_tokens(State(t): State<Tokens>) -> Response {
-    match t.access.list() {
+    match t.access.list().await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -231,7 +231,7 @@ async fn create_token(State(t): State<Tokens>, body: String) -> Response {
     if request.name.len() > 200 {
         return error(StatusCode::BAD_REQUEST, "name: at most 200 characters");
     }
-    match t.access.create(&request.name, request.scope) {
+    match t.access.create(&request.name, request.scope).await {
         Ok((info, secret)) => {
             let mut value = serde_json::to_value(info).unwrap_or_default();
             value["token"] = json!(secret);
@@ -242,7 +242,7 @@ async fn create_token(State(t): State<Tokens>, body: String) -> Response {
 }
 
 async fn delete_token(State(t): State<Tokens>, Path(id): Path<String>) -> Response {
-    match t.access.delete(&id) {
+    match t.access.delete(&id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no token {id}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

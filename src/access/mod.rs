@@ -21,10 +21,12 @@ mod rate;
 mod store;
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use loupe_catalog::db::{Db, Location};
+use tokio::sync::watch;
 
 use sha2::{Digest as _, Sha256};
 
@@ -189,23 +191,33 @@ impl fmt::Display for Denied {
 /// The tokens and the ingest rate limiter, shared by every listener.
 pub struct Access {
     configured: Vec<(Scope, Digest)>,
+    /// Digests of the tokens in the catalog, as last read: every check
+    /// reads this copy, never the database.
     stored: RwLock<Vec<(Scope, Digest)>>,
-    store: Mutex<loupe_catalog::rusqlite::Connection>,
+    store: Db,
     limiter: rate::Limiter,
 }
 
+/// How often a node on a shared (PostgreSQL) catalog rereads the tokens,
+/// so one created or revoked through another node counts here too.
+pub const SHARED_RELOAD: Duration = Duration::from_secs(2);
+
 impl Access {
     /// Opens the token table in the catalog at `catalog` and loads it.
-    pub fn open(catalog: &Path, tokens: &[TokenSpec], ingest_rate: f64) -> anyhow::Result<Access> {
-        let conn = store::open(catalog)?;
-        let stored = store::digests(&conn)?;
+    pub async fn open(
+        catalog: &Location,
+        tokens: &[TokenSpec],
+        ingest_rate: f64,
+    ) -> anyhow::Result<Access> {
+        let db = store::open(catalog).await?;
+        let stored = store::digests(&db).await?;
         Ok(Access {
             configured: tokens
                 .iter()
                 .map(|t| (t.scope, digest(&t.secret)))
                 .collect(),
             stored: RwLock::new(stored),
-            store: Mutex::new(conn),
+            store: db,
             limiter: rate::Limiter::new(ingest_rate),
         })
     }
@@ -255,39 +267,47 @@ impl Access {
     }
 
     /// Creates a token; its secret is in the answer and nowhere else.
-    pub fn create(&self, name: &str, scope: Scope) -> anyhow::Result<(TokenInfo, String)> {
+    pub async fn create(&self, name: &str, scope: Scope) -> anyhow::Result<(TokenInfo, String)> {
         let secret = format!("loupe_{}", hex::encode(rand::random::<[u8; 24]>()));
-        let info = {
-            let conn = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            store::insert(&conn, name, scope, &digest(&secret))?
-        };
-        self.reload()?;
+        let info = store::insert(&self.store, name, scope, &digest(&secret)).await?;
+        self.reload().await?;
         Ok((info, secret))
     }
 
     /// Every token created through the API (never their secrets).
-    pub fn list(&self) -> anyhow::Result<Vec<TokenInfo>> {
-        let conn = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        store::list(&conn)
+    pub async fn list(&self) -> anyhow::Result<Vec<TokenInfo>> {
+        store::list(&self.store).await
     }
 
     /// Deletes a token created through the API; false if there is none.
-    pub fn delete(&self, id: &str) -> anyhow::Result<bool> {
-        let deleted = {
-            let conn = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            store::delete(&conn, id)?
-        };
-        self.reload()?;
+    pub async fn delete(&self, id: &str) -> anyhow::Result<bool> {
+        let deleted = store::delete(&self.store, id).await?;
+        self.reload().await?;
         Ok(deleted)
     }
 
-    fn reload(&self) -> anyhow::Result<()> {
-        let fresh = {
-            let conn = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            store::digests(&conn)?
-        };
+    async fn reload(&self) -> anyhow::Result<()> {
+        let fresh = store::digests(&self.store).await?;
         *self.stored.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// Rereads the tokens every `period` until `stop`, for a catalog other
+    /// nodes change too; a failed read keeps the last known tokens.
+    pub async fn reload_every(
+        self: Arc<Self>,
+        period: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "rereading access tokens failed; keeping the last ones read");
+            }
+        }
     }
 }
 
@@ -295,19 +315,21 @@ impl Access {
 mod tests {
     use super::*;
 
-    fn access(tokens: &str, rate: f64) -> (tempfile::TempDir, Access) {
+    async fn access(tokens: &str, rate: f64) -> (tempfile::TempDir, Access) {
         let dir = tempfile::tempdir().unwrap();
         let list: TokenList = tokens.parse().unwrap();
-        let access = Access::open(&dir.path().join("catalog.sqlite"), &list.0, rate).unwrap();
+        let location = Location::Sqlite(dir.path().join("catalog.sqlite"));
+        let access = Access::open(&location, &list.0, rate).await.unwrap();
         (dir, access)
     }
 
-    #[test]
-    fn scopes_decide_and_admin_includes_query() {
+    #[tokio::test]
+    async fn scopes_decide_and_admin_includes_query() {
         let (_dir, a) = access(
             "ingest:ingest-secret-0001,query:query-secret-00001,admin:admin-secret-00001",
             0.0,
-        );
+        )
+        .await;
         assert!(a.required());
         assert_eq!(a.check(None, Scope::Query), Err(Denied::Unauthenticated));
         assert_eq!(
@@ -333,12 +355,12 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn created_tokens_are_stored_hashed_and_can_be_revoked() {
-        let (dir, a) = access("", 0.0);
+    #[tokio::test]
+    async fn created_tokens_are_stored_hashed_and_can_be_revoked() {
+        let (dir, a) = access("", 0.0).await;
         assert!(!a.required());
         assert_eq!(a.check(None, Scope::Admin), Ok(()));
-        let (info, secret) = a.create("grafana", Scope::Query).unwrap();
+        let (info, secret) = a.create("grafana", Scope::Query).await.unwrap();
         assert!(a.required());
         assert_eq!(a.check(Some(&secret), Scope::Query), Ok(()));
         // Only the digest is on disk.
@@ -347,8 +369,8 @@ mod tests {
         for bytes in [raw, wal] {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
         }
-        assert_eq!(a.list().unwrap()[0].name, "grafana");
-        assert!(a.delete(&info.id).unwrap());
+        assert_eq!(a.list().await.unwrap()[0].name, "grafana");
+        assert!(a.delete(&info.id).await.unwrap());
         assert!(!a.required());
     }
 
@@ -368,9 +390,9 @@ mod tests {
         assert!(!ct_eq(&digest("a"), &digest("b")));
     }
 
-    #[test]
-    fn ingest_is_rate_limited_per_token() {
-        let (_dir, a) = access("ingest:ingest-secret-0001,ingest:ingest-secret-0002", 2.0);
+    #[tokio::test]
+    async fn ingest_is_rate_limited_per_token() {
+        let (_dir, a) = access("ingest:ingest-secret-0001,ingest:ingest-secret-0002", 2.0).await;
         let one = Some("ingest-secret-0001");
         assert_eq!(a.check(one, Scope::Ingest), Ok(()));
         assert_eq!(a.check(one, Scope::Ingest), Ok(()));
