@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -15,7 +16,7 @@ use datafusion::execution::memory_pool::{
     GreedyMemoryPool, MemoryConsumer, MemoryPool, MemoryReservation,
 };
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_base::self_metrics::{Counter, Histogram, Registry};
@@ -140,6 +141,17 @@ const AMPLIFYING_FUNCTIONS: &[&str] = &[
     "generate_series",
 ];
 
+/// The SQL functions Loupe offers, the same on a coordinator and a worker
+/// (a decoded plan names its functions).
+fn offer_functions(ctx: &SessionContext) {
+    for name in AMPLIFYING_FUNCTIONS {
+        ctx.deregister_udf(name);
+        ctx.deregister_udtf(name);
+    }
+    ctx.register_udf(crate::search::match_all_udf());
+    ctx.register_udf(crate::log_template_udf::log_template_udf());
+}
+
 /// The one place queries run: every API, the SQL endpoint and the
 /// internal queries of the analysis APIs alike, so all share its limits,
 /// its concurrency bound and its metadata cache.
@@ -158,6 +170,8 @@ pub struct QueryEngine {
     latency: Arc<Histogram>,
     /// Where plans execute, apart from the ingest threads.
     pool: crate::query_pool::QueryPool,
+    /// The workers queries are distributed over; `None` on a single node.
+    cluster: Option<crate::distributed::Cluster>,
 }
 
 impl QueryEngine {
@@ -189,6 +203,7 @@ impl QueryEngine {
             pool: crate::query_pool::QueryPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
+            cluster: None,
         })
     }
 
@@ -220,9 +235,10 @@ impl QueryEngine {
         &self.config
     }
 
-    /// A session with the three tables and the SQL functions that are safe
-    /// to offer, for one query.
-    pub fn session(&self) -> Result<SessionContext, QueryError> {
+    /// The runtime every query of this node runs on, local or a worker's
+    /// stage: the shared memory pool and metadata cache, spilling off, and
+    /// the split store registered under the URL plans name it by.
+    pub fn runtime(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))
             .with_metadata_cache_limit(self.config.metadata_cache_bytes);
@@ -235,16 +251,45 @@ impl QueryEngine {
             .build_arc()
             .map_err(from_datafusion)?;
         runtime.register_object_store(self.store_url.as_ref(), self.storage.object_store());
+        Ok(runtime)
+    }
+
+    /// Makes this engine coordinate queries over `cluster` whenever it has
+    /// more than one worker (see [`crate::distributed`]).
+    pub fn with_cluster(mut self, cluster: crate::distributed::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// This node's worker service for distributed queries, when it has a
+    /// cluster; it runs stages on this engine's runtime.
+    pub fn worker(&self) -> Result<Option<datafusion_distributed::Worker>, QueryError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        Ok(Some(cluster.worker(self.runtime()?, |builder| {
+            let ctx = SessionContext::new_with_state(builder.build());
+            offer_functions(&ctx);
+            Ok(ctx.state())
+        })))
+    }
+
+    /// A session with the three tables and the SQL functions that are safe
+    /// to offer, for one query; a coordinating one when the cluster has
+    /// workers to send stages to.
+    pub fn session(&self) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        for name in AMPLIFYING_FUNCTIONS {
-            ctx.deregister_udf(name);
-            ctx.deregister_udtf(name);
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime()?)
+            .with_default_features();
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| c.distributes()) {
+            builder = cluster.coordinator(builder).map_err(from_datafusion)?;
         }
-        ctx.register_udf(crate::search::match_all_udf());
-        ctx.register_udf(crate::log_template_udf::log_template_udf());
+        let ctx = SessionContext::new_with_state(builder.build());
+        offer_functions(&ctx);
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
             ctx.register_table(signal.name(), Arc::new(table))

@@ -10,6 +10,7 @@ use axum::Router;
 
 pub mod api;
 mod deadline;
+pub mod distributed;
 mod engine;
 mod error;
 pub mod internal_sql;
