@@ -53,10 +53,6 @@ use crate::plan_codec::SelectedScanExec;
 pub struct Cluster {
     workers: Arc<RwLock<Vec<Url>>>,
     channels: grpc::DefaultChannelResolver,
-    /// Bytes of Parquet per partition before the planner adds a task;
-    /// `None` keeps the library's default. Tests set it low so small data
-    /// still spreads over every worker.
-    bytes_per_partition: Option<usize>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -68,13 +64,6 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// A cluster that splits file scans into tasks of about
-    /// `bytes_per_partition` bytes (per target partition).
-    pub fn with_bytes_per_partition(mut self, bytes_per_partition: usize) -> Self {
-        self.bytes_per_partition = Some(bytes_per_partition.max(1));
-        self
-    }
-
     /// Replaces the worker list (the worker endpoints of the live nodes,
     /// this one included), in a stable order.
     pub fn set_workers(&self, mut urls: Vec<Url>) {
@@ -98,19 +87,22 @@ impl Cluster {
 
     /// `builder` (a Loupe session's) made a coordinating one: the scans
     /// keep their row selections, the plan is distributed over the
-    /// current workers, Loupe's plan nodes encode with [`LoupeCodec`].
-    pub fn coordinator(&self, builder: SessionStateBuilder) -> Result<SessionStateBuilder> {
-        let builder = builder
+    /// current workers, Loupe's plan nodes encode with [`LoupeCodec`]. A
+    /// file scan gets one task per `bytes_per_partition` bytes of Parquet
+    /// per target partition (so a small query stays on this node).
+    pub fn coordinator(
+        &self,
+        builder: SessionStateBuilder,
+        bytes_per_partition: usize,
+    ) -> Result<SessionStateBuilder> {
+        builder
             // Before `with_distributed_planner`, which wraps the planner it finds.
             .with_query_planner(Arc::new(SelectingPlanner))
             .with_distributed_planner()
             .with_distributed_worker_resolver(Workers(self.workers.clone()))
             .with_distributed_channel_resolver(self.channels.clone())
-            .with_distributed_user_codec(LoupeCodec);
-        match self.bytes_per_partition {
-            Some(bytes) => builder.with_distributed_file_scan_config_bytes_per_partition(bytes),
-            None => Ok(builder),
-        }
+            .with_distributed_user_codec(LoupeCodec)
+            .with_distributed_file_scan_config_bytes_per_partition(bytes_per_partition.max(1))
     }
 
     /// This node's worker service: runs stages on `runtime` (the query
@@ -177,6 +169,14 @@ mod tests {
     use loupe_base::self_metrics::Registry;
     use loupe_storage::Signal;
 
+    /// Limits that spread even the tests' small files over every worker.
+    fn spread() -> QueryConfig {
+        QueryConfig {
+            distributed_partition_bytes: 1,
+            ..QueryConfig::default()
+        }
+    }
+
     /// Serves `worker` on a fresh 127.0.0.1 port; returns its URL.
     async fn serve(worker: Worker) -> Url {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -219,14 +219,10 @@ mod tests {
             .await
             .unwrap();
 
-        let cluster = Cluster::default().with_bytes_per_partition(1);
-        let coordinator = QueryEngine::new(
-            storage.clone(),
-            QueryConfig::default(),
-            &Registry::default(),
-        )
-        .unwrap()
-        .with_cluster(cluster.clone());
+        let cluster = Cluster::default();
+        let coordinator = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
         let mut urls = Vec::new();
         for _ in 0..3 {
             urls.push(serve(coordinator.worker().unwrap().unwrap()).await);
@@ -278,16 +274,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = engine(dir.path()).await;
         let cluster = Cluster::default();
-        let engine = QueryEngine::new(
-            storage.clone(),
-            QueryConfig::default(),
-            &Registry::default(),
-        )
-        .unwrap()
-        .with_cluster(cluster.clone());
+        let engine = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
         cluster.set_workers(vec![Url::parse("http://127.0.0.1:1").unwrap()]);
         let shown = plan(&engine, "SELECT count(*) FROM logs").await;
         assert!(!shown.contains("DistributedExec"), "{shown}");
+        storage.shutdown().await.unwrap();
+    }
+
+    /// Workers that are gone (a node killed since the list was read): the
+    /// query runs again on this node and answers as a single node would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_whose_workers_are_gone_runs_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, local) = engine(dir.path()).await;
+        let cluster = Cluster::default();
+        let engine = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
+        let mut gone = Vec::new();
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.push(Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap());
+        }
+        cluster.set_workers(gone);
+        let sql = "SELECT service, count(*) AS n FROM logs WHERE match_all('alpha') GROUP BY service ORDER BY service";
+        assert!(plan(&engine, sql).await.contains("DistributedExec"));
+        assert_eq!(run(&engine, sql).await, run(&local, sql).await);
         storage.shutdown().await.unwrap();
     }
 }

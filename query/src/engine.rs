@@ -45,6 +45,9 @@ pub struct QueryConfig {
     /// Bytes of Parquet footers, page indexes and bloom filters kept
     /// across queries.
     pub metadata_cache_bytes: usize,
+    /// Bytes of Parquet one partition of a distributed scan reads before
+    /// the planner adds a task (on another node); smaller queries run here.
+    pub distributed_partition_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -57,6 +60,7 @@ impl Default for QueryConfig {
             max_concurrent: 4,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metadata_cache_bytes: 64 << 20,
+            distributed_partition_bytes: 16 << 20,
         }
     }
 }
@@ -168,6 +172,10 @@ pub struct QueryEngine {
     ok: Arc<Counter>,
     failed: Arc<Counter>,
     latency: Arc<Histogram>,
+    /// Queries whose plan was cut into stages run on other nodes, and
+    /// those of them run again here after a stage failed.
+    distributed: Arc<Counter>,
+    distributed_retried: Arc<Counter>,
     /// Where plans execute, apart from the ingest threads.
     pool: crate::query_pool::QueryPool,
     /// The workers queries are distributed over; `None` on a single node.
@@ -200,6 +208,16 @@ impl QueryEngine {
                 &[("outcome", "error")],
             ),
             latency: registry.histogram("loupe_query_duration_seconds", "SQL query latency.", &[]),
+            distributed: registry.counter(
+                "loupe_distributed_queries_total",
+                "Queries planned in stages over several nodes.",
+                &[("outcome", "sent")],
+            ),
+            distributed_retried: registry.counter(
+                "loupe_distributed_queries_total",
+                "Queries planned in stages over several nodes.",
+                &[("outcome", "run_here_after_failure")],
+            ),
             pool: crate::query_pool::QueryPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
@@ -278,6 +296,16 @@ impl QueryEngine {
     /// to offer, for one query; a coordinating one when the cluster has
     /// workers to send stages to.
     pub fn session(&self) -> Result<SessionContext, QueryError> {
+        self.session_for(self.distributes())
+    }
+
+    /// Whether queries are distributed now (a cluster with more than one
+    /// worker).
+    fn distributes(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.distributes())
+    }
+
+    fn session_for(&self, distributed: bool) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
@@ -285,8 +313,10 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(self.runtime()?)
             .with_default_features();
-        if let Some(cluster) = self.cluster.as_ref().filter(|c| c.distributes()) {
-            builder = cluster.coordinator(builder).map_err(from_datafusion)?;
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
+            builder = cluster
+                .coordinator(builder, self.config.distributed_partition_bytes)
+                .map_err(from_datafusion)?;
         }
         let ctx = SessionContext::new_with_state(builder.build());
         offer_functions(&ctx);
@@ -322,9 +352,22 @@ impl QueryEngine {
         let started = Instant::now();
         let run = async {
             let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
-            let ctx = self.session()?;
+            let distributed = self.distributes();
+            let ctx = self.session_for(distributed)?;
             let df = build(&ctx).await?;
-            self.collect(df, started).await
+            let logical = distributed.then(|| df.logical_plan().clone());
+            match (self.collect(df, started).await, logical) {
+                // A worker that died since the node list was read (or any
+                // other failure of a stage elsewhere): once more, here.
+                (Err(e @ (QueryError::Internal(_) | QueryError::Invalid(_))), Some(logical)) => {
+                    tracing::warn!(error = %e, "distributed query failed; running it on this node");
+                    self.distributed_retried.inc();
+                    let local = self.session_for(false)?;
+                    self.collect(DataFrame::new(local.state(), logical), started)
+                        .await
+                }
+                (done, _) => done,
+            }
         };
         let result = tokio::time::timeout(self.config.timeout, run)
             .await
@@ -344,6 +387,9 @@ impl QueryEngine {
         let task = Arc::new(df.task_ctx());
         let result_memory = MemoryConsumer::new("query result").register(task.memory_pool());
         let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
+        if plan.is::<datafusion_distributed::DistributedExec>() {
+            self.distributed.inc();
+        }
         let plan = crate::deadline::with_deadline(
             plan,
             started + self.config.timeout,
