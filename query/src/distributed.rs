@@ -102,6 +102,8 @@ impl Cluster {
             .with_distributed_worker_resolver(Workers(self.workers.clone()))
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_user_codec(LoupeCodec)
+            .with_distributed_scale_up_leaf_node_handler(crate::split_routing::scale_up_scan)
+            .with_distributed_route_tasks_handler(crate::split_routing::route_scan_tasks)
             .with_distributed_file_scan_config_bytes_per_partition(bytes_per_partition.max(1))
     }
 
@@ -164,8 +166,12 @@ impl QueryPlanner for SelectingPlanner {
 mod tests {
     use super::*;
     use crate::plan_codec::tests::{engine, logs, trace};
+    use crate::split_routing::rendezvous;
     use crate::{QueryConfig, QueryEngine};
     use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
     use loupe_base::self_metrics::Registry;
     use loupe_storage::Signal;
 
@@ -252,6 +258,8 @@ mod tests {
             let shown = plan(&coordinator, sql).await;
             assert!(shown.contains("DistributedExec"), "{sql}\n{shown}");
             assert!(shown.contains("Stage 1"), "{sql}\n{shown}");
+            // Whole files per task (rendezvous by path), no byte ranges.
+            assert!(!shown.contains(".parquet:0.."), "{sql}\n{shown}");
             let (here, there) = (run(&local, sql).await, run(&coordinator, sql).await);
             assert_eq!(here, there, "{sql}\n{shown}");
         }
@@ -265,6 +273,40 @@ mod tests {
         assert!(!bodies.contains("beta"), "{bodies}");
         let shown = plan(&coordinator, &queries[3]).await;
         assert!(shown.contains("SelectedScanExec"), "{shown}");
+
+        // Task i reads the files whose rendezvous winner is worker i.
+        let ctx = coordinator.session().unwrap();
+        let physical = ctx
+            .sql(&queries[0])
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut workers = cluster.workers();
+        workers.sort();
+        let mut files = 0;
+        physical
+            .apply(|node| {
+                if let Some(leaf) =
+                    node.downcast_ref::<datafusion_distributed::DistributedLeafExec>()
+                {
+                    let task_workers = &workers[..leaf.variants().len()];
+                    for (task, variant) in leaf.variants().iter().enumerate() {
+                        let scan = variant.downcast_ref::<DataSourceExec>().unwrap();
+                        let config = scan.data_source().downcast_ref::<FileScanConfig>().unwrap();
+                        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+                            let path = file.object_meta.location.as_ref();
+                            assert_eq!(rendezvous(path, task_workers), Some(task), "{path}");
+                            assert!(file.range.is_none(), "{path}");
+                            files += 1;
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(files, 2, "the two log files, each in one task");
 
         storage.shutdown().await.unwrap();
     }

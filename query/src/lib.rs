@@ -21,6 +21,7 @@ pub mod plan_codec;
 mod query_pool;
 mod sandbox;
 mod search;
+mod split_routing;
 mod table;
 pub mod template_miner;
 mod time_bounds;
