@@ -146,6 +146,9 @@ settings! {
     /// Memory all running SQL queries may use together (0: an eighth of
     /// `memory_budget`).
     query_memory_limit: SizeSetting = "0", env "LOUPE_QUERY_MEMORY_LIMIT";
+    /// Bytes of Parquet one partition of a distributed query's scan reads
+    /// before the query is spread over another node (PostgreSQL catalog).
+    distributed_partition_size: SizeSetting = "16MiB", env "LOUPE_DISTRIBUTED_PARTITION_SIZE";
     /// Rows one SQL response returns at most.
     max_result_rows: usize = "100000", env "LOUPE_MAX_RESULT_ROWS";
     /// Bytes of rows one SQL response holds at most (before encoding).
@@ -314,6 +317,7 @@ impl ServeArgs {
             max_result_rows: s.max_result_rows.max(1),
             max_result_bytes: s.max_result_size.0.max(1),
             metadata_cache_bytes: shares.caches,
+            distributed_partition_bytes: s.distributed_partition_size.0.max(1),
             ..QueryConfig::default()
         };
         Ok(ServeConfig {

@@ -14,6 +14,7 @@ mod routes;
 mod serve;
 mod sql_client;
 mod ui;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -90,10 +91,16 @@ async fn serve(args: config::ServeArgs) -> anyhow::Result<()> {
             );
             tracing::info!(otlp_grpc = %otlp.grpc, otlp_http = %otlp.http, http = %b.http, "Loupe is ready");
         }
-        None => {
-            println!("loupe listening http={}", b.http);
-            tracing::info!(http = %b.http, "Loupe is ready (no ingest role: no OTLP listeners)");
-        }
+        None => match b.worker {
+            Some(worker) => {
+                println!("loupe listening http={} worker_grpc={worker}", b.http);
+                tracing::info!(http = %b.http, worker_grpc = %worker, "Loupe is ready (no ingest role: no OTLP listeners)");
+            }
+            None => {
+                println!("loupe listening http={}", b.http);
+                tracing::info!(http = %b.http, "Loupe is ready (no ingest role: no OTLP listeners)");
+            }
+        },
     }
     let demo = demo
         .zip(b.otlp)

@@ -149,6 +149,7 @@ async fn nodes(State(state): State<AppState>) -> Response {
                 "id": n.id,
                 "http_addr": n.http_addr,
                 "roles": n.roles,
+                "grpc_addr": (!n.grpc_addr.is_empty()).then_some(&n.grpc_addr),
                 "heartbeat_age_secs": n.heartbeat_age_secs,
                 "leader": leader_id == Some(n.id.as_str()),
             })

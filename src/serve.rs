@@ -29,6 +29,9 @@ use crate::routes;
 pub struct Bound {
     pub otlp: Option<Otlp>,
     pub http: SocketAddr,
+    /// The gRPC listener serving the distributed-query worker (the OTLP/gRPC
+    /// one on an ingest node); `None` on a single node.
+    pub worker: Option<SocketAddr>,
 }
 
 /// The OTLP listeners' addresses.
@@ -59,8 +62,7 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 async fn heartbeat(
     db: Arc<loupe_catalog::pg::PgDb>,
     node: String,
-    addr: String,
-    roles: String,
+    addrs: loupe_catalog::pg::NodeAddrs,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -74,7 +76,7 @@ async fn heartbeat(
         }
         let beat = tokio::time::timeout(
             HEARTBEAT_INTERVAL,
-            loupe_catalog::pg::heartbeat(&db, &node, &addr, &roles),
+            loupe_catalog::pg::heartbeat(&db, &node, &addrs),
         )
         .await;
         match beat {
@@ -120,11 +122,13 @@ impl Server {
             window,
             config.ingest_in_flight_bytes,
         ));
-        let engine = Arc::new(QueryEngine::new(
-            storage.clone(),
-            config.query.clone(),
-            &registry,
-        )?);
+        let cluster = crate::workers::cluster_for(&storage, &access, &rules);
+        let mut engine = QueryEngine::new(storage.clone(), config.query.clone(), &registry)?;
+        if let Some(cluster) = &cluster {
+            engine = engine.with_cluster(cluster.clone());
+        }
+        let engine = Arc::new(engine);
+        let worker = engine.worker()?;
         crate::memory_gauges::register(
             &registry,
             &config,
@@ -134,24 +138,31 @@ impl Server {
         );
 
         let roles = config.roles;
-        let otlp_listeners = if roles.ingest {
-            Some((
-                bind(config.otlp_grpc, "OTLP/gRPC").await?,
-                bind(config.otlp_http, "OTLP/HTTP").await?,
-            ))
+        // One gRPC listener: OTLP on an ingest node, the worker on every
+        // node of a cluster (a node without the ingest role opens the
+        // `--otlp-grpc` address for the worker alone).
+        let grpc_listener = if roles.ingest || worker.is_some() {
+            Some(bind(config.otlp_grpc, "gRPC").await?)
+        } else {
+            None
+        };
+        let otlp_http_listener = if roles.ingest {
+            Some(bind(config.otlp_http, "OTLP/HTTP").await?)
         } else {
             None
         };
         let api_listener = bind(config.http, "the API").await?;
+        let grpc_addr = grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let bound = Bound {
-            otlp: match &otlp_listeners {
-                Some((grpc, http)) => Some(Otlp {
-                    grpc: grpc.local_addr()?,
+            otlp: match (grpc_addr, &otlp_http_listener) {
+                (Some(grpc), Some(http)) => Some(Otlp {
+                    grpc,
                     http: http.local_addr()?,
                 }),
-                None => None,
+                _ => None,
             },
             http: api_listener.local_addr()?,
+            worker: grpc_addr.filter(|_| worker.is_some()),
         };
 
         let scheme = if rules.tls() { "https" } else { "http" };
@@ -176,13 +187,22 @@ impl Server {
             ));
         }
 
-        if let Some((grpc_listener, http_listener)) = otlp_listeners {
-            let routes = loupe_ingest::grpc_routes(ingestor.clone(), config.max_request_bytes);
+        if let Some(grpc_listener) = grpc_listener {
+            let mut routes = tonic::service::Routes::default();
+            if roles.ingest {
+                routes = loupe_ingest::grpc_routes(
+                    ingestor.clone(),
+                    config.max_request_bytes,
+                    access::grpc::interceptor(access.clone()),
+                );
+            }
+            if let Some(worker) = worker {
+                routes = routes.add_service(worker.into_worker_server());
+            }
             let incoming = listen::grpc_incoming(grpc_listener, &rules, stop_rx.clone());
             let grpc_stop = stopped(stop_rx.clone());
             let request_timeout = config.request_timeout;
             let keepalive = Some(rules.http2_keepalive);
-            let interceptor = access::grpc::interceptor(access.clone());
             let max_streams = rules.http2_max_streams;
             tasks.push(tokio::spawn(async move {
                 tonic::transport::Server::builder()
@@ -190,13 +210,13 @@ impl Server {
                     .http2_keepalive_interval(keepalive)
                     .http2_keepalive_timeout(keepalive)
                     .max_concurrent_streams(Some(max_streams))
-                    .layer(tonic::service::InterceptorLayer::new(interceptor))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, grpc_stop)
                     .await
-                    .context("OTLP/gRPC server")
+                    .context("gRPC server")
             }));
-
+        }
+        if let Some(http_listener) = otlp_http_listener {
             let otlp_http = access::http::guard(
                 loupe_ingest::http::router(
                     ingestor,
@@ -225,14 +245,25 @@ impl Server {
         tasks.extend(leader_tasks);
         tasks.extend(background.spawn(&leading, &stop_rx));
         if let Some(db) = storage.postgres() {
-            let (node, addr) = (storage.node_id().to_string(), bound.http.to_string());
+            let addrs = loupe_catalog::pg::NodeAddrs {
+                http_addr: bound.http.to_string(),
+                grpc_addr: bound.worker.map(|a| a.to_string()).unwrap_or_default(),
+                roles: roles.to_string(),
+            };
+            let node = storage.node_id().to_string();
             tasks.push(tokio::spawn(heartbeat(
-                db,
+                db.clone(),
                 node,
-                addr,
-                roles.to_string(),
+                addrs,
                 stop_rx.clone(),
             )));
+            if let Some(cluster) = cluster {
+                tasks.push(tokio::spawn(crate::workers::follow(
+                    db,
+                    cluster,
+                    stop_rx.clone(),
+                )));
+            }
         }
         let status = routes::NodeStatus {
             roles,
@@ -320,6 +351,9 @@ fn refuse_open_exposure(config: &ServeConfig, access: &Access) -> anyhow::Result
                 ("OTLP/HTTP", config.otlp_http),
             ],
         );
+    } else if !config.storage.catalog_url.is_empty() {
+        // The distributed-query worker's listener (see `workers`).
+        listeners.insert(0, ("the distributed-query worker", config.otlp_grpc));
     }
     let open = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
     if let Some((what, addr)) = open

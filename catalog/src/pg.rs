@@ -190,6 +190,7 @@ pub const NODES_SCHEMA: PgSchema = PgSchema {
             heartbeat_at  TIMESTAMPTZ NOT NULL
         )",
         "ALTER TABLE nodes ADD COLUMN roles TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE nodes ADD COLUMN grpc_addr TEXT NOT NULL DEFAULT ''",
     ],
 };
 
@@ -200,25 +201,31 @@ pub struct NodeInfo {
     pub http_addr: String,
     /// Its roles, comma-separated (`ingest,query,compact`).
     pub roles: String,
+    /// Its gRPC listener (OTLP, and the distributed-query worker), empty
+    /// when it has none.
+    pub grpc_addr: String,
     /// Seconds since its last heartbeat.
     pub heartbeat_age_secs: f64,
 }
 
-/// Records that node `id` (serving its API on `http_addr`, with `roles`)
-/// is alive now.
-pub async fn heartbeat(
-    db: &PgDb,
-    id: &str,
-    http_addr: &str,
-    roles: &str,
-) -> Result<(), CatalogDbError> {
+/// What a node's heartbeat row says about it besides its id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeAddrs {
+    pub http_addr: String,
+    pub grpc_addr: String,
+    pub roles: String,
+}
+
+/// Records that node `id` (serving as `addrs` says) is alive now.
+pub async fn heartbeat(db: &PgDb, id: &str, addrs: &NodeAddrs) -> Result<(), CatalogDbError> {
     let client = db.client().await?;
     let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
     client
         .execute(
-            "INSERT INTO nodes (id, http_addr, roles, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())
-             ON CONFLICT (id) DO UPDATE SET http_addr = excluded.http_addr, roles = excluded.roles, heartbeat_at = now()",
-            &[&id, &http_addr, &roles],
+            "INSERT INTO nodes (id, http_addr, roles, grpc_addr, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, now(), now())
+             ON CONFLICT (id) DO UPDATE SET http_addr = excluded.http_addr, roles = excluded.roles,
+                 grpc_addr = excluded.grpc_addr, heartbeat_at = now()",
+            &[&id, &addrs.http_addr, &addrs.roles, &addrs.grpc_addr],
         )
         .await?;
     Ok(())
@@ -230,7 +237,7 @@ pub async fn live_nodes(db: &PgDb, within: Duration) -> Result<Vec<NodeInfo>, Ca
     let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
     let rows = client
         .query(
-            "SELECT id, http_addr, roles, extract(epoch FROM now() - heartbeat_at)::float8
+            "SELECT id, http_addr, roles, extract(epoch FROM now() - heartbeat_at)::float8, grpc_addr
              FROM nodes WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
             &[&within.as_secs_f64()],
         )
@@ -242,6 +249,7 @@ pub async fn live_nodes(db: &PgDb, within: Duration) -> Result<Vec<NodeInfo>, Ca
             http_addr: row.get(1),
             roles: row.get(2),
             heartbeat_age_secs: row.get(3),
+            grpc_addr: row.get(4),
         })
         .collect())
 }

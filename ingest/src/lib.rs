@@ -46,18 +46,28 @@ pub fn decode_and_convert<R: OtlpExport>(
     Ok((converted.batch.num_rows(), converted.rejected.count))
 }
 
-/// The three gRPC export services, ready to add to a `tonic` server.
-pub fn grpc_routes(ingestor: Arc<Ingestor>, max_message_bytes: usize) -> tonic::service::Routes {
-    tonic::service::Routes::new(grpc::OtlpGrpc::<ExportTraceServiceRequest>::new(
-        ingestor.clone(),
-        max_message_bytes,
+/// The three gRPC export services, each behind `interceptor` (the access
+/// check), ready to add to a `tonic` server that may serve other services
+/// under other rules.
+pub fn grpc_routes<I>(
+    ingestor: Arc<Ingestor>,
+    max_message_bytes: usize,
+    interceptor: I,
+) -> tonic::service::Routes
+where
+    I: tonic::service::Interceptor + Clone + Send + Sync + 'static,
+{
+    use tonic::service::interceptor::InterceptedService;
+    tonic::service::Routes::new(InterceptedService::new(
+        grpc::OtlpGrpc::<ExportTraceServiceRequest>::new(ingestor.clone(), max_message_bytes),
+        interceptor.clone(),
     ))
-    .add_service(grpc::OtlpGrpc::<ExportMetricsServiceRequest>::new(
-        ingestor.clone(),
-        max_message_bytes,
+    .add_service(InterceptedService::new(
+        grpc::OtlpGrpc::<ExportMetricsServiceRequest>::new(ingestor.clone(), max_message_bytes),
+        interceptor.clone(),
     ))
-    .add_service(grpc::OtlpGrpc::<ExportLogsServiceRequest>::new(
-        ingestor,
-        max_message_bytes,
+    .add_service(InterceptedService::new(
+        grpc::OtlpGrpc::<ExportLogsServiceRequest>::new(ingestor, max_message_bytes),
+        interceptor,
     ))
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
@@ -27,21 +27,36 @@ use futures::StreamExt;
 #[error("query exceeded its time limit of {0:?}")]
 pub struct TimeLimit(pub Duration);
 
-/// Wraps every node of `plan` so that it stops at `deadline`.
+/// Wraps every node of `plan` that runs on this node so that it stops at
+/// `deadline`. Below a network boundary of a distributed plan, the nodes
+/// belong to stages sent to workers (and `DeadlineExec` does not encode):
+/// those are bounded by the coordinator, which cancels their streams when
+/// its own operators fail.
 pub fn with_deadline(
     plan: Arc<dyn ExecutionPlan>,
     deadline: Instant,
     limit: Duration,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        Ok(Transformed::yes(Arc::new(DeadlineExec {
-            properties: node.properties().clone(),
-            input: node,
-            deadline,
-            limit,
-        }) as Arc<dyn ExecutionPlan>))
-    })
-    .map(|t| t.data)
+    use datafusion_distributed::NetworkBoundaryExt;
+    let node = if plan.is_network_boundary() || plan.children().is_empty() {
+        plan
+    } else {
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|child| with_deadline(child.clone(), deadline, limit))
+            .collect::<Result<Vec<_>>>()?;
+        plan.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )?
+    };
+    Ok(Arc::new(DeadlineExec {
+        properties: node.properties().clone(),
+        input: node,
+        deadline,
+        limit,
+    }))
 }
 
 /// Passes its input's batches through, or [`TimeLimit`] after the deadline.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -15,7 +16,7 @@ use datafusion::execution::memory_pool::{
     GreedyMemoryPool, MemoryConsumer, MemoryPool, MemoryReservation,
 };
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_base::self_metrics::{Counter, Histogram, Registry};
@@ -44,6 +45,9 @@ pub struct QueryConfig {
     /// Bytes of Parquet footers, page indexes and bloom filters kept
     /// across queries.
     pub metadata_cache_bytes: usize,
+    /// Bytes of Parquet one partition of a distributed scan reads before
+    /// the planner adds a task (on another node); smaller queries run here.
+    pub distributed_partition_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -56,6 +60,7 @@ impl Default for QueryConfig {
             max_concurrent: 4,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metadata_cache_bytes: 64 << 20,
+            distributed_partition_bytes: 16 << 20,
         }
     }
 }
@@ -140,6 +145,17 @@ const AMPLIFYING_FUNCTIONS: &[&str] = &[
     "generate_series",
 ];
 
+/// The SQL functions Loupe offers, the same on a coordinator and a worker
+/// (a decoded plan names its functions).
+fn offer_functions(ctx: &SessionContext) {
+    for name in AMPLIFYING_FUNCTIONS {
+        ctx.deregister_udf(name);
+        ctx.deregister_udtf(name);
+    }
+    ctx.register_udf(crate::search::match_all_udf());
+    ctx.register_udf(crate::log_template_udf::log_template_udf());
+}
+
 /// The one place queries run: every API, the SQL endpoint and the
 /// internal queries of the analysis APIs alike, so all share its limits,
 /// its concurrency bound and its metadata cache.
@@ -156,8 +172,14 @@ pub struct QueryEngine {
     ok: Arc<Counter>,
     failed: Arc<Counter>,
     latency: Arc<Histogram>,
+    /// Queries whose plan was cut into stages run on other nodes, and
+    /// those of them run again here after a stage failed.
+    distributed: Arc<Counter>,
+    distributed_retried: Arc<Counter>,
     /// Where plans execute, apart from the ingest threads.
     pool: crate::query_pool::QueryPool,
+    /// The workers queries are distributed over; `None` on a single node.
+    cluster: Option<crate::distributed::Cluster>,
 }
 
 impl QueryEngine {
@@ -186,9 +208,20 @@ impl QueryEngine {
                 &[("outcome", "error")],
             ),
             latency: registry.histogram("loupe_query_duration_seconds", "SQL query latency.", &[]),
+            distributed: registry.counter(
+                "loupe_distributed_queries_total",
+                "Queries planned in stages over several nodes.",
+                &[("outcome", "sent")],
+            ),
+            distributed_retried: registry.counter(
+                "loupe_distributed_queries_total",
+                "Queries planned in stages over several nodes.",
+                &[("outcome", "run_here_after_failure")],
+            ),
             pool: crate::query_pool::QueryPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
+            cluster: None,
         })
     }
 
@@ -220,9 +253,10 @@ impl QueryEngine {
         &self.config
     }
 
-    /// A session with the three tables and the SQL functions that are safe
-    /// to offer, for one query.
-    pub fn session(&self) -> Result<SessionContext, QueryError> {
+    /// The runtime every query of this node runs on, local or a worker's
+    /// stage: the shared memory pool and metadata cache, spilling off, and
+    /// the split store registered under the URL plans name it by.
+    pub fn runtime(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
         let caches = CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.metadata_cache.clone()))
             .with_metadata_cache_limit(self.config.metadata_cache_bytes);
@@ -235,16 +269,57 @@ impl QueryEngine {
             .build_arc()
             .map_err(from_datafusion)?;
         runtime.register_object_store(self.store_url.as_ref(), self.storage.object_store());
+        Ok(runtime)
+    }
+
+    /// Makes this engine coordinate queries over `cluster` whenever it has
+    /// more than one worker (see [`crate::distributed`]).
+    pub fn with_cluster(mut self, cluster: crate::distributed::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// This node's worker service for distributed queries, when it has a
+    /// cluster; it runs stages on this engine's runtime.
+    pub fn worker(&self) -> Result<Option<datafusion_distributed::Worker>, QueryError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        Ok(Some(cluster.worker(self.runtime()?, |builder| {
+            let ctx = SessionContext::new_with_state(builder.build());
+            offer_functions(&ctx);
+            Ok(ctx.state())
+        })))
+    }
+
+    /// A session with the three tables and the SQL functions that are safe
+    /// to offer, for one query; a coordinating one when the cluster has
+    /// workers to send stages to.
+    pub fn session(&self) -> Result<SessionContext, QueryError> {
+        self.session_for(self.distributes())
+    }
+
+    /// Whether queries are distributed now (a cluster with more than one
+    /// worker).
+    fn distributes(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.distributes())
+    }
+
+    fn session_for(&self, distributed: bool) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        for name in AMPLIFYING_FUNCTIONS {
-            ctx.deregister_udf(name);
-            ctx.deregister_udtf(name);
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime()?)
+            .with_default_features();
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
+            builder = cluster
+                .coordinator(builder, self.config.distributed_partition_bytes)
+                .map_err(from_datafusion)?;
         }
-        ctx.register_udf(crate::search::match_all_udf());
-        ctx.register_udf(crate::log_template_udf::log_template_udf());
+        let ctx = SessionContext::new_with_state(builder.build());
+        offer_functions(&ctx);
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
             ctx.register_table(signal.name(), Arc::new(table))
@@ -277,9 +352,22 @@ impl QueryEngine {
         let started = Instant::now();
         let run = async {
             let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
-            let ctx = self.session()?;
+            let distributed = self.distributes();
+            let ctx = self.session_for(distributed)?;
             let df = build(&ctx).await?;
-            self.collect(df, started).await
+            let logical = distributed.then(|| df.logical_plan().clone());
+            match (self.collect(df, started).await, logical) {
+                // A worker that died since the node list was read (or any
+                // other failure of a stage elsewhere): once more, here.
+                (Err(e @ (QueryError::Internal(_) | QueryError::Invalid(_))), Some(logical)) => {
+                    tracing::warn!(error = %e, "distributed query failed; running it on this node");
+                    self.distributed_retried.inc();
+                    let local = self.session_for(false)?;
+                    self.collect(DataFrame::new(local.state(), logical), started)
+                        .await
+                }
+                (done, _) => done,
+            }
         };
         let result = tokio::time::timeout(self.config.timeout, run)
             .await
@@ -299,6 +387,9 @@ impl QueryEngine {
         let task = Arc::new(df.task_ctx());
         let result_memory = MemoryConsumer::new("query result").register(task.memory_pool());
         let plan = df.create_physical_plan().await.map_err(from_datafusion)?;
+        if plan.is::<datafusion_distributed::DistributedExec>() {
+            self.distributed.inc();
+        }
         let plan = crate::deadline::with_deadline(
             plan,
             started + self.config.timeout,

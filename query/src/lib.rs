@@ -10,6 +10,7 @@ use axum::Router;
 
 pub mod api;
 mod deadline;
+pub mod distributed;
 mod engine;
 mod error;
 pub mod internal_sql;
@@ -20,6 +21,7 @@ pub mod plan_codec;
 mod query_pool;
 mod sandbox;
 mod search;
+mod split_routing;
 mod table;
 pub mod template_miner;
 mod time_bounds;

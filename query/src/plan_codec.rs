@@ -388,7 +388,7 @@ enum Access {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{QueryConfig, QueryEngine};
     use datafusion::arrow::array::{
@@ -450,14 +450,14 @@ mod tests {
 
     /// The trace of row `i`: seven traces, whose first 32 bits (the trace
     /// index's key) differ.
-    fn trace(i: usize) -> String {
+    pub(crate) fn trace(i: usize) -> String {
         let k = i % 7;
         format!("{:08x}{:024x}", 0x1000_0000 + k * 0x0101_0101, k)
     }
 
     /// Log lines `first..first + n`: every third says "alpha", the others
     /// "beta"; two services; trace ids cycle through seven traces.
-    fn logs(first: usize, n: usize, hour: i64) -> RecordBatch {
+    pub(crate) fn logs(first: usize, n: usize, hour: i64) -> RecordBatch {
         batch(Signal::Logs, n, |name| match name {
             "time" | "observed_time" => Some(times(hour * HOUR, n)),
             "service" => Some(texts(
@@ -486,7 +486,7 @@ mod tests {
 
     /// A query engine over real splits: logs and spans in two files each
     /// (two hours), nothing left in the memtables.
-    async fn engine(dir: &std::path::Path) -> (Arc<Storage>, QueryEngine) {
+    pub(crate) async fn engine(dir: &std::path::Path) -> (Arc<Storage>, QueryEngine) {
         let registry = Registry::default();
         let storage = Storage::open(StorageConfig::new(dir), &registry)
             .await

@@ -337,6 +337,9 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
         "1000",
         "--orphan-grace",
         "2s",
+        // Spread even these small files over both nodes once there are two.
+        "--distributed-partition-size",
+        "1",
     ];
     let mut remote = Loupe::start_with_env(&shared, &env);
     let single = Loupe::start(&["--flush-interval", "1s"]);
@@ -462,6 +465,8 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
             "1s",
             "--retention-spans",
             "1s",
+            "--distributed-partition-size",
+            "1",
         ],
         &env,
     );
@@ -503,6 +508,41 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
         "second node saw the new splits {:?} after the first had them all",
         flushed_at.elapsed()
     );
+
+    // Both nodes serve the distributed-query worker on their gRPC listener
+    // and coordinate over both: once each has read the other's row, a
+    // query's plan is cut into stages, and every answer agrees across the
+    // nodes (all data is flushed, so there is nothing node-local).
+    let nodes = get(&other, "/api/v1/nodes")["nodes"].clone();
+    let grpc: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["grpc_addr"].as_str())
+        .collect();
+    assert_eq!(grpc.len(), 2, "{nodes}");
+    let sent = |loupe: &Loupe| loupe.metric("loupe_distributed_queries_total{outcome=\"sent\"}");
+    for loupe in [&remote, &other] {
+        let before = sent(loupe);
+        let distributed = wait_until(deadline_in(Duration::from_secs(20)), || {
+            loupe.count("SELECT count(*) FROM logs");
+            sent(loupe) > before
+        });
+        assert!(
+            distributed,
+            "no query was distributed; log:\n{}",
+            loupe.log()
+        );
+    }
+    let before = (sent(&remote), sent(&other));
+    assert_eq!(answers(&remote, &trace_id), answers(&other, &trace_id));
+    let services = "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service";
+    assert_eq!(remote.sql(services), other.sql(services));
+    assert!(sent(&remote) > before.0 && sent(&other) > before.1);
+    let retried = |loupe: &Loupe| {
+        loupe.metric("loupe_distributed_queries_total{outcome=\"run_here_after_failure\"}")
+    };
+    assert_eq!((retried(&remote), retried(&other)), (0.0, 0.0));
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

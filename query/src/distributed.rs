@@ -1,0 +1,349 @@
+//! Distributed query (issue #16) on `datafusion-distributed`: any query
+//! node coordinates, every node of the cluster is a worker.
+//!
+//! Why this shape:
+//! - The coordinating session plans as a single node would, then
+//!   [`SelectingPlanner`] puts each Parquet scan whose files carry a row
+//!   selection (a `match_all` search, a trace-id lookup) under
+//!   [`SelectedScanExec`], and only then does the distributed planner cut
+//!   the plan into stages. Its file-scan splitting keeps each file's
+//!   extensions, and when a stage is sent, [`LoupeCodec`] (registered as
+//!   the user codec on both sides) encodes the row selection of exactly the
+//!   files that task reads: without it, `datafusion-proto` would drop the
+//!   selection and a worker would return every row of the file.
+//! - Workers run plans on the node's own [`RuntimeEnv`] (the query memory
+//!   pool, the Parquet metadata cache, and the split store, local or S3,
+//!   registered under the same URL as on the coordinator), with the same
+//!   SQL functions, so a decoded plan means what it meant where it was
+//!   planned.
+//! - Which workers exist is [`Cluster::set_workers`]' business (the server
+//!   refreshes it from the catalog's live `nodes`); with fewer than two the
+//!   engine plans locally, as on a single node.
+//!
+//! What stays local: memtable (unflushed) rows. The coordinator's own
+//! memtable travels inside the plan as batches, exactly as a local query
+//! reads it; other nodes' unflushed rows are not visible, as before
+//! distribution (a query sees published splits plus its own memtable).
+
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion_distributed::{
+    DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver, grpc,
+};
+use url::Url;
+
+use crate::plan_codec::{LoupeCodec, wrap_selected_scans};
+
+#[cfg(doc)]
+use crate::plan_codec::SelectedScanExec;
+
+/// The workers a coordinating node may send tasks to, and the gRPC
+/// channels to them (one cache for the process, so queries reuse
+/// connections). Cheap to clone; clones share the list.
+#[derive(Clone, Default)]
+pub struct Cluster {
+    workers: Arc<RwLock<Vec<Url>>>,
+    channels: grpc::DefaultChannelResolver,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Replaces the worker list (the worker endpoints of the live nodes,
+    /// this one included), in a stable order.
+    pub fn set_workers(&self, mut urls: Vec<Url>) {
+        urls.sort();
+        urls.dedup();
+        *self.workers.write().unwrap_or_else(|p| p.into_inner()) = urls;
+    }
+
+    pub fn workers(&self) -> Vec<Url> {
+        self.workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether queries should be distributed now: a single worker would
+    /// only add a network hop.
+    pub fn distributes(&self) -> bool {
+        self.workers().len() > 1
+    }
+
+    /// `builder` (a Loupe session's) made a coordinating one: the scans
+    /// keep their row selections, the plan is distributed over the
+    /// current workers, Loupe's plan nodes encode with [`LoupeCodec`]. A
+    /// file scan gets one task per `bytes_per_partition` bytes of Parquet
+    /// per target partition (so a small query stays on this node).
+    pub fn coordinator(
+        &self,
+        builder: SessionStateBuilder,
+        bytes_per_partition: usize,
+    ) -> Result<SessionStateBuilder> {
+        builder
+            // Before `with_distributed_planner`, which wraps the planner it finds.
+            .with_query_planner(Arc::new(SelectingPlanner))
+            .with_distributed_planner()
+            .with_distributed_worker_resolver(Workers(self.workers.clone()))
+            .with_distributed_channel_resolver(self.channels.clone())
+            .with_distributed_user_codec(LoupeCodec)
+            .with_distributed_scale_up_leaf_node_handler(crate::split_routing::scale_up_scan)
+            .with_distributed_route_tasks_handler(crate::split_routing::route_scan_tasks)
+            .with_distributed_file_scan_config_bytes_per_partition(bytes_per_partition.max(1))
+    }
+
+    /// This node's worker service: runs stages on `runtime` (the query
+    /// engine's) in sessions `offer` finishes with Loupe's SQL functions.
+    pub fn worker(
+        &self,
+        runtime: Arc<RuntimeEnv>,
+        offer: impl Fn(SessionStateBuilder) -> Result<datafusion::execution::SessionState>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Worker {
+        let channels = self.channels.clone();
+        let offer = Arc::new(offer);
+        Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+            let (channels, offer) = (channels.clone(), offer.clone());
+            async move {
+                offer(
+                    ctx.builder
+                        .with_distributed_channel_resolver(channels)
+                        .with_distributed_user_codec(LoupeCodec),
+                )
+            }
+        })
+        .with_runtime_env(runtime)
+    }
+}
+
+/// The worker list as `datafusion-distributed` reads it (synchronously,
+/// at planning and again right before tasks are sent).
+struct Workers(Arc<RwLock<Vec<Url>>>);
+
+impl WorkerResolver for Workers {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        Ok(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// DataFusion's physical planner, then [`wrap_selected_scans`]: the
+/// distributed planner runs after it and sees the wrapped scans.
+#[derive(Debug)]
+struct SelectingPlanner;
+
+#[async_trait]
+impl QueryPlanner for SelectingPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = DefaultPhysicalPlanner::default()
+            .create_physical_plan(logical_plan, session)
+            .await?;
+        wrap_selected_scans(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan_codec::tests::{engine, logs, trace};
+    use crate::split_routing::rendezvous;
+    use crate::{QueryConfig, QueryEngine};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    use loupe_base::self_metrics::Registry;
+    use loupe_storage::Signal;
+
+    /// Limits that spread even the tests' small files over every worker.
+    fn spread() -> QueryConfig {
+        QueryConfig {
+            distributed_partition_bytes: 1,
+            ..QueryConfig::default()
+        }
+    }
+
+    /// Serves `worker` on a fresh 127.0.0.1 port; returns its URL.
+    async fn serve(worker: Worker) -> Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(worker.into_worker_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Url::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    async fn run(engine: &QueryEngine, sql: &str) -> String {
+        let out = engine.sql(sql).await.unwrap();
+        pretty_format_batches(&out.batches).unwrap().to_string()
+    }
+
+    async fn plan(engine: &QueryEngine, sql: &str) -> String {
+        let ctx = engine.session().unwrap();
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        datafusion_distributed::display_plan_ascii(plan.as_ref(), false)
+    }
+
+    /// Three workers on 127.0.0.1 ports, each decoding its stages from
+    /// bytes through gRPC; a coordinator over the same splits (plus rows
+    /// only in its memtable); every answer equal to the single-node one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn distributed_results_equal_single_node_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, local) = engine(dir.path()).await;
+        // Unflushed rows: the coordinator's memtable is part of its answer.
+        storage
+            .append(Signal::Logs, logs(1000, 90, 480_002))
+            .await
+            .unwrap();
+
+        let cluster = Cluster::default();
+        let coordinator = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
+        let mut urls = Vec::new();
+        for _ in 0..3 {
+            urls.push(serve(coordinator.worker().unwrap().unwrap()).await);
+        }
+        cluster.set_workers(urls);
+        assert!(cluster.distributes());
+
+        let id = trace(3);
+        let queries = [
+            // An aggregate.
+            "SELECT service, count(*) AS n, min(body) AS first, max(time) AS last FROM logs \
+             GROUP BY service ORDER BY service"
+                .to_string(),
+            // A top-N.
+            "SELECT body, time FROM logs ORDER BY body DESC LIMIT 7".to_string(),
+            // Searches: the scan reads only the selected rows and nothing
+            // filters again, so a lost selection returns every row.
+            "SELECT count(*) AS n FROM logs WHERE match_all('alpha')".to_string(),
+            "SELECT body FROM logs WHERE match_all('alpha') ORDER BY body".to_string(),
+            // Trace lookups, through the trace-id and full-text indexes.
+            format!("SELECT span_id FROM spans WHERE trace_id = '{id}' ORDER BY span_id"),
+            format!(
+                "SELECT service, count(*) AS n FROM logs WHERE trace_id = '{id}' GROUP BY service ORDER BY service"
+            ),
+        ];
+        for sql in &queries {
+            let shown = plan(&coordinator, sql).await;
+            assert!(shown.contains("DistributedExec"), "{sql}\n{shown}");
+            assert!(shown.contains("Stage 1"), "{sql}\n{shown}");
+            // Whole files per task (rendezvous by path), no byte ranges.
+            assert!(!shown.contains(".parquet:0.."), "{sql}\n{shown}");
+            let (here, there) = (run(&local, sql).await, run(&coordinator, sql).await);
+            assert_eq!(here, there, "{sql}\n{shown}");
+        }
+
+        // The selection's figures themselves (334 of 1000 flushed lines
+        // say "alpha", and 30 of the 90 unflushed ones).
+        let n = run(&coordinator, &queries[2]).await;
+        assert!(n.contains("| 364 |"), "{n}");
+        let bodies = run(&coordinator, &queries[3]).await;
+        assert_eq!(bodies.matches("alpha").count(), 364, "{bodies}");
+        assert!(!bodies.contains("beta"), "{bodies}");
+        let shown = plan(&coordinator, &queries[3]).await;
+        assert!(shown.contains("SelectedScanExec"), "{shown}");
+
+        // Task i reads the files whose rendezvous winner is worker i.
+        let ctx = coordinator.session().unwrap();
+        let physical = ctx
+            .sql(&queries[0])
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut workers = cluster.workers();
+        workers.sort();
+        let mut files = 0;
+        physical
+            .apply(|node| {
+                if let Some(leaf) =
+                    node.downcast_ref::<datafusion_distributed::DistributedLeafExec>()
+                {
+                    let task_workers = &workers[..leaf.variants().len()];
+                    for (task, variant) in leaf.variants().iter().enumerate() {
+                        let scan = variant.downcast_ref::<DataSourceExec>().unwrap();
+                        let config = scan.data_source().downcast_ref::<FileScanConfig>().unwrap();
+                        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+                            let path = file.object_meta.location.as_ref();
+                            assert_eq!(rendezvous(path, task_workers), Some(task), "{path}");
+                            assert!(file.range.is_none(), "{path}");
+                            files += 1;
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert_eq!(files, 2, "the two log files, each in one task");
+
+        storage.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_worker_plans_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = engine(dir.path()).await;
+        let cluster = Cluster::default();
+        let engine = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
+        cluster.set_workers(vec![Url::parse("http://127.0.0.1:1").unwrap()]);
+        let shown = plan(&engine, "SELECT count(*) FROM logs").await;
+        assert!(!shown.contains("DistributedExec"), "{shown}");
+        storage.shutdown().await.unwrap();
+    }
+
+    /// Workers that are gone (a node killed since the list was read): the
+    /// query runs again on this node and answers as a single node would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_whose_workers_are_gone_runs_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, local) = engine(dir.path()).await;
+        let cluster = Cluster::default();
+        let engine = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+            .unwrap()
+            .with_cluster(cluster.clone());
+        let mut gone = Vec::new();
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.push(Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap());
+        }
+        cluster.set_workers(gone);
+        let sql = "SELECT service, count(*) AS n FROM logs WHERE match_all('alpha') GROUP BY service ORDER BY service";
+        assert!(plan(&engine, sql).await.contains("DistributedExec"));
+        assert_eq!(run(&engine, sql).await, run(&local, sql).await);
+        storage.shutdown().await.unwrap();
+    }
+}
