@@ -5,9 +5,9 @@
 //!
 //! Distribution is off, and queries run as on a single node, when:
 //! - the catalog is SQLite (one node);
-//! - the node has access tokens: tokens live in each node's own data
-//!   directory, so nodes cannot authenticate each other's stage requests,
-//!   and a worker that answered anyone would hand out every row;
+//! - the node has access tokens: the stage requests between nodes carry
+//!   no token yet, and a worker that answered anyone would hand out every
+//!   row to a caller without one;
 //! - the listeners use TLS: the worker channels are plain HTTP/2.
 //!
 //! Like the PostgreSQL connection, the worker traffic is unauthenticated
@@ -37,7 +37,7 @@ pub fn cluster_for(storage: &Storage, access: &Access, rules: &Hardening) -> Opt
     storage.postgres()?;
     if access.required() {
         tracing::warn!(
-            "distributed query is off: this node has access tokens, which other nodes cannot present; queries read the published files here"
+            "distributed query is off: this node has access tokens and the stage requests between nodes carry none; queries read the published files here"
         );
         return None;
     }
