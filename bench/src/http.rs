@@ -69,7 +69,7 @@ pub fn post_json(addr: &str, path: &str, doc: &Value) -> Result<Value> {
     json(status, &body, path)
 }
 
-fn json(status: u16, body: &[u8], path: &str) -> Result<Value> {
+pub fn json(status: u16, body: &[u8], path: &str) -> Result<Value> {
     if !(200..300).contains(&status) {
         bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(body));
     }

@@ -210,7 +210,18 @@ pub fn send_logs(otlp_http: &str, service: &str, lines: &[(i64, &str)]) -> Resul
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
         "scopeLogs": [{"logRecords": records}],
     }]});
-    http::post_json(otlp_http, "/v1/logs", &doc).map(|_| ())
+    // A server whose flushes lag answers 429 and asks to retry shortly
+    // (a loader sending as fast as it can meets that on a busy machine).
+    let body = serde_json::to_vec(&doc)?;
+    for _ in 0..600 {
+        let (status, reply) =
+            http::request(otlp_http, "POST", "/v1/logs", "application/json", &body)?;
+        if status != 429 {
+            return http::json(status, &reply, "/v1/logs").map(|_| ());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("/v1/logs: still overloaded after 60 s of retries")
 }
 
 /// Bytes of every file under `path`.

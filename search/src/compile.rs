@@ -10,9 +10,11 @@ use tantivy::query::{
     RegexQuery, TermQuery,
 };
 use tantivy::schema::{Field, FieldType, IndexRecordOption};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DateTime, Index, Term};
 
 use crate::ast::Ast;
+use crate::id_words::{ID_WORDS_TOKENIZER, full_words_analyzer, indexed_word, shortened_stem};
 use crate::verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 use crate::{Result, SearchError};
 
@@ -154,11 +156,11 @@ impl Compiler<'_> {
                 _ => return fail(format!("no field '{name}'")),
             },
         };
-        if !schema.get_field_entry(field).is_indexed()
-            && !matches!(
-                schema.get_field_entry(field).field_type(),
-                FieldType::JsonObject(_)
-            )
+        // A date column alone answers ranges and values by a scan.
+        let entry = schema.get_field_entry(field);
+        if !entry.is_indexed()
+            && !matches!(entry.field_type(), FieldType::JsonObject(_))
+            && !(entry.is_fast() && matches!(entry.field_type(), FieldType::Date(_)))
         {
             return fail(format!("field '{name}' is not searchable"));
         }
@@ -171,10 +173,7 @@ impl Compiler<'_> {
 
     /// The field's analysed tokens of `text`, as terms with positions.
     fn text_terms(&self, target: &Target<'_>, text: &str) -> Result<Vec<(usize, Term)>> {
-        let mut analyzer = self
-            .index
-            .tokenizer_for_field(target.field)
-            .map_err(|e| SearchError::new(e.to_string()))?;
+        let mut analyzer = self.analyzer(target)?;
         let json = self.json_base(target);
         let mut terms = Vec::new();
         let mut stream = analyzer.token_stream(text);
@@ -190,6 +189,45 @@ impl Compiler<'_> {
             terms.push((token.position, term));
         });
         Ok(terms)
+    }
+
+    /// Whether the field shortens id-like words in its index
+    /// ([`crate::id_words`]): such a word is found through its shortened
+    /// term and checked against the text.
+    fn shortens_ids(&self, target: &Target<'_>) -> bool {
+        match self
+            .index
+            .schema()
+            .get_field_entry(target.field)
+            .field_type()
+        {
+            FieldType::Str(o) => o
+                .get_indexing_options()
+                .is_some_and(|i| i.tokenizer() == ID_WORDS_TOKENIZER),
+            _ => false,
+        }
+    }
+
+    /// How the words of a query on the field are split: as the field's
+    /// analyzer does, but with words whole where it shortens them.
+    fn analyzer(&self, target: &Target<'_>) -> Result<TextAnalyzer> {
+        if self.shortens_ids(target) {
+            return Ok(full_words_analyzer());
+        }
+        self.index
+            .tokenizer_for_field(target.field)
+            .map_err(|e| SearchError::new(e.to_string()))
+    }
+
+    /// The term a whole word of the field is indexed under.
+    fn indexed_term(&self, target: &Target<'_>, term: Term) -> Term {
+        if !self.shortens_ids(target) {
+            return term;
+        }
+        match term.value().as_str().map(indexed_word) {
+            Some(word) => Term::from_field_text(target.field, &word),
+            None => term,
+        }
     }
 
     fn json_base(&self, target: &Target<'_>) -> Option<Term> {
@@ -228,8 +266,13 @@ impl Compiler<'_> {
     /// Documents whose text holds the tokens of `text` in a row.
     fn tokens_query(&self, target: &Target<'_>, text: &str) -> Result<Option<Box<dyn Query>>> {
         let mut terms = self.text_terms(target, text)?;
+        let shortened = |term: &Term| term.value().as_str().is_some_and(|w| indexed_word(w) != w);
         Ok(match terms.len() {
             0 => None,
+            // A shortened word's term also holds other words: check each row.
+            1 if self.shortens_ids(target) && shortened(&terms[0].1) => {
+                Some(self.verified_phrase(target, terms, false)?)
+            }
             1 => Some(Box::new(TermQuery::new(
                 terms.remove(0).1,
                 IndexRecordOption::Basic,
@@ -263,13 +306,14 @@ impl Compiler<'_> {
                     .ok_or_else(|| SearchError::new("phrase words must be text"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let analyzer = self
-            .index
-            .tokenizer_for_field(target.field)
-            .map_err(|e| SearchError::new(e.to_string()))?;
+        let analyzer = self.analyzer(target)?;
         // A prefix's last word narrows nothing by itself: the check does it.
         let required = terms.len() - usize::from(prefix);
-        let mut candidates: Vec<Term> = terms.into_iter().take(required).map(|(_, t)| t).collect();
+        let mut candidates: Vec<Term> = terms
+            .into_iter()
+            .take(required)
+            .map(|(_, t)| self.indexed_term(target, t))
+            .collect();
         candidates.sort();
         candidates.dedup();
         Ok(Box::new(VerifiedPhraseQuery::new(
@@ -305,8 +349,16 @@ impl Compiler<'_> {
                 text.parse().ok().map(|v| Term::from_field_f64(field, v)),
                 "numbers",
             ),
+            // Indexed dates are terms to the second; a date column keeps
+            // its own precision.
+            FieldType::Date(_) if schema.get_field_entry(field).is_indexed() => {
+                Ok(Box::new(TermQuery::new(
+                    Term::from_field_date_for_search(field, parse_time(text)?),
+                    IndexRecordOption::Basic,
+                )))
+            }
             FieldType::Date(_) => Ok(Box::new(TermQuery::new(
-                Term::from_field_date_for_search(field, parse_time(text)?),
+                Term::from_field_date(field, parse_time(text)?),
                 IndexRecordOption::Basic,
             ))),
             FieldType::JsonObject(_) => {
@@ -356,10 +408,27 @@ impl Compiler<'_> {
                 target.name
             ));
         }
-        let pattern = format!("{}.*", regex_escape(&stem.to_lowercase()));
-        RegexQuery::from_pattern(&pattern, target.field)
+        let stem = stem.to_lowercase();
+        let pattern = format!("{}.*", regex_escape(&stem));
+        let whole = RegexQuery::from_pattern(&pattern, target.field)
             .map(|q| Box::new(q) as Box<dyn Query>)
-            .map_err(|e| SearchError::new(e.to_string()))
+            .map_err(|e| SearchError::new(e.to_string()))?;
+        // Words of the stem shortened past it are under the stem's own
+        // shortened term: those rows are checked.
+        match shortened_stem(&stem).filter(|_| self.shortens_ids(target)) {
+            Some(short) => {
+                let Some(texts) = self.texts.clone() else {
+                    return fail(format!("field '{}' cannot match this prefix", target.name));
+                };
+                let shortened = VerifiedPhraseQuery::new(
+                    vec![Term::from_field_text(target.field, &short)],
+                    PhraseMatcher::new(self.analyzer(target)?, vec![(0, stem)], true),
+                    texts,
+                );
+                Ok(any_of(vec![whole, Box::new(shortened)]))
+            }
+            None => Ok(whole),
+        }
     }
 
     fn phrase_prefix(&self, target: &Target<'_>, text: &str) -> Result<Box<dyn Query>> {
@@ -406,6 +475,9 @@ impl Compiler<'_> {
                         term
                     }
                 },
+                FieldType::Str(_) if self.shortens_ids(target) => {
+                    return fail(format!("field '{}' has no ranges", target.name));
+                }
                 FieldType::Str(_) => {
                     let mut terms = self.text_terms(target, text)?;
                     if terms.len() != 1 {

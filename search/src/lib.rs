@@ -17,12 +17,14 @@
 
 mod ast;
 mod compile;
+mod id_words;
 mod lexer;
 mod parser;
 mod verified_phrase;
 
 pub use ast::Ast;
 pub use compile::to_tantivy;
+pub use id_words::{ID_WORDS_TOKENIZER, indexed_word, words_analyzer};
 pub use parser::{MAX_DEPTH, parse};
 pub use verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 

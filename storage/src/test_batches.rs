@@ -97,6 +97,19 @@ pub fn log_batch_with(rows: &[LogRow<'_>]) -> RecordBatch {
     })
 }
 
+/// `n` as a word of letters: the index keeps such words whole (words with
+/// digits it shortens).
+fn letters(mut n: usize) -> String {
+    let mut word = String::new();
+    loop {
+        word.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return word;
+        }
+    }
+}
+
 /// `n` log lines of `service` a microsecond apart from `start`, whose
 /// bodies compress well but hold many distinct words: small on disk,
 /// large once indexed.
@@ -109,14 +122,14 @@ pub fn wordy_log_batch(service: &str, start: i64, n: usize) -> RecordBatch {
         format!(
             "user u{} fetched item i{} in {} ms from shard s{} of {service} \
              session x{} order o{} cart c{} region r{}",
-            (i * 7919) % 100_003,
-            (i * 31) % 50_021,
+            letters((i * 7919) % 100_003),
+            letters((i * 31) % 50_021),
             i % 997,
-            i % 17,
-            (i * 104_729) % 1_000_003,
-            (i * 7) % 65_537,
-            (i * 13) % 32_771,
-            i % 41
+            letters(i % 17),
+            letters((i * 104_729) % 1_000_003),
+            letters((i * 7) % 65_537),
+            letters((i * 13) % 32_771),
+            letters(i % 41)
         )
     });
     let mut columns = batch.columns().to_vec();

@@ -71,10 +71,12 @@ fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
         ("payment", "reset the pool"),
         ("payment", "charged 12.50 USD"),
         ("payment", "timeout after 3000ms"),
+        ("payment", "TraceID ffc8ca7e4c8f06c7 order o-810804"),
     ];
     let in_memtable = [
         ("cart", "connection refused"),
         ("cart", "connection reset again"),
+        ("cart", "TraceID ffc8aaaa11112222 order o-810805 ffc8"),
     ];
     let mut loupe = Loupe::start(&[]);
     let load_all = |loupe: &Loupe, lines: &[(&str, &str)]| {
@@ -96,7 +98,7 @@ fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
         .collect();
 
     // Each search, and the same question asked of every line in Rust.
-    let cases: [Case; 7] = [
+    let cases: [Case; 12] = [
         ("match_all('connection reset')", |l| {
             has_word(l, "connection") && has_word(l, "reset")
         }),
@@ -112,6 +114,16 @@ fn match_all_agrees_with_brute_force_on_splits_and_memtable() {
         }),
         ("match_all('\"SKU-1234\"')", |l| has_phrase(l, "SKU-1234")),
         ("match_all('3000ms')", |l| has_word(l, "3000ms")),
+        // Words with a digit are indexed shortened and checked per row.
+        ("match_all('ffc8ca7e4c8f06c7')", |l| {
+            has_word(l, "ffc8ca7e4c8f06c7")
+        }),
+        ("match_all('ffc8')", |l| has_word(l, "ffc8")),
+        ("match_all('ffc8a*')", |l| has_prefix(l, "ffc8a")),
+        ("match_all('ffc8*')", |l| has_prefix(l, "ffc8")),
+        ("match_all('\"order o-810805\"')", |l| {
+            has_phrase(l, "order o-810805")
+        }),
     ];
     for (search, oracle) in cases {
         let mut expected: Vec<String> = lines
