@@ -24,7 +24,7 @@ pub struct GenArgs {
     /// User requests (traces) per second, e.g. `200` or `200/s`.
     #[arg(long, default_value = "50")]
     pub rate: String,
-    /// Stop after this long (e.g. `30s`, `5m`); runs until Ctrl-C if absent.
+    /// Stop after this long (e.g. `30s`, `5m`); runs until Ctrl-C if absent. A run that cannot keep its rate stops at most 1 s later.
     #[arg(long)]
     pub duration: Option<String>,
     /// steady, db-slow, payment-errors, bad-deploy, traffic-spike, load-test-ramp or demo.

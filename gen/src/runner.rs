@@ -334,10 +334,8 @@ async fn produce(production: Production<'_>, tx: mpsc::Sender<Item>) {
     let (mut t, mut next_metrics, mut last_flush, mut in_batch) =
         (0.0f64, metrics_every, 0.0f64, 0usize);
     loop {
-        // Scenario time paces the data; the wall clock bounds the run too,
-        // in case the receiver (or this machine) cannot keep the rate.
-        let over = |d: f64| t >= d || started.elapsed().as_secs_f64() >= d;
-        if stop.load(Ordering::Relaxed) || duration.is_some_and(over) {
+        let elapsed = started.elapsed().as_secs_f64();
+        if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| over(t, elapsed, d)) {
             break;
         }
         let ahead = t - started.elapsed().as_secs_f64();
@@ -396,6 +394,20 @@ async fn produce(production: Production<'_>, tx: mpsc::Sender<Item>) {
         t += step;
     }
     flush(&mut pending, &shop, config.signals, &tx).await;
+}
+
+/// How far the wall clock may run past a run's duration before it ends
+/// the run: one merely late at the end (a busy machine) still ends on
+/// scenario time, so a seed's data does not depend on load, while one
+/// that cannot keep its rate at all (the receiver or this machine flat
+/// out) stops at most this much later.
+const LATE_GRACE_SECS: f64 = 1.0;
+
+/// Whether a run of `duration` seconds is over at scenario time `t`,
+/// `elapsed` wall seconds after it started. Scenario time paces the data;
+/// the wall clock bounds the run too, in case the rate cannot be kept.
+fn over(t: f64, elapsed: f64, duration: f64) -> bool {
+    t >= duration || elapsed >= duration + LATE_GRACE_SECS
 }
 
 /// Hands the pending spans and logs to the senders; false once they are gone.
@@ -470,5 +482,20 @@ fn percentiles(samples: &mut [Duration]) -> Latency {
         p90_ms: at(0.9),
         p99_ms: at(0.99),
         max_ms: at(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_late_at_its_end_still_ends_on_scenario_time() {
+        // The last trace of a 12 s run, produced 50 ms late: still sent.
+        assert!(!over(11.99, 12.04, 12.0));
+        assert!(over(12.0, 12.04, 12.0));
+        // A run that cannot keep its rate stops on the wall clock.
+        assert!(!over(3.0, 12.5, 12.0));
+        assert!(over(3.0, 13.0, 12.0));
     }
 }
