@@ -158,10 +158,10 @@ impl Compiler<'_> {
         };
         // A date column alone answers ranges and values by a scan.
         let entry = schema.get_field_entry(field);
-        if !entry.is_indexed()
-            && !matches!(entry.field_type(), FieldType::JsonObject(_))
-            && !(entry.is_fast() && matches!(entry.field_type(), FieldType::Date(_)))
-        {
+        let searchable = entry.is_indexed()
+            || matches!(entry.field_type(), FieldType::JsonObject(_))
+            || (entry.is_fast() && matches!(entry.field_type(), FieldType::Date(_)));
+        if !searchable {
             return fail(format!("field '{name}' is not searchable"));
         }
         Ok(Target {

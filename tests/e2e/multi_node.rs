@@ -843,7 +843,8 @@ fn one_vs_three_nodes() {
 
     let trace_id = one.nodes[0].sql_value("SELECT trace_id FROM spans WHERE name = 'POST /checkout' AND kind = 'server' ORDER BY trace_id LIMIT 1");
     let trace_id = trace_id.as_str().unwrap().to_string();
-    let queries: [(&str, Box<dyn Fn(&Loupe)>); 4] = [
+    type Query<'a> = Box<dyn Fn(&Loupe) + 'a>;
+    let queries: [(&str, Query); 4] = [
         (
             "count",
             Box::new(|n| {
