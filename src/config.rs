@@ -121,6 +121,10 @@ settings! {
     otlp_http: SocketAddr = "127.0.0.1:4318", env "LOUPE_OTLP_HTTP";
     /// API and UI listen address.
     http: SocketAddr = "127.0.0.1:7080", env "LOUPE_HTTP";
+    /// The host name or IP other nodes reach this one at, published with
+    /// its ports in the catalog's `nodes` table; empty: the listen
+    /// address, or the machine's host name when listening on `0.0.0.0`.
+    advertise_host: String = "", env "LOUPE_ADVERTISE_HOST";
     /// Largest OTLP request accepted, after decompression too.
     max_request_size: SizeSetting = "16MiB", env "LOUPE_MAX_REQUEST_SIZE";
     /// Time limit for one OTLP request, body upload included.
@@ -228,6 +232,8 @@ pub struct ServeConfig {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
+    /// See [`crate::advertise`].
+    pub advertise_host: String,
     pub max_request_bytes: usize,
     /// Working memory OTLP requests being decoded and written may hold
     /// together (a share of the memory budget).
@@ -325,6 +331,7 @@ impl ServeArgs {
             otlp_grpc: s.otlp_grpc,
             otlp_http: s.otlp_http,
             http: s.http,
+            advertise_host: s.advertise_host,
             max_request_bytes: s.max_request_size.0,
             ingest_in_flight_bytes: shares.in_flight,
             request_timeout: s.request_timeout.0,

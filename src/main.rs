@@ -2,6 +2,7 @@
 //! the `ingest`, `storage` and `query` crates.
 
 mod access;
+mod advertise;
 mod allocator;
 mod background;
 mod config;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::access::http::Listener;
 use crate::access::{self, Access};
+use crate::advertise::advertised;
 use crate::config::ServeConfig;
 use crate::listen::{self, Hardening};
 use crate::routes;
@@ -246,8 +247,11 @@ impl Server {
         tasks.extend(background.spawn(&leading, &stop_rx));
         if let Some(db) = storage.postgres() {
             let addrs = loupe_catalog::pg::NodeAddrs {
-                http_addr: bound.http.to_string(),
-                grpc_addr: bound.worker.map(|a| a.to_string()).unwrap_or_default(),
+                http_addr: advertised(bound.http, &config.advertise_host),
+                grpc_addr: bound
+                    .worker
+                    .map(|a| advertised(a, &config.advertise_host))
+                    .unwrap_or_default(),
                 roles: roles.to_string(),
             };
             let node = storage.node_id().to_string();
@@ -267,7 +271,7 @@ impl Server {
         }
         let status = routes::NodeStatus {
             roles,
-            http_addr: bound.http.to_string(),
+            http_addr: advertised(bound.http, &config.advertise_host),
             leading,
         };
         let mut api = routes::ops_router(storage.clone(), registry, status);
