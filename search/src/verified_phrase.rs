@@ -117,6 +117,17 @@ impl VerifiedPhraseQuery {
                 )
             })
             .collect();
+        VerifiedPhraseQuery::with_candidates(clauses, matcher, source)
+    }
+
+    /// Documents matching `clauses` (a conjunction: what narrows the
+    /// candidates, such as [`crate::BlockRowsQuery`]), each checked by
+    /// `matcher`.
+    pub fn with_candidates(
+        clauses: Vec<(Occur, Box<dyn Query>)>,
+        matcher: PhraseMatcher,
+        source: Arc<dyn TextSource>,
+    ) -> Self {
         VerifiedPhraseQuery {
             candidates: BooleanQuery::new(clauses),
             matcher,
