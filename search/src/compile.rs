@@ -6,31 +6,38 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
-    RegexQuery, TermQuery,
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, QueryClone,
+    RangeQuery, RegexQuery, TermQuery,
 };
 use tantivy::schema::{Field, FieldType, IndexRecordOption};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DateTime, Index, Term};
 
 use crate::ast::Ast;
-use crate::id_words::{ID_WORDS_TOKENIZER, full_words_analyzer, indexed_word, shortened_stem};
+use crate::id_words::{
+    ID_PREFIX_CHARS, ID_WORDS_TOKENIZER, full_words_analyzer, indexed_word, shortened_stem,
+};
+use crate::row_blocks::{BlockRowsQuery, RowBlocks, WORDS_NO_DIGITS_TOKENIZER, in_blocks};
 use crate::verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 use crate::{Result, SearchError};
 
 /// The Tantivy query for `ast` on `index`; leaves without a field search
 /// `default_field`. Phrases on a text field indexed without positions are
-/// checked against the documents' text from `texts`.
+/// checked against the documents' text from `texts`; words with a digit
+/// of a field that keeps them by blocks of rows are looked up in `blocks`
+/// ([`crate::row_blocks`]) and checked the same way.
 pub fn to_tantivy(
     ast: &Ast,
     index: &Index,
     default_field: Field,
     texts: Option<Arc<dyn TextSource>>,
+    blocks: Option<Arc<dyn RowBlocks>>,
 ) -> Result<Box<dyn Query>> {
     Compiler {
         index,
         default_field,
         texts,
+        blocks,
     }
     .query(ast)
 }
@@ -39,6 +46,7 @@ struct Compiler<'a> {
     index: &'a Index,
     default_field: Field,
     texts: Option<Arc<dyn TextSource>>,
+    blocks: Option<Arc<dyn RowBlocks>>,
 }
 
 /// Where a leaf looks: a field, and within a JSON field the path.
@@ -62,6 +70,11 @@ fn any_of(mut queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
         1 => queries.remove(0),
         _ => boolean(queries.into_iter().map(|q| (Occur::Should, q)).collect()),
     }
+}
+
+/// The regex of the words starting with `stem` (lowercase).
+pub fn prefix_regex(stem: &str) -> String {
+    format!("{}.*", regex_escape(stem))
 }
 
 /// A regex matching exactly `text`.
@@ -191,21 +204,60 @@ impl Compiler<'_> {
         Ok(terms)
     }
 
-    /// Whether the field shortens id-like words in its index
-    /// ([`crate::id_words`]): such a word is found through its shortened
-    /// term and checked against the text.
-    fn shortens_ids(&self, target: &Target<'_>) -> bool {
+    /// The name of the tokenizer the field is indexed with, if text.
+    fn tokenizer_name(&self, target: &Target<'_>) -> Option<String> {
         match self
             .index
             .schema()
             .get_field_entry(target.field)
             .field_type()
         {
-            FieldType::Str(o) => o
-                .get_indexing_options()
-                .is_some_and(|i| i.tokenizer() == ID_WORDS_TOKENIZER),
-            _ => false,
+            FieldType::Str(o) => o.get_indexing_options().map(|i| i.tokenizer().to_string()),
+            _ => None,
         }
+    }
+
+    /// Whether the field shortens id-like words in its index
+    /// ([`crate::id_words`]): such a word is found through its shortened
+    /// term and checked against the text. A field keeping words with a
+    /// digit by blocks shortens them there.
+    fn shortens_ids(&self, target: &Target<'_>) -> bool {
+        self.tokenizer_name(target)
+            .is_some_and(|t| t == ID_WORDS_TOKENIZER || t == WORDS_NO_DIGITS_TOKENIZER)
+    }
+
+    /// Where the field's words with a digit are, when not in its own
+    /// postings ([`crate::row_blocks`]).
+    fn digit_blocks(&self, target: &Target<'_>) -> Result<Option<Arc<dyn RowBlocks>>> {
+        if self.tokenizer_name(target).as_deref() != Some(WORDS_NO_DIGITS_TOKENIZER) {
+            return Ok(None);
+        }
+        match &self.blocks {
+            Some(blocks) => Ok(Some(blocks.clone())),
+            None => fail(format!(
+                "field '{}' cannot match words with a digit",
+                target.name
+            )),
+        }
+    }
+
+    /// The query narrowing a verified phrase to the rows that may hold
+    /// `word` (a whole word): its term's rows, or its blocks' rows.
+    fn candidate(&self, target: &Target<'_>, term: Term) -> Result<(String, Box<dyn Query>)> {
+        let word = term.value().as_str().map(str::to_string);
+        if let Some(word) = word.as_deref()
+            && in_blocks(word)
+            && let Some(blocks) = self.digit_blocks(target)?
+        {
+            let indexed = indexed_word(word).into_owned();
+            let key = format!("b:{indexed}");
+            return Ok((key, Box::new(BlockRowsQuery::new(blocks, indexed, false))));
+        }
+        let term = self.indexed_term(target, term);
+        Ok((
+            format!("t:{term:?}"),
+            Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+        ))
     }
 
     /// How the words of a query on the field are split: as the field's
@@ -267,8 +319,13 @@ impl Compiler<'_> {
     fn tokens_query(&self, target: &Target<'_>, text: &str) -> Result<Option<Box<dyn Query>>> {
         let mut terms = self.text_terms(target, text)?;
         let shortened = |term: &Term| term.value().as_str().is_some_and(|w| indexed_word(w) != w);
+        let blocked = |term: &Term| term.value().as_str().is_some_and(in_blocks);
         Ok(match terms.len() {
             0 => None,
+            // A word with a digit is found by its blocks: check their rows.
+            1 if blocked(&terms[0].1) && self.digit_blocks(target)?.is_some() => {
+                Some(self.verified_phrase(target, terms, false)?)
+            }
             // A shortened word's term also holds other words: check each row.
             1 if self.shortens_ids(target) && shortened(&terms[0].1) => {
                 Some(self.verified_phrase(target, terms, false)?)
@@ -309,15 +366,18 @@ impl Compiler<'_> {
         let analyzer = self.analyzer(target)?;
         // A prefix's last word narrows nothing by itself: the check does it.
         let required = terms.len() - usize::from(prefix);
-        let mut candidates: Vec<Term> = terms
+        let mut candidates = terms
             .into_iter()
             .take(required)
-            .map(|(_, t)| self.indexed_term(target, t))
-            .collect();
-        candidates.sort();
-        candidates.dedup();
-        Ok(Box::new(VerifiedPhraseQuery::new(
-            candidates,
+            .map(|(_, t)| self.candidate(target, t))
+            .collect::<Result<Vec<_>>>()?;
+        candidates.sort_by(|a, b| a.0.cmp(&b.0));
+        candidates.dedup_by(|a, b| a.0 == b.0);
+        Ok(Box::new(VerifiedPhraseQuery::with_candidates(
+            candidates
+                .into_iter()
+                .map(|(_, q)| (Occur::Must, q))
+                .collect(),
             PhraseMatcher::new(analyzer, words, prefix),
             texts,
         )))
@@ -413,6 +473,28 @@ impl Compiler<'_> {
         let whole = RegexQuery::from_pattern(&pattern, target.field)
             .map(|q| Box::new(q) as Box<dyn Query>)
             .map_err(|e| SearchError::new(e.to_string()))?;
+        // Words with a digit starting with the stem are in blocks under a
+        // term starting with the stem's first characters: the rows of
+        // those blocks that the whole words did not already match are
+        // checked.
+        if let Some(blocks) = self.digit_blocks(target)? {
+            let Some(texts) = self.texts.clone() else {
+                return fail(format!("field '{}' cannot match this prefix", target.name));
+            };
+            let key: String = stem.chars().take(ID_PREFIX_CHARS).collect();
+            let with_digit = VerifiedPhraseQuery::with_candidates(
+                vec![
+                    (
+                        Occur::Must,
+                        Box::new(BlockRowsQuery::new(blocks, key, true)) as Box<dyn Query>,
+                    ),
+                    (Occur::MustNot, whole.box_clone()),
+                ],
+                PhraseMatcher::new(self.analyzer(target)?, vec![(0, stem)], true),
+                texts,
+            );
+            return Ok(any_of(vec![whole, Box::new(with_digit)]));
+        }
         // Words of the stem shortened past it are under the stem's own
         // shortened term: those rows are checked.
         match shortened_stem(&stem).filter(|_| self.shortens_ids(target)) {

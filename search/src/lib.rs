@@ -20,12 +20,17 @@ mod compile;
 mod id_words;
 mod lexer;
 mod parser;
+mod row_blocks;
 mod verified_phrase;
 
 pub use ast::Ast;
-pub use compile::to_tantivy;
-pub use id_words::{ID_WORDS_TOKENIZER, indexed_word, words_analyzer};
+pub use compile::{prefix_regex, to_tantivy};
+pub use id_words::{ID_PREFIX_CHARS, ID_WORDS_TOKENIZER, indexed_word, words_analyzer};
 pub use parser::{MAX_DEPTH, parse};
+pub use row_blocks::{
+    BlockRowsQuery, DIGIT_WORDS_TOKENIZER, RowBlocks, WORDS_NO_DIGITS_TOKENIZER,
+    digit_words_analyzer, words_without_digits_analyzer,
+};
 pub use verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 
 /// Why a search could not be parsed or translated; the message is meant for

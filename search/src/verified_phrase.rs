@@ -40,6 +40,12 @@ pub struct PhraseMatcher {
     words: Vec<(usize, String)>,
     /// The last word is a prefix (`"connection res"*`).
     prefix: bool,
+    /// The longest run of ASCII digits of each word that has one: a text
+    /// without one of them holds no such word, whatever its case (no
+    /// character lowercases to a digit), so it is rejected without being
+    /// split into words. Words with a digit are checked on whole blocks
+    /// of rows ([`crate::row_blocks`]), most of which lack them.
+    digit_runs: Vec<String>,
 }
 
 impl fmt::Debug for PhraseMatcher {
@@ -53,10 +59,20 @@ impl fmt::Debug for PhraseMatcher {
 
 impl PhraseMatcher {
     pub fn new(analyzer: TextAnalyzer, words: Vec<(usize, String)>, prefix: bool) -> Self {
+        let digit_runs = words
+            .iter()
+            .filter_map(|(_, word)| {
+                word.split(|c: char| !c.is_ascii_digit())
+                    .max_by_key(|run| run.len())
+                    .filter(|run| !run.is_empty())
+                    .map(str::to_string)
+            })
+            .collect();
         PhraseMatcher {
             analyzer,
             words,
             prefix,
+            digit_runs,
         }
     }
 
@@ -66,6 +82,13 @@ impl PhraseMatcher {
         let Some((first_offset, _)) = self.words.first() else {
             return false;
         };
+        if self
+            .digit_runs
+            .iter()
+            .any(|run| !text.contains(run.as_str()))
+        {
+            return false;
+        }
         let mut analyzer = self.analyzer.clone();
         let mut tokens: Vec<(usize, String)> = Vec::new();
         analyzer
@@ -117,6 +140,17 @@ impl VerifiedPhraseQuery {
                 )
             })
             .collect();
+        VerifiedPhraseQuery::with_candidates(clauses, matcher, source)
+    }
+
+    /// Documents matching `clauses` (a conjunction: what narrows the
+    /// candidates, such as [`crate::BlockRowsQuery`]), each checked by
+    /// `matcher`.
+    pub fn with_candidates(
+        clauses: Vec<(Occur, Box<dyn Query>)>,
+        matcher: PhraseMatcher,
+        source: Arc<dyn TextSource>,
+    ) -> Self {
         VerifiedPhraseQuery {
             candidates: BooleanQuery::new(clauses),
             matcher,
@@ -216,5 +250,20 @@ mod tests {
             "a repeated first word still finds the match"
         );
         assert!(!m.matches("a b a b"));
+    }
+
+    #[test]
+    fn words_with_digits_match_whatever_their_case() {
+        let m = matcher(&[(0, "e12345"), (1, "ok")], false);
+        assert_eq!(m.digit_runs, vec!["12345"]);
+        assert!(m.matches("code E12345 OK"));
+        assert!(!m.matches("code e1234 5 ok"));
+        assert!(!m.matches("code e123456 ok"));
+        let m = matcher(&[(0, "v1"), (1, "2023")], false);
+        assert_eq!(m.digit_runs, vec!["1", "2023"]);
+        assert!(m.matches("/api/V1/2023"));
+        let m = matcher(&[(0, "took"), (1, "16749")], true);
+        assert!(m.matches("took 1674981742383 ms"));
+        assert!(!m.matches("took 1674 981742383 ms"));
     }
 }

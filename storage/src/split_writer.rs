@@ -243,6 +243,12 @@ pub enum Effort {
 
 const BODY_ZSTD_LEVEL_COMPACTION: i32 = 9;
 
+/// Bytes of body per data page in compacted files: zstd finds more of a
+/// service's repeats in a larger page (450 k real lines, level 9: 8.10 MB
+/// in 1 MB pages, 7.76 MB in 4 MB pages). A phrase check decodes whole
+/// pages of its candidate rows, about 4 ms more per page.
+const BODY_PAGE_BYTES_COMPACTION: usize = 4 << 20;
+
 fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties> {
     let schema = signal.schema();
     let sort_col = |name: &str| -> Result<SortingColumn> {
@@ -279,10 +285,12 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
         let body = ColumnPath::from("body");
         props = props.set_column_dictionary_enabled(body.clone(), false);
         if effort == Effort::Compaction {
-            props = props.set_column_compression(
-                body,
-                Compression::ZSTD(ZstdLevel::try_new(BODY_ZSTD_LEVEL_COMPACTION)?),
-            );
+            props = props
+                .set_column_compression(
+                    body.clone(),
+                    Compression::ZSTD(ZstdLevel::try_new(BODY_ZSTD_LEVEL_COMPACTION)?),
+                )
+                .set_column_data_page_size_limit(body, BODY_PAGE_BYTES_COMPACTION);
         }
     } else {
         props = props.set_data_page_row_count_limit(PAGE_ROWS);
@@ -538,6 +546,28 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn compaction_writes_larger_body_pages() {
+        let rows: Vec<(i64, &str)> = (0..12_000i64).map(|i| (i, "svc")).collect();
+        let mut batch = log_batch(&rows);
+        let body: Vec<String> = (0..rows.len())
+            .map(|i| format!("{i:08} {}", "word ".repeat(80)))
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[batch.schema().index_of("body").unwrap()] =
+            Arc::new(arrow::array::StringArray::from(body));
+        batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let pages = |effort| {
+            let split = encode_splits_with(Signal::Logs, std::slice::from_ref(&batch), effort)
+                .unwrap()
+                .remove(0);
+            page_rows(&split.bytes, "body").len()
+        };
+        // 5 MB of bodies: five pages at a flush, two once compacted.
+        assert!(pages(Effort::Flush) >= 4);
+        assert!(pages(Effort::Compaction) <= 2);
     }
 
     #[test]
