@@ -28,7 +28,9 @@
 //! down makes the distributed query fail and run again here, without the
 //! other nodes' unflushed rows.
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -45,7 +47,8 @@ use datafusion_distributed::{
 use url::Url;
 
 use crate::memtable_scan::{
-    IngestPeer, IngestPeers, NodeStorage, isolate_memtable_scans, route_memtable_tasks,
+    IngestPeer, IngestPeers, NodeStorage, isolate_memtable_scans, memtable_task_count,
+    route_memtable_tasks,
 };
 use crate::plan_codec::{LoupeCodec, wrap_selected_scans};
 
@@ -63,6 +66,9 @@ pub struct Cluster {
     /// The live nodes with the ingest role (this one too, if it has it),
     /// whose memtables a query reads.
     ingest: Arc<RwLock<Vec<IngestPeer>>>,
+    /// Ingest nodes whose worker refused or did not answer a connection at
+    /// the last check, and when that was (see [`Cluster::check_peers`]).
+    unreachable: Arc<RwLock<(Option<Instant>, HashSet<String>)>>,
     channels: grpc::DefaultChannelResolver,
 }
 
@@ -97,6 +103,62 @@ impl Cluster {
             .clone()
     }
 
+    /// Checks, at most once per [`PEER_CHECK_EVERY`], that every other
+    /// ingest node's worker accepts a TCP connection within
+    /// [`PEER_CONNECT_TIMEOUT`]; returns the ids of those that do not.
+    /// Their unflushed rows are left out of queries: a stage sent to a
+    /// dead worker is not reported back by `datafusion-distributed` and
+    /// would hold the query until its time limit.
+    pub async fn check_peers(&self, own_node: &str) -> Vec<String> {
+        let fresh = {
+            let state = self.unreachable.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .0
+                .is_some_and(|at| at.elapsed() < PEER_CHECK_EVERY)
+                .then(|| state.1.clone())
+        };
+        let down = match fresh {
+            Some(down) => down,
+            None => {
+                let peers: Vec<IngestPeer> = self
+                    .ingest_nodes()
+                    .into_iter()
+                    .filter(|p| p.node != own_node)
+                    .collect();
+                let checks = peers.iter().map(|p| async move {
+                    let addr = match (p.worker.host_str(), p.worker.port_or_known_default()) {
+                        (Some(host), Some(port)) => format!("{host}:{port}"),
+                        _ => return Some(p.node.clone()),
+                    };
+                    let connect = tokio::net::TcpStream::connect(addr);
+                    match tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
+                        Ok(Ok(_)) => None,
+                        _ => Some(p.node.clone()),
+                    }
+                });
+                let down: HashSet<String> = futures::future::join_all(checks)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                *self.unreachable.write().unwrap_or_else(|p| p.into_inner()) =
+                    (Some(Instant::now()), down.clone());
+                down
+            }
+        };
+        let mut down: Vec<String> = down.into_iter().filter(|n| n != own_node).collect();
+        down.sort();
+        down
+    }
+
+    fn unreachable(&self) -> HashSet<String> {
+        self.unreachable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
     pub fn workers(&self) -> Vec<Url> {
         self.workers
             .read()
@@ -123,10 +185,11 @@ impl Cluster {
         bytes_per_partition: usize,
         own_node: &str,
     ) -> Result<SessionStateBuilder> {
+        let down = self.unreachable();
         let peers = self
             .ingest_nodes()
             .into_iter()
-            .filter(|p| p.node != own_node)
+            .filter(|p| p.node != own_node && !down.contains(&p.node))
             .collect();
         builder
             .config()
@@ -140,6 +203,7 @@ impl Cluster {
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_user_codec(LoupeCodec)
             .with_distributed_scale_up_leaf_node_handler(crate::split_routing::scale_up_scan)
+            .with_distributed_desired_task_count_handler(memtable_task_count)
             // Before the scans' router: a memtable's stage must go to its node.
             .with_distributed_route_tasks_handler(route_memtable_tasks)
             .with_distributed_route_tasks_handler(crate::split_routing::route_scan_tasks)
@@ -178,6 +242,13 @@ impl Cluster {
         .with_runtime_env(runtime)
     }
 }
+
+/// How long a check of the other ingest nodes' workers holds.
+pub const PEER_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a worker may take to accept a connection before its node's
+/// unflushed rows are left out.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The worker list as `datafusion-distributed` reads it (synchronously,
 /// at planning and again right before tasks are sent).
@@ -373,8 +444,8 @@ mod tests {
         Ok(pretty_format_batches(&out).unwrap().to_string())
     }
 
-    /// Two nodes, each with its own storage and worker on 127.0.0.1: rows
-    /// only in node X's memtable are counted exactly once by a query
+    /// Three nodes, each with its own storage and worker on 127.0.0.1: rows
+    /// only in node X's (or Z's) memtable are counted exactly once by a query
     /// coordinated on node Y — read on X (a task sent anywhere else fails
     /// its node check), after the WAL position Y's split list covers for
     /// X — even when X flushes them between Y's planning and execution.
@@ -404,6 +475,18 @@ mod tests {
             .unwrap();
         let alpha_x = (2000..2070).filter(|i| i % 3 == 0).count();
 
+        // Z: another ingest node, 30 lines not flushed.
+        let dir_z = tempfile::tempdir().unwrap();
+        let storage_z = loupe_storage::Storage::open(
+            loupe_storage::StorageConfig::new(dir_z.path()),
+            &registry,
+        )
+        .await
+        .unwrap();
+        storage_z
+            .append(Signal::Logs, logs(3000, 30, 480_003))
+            .await
+            .unwrap();
         let cluster_y = Cluster::default();
         let y = QueryEngine::new(storage_y.clone(), spread(), &registry)
             .unwrap()
@@ -416,8 +499,14 @@ mod tests {
             Ok(ctx.state())
         });
         let url_x = serve(worker_x).await;
+        let worker_z = Cluster::default().worker(y.runtime().unwrap(), storage_z.clone(), |b| {
+            let ctx = datafusion::prelude::SessionContext::new_with_state(b.build());
+            crate::engine::offer_functions(&ctx);
+            Ok(ctx.state())
+        });
+        let url_z = serve(worker_z).await;
         let url_y = serve(y.worker().unwrap().unwrap()).await;
-        cluster_y.set_workers(vec![url_x.clone(), url_y.clone()]);
+        cluster_y.set_workers(vec![url_x.clone(), url_y.clone(), url_z.clone()]);
         let peer = |node: &str, worker: &Url| IngestPeer {
             node: node.to_string(),
             worker: worker.clone(),
@@ -425,26 +514,34 @@ mod tests {
         cluster_y.set_ingest_nodes(vec![
             peer(storage_x.node_id(), &url_x),
             peer(storage_y.node_id(), &url_y),
+            peer(storage_z.node_id(), &url_z),
         ]);
         // What a reload of the shared catalog would have told Y: its
         // splits hold X's WAL through `covered` (here Y simply lacks them).
         storage_y.set_peer_flushed(storage_x.node_id(), Signal::Logs, covered);
 
         let count = "SELECT count(*) AS n FROM logs";
-        let shown = plan(&y, count).await;
+        let shown_plan = plan(&y, count).await;
+        let shown = shown_plan.clone();
         assert!(shown.contains("MemtableScanExec"), "{shown}");
         assert!(!shown.contains(storage_y.node_id()), "{shown}");
         // Run as planned (no fallback to this node alone).
         let direct = run_planned_before(&y, count, async {}).await.unwrap();
-        assert!(direct.contains("| 1070 |"), "{direct}");
+        assert!(direct.contains("| 1100 |"), "{shown}\n{direct}");
         let out = y.sql(count).await.unwrap();
         let shown = pretty_format_batches(&out.batches).unwrap().to_string();
-        assert!(shown.contains("| 1070 |"), "{shown}");
+        assert!(shown.contains("| 1100 |"), "{shown}");
         assert!(!out.partial);
+        // Each peer's scan in a stage of its own, sent to that peer.
+        assert_eq!(
+            shown_plan.matches("MemtableScanExec").count(),
+            2,
+            "{shown_plan}"
+        );
         // A search and a projection reach X's rows too.
         let alpha = "SELECT count(*) AS n FROM logs WHERE match_all('alpha')";
         let n = run(&y, alpha).await;
-        assert!(n.contains(&format!("| {} |", 334 + alpha_x)), "{n}");
+        assert!(n.contains(&format!("| {} |", 334 + alpha_x + 10)), "{n}");
         let bodies = run(
             &y,
             "SELECT body FROM logs WHERE match_all('alpha') AND body LIKE '%line 20__' ORDER BY body",
@@ -459,35 +556,43 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(flushed.contains("| 1070 |"), "{flushed}");
+        assert!(flushed.contains("| 1100 |"), "{flushed}");
         assert!(storage_x.flushed_through(Signal::Logs) > covered);
         assert!(storage_x.snapshot(Signal::Logs).batches.is_empty());
         // …and so does a query planned later on the same (older) split
         // list, within the grace.
-        assert!(run(&y, count).await.contains("| 1070 |"));
+        assert!(run(&y, count).await.contains("| 1100 |"));
         // Once Y's list covers X's flush, X returns none of those rows.
         storage_y.set_peer_flushed(
             storage_x.node_id(),
             Signal::Logs,
             storage_x.flushed_through(Signal::Logs),
         );
-        assert!(run(&y, count).await.contains("| 1000 |"));
+        assert!(run(&y, count).await.contains("| 1030 |"));
 
-        // An ingest node that is gone: the query still answers, from Y.
+        // An ingest node that is gone: the query still answers, with X's
+        // unflushed rows, without the gone node's (after the last check of
+        // the peers has aged).
+        tokio::time::sleep(PEER_CHECK_EVERY).await;
         storage_y.set_peer_flushed(storage_x.node_id(), Signal::Logs, covered);
-        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let gone = Url::parse(&format!("http://{}", gone.local_addr().unwrap())).unwrap();
+        // A port that was just free: nothing listens on it (as after a kill).
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let gone = Url::parse(&format!("http://{gone}")).unwrap();
         cluster_y.set_ingest_nodes(vec![peer(storage_x.node_id(), &url_x), peer("gone", &gone)]);
         let out = y.sql(count).await.unwrap();
         let shown = pretty_format_batches(&out.batches).unwrap().to_string();
-        assert!(shown.contains("| 1000 |"), "{shown}");
+        assert!(shown.contains("| 1070 |"), "{shown}");
         assert!(
             out.partial,
-            "the answer lacks X's unflushed rows and says so"
+            "the answer lacks the gone node's rows and says so"
         );
 
         storage_x.shutdown().await.unwrap();
         storage_y.shutdown().await.unwrap();
+        storage_z.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

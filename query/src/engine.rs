@@ -374,6 +374,14 @@ impl QueryEngine {
         let run = async {
             let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
             let distributed = self.distributes();
+            // Ingest nodes that are down: their unflushed rows are left out.
+            let mut skipped = Vec::new();
+            if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
+                skipped = cluster.check_peers(self.storage.node_id()).await;
+                if !skipped.is_empty() {
+                    tracing::warn!(nodes = ?skipped, "ingest nodes unreachable: their unflushed rows are not in this answer");
+                }
+            }
             let ctx = self.session_for(distributed)?;
             let df = build(&ctx).await?;
             let logical = distributed.then(|| df.logical_plan().clone());
@@ -396,6 +404,9 @@ impl QueryEngine {
                 outcome = self
                     .collect(DataFrame::new(again.state(), logical.clone()), started)
                     .await;
+            }
+            if let Ok(out) = &mut outcome {
+                out.partial = !skipped.is_empty();
             }
             match outcome {
                 // A worker that died since the node list was read (or any

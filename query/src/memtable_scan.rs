@@ -18,9 +18,11 @@
 //!
 //! Each scan sits under a `CoalescePartitionsExec` (see
 //! [`isolate_memtable_scans`]): the distributed planner puts a stage
-//! boundary under every such node, so the scan is alone in a one-task
-//! stage the router can send to X without touching how the other stages
-//! are spread.
+//! boundary under every such node, so the scan is alone in a stage the
+//! router can send to X without touching how the other stages are spread.
+//! The planner drops a boundary between two one-task stages, so the scan
+//! asks for two tasks ([`memtable_task_count`]), both sent to X; only the
+//! first returns the rows.
 //!
 //! A node that is down or unreachable fails its stage; the engine then
 //! answers from this node alone (published splits and its own memtable),
@@ -42,7 +44,10 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use datafusion_distributed::{NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse};
+use datafusion_distributed::{
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedTaskContext,
+    NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse,
+};
 use loupe_storage::{Signal, Storage, StorageError};
 use url::Url;
 
@@ -213,6 +218,11 @@ impl ExecutionPlan for MemtableScanExec {
         if partition != 0 {
             return exec_err!("MemtableScanExec has one partition, not {partition}");
         }
+        let schema = self.properties.eq_properties.schema().clone();
+        // Its stage has two tasks (see the module documentation): one reads.
+        if DistributedTaskContext::from_ctx(&context).task_index != 0 {
+            return Ok(Box::pin(MemoryStream::try_new(Vec::new(), schema, None)?));
+        }
         let Some(storage) = context.session_config().get_extension::<NodeStorage>() else {
             return exec_err!(
                 "node {}'s unflushed rows were sent to a process without storage",
@@ -220,7 +230,6 @@ impl ExecutionPlan for MemtableScanExec {
             );
         };
         let rows = self.rows(&storage.0)?;
-        let schema = self.properties.eq_properties.schema().clone();
         Ok(Box::pin(MemoryStream::try_new(rows, schema, None)?))
     }
 }
@@ -240,6 +249,18 @@ pub fn isolate_memtable_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
         ))
     })
     .map(|t| t.data)
+}
+
+/// Task-count handler: a memtable scan's stage has two tasks, the fewest
+/// the distributed planner keeps a stage boundary for (it merges a
+/// one-task stage into a one-task consumer, which would leave the scan in
+/// a stage the router cannot send to its node).
+pub fn memtable_task_count(
+    ev: DesiredTaskCountEvent,
+) -> Option<Result<DesiredTaskCountEventResponse>> {
+    ev.plan
+        .downcast_ref::<MemtableScanExec>()
+        .map(|_| Ok(DesiredTaskCountEventResponse::maximum(2)))
 }
 
 /// Routing handler: a stage whose own plan (not the stages below it) reads
