@@ -24,9 +24,9 @@
 //! plan as batches, exactly as a local query reads them; every other live
 //! ingest node's are read on that node by a [`MemtableScanExec`] task
 //! routed there, after the WAL position the coordinator's split list
-//! covers for it (see [`crate::memtable_scan`]). An ingest node that is
-//! down makes the distributed query fail and run again here, without the
-//! other nodes' unflushed rows.
+//! covers for it (see [`crate::memtable_scan`]). An ingest node whose
+//! worker does not accept connections is left out, and the answer marked
+//! partial.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -24,10 +24,17 @@
 //! asks for two tasks ([`memtable_task_count`]), both sent to X; only the
 //! first returns the rows.
 //!
-//! A node that is down or unreachable fails its stage; the engine then
-//! answers from this node alone (published splits and its own memtable),
-//! logs a warning, and counts it (`loupe_distributed_queries_total
-//! {outcome="run_here_after_failure"}`).
+//! A node that is down: `datafusion-distributed` does not report a stage
+//! it could not send, so the query would wait for it until its time
+//! limit. Before each distributed query the engine checks (at most once a
+//! second, [`crate::distributed::Cluster::check_peers`]) that each other
+//! ingest node's worker accepts a TCP connection; the scans leave out the
+//! ones that do not, and the answer is marked partial
+//! (`QueryOutput::partial`, `x-loupe-partial: true` on the SQL API) with a
+//! warning in the log. A node that dies after the check fails its stage
+//! or, if its address still accepts connections without answering, holds
+//! the query until its time limit; a failed distributed query runs again
+//! on this node alone (published splits and its own memtable).
 
 use std::sync::Arc;
 
