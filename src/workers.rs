@@ -16,8 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_catalog::pg::PgDb;
+use loupe_catalog::pg::{NodeInfo, PgDb};
 use loupe_query::distributed::Cluster;
+use loupe_query::memtable_scan::IngestPeer;
 use loupe_storage::Storage;
 use tokio::sync::watch;
 
@@ -50,8 +51,9 @@ pub fn cluster_for(storage: &Storage, access: &Access, rules: &Hardening) -> Opt
     Some(Cluster::default())
 }
 
-/// Keeps `cluster`'s workers equal to the live nodes' worker addresses
-/// until `stop`; a failed read keeps the last list.
+/// Keeps `cluster`'s workers equal to the live nodes' worker addresses,
+/// and its ingest nodes (whose memtables queries read) to the live ones
+/// with the ingest role, until `stop`; a failed read keeps the last lists.
 pub async fn follow(
     db: Arc<PgDb>,
     cluster: Cluster,
@@ -67,12 +69,25 @@ pub async fn follow(
         let read = tokio::time::timeout(REFRESH, loupe_catalog::pg::live_nodes(&db, LIVE_WITHIN));
         match read.await {
             Ok(Ok(nodes)) => {
-                let urls = nodes
+                let workers: Vec<(&NodeInfo, url::Url)> = nodes
                     .iter()
                     .filter(|n| !n.grpc_addr.is_empty())
-                    .filter_map(|n| url::Url::parse(&format!("http://{}", n.grpc_addr)).ok())
+                    .filter_map(|n| {
+                        let url = url::Url::parse(&format!("http://{}", n.grpc_addr)).ok()?;
+                        Some((n, url))
+                    })
                     .collect();
-                cluster.set_workers(urls);
+                // Ingest nodes hold unflushed rows a query reads there.
+                let ingest = workers
+                    .iter()
+                    .filter(|(n, _)| n.roles.split(',').any(|r| r.trim() == "ingest"))
+                    .map(|(n, url)| IngestPeer {
+                        node: n.id.clone(),
+                        worker: url.clone(),
+                    })
+                    .collect();
+                cluster.set_workers(workers.into_iter().map(|(_, url)| url).collect());
+                cluster.set_ingest_nodes(ingest);
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "reading the worker list failed; will retry"),
             Err(_) => tracing::warn!("reading the worker list timed out; will retry"),

@@ -85,6 +85,13 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
                     header::HeaderValue::from_static("true"),
                 );
             }
+            // Another ingest node was unreachable: its unflushed rows are
+            // not in this answer.
+            if out.partial {
+                response
+                    .headers_mut()
+                    .insert("x-loupe-partial", header::HeaderValue::from_static("true"));
+            }
             response
         }
         Err(e) => error_response(

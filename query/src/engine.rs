@@ -70,6 +70,9 @@ pub struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub truncated: bool,
+    /// Other ingest nodes' unflushed rows are missing: the distributed
+    /// query failed (a node down) and ran on this node alone.
+    pub partial: bool,
     pub elapsed: Duration,
     /// The result's bytes, reserved in the shared query memory pool until
     /// the output (and the response built from it) is dropped: four
@@ -147,7 +150,7 @@ const AMPLIFYING_FUNCTIONS: &[&str] = &[
 
 /// The SQL functions Loupe offers, the same on a coordinator and a worker
 /// (a decoded plan names its functions).
-fn offer_functions(ctx: &SessionContext) {
+pub(crate) fn offer_functions(ctx: &SessionContext) {
     for name in AMPLIFYING_FUNCTIONS {
         ctx.deregister_udf(name);
         ctx.deregister_udtf(name);
@@ -285,11 +288,15 @@ impl QueryEngine {
         let Some(cluster) = &self.cluster else {
             return Ok(None);
         };
-        Ok(Some(cluster.worker(self.runtime()?, |builder| {
-            let ctx = SessionContext::new_with_state(builder.build());
-            offer_functions(&ctx);
-            Ok(ctx.state())
-        })))
+        Ok(Some(cluster.worker(
+            self.runtime()?,
+            self.storage.clone(),
+            |builder| {
+                let ctx = SessionContext::new_with_state(builder.build());
+                offer_functions(&ctx);
+                Ok(ctx.state())
+            },
+        )))
     }
 
     /// A session with the three tables and the SQL functions that are safe
@@ -297,6 +304,16 @@ impl QueryEngine {
     /// workers to send stages to.
     pub fn session(&self) -> Result<SessionContext, QueryError> {
         self.session_for(self.distributes())
+    }
+
+    /// Whether other live ingest nodes hold unflushed rows a distributed
+    /// query reads.
+    fn has_ingest_peers(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| {
+            c.ingest_nodes()
+                .iter()
+                .any(|p| p.node != self.storage.node_id())
+        })
     }
 
     /// Whether queries are distributed now (a cluster with more than one
@@ -315,7 +332,11 @@ impl QueryEngine {
             .with_default_features();
         if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
             builder = cluster
-                .coordinator(builder, self.config.distributed_partition_bytes)
+                .coordinator(
+                    builder,
+                    self.config.distributed_partition_bytes,
+                    self.storage.node_id(),
+                )
                 .map_err(from_datafusion)?;
         }
         let ctx = SessionContext::new_with_state(builder.build());
@@ -353,20 +374,55 @@ impl QueryEngine {
         let run = async {
             let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy)?;
             let distributed = self.distributes();
+            // Ingest nodes that are down: their unflushed rows are left out.
+            let mut skipped = Vec::new();
+            if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
+                skipped = cluster.check_peers(self.storage.node_id()).await;
+                if !skipped.is_empty() {
+                    tracing::warn!(nodes = ?skipped, "ingest nodes unreachable: their unflushed rows are not in this answer");
+                }
+            }
             let ctx = self.session_for(distributed)?;
             let df = build(&ctx).await?;
             let logical = distributed.then(|| df.logical_plan().clone());
-            match (self.collect(df, started).await, logical) {
+            let Some(logical) = logical else {
+                return self.collect(df, started).await;
+            };
+            let mut outcome = self.collect(df, started).await;
+            // Another node let go of unflushed rows this node's split list
+            // does not hold yet (a list older than the flushed batches'
+            // grace): list the splits again and plan once more.
+            if let Err(e) = &outcome
+                && e.to_string().contains(crate::memtable_scan::ROWS_GONE)
+            {
+                tracing::info!(error = %e, "split list too old for another node's memtable; planning again");
+                self.storage
+                    .reload_splits()
+                    .await
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+                let again = self.session_for(true)?;
+                outcome = self
+                    .collect(DataFrame::new(again.state(), logical.clone()), started)
+                    .await;
+            }
+            if let Ok(out) = &mut outcome {
+                out.partial = !skipped.is_empty();
+            }
+            match outcome {
                 // A worker that died since the node list was read (or any
-                // other failure of a stage elsewhere): once more, here.
-                (Err(e @ (QueryError::Internal(_) | QueryError::Invalid(_))), Some(logical)) => {
-                    tracing::warn!(error = %e, "distributed query failed; running it on this node");
+                // other failure of a stage elsewhere): once more, here —
+                // without the other ingest nodes' unflushed rows.
+                Err(e @ (QueryError::Internal(_) | QueryError::Invalid(_))) => {
+                    tracing::warn!(error = %e, "distributed query failed; running it on this node, without other nodes' unflushed rows");
                     self.distributed_retried.inc();
                     let local = self.session_for(false)?;
-                    self.collect(DataFrame::new(local.state(), logical), started)
-                        .await
+                    let mut out = self
+                        .collect(DataFrame::new(local.state(), logical), started)
+                        .await?;
+                    out.partial = self.has_ingest_peers();
+                    Ok(out)
                 }
-                (done, _) => done,
+                done => done,
             }
         };
         let result = tokio::time::timeout(self.config.timeout, run)
@@ -429,6 +485,7 @@ impl QueryEngine {
             schema,
             batches,
             truncated,
+            partial: false,
             elapsed: started.elapsed(),
             _result_memory: result_memory,
         })

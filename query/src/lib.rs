@@ -16,6 +16,7 @@ mod error;
 pub mod internal_sql;
 mod log_template_udf;
 pub mod logs_api;
+pub mod memtable_scan;
 mod output;
 pub mod plan_codec;
 mod query_pool;

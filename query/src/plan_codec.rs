@@ -28,13 +28,14 @@
 //! sends plans (a distributed engine's stage encoder) must encode through
 //! [`plan_to_bytes`] or run [`wrap_selected_scans`] first. Plans are
 //! encoded before the per-operator deadline wraps them (`DeadlineExec`
-//! fails to encode): a receiving node sets its own time limit. Unflushed (memtable) data is
-//! still a `MemorySourceConfig` and travels as batches inside the plan;
-//! scanning it on the node that holds it is not built yet. Re-reading a
-//! memtable on its node at execution time would lose or repeat the rows
-//! flushed since the coordinator listed the splits, so that node needs the
-//! WAL position the listed splits cover for it, and must fail (and the
-//! query be planned again) once it has flushed past that position.
+//! fails to encode): a receiving node sets its own time limit.
+//!
+//! Unflushed (memtable) rows: the coordinator's own are a
+//! `MemorySourceConfig` and travel as batches inside the plan; another
+//! ingest node's are a [`MemtableScanExec`], which this codec encodes by
+//! what it reads (node, signal, the WAL position after which to read,
+//! projection, time bounds, searches) and which runs on that node (see
+//! [`crate::memtable_scan`]).
 
 use std::sync::Arc;
 
@@ -54,7 +55,11 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use loupe_storage::Signal;
 use prost::Message;
+
+use crate::memtable_scan::{IngestPeer, MemtableFilter, MemtableScanExec};
+use crate::time_bounds::TimeBounds;
 
 /// Encodes `plan` with the row selections of its scans (see the module
 /// documentation). `plan` must not be wrapped in deadlines yet.
@@ -173,8 +178,9 @@ impl ExecutionPlan for SelectedScanExec {
     }
 }
 
-/// The physical extension codec for Loupe's plan nodes: today the row
-/// selections of [`SelectedScanExec`]. Everything else is left to
+/// The physical extension codec for Loupe's plan nodes: the row
+/// selections of [`SelectedScanExec`], and [`MemtableScanExec`] (another
+/// node's unflushed rows, read there). Everything else is left to
 /// `datafusion-proto`; a node neither knows fails loudly.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LoupeCodec;
@@ -196,6 +202,12 @@ impl PhysicalExtensionCodec for LoupeCodec {
                 };
                 restore_selections(input.as_ref(), scan)
             }
+            Some(NodeKind::MemtableScan(scan)) => {
+                if !inputs.is_empty() {
+                    return plan_err!("a memtable scan has no inputs, got {}", inputs.len());
+                }
+                decode_memtable_scan(scan)
+            }
             None => plan_err!("a Loupe plan node of a kind this version does not know"),
         }
     }
@@ -206,6 +218,14 @@ impl PhysicalExtensionCodec for LoupeCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(scan) = node.downcast_ref::<MemtableScanExec>() {
+            let node = LoupeNode {
+                kind: Some(NodeKind::MemtableScan(encode_memtable_scan(scan))),
+            };
+            return node.encode(buf).map_err(|e| {
+                DataFusionError::Internal(format!("encoding a Loupe plan node: {e}"))
+            });
+        }
         let Some(selected) = node.downcast_ref::<SelectedScanExec>() else {
             return plan_err!("{} cannot be sent to another node", node.name());
         };
@@ -287,6 +307,68 @@ fn restore_selections(
     Ok(DataSourceExec::from_data_source(config))
 }
 
+fn encode_memtable_scan(scan: &MemtableScanExec) -> MemtableScan {
+    MemtableScan {
+        node: scan.node.clone(),
+        worker: scan.worker.to_string(),
+        signal: scan.signal.name().to_string(),
+        after_seq: scan.after_seq,
+        projected: scan.filter.projection.is_some(),
+        projection: scan
+            .filter
+            .projection
+            .iter()
+            .flatten()
+            .map(|&c| c as u64)
+            .collect(),
+        start: scan.filter.bounds.start,
+        end: scan.filter.bounds.end,
+        match_all: scan.filter.match_all.clone(),
+        trace_id: scan.filter.trace_id.clone(),
+    }
+}
+
+fn decode_memtable_scan(scan: MemtableScan) -> Result<Arc<dyn ExecutionPlan>> {
+    let signal = scan
+        .signal
+        .parse::<Signal>()
+        .map_err(|e| DataFusionError::Plan(format!("a memtable scan: {e}")))?;
+    let worker = url::Url::parse(&scan.worker)
+        .map_err(|e| DataFusionError::Plan(format!("a memtable scan's worker: {e}")))?;
+    let columns = signal.schema().fields().len();
+    let projection = if scan.projected {
+        let mut projection = Vec::with_capacity(scan.projection.len());
+        for c in scan.projection {
+            match usize::try_from(c) {
+                Ok(c) if c < columns => projection.push(c),
+                _ => return plan_err!("a memtable scan projects column {c} of {columns}"),
+            }
+        }
+        Some(projection)
+    } else {
+        None
+    };
+    let filter = MemtableFilter {
+        projection,
+        bounds: TimeBounds {
+            start: scan.start,
+            end: scan.end,
+        },
+        match_all: scan.match_all,
+        trace_id: scan.trace_id,
+    };
+    let peer = IngestPeer {
+        node: scan.node,
+        worker,
+    };
+    Ok(Arc::new(MemtableScanExec::try_new(
+        peer,
+        signal,
+        scan.after_seq,
+        filter,
+    )?))
+}
+
 fn encode_access(access: &RowGroupAccess) -> RowGroup {
     match access {
         RowGroupAccess::Skip => RowGroup {
@@ -338,7 +420,7 @@ fn decode_access(group: RowGroup) -> Result<RowGroupAccess> {
 /// One Loupe plan node on the wire.
 #[derive(Clone, PartialEq, Message)]
 struct LoupeNode {
-    #[prost(oneof = "NodeKind", tags = "1")]
+    #[prost(oneof = "NodeKind", tags = "1, 2")]
     kind: Option<NodeKind>,
 }
 
@@ -346,6 +428,34 @@ struct LoupeNode {
 enum NodeKind {
     #[prost(message, tag = "1")]
     SelectedScan(SelectedScan),
+    #[prost(message, tag = "2")]
+    MemtableScan(MemtableScan),
+}
+
+/// Another node's unflushed rows ([`MemtableScanExec`]).
+#[derive(Clone, PartialEq, Message)]
+struct MemtableScan {
+    #[prost(string, tag = "1")]
+    node: String,
+    #[prost(string, tag = "2")]
+    worker: String,
+    #[prost(string, tag = "3")]
+    signal: String,
+    #[prost(uint64, tag = "4")]
+    after_seq: u64,
+    /// Whether `projection` applies (an empty one selects no column).
+    #[prost(bool, tag = "5")]
+    projected: bool,
+    #[prost(uint64, repeated, tag = "6")]
+    projection: Vec<u64>,
+    #[prost(int64, tag = "7")]
+    start: i64,
+    #[prost(int64, tag = "8")]
+    end: i64,
+    #[prost(string, repeated, tag = "9")]
+    match_all: Vec<String>,
+    #[prost(string, optional, tag = "10")]
+    trace_id: Option<String>,
 }
 
 /// The access plans of a file scan's files that have one.
@@ -390,6 +500,7 @@ enum Access {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::memtable_scan::NodeStorage;
     use crate::{QueryConfig, QueryEngine};
     use datafusion::arrow::array::{
         ArrayRef, Int32Array, Int64Array, MapBuilder, StringArray, StringBuilder,
@@ -400,7 +511,7 @@ pub(crate) mod tests {
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::physical_plan::collect;
     use loupe_base::self_metrics::Registry;
-    use loupe_storage::{Signal, Storage, StorageConfig};
+    use loupe_storage::{Storage, StorageConfig};
 
     /// A batch of `signal` with `n` rows: `given` supplies columns by name,
     /// the others take their empty value.
@@ -647,6 +758,76 @@ pub(crate) mod tests {
             crate::deadline::with_deadline(plan, std::time::Instant::now() + limit, limit).unwrap();
         let err = plan_to_bytes(timed).unwrap_err();
         assert!(err.to_string().contains("DeadlineExec"), "{err}");
+        storage.shutdown().await.unwrap();
+    }
+
+    /// Another node's memtable scan keeps whose rows, after where, which
+    /// columns, times and searches through bytes, and decodes to a scan
+    /// that reads them on that node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_memtable_scan_survives_its_wire_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, engine) = engine(dir.path()).await;
+        storage
+            .append(Signal::Logs, logs(1000, 90, 480_002))
+            .await
+            .unwrap();
+        let peer = IngestPeer {
+            node: storage.node_id().to_string(),
+            worker: url::Url::parse("http://127.0.0.1:7070").unwrap(),
+        };
+        let filter = MemtableFilter {
+            projection: Some(vec![3, 0]),
+            bounds: TimeBounds {
+                start: 480_002 * HOUR,
+                end: i64::MAX,
+            },
+            match_all: vec!["alpha".into()],
+            trace_id: None,
+        };
+        let columns = |f: &MemtableFilter| {
+            let schema = Signal::Logs.schema();
+            f.projection
+                .iter()
+                .flatten()
+                .map(|&c| schema.field(c).name().clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(columns(&filter).len(), 2);
+        let after = storage.flushed_through(Signal::Logs);
+        let scan = Arc::new(
+            MemtableScanExec::try_new(peer.clone(), Signal::Logs, after, filter.clone()).unwrap(),
+        );
+        let bytes = plan_to_bytes(scan.clone()).unwrap();
+        let ctx = engine.session().unwrap();
+        let decoded = plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
+        let back = decoded.downcast_ref::<MemtableScanExec>().unwrap();
+        assert_eq!(
+            (
+                &back.node,
+                &back.worker,
+                back.signal,
+                back.after_seq,
+                &back.filter
+            ),
+            (&peer.node, &peer.worker, Signal::Logs, after, &filter)
+        );
+        assert_eq!(decoded.schema(), scan.schema());
+
+        // Executed where the storage is: the 30 "alpha" lines of the 90.
+        let mut config = ctx.copied_config();
+        config.set_extension(Arc::new(NodeStorage(storage.clone())));
+        let task = TaskContext::default().with_session_config(config);
+        let rows = collect(decoded.clone(), Arc::new(task)).await.unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 30);
+        assert_eq!(rows[0].num_columns(), 2);
+        // Without the storage the scan fails instead of returning nothing.
+        assert!(collect(decoded, ctx.task_ctx()).await.is_err());
+
+        // A projection past the schema is refused on decoding.
+        let mut wire = encode_memtable_scan(&scan);
+        wire.projection.push(999);
+        assert!(decode_memtable_scan(wire).is_err());
         storage.shutdown().await.unwrap();
     }
 

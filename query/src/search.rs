@@ -11,7 +11,7 @@ use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, exec_err};
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -73,20 +73,6 @@ pub fn match_all_query(expr: &Expr) -> Option<&str> {
         ] => Some(q.as_str()),
         _ => None,
     }
-}
-
-/// Every `match_all` query among `filters`, parsed.
-pub fn queries(filters: &[Expr]) -> DfResult<Vec<Ast>> {
-    let mut out = Vec::new();
-    for filter in filters {
-        if let Some(q) = match_all_query(filter) {
-            match loupe_storage::log_index::parse_query(q) {
-                Ok(ast) => out.push(ast),
-                Err(e) => return plan_err!("{e}"),
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Rows matching every query (one search of their conjunction), ascending.

@@ -2,12 +2,15 @@
 //! that overlap the query's time window, read through the object store with
 //! statistics and page-index pruning, UNION the memtable. A
 //! `match_all` on logs or a `trace_id = '…'` on spans reads only the rows
-//! the split's index names.
+//! the split's index names. In a distributed query the scan also reads
+//! every other live ingest node's memtable, on that node, after the WAL
+//! position the split list covers for it ([`MemtableScanExec`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, project_schema};
@@ -22,8 +25,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use loupe_storage::{Signal, Storage, TableSnapshot};
+use loupe_storage::{MemBatch, Signal, Storage, TableSnapshot};
 
+use crate::memtable_scan::{IngestPeers, MemtableFilter, MemtableScanExec};
 use crate::search;
 use crate::time_bounds::TimeBounds;
 
@@ -202,6 +206,52 @@ fn is_trace_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The searches a memtable batch of `signal` is narrowed by: every
+/// `match_all` query, and on logs the trace id of a lookup (its lines are
+/// found through the full-text index, which holds trace ids too).
+pub(crate) fn mem_searches(
+    signal: Signal,
+    match_all: &[String],
+    log_trace: Option<&str>,
+) -> DfResult<Vec<loupe_search::Ast>> {
+    if signal != Signal::Logs {
+        return Ok(Vec::new());
+    }
+    let mut searches = Vec::with_capacity(match_all.len() + 1);
+    for q in match_all {
+        match loupe_storage::log_index::parse_query(q) {
+            Ok(ast) => searches.push(ast),
+            Err(e) => return Err(DataFusionError::Plan(e.to_string())),
+        }
+    }
+    if let Some(id) = log_trace {
+        searches.push(loupe_search::Ast::field_is("trace_id", id));
+    }
+    Ok(searches)
+}
+
+/// The rows of memtable `batches` a query reads: batches wholly outside
+/// `bounds` are skipped, the others narrowed to the rows matching every
+/// search.
+pub(crate) fn mem_rows(
+    batches: &[MemBatch],
+    bounds: TimeBounds,
+    searches: &[loupe_search::Ast],
+) -> DfResult<Vec<RecordBatch>> {
+    let mut rows = Vec::with_capacity(batches.len());
+    for mem in batches
+        .iter()
+        .filter(|m| m.overlaps(bounds.start, bounds.end))
+    {
+        if searches.is_empty() {
+            rows.push(mem.batch.clone());
+        } else if let Some(matching) = search::filter_mem_batch(mem, searches)? {
+            rows.push(matching);
+        }
+    }
+    Ok(rows)
+}
+
 /// Deals `items` round-robin into at most `n` non-empty groups.
 fn spread<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let n = n.clamp(1, items.len().max(1));
@@ -281,18 +331,21 @@ impl TableProvider for SignalTable {
         }
         let snapshot = self.storage.snapshot(self.signal);
         let bounds = TimeBounds::from_filters(filters, self.signal.time_column());
-        let mut searches = match self.signal {
-            Signal::Logs => search::queries(filters)?,
+        let match_all: Vec<String> = match self.signal {
+            Signal::Logs => filters
+                .iter()
+                .filter_map(search::match_all_query)
+                .map(str::to_string)
+                .collect(),
             Signal::Spans | Signal::Metrics => Vec::new(),
         };
         let trace_id = trace_id_literal(filters);
         // A trace's log lines come from the full-text index, which holds
         // trace_id too (the equality itself still applies).
-        if self.signal == Signal::Logs
-            && let Some(id) = trace_id.as_deref().filter(|id| is_trace_id(id))
-        {
-            searches.push(loupe_search::Ast::field_is("trace_id", id));
-        }
+        let log_trace = trace_id
+            .clone()
+            .filter(|id| self.signal == Signal::Logs && is_trace_id(id));
+        let searches = mem_searches(self.signal, &match_all, log_trace.as_deref())?;
         let plain: Vec<Expr> = filters
             .iter()
             .filter(|f| search::match_all_query(f).is_none())
@@ -306,18 +359,7 @@ impl TableProvider for SignalTable {
         if !files.is_empty() {
             inputs.push(self.parquet_scan(state, files, projection, &plain, limit)?);
         }
-        let mut batches = Vec::with_capacity(snapshot.batches.len());
-        let in_range = snapshot
-            .batches
-            .iter()
-            .filter(|mem| mem.overlaps(bounds.start, bounds.end));
-        for mem in in_range {
-            if searches.is_empty() {
-                batches.push(mem.batch.clone());
-            } else if let Some(matching) = search::filter_mem_batch(mem, &searches)? {
-                batches.push(matching);
-            }
-        }
+        let batches = mem_rows(&snapshot.batches, bounds, &searches)?;
         if !batches.is_empty() {
             let partitions = spread(batches, state.config().target_partitions());
             inputs.push(MemorySourceConfig::try_new_exec(
@@ -325,6 +367,25 @@ impl TableProvider for SignalTable {
                 self.signal.schema(),
                 projection.cloned(),
             )?);
+        }
+        // On a coordinating node, the other ingest nodes' unflushed rows:
+        // read on each node, after what the listed splits hold of its WAL.
+        if let Some(peers) = state.config().get_extension::<IngestPeers>() {
+            for peer in peers.0.iter().filter(|p| p.node != self.storage.node_id()) {
+                let filter = MemtableFilter {
+                    projection: projection.cloned(),
+                    bounds,
+                    match_all: match_all.clone(),
+                    trace_id: log_trace.clone(),
+                };
+                let after = snapshot.peer_flushed(&peer.node);
+                inputs.push(Arc::new(MemtableScanExec::try_new(
+                    peer.clone(),
+                    self.signal,
+                    after,
+                    filter,
+                )?));
+            }
         }
         if inputs.is_empty() {
             let schema = project_schema(&self.signal.schema(), projection)?;

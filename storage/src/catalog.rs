@@ -51,6 +51,15 @@ impl SplitMeta {
     }
 }
 
+/// How far one node's WAL of one signal is in committed splits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalProgress {
+    pub node: String,
+    pub signal: Signal,
+    /// Every record of `signal` in `node`'s WAL up to this is in a split.
+    pub flushed_seq: u64,
+}
+
 /// Persistent metadata: the embedded SQLite file by default
 /// ([`SqliteCatalog`]), PostgreSQL for several nodes sharing one object
 /// store ([`crate::PgCatalog`]).
@@ -69,6 +78,13 @@ pub trait Catalog: Send + Sync {
     async fn replace_splits(&self, remove: &[String], add: &[SplitMeta]) -> Result<()>;
     /// Every split of every signal.
     async fn list_splits(&self) -> Result<Vec<SplitMeta>>;
+    /// Every split, and every node's WAL positions as of the same instant
+    /// (one snapshot of a shared catalog), so a reader knows which of each
+    /// node's acknowledged rows the listed splits hold. A single node's
+    /// catalog has no other nodes: its own positions are not listed.
+    async fn list_splits_and_progress(&self) -> Result<(Vec<SplitMeta>, Vec<WalProgress>)> {
+        Ok((self.list_splits().await?, Vec::new()))
+    }
     /// The highest WAL sequence number of `signal` (of this node's WAL)
     /// already in Parquet (0: none).
     async fn flushed_seq(&self, signal: Signal) -> Result<u64>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use loupe_catalog::pg::{PgDb, PgSchema};
 use loupe_catalog::{CatalogDbError, tokio_postgres};
 
-use crate::catalog::{Catalog, SplitMeta};
+use crate::catalog::{Catalog, SplitMeta, WalProgress};
 use crate::error::{Result, StorageError};
 use crate::schema::Signal;
 
@@ -41,6 +41,37 @@ pub const PG_SCHEMA: PgSchema = PgSchema {
         PRIMARY KEY (node, signal)
     );"],
 };
+
+const LIST_SPLITS: &str = "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node
+     FROM splits ORDER BY min_time, id";
+
+fn splits_from_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<SplitMeta>> {
+    let mut splits = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get(0);
+        let signal = row
+            .get::<_, String>(1)
+            .parse::<Signal>()
+            .map_err(|e| StorageError::Internal(format!("catalog row {id}: {e}")))?;
+        let services = serde_json::from_str(row.get::<_, &str>(9))
+            .map_err(|e| StorageError::Internal(format!("catalog row {id}: services: {e}")))?;
+        splits.push(SplitMeta {
+            signal,
+            path: row.get(2),
+            index_path: row.get(3),
+            min_time: row.get(4),
+            max_time: row.get(5),
+            row_count: row.get::<_, i64>(6) as u64,
+            byte_size: row.get::<_, i64>(7) as u64,
+            raw_bytes: row.get::<_, i64>(8) as u64,
+            services,
+            created_at: row.get(10),
+            node: Some(row.get(11)),
+            id,
+        });
+    }
+    Ok(splits)
+}
 
 /// Splits and WAL positions in PostgreSQL.
 pub struct PgCatalog {
@@ -177,39 +208,42 @@ impl Catalog for PgCatalog {
     async fn list_splits(&self) -> Result<Vec<SplitMeta>> {
         let client = self.db.client().await?;
         let client = client.as_ref().ok_or(CatalogDbError::Closed)?;
-        let rows = client
-            .query(
-                "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node
-                 FROM splits ORDER BY min_time, id",
-                &[],
-            )
+        let rows = client.query(LIST_SPLITS, &[]).await.map_err(pg)?;
+        splits_from_rows(rows)
+    }
+
+    async fn list_splits_and_progress(&self) -> Result<(Vec<SplitMeta>, Vec<WalProgress>)> {
+        let mut client = self.db.client().await?;
+        let client = client.as_mut().ok_or(CatalogDbError::Closed)?;
+        // One snapshot for both reads: a flush commits its splits and its
+        // WAL position together, so they agree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
             .map_err(pg)?;
-        let mut splits = Vec::with_capacity(rows.len());
+        let splits = splits_from_rows(tx.query(LIST_SPLITS, &[]).await.map_err(pg)?)?;
+        let rows = tx
+            .query("SELECT node, signal, flushed_seq FROM wal_progress", &[])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        let mut progress = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: String = row.get(0);
+            let node: String = row.get(0);
             let signal = row
                 .get::<_, String>(1)
                 .parse::<Signal>()
-                .map_err(|e| StorageError::Internal(format!("catalog row {id}: {e}")))?;
-            let services = serde_json::from_str(row.get::<_, &str>(9))
-                .map_err(|e| StorageError::Internal(format!("catalog row {id}: services: {e}")))?;
-            splits.push(SplitMeta {
+                .map_err(|e| StorageError::Internal(format!("wal_progress of {node}: {e}")))?;
+            progress.push(WalProgress {
+                node,
                 signal,
-                path: row.get(2),
-                index_path: row.get(3),
-                min_time: row.get(4),
-                max_time: row.get(5),
-                row_count: row.get::<_, i64>(6) as u64,
-                byte_size: row.get::<_, i64>(7) as u64,
-                raw_bytes: row.get::<_, i64>(8) as u64,
-                services,
-                created_at: row.get(10),
-                node: Some(row.get(11)),
-                id,
+                flushed_seq: row.get::<_, i64>(2).max(0) as u64,
             });
         }
-        Ok(splits)
+        Ok((splits, progress))
     }
 
     async fn flushed_seq(&self, signal: Signal) -> Result<u64> {

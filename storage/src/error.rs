@@ -46,6 +46,18 @@ pub enum StorageError {
     InvalidSearch(String),
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// A reader asked for the memtable rows after a WAL position whose
+    /// successors are no longer all in memory (its split list is older
+    /// than the flushed batches' grace, or than this process): it must
+    /// list the splits again.
+    #[error(
+        "the {signal} rows after WAL position {after} are no longer all in memory (gone through {gone_through}); list the splits again"
+    )]
+    RowsGone {
+        signal: crate::Signal,
+        after: u64,
+        gone_through: u64,
+    },
     /// A setting names something storage cannot use.
     #[error("{0}")]
     Config(String),

@@ -31,11 +31,11 @@ mod size_report;
 #[cfg(test)]
 mod test_batches;
 
-pub use catalog::{Catalog, SplitMeta, SqliteCatalog};
+pub use catalog::{Catalog, SplitMeta, SqliteCatalog, WalProgress};
 pub use catalog_pg::{PG_SCHEMA, PgCatalog};
 pub use error::{Result, StorageError};
 pub use maintenance::MaintenanceConfig;
-pub use memtable::MemBatch;
+pub use memtable::{FLUSHED_GRACE, MemBatch};
 pub use schema::{Signal, attributes_type, timestamp_type};
 pub use shared::TableSnapshot;
 pub use split_store::STORE_URL;

@@ -1,10 +1,18 @@
 //! Accepted batches that are durable in the WAL but not yet in Parquet.
 //! Queries read them directly, which is how data is visible within a second
 //! of its acknowledgement.
+//!
+//! Flushed batches stay a little longer ([`FLUSHED_GRACE`]): another node
+//! that coordinates a query reads this node's unflushed rows as "every row
+//! after the WAL position its split list covers" ([`Memtable::rows_after`]),
+//! and its split list may lag this node's latest flush by the time a
+//! catalog notification takes. Keeping the just-flushed batches lets such
+//! a reader still get each row exactly once instead of losing the rows
+//! flushed since it listed the splits.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
@@ -57,12 +65,35 @@ struct Entry {
     hours: Vec<i64>,
 }
 
+/// How long flushed batches stay readable by [`Memtable::rows_after`]:
+/// tens of seconds, far above the usual lag of another node's split list
+/// (a `NOTIFY` round trip), short enough that the memory they hold beyond
+/// the unflushed budget is a few flushes' worth.
+pub const FLUSHED_GRACE: Duration = Duration::from_secs(30);
+
 /// One signal's unflushed batches, in WAL sequence order.
 #[derive(Default)]
 pub struct Memtable {
     entries: VecDeque<Entry>,
     bytes: usize,
     rows: usize,
+    /// Batches flushed less than [`FLUSHED_GRACE`] ago (at the time of the
+    /// last flush), with the time they were flushed, in sequence order.
+    /// Not counted in `bytes`: they are in Parquet already.
+    flushed: VecDeque<(u64, MemBatch, Instant)>,
+    /// Every batch with a seq at or below this is in Parquet.
+    flushed_through: u64,
+    /// Every batch with a seq at or below this is gone from memory (flushed
+    /// more than the grace ago, or before this process started).
+    gone_through: u64,
+}
+
+/// The rows after a WAL position are no longer all in memory: the reader's
+/// split list is older than [`FLUSHED_GRACE`] or than this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowsGone {
+    /// Every batch with a seq at or below this is gone.
+    pub gone_through: u64,
 }
 
 /// The batches one flush writes: a prefix of the memtable.
@@ -125,8 +156,21 @@ impl Memtable {
     }
 
     /// Drops the batches with `seq <= through`, now that they are in a
-    /// committed Parquet file; returns the bytes freed.
+    /// committed Parquet file (they stay readable by [`Memtable::rows_after`]
+    /// for [`FLUSHED_GRACE`]); returns the bytes freed from the unflushed
+    /// share.
     pub fn remove_through(&mut self, through: u64) -> usize {
+        self.remove_through_at(through, Instant::now())
+    }
+
+    fn remove_through_at(&mut self, through: u64, now: Instant) -> usize {
+        while let Some((seq, _, at)) = self.flushed.front() {
+            if now.saturating_duration_since(*at) < FLUSHED_GRACE {
+                break;
+            }
+            self.gone_through = self.gone_through.max(*seq);
+            self.flushed.pop_front();
+        }
         let mut freed = 0;
         while let Some(entry) = self.entries.front() {
             if entry.seq > through {
@@ -134,10 +178,47 @@ impl Memtable {
             }
             freed += entry.batch.batch.get_array_memory_size();
             self.rows -= entry.batch.batch.num_rows();
-            self.entries.pop_front();
+            if let Some(entry) = self.entries.pop_front() {
+                self.flushed.push_back((entry.seq, entry.batch, now));
+            }
         }
+        self.flushed_through = self.flushed_through.max(through);
         self.bytes -= freed;
         freed
+    }
+
+    /// Records that every batch up to `seq` was flushed before this
+    /// process started (the WAL replay begins after it).
+    pub fn set_flushed_before_start(&mut self, seq: u64) {
+        self.flushed_through = self.flushed_through.max(seq);
+        self.gone_through = self.gone_through.max(seq);
+    }
+
+    /// Every batch with a seq at or below this is in Parquet.
+    pub fn flushed_through(&self) -> u64 {
+        self.flushed_through
+    }
+
+    /// The batches, flushed or not, with a seq above `after` — exactly the
+    /// rows a reader whose split list covers this WAL up to `after` lacks —
+    /// or [`RowsGone`] when some of them left memory already.
+    pub fn rows_after(&self, after: u64) -> Result<Vec<MemBatch>, RowsGone> {
+        if after < self.gone_through {
+            return Err(RowsGone {
+                gone_through: self.gone_through,
+            });
+        }
+        let flushed = self
+            .flushed
+            .iter()
+            .filter(|(seq, _, _)| *seq > after)
+            .map(|(_, batch, _)| batch.clone());
+        let unflushed = self
+            .entries
+            .iter()
+            .filter(|e| e.seq > after)
+            .map(|e| e.batch.clone());
+        Ok(flushed.chain(unflushed).collect())
     }
 
     pub fn bytes(&self) -> usize {
@@ -194,6 +275,40 @@ mod tests {
             (m.rows(), m.bytes(), m.first_seq(), m.oldest()),
             (0, 0, None, None)
         );
+    }
+
+    fn seqs_after(m: &Memtable, after: u64) -> Result<Vec<usize>, RowsGone> {
+        m.rows_after(after)
+            .map(|b| b.iter().map(|b| b.batch.num_rows()).collect())
+    }
+
+    #[test]
+    fn rows_after_a_position_are_read_exactly_once_through_a_flush() {
+        let mut m = Memtable::default();
+        m.set_flushed_before_start(2);
+        m.push(3, batch(1), vec![0], None);
+        m.push(5, batch(2), vec![0], None);
+        m.push(9, batch(3), vec![0], None);
+        // A reader whose splits cover the WAL through 2 reads all three.
+        assert_eq!(seqs_after(&m, 2), Ok(vec![1, 2, 3]));
+        // Before this process started: those rows are only in Parquet.
+        assert_eq!(seqs_after(&m, 1), Err(RowsGone { gone_through: 2 }));
+        // A flush through 5: a reader that listed the splits before it
+        // still reads each row once, one that listed them after it too.
+        let start = Instant::now();
+        let freed = batch(1).get_array_memory_size() + batch(2).get_array_memory_size();
+        assert_eq!(m.remove_through_at(5, start), freed);
+        assert_eq!(m.flushed_through(), 5);
+        assert_eq!(seqs_after(&m, 2), Ok(vec![1, 2, 3]));
+        assert_eq!(seqs_after(&m, 3), Ok(vec![2, 3]));
+        assert_eq!(seqs_after(&m, 5), Ok(vec![3]));
+        assert_eq!(m.rows(), 3);
+        // Past the grace, the next flush lets the flushed batches go: an
+        // old reader gets an error instead of a silently short answer.
+        m.remove_through_at(9, start + FLUSHED_GRACE);
+        assert_eq!(seqs_after(&m, 2), Err(RowsGone { gone_through: 5 }));
+        assert_eq!(seqs_after(&m, 5), Ok(vec![3]));
+        assert_eq!(seqs_after(&m, 9), Ok(vec![]));
     }
 
     #[test]

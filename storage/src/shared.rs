@@ -3,6 +3,7 @@
 //! here, beneath both `Storage` and the writer, so neither has to reach
 //! into the other.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 
@@ -20,6 +21,19 @@ use loupe_base::self_metrics::{Counter, Gauge, Histogram, Registry};
 pub struct TableSnapshot {
     pub splits: Vec<Arc<SplitMeta>>,
     pub batches: Vec<MemBatch>,
+    /// On a shared catalog, how far `splits` cover each other node's WAL
+    /// for this table's signal: every row that node acknowledged with a
+    /// higher sequence number is not in `splits` but (until it flushes and
+    /// the grace passes) in its memtable. A node missing here had flushed
+    /// nothing when the list was read (0).
+    pub peers_flushed: Arc<HashMap<String, u64>>,
+}
+
+impl TableSnapshot {
+    /// How far `splits` cover `node`'s WAL (see [`TableSnapshot::peers_flushed`]).
+    pub fn peer_flushed(&self, node: &str) -> u64 {
+        self.peers_flushed.get(node).copied().unwrap_or(0)
+    }
 }
 
 /// Memtables and committed splits per signal, behind [`Shared`]'s lock:
@@ -27,6 +41,9 @@ pub struct TableSnapshot {
 pub(crate) struct State {
     pub(crate) memtables: [Memtable; 3],
     pub(crate) splits: [Vec<Arc<SplitMeta>>; 3],
+    /// Other nodes' flushed WAL positions per signal, read from the
+    /// catalog together with the split list (see [`TableSnapshot`]).
+    pub(crate) peers_flushed: [Arc<HashMap<String, u64>>; 3],
     /// Highest WAL sequence number whose batch reached a memtable.
     pub(crate) last_seq: u64,
 }
@@ -153,6 +170,7 @@ impl Shared {
         self.read_state(|state| TableSnapshot {
             splits: state.splits[signal.index()].clone(),
             batches: state.memtables[signal.index()].snapshot().0,
+            peers_flushed: state.peers_flushed[signal.index()].clone(),
         })
     }
 

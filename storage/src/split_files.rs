@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::catalog::{Catalog, SplitMeta};
+use crate::catalog::{Catalog, SplitMeta, WalProgress};
 use crate::error::Result;
 use crate::schema::Signal;
 use crate::shared::Shared;
@@ -25,6 +25,18 @@ pub(crate) struct SplitFiles {
     /// This node's recent catalog changes, so a reload that read the
     /// catalog before them does not undo them.
     pub(crate) recent: Mutex<RecentChanges>,
+    /// One reload at a time: a listing read before another's must not be
+    /// applied after it (the follower and a query's reload may race).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+}
+
+/// Other nodes' WAL positions per signal, from a listing's `progress`.
+pub(crate) fn peers_flushed(own: &str, progress: &[WalProgress]) -> [Arc<HashMap<String, u64>>; 3] {
+    let mut peers: [HashMap<String, u64>; 3] = Default::default();
+    for p in progress.iter().filter(|p| p.node != own) {
+        peers[p.signal.index()].insert(p.node.clone(), p.flushed_seq);
+    }
+    peers.map(Arc::new)
 }
 
 /// Splits this node published or removed, each with the change counter
@@ -79,12 +91,14 @@ impl SplitFiles {
     /// of this node's own changes: then it may also miss what replaced
     /// them, and the caller reloads again shortly.
     pub(crate) async fn refresh(&self) -> Result<bool> {
+        let _one_at_a_time = self.reloading.lock().await;
         let since = self
             .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .counter;
-        let listed = self.catalog.list_splits().await?;
+        let (listed, progress) = self.catalog.list_splits_and_progress().await?;
+        let peers = peers_flushed(&self.node_id, &progress);
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let newer =
             |changes: &HashMap<String, u64>, id: &str| changes.get(id).is_some_and(|&n| n > since);
@@ -105,6 +119,9 @@ impl SplitFiles {
                         .map(Arc::new),
                 );
             }
+            // Under the same lock as the lists: a query's snapshot pairs
+            // the splits with the positions they cover.
+            state.peers_flushed = peers;
         });
         drop(recent);
         // Changes this reload saw need no protection any more.

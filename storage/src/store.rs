@@ -185,17 +185,20 @@ impl Storage {
         };
         let splits = SplitStore::open(&config.storage_url, dir, config.read_cache_bytes, registry)?;
 
+        // Files first, then the catalog: a file published in between is
+        // named by the listing and not taken for an orphan.
+        let stored = splits.list().await?;
+        let (listed, progress) = catalog.list_splits_and_progress().await?;
         let mut state = State {
             memtables: Default::default(),
             splits: Default::default(),
+            peers_flushed: crate::split_files::peers_flushed(&node_id, &progress),
             last_seq: 0,
         };
         // Only this process writes a local directory, so whatever no
         // catalog row names is a leftover of a crash; a shared bucket may
         // hold other nodes' uploads about to be published, so there only
         // files older than the grace period go.
-        let stored = splits.list().await?;
-        let listed = catalog.list_splits().await?;
         let grace = if splits.is_local() {
             Duration::ZERO
         } else {
@@ -209,6 +212,7 @@ impl Storage {
         let mut flushed = [0u64; 3];
         for signal in Signal::ALL {
             flushed[signal.index()] = catalog.flushed_seq(signal).await?;
+            state.memtables[signal.index()].set_flushed_before_start(flushed[signal.index()]);
         }
         let started = Instant::now();
         let mut replayed = 0usize;
@@ -248,6 +252,7 @@ impl Storage {
             shared: shared.clone(),
             delete_grace: config.maintenance.delete_grace,
             recent: Default::default(),
+            reloading: Default::default(),
         });
         // A node on its own SQLite catalog is the only one: it maintains
         // from the start. On a shared catalog the lease holder does, once
@@ -425,6 +430,53 @@ impl Storage {
     /// The splits and memtable batches a query of `signal` should read.
     pub fn snapshot(&self, signal: Signal) -> TableSnapshot {
         self.shared.snapshot(signal)
+    }
+
+    /// This node's rows of `signal` with a WAL sequence number above
+    /// `after`, flushed or not: what a query coordinated on another node
+    /// lacks when its split list covers this node's WAL up to `after` (see
+    /// [`TableSnapshot::peers_flushed`]). Rows flushed within
+    /// [`crate::FLUSHED_GRACE`] are still here, so a split list a little
+    /// older than this node's last flush still reads each row exactly
+    /// once; an older one gets [`StorageError::RowsGone`].
+    pub fn unflushed_after(&self, signal: Signal, after: u64) -> Result<Vec<crate::MemBatch>> {
+        self.shared.read_state(|state| {
+            state.memtables[signal.index()]
+                .rows_after(after)
+                .map_err(|gone| StorageError::RowsGone {
+                    signal,
+                    after,
+                    gone_through: gone.gone_through,
+                })
+        })
+    }
+
+    /// Every WAL record of `signal` up to this is in a committed split.
+    pub fn flushed_through(&self, signal: Signal) -> u64 {
+        self.shared
+            .read_state(|state| state.memtables[signal.index()].flushed_through())
+    }
+
+    /// Reads the split list of a shared catalog again now (it is followed
+    /// anyway; a query whose snapshot proved too old calls this before
+    /// planning again). Nothing to do on a single node's catalog.
+    pub async fn reload_splits(&self) -> Result<()> {
+        if self.files.pg.is_some() {
+            self.files.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Records that the splits in this node's list cover `node`'s WAL of
+    /// `signal` up to `flushed_seq`, as a reload of a shared catalog does.
+    /// For tests of several nodes over single-node catalogs.
+    #[doc(hidden)]
+    pub fn set_peer_flushed(&self, node: &str, signal: Signal, flushed_seq: u64) {
+        self.shared.with_state(|state| {
+            let mut peers = state.peers_flushed[signal.index()].as_ref().clone();
+            peers.insert(node.to_string(), flushed_seq);
+            state.peers_flushed[signal.index()] = Arc::new(peers);
+        });
     }
 
     /// Writes `signal`'s memtable to Parquet and commits it — at most

@@ -1445,16 +1445,47 @@ fn three_nodes_answer_like_one_lose_nothing_to_a_crash_and_hand_the_lease_over()
         top[0]
     );
 
-    // kill -9 an ingest node holding acknowledged records it has not
-    // flushed (an hour's flush interval): the others keep answering, and
-    // once restarted its WAL gives back every one of them.
+    // An ingest node holding acknowledged records it has not flushed (an
+    // hour's flush interval): the other nodes count them too, read on it
+    // from its memtable (once its new worker address is in their lists,
+    // read every 5 s). Then kill -9 it: the others keep answering, with
+    // the published records, and once restarted its WAL gives back every
+    // one of them.
     let published = records(&b);
     let slow = args("ingest,query", "1h");
     let mut a = Loupe::start_in(a, &strs(&slow));
     generate(&a, &["--rate", "40", "--duration", "2s", "--seed", "9"]);
     let acknowledged = records(&a);
     assert!(acknowledged > published);
-    assert_eq!(records(&b), published, "a's new records are not flushed");
+    let mut seen = Vec::new();
+    let unflushed_seen = wait_until(deadline_in(Duration::from_secs(20)), || {
+        seen = [&b, &c].iter().map(|n| records(n)).collect();
+        seen.iter().all(|&n| n == acknowledged)
+    });
+    let warnings = |n: &Loupe| -> String {
+        let log = n.log();
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        unflushed_seen,
+        "b and c count {seen:?}: a acknowledged {acknowledged}, {published} published\nb:\n{}\nc:\n{}",
+        warnings(&b),
+        warnings(&c)
+    );
+    // …which are still not in any published file.
+    let in_files: u64 = ["logs", "spans"]
+        .iter()
+        .flat_map(|s| b.splits(s))
+        .map(|s| s["row_count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(in_files, published, "a flushed its new records");
+    println!(
+        "a's unflushed records seen on b and c after {:?}",
+        began.elapsed()
+    );
     a.kill9();
     for n in [&b, &c] {
         assert_eq!(records(n), published);
