@@ -252,6 +252,23 @@ impl QueryEngine {
         )
     }
 
+    /// The `logs` table of the other ingest nodes' unflushed rows that
+    /// `snapshot`'s splits lack (see [`Self::reads_peers`]).
+    pub fn peer_logs(&self, snapshot: &loupe_storage::TableSnapshot) -> crate::table::SignalTable {
+        crate::table::SignalTable::peers_after(
+            self.storage.clone(),
+            Signal::Logs,
+            self.store_url.clone(),
+            snapshot,
+        )
+    }
+
+    /// Whether this node's queries read other ingest nodes' unflushed rows
+    /// on those nodes: what an answer from this node's indexes alone lacks.
+    pub fn reads_peers(&self) -> bool {
+        self.distributes() && self.has_ingest_peers()
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }

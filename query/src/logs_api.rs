@@ -17,7 +17,10 @@ use axum::extract::{Query, State};
 use axum::response::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::scalar::ScalarValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -161,11 +164,50 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
         .await?;
     }
     let Hits {
-        total,
-        counts,
+        mut total,
+        mut counts,
         newest,
         ..
     } = hits;
+    // Other ingest nodes' unflushed lines are in no index here: a query
+    // read on those nodes counts them per bucket (the newest are read
+    // with this node's hits below).
+    let peers = engine
+        .reads_peers()
+        .then(|| Arc::new(engine.peer_logs(&snapshot)));
+    let theirs = peer_conditions(p.q.as_deref(), p.service.as_deref(), start, end);
+    let mut partial = false;
+    if let Some(peers) = &peers {
+        let out = engine
+            .query(async |ctx| {
+                ctx.register_table("peer_logs", peers.clone())
+                    .map_err(from_datafusion)?;
+                // Times are never negative, so this is `div_euclid`'s bucket.
+                let bucket = (cast(col("time"), DataType::Int64) / lit(width)) * lit(width);
+                ctx.table("peer_logs")
+                    .await
+                    .and_then(|df| df.filter(theirs.clone()))
+                    .and_then(|df| df.aggregate(vec![bucket], vec![count(lit(1))]))
+                    .map_err(from_datafusion)
+            })
+            .await?;
+        partial |= out.partial;
+        for batch in &out.batches {
+            let (buckets, n) = (batch.column(0), batch.column(1));
+            let (Some(buckets), Some(n)) = (
+                buckets.as_primitive_opt::<Int64Type>(),
+                n.as_primitive_opt::<Int64Type>(),
+            ) else {
+                return Err(QueryError::Internal("peer counts: not integers".into()));
+            };
+            for (bucket, n) in buckets.iter().zip(n.iter()) {
+                if let (Some(bucket), Some(n)) = (bucket, n) {
+                    total += n as u64;
+                    *counts.entry(bucket).or_default() += n as u64;
+                }
+            }
+        }
+    }
 
     let mut by_source: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for Reverse((_, source, row)) in newest {
@@ -187,14 +229,30 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
     let hits = engine
         .query(async |ctx| {
             ctx.register_table("hits", table).map_err(from_datafusion)?;
-            ctx.table("hits")
+            let mut hits = ctx
+                .table("hits")
                 .await
                 .and_then(|df| df.select(hit_columns()))
-                .and_then(|df| df.sort(vec![col("time").sort(false, true)]))
+                .map_err(from_datafusion)?;
+            if let Some(peers) = peers {
+                ctx.register_table("peer_logs", peers)
+                    .map_err(from_datafusion)?;
+                let newest_of_peers = ctx
+                    .table("peer_logs")
+                    .await
+                    .and_then(|df| df.filter(theirs))
+                    .and_then(|df| df.select(hit_columns()))
+                    .and_then(|df| df.sort(vec![col("time").sort(false, true)]))
+                    .and_then(|df| df.limit(0, Some(limit)))
+                    .map_err(from_datafusion)?;
+                hits = hits.union(newest_of_peers).map_err(from_datafusion)?;
+            }
+            hits.sort(vec![col("time").sort(false, true)])
                 .and_then(|df| df.limit(0, Some(limit)))
                 .map_err(from_datafusion)
         })
         .await?;
+    partial |= hits.partial;
 
     let first = start.div_euclid(width) * width;
     let mut histogram = Vec::new();
@@ -213,7 +271,21 @@ async fn search_indexes(engine: &QueryEngine, p: SearchParams) -> Result<Value, 
         "histogram": histogram,
         "bucket_ms": width as f64 / 1e6,
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "partial": partial,
     }))
+}
+
+/// The request's search as conditions on the `logs` table, for the rows
+/// other nodes read: `match_all` of its `q`, its service, its window.
+fn peer_conditions(q: Option<&str>, service: Option<&str>, start: i64, end: i64) -> Expr {
+    let mut all = col("time").gt_eq(ts(start)).and(col("time").lt_eq(ts(end)));
+    if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+        all = all.and(Arc::new(crate::search::match_all_udf()).call(vec![lit(q)]));
+    }
+    if let Some(service) = service {
+        all = all.and(col("service").eq(lit(service)));
+    }
+    all
 }
 
 /// What a search has found so far: the total, the count per histogram

@@ -6,6 +6,7 @@
 //! every other live ingest node's memtable, on that node, after the WAL
 //! position the split list covers for it ([`MemtableScanExec`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,6 +38,11 @@ pub struct SignalTable {
     store_url: ObjectStoreUrl,
     /// When set, the table is just these rows (see [`Selection`]).
     selection: Option<Selection>,
+    /// When set, only the other ingest nodes' unflushed rows, after the
+    /// WAL positions given (a [`TableSnapshot::peers_flushed`]): the
+    /// search API reads the rest from the indexes of its own snapshot and
+    /// asks this for what that snapshot's splits lack.
+    peers_after: Option<Arc<HashMap<String, u64>>>,
 }
 
 /// Given rows of a table: rows of splits (ascending row numbers) and
@@ -63,6 +69,22 @@ impl SignalTable {
             signal,
             store_url,
             selection: None,
+            peers_after: None,
+        }
+    }
+
+    /// The table of the other live ingest nodes' unflushed rows alone,
+    /// after the positions `snapshot`'s splits cover, as a coordinating
+    /// session reads them (empty in any other session).
+    pub fn peers_after(
+        storage: Arc<Storage>,
+        signal: Signal,
+        store_url: ObjectStoreUrl,
+        snapshot: &TableSnapshot,
+    ) -> Self {
+        SignalTable {
+            peers_after: Some(snapshot.peers_flushed.clone()),
+            ..SignalTable::new(storage, signal, store_url)
         }
     }
 
@@ -353,13 +375,20 @@ impl TableProvider for SignalTable {
             .collect();
         let mut inputs = Vec::new();
         let trace_id = trace_id.filter(|_| self.signal == Signal::Spans);
-        let files = self
-            .files(&snapshot, bounds, &searches, trace_id.as_deref())
-            .await?;
+        let files = match self.peers_after {
+            Some(_) => Vec::new(),
+            None => {
+                self.files(&snapshot, bounds, &searches, trace_id.as_deref())
+                    .await?
+            }
+        };
         if !files.is_empty() {
             inputs.push(self.parquet_scan(state, files, projection, &plain, limit)?);
         }
-        let batches = mem_rows(&snapshot.batches, bounds, &searches)?;
+        let batches = match self.peers_after {
+            Some(_) => Vec::new(),
+            None => mem_rows(&snapshot.batches, bounds, &searches)?,
+        };
         if !batches.is_empty() {
             let partitions = spread(batches, state.config().target_partitions());
             inputs.push(MemorySourceConfig::try_new_exec(
@@ -378,7 +407,10 @@ impl TableProvider for SignalTable {
                     match_all: match_all.clone(),
                     trace_id: log_trace.clone(),
                 };
-                let after = snapshot.peer_flushed(&peer.node);
+                let after = match &self.peers_after {
+                    Some(after) => after.get(&peer.node).copied().unwrap_or(0),
+                    None => snapshot.peer_flushed(&peer.node),
+                };
                 inputs.push(Arc::new(MemtableScanExec::try_new(
                     peer.clone(),
                     self.signal,

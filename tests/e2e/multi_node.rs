@@ -1482,6 +1482,35 @@ fn three_nodes_answer_like_one_lose_nothing_to_a_crash_and_hand_the_lease_over()
         .map(|s| s["row_count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(in_files, published, "a flushed its new records");
+    // The search API too: a's unflushed lines are in no index on b or c,
+    // so they count them and read the newest of them on a.
+    let logs = a.count("SELECT count(*) FROM logs");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let (start, end) = (now - 7_200_000_000_000, now + 60_000_000_000);
+    for q in ["", "error"] {
+        let search = |n: &Loupe| {
+            let found = get(
+                n,
+                &format!("/api/v1/logs/search?q={q}&start={start}&end={end}&limit=50"),
+            );
+            ["total", "hits", "histogram", "partial"].map(|k| found[k].clone())
+        };
+        let on_a = search(&a);
+        if q.is_empty() {
+            assert_eq!(on_a[0], logs, "{on_a:?}");
+        }
+        assert!(on_a[0].as_u64() > Some(0), "{on_a:?}");
+        for n in [&b, &c] {
+            let there = search(n);
+            assert_eq!(there[0], on_a[0], "q={q}: total");
+            assert_eq!(there[1], on_a[1], "q={q}: hits");
+            assert_eq!(there[2], on_a[2], "q={q}: histogram");
+            assert_eq!(there[3], false, "q={q}: partial");
+        }
+    }
     println!(
         "a's unflushed records seen on b and c after {:?}",
         began.elapsed()
