@@ -793,6 +793,20 @@ fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
     Ok(files)
 }
 
+/// `batch` as a split: its Parquet file written in `dir`, and its index
+/// bundle (returned too) opened over that file.
+#[cfg(test)]
+fn reopened_split(batch: &RecordBatch, dir: &std::path::Path) -> (LogIndex, Vec<u8>) {
+    let split =
+        crate::split_writer::encode_splits(crate::Signal::Logs, std::slice::from_ref(batch))
+            .unwrap()
+            .remove(0);
+    let parquet = dir.join("split.parquet");
+    std::fs::write(&parquet, &split.bytes).unwrap();
+    let bundle = split.index.unwrap();
+    (LogIndex::open(&bundle, Some(parquet)).unwrap(), bundle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,14 +890,8 @@ mod tests {
         assert_eq!(seen, vec![(1_000, 0)], "time bounds apply");
 
         // A split's index checks phrases against its Parquet file.
-        let split =
-            crate::split_writer::encode_splits(crate::Signal::Logs, std::slice::from_ref(&batch))
-                .unwrap()
-                .remove(0);
         let dir = tempfile::tempdir().unwrap();
-        let parquet = dir.path().join("split.parquet");
-        std::fs::write(&parquet, &split.bytes).unwrap();
-        let reopened = LogIndex::open(split.index.as_ref().unwrap(), Some(parquet)).unwrap();
+        let (reopened, _) = reopened_split(&batch, dir.path());
         // The split is sorted by service then time: cart rows 0 and 1 keep
         // their order, payment's row is last.
         assert_eq!(rows(&reopened, "\"connection reset\""), vec![0]);
@@ -998,15 +1006,9 @@ mod id_word_tests {
             ("cart", "INFO", 9, "code e12345 and 2023", &[]),
         ]);
         let memtable = LogIndex::build(&batch).unwrap();
-        let split =
-            crate::split_writer::encode_splits(crate::Signal::Logs, std::slice::from_ref(&batch))
-                .unwrap()
-                .remove(0);
         let dir = tempfile::tempdir().unwrap();
-        let parquet = dir.path().join("split.parquet");
-        std::fs::write(&parquet, &split.bytes).unwrap();
-        let bundle = split.index.as_ref().unwrap();
-        let reopened = LogIndex::open(bundle, Some(parquet)).unwrap();
+        let (reopened, bundle) = reopened_split(&batch, dir.path());
+        let bundle = bundle.as_slice();
         for index in [&memtable, &reopened] {
             for (query, expected) in [
                 ("ffc8ca7e4c8f06c75142c880d5595d96", vec![0]),
@@ -1141,22 +1143,15 @@ mod digit_block_tests {
             .collect();
         let batch = log_batch_with(&rows);
         let memtable = LogIndex::build(&batch).unwrap();
-        let split =
-            crate::split_writer::encode_splits(crate::Signal::Logs, std::slice::from_ref(&batch))
-                .unwrap()
-                .remove(0);
         let dir = tempfile::tempdir().unwrap();
-        let parquet = dir.path().join("split.parquet");
-        std::fs::write(&parquet, &split.bytes).unwrap();
-        let bundle = split.index.as_ref().unwrap();
+        let (reopened, bundle) = reopened_split(&batch, dir.path());
         assert!(
-            read_bundle(bundle)
+            read_bundle(&bundle)
                 .unwrap()
                 .iter()
                 .any(|(p, _)| p.starts_with(BLOCKS_DIR)),
             "the bundle holds the blocks' index"
         );
-        let reopened = LogIndex::open(bundle, Some(parquet)).unwrap();
         let trace = format!("{:016x}{:016x}", 17 * 7919, 17);
         let phrases = [
             "404",
