@@ -28,7 +28,7 @@ pub fn register(
         (
             "unflushed",
             config.storage.max_unflushed_bytes,
-            Box::new(move || storage.unflushed_bytes()),
+            Box::new(move || storage.unflushed_share_bytes()),
         ),
         (
             "in_flight",

@@ -67,8 +67,10 @@ struct Entry {
 
 /// How long flushed batches stay readable by [`Memtable::rows_after`]:
 /// tens of seconds, far above the usual lag of another node's split list
-/// (a `NOTIFY` round trip), short enough that the memory they hold beyond
-/// the unflushed budget is a few flushes' worth.
+/// (a `NOTIFY` round trip). They are dropped sooner when the unflushed
+/// share of the memory budget needs the room (see
+/// [`Memtable::forget_flushed_over`]): under heavy ingest a flush every
+/// second or two would otherwise keep tens of flushes' worth.
 pub const FLUSHED_GRACE: Duration = Duration::from_secs(30);
 
 /// One signal's unflushed batches, in WAL sequence order.
@@ -81,6 +83,8 @@ pub struct Memtable {
     /// last flush), with the time they were flushed, in sequence order.
     /// Not counted in `bytes`: they are in Parquet already.
     flushed: VecDeque<(u64, MemBatch, Instant)>,
+    /// What the batches in `flushed` hold.
+    flushed_bytes: usize,
     /// Every batch with a seq at or below this is in Parquet.
     flushed_through: u64,
     /// Every batch with a seq at or below this is gone from memory (flushed
@@ -164,12 +168,11 @@ impl Memtable {
     }
 
     fn remove_through_at(&mut self, through: u64, now: Instant) -> usize {
-        while let Some((seq, _, at)) = self.flushed.front() {
+        while let Some((_, _, at)) = self.flushed.front() {
             if now.saturating_duration_since(*at) < FLUSHED_GRACE {
                 break;
             }
-            self.gone_through = self.gone_through.max(*seq);
-            self.flushed.pop_front();
+            self.forget_oldest_flushed();
         }
         let mut freed = 0;
         while let Some(entry) = self.entries.front() {
@@ -179,12 +182,37 @@ impl Memtable {
             freed += entry.batch.batch.get_array_memory_size();
             self.rows -= entry.batch.batch.num_rows();
             if let Some(entry) = self.entries.pop_front() {
+                self.flushed_bytes += entry.batch.batch.get_array_memory_size();
                 self.flushed.push_back((entry.seq, entry.batch, now));
             }
         }
         self.flushed_through = self.flushed_through.max(through);
         self.bytes -= freed;
         freed
+    }
+
+    /// What the flushed batches still kept for [`Memtable::rows_after`]
+    /// hold.
+    pub fn flushed_bytes(&self) -> usize {
+        self.flushed_bytes
+    }
+
+    /// Drops the oldest flushed batches (before their grace is over) until
+    /// they hold at most `keep` bytes: they are only a convenience for
+    /// readers with a slightly old split list, who then get [`RowsGone`]
+    /// and say their answer is partial, while unflushed data needs the
+    /// memory.
+    pub fn forget_flushed_over(&mut self, keep: usize) {
+        while self.flushed_bytes > keep && self.forget_oldest_flushed() {}
+    }
+
+    fn forget_oldest_flushed(&mut self) -> bool {
+        let Some((seq, batch, _)) = self.flushed.pop_front() else {
+            return false;
+        };
+        self.gone_through = self.gone_through.max(seq);
+        self.flushed_bytes -= batch.batch.get_array_memory_size();
+        true
     }
 
     /// Records that every batch up to `seq` was flushed before this
@@ -308,6 +336,28 @@ mod tests {
         m.remove_through_at(9, start + FLUSHED_GRACE);
         assert_eq!(seqs_after(&m, 2), Err(RowsGone { gone_through: 5 }));
         assert_eq!(seqs_after(&m, 5), Ok(vec![3]));
+        assert_eq!(seqs_after(&m, 9), Ok(vec![]));
+    }
+
+    #[test]
+    fn flushed_batches_give_way_to_a_byte_bound_oldest_first() {
+        let mut m = Memtable::default();
+        m.push(3, batch(1), vec![0], None);
+        m.push(5, batch(2), vec![0], None);
+        m.push(9, batch(3), vec![0], None);
+        m.remove_through(9);
+        let sizes: Vec<usize> = [1, 2, 3].map(|n| batch(n).get_array_memory_size()).into();
+        assert_eq!(m.flushed_bytes(), sizes.iter().sum::<usize>());
+        // Room for the newest two: the oldest goes, and a reader that
+        // needs it is told so.
+        m.forget_flushed_over(sizes[1] + sizes[2]);
+        assert_eq!(m.flushed_bytes(), sizes[1] + sizes[2]);
+        assert_eq!(seqs_after(&m, 2), Err(RowsGone { gone_through: 3 }));
+        assert_eq!(seqs_after(&m, 3), Ok(vec![2, 3]));
+        // No room at all: every flushed batch goes.
+        m.forget_flushed_over(0);
+        assert_eq!(m.flushed_bytes(), 0);
+        assert_eq!(seqs_after(&m, 5), Err(RowsGone { gone_through: 9 }));
         assert_eq!(seqs_after(&m, 9), Ok(vec![]));
     }
 

@@ -4,7 +4,7 @@
 //! into the other.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arrow::record_batch::RecordBatch;
@@ -58,6 +58,24 @@ impl State {
 
     pub(crate) fn unflushed_bytes(&self) -> usize {
         self.memtables.iter().map(Memtable::bytes).sum()
+    }
+
+    /// What flushed batches kept for peers' readers hold, over all signals.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.memtables.iter().map(Memtable::flushed_bytes).sum()
+    }
+
+    /// Drops the oldest flushed batches until they fit in `room`, taking
+    /// from each signal in proportion to what it keeps.
+    fn trim_retained(&mut self, room: usize) {
+        let total = self.retained_bytes();
+        if total <= room {
+            return;
+        }
+        for memtable in &mut self.memtables {
+            let keep = (memtable.flushed_bytes() as u128 * room as u128 / total as u128) as usize;
+            memtable.forget_flushed_over(keep);
+        }
     }
 
     /// Every WAL record with a seq at or below this is in a committed split.
@@ -139,6 +157,12 @@ pub(crate) struct Shared {
     /// then their batch until it is flushed. One counter, reserved with a
     /// compare-and-swap, so concurrent appends cannot overshoot it.
     pub(crate) reserved_bytes: AtomicUsize,
+    /// What flushed batches kept for peers' readers hold
+    /// ([`crate::FLUSHED_GRACE`]): they live in the room `reserved_bytes`
+    /// leaves in the unflushed share, and give it up first.
+    pub(crate) retained_bytes: AtomicUsize,
+    /// The unflushed share of the memory budget.
+    max_bytes: usize,
     pub(crate) metrics: StorageMetrics,
     pub(crate) flush_wanted: Notify,
     flush_bytes: usize,
@@ -152,16 +176,18 @@ impl Shared {
         state: State,
         metrics: StorageMetrics,
         flush_bytes: usize,
-        pressure_bytes: usize,
+        max_bytes: usize,
     ) -> Shared {
         metrics.unflushed_bytes.set(state.unflushed_bytes() as i64);
         Shared {
             reserved_bytes: AtomicUsize::new(state.unflushed_bytes()),
+            retained_bytes: AtomicUsize::new(state.retained_bytes()),
+            max_bytes,
             state: RwLock::new(state),
             metrics,
             flush_wanted: Notify::new(),
             flush_bytes,
-            pressure_bytes,
+            pressure_bytes: max_bytes / 2,
         }
     }
 
@@ -177,6 +203,12 @@ impl Shared {
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut state);
+        let room = self
+            .max_bytes
+            .saturating_sub(self.reserved_bytes.load(Ordering::Acquire));
+        state.trim_retained(room);
+        self.retained_bytes
+            .store(state.retained_bytes(), Ordering::Release);
         self.metrics
             .unflushed_bytes
             .set(state.unflushed_bytes() as i64);

@@ -242,7 +242,7 @@ impl Storage {
             state,
             metrics,
             config.flush_bytes,
-            config.max_unflushed_bytes / 2,
+            config.max_unflushed_bytes,
         ));
         let files = Arc::new(SplitFiles {
             catalog,
@@ -390,12 +390,20 @@ impl Storage {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                     (used == 0 || used + len <= max).then_some(used + len)
                 });
-        if let Err(used) = reserved {
-            self.shared.flush_wanted.notify_one();
-            return Err(StorageError::Overloaded(format!(
-                "{} MiB accepted but not yet flushed; retry shortly",
-                used >> 20
-            )));
+        let used = match reserved {
+            Ok(before) => before + len,
+            Err(used) => {
+                self.shared.flush_wanted.notify_one();
+                return Err(StorageError::Overloaded(format!(
+                    "{} MiB accepted but not yet flushed; retry shortly",
+                    used >> 20
+                )));
+            }
+        };
+        if used + self.shared.retained_bytes.load(Ordering::Acquire) > max {
+            // Flushed batches kept for peers give up their room now (a
+            // state update trims them), so the share stays within bounds.
+            self.shared.with_state(|_| ());
         }
         let sent = self.wal_tx.try_send(Command::Append(append));
         if let Err(e) = sent {
@@ -414,6 +422,14 @@ impl Storage {
     /// queue): what `max_unflushed_bytes` limits.
     pub fn unflushed_bytes(&self) -> usize {
         self.shared.reserved_bytes.load(Ordering::Acquire)
+    }
+
+    /// What the unflushed share of the memory budget holds: unflushed data
+    /// and the flushed batches kept in the room it leaves for peers'
+    /// readers (see [`crate::FLUSHED_GRACE`]); at most `max_unflushed_bytes`
+    /// but for a moment while an append makes room.
+    pub fn unflushed_share_bytes(&self) -> usize {
+        self.unflushed_bytes() + self.shared.retained_bytes.load(Ordering::Acquire)
     }
 
     /// Bytes the running merge holds of compaction's memory share
