@@ -12,9 +12,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::{
-    Arrival, Converted, Rejections, optional_id, resource_attributes, scope_name_version, to_nanos,
+    Arrival, Converted, HexId, Rejections, optional_id, resource_attributes, scope_name_version,
+    to_nanos,
 };
-use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name, to_text};
+use crate::anyvalue::{
+    AttrBuilder, append_attributes, append_text, new_attr_builder, service_name,
+};
 
 /// `severity_text` for records that only carry a number, per the OTLP
 /// severity ranges (1–4 TRACE … 21–24 FATAL).
@@ -88,7 +91,7 @@ impl Columns {
     }
 }
 
-fn ids(record: &LogRecord) -> Result<(Option<String>, Option<String>), String> {
+fn ids(record: &LogRecord) -> Result<(Option<HexId>, Option<HexId>), String> {
     Ok((
         optional_id(&record.trace_id, 16, "trace_id")?,
         optional_id(&record.span_id, 8, "span_id")?,
@@ -140,9 +143,9 @@ pub fn convert(
                     c.severity_text.append_value(&record.severity_text);
                 }
                 c.severity_number.append_value(record.severity_number);
-                c.body.append_option(to_text(record.body.as_ref()));
-                c.trace_id.append_option(trace_id);
-                c.span_id.append_option(span_id);
+                append_text(&mut c.body, record.body.as_ref());
+                c.trace_id.append_option(trace_id.as_deref());
+                c.span_id.append_option(span_id.as_deref());
                 c.flags.append_value(record.flags);
                 c.event_name
                     .append_option(Some(record.event_name.as_str()).filter(|s| !s.is_empty()));

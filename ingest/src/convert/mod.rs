@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-pub use ids::{hex_id, optional_id};
+pub use ids::{HexId, hex_id, optional_id};
 
 /// The result of converting one request.
 pub struct Converted {

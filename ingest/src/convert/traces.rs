@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
 
 use super::{
-    Arrival, Converted, Rejections, hex_id, optional_id, resource_attributes, scope_name_version,
-    to_nanos,
+    Arrival, Converted, HexId, Rejections, hex_id, optional_id, resource_attributes,
+    scope_name_version, to_nanos,
 };
 use crate::anyvalue::{
     AttrBuilder, append_attributes, attributes_json, new_attr_builder, service_name,
@@ -142,7 +142,7 @@ impl Columns {
     }
 }
 
-fn ids(span: &Span) -> Result<(String, String, Option<String>), String> {
+fn ids(span: &Span) -> Result<(HexId, HexId, Option<HexId>), String> {
     Ok((
         hex_id(&span.trace_id, 16, "trace_id")?,
         hex_id(&span.span_id, 8, "span_id")?,
@@ -181,9 +181,9 @@ pub fn convert(
                     continue;
                 }
                 let status = span.status.as_ref();
-                c.trace_id.append_value(trace_id);
-                c.span_id.append_value(span_id);
-                c.parent_span_id.append_option(parent);
+                c.trace_id.append_value(&*trace_id);
+                c.span_id.append_value(&*span_id);
+                c.parent_span_id.append_option(parent.as_deref());
                 c.trace_state
                     .append_option(Some(span.trace_state.as_str()).filter(|s| !s.is_empty()));
                 c.service.append_value(&service);
