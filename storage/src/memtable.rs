@@ -287,12 +287,17 @@ mod tests {
         .unwrap()
     }
 
+    /// Batches of 1, 2 and 3 rows at seqs 3, 5 and 9.
+    fn push_three(m: &mut Memtable) {
+        for (seq, n) in [(3, 1), (5, 2), (9, 3)] {
+            m.push(seq, batch(n), vec![0], None);
+        }
+    }
+
     #[test]
     fn removes_exactly_the_flushed_prefix() {
         let mut m = Memtable::default();
-        m.push(3, batch(1), vec![0], None);
-        m.push(5, batch(2), vec![0], None);
-        m.push(9, batch(3), vec![0], None);
+        push_three(&mut m);
         let (batches, last) = m.snapshot();
         assert_eq!((batches.len(), last, m.rows()), (3, Some(9), 6));
         m.remove_through(5);
@@ -314,9 +319,7 @@ mod tests {
     fn rows_after_a_position_are_read_exactly_once_through_a_flush() {
         let mut m = Memtable::default();
         m.set_flushed_before_start(2);
-        m.push(3, batch(1), vec![0], None);
-        m.push(5, batch(2), vec![0], None);
-        m.push(9, batch(3), vec![0], None);
+        push_three(&mut m);
         // A reader whose splits cover the WAL through 2 reads all three.
         assert_eq!(seqs_after(&m, 2), Ok(vec![1, 2, 3]));
         // Before this process started: those rows are only in Parquet.
@@ -342,9 +345,7 @@ mod tests {
     #[test]
     fn flushed_batches_give_way_to_a_byte_bound_oldest_first() {
         let mut m = Memtable::default();
-        m.push(3, batch(1), vec![0], None);
-        m.push(5, batch(2), vec![0], None);
-        m.push(9, batch(3), vec![0], None);
+        push_three(&mut m);
         m.remove_through(9);
         let sizes: Vec<usize> = [1, 2, 3].map(|n| batch(n).get_array_memory_size()).into();
         assert_eq!(m.flushed_bytes(), sizes.iter().sum::<usize>());

@@ -203,16 +203,27 @@ impl Shared {
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut state);
+        self.trim_retained(&mut state);
+        self.metrics
+            .unflushed_bytes
+            .set(state.unflushed_bytes() as i64);
+        out
+    }
+
+    /// Makes room in the unflushed share for what is reserved now, by
+    /// dropping flushed batches kept for peers' readers.
+    pub(crate) fn make_room(&self) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.trim_retained(&mut state);
+    }
+
+    fn trim_retained(&self, state: &mut State) {
         let room = self
             .max_bytes
             .saturating_sub(self.reserved_bytes.load(Ordering::Acquire));
         state.trim_retained(room);
         self.retained_bytes
             .store(state.retained_bytes(), Ordering::Release);
-        self.metrics
-            .unflushed_bytes
-            .set(state.unflushed_bytes() as i64);
-        out
     }
 
     pub(crate) fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {

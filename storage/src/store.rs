@@ -401,9 +401,9 @@ impl Storage {
             }
         };
         if used + self.shared.retained_bytes.load(Ordering::Acquire) > max {
-            // Flushed batches kept for peers give up their room now (a
-            // state update trims them), so the share stays within bounds.
-            self.shared.with_state(|_| ());
+            // Flushed batches kept for peers give up their room now, so
+            // the share stays within bounds.
+            self.shared.make_room();
         }
         let sent = self.wal_tx.try_send(Command::Append(append));
         if let Err(e) = sent {
