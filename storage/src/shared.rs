@@ -210,17 +210,22 @@ impl Shared {
         out
     }
 
-    /// Makes room in the unflushed share for what is reserved now, by
-    /// dropping flushed batches kept for peers' readers.
-    pub(crate) fn make_room(&self) {
+    /// Makes room in the unflushed share for what is reserved now and
+    /// `more` bytes about to be, by dropping flushed batches kept for
+    /// peers' readers.
+    pub(crate) fn make_room(&self, more: usize) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.trim_retained(&mut state);
+        self.trim_retained_for(&mut state, more);
     }
 
     fn trim_retained(&self, state: &mut State) {
+        self.trim_retained_for(state, 0);
+    }
+
+    fn trim_retained_for(&self, state: &mut State, more: usize) {
         let room = self
             .max_bytes
-            .saturating_sub(self.reserved_bytes.load(Ordering::Acquire));
+            .saturating_sub(self.reserved_bytes.load(Ordering::Acquire) + more);
         state.trim_retained(room);
         self.retained_bytes
             .store(state.retained_bytes(), Ordering::Release);

@@ -382,6 +382,17 @@ impl Storage {
         };
         let len = append.bytes();
         let max = self.config.max_unflushed_bytes;
+        let shared = &self.shared;
+        // Flushed batches kept for peers give up their room before the
+        // reservation is visible, so the share never reads over its bound
+        // while this append waits for the state lock.
+        if shared.reserved_bytes.load(Ordering::Acquire)
+            + len
+            + shared.retained_bytes.load(Ordering::Acquire)
+            > max
+        {
+            shared.make_room(len);
+        }
         // A batch larger than the whole share is admitted only when
         // nothing else is held, so the largest request can always get in.
         let reserved =
@@ -400,10 +411,9 @@ impl Storage {
                 )));
             }
         };
-        if used + self.shared.retained_bytes.load(Ordering::Acquire) > max {
-            // Flushed batches kept for peers give up their room now, so
-            // the share stays within bounds.
-            self.shared.make_room();
+        if used + shared.retained_bytes.load(Ordering::Acquire) > max {
+            // Another append reserved in between: trim again.
+            shared.make_room(0);
         }
         let sent = self.wal_tx.try_send(Command::Append(append));
         if let Err(e) = sent {
