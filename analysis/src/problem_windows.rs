@@ -151,12 +151,20 @@ pub(crate) async fn window_stats(
 ) -> Result<WindowStats, QueryError> {
     let (lo, hi) = (start - 60_000_000_000, end + 60_000_000_000);
     let (sampled, share) = trace_share(engine, start, end).await?;
+    // The window's spans' children and siblings may start up to a minute
+    // either side of it, but only those of the window's traces are read:
+    // beside a busy minute, the margin held 50 times the window's spans,
+    // and aggregating them all by span ran into the query memory limit.
     // Two aggregates over the children of each span, each joined once:
     // all children to the span itself (their time, errors and callee), and
     // the calls among them to the span's siblings (the calls made beside
     // it). No per-span GROUP BY, no self-join.
     let sql = format!(
-        "WITH children AS (
+        "WITH window_traces AS (
+             SELECT DISTINCT trace_id FROM spans
+             WHERE start_time >= {start} AND start_time <= {end}{sampled}
+         ),
+         children AS (
              SELECT trace_id, parent_span_id AS span_id,
                     sum(duration_ns) AS child_ns,
                     count(*) AS children,
@@ -168,6 +176,7 @@ pub(crate) async fn window_stats(
                     max(CASE WHEN kind IN ('server', 'consumer') THEN duration_ns END) AS longest_entry_ns
              FROM spans
              WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''{sampled}
+                   AND trace_id IN (SELECT trace_id FROM window_traces)
              GROUP BY trace_id, parent_span_id
          ),
          -- The calls among each span's children only: the sibling calls a
@@ -181,6 +190,7 @@ pub(crate) async fn window_stats(
              FROM spans
              WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''
                    AND kind IN ('client', 'producer'){sampled}
+                   AND trace_id IN (SELECT trace_id FROM window_traces)
              GROUP BY trace_id, parent_span_id
          ),
          per_span AS (

@@ -340,9 +340,19 @@ impl QueryEngine {
     }
 
     fn session_for(&self, distributed: bool) -> Result<SessionContext, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions)
             .with_information_schema(true);
+        // A partial aggregate that barely reduces its input (grouping by
+        // trace and span, as `/problems` does: 0.7-0.8 groups per row)
+        // stops aggregating and streams its rows on after a probe, rather
+        // than holding every group and emitting them as slices of one
+        // large batch, which DataFusion charges in full per slice
+        // (apache/datafusion#22757): those slices exhausted the query
+        // memory limit for a fraction of the memory they held.
+        let execution = &mut config.options_mut().execution;
+        execution.skip_partial_aggregation_probe_ratio_threshold = 0.5;
+        execution.skip_partial_aggregation_probe_rows_threshold = 16 * 1024;
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime()?)

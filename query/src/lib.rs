@@ -27,6 +27,7 @@ mod table;
 pub mod template_miner;
 mod time_bounds;
 pub mod time_param;
+mod view_schema;
 
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
 pub use error::{QueryError, error_response};

@@ -115,7 +115,10 @@ impl MemtableScanExec {
         after_seq: u64,
         filter: MemtableFilter,
     ) -> Result<Self> {
-        let schema: SchemaRef = project_schema(&signal.schema(), filter.projection.as_ref())?;
+        let schema: SchemaRef = project_schema(
+            &crate::view_schema::table_schema(signal),
+            filter.projection.as_ref(),
+        )?;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(1),
@@ -155,13 +158,9 @@ impl MemtableScanExec {
             self.filter.trace_id.as_deref(),
         )?;
         let rows = crate::table::mem_rows(&batches, self.filter.bounds, &searches)?;
-        match &self.filter.projection {
-            Some(columns) => rows
-                .iter()
-                .map(|b| b.project(columns).map_err(DataFusionError::from))
-                .collect(),
-            None => Ok(rows),
-        }
+        let (_, rows) =
+            crate::view_schema::table_batches(self.signal, &rows, self.filter.projection.as_ref())?;
+        Ok(rows)
     }
 }
 

@@ -31,6 +31,7 @@ use loupe_storage::{MemBatch, Signal, Storage, TableSnapshot};
 use crate::memtable_scan::{IngestPeers, MemtableFilter, MemtableScanExec};
 use crate::search;
 use crate::time_bounds::TimeBounds;
+use crate::view_schema;
 
 pub struct SignalTable {
     storage: Arc<Storage>,
@@ -167,7 +168,7 @@ impl SignalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = self.signal.schema();
+        let schema = view_schema::table_schema(self.signal);
         // Filters prune files, row groups and pages (statistics, page
         // index, bloom filters) but are not evaluated while decoding:
         // row-level pushdown decodes the filter columns first and the rest
@@ -288,7 +289,7 @@ fn spread<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
 #[async_trait]
 impl TableProvider for SignalTable {
     fn schema(&self) -> SchemaRef {
-        self.signal.schema()
+        view_schema::table_schema(self.signal)
     }
 
     fn table_type(&self) -> TableType {
@@ -337,15 +338,13 @@ impl TableProvider for SignalTable {
                 inputs.push(self.parquet_scan(state, files, projection, &[], None)?);
             }
             if !selection.batches.is_empty() {
-                inputs.push(MemorySourceConfig::try_new_exec(
-                    std::slice::from_ref(&selection.batches),
-                    self.signal.schema(),
-                    projection.cloned(),
-                )?);
+                let (schema, batches) =
+                    view_schema::table_batches(self.signal, &selection.batches, projection)?;
+                inputs.push(MemorySourceConfig::try_new_exec(&[batches], schema, None)?);
             }
             if inputs.is_empty() {
                 return Ok(Arc::new(EmptyExec::new(project_schema(
-                    &self.signal.schema(),
+                    &self.schema(),
                     projection,
                 )?)));
             }
@@ -390,12 +389,9 @@ impl TableProvider for SignalTable {
             None => mem_rows(&snapshot.batches, bounds, &searches)?,
         };
         if !batches.is_empty() {
+            let (schema, batches) = view_schema::table_batches(self.signal, &batches, projection)?;
             let partitions = spread(batches, state.config().target_partitions());
-            inputs.push(MemorySourceConfig::try_new_exec(
-                &partitions,
-                self.signal.schema(),
-                projection.cloned(),
-            )?);
+            inputs.push(MemorySourceConfig::try_new_exec(&partitions, schema, None)?);
         }
         // On a coordinating node, the other ingest nodes' unflushed rows:
         // read on each node, after what the listed splits hold of its WAL.
@@ -420,7 +416,7 @@ impl TableProvider for SignalTable {
             }
         }
         if inputs.is_empty() {
-            let schema = project_schema(&self.signal.schema(), projection)?;
+            let schema = project_schema(&self.schema(), projection)?;
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         UnionExec::try_new(inputs)

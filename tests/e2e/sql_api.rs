@@ -34,7 +34,7 @@ fn results_come_as_json_csv_or_arrow() {
     assert_eq!(status, 200);
     assert_eq!(
         body["columns"],
-        json!([{"name": "service", "type": "Utf8"}, {"name": "n", "type": "Int64"}])
+        json!([{"name": "service", "type": "Utf8View"}, {"name": "n", "type": "Int64"}])
     );
     assert_eq!(body["rows"], json!([["sql", 3]]));
     // The server's own timing: some time, and no more than the client saw.
