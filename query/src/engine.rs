@@ -42,7 +42,7 @@ pub struct QueryConfig {
     /// Queries running at once; more wait (within their timeout).
     pub max_concurrent: usize,
     pub target_partitions: usize,
-    /// Bytes of Parquet footers, page indexes and bloom filters kept
+    /// Bytes of Parquet footers and page indexes kept
     /// across queries.
     pub metadata_cache_bytes: usize,
     /// Bytes of Parquet one partition of a distributed scan reads before
@@ -167,7 +167,7 @@ pub struct QueryEngine {
     config: QueryConfig,
     store_url: ObjectStoreUrl,
     permits: Semaphore,
-    /// Parquet footers, page indexes and bloom filters, shared by every
+    /// Parquet footers and page indexes, shared by every
     /// query: split files never change, so this is always valid.
     metadata_cache: Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
     /// The memory every query's operators draw from.
