@@ -203,7 +203,7 @@ impl Shared {
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let out = f(&mut state);
-        self.trim_retained(&mut state);
+        self.trim_retained(&mut state, 0);
         self.metrics
             .unflushed_bytes
             .set(state.unflushed_bytes() as i64);
@@ -212,17 +212,19 @@ impl Shared {
 
     /// Makes room in the unflushed share for what is reserved now and
     /// `more` bytes about to be, by dropping flushed batches kept for
-    /// peers' readers.
+    /// peers' readers; takes the state lock only when they do not fit.
     pub(crate) fn make_room(&self, more: usize) {
+        let held = self.reserved_bytes.load(Ordering::Acquire)
+            + more
+            + self.retained_bytes.load(Ordering::Acquire);
+        if held <= self.max_bytes {
+            return;
+        }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        self.trim_retained_for(&mut state, more);
+        self.trim_retained(&mut state, more);
     }
 
-    fn trim_retained(&self, state: &mut State) {
-        self.trim_retained_for(state, 0);
-    }
-
-    fn trim_retained_for(&self, state: &mut State, more: usize) {
+    fn trim_retained(&self, state: &mut State, more: usize) {
         let room = self
             .max_bytes
             .saturating_sub(self.reserved_bytes.load(Ordering::Acquire) + more);

@@ -382,17 +382,10 @@ impl Storage {
         };
         let len = append.bytes();
         let max = self.config.max_unflushed_bytes;
-        let shared = &self.shared;
         // Flushed batches kept for peers give up their room before the
         // reservation is visible, so the share never reads over its bound
         // while this append waits for the state lock.
-        if shared.reserved_bytes.load(Ordering::Acquire)
-            + len
-            + shared.retained_bytes.load(Ordering::Acquire)
-            > max
-        {
-            shared.make_room(len);
-        }
+        self.shared.make_room(len);
         // A batch larger than the whole share is admitted only when
         // nothing else is held, so the largest request can always get in.
         let reserved =
@@ -401,20 +394,15 @@ impl Storage {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                     (used == 0 || used + len <= max).then_some(used + len)
                 });
-        let used = match reserved {
-            Ok(before) => before + len,
-            Err(used) => {
-                self.shared.flush_wanted.notify_one();
-                return Err(StorageError::Overloaded(format!(
-                    "{} MiB accepted but not yet flushed; retry shortly",
-                    used >> 20
-                )));
-            }
-        };
-        if used + shared.retained_bytes.load(Ordering::Acquire) > max {
-            // Another append reserved in between: trim again.
-            shared.make_room(0);
+        if let Err(used) = reserved {
+            self.shared.flush_wanted.notify_one();
+            return Err(StorageError::Overloaded(format!(
+                "{} MiB accepted but not yet flushed; retry shortly",
+                used >> 20
+            )));
         }
+        // Another append may have reserved in between: trim again if so.
+        self.shared.make_room(0);
         let sent = self.wal_tx.try_send(Command::Append(append));
         if let Err(e) = sent {
             self.shared.reserved_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -437,7 +425,7 @@ impl Storage {
     /// What the unflushed share of the memory budget holds: unflushed data
     /// and the flushed batches kept in the room it leaves for peers'
     /// readers (see [`crate::FLUSHED_GRACE`]); at most `max_unflushed_bytes`
-    /// but for a moment while an append makes room.
+    /// but for a moment while appends race to make room.
     pub fn unflushed_share_bytes(&self) -> usize {
         self.unflushed_bytes() + self.shared.retained_bytes.load(Ordering::Acquire)
     }
