@@ -82,7 +82,11 @@ impl SelfEvents for IngestEvents {
         Box::pin(async move {
             let bytes = request.encoded_len();
             self.0
-                .export(request, loupe_ingest::Transport::Internal, bytes)
+                .export(
+                    loupe_ingest::Payload::Decoded(request),
+                    loupe_ingest::Transport::Internal,
+                    bytes,
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -59,25 +59,56 @@ pub fn attributes_json(attrs: &[KeyValue]) -> Json {
     Json::Object(map)
 }
 
+/// A value on its way to the text stored for it: the common scalar types
+/// borrowed as they are, anything else already rendered. Read the same way
+/// from a decoded `AnyValue` and from one still in the protobuf body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Text<'a> {
+    Null,
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Rendered(Option<String>),
+}
+
+impl<'a> Text<'a> {
+    pub fn of(value: Option<&'a AnyValue>) -> Text<'a> {
+        match value.and_then(|v| v.value.as_ref()) {
+            None => Text::Null,
+            Some(Value::StringValue(s)) => Text::Str(s),
+            Some(Value::BoolValue(b)) => Text::Bool(*b),
+            Some(Value::IntValue(i)) => Text::Int(*i),
+            Some(Value::DoubleValue(d)) => Text::Double(*d),
+            Some(_) => Text::Rendered(to_text(value)),
+        }
+    }
+}
+
 /// Appends the text form of a value ([`to_text`]), or null for an empty
 /// one, writing straight into `builder`: attribute values are most of what
 /// ingest converts, and a `String` per value was a tenth of span ingest.
 pub fn append_text(builder: &mut StringBuilder, value: Option<&AnyValue>) {
+    append(builder, &Text::of(value));
+}
+
+/// Appends `text` as [`append_text`] does.
+pub fn append(builder: &mut StringBuilder, text: &Text<'_>) {
     use std::fmt::Write;
-    match value.and_then(|v| v.value.as_ref()) {
-        None => builder.append_null(),
-        Some(Value::StringValue(s)) => builder.append_value(s),
-        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => {
+    match text {
+        Text::Null => builder.append_null(),
+        Text::Str(s) => builder.append_value(s),
+        Text::Bool(b) => builder.append_value(if *b { "true" } else { "false" }),
+        Text::Int(i) => {
             // Writing to a builder cannot fail: it only extends a buffer.
             let _ = write!(builder, "{i}");
             builder.append_value("");
         }
-        Some(Value::DoubleValue(d)) => {
+        Text::Double(d) => {
             let _ = write!(builder, "{d}");
             builder.append_value("");
         }
-        Some(_) => builder.append_option(to_text(value)),
+        Text::Rendered(text) => builder.append_option(text.as_deref()),
     }
 }
 
@@ -86,9 +117,22 @@ pub fn append_attributes<'a>(
     builder: &mut AttrBuilder,
     attrs: impl IntoIterator<Item = &'a KeyValue>,
 ) {
-    for kv in attrs {
-        builder.keys().append_value(&kv.key);
-        append_text(builder.values(), kv.value.as_ref());
+    append_pairs(
+        builder,
+        attrs
+            .into_iter()
+            .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref()))),
+    );
+}
+
+/// Appends one row's attributes, given as keys and [`Text`]s.
+pub fn append_pairs<'t, T: std::borrow::Borrow<Text<'t>>>(
+    builder: &mut AttrBuilder,
+    pairs: impl IntoIterator<Item = (&'t str, T)>,
+) {
+    for (key, text) in pairs {
+        builder.keys().append_value(key);
+        append(builder.values(), text.borrow());
     }
     // Appending a non-null map can only fail if keys and values disagree in
     // length, which the two appends above rule out.

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use tonic_prost::ProstEncoder;
 
 use crate::ingestor::{Ingestor, Transport};
-use crate::otlp::OtlpExport;
+use crate::otlp::{OtlpExport, Payload};
 use crate::reserving_body::{Reservation, ReservingBody};
 
 /// The gRPC export service for one signal.
@@ -53,10 +53,10 @@ impl<R: OtlpExport> NamedService for OtlpGrpc<R> {
     const NAME: &'static str = R::GRPC_SERVICE;
 }
 
-/// A decoded request with the working memory reserved for it, held until
+/// A request's body with the working memory reserved for it, held until
 /// it is answered.
 struct AdmittedRequest<R> {
-    request: R,
+    request: Payload<R>,
     _reservation: Reservation,
 }
 
@@ -73,7 +73,7 @@ impl<R: OtlpExport> UnaryService<AdmittedRequest<R>> for Export<R> {
                 request,
                 _reservation,
             } = request.into_inner();
-            let wire_bytes = request.encoded_len();
+            let wire_bytes = request.wire_bytes();
             match ingestor.export(request, Transport::Grpc, wire_bytes).await {
                 Ok(outcome) => Ok(Response::new(R::response(
                     outcome.rejected,
@@ -186,26 +186,14 @@ impl<D: OtlpExport> Decoder for InvalidArgumentDecoder<D> {
                 buf.remaining(),
             )
             .map_err(|e| e.grpc_status())?;
-        let admit = |request| {
-            Some(AdmittedRequest {
-                request,
-                _reservation: self.reservation.clone(),
-            })
-        };
-        // The message is one contiguous buffer: count on it in place, then
-        // decode from it, without copying 16 MiB per request.
-        if buf.chunk().len() == buf.remaining() {
-            crate::wire_count::check_protobuf(buf.chunk(), D::RECORD_PATH, D::SIGNAL.name())
-                .map_err(|e| e.grpc_status())?;
-            return D::decode(buf)
-                .map(admit)
-                .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")));
-        }
-        let bytes = buf.copy_to_bytes(buf.remaining());
-        crate::wire_count::check_protobuf(&bytes, D::RECORD_PATH, D::SIGNAL.name())
+        // Taken from tonic's buffer without a copy; its records are counted
+        // in place and the ingestor converts it from there.
+        let body = buf.copy_to_bytes(buf.remaining());
+        crate::wire_count::check_protobuf(&body, D::RECORD_PATH, D::SIGNAL.name())
             .map_err(|e| e.grpc_status())?;
-        D::decode(bytes)
-            .map(admit)
-            .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))
+        Ok(Some(AdmittedRequest {
+            request: Payload::Protobuf(body),
+            _reservation: self.reservation.clone(),
+        }))
     }
 }

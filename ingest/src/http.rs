@@ -20,7 +20,7 @@ use prost::Message;
 
 use crate::error::IngestError;
 use crate::ingestor::{Ingestor, Outcome, Transport};
-use crate::otlp::OtlpExport;
+use crate::otlp::{OtlpExport, Payload};
 use crate::reserving_body::ReservingBody;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ async fn export<R: OtlpExport>(
             Transport::Http,
             wire_bytes,
         )?;
-        let request = match decode::<R>(encoding == Encoding::Json, &bytes) {
+        let request = match decode::<R>(encoding == Encoding::Json, bytes) {
             Ok(r) => r,
             Err(e) => {
                 state
@@ -215,27 +215,19 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, In
     }
 }
 
-/// Decodes a body, JSON or protobuf, after counting its records on the wire.
-pub(crate) fn decode<R: OtlpExport>(json: bool, bytes: &[u8]) -> Result<R, IngestError> {
-    let encoding = if json {
-        Encoding::Json
-    } else {
-        Encoding::Protobuf
-    };
-    match encoding {
-        Encoding::Protobuf => {
-            crate::wire_count::check_protobuf(bytes, R::RECORD_PATH, R::SIGNAL.name())?
-        }
-        Encoding::Json => crate::wire_count::check_json(bytes)?,
+/// Counts a body's records on the wire, then decodes it if it is JSON; a
+/// protobuf body is left for the ingestor to read ([`Payload::convert`]).
+pub(crate) fn decode<R: OtlpExport>(json: bool, bytes: Bytes) -> Result<Payload<R>, IngestError> {
+    if !json {
+        crate::wire_count::check_protobuf(&bytes, R::RECORD_PATH, R::SIGNAL.name())?;
+        return Ok(Payload::Protobuf(bytes));
     }
-    match encoding {
-        Encoding::Protobuf => R::decode(bytes).map_err(|e| {
-            IngestError::InvalidArgument(format!("malformed protobuf {}: {e}", R::SIGNAL))
-        }),
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+    crate::wire_count::check_json(&bytes)?;
+    serde_json::from_slice(&bytes)
+        .map(Payload::Decoded)
+        .map_err(|e| {
             IngestError::InvalidArgument(format!("malformed OTLP JSON {}: {e}", R::SIGNAL))
-        }),
-    }
+        })
 }
 
 fn success_response<R: OtlpExport>(encoding: Encoding, outcome: Outcome) -> Response {

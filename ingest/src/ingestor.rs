@@ -10,7 +10,7 @@ use loupe_storage::{Signal, Storage};
 use crate::admission::{Admitted, InFlight, working_memory};
 use crate::convert::Arrival;
 use crate::error::IngestError;
-use crate::otlp::OtlpExport;
+use crate::otlp::{OtlpExport, Payload};
 use crate::reserving_body::Reservation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,27 +206,22 @@ impl Ingestor {
         &self.storage
     }
 
-    /// Stores every valid record of `request`; `wire_bytes` is its
-    /// uncompressed size, for accounting.
+    /// Stores every valid record of `payload`; `wire_bytes` is its
+    /// uncompressed size as sent, for accounting.
     pub async fn export<R: OtlpExport>(
         &self,
-        request: R,
+        payload: Payload<R>,
         transport: Transport,
         wire_bytes: usize,
     ) -> Result<Outcome, IngestError> {
-        let count = request.record_count();
-        if count > MAX_RECORDS_PER_REQUEST {
-            self.count_failure(R::SIGNAL, transport, wire_bytes);
-            return Err(IngestError::TooManyRecords {
-                count,
-                limit: MAX_RECORDS_PER_REQUEST,
-            });
-        }
         let received = loupe_base::clock::now_nanos();
-        let converted = request
-            .convert(self.window.arrival(R::SIGNAL, received))
-            .map_err(|e| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL)))?;
-        drop(request);
+        let converted = match payload.convert(self.window.arrival(R::SIGNAL, received)) {
+            Ok(converted) => converted,
+            Err(e) => {
+                self.count_failure(R::SIGNAL, transport, wire_bytes);
+                return Err(e);
+            }
+        };
         let accepted = converted.batch.num_rows();
         let stored = self.storage.append(R::SIGNAL, converted.batch).await;
         let counters = self.counters.get(&(R::SIGNAL, transport));

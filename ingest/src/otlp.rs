@@ -2,6 +2,7 @@
 //! that the gRPC and HTTP receivers and the ingestor are written once.
 
 use arrow::error::ArrowError;
+use bytes::Bytes;
 use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -15,6 +16,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use serde::de::DeserializeOwned;
 
 use crate::convert::{self, Arrival, Converted};
+use crate::error::IngestError;
+use crate::ingestor::MAX_RECORDS_PER_REQUEST;
 use crate::wire_count::RecordPath;
 
 /// An OTLP export request type (logs, traces or metrics).
@@ -34,8 +37,62 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     /// Converts to Arrow; `arrival` fills in missing timestamps and bounds
     /// the accepted ones.
     fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError>;
+    /// Converts a protobuf body read in place, without decoding it into
+    /// structs first, where the signal has such a reader; `None` leaves the
+    /// body to prost and [`OtlpExport::convert`].
+    fn convert_in_place(body: &[u8], arrival: Arrival) -> Option<Result<Converted, ArrowError>>;
     /// The response, with `partial_success` set when records were rejected.
     fn response(rejected: usize, message: String) -> Self::Response;
+}
+
+fn no_in_place_reader(_: &[u8], _: Arrival) -> Option<Result<Converted, ArrowError>> {
+    None
+}
+
+/// A request as a receiver hands it to the ingestor.
+pub enum Payload<R> {
+    /// Decoded from JSON.
+    Decoded(R),
+    /// A protobuf body whose records were counted on the wire
+    /// ([`crate::wire_count::check_protobuf`]), not yet decoded.
+    Protobuf(Bytes),
+}
+
+impl<R: OtlpExport> Payload<R> {
+    /// The request's uncompressed protobuf size.
+    pub fn wire_bytes(&self) -> usize {
+        match self {
+            Payload::Decoded(request) => request.encoded_len(),
+            Payload::Protobuf(body) => body.len(),
+        }
+    }
+
+    /// Converts the request to Arrow (see [`OtlpExport::convert`]): a
+    /// protobuf body in place where the signal can be read so, otherwise
+    /// decoded with prost first.
+    pub fn convert(self, arrival: Arrival) -> Result<Converted, IngestError> {
+        let building =
+            |e: ArrowError| IngestError::Internal(format!("building {} batch: {e}", R::SIGNAL));
+        let request = match self {
+            Payload::Decoded(request) => request,
+            Payload::Protobuf(body) => {
+                if let Some(converted) = R::convert_in_place(&body, arrival) {
+                    return converted.map_err(building);
+                }
+                R::decode(body).map_err(|e| {
+                    IngestError::InvalidArgument(format!("malformed protobuf {}: {e}", R::SIGNAL))
+                })?
+            }
+        };
+        let count = request.record_count();
+        if count > MAX_RECORDS_PER_REQUEST {
+            return Err(IngestError::TooManyRecords {
+                count,
+                limit: MAX_RECORDS_PER_REQUEST,
+            });
+        }
+        request.convert(arrival).map_err(building)
+    }
 }
 
 /// One `OtlpExport` impl: the request type, its signal, gRPC service,
@@ -50,6 +107,7 @@ macro_rules! otlp_export {
         $response:ident,
         $partial:ident { $rejected:ident },
         $convert:expr,
+        $in_place:expr,
         $count:expr,
         $path:expr $(,)?
     ) => {
@@ -66,6 +124,13 @@ macro_rules! otlp_export {
 
             fn convert(&self, arrival: Arrival) -> Result<Converted, ArrowError> {
                 $convert(self, arrival)
+            }
+
+            fn convert_in_place(
+                body: &[u8],
+                arrival: Arrival,
+            ) -> Option<Result<Converted, ArrowError>> {
+                $in_place(body, arrival)
             }
 
             fn response(rejected: usize, message: String) -> Self::Response {
@@ -90,6 +155,7 @@ otlp_export!(
         rejected_log_records
     },
     convert::logs::convert,
+    no_in_place_reader,
     |r: &ExportLogsServiceRequest| r
         .resource_logs
         .iter()
@@ -108,6 +174,11 @@ otlp_export!(
     ExportTraceServiceResponse,
     ExportTracePartialSuccess { rejected_spans },
     convert::traces::convert,
+    |body: &[u8], arrival| match convert::traces_in_place::convert(body, arrival) {
+        Ok(Ok(converted)) => Some(Ok(converted)),
+        Ok(Err(convert::traces_in_place::NotInPlace)) => None,
+        Err(e) => Some(Err(e)),
+    },
     |r: &ExportTraceServiceRequest| r
         .resource_spans
         .iter()
@@ -128,6 +199,7 @@ otlp_export!(
         rejected_data_points
     },
     convert::metrics::convert,
+    no_in_place_reader,
     convert::metrics::data_point_total,
     // resource_metrics → scope_metrics → metrics → gauge | sum | histogram |
     // exponential_histogram | summary → data_points

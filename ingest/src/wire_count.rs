@@ -6,6 +6,7 @@
 
 use crate::error::IngestError;
 use crate::ingestor::MAX_RECORDS_PER_REQUEST;
+use crate::protobuf_fields::{Fields, Value};
 
 /// The nested fields leading to one record: at each level, the field
 /// numbers (length-delimited) to descend into; records are counted at the
@@ -19,48 +20,15 @@ pub fn count_protobuf(bytes: &[u8], path: RecordPath) -> Result<usize, IngestErr
         return Ok(1);
     };
     let mut count = 0;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let key = varint(&mut rest)?;
-        let (field, wire_type) = ((key >> 3) as u32, key & 7);
-        let skip = match wire_type {
-            0 => {
-                varint(&mut rest)?;
-                0
-            }
-            1 => 8,
-            5 => 4,
-            2 => {
-                let len = usize::try_from(varint(&mut rest)?).map_err(|_| malformed())?;
-                if len > rest.len() {
-                    return Err(malformed());
-                }
-                if here.contains(&field) {
-                    count += count_protobuf(&rest[..len], deeper)?;
-                }
-                len
-            }
-            _ => return Err(malformed()),
-        };
-        if skip > rest.len() {
-            return Err(malformed());
+    for field in Fields::new(bytes) {
+        let (number, value) = field.map_err(|_| malformed())?;
+        if let Value::Bytes(message) = value
+            && here.contains(&number)
+        {
+            count += count_protobuf(message, deeper)?;
         }
-        rest = &rest[skip..];
     }
     Ok(count)
-}
-
-fn varint(bytes: &mut &[u8]) -> Result<u64, IngestError> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first().ok_or_else(malformed)?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(malformed())
 }
 
 fn malformed() -> IngestError {

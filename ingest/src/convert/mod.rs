@@ -5,6 +5,7 @@ mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod traces;
+pub mod traces_in_place;
 
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};

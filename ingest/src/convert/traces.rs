@@ -1,5 +1,6 @@
 //! OTLP traces → the `spans` table.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder};
@@ -8,6 +9,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
@@ -17,7 +20,7 @@ use super::{
     scope_name_version, to_nanos,
 };
 use crate::anyvalue::{
-    AttrBuilder, append_attributes, attributes_json, new_attr_builder, service_name,
+    AttrBuilder, Text, append_pairs, attributes_json, new_attr_builder, service_name,
 };
 
 fn kind_name(kind: i32) -> &'static str {
@@ -43,7 +46,7 @@ fn rfc3339(ns: u64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(to_nanos(ns)).to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn events_json(events: &[Event]) -> Option<String> {
+pub(super) fn events_json(events: &[Event]) -> Option<String> {
     if events.is_empty() {
         return None;
     }
@@ -54,7 +57,7 @@ fn events_json(events: &[Event]) -> Option<String> {
     Some(Json::Array(list).to_string())
 }
 
-fn links_json(links: &[Link]) -> Option<String> {
+pub(super) fn links_json(links: &[Link]) -> Option<String> {
     if links.is_empty() {
         return None;
     }
@@ -142,12 +145,156 @@ impl Columns {
     }
 }
 
-fn ids(span: &Span) -> Result<(HexId, HexId, Option<HexId>), String> {
-    Ok((
-        hex_id(&span.trace_id, 16, "trace_id")?,
-        hex_id(&span.span_id, 8, "span_id")?,
-        optional_id(&span.parent_span_id, 8, "parent_span_id")?,
-    ))
+/// Where spans come from: their resource (its attributes and service) and
+/// instrumentation scope, shared by every span under them.
+pub(super) struct Origin<'a> {
+    resource: Vec<(&'a str, Text<'a>)>,
+    service: String,
+    scope_name: &'a str,
+    scope_version: &'a str,
+}
+
+impl<'a> Origin<'a> {
+    pub(super) fn new(
+        resource: Option<&'a Resource>,
+        scope: Option<&'a InstrumentationScope>,
+    ) -> Self {
+        let attrs = resource_attributes(resource);
+        let (scope_name, scope_version) = scope_name_version(scope);
+        Origin {
+            resource: attrs
+                .iter()
+                .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())))
+                .collect(),
+            service: service_name(attrs),
+            scope_name,
+            scope_version,
+        }
+    }
+}
+
+/// One span's fields as conversion reads them, whether from a decoded
+/// request ([`convert`]) or in place from its protobuf body
+/// ([`super::traces_in_place`]).
+#[derive(Default)]
+pub(super) struct SpanRow<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub trace_state: &'a str,
+    pub name: &'a str,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status_code: i32,
+    pub status_message: &'a str,
+    /// JSON arrays ([`events_json`], [`links_json`]).
+    pub events: Option<String>,
+    pub links: Option<String>,
+}
+
+impl<'a> SpanRow<'a> {
+    fn of(span: &'a Span) -> Self {
+        let status = span.status.as_ref();
+        SpanRow {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            trace_state: &span.trace_state,
+            name: &span.name,
+            kind: span.kind,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            status_code: status.map_or(0, |s| s.code),
+            status_message: status.map_or("", |s| s.message.as_str()),
+            events: events_json(&span.events),
+            links: links_json(&span.links),
+        }
+    }
+
+    fn ids(&self) -> Result<(HexId, HexId, Option<HexId>), String> {
+        Ok((
+            hex_id(self.trace_id, 16, "trace_id")?,
+            hex_id(self.span_id, 8, "span_id")?,
+            optional_id(self.parent_span_id, 8, "parent_span_id")?,
+        ))
+    }
+}
+
+/// The spans of one request on their way to a batch.
+pub(super) struct SpanBatch {
+    columns: Columns,
+    rejected: Rejections,
+    arrival: Arrival,
+}
+
+impl SpanBatch {
+    pub(super) fn new(arrival: Arrival) -> Self {
+        SpanBatch {
+            columns: Columns::new(),
+            rejected: Rejections::default(),
+            arrival,
+        }
+    }
+
+    /// Adds a span, or rejects it for a bad id or a start time outside
+    /// the arrival window.
+    pub(super) fn push<'t, T: Borrow<Text<'t>>>(
+        &mut self,
+        origin: &Origin<'_>,
+        span: SpanRow<'_>,
+        attributes: impl IntoIterator<Item = (&'t str, T)>,
+    ) {
+        let service = &origin.service;
+        let (trace_id, span_id, parent) = match span.ids() {
+            Ok(ids) => ids,
+            Err(reason) => {
+                self.rejected.reject(1, || {
+                    format!("span {:?} of service {service:?}: {reason}", span.name)
+                });
+                return;
+            }
+        };
+        let start = to_nanos(span.start_time_unix_nano);
+        let end = to_nanos(span.end_time_unix_nano);
+        if let Some(reason) = self.arrival.refuse(start) {
+            self.rejected.reject(1, || {
+                format!("span {:?} of service {service:?}: {reason}", span.name)
+            });
+            return;
+        }
+        let c = &mut self.columns;
+        c.trace_id.append_value(&*trace_id);
+        c.span_id.append_value(&*span_id);
+        c.parent_span_id.append_option(parent.as_deref());
+        c.trace_state
+            .append_option(Some(span.trace_state).filter(|s| !s.is_empty()));
+        c.service.append_value(service);
+        c.name.append_value(span.name);
+        c.start_time.append_value(start);
+        c.end_time.append_value(end);
+        c.duration_ns.append_value(end.saturating_sub(start).max(0));
+        c.kind.append_value(kind_name(span.kind));
+        c.status_code.append_value(status_name(span.status_code));
+        c.status_message
+            .append_option(Some(span.status_message).filter(|m| !m.is_empty()));
+        append_pairs(&mut c.attributes, attributes);
+        append_pairs(
+            &mut c.resource_attributes,
+            origin.resource.iter().map(|(k, v)| (*k, v)),
+        );
+        c.scope_name.append_value(origin.scope_name);
+        c.scope_version.append_value(origin.scope_version);
+        c.events.append_option(span.events);
+        c.links.append_option(span.links);
+    }
+
+    pub(super) fn finish(self) -> Result<Converted, ArrowError> {
+        Ok(Converted {
+            batch: self.columns.finish()?,
+            rejected: self.rejected,
+        })
+    }
 }
 
 /// Converts a request; spans starting outside `arrival`'s window are rejected.
@@ -155,60 +302,20 @@ pub fn convert(
     request: &ExportTraceServiceRequest,
     arrival: Arrival,
 ) -> Result<Converted, ArrowError> {
-    let mut c = Columns::new();
-    let mut rejected = Rejections::default();
+    let mut batch = SpanBatch::new(arrival);
     for resource_spans in &request.resource_spans {
-        let resource_attrs = resource_attributes(resource_spans.resource.as_ref());
-        let service = service_name(resource_attrs);
         for scope_spans in &resource_spans.scope_spans {
-            let (scope_name, scope_version) = scope_name_version(scope_spans.scope.as_ref());
+            let origin = Origin::new(resource_spans.resource.as_ref(), scope_spans.scope.as_ref());
             for span in &scope_spans.spans {
-                let (trace_id, span_id, parent) = match ids(span) {
-                    Ok(ids) => ids,
-                    Err(reason) => {
-                        rejected.reject(1, || {
-                            format!("span {:?} of service {service:?}: {reason}", span.name)
-                        });
-                        continue;
-                    }
-                };
-                let start = to_nanos(span.start_time_unix_nano);
-                let end = to_nanos(span.end_time_unix_nano);
-                if let Some(reason) = arrival.refuse(start) {
-                    rejected.reject(1, || {
-                        format!("span {:?} of service {service:?}: {reason}", span.name)
-                    });
-                    continue;
-                }
-                let status = span.status.as_ref();
-                c.trace_id.append_value(&*trace_id);
-                c.span_id.append_value(&*span_id);
-                c.parent_span_id.append_option(parent.as_deref());
-                c.trace_state
-                    .append_option(Some(span.trace_state.as_str()).filter(|s| !s.is_empty()));
-                c.service.append_value(&service);
-                c.name.append_value(&span.name);
-                c.start_time.append_value(start);
-                c.end_time.append_value(end);
-                c.duration_ns.append_value(end.saturating_sub(start).max(0));
-                c.kind.append_value(kind_name(span.kind));
-                c.status_code
-                    .append_value(status_name(status.map_or(0, |s| s.code)));
-                c.status_message
-                    .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
-                append_attributes(&mut c.attributes, &span.attributes);
-                append_attributes(&mut c.resource_attributes, resource_attrs);
-                c.scope_name.append_value(scope_name);
-                c.scope_version.append_value(scope_version);
-                c.events.append_option(events_json(&span.events));
-                c.links.append_option(links_json(&span.links));
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())));
+                batch.push(&origin, SpanRow::of(span), attributes);
             }
         }
     }
-    Ok(Converted {
-        batch: c.finish()?,
-        rejected,
-    })
+    batch.finish()
 }
 
 #[cfg(test)]

@@ -1,0 +1,439 @@
+//! OTLP/protobuf traces → the `spans` table, read in place: each span's
+//! fields are borrowed from the request body and appended to the batch
+//! without first decoding the request into structs. Decoding with prost
+//! allocated every name, key and value as its own `String` and was a fifth
+//! of span ingest.
+//!
+//! Only what is per span is read here: resources, scopes, events and links
+//! (one per many spans, or rare) are decoded with prost from their bytes.
+//! Anything this reader does not follow exactly as prost would (a singular
+//! message sent twice, which prost merges; a field of the wrong wire type;
+//! text that is not UTF-8) makes it give the body back, and the caller
+//! decodes it with prost instead, which then accepts or refuses it.
+
+use arrow::error::ArrowError;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use prost::Message;
+
+use super::traces::{Origin, SpanBatch, SpanRow, events_json, links_json};
+use super::{Arrival, Converted};
+use crate::anyvalue::{Text, to_text};
+use crate::protobuf_fields::{Fields, Value};
+
+/// The body is left to prost (see the module documentation).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotInPlace;
+
+impl From<crate::protobuf_fields::Malformed> for NotInPlace {
+    fn from(_: crate::protobuf_fields::Malformed) -> Self {
+        NotInPlace
+    }
+}
+
+type Read<T> = Result<T, NotInPlace>;
+
+/// Converts an `ExportTraceServiceRequest` body; `Ok(Err(NotInPlace))`
+/// when it has to be decoded with prost instead.
+pub fn convert(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
+    let mut batch = SpanBatch::new(arrival);
+    match read_request(body, &mut batch) {
+        Ok(()) => batch.finish().map(Ok),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+fn read_request(body: &[u8], batch: &mut SpanBatch) -> Read<()> {
+    let mut scratch = Scratch::default();
+    for field in Fields::new(body) {
+        match field? {
+            (1, Value::Bytes(resource_spans)) => {
+                read_resource_spans(resource_spans, batch, &mut scratch)?
+            }
+            (1, _) => return Err(NotInPlace),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Buffers reused from span to span.
+#[derive(Default)]
+struct Scratch<'a> {
+    attributes: Vec<(&'a str, Text<'a>)>,
+    events: Vec<&'a [u8]>,
+    links: Vec<&'a [u8]>,
+}
+
+fn read_resource_spans<'a>(
+    message: &'a [u8],
+    batch: &mut SpanBatch,
+    scratch: &mut Scratch<'a>,
+) -> Read<()> {
+    let mut resource = None;
+    let mut scopes = Vec::new();
+    for field in Fields::new(message) {
+        match field? {
+            (1, Value::Bytes(r)) => set_once(&mut resource, r)?,
+            (2, Value::Bytes(scope_spans)) => scopes.push(scope_spans),
+            (3, Value::Bytes(schema_url)) => {
+                utf8(schema_url)?;
+            }
+            (1..=3, _) => return Err(NotInPlace),
+            _ => {}
+        }
+    }
+    let resource = resource
+        .map(Resource::decode)
+        .transpose()
+        .map_err(|_| NotInPlace)?;
+    for scope_spans in scopes {
+        let mut scope = None;
+        let mut spans = Vec::new();
+        for field in Fields::new(scope_spans) {
+            match field? {
+                (1, Value::Bytes(s)) => set_once(&mut scope, s)?,
+                (2, Value::Bytes(span)) => spans.push(span),
+                (3, Value::Bytes(schema_url)) => {
+                    utf8(schema_url)?;
+                }
+                (1..=3, _) => return Err(NotInPlace),
+                _ => {}
+            }
+        }
+        let scope = scope
+            .map(InstrumentationScope::decode)
+            .transpose()
+            .map_err(|_| NotInPlace)?;
+        let origin = Origin::new(resource.as_ref(), scope.as_ref());
+        for span in spans {
+            let row = read_span(span, scratch)?;
+            batch.push(&origin, row, scratch.attributes.drain(..));
+        }
+    }
+    Ok(())
+}
+
+/// A span's own fields; its attributes are left in `scratch`.
+fn read_span<'a>(message: &'a [u8], scratch: &mut Scratch<'a>) -> Read<SpanRow<'a>> {
+    scratch.attributes.clear();
+    scratch.events.clear();
+    scratch.links.clear();
+    let mut row = SpanRow::default();
+    let mut status = None;
+    for field in Fields::new(message) {
+        match field? {
+            (1, Value::Bytes(b)) => row.trace_id = b,
+            (2, Value::Bytes(b)) => row.span_id = b,
+            (3, Value::Bytes(b)) => row.trace_state = utf8(b)?,
+            (4, Value::Bytes(b)) => row.parent_span_id = b,
+            (5, Value::Bytes(b)) => row.name = utf8(b)?,
+            // An enum is an int32 on the wire, sign-extended to 64 bits.
+            (6, Value::Varint(v)) => row.kind = v as i32,
+            (7, Value::Fixed64(t)) => row.start_time_unix_nano = t,
+            (8, Value::Fixed64(t)) => row.end_time_unix_nano = t,
+            (9, Value::Bytes(kv)) => scratch.attributes.push(read_key_value(kv)?),
+            (10 | 12 | 14, Value::Varint(_)) => {}
+            (11, Value::Bytes(event)) => scratch.events.push(event),
+            (13, Value::Bytes(link)) => scratch.links.push(link),
+            (15, Value::Bytes(s)) => set_once(&mut status, s)?,
+            (16, Value::Fixed32(_)) => {}
+            (1..=16, _) => return Err(NotInPlace),
+            _ => {}
+        }
+    }
+    if let Some(status) = status {
+        for field in Fields::new(status) {
+            match field? {
+                (2, Value::Bytes(b)) => row.status_message = utf8(b)?,
+                (3, Value::Varint(v)) => row.status_code = v as i32,
+                (2 | 3, _) => return Err(NotInPlace),
+                _ => {}
+            }
+        }
+    }
+    row.events = events_json(&decode_all::<Event>(&scratch.events)?);
+    row.links = links_json(&decode_all::<Link>(&scratch.links)?);
+    Ok(row)
+}
+
+/// A `KeyValue`'s key and the text of its value.
+fn read_key_value(message: &[u8]) -> Read<(&str, Text<'_>)> {
+    let mut key = "";
+    let mut value = None;
+    for field in Fields::new(message) {
+        match field? {
+            (1, Value::Bytes(b)) => key = utf8(b)?,
+            (2, Value::Bytes(v)) => set_once(&mut value, v)?,
+            (3, Value::Varint(_)) => {}
+            (1..=3, _) => return Err(NotInPlace),
+            _ => {}
+        }
+    }
+    Ok((key, value.map_or(Ok(Text::Null), read_any_value)?))
+}
+
+/// The common scalar values read in place; any other (arrays, maps,
+/// bytes, a oneof sent more than once) decoded with prost and rendered.
+fn read_any_value(message: &[u8]) -> Read<Text<'_>> {
+    let mut fields = Fields::new(message);
+    let only = (fields.next(), fields.next());
+    Ok(match only {
+        (Some(Ok((1, Value::Bytes(s)))), None) => Text::Str(utf8(s)?),
+        (Some(Ok((2, Value::Varint(b)))), None) => Text::Bool(b != 0),
+        (Some(Ok((3, Value::Varint(i)))), None) => Text::Int(i as i64),
+        (Some(Ok((4, Value::Fixed64(d)))), None) => Text::Double(f64::from_bits(d)),
+        _ => {
+            let value = AnyValue::decode(message).map_err(|_| NotInPlace)?;
+            match to_text(Some(&value)) {
+                Some(text) => Text::Rendered(Some(text)),
+                None => Text::Null,
+            }
+        }
+    })
+}
+
+fn decode_all<M: Message + Default>(messages: &[&[u8]]) -> Read<Vec<M>> {
+    messages
+        .iter()
+        .map(|m| M::decode(*m).map_err(|_| NotInPlace))
+        .collect()
+}
+
+/// Records a singular message field; a second occurrence, which prost
+/// would merge into the first, is left to prost.
+fn set_once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Read<()> {
+    if slot.replace(value).is_some() {
+        return Err(NotInPlace);
+    }
+    Ok(())
+}
+
+fn utf8(bytes: &[u8]) -> Read<&str> {
+    std::str::from_utf8(bytes).map_err(|_| NotInPlace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::traces;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        ArrayValue as Array, KeyValue, KeyValueList, any_value,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    fn kv(key: &str, value: Option<any_value::Value>) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        }
+    }
+
+    fn span(n: u8) -> Span {
+        use any_value::Value::*;
+        Span {
+            trace_id: vec![n + 1; 16],
+            span_id: vec![n + 2; 8],
+            parent_span_id: if n.is_multiple_of(2) {
+                vec![]
+            } else {
+                vec![9; 8]
+            },
+            trace_state: if n.is_multiple_of(3) {
+                "k=v".into()
+            } else {
+                String::new()
+            },
+            name: format!("op {n} é"),
+            kind: i32::from(n % 6),
+            start_time_unix_nano: 1_000 + u64::from(n),
+            end_time_unix_nano: 5_000,
+            attributes: vec![
+                kv("s", Some(StringValue(format!("v{n}")))),
+                kv("b", Some(BoolValue(n.is_multiple_of(2)))),
+                kv("i", Some(IntValue(-i64::from(n)))),
+                kv("d", Some(DoubleValue(f64::from(n) / 3.0))),
+                kv("bytes", Some(BytesValue(vec![n, 255]))),
+                kv(
+                    "array",
+                    Some(ArrayValue(Array {
+                        values: vec![AnyValue {
+                            value: Some(IntValue(1)),
+                        }],
+                    })),
+                ),
+                kv(
+                    "map",
+                    Some(KvlistValue(KeyValueList {
+                        values: vec![kv("x", Some(StringValue("y".into())))],
+                    })),
+                ),
+                kv("empty", None),
+                KeyValue {
+                    key: "absent".into(),
+                    ..Default::default()
+                },
+            ],
+            events: if n % 2 == 1 {
+                vec![Event {
+                    time_unix_nano: 2_000,
+                    name: "exception".into(),
+                    attributes: vec![kv("exception.message", Some(StringValue("boom".into())))],
+                    ..Default::default()
+                }]
+            } else {
+                vec![]
+            },
+            links: if n % 4 == 1 {
+                vec![Link {
+                    trace_id: vec![7; 16],
+                    span_id: vec![8; 8],
+                    ..Default::default()
+                }]
+            } else {
+                vec![]
+            },
+            status: (n % 3 != 1).then(|| Status {
+                code: i32::from(n % 3),
+                message: if n % 3 == 2 {
+                    "failed".into()
+                } else {
+                    String::new()
+                },
+            }),
+            flags: 0x100,
+            dropped_attributes_count: u32::from(n),
+            ..Default::default()
+        }
+    }
+
+    fn request() -> ExportTraceServiceRequest {
+        use any_value::Value::StringValue;
+        let bad_id = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![0; 8],
+            name: "zero span id".into(),
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            kv("service.name", Some(StringValue("cart".into()))),
+                            kv("host.name", Some(StringValue("h1".into()))),
+                        ],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![
+                        ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: "lib".into(),
+                                version: "1.2".into(),
+                                ..Default::default()
+                            }),
+                            spans: (0..12).map(span).chain([bad_id]).collect(),
+                            schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+                        },
+                        ScopeSpans {
+                            spans: vec![span(20)],
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                },
+                ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span(30)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+
+    fn both_ways(body: &[u8]) -> (Read<Converted>, Converted) {
+        let arrival = Arrival {
+            received: 0,
+            earliest: 1_005,
+            latest: i64::MAX,
+        };
+        let decoded = ExportTraceServiceRequest::decode(body).unwrap();
+        (
+            convert(body, arrival).unwrap(),
+            traces::convert(&decoded, arrival).unwrap(),
+        )
+    }
+
+    #[test]
+    fn reads_the_same_rows_and_rejections_as_prost() {
+        let body = request().encode_to_vec();
+        let (in_place, decoded) = both_ways(&body);
+        let in_place = in_place.expect("read in place");
+        assert_eq!(decoded.batch.num_rows(), 9, "3 refused for time, 1 for id");
+        assert_eq!(in_place.batch, decoded.batch);
+        assert_eq!(in_place.rejected.count, decoded.rejected.count);
+        assert_eq!(in_place.rejected.message(), decoded.rejected.message());
+    }
+
+    #[test]
+    fn reads_a_body_another_encoder_wrote() {
+        // The fuzz seed, written by hand field by field (its first byte
+        // picks the signal): every attribute type, an event, a status.
+        let seed = include_bytes!("../../../fuzz/seeds/otlp_proto/spans.pb");
+        let (in_place, decoded) = both_ways(&seed[1..]);
+        let in_place = in_place.expect("read in place");
+        assert_eq!(in_place.batch.num_rows(), 2);
+        assert_eq!(in_place.batch, decoded.batch);
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_as_prost_skips_them() {
+        let mut body = request().encode_to_vec();
+        // Field 99 (varint) and field 100 (length-delimited) at the top level.
+        body.extend([0x98, 0x06, 0x01, 0xa2, 0x06, 0x02, b'h', b'i']);
+        let (in_place, decoded) = both_ways(&body);
+        assert_eq!(in_place.expect("read in place").batch, decoded.batch);
+    }
+
+    /// `message` as field `tag` (length-delimited, tag < 16).
+    fn field(tag: u8, message: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag << 3 | 2];
+        prost::encoding::encode_varint(message.len() as u64, &mut out);
+        out.extend(message);
+        out
+    }
+
+    #[test]
+    fn what_prost_would_merge_or_refuse_is_left_to_prost() {
+        // A span whose status is sent twice: prost merges the two.
+        let mut s = span(0).encode_to_vec();
+        s.extend(field(
+            15,
+            &Status {
+                code: 2,
+                message: String::new(),
+            }
+            .encode_to_vec(),
+        ));
+        let body = field(1, &field(2, &field(2, &s)));
+        let arrival = Arrival::unbounded(0);
+        assert_eq!(convert(&body, arrival).unwrap().err(), Some(NotInPlace));
+        let decoded = ExportTraceServiceRequest::decode(&body[..]).unwrap();
+        let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
+
+        // A name that is not UTF-8: prost refuses the body.
+        let mut bad = span(2);
+        bad.name = "q".into();
+        let mut body = field(1, &field(2, &field(2, &bad.encode_to_vec())));
+        let at = body.iter().position(|b| *b == b'q').unwrap();
+        body[at] = 0xff;
+        assert_eq!(convert(&body, arrival).unwrap().err(), Some(NotInPlace));
+        assert!(ExportTraceServiceRequest::decode(&body[..]).is_err());
+    }
+}
