@@ -1,7 +1,8 @@
 //! OTLP/protobuf export bodies: decoded and converted to Arrow as the
 //! receivers do. The first byte picks the signal. Decoding may refuse a
-//! body; nothing may panic, hang or allocate without bound. Spans read in
-//! place must also come out exactly as prost decodes and converts them.
+//! body; nothing may panic, hang or allocate without bound. Spans and log
+//! records read in place must also come out exactly as prost decodes and
+//! converts them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = match which % 3 {
-        0 => decode_and_convert::<ExportLogsServiceRequest>(body, false),
+        0 => {
+            loupe_ingest::assert_in_place_matches_prost::<ExportLogsServiceRequest>(body);
+            decode_and_convert::<ExportLogsServiceRequest>(body, false)
+        }
         1 => {
             loupe_ingest::assert_in_place_matches_prost::<ExportTraceServiceRequest>(body);
             decode_and_convert::<ExportTraceServiceRequest>(body, false)

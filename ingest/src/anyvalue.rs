@@ -62,8 +62,9 @@ pub fn attributes_json(attrs: &[KeyValue]) -> Json {
 /// A value on its way to the text stored for it: the common scalar types
 /// borrowed as they are, anything else already rendered. Read the same way
 /// from a decoded `AnyValue` and from one still in the protobuf body.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Text<'a> {
+    #[default]
     Null,
     Str(&'a str),
     Bool(bool),
@@ -88,11 +89,6 @@ impl<'a> Text<'a> {
 /// Appends the text form of a value ([`to_text`]), or null for an empty
 /// one, writing straight into `builder`: attribute values are most of what
 /// ingest converts, and a `String` per value was a tenth of span ingest.
-pub fn append_text(builder: &mut StringBuilder, value: Option<&AnyValue>) {
-    append(builder, &Text::of(value));
-}
-
-/// Appends `text` as [`append_text`] does.
 pub fn append(builder: &mut StringBuilder, text: &Text<'_>) {
     use std::fmt::Write;
     match text {
@@ -187,11 +183,11 @@ mod tests {
         let mut appended = StringBuilder::new();
         for (value, text) in &cases {
             assert_eq!(to_text(Some(&av(value.clone()))).as_deref(), Some(*text));
-            append_text(&mut appended, Some(&av(value.clone())));
+            append(&mut appended, &Text::of(Some(&av(value.clone()))));
         }
         assert_eq!(to_text(Some(&AnyValue { value: None })), None);
-        append_text(&mut appended, Some(&AnyValue { value: None }));
-        append_text(&mut appended, None);
+        append(&mut appended, &Text::of(Some(&AnyValue { value: None })));
+        append(&mut appended, &Text::of(None));
         // Appended in place, the same texts, each its own row.
         let appended = appended.finish();
         let texts: Vec<Option<&str>> = appended.iter().collect();

@@ -45,6 +45,18 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     fn response(rejected: usize, message: String) -> Self::Response;
 }
 
+/// What a reader in place ([`convert::in_place`]) made of a body: `None`
+/// when it is left to prost.
+fn in_place(
+    read: Result<Result<Converted, convert::in_place::NotInPlace>, ArrowError>,
+) -> Option<Result<Converted, ArrowError>> {
+    match read {
+        Ok(Ok(converted)) => Some(Ok(converted)),
+        Ok(Err(convert::in_place::NotInPlace)) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 fn no_in_place_reader(_: &[u8], _: Arrival) -> Option<Result<Converted, ArrowError>> {
     None
 }
@@ -155,7 +167,7 @@ otlp_export!(
         rejected_log_records
     },
     convert::logs::convert,
-    no_in_place_reader,
+    |body: &[u8], arrival| in_place(convert::in_place::logs(body, arrival)),
     |r: &ExportLogsServiceRequest| r
         .resource_logs
         .iter()
@@ -174,11 +186,7 @@ otlp_export!(
     ExportTraceServiceResponse,
     ExportTracePartialSuccess { rejected_spans },
     convert::traces::convert,
-    |body: &[u8], arrival| match convert::traces_in_place::convert(body, arrival) {
-        Ok(Ok(converted)) => Some(Ok(converted)),
-        Ok(Err(convert::traces_in_place::NotInPlace)) => None,
-        Err(e) => Some(Err(e)),
-    },
+    |body: &[u8], arrival| in_place(convert::in_place::traces(body, arrival)),
     |r: &ExportTraceServiceRequest| r
         .resource_spans
         .iter()

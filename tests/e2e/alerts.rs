@@ -99,7 +99,12 @@ fn a_rule_goes_pending_firing_resolved_and_notifies_once_each() {
     });
     assert!(fired, "never fired: {:?}", alerts(&loupe));
     assert!(saw_pending, "fired without being pending first");
+    // Booms go on until the firing notification is out. Were they to stop
+    // first, a pass slowed by a loaded machine could see the alert resolve
+    // before its group's first notification, and an alert never notified
+    // as firing resolves silently (as in Alertmanager).
     let firing = receiver.wait_for("the firing notification", Duration::from_secs(20), |d| {
+        send_boom(&loupe, "cart");
         statuses(d).contains(&"firing".to_string())
     });
     let d = firing

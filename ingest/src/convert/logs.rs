@@ -1,5 +1,6 @@
 //! OTLP logs → the `logs` table.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -11,13 +12,8 @@ use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{
-    Arrival, Converted, HexId, Rejections, optional_id, resource_attributes, scope_name_version,
-    to_nanos,
-};
-use crate::anyvalue::{
-    AttrBuilder, append_attributes, append_text, new_attr_builder, service_name,
-};
+use super::{Arrival, Converted, HexId, Origin, Rejections, optional_id, to_nanos};
+use crate::anyvalue::{AttrBuilder, Text, append, append_pairs, new_attr_builder};
 
 /// `severity_text` for records that only carry a number, per the OTLP
 /// severity ranges (1–4 TRACE … 21–24 FATAL).
@@ -91,11 +87,123 @@ impl Columns {
     }
 }
 
-fn ids(record: &LogRecord) -> Result<(Option<HexId>, Option<HexId>), String> {
-    Ok((
-        optional_id(&record.trace_id, 16, "trace_id")?,
-        optional_id(&record.span_id, 8, "span_id")?,
-    ))
+/// One log record's fields as conversion reads them, whether from a
+/// decoded request ([`convert`]) or in place from its protobuf body
+/// ([`super::in_place`]).
+#[derive(Default)]
+pub(super) struct LogRow<'a> {
+    pub time_unix_nano: u64,
+    pub observed_time_unix_nano: u64,
+    pub severity_number: i32,
+    pub severity_text: &'a str,
+    pub body: Text<'a>,
+    pub flags: u32,
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub event_name: &'a str,
+}
+
+impl<'a> LogRow<'a> {
+    fn of(record: &'a LogRecord) -> Self {
+        LogRow {
+            time_unix_nano: record.time_unix_nano,
+            observed_time_unix_nano: record.observed_time_unix_nano,
+            severity_number: record.severity_number,
+            severity_text: &record.severity_text,
+            body: Text::of(record.body.as_ref()),
+            flags: record.flags,
+            trace_id: &record.trace_id,
+            span_id: &record.span_id,
+            event_name: &record.event_name,
+        }
+    }
+
+    fn ids(&self) -> Result<(Option<HexId>, Option<HexId>), String> {
+        Ok((
+            optional_id(self.trace_id, 16, "trace_id")?,
+            optional_id(self.span_id, 8, "span_id")?,
+        ))
+    }
+}
+
+/// The log records of one request on their way to a batch.
+pub(super) struct LogBatch {
+    columns: Columns,
+    rejected: Rejections,
+    arrival: Arrival,
+}
+
+impl LogBatch {
+    pub(super) fn new(arrival: Arrival) -> Self {
+        LogBatch {
+            columns: Columns::new(),
+            rejected: Rejections::default(),
+            arrival,
+        }
+    }
+
+    /// Adds a record, or rejects it for a bad id or a time outside the
+    /// arrival window; `arrival.received` stands in for missing times.
+    pub(super) fn push<'t, T: Borrow<Text<'t>>>(
+        &mut self,
+        origin: &Origin<'_>,
+        record: LogRow<'_>,
+        attributes: impl IntoIterator<Item = (&'t str, T)>,
+    ) {
+        let service = &origin.service;
+        let (trace_id, span_id) = match record.ids() {
+            Ok(ids) => ids,
+            Err(reason) => {
+                self.rejected
+                    .reject(1, || format!("log record of service {service:?}: {reason}"));
+                return;
+            }
+        };
+        let observed = match to_nanos(record.observed_time_unix_nano) {
+            0 => self.arrival.received,
+            t => t,
+        };
+        let time = match to_nanos(record.time_unix_nano) {
+            0 => observed,
+            t => t,
+        };
+        if let Some(reason) = self.arrival.refuse(time) {
+            self.rejected
+                .reject(1, || format!("log record of service {service:?}: {reason}"));
+            return;
+        }
+        let c = &mut self.columns;
+        c.time.append_value(time);
+        c.observed_time.append_value(observed);
+        c.service.append_value(service);
+        if record.severity_text.is_empty() {
+            c.severity_text
+                .append_value(severity_text_for(record.severity_number));
+        } else {
+            c.severity_text.append_value(record.severity_text);
+        }
+        c.severity_number.append_value(record.severity_number);
+        append(&mut c.body, &record.body);
+        c.trace_id.append_option(trace_id.as_deref());
+        c.span_id.append_option(span_id.as_deref());
+        c.flags.append_value(record.flags);
+        c.event_name
+            .append_option(Some(record.event_name).filter(|s| !s.is_empty()));
+        append_pairs(&mut c.attributes, attributes);
+        append_pairs(
+            &mut c.resource_attributes,
+            origin.resource.iter().map(|(k, v)| (*k, v)),
+        );
+        c.scope_name.append_value(origin.scope_name);
+        c.scope_version.append_value(origin.scope_version);
+    }
+
+    pub(super) fn finish(self) -> Result<Converted, ArrowError> {
+        Ok(Converted {
+            batch: self.columns.finish()?,
+            rejected: self.rejected,
+        })
+    }
 }
 
 /// Converts a request; `arrival.received` stands in for missing
@@ -104,62 +212,20 @@ pub fn convert(
     request: &ExportLogsServiceRequest,
     arrival: Arrival,
 ) -> Result<Converted, ArrowError> {
-    let received = arrival.received;
-    let mut c = Columns::new();
-    let mut rejected = Rejections::default();
+    let mut batch = LogBatch::new(arrival);
     for resource_logs in &request.resource_logs {
-        let resource_attrs = resource_attributes(resource_logs.resource.as_ref());
-        let service = service_name(resource_attrs);
         for scope_logs in &resource_logs.scope_logs {
-            let (scope_name, scope_version) = scope_name_version(scope_logs.scope.as_ref());
+            let origin = Origin::new(resource_logs.resource.as_ref(), scope_logs.scope.as_ref());
             for record in &scope_logs.log_records {
-                let (trace_id, span_id) = match ids(record) {
-                    Ok(ids) => ids,
-                    Err(reason) => {
-                        rejected
-                            .reject(1, || format!("log record of service {service:?}: {reason}"));
-                        continue;
-                    }
-                };
-                let observed = match to_nanos(record.observed_time_unix_nano) {
-                    0 => received,
-                    t => t,
-                };
-                let time = match to_nanos(record.time_unix_nano) {
-                    0 => observed,
-                    t => t,
-                };
-                if let Some(reason) = arrival.refuse(time) {
-                    rejected.reject(1, || format!("log record of service {service:?}: {reason}"));
-                    continue;
-                }
-                c.time.append_value(time);
-                c.observed_time.append_value(observed);
-                c.service.append_value(&service);
-                if record.severity_text.is_empty() {
-                    c.severity_text
-                        .append_value(severity_text_for(record.severity_number));
-                } else {
-                    c.severity_text.append_value(&record.severity_text);
-                }
-                c.severity_number.append_value(record.severity_number);
-                append_text(&mut c.body, record.body.as_ref());
-                c.trace_id.append_option(trace_id.as_deref());
-                c.span_id.append_option(span_id.as_deref());
-                c.flags.append_value(record.flags);
-                c.event_name
-                    .append_option(Some(record.event_name.as_str()).filter(|s| !s.is_empty()));
-                append_attributes(&mut c.attributes, &record.attributes);
-                append_attributes(&mut c.resource_attributes, resource_attrs);
-                c.scope_name.append_value(scope_name);
-                c.scope_version.append_value(scope_version);
+                let attributes = record
+                    .attributes
+                    .iter()
+                    .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())));
+                batch.push(&origin, LogRow::of(record), attributes);
             }
         }
     }
-    Ok(Converted {
-        batch: c.finish()?,
-        rejected,
-    })
+    batch.finish()
 }
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 //! storage schema plus an account of the records it had to reject.
 
 mod ids;
+pub mod in_place;
 pub mod logs;
 pub mod metrics;
 pub mod traces;
-pub mod traces_in_place;
 
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::anyvalue::{Text, service_name};
 
 pub use ids::{HexId, hex_id, optional_id};
 
@@ -97,6 +99,31 @@ impl Arrival {
 /// OTLP times are u64 ns; Arrow's are i64. Anything past 2262 is clamped.
 pub fn to_nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// Where records come from: their resource (its attributes and service) and
+/// instrumentation scope, shared by every record under them.
+pub struct Origin<'a> {
+    pub resource: Vec<(&'a str, Text<'a>)>,
+    pub service: String,
+    pub scope_name: &'a str,
+    pub scope_version: &'a str,
+}
+
+impl<'a> Origin<'a> {
+    pub fn new(resource: Option<&'a Resource>, scope: Option<&'a InstrumentationScope>) -> Self {
+        let attrs = resource_attributes(resource);
+        let (scope_name, scope_version) = scope_name_version(scope);
+        Origin {
+            resource: attrs
+                .iter()
+                .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())))
+                .collect(),
+            service: service_name(attrs),
+            scope_name,
+            scope_version,
+        }
+    }
 }
 
 /// A resource's attributes; none without a resource.

@@ -9,19 +9,12 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
 
-use super::{
-    Arrival, Converted, HexId, Rejections, hex_id, optional_id, resource_attributes,
-    scope_name_version, to_nanos,
-};
-use crate::anyvalue::{
-    AttrBuilder, Text, append_pairs, attributes_json, new_attr_builder, service_name,
-};
+use super::{Arrival, Converted, HexId, Origin, Rejections, hex_id, optional_id, to_nanos};
+use crate::anyvalue::{AttrBuilder, Text, append_pairs, attributes_json, new_attr_builder};
 
 fn kind_name(kind: i32) -> &'static str {
     match kind {
@@ -145,37 +138,9 @@ impl Columns {
     }
 }
 
-/// Where spans come from: their resource (its attributes and service) and
-/// instrumentation scope, shared by every span under them.
-pub(super) struct Origin<'a> {
-    resource: Vec<(&'a str, Text<'a>)>,
-    service: String,
-    scope_name: &'a str,
-    scope_version: &'a str,
-}
-
-impl<'a> Origin<'a> {
-    pub(super) fn new(
-        resource: Option<&'a Resource>,
-        scope: Option<&'a InstrumentationScope>,
-    ) -> Self {
-        let attrs = resource_attributes(resource);
-        let (scope_name, scope_version) = scope_name_version(scope);
-        Origin {
-            resource: attrs
-                .iter()
-                .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())))
-                .collect(),
-            service: service_name(attrs),
-            scope_name,
-            scope_version,
-        }
-    }
-}
-
 /// One span's fields as conversion reads them, whether from a decoded
 /// request ([`convert`]) or in place from its protobuf body
-/// ([`super::traces_in_place`]).
+/// ([`super::in_place`]).
 #[derive(Default)]
 pub(super) struct SpanRow<'a> {
     pub trace_id: &'a [u8],

@@ -1,15 +1,15 @@
-//! OTLP/protobuf traces → the `spans` table, read in place: each span's
-//! fields are borrowed from the request body and appended to the batch
-//! without first decoding the request into structs. Decoding with prost
-//! allocated every name, key and value as its own `String` and was a fifth
-//! of span ingest.
+//! OTLP/protobuf spans and log records → their tables, read in place:
+//! each record's fields are borrowed from the request body and appended to
+//! the batch without first decoding the request into structs. Decoding
+//! with prost allocated every name, key and value as its own `String` and
+//! was a fifth of span ingest.
 //!
-//! Only what is per span is read here: resources, scopes, events and links
-//! (one per many spans, or rare) are decoded with prost from their bytes.
-//! Anything this reader does not follow exactly as prost would (a singular
-//! message sent twice, which prost merges; a field of the wrong wire type;
-//! text that is not UTF-8) makes it give the body back, and the caller
-//! decodes it with prost instead, which then accepts or refuses it.
+//! Only what is per record is read here: resources, scopes, span events and
+//! links (one per many records, or rare) are decoded with prost from their
+//! bytes. Anything this reader does not follow exactly as prost would (a
+//! singular message sent twice, which prost merges; a field of the wrong
+//! wire type; text that is not UTF-8) makes it give the body back, and the
+//! caller decodes it with prost instead, which then accepts or refuses it.
 
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope};
@@ -17,8 +17,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use prost::Message;
 
-use super::traces::{Origin, SpanBatch, SpanRow, events_json, links_json};
-use super::{Arrival, Converted};
+use super::logs::{LogBatch, LogRow};
+use super::traces::{SpanBatch, SpanRow, events_json, links_json};
+use super::{Arrival, Converted, Origin};
 use crate::anyvalue::{Text, to_text};
 use crate::protobuf_fields::{Fields, Value};
 
@@ -36,20 +37,58 @@ type Read<T> = Result<T, NotInPlace>;
 
 /// Converts an `ExportTraceServiceRequest` body; `Ok(Err(NotInPlace))`
 /// when it has to be decoded with prost instead.
-pub fn convert(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
+pub fn traces(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
     let mut batch = SpanBatch::new(arrival);
-    match read_request(body, &mut batch) {
+    let mut scratch = Scratch::default();
+    let read = for_each_record(body, |origin, span| {
+        let row = read_span(span, &mut scratch)?;
+        batch.push(origin, row, scratch.attributes.drain(..));
+        Ok(())
+    });
+    match read {
         Ok(()) => batch.finish().map(Ok),
         Err(e) => Ok(Err(e)),
     }
 }
 
-fn read_request(body: &[u8], batch: &mut SpanBatch) -> Read<()> {
-    let mut scratch = Scratch::default();
+/// Converts an `ExportLogsServiceRequest` body, as [`traces`] does spans.
+pub fn logs(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
+    let mut batch = LogBatch::new(arrival);
+    let mut attributes = Vec::new();
+    let read = for_each_record(body, |origin, record| {
+        let row = read_log_record(record, &mut attributes)?;
+        batch.push(origin, row, attributes.drain(..));
+        Ok(())
+    });
+    match read {
+        Ok(()) => batch.finish().map(Ok),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// Calls `record` with each record's bytes and where it comes from. Traces
+/// and logs requests nest alike: request → resource (1) → scope (2) →
+/// record (2), with the resource and the scope at field 1 of their
+/// levels and a schema URL at field 3.
+fn for_each_record<'a>(
+    body: &'a [u8],
+    mut record: impl FnMut(&Origin<'_>, &'a [u8]) -> Read<()>,
+) -> Read<()> {
     for field in Fields::new(body) {
         match field? {
-            (1, Value::Bytes(resource_spans)) => {
-                read_resource_spans(resource_spans, batch, &mut scratch)?
+            (1, Value::Bytes(resource_records)) => {
+                let resource = singular_and_repeated(resource_records)?;
+                let scopes = resource.repeated;
+                let resource = decode::<Resource>(resource.singular)?;
+                for scope_records in scopes {
+                    let scope = singular_and_repeated(scope_records)?;
+                    let records = scope.repeated;
+                    let scope = decode::<InstrumentationScope>(scope.singular)?;
+                    let origin = Origin::new(resource.as_ref(), scope.as_ref());
+                    for r in records {
+                        record(&origin, r)?;
+                    }
+                }
             }
             (1, _) => return Err(NotInPlace),
             _ => {}
@@ -58,25 +97,21 @@ fn read_request(body: &[u8], batch: &mut SpanBatch) -> Read<()> {
     Ok(())
 }
 
-/// Buffers reused from span to span.
-#[derive(Default)]
-struct Scratch<'a> {
-    attributes: Vec<(&'a str, Text<'a>)>,
-    events: Vec<&'a [u8]>,
-    links: Vec<&'a [u8]>,
+/// A resource or scope level's singular field 1 and repeated field 2.
+struct Level<'a> {
+    singular: Option<&'a [u8]>,
+    repeated: Vec<&'a [u8]>,
 }
 
-fn read_resource_spans<'a>(
-    message: &'a [u8],
-    batch: &mut SpanBatch,
-    scratch: &mut Scratch<'a>,
-) -> Read<()> {
-    let mut resource = None;
-    let mut scopes = Vec::new();
+/// A resource or scope level: its singular field 1, its repeated field 2
+/// and its schema URL (field 3, only checked to be text).
+fn singular_and_repeated(message: &[u8]) -> Read<Level<'_>> {
+    let mut singular = None;
+    let mut repeated = Vec::new();
     for field in Fields::new(message) {
         match field? {
-            (1, Value::Bytes(r)) => set_once(&mut resource, r)?,
-            (2, Value::Bytes(scope_spans)) => scopes.push(scope_spans),
+            (1, Value::Bytes(b)) => set_once(&mut singular, b)?,
+            (2, Value::Bytes(b)) => repeated.push(b),
             (3, Value::Bytes(schema_url)) => {
                 utf8(schema_url)?;
             }
@@ -84,35 +119,19 @@ fn read_resource_spans<'a>(
             _ => {}
         }
     }
-    let resource = resource
-        .map(Resource::decode)
-        .transpose()
-        .map_err(|_| NotInPlace)?;
-    for scope_spans in scopes {
-        let mut scope = None;
-        let mut spans = Vec::new();
-        for field in Fields::new(scope_spans) {
-            match field? {
-                (1, Value::Bytes(s)) => set_once(&mut scope, s)?,
-                (2, Value::Bytes(span)) => spans.push(span),
-                (3, Value::Bytes(schema_url)) => {
-                    utf8(schema_url)?;
-                }
-                (1..=3, _) => return Err(NotInPlace),
-                _ => {}
-            }
-        }
-        let scope = scope
-            .map(InstrumentationScope::decode)
-            .transpose()
-            .map_err(|_| NotInPlace)?;
-        let origin = Origin::new(resource.as_ref(), scope.as_ref());
-        for span in spans {
-            let row = read_span(span, scratch)?;
-            batch.push(&origin, row, scratch.attributes.drain(..));
-        }
-    }
-    Ok(())
+    Ok(Level { singular, repeated })
+}
+
+fn decode<M: Message + Default>(message: Option<&[u8]>) -> Read<Option<M>> {
+    message.map(M::decode).transpose().map_err(|_| NotInPlace)
+}
+
+/// Buffers reused from span to span.
+#[derive(Default)]
+struct Scratch<'a> {
+    attributes: Vec<(&'a str, Text<'a>)>,
+    events: Vec<&'a [u8]>,
+    links: Vec<&'a [u8]>,
 }
 
 /// A span's own fields; its attributes are left in `scratch`.
@@ -153,8 +172,37 @@ fn read_span<'a>(message: &'a [u8], scratch: &mut Scratch<'a>) -> Read<SpanRow<'
             }
         }
     }
-    row.events = events_json(&decode_all::<Event>(&scratch.events)?);
-    row.links = links_json(&decode_all::<Link>(&scratch.links)?);
+    row.events = events_json(&decode_each::<Event>(&scratch.events)?);
+    row.links = links_json(&decode_each::<Link>(&scratch.links)?);
+    Ok(row)
+}
+
+/// A log record's own fields; its attributes are left in `attributes`.
+fn read_log_record<'a>(
+    message: &'a [u8],
+    attributes: &mut Vec<(&'a str, Text<'a>)>,
+) -> Read<LogRow<'a>> {
+    attributes.clear();
+    let mut row = LogRow::default();
+    let mut body = None;
+    for field in Fields::new(message) {
+        match field? {
+            (1, Value::Fixed64(t)) => row.time_unix_nano = t,
+            (2, Value::Varint(v)) => row.severity_number = v as i32,
+            (3, Value::Bytes(b)) => row.severity_text = utf8(b)?,
+            (5, Value::Bytes(b)) => set_once(&mut body, b)?,
+            (6, Value::Bytes(kv)) => attributes.push(read_key_value(kv)?),
+            (7, Value::Varint(_)) => {}
+            (8, Value::Fixed32(f)) => row.flags = f,
+            (9, Value::Bytes(b)) => row.trace_id = b,
+            (10, Value::Bytes(b)) => row.span_id = b,
+            (11, Value::Fixed64(t)) => row.observed_time_unix_nano = t,
+            (12, Value::Bytes(b)) => row.event_name = utf8(b)?,
+            (1..=3 | 5..=12, _) => return Err(NotInPlace),
+            _ => {}
+        }
+    }
+    row.body = body.map_or(Ok(Text::Null), read_any_value)?;
     Ok(row)
 }
 
@@ -194,7 +242,7 @@ fn read_any_value(message: &[u8]) -> Read<Text<'_>> {
     })
 }
 
-fn decode_all<M: Message + Default>(messages: &[&[u8]]) -> Read<Vec<M>> {
+fn decode_each<M: Message + Default>(messages: &[&[u8]]) -> Read<Vec<M>> {
     messages
         .iter()
         .map(|m| M::decode(*m).map_err(|_| NotInPlace))
@@ -364,7 +412,7 @@ mod tests {
         };
         let decoded = ExportTraceServiceRequest::decode(body).unwrap();
         (
-            convert(body, arrival).unwrap(),
+            traces(body, arrival).unwrap(),
             traces::convert(&decoded, arrival).unwrap(),
         )
     }
@@ -382,11 +430,21 @@ mod tests {
 
     #[test]
     fn reads_a_body_another_encoder_wrote() {
-        // The fuzz seed, written by hand field by field (its first byte
-        // picks the signal): every attribute type, an event, a status.
+        // The fuzz seeds, written by hand field by field (their first byte
+        // picks the signal): every attribute type, an event, a status, a
+        // structured log body.
         let seed = include_bytes!("../../../fuzz/seeds/otlp_proto/spans.pb");
         let (in_place, decoded) = both_ways(&seed[1..]);
         let in_place = in_place.expect("read in place");
+        assert_eq!(in_place.batch.num_rows(), 2);
+        assert_eq!(in_place.batch, decoded.batch);
+
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        let seed = include_bytes!("../../../fuzz/seeds/otlp_proto/logs.pb");
+        let arrival = Arrival::unbounded(0);
+        let in_place = logs(&seed[1..], arrival).unwrap().expect("read in place");
+        let request = ExportLogsServiceRequest::decode(&seed[1..]).unwrap();
+        let decoded = crate::convert::logs::convert(&request, arrival).unwrap();
         assert_eq!(in_place.batch.num_rows(), 2);
         assert_eq!(in_place.batch, decoded.batch);
     }
@@ -398,6 +456,89 @@ mod tests {
         body.extend([0x98, 0x06, 0x01, 0xa2, 0x06, 0x02, b'h', b'i']);
         let (in_place, decoded) = both_ways(&body);
         assert_eq!(in_place.expect("read in place").batch, decoded.batch);
+    }
+
+    #[test]
+    fn reads_the_same_log_rows_and_rejections_as_prost() {
+        use crate::convert::logs;
+        use any_value::Value::*;
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let bodies = [
+            Some(StringValue("GET /cart 200".into())),
+            Some(IntValue(7)),
+            Some(KvlistValue(KeyValueList {
+                values: vec![kv("msg", Some(StringValue("hi".into())))],
+            })),
+            None,
+        ];
+        let record = |n: u8| LogRecord {
+            time_unix_nano: if n.is_multiple_of(3) {
+                0
+            } else {
+                2_000 + u64::from(n)
+            },
+            observed_time_unix_nano: if n.is_multiple_of(5) { 0 } else { 3_000 },
+            severity_number: i32::from(n % 25),
+            severity_text: if n.is_multiple_of(2) {
+                String::new()
+            } else {
+                "Warning".into()
+            },
+            body: (n % 7 != 6).then(|| AnyValue {
+                value: bodies[usize::from(n) % bodies.len()].clone(),
+            }),
+            attributes: vec![
+                kv("code.lineno", Some(IntValue(i64::from(n)))),
+                kv("tag", Some(StringValue(format!("t{n}")))),
+            ],
+            flags: u32::from(n % 2),
+            trace_id: if n.is_multiple_of(4) {
+                vec![]
+            } else {
+                vec![n; 16]
+            },
+            span_id: match n % 4 {
+                0 => vec![],
+                3 => vec![1; 3],
+                _ => vec![n; 8],
+            },
+            event_name: if n.is_multiple_of(6) {
+                "app.start".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", Some(StringValue("cart".into())))],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "log4j".into(),
+                        ..Default::default()
+                    }),
+                    log_records: (1..30).map(record).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = request.encode_to_vec();
+        let arrival = Arrival {
+            received: 1_500,
+            earliest: 1_000,
+            latest: 2_020,
+        };
+        let in_place = logs(&body, arrival).unwrap().expect("read in place");
+        let decoded = logs::convert(&request, arrival).unwrap();
+        assert!(decoded.rejected.count > 0 && decoded.batch.num_rows() > 10);
+        assert_eq!(in_place.batch, decoded.batch);
+        assert_eq!(in_place.rejected.count, decoded.rejected.count);
+        assert_eq!(in_place.rejected.message(), decoded.rejected.message());
     }
 
     /// `message` as field `tag` (length-delimited, tag < 16).
@@ -422,7 +563,7 @@ mod tests {
         ));
         let body = field(1, &field(2, &field(2, &s)));
         let arrival = Arrival::unbounded(0);
-        assert_eq!(convert(&body, arrival).unwrap().err(), Some(NotInPlace));
+        assert_eq!(traces(&body, arrival).unwrap().err(), Some(NotInPlace));
         let decoded = ExportTraceServiceRequest::decode(&body[..]).unwrap();
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
@@ -433,7 +574,7 @@ mod tests {
         let mut body = field(1, &field(2, &field(2, &bad.encode_to_vec())));
         let at = body.iter().position(|b| *b == b'q').unwrap();
         body[at] = 0xff;
-        assert_eq!(convert(&body, arrival).unwrap().err(), Some(NotInPlace));
+        assert_eq!(traces(&body, arrival).unwrap().err(), Some(NotInPlace));
         assert!(ExportTraceServiceRequest::decode(&body[..]).is_err());
     }
 }
