@@ -70,7 +70,7 @@ pub enum Text<'a> {
     Bool(bool),
     Int(i64),
     Double(f64),
-    Rendered(Option<String>),
+    Rendered(String),
 }
 
 impl<'a> Text<'a> {
@@ -81,7 +81,7 @@ impl<'a> Text<'a> {
             Some(Value::BoolValue(b)) => Text::Bool(*b),
             Some(Value::IntValue(i)) => Text::Int(*i),
             Some(Value::DoubleValue(d)) => Text::Double(*d),
-            Some(_) => Text::Rendered(to_text(value)),
+            Some(_) => to_text(value).map_or(Text::Null, Text::Rendered),
         }
     }
 }
@@ -104,7 +104,7 @@ pub fn append(builder: &mut StringBuilder, text: &Text<'_>) {
             let _ = write!(builder, "{d}");
             builder.append_value("");
         }
-        Text::Rendered(text) => builder.append_option(text.as_deref()),
+        Text::Rendered(text) => builder.append_value(text),
     }
 }
 

@@ -45,18 +45,6 @@ pub trait OtlpExport: prost::Message + DeserializeOwned + Default + Send + Sync 
     fn response(rejected: usize, message: String) -> Self::Response;
 }
 
-/// What a reader in place ([`convert::in_place`]) made of a body: `None`
-/// when it is left to prost.
-fn in_place(
-    read: Result<Result<Converted, convert::in_place::NotInPlace>, ArrowError>,
-) -> Option<Result<Converted, ArrowError>> {
-    match read {
-        Ok(Ok(converted)) => Some(Ok(converted)),
-        Ok(Err(convert::in_place::NotInPlace)) => None,
-        Err(e) => Some(Err(e)),
-    }
-}
-
 fn no_in_place_reader(_: &[u8], _: Arrival) -> Option<Result<Converted, ArrowError>> {
     None
 }
@@ -167,7 +155,7 @@ otlp_export!(
         rejected_log_records
     },
     convert::logs::convert,
-    |body: &[u8], arrival| in_place(convert::in_place::logs(body, arrival)),
+    convert::in_place::logs,
     |r: &ExportLogsServiceRequest| r
         .resource_logs
         .iter()
@@ -186,7 +174,7 @@ otlp_export!(
     ExportTraceServiceResponse,
     ExportTracePartialSuccess { rejected_spans },
     convert::traces::convert,
-    |body: &[u8], arrival| in_place(convert::in_place::traces(body, arrival)),
+    convert::in_place::traces,
     |r: &ExportTraceServiceRequest| r
         .resource_spans
         .iter()

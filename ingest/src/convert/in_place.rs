@@ -25,7 +25,7 @@ use crate::protobuf_fields::{Fields, Value};
 
 /// The body is left to prost (see the module documentation).
 #[derive(Debug, PartialEq, Eq)]
-pub struct NotInPlace;
+struct NotInPlace;
 
 impl From<crate::protobuf_fields::Malformed> for NotInPlace {
     fn from(_: crate::protobuf_fields::Malformed) -> Self {
@@ -35,9 +35,9 @@ impl From<crate::protobuf_fields::Malformed> for NotInPlace {
 
 type Read<T> = Result<T, NotInPlace>;
 
-/// Converts an `ExportTraceServiceRequest` body; `Ok(Err(NotInPlace))`
-/// when it has to be decoded with prost instead.
-pub fn traces(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
+/// Converts an `ExportTraceServiceRequest` body; `None` when it has to be
+/// decoded with prost instead.
+pub fn traces(body: &[u8], arrival: Arrival) -> Option<Result<Converted, ArrowError>> {
     let mut batch = SpanBatch::new(arrival);
     let mut scratch = Scratch::default();
     let read = for_each_record(body, |origin, span| {
@@ -45,14 +45,11 @@ pub fn traces(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowErr
         batch.push(origin, row, scratch.attributes.drain(..));
         Ok(())
     });
-    match read {
-        Ok(()) => batch.finish().map(Ok),
-        Err(e) => Ok(Err(e)),
-    }
+    read.ok().map(|()| batch.finish())
 }
 
 /// Converts an `ExportLogsServiceRequest` body, as [`traces`] does spans.
-pub fn logs(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError> {
+pub fn logs(body: &[u8], arrival: Arrival) -> Option<Result<Converted, ArrowError>> {
     let mut batch = LogBatch::new(arrival);
     let mut attributes = Vec::new();
     let read = for_each_record(body, |origin, record| {
@@ -60,10 +57,7 @@ pub fn logs(body: &[u8], arrival: Arrival) -> Result<Read<Converted>, ArrowError
         batch.push(origin, row, attributes.drain(..));
         Ok(())
     });
-    match read {
-        Ok(()) => batch.finish().map(Ok),
-        Err(e) => Ok(Err(e)),
-    }
+    read.ok().map(|()| batch.finish())
 }
 
 /// Calls `record` with each record's bytes and where it comes from. Traces
@@ -234,10 +228,7 @@ fn read_any_value(message: &[u8]) -> Read<Text<'_>> {
         (Some(Ok((4, Value::Fixed64(d)))), None) => Text::Double(f64::from_bits(d)),
         _ => {
             let value = AnyValue::decode(message).map_err(|_| NotInPlace)?;
-            match to_text(Some(&value)) {
-                Some(text) => Text::Rendered(Some(text)),
-                None => Text::Null,
-            }
+            to_text(Some(&value)).map_or(Text::Null, Text::Rendered)
         }
     })
 }
@@ -404,7 +395,7 @@ mod tests {
         }
     }
 
-    fn both_ways(body: &[u8]) -> (Read<Converted>, Converted) {
+    fn both_ways(body: &[u8]) -> (Option<Converted>, Converted) {
         let arrival = Arrival {
             received: 0,
             earliest: 1_005,
@@ -412,7 +403,7 @@ mod tests {
         };
         let decoded = ExportTraceServiceRequest::decode(body).unwrap();
         (
-            traces(body, arrival).unwrap(),
+            traces(body, arrival).map(Result::unwrap),
             traces::convert(&decoded, arrival).unwrap(),
         )
     }
@@ -442,7 +433,7 @@ mod tests {
         use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
         let seed = include_bytes!("../../../fuzz/seeds/otlp_proto/logs.pb");
         let arrival = Arrival::unbounded(0);
-        let in_place = logs(&seed[1..], arrival).unwrap().expect("read in place");
+        let in_place = logs(&seed[1..], arrival).expect("read in place").unwrap();
         let request = ExportLogsServiceRequest::decode(&seed[1..]).unwrap();
         let decoded = crate::convert::logs::convert(&request, arrival).unwrap();
         assert_eq!(in_place.batch.num_rows(), 2);
@@ -533,7 +524,7 @@ mod tests {
             earliest: 1_000,
             latest: 2_020,
         };
-        let in_place = logs(&body, arrival).unwrap().expect("read in place");
+        let in_place = logs(&body, arrival).expect("read in place").unwrap();
         let decoded = logs::convert(&request, arrival).unwrap();
         assert!(decoded.rejected.count > 0 && decoded.batch.num_rows() > 10);
         assert_eq!(in_place.batch, decoded.batch);
@@ -563,7 +554,7 @@ mod tests {
         ));
         let body = field(1, &field(2, &field(2, &s)));
         let arrival = Arrival::unbounded(0);
-        assert_eq!(traces(&body, arrival).unwrap().err(), Some(NotInPlace));
+        assert!(traces(&body, arrival).is_none());
         let decoded = ExportTraceServiceRequest::decode(&body[..]).unwrap();
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
@@ -574,7 +565,7 @@ mod tests {
         let mut body = field(1, &field(2, &field(2, &bad.encode_to_vec())));
         let at = body.iter().position(|b| *b == b'q').unwrap();
         body[at] = 0xff;
-        assert_eq!(traces(&body, arrival).unwrap().err(), Some(NotInPlace));
+        assert!(traces(&body, arrival).is_none());
         assert!(ExportTraceServiceRequest::decode(&body[..]).is_err());
     }
 }

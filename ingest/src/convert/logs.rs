@@ -12,8 +12,10 @@ use loupe_storage::Signal;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
-use super::{Arrival, Converted, HexId, Origin, Rejections, optional_id, to_nanos};
-use crate::anyvalue::{AttrBuilder, Text, append, append_pairs, new_attr_builder};
+use super::{
+    Arrival, Batch, Converted, HexId, Origin, OriginColumns, TableColumns, optional_id, to_nanos,
+};
+use crate::anyvalue::{Text, append};
 
 /// `severity_text` for records that only carry a number, per the OTLP
 /// severity ranges (1–4 TRACE … 21–24 FATAL).
@@ -29,7 +31,7 @@ fn severity_text_for(number: i32) -> &'static str {
     }
 }
 
-struct Columns {
+pub(super) struct Columns {
     time: TimestampNanosecondBuilder,
     observed_time: TimestampNanosecondBuilder,
     service: StringBuilder,
@@ -40,13 +42,10 @@ struct Columns {
     span_id: StringBuilder,
     flags: UInt32Builder,
     event_name: StringBuilder,
-    attributes: AttrBuilder,
-    resource_attributes: AttrBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
+    origin: OriginColumns,
 }
 
-impl Columns {
+impl TableColumns for Columns {
     fn new() -> Self {
         Columns {
             time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
@@ -59,15 +58,12 @@ impl Columns {
             span_id: StringBuilder::new(),
             flags: UInt32Builder::new(),
             event_name: StringBuilder::new(),
-            attributes: new_attr_builder(),
-            resource_attributes: new_attr_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
+            origin: OriginColumns::new(),
         }
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.observed_time.finish()),
             Arc::new(self.service.finish()),
@@ -78,11 +74,8 @@ impl Columns {
             Arc::new(self.span_id.finish()),
             Arc::new(self.flags.finish()),
             Arc::new(self.event_name.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
         ];
+        columns.extend(self.origin.finish());
         RecordBatch::try_new(Signal::Logs.schema(), columns)
     }
 }
@@ -127,21 +120,9 @@ impl<'a> LogRow<'a> {
 }
 
 /// The log records of one request on their way to a batch.
-pub(super) struct LogBatch {
-    columns: Columns,
-    rejected: Rejections,
-    arrival: Arrival,
-}
+pub(super) type LogBatch = Batch<Columns>;
 
 impl LogBatch {
-    pub(super) fn new(arrival: Arrival) -> Self {
-        LogBatch {
-            columns: Columns::new(),
-            rejected: Rejections::default(),
-            arrival,
-        }
-    }
-
     /// Adds a record, or rejects it for a bad id or a time outside the
     /// arrival window; `arrival.received` stands in for missing times.
     pub(super) fn push<'t, T: Borrow<Text<'t>>>(
@@ -189,20 +170,7 @@ impl LogBatch {
         c.flags.append_value(record.flags);
         c.event_name
             .append_option(Some(record.event_name).filter(|s| !s.is_empty()));
-        append_pairs(&mut c.attributes, attributes);
-        append_pairs(
-            &mut c.resource_attributes,
-            origin.resource.iter().map(|(k, v)| (*k, v)),
-        );
-        c.scope_name.append_value(origin.scope_name);
-        c.scope_version.append_value(origin.scope_version);
-    }
-
-    pub(super) fn finish(self) -> Result<Converted, ArrowError> {
-        Ok(Converted {
-            batch: self.columns.finish()?,
-            rejected: self.rejected,
-        })
+        c.origin.append(origin, attributes);
     }
 }
 

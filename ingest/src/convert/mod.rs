@@ -7,11 +7,16 @@ pub mod logs;
 pub mod metrics;
 pub mod traces;
 
+use std::borrow::Borrow;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringBuilder};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::anyvalue::{Text, service_name};
+use crate::anyvalue::{AttrBuilder, Text, append_pairs, new_attr_builder, service_name};
 
 pub use ids::{HexId, hex_id, optional_id};
 
@@ -123,6 +128,84 @@ impl<'a> Origin<'a> {
             scope_name,
             scope_version,
         }
+    }
+}
+
+/// The columns every signal's table ends its own with (storage's
+/// `attributes_and_scope`): a record's attributes, its resource's, and its
+/// instrumentation scope.
+pub(super) struct OriginColumns {
+    attributes: AttrBuilder,
+    resource_attributes: AttrBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+}
+
+impl OriginColumns {
+    pub(super) fn new() -> Self {
+        OriginColumns {
+            attributes: new_attr_builder(),
+            resource_attributes: new_attr_builder(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+        }
+    }
+
+    /// Appends one record's attributes and where it comes from.
+    pub(super) fn append<'t, T: Borrow<Text<'t>>>(
+        &mut self,
+        origin: &Origin<'_>,
+        attributes: impl IntoIterator<Item = (&'t str, T)>,
+    ) {
+        append_pairs(&mut self.attributes, attributes);
+        append_pairs(
+            &mut self.resource_attributes,
+            origin.resource.iter().map(|(k, v)| (*k, v)),
+        );
+        self.scope_name.append_value(origin.scope_name);
+        self.scope_version.append_value(origin.scope_version);
+    }
+
+    /// The four columns, in schema order.
+    pub(super) fn finish(&mut self) -> [ArrayRef; 4] {
+        [
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+        ]
+    }
+}
+
+/// A signal's table columns, built a record at a time.
+pub(super) trait TableColumns {
+    fn new() -> Self;
+    fn finish(self) -> Result<RecordBatch, ArrowError>;
+}
+
+/// One request's records on their way to a batch: the columns, the
+/// records rejected, and the window records must start in. Each signal
+/// adds its own `push`.
+pub(super) struct Batch<C> {
+    pub(super) columns: C,
+    pub(super) rejected: Rejections,
+    pub(super) arrival: Arrival,
+}
+
+impl<C: TableColumns> Batch<C> {
+    pub(super) fn new(arrival: Arrival) -> Self {
+        Batch {
+            columns: C::new(),
+            rejected: Rejections::default(),
+            arrival,
+        }
+    }
+
+    pub(super) fn finish(self) -> Result<Converted, ArrowError> {
+        Ok(Converted {
+            batch: self.columns.finish()?,
+            rejected: self.rejected,
+        })
     }
 }
 

@@ -13,8 +13,11 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use serde_json::{Value as Json, json};
 
-use super::{Arrival, Converted, HexId, Origin, Rejections, hex_id, optional_id, to_nanos};
-use crate::anyvalue::{AttrBuilder, Text, append_pairs, attributes_json, new_attr_builder};
+use super::{
+    Arrival, Batch, Converted, HexId, Origin, OriginColumns, TableColumns, hex_id, optional_id,
+    to_nanos,
+};
+use crate::anyvalue::{Text, attributes_json};
 
 fn kind_name(kind: i32) -> &'static str {
     match kind {
@@ -68,7 +71,7 @@ pub(super) fn links_json(links: &[Link]) -> Option<String> {
     Some(Json::Array(list).to_string())
 }
 
-struct Columns {
+pub(super) struct Columns {
     trace_id: StringBuilder,
     span_id: StringBuilder,
     parent_span_id: StringBuilder,
@@ -81,15 +84,12 @@ struct Columns {
     kind: StringBuilder,
     status_code: StringBuilder,
     status_message: StringBuilder,
-    attributes: AttrBuilder,
-    resource_attributes: AttrBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
+    origin: OriginColumns,
     events: StringBuilder,
     links: StringBuilder,
 }
 
-impl Columns {
+impl TableColumns for Columns {
     fn new() -> Self {
         Columns {
             trace_id: StringBuilder::new(),
@@ -104,17 +104,14 @@ impl Columns {
             kind: StringBuilder::new(),
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
-            attributes: new_attr_builder(),
-            resource_attributes: new_attr_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
+            origin: OriginColumns::new(),
             events: StringBuilder::new(),
             links: StringBuilder::new(),
         }
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent_span_id.finish()),
@@ -127,13 +124,10 @@ impl Columns {
             Arc::new(self.kind.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.resource_attributes.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            Arc::new(self.events.finish()),
-            Arc::new(self.links.finish()),
         ];
+        columns.extend(self.origin.finish());
+        columns.push(Arc::new(self.events.finish()));
+        columns.push(Arc::new(self.links.finish()));
         RecordBatch::try_new(Signal::Spans.schema(), columns)
     }
 }
@@ -187,21 +181,9 @@ impl<'a> SpanRow<'a> {
 }
 
 /// The spans of one request on their way to a batch.
-pub(super) struct SpanBatch {
-    columns: Columns,
-    rejected: Rejections,
-    arrival: Arrival,
-}
+pub(super) type SpanBatch = Batch<Columns>;
 
 impl SpanBatch {
-    pub(super) fn new(arrival: Arrival) -> Self {
-        SpanBatch {
-            columns: Columns::new(),
-            rejected: Rejections::default(),
-            arrival,
-        }
-    }
-
     /// Adds a span, or rejects it for a bad id or a start time outside
     /// the arrival window.
     pub(super) fn push<'t, T: Borrow<Text<'t>>>(
@@ -243,22 +225,9 @@ impl SpanBatch {
         c.status_code.append_value(status_name(span.status_code));
         c.status_message
             .append_option(Some(span.status_message).filter(|m| !m.is_empty()));
-        append_pairs(&mut c.attributes, attributes);
-        append_pairs(
-            &mut c.resource_attributes,
-            origin.resource.iter().map(|(k, v)| (*k, v)),
-        );
-        c.scope_name.append_value(origin.scope_name);
-        c.scope_version.append_value(origin.scope_version);
+        c.origin.append(origin, attributes);
         c.events.append_option(span.events);
         c.links.append_option(span.links);
-    }
-
-    pub(super) fn finish(self) -> Result<Converted, ArrowError> {
-        Ok(Converted {
-            batch: self.columns.finish()?,
-            rejected: self.rejected,
-        })
     }
 }
 
