@@ -6,6 +6,7 @@ mod catalog;
 mod catalog_pg;
 mod compaction_memory;
 mod error;
+mod file_order;
 mod index_cache;
 mod ipc;
 mod log_bodies;

@@ -4,10 +4,9 @@
 //! than time: a full-text index for logs, a trace-id index for spans.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::compute::{SortColumn, interleave_record_batch, lexsort_to_indices, take_record_batch};
+use arrow::compute::{interleave_record_batch, take_record_batch};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -18,6 +17,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
+use crate::file_order::{FileOrder, file_order};
 use crate::schema::Signal;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -74,64 +74,31 @@ pub(crate) fn encode_splits_with(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    // Only the sort key is gathered into one array; the rows are copied
-    // once, in file order and a slice at a time, from the batches
-    // themselves (concatenating them first doubled a flush's memory).
-    let concat_column = |arrays: Vec<ArrayRef>| -> Result<ArrayRef> {
-        let refs: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
-        Ok(arrow::compute::concat(&refs)?)
-    };
+    // The rows are copied once, in file order and a slice at a time, from
+    // the batches themselves (concatenating them first doubled a flush's
+    // memory).
     let times = batches
         .iter()
-        .map(|b| time_values(signal, b).map(|t| Arc::new(t) as ArrayRef))
+        .map(|b| time_values(signal, b))
         .collect::<Result<Vec<_>>>()?;
-    let time = concat_column(times)?;
-    let time = time.as_primitive::<Int64Type>();
-    let hours = hour_values(time);
     let services = batches
         .iter()
-        .map(|b| column(signal, b, "service"))
-        .collect::<Result<Vec<_>>>()?;
-    let service = concat_column(services)?;
-    let order = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: Arc::new(hours.clone()) as ArrayRef,
-                options: None,
-            },
-            SortColumn {
-                values: service,
-                options: None,
-            },
-            SortColumn {
-                values: Arc::new(time.clone()) as ArrayRef,
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    let sorted_hours = arrow::compute::take(&hours, &order, None)?;
-    let sorted_hours = sorted_hours.as_primitive::<Int64Type>();
-    // (batch, row) of each row in file order.
-    let mut starts = Vec::with_capacity(batches.len());
-    let mut total = 0;
-    for batch in &batches {
-        starts.push(total);
-        total += batch.num_rows();
-    }
-    let positions: Vec<(usize, usize)> = order
-        .values()
-        .iter()
-        .map(|&i| {
-            let i = i as usize;
-            let batch = starts.partition_point(|&s| s <= i) - 1;
-            (batch, i - starts[batch])
+        .map(|b| {
+            b.column_by_name("service")
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| StorageError::Schema {
+                    signal,
+                    reason: "missing text column service".into(),
+                })
         })
-        .collect();
-
+        .collect::<Result<Vec<_>>>()?;
+    let FileOrder {
+        rows: positions,
+        hours,
+    } = file_order(&times, &services);
     let mut splits = Vec::new();
-    for (start, len) in runs(sorted_hours) {
-        let mut split = SplitBuilder::new(signal, sorted_hours.value(start), effort, 0)?;
+    for (start, len) in runs(&hours) {
+        let mut split = SplitBuilder::new(signal, hours[start], effort, 0)?;
         for rows in positions[start..start + len].chunks(FLUSH_SLICE_ROWS) {
             split.write(&interleave_record_batch(&batches, rows)?)?;
         }
@@ -144,12 +111,12 @@ pub(crate) fn encode_splits_with(
 const FLUSH_SLICE_ROWS: usize = 16 * 1024;
 
 /// `(start, len)` of each run of equal values.
-fn runs(values: &Int64Array) -> Vec<(usize, usize)> {
+fn runs(values: &[i64]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < values.len() {
         let mut end = start + 1;
-        while end < values.len() && values.value(end) == values.value(start) {
+        while end < values.len() && values[end] == values[start] {
             end += 1;
         }
         out.push((start, end - start));
@@ -201,7 +168,7 @@ pub(crate) fn split_by_hours(
     let sorted_hours = arrow::compute::take(&hours, &order, None)?;
     let sorted_hours = sorted_hours.as_primitive::<Int64Type>();
     let mut parts = Vec::new();
-    for chunk in runs(sorted_hours).chunks(max_hours) {
+    for chunk in runs(sorted_hours.values()).chunks(max_hours) {
         let start = chunk[0].0;
         let len: usize = chunk.iter().map(|(_, len)| len).sum();
         parts.push(sorted.slice(start, len));
@@ -580,7 +547,7 @@ mod tests {
             .collect();
         let mut columns = batch.columns().to_vec();
         columns[batch.schema().index_of("body").unwrap()] =
-            Arc::new(arrow::array::StringArray::from(body));
+            std::sync::Arc::new(arrow::array::StringArray::from(body));
         batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
         let pages = |effort| {
             let split = encode_splits_with(Signal::Logs, std::slice::from_ref(&batch), effort)
