@@ -281,8 +281,20 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
         // its children: a dictionary of them fills up and falls back to
         // plain after hashing every value (a tenth of a flush's Parquet
         // work).
-        for name in ["span_id", "parent_span_id"] {
+        // Durations hardly recur either: their dictionary fell back to
+        // plain and left pages a third larger than plain alone (183 k
+        // spans: 1.01 MB against 0.66 MB). Trace ids keep theirs: the
+        // spans of a trace in one service share it (1.55 MB against 1.78).
+        for name in ["span_id", "parent_span_id", "duration_ns"] {
             props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        }
+        // Start and end times sorted within a service differ little row
+        // to row, as log times do: deltas took 0.50 and 0.62 MB where
+        // dictionary/plain took 0.91 and 1.00.
+        for name in ["start_time", "end_time"] {
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::from(name), false)
+                .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
         }
     }
     Ok(props.build())
