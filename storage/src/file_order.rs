@@ -1,12 +1,14 @@
 //! The order a flush writes rows in: by hour, then service, then time, then
 //! arrival. Each row gets one 128-bit key (hour, the service's rank among
 //! the flush's services, time) so that sorting compares integers, not
-//! service names: with `lexsort_to_indices` over the text column the name
-//! comparisons were 6 % of the server's CPU at span ingest saturation.
+//! service names: against `lexsort_to_indices` over the text column it
+//! saved 5 % of the server's CPU per span at ingest saturation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::{Array, Int64Array, StringArray};
+
+use crate::split_writer::NANOS_PER_HOUR;
 
 /// Rows of `batches` in file order, as (batch, row), with the hour of each
 /// (hours since the epoch). `times` and `services` are the batches' time
@@ -58,7 +60,6 @@ pub(crate) struct FileOrder {
     pub hours: Vec<i64>,
 }
 
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Added to an hour so that every hour a nanosecond i64 can name (about
 /// ±2.6 M) is a positive 32-bit code above 0, which stands for null.
 const HOUR_BIAS: i64 = 1 << 31;
@@ -78,23 +79,17 @@ fn hour_of(code: u64) -> i64 {
 
 /// Each distinct service's rank in name order, from 1 (0 is null).
 fn service_ranks<'a>(services: &[&'a StringArray]) -> HashMap<&'a str, u64> {
-    let mut names: Vec<&str> = Vec::new();
-    let mut seen: HashMap<&str, u64> = HashMap::new();
+    let mut names = BTreeSet::new();
     for service in services {
-        let mut last: Option<&str> = None;
+        let mut last = None;
         for name in service.iter().flatten() {
-            if last != Some(name) && !seen.contains_key(name) {
-                seen.insert(name, 0);
-                names.push(name);
+            if last != Some(name) {
+                names.insert(name);
             }
             last = Some(name);
         }
     }
-    names.sort_unstable();
-    for (rank, name) in names.into_iter().enumerate() {
-        seen.insert(name, rank as u64 + 1);
-    }
-    seen
+    names.into_iter().zip(1..).collect()
 }
 
 #[cfg(test)]
@@ -116,28 +111,20 @@ mod tests {
             .map(|t| t.map(|t| t.div_euclid(NANOS_PER_HOUR)))
             .collect();
         let arrival: UInt32Array = (0..time.len() as u32).collect();
-        let order = lexsort_to_indices(
-            &[
-                SortColumn {
-                    values: Arc::new(hours) as ArrayRef,
-                    options: None,
-                },
-                SortColumn {
-                    values: Arc::new(service) as ArrayRef,
-                    options: None,
-                },
-                SortColumn {
-                    values: Arc::new(time) as ArrayRef,
-                    options: None,
-                },
-                SortColumn {
-                    values: Arc::new(arrival) as ArrayRef,
-                    options: None,
-                },
-            ],
-            None,
-        )
-        .unwrap();
+        let columns: [ArrayRef; 4] = [
+            Arc::new(hours),
+            Arc::new(service),
+            Arc::new(time),
+            Arc::new(arrival),
+        ];
+        let columns: Vec<SortColumn> = columns
+            .into_iter()
+            .map(|values| SortColumn {
+                values,
+                options: None,
+            })
+            .collect();
+        let order = lexsort_to_indices(&columns, None).unwrap();
         let mut starts = Vec::new();
         let mut total = 0;
         for t in times {

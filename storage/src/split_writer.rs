@@ -20,7 +20,7 @@ use crate::error::{Result, StorageError};
 use crate::file_order::{FileOrder, file_order};
 use crate::schema::Signal;
 
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per Parquet row group: every row group but a file's last has
 /// exactly this many, which lets a search turn row numbers into row-group
 /// selections without reading the footer.
