@@ -8,6 +8,7 @@ mod compaction_memory;
 mod error;
 mod file_order;
 mod index_cache;
+mod interleave;
 mod ipc;
 mod log_bodies;
 pub mod log_index;

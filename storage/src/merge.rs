@@ -260,7 +260,7 @@ impl Output<'_> {
             return Ok(());
         }
         let batches: Vec<&RecordBatch> = cursors.iter().map(|c| &c.batch).collect();
-        let merged = arrow::compute::interleave_record_batch(&batches, &pending.picks)?;
+        let merged = crate::interleave::interleave_rows(&batches, &pending.picks)?;
         pending.picks.clear();
         pending.bytes = 0;
         if self.current.is_none() {

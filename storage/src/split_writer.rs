@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -18,6 +18,7 @@ use parquet::schema::types::ColumnPath;
 use crate::catalog::SplitMeta;
 use crate::error::{Result, StorageError};
 use crate::file_order::{FileOrder, file_order};
+use crate::interleave::interleave_rows;
 use crate::schema::Signal;
 
 pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -100,7 +101,7 @@ pub(crate) fn encode_splits_with(
     for (start, len) in runs(&hours) {
         let mut split = SplitBuilder::new(signal, hours[start], effort, 0)?;
         for rows in positions[start..start + len].chunks(FLUSH_SLICE_ROWS) {
-            split.write(&interleave_record_batch(&batches, rows)?)?;
+            split.write(&interleave_rows(&batches, rows)?)?;
         }
         splits.push(split.finish()?);
     }

@@ -149,3 +149,33 @@ pub fn span_batch(n: usize) -> RecordBatch {
         _ => None,
     })
 }
+
+/// A spans batch of `n` rows whose attribute maps vary: row `i` (counted
+/// from `seed`) has `i % 4` entries, some with null values, and its
+/// resource attributes name its service.
+pub fn spans_with_attributes(seed: usize, n: usize) -> RecordBatch {
+    let batch = span_batch(n);
+    let mut attributes = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut resource = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for i in seed..seed + n {
+        for entry in 0..i % 4 {
+            attributes.keys().append_value(format!("key.{entry}"));
+            if (i + entry) % 3 == 0 {
+                attributes.values().append_null();
+            } else {
+                attributes
+                    .values()
+                    .append_value(format!("value {i}/{entry}"));
+            }
+        }
+        attributes.append(true).unwrap();
+        resource.keys().append_value("service.name");
+        resource.values().append_value(format!("svc-{}", i % 5));
+        resource.append(true).unwrap();
+    }
+    let mut columns = batch.columns().to_vec();
+    let schema = batch.schema();
+    columns[schema.index_of("attributes").unwrap()] = Arc::new(attributes.finish());
+    columns[schema.index_of("resource_attributes").unwrap()] = Arc::new(resource.finish());
+    RecordBatch::try_new(schema, columns).unwrap()
+}
