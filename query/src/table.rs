@@ -163,10 +163,13 @@ impl SignalTable {
         Ok((files, total_rows))
     }
 
+    /// A scan of `files`, which hold about `rows` rows (the planner's
+    /// estimate; see below).
     fn parquet_scan(
         &self,
         state: &dyn Session,
-        (files, rows): (Vec<PartitionedFile>, usize),
+        files: Vec<PartitionedFile>,
+        rows: usize,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -348,7 +351,7 @@ impl TableProvider for SignalTable {
                 .collect();
             let mut inputs = Vec::new();
             if !files.is_empty() {
-                inputs.push(self.parquet_scan(state, (files, rows), projection, &[], None)?);
+                inputs.push(self.parquet_scan(state, files, rows, projection, &[], None)?);
             }
             if !selection.batches.is_empty() {
                 let (schema, batches) =
@@ -395,7 +398,7 @@ impl TableProvider for SignalTable {
             }
         };
         if !files.is_empty() {
-            inputs.push(self.parquet_scan(state, (files, rows), projection, &plain, limit)?);
+            inputs.push(self.parquet_scan(state, files, rows, projection, &plain, limit)?);
         }
         let batches = match self.peers_after {
             Some(_) => Vec::new(),
