@@ -18,12 +18,17 @@ use crate::id_words::{
     ID_PREFIX_CHARS, ID_WORDS_TOKENIZER, full_words_analyzer, indexed_word, shortened_stem,
 };
 use crate::row_blocks::{BlockRowsQuery, RowBlocks, WORDS_NO_DIGITS_TOKENIZER, in_blocks};
+use crate::short_keys::{
+    SHORT_KEYS_TOKENIZER, full_keys_analyzer, indexed_key, shortened_key_stem,
+};
 use crate::verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 use crate::{Result, SearchError};
 
 /// The Tantivy query for `ast` on `index`; leaves without a field search
-/// `default_field`. Phrases on a text field indexed without positions are
-/// checked against the documents' text from `texts`; words with a digit
+/// `default_field`. Phrases on a text field indexed without positions, and
+/// values of a field that keeps long values shortened
+/// ([`crate::short_keys`]), are checked against the documents' text from
+/// `texts`; words with a digit
 /// of a field that keeps them by blocks of rows are looked up in `blocks`
 /// ([`crate::row_blocks`]) and checked the same way.
 pub fn to_tantivy(
@@ -226,6 +231,22 @@ impl Compiler<'_> {
             .is_some_and(|t| t == ID_WORDS_TOKENIZER || t == WORDS_NO_DIGITS_TOKENIZER)
     }
 
+    /// Whether the field keeps long values by their prefix
+    /// ([`crate::short_keys`]).
+    fn shortens_keys(&self, target: &Target<'_>) -> bool {
+        self.tokenizer_name(target).as_deref() == Some(SHORT_KEYS_TOKENIZER)
+    }
+
+    /// Whether a whole word's term holds other words too (it is
+    /// shortened), so that its rows must be checked.
+    fn is_shortened(&self, target: &Target<'_>, word: &str) -> bool {
+        if self.shortens_keys(target) {
+            indexed_key(word) != word
+        } else {
+            self.shortens_ids(target) && indexed_word(word) != word
+        }
+    }
+
     /// Where the field's words with a digit are, when not in its own
     /// postings ([`crate::row_blocks`]).
     fn digit_blocks(&self, target: &Target<'_>) -> Result<Option<Arc<dyn RowBlocks>>> {
@@ -266,6 +287,9 @@ impl Compiler<'_> {
         if self.shortens_ids(target) {
             return Ok(full_words_analyzer());
         }
+        if self.shortens_keys(target) {
+            return Ok(full_keys_analyzer());
+        }
         self.index
             .tokenizer_for_field(target.field)
             .map_err(|e| SearchError::new(e.to_string()))
@@ -273,12 +297,18 @@ impl Compiler<'_> {
 
     /// The term a whole word of the field is indexed under.
     fn indexed_term(&self, target: &Target<'_>, term: Term) -> Term {
-        if !self.shortens_ids(target) {
-            return term;
-        }
-        match term.value().as_str().map(indexed_word) {
+        let value = term.value();
+        let word = value.as_str();
+        let indexed = if self.shortens_keys(target) {
+            word.map(indexed_key)
+        } else if self.shortens_ids(target) {
+            word.map(indexed_word)
+        } else {
+            None
+        };
+        match indexed {
             Some(word) => Term::from_field_text(target.field, &word),
-            None => term,
+            None => term.clone(),
         }
     }
 
@@ -318,7 +348,11 @@ impl Compiler<'_> {
     /// Documents whose text holds the tokens of `text` in a row.
     fn tokens_query(&self, target: &Target<'_>, text: &str) -> Result<Option<Box<dyn Query>>> {
         let mut terms = self.text_terms(target, text)?;
-        let shortened = |term: &Term| term.value().as_str().is_some_and(|w| indexed_word(w) != w);
+        let shortened = |term: &Term| {
+            term.value()
+                .as_str()
+                .is_some_and(|w| self.is_shortened(target, w))
+        };
         let blocked = |term: &Term| term.value().as_str().is_some_and(in_blocks);
         Ok(match terms.len() {
             0 => None,
@@ -327,9 +361,7 @@ impl Compiler<'_> {
                 Some(self.verified_phrase(target, terms, false)?)
             }
             // A shortened word's term also holds other words: check each row.
-            1 if self.shortens_ids(target) && shortened(&terms[0].1) => {
-                Some(self.verified_phrase(target, terms, false)?)
-            }
+            1 if shortened(&terms[0].1) => Some(self.verified_phrase(target, terms, false)?),
             1 => Some(Box::new(TermQuery::new(
                 terms.remove(0).1,
                 IndexRecordOption::Basic,
@@ -380,6 +412,7 @@ impl Compiler<'_> {
                 .collect(),
             PhraseMatcher::new(analyzer, words, prefix),
             texts,
+            target.name.clone(),
         )))
     }
 
@@ -492,12 +525,18 @@ impl Compiler<'_> {
                 ],
                 PhraseMatcher::new(self.analyzer(target)?, vec![(0, stem)], true),
                 texts,
+                target.name.clone(),
             );
             return Ok(any_of(vec![whole, Box::new(with_digit)]));
         }
         // Words of the stem shortened past it are under the stem's own
         // shortened term: those rows are checked.
-        match shortened_stem(&stem).filter(|_| self.shortens_ids(target)) {
+        let short = if self.shortens_keys(target) {
+            shortened_key_stem(&stem)
+        } else {
+            shortened_stem(&stem).filter(|_| self.shortens_ids(target))
+        };
+        match short {
             Some(short) => {
                 let Some(texts) = self.texts.clone() else {
                     return fail(format!("field '{}' cannot match this prefix", target.name));
@@ -506,6 +545,7 @@ impl Compiler<'_> {
                     vec![Term::from_field_text(target.field, &short)],
                     PhraseMatcher::new(self.analyzer(target)?, vec![(0, stem)], true),
                     texts,
+                    target.name.clone(),
                 );
                 Ok(any_of(vec![whole, Box::new(shortened)]))
             }
@@ -557,7 +597,7 @@ impl Compiler<'_> {
                         term
                     }
                 },
-                FieldType::Str(_) if self.shortens_ids(target) => {
+                FieldType::Str(_) if self.shortens_ids(target) || self.shortens_keys(target) => {
                     return fail(format!("field '{}' has no ranges", target.name));
                 }
                 FieldType::Str(_) => {

@@ -21,6 +21,7 @@ mod id_words;
 mod lexer;
 mod parser;
 mod row_blocks;
+mod short_keys;
 mod verified_phrase;
 
 pub use ast::Ast;
@@ -31,6 +32,7 @@ pub use row_blocks::{
     BlockRowsQuery, DIGIT_WORDS_TOKENIZER, RowBlocks, WORDS_NO_DIGITS_TOKENIZER,
     digit_words_analyzer, words_without_digits_analyzer,
 };
+pub use short_keys::{SHORT_KEYS_TOKENIZER, short_keys_analyzer};
 pub use verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 
 /// Why a search could not be parsed or translated; the message is meant for

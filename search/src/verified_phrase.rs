@@ -19,10 +19,11 @@ use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, TERMINATED, Term};
 /// The text of indexed documents, for checking phrases.
 pub trait TextSource: Send + Sync + fmt::Debug {
     /// Calls `each(i, text)` for every `docs[i]` of `segment` that has
-    /// text, in any order.
+    /// text in `column` (the checked field's name), in any order.
     fn texts(
         &self,
         segment: &SegmentReader,
+        column: &str,
         docs: &[DocId],
         each: &mut dyn FnMut(usize, &str),
     ) -> tantivy::Result<()>;
@@ -125,12 +126,18 @@ pub struct VerifiedPhraseQuery {
     candidates: BooleanQuery,
     matcher: PhraseMatcher,
     source: Arc<dyn TextSource>,
+    column: String,
 }
 
 impl VerifiedPhraseQuery {
     /// `terms` narrow the candidates (all must be present); `matcher`
-    /// decides.
-    pub fn new(terms: Vec<Term>, matcher: PhraseMatcher, source: Arc<dyn TextSource>) -> Self {
+    /// decides on the text of `column`.
+    pub fn new(
+        terms: Vec<Term>,
+        matcher: PhraseMatcher,
+        source: Arc<dyn TextSource>,
+        column: String,
+    ) -> Self {
         let clauses = terms
             .into_iter()
             .map(|t| {
@@ -140,21 +147,23 @@ impl VerifiedPhraseQuery {
                 )
             })
             .collect();
-        VerifiedPhraseQuery::with_candidates(clauses, matcher, source)
+        VerifiedPhraseQuery::with_candidates(clauses, matcher, source, column)
     }
 
     /// Documents matching `clauses` (a conjunction: what narrows the
     /// candidates, such as [`crate::BlockRowsQuery`]), each checked by
-    /// `matcher`.
+    /// `matcher` on the text of `column`.
     pub fn with_candidates(
         clauses: Vec<(Occur, Box<dyn Query>)>,
         matcher: PhraseMatcher,
         source: Arc<dyn TextSource>,
+        column: String,
     ) -> Self {
         VerifiedPhraseQuery {
             candidates: BooleanQuery::new(clauses),
             matcher,
             source,
+            column,
         }
     }
 }
@@ -165,6 +174,7 @@ impl Query for VerifiedPhraseQuery {
             candidates: self.candidates.weight(enable_scoring)?,
             matcher: self.matcher.clone(),
             source: self.source.clone(),
+            column: self.column.clone(),
         }))
     }
 }
@@ -173,6 +183,7 @@ struct VerifiedPhraseWeight {
     candidates: Box<dyn Weight>,
     matcher: PhraseMatcher,
     source: Arc<dyn TextSource>,
+    column: String,
 }
 
 impl VerifiedPhraseWeight {
@@ -187,11 +198,12 @@ impl VerifiedPhraseWeight {
                 doc = scorer.advance();
             }
             if batch.len() == CHECK_BATCH || (doc == TERMINATED && !batch.is_empty()) {
-                self.source.texts(reader, &batch, &mut |i, text| {
-                    if self.matcher.matches(text) {
-                        matching.insert(batch[i]);
-                    }
-                })?;
+                self.source
+                    .texts(reader, &self.column, &batch, &mut |i, text| {
+                        if self.matcher.matches(text) {
+                            matching.insert(batch[i]);
+                        }
+                    })?;
                 batch.clear();
             }
             if doc == TERMINATED {

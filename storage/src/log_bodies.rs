@@ -2,12 +2,13 @@
 //! keeps no word positions, so a phrase is narrowed to the rows holding
 //! all its words and each of those rows' `body` is read and checked — from
 //! the memtable batch, or from the split's Parquet file, reading only the
-//! pages of those rows.
+//! pages of those rows. Trace ids, indexed by prefix, are checked the same
+//! way against the `trace_id` column.
 
 use std::ops::Range;
 use std::path::PathBuf;
 
-use arrow::array::{Array, AsArray, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use loupe_search::TextSource;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -21,8 +22,8 @@ use tantivy::{DocId, SegmentReader, TantivyError};
 pub(crate) enum Bodies {
     /// An index only being written, never searched.
     Unavailable,
-    /// A memtable batch's `body` column.
-    Batch(StringArray),
+    /// A memtable batch.
+    Batch(RecordBatch),
     /// The split's Parquet file.
     File(PathBuf),
     /// The split's Parquet file in a remote object store, read through
@@ -43,6 +44,7 @@ impl TextSource for Bodies {
     fn texts(
         &self,
         segment: &SegmentReader,
+        column: &str,
         docs: &[DocId],
         each: &mut dyn FnMut(usize, &str),
     ) -> tantivy::Result<()> {
@@ -56,27 +58,31 @@ impl TextSource for Bodies {
         rows.sort_unstable();
         match self {
             Bodies::Unavailable => Err(internal("this index has no rows to read")),
-            Bodies::Batch(body) => {
+            Bodies::Batch(batch) => {
+                let text = batch
+                    .column_by_name(column)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| internal(format!("no text column {column}")))?;
                 for (row, i) in rows {
-                    if row < body.len() && body.is_valid(row) {
-                        each(i, body.value(row));
+                    if row < text.len() && text.is_valid(row) {
+                        each(i, text.value(row));
                     }
                 }
                 Ok(())
             }
-            Bodies::File(path) => read_file(path, &rows, each),
+            Bodies::File(path) => read_file(path, column, &rows, each),
             Bodies::Remote {
                 store,
                 path,
                 size,
                 runtime,
-            } => read_remote(store, path, *size, runtime, &rows, each),
+            } => read_remote(store, path, *size, runtime, column, &rows, each),
         }
     }
 }
 
-/// Reads the `body` of `rows` (ascending) from a Parquet file in an
-/// object store, only the pages holding them, batch by batch.
+/// Reads `column` of `rows` (ascending) from a Parquet file in an object
+/// store, only the pages holding them, batch by batch.
 // `ParquetObjectReader` is deprecated in parquet 59 in favour of a
 // hand-written `AsyncFileReader`; it still does what is needed here.
 #[allow(deprecated)]
@@ -85,6 +91,7 @@ fn read_remote(
     path: &object_store::path::Path,
     size: u64,
     runtime: &tokio::runtime::Handle,
+    column: &str,
     rows: &[(usize, usize)],
     each: &mut dyn FnMut(usize, &str),
 ) -> tantivy::Result<()> {
@@ -103,7 +110,7 @@ fn read_remote(
         .map_err(internal)?;
     let total = builder.metadata().file_metadata().num_rows() as usize;
     let ranges = consecutive_ranges(rows, total);
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
     let mut stream = builder
         .with_projection(mask)
         .with_row_selection(RowSelection::from_consecutive_ranges(
@@ -122,9 +129,10 @@ fn read_remote(
     Ok(())
 }
 
-/// Reads the `body` of `rows` (ascending) from a Parquet file.
+/// Reads `column` of `rows` (ascending) from a Parquet file.
 fn read_file(
     path: &PathBuf,
+    column: &str,
     rows: &[(usize, usize)],
     each: &mut dyn FnMut(usize, &str),
 ) -> tantivy::Result<()> {
@@ -140,7 +148,7 @@ fn read_file(
     .map_err(internal)?;
     let total = builder.metadata().file_metadata().num_rows() as usize;
     let ranges = consecutive_ranges(rows, total);
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["body"]);
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
     let reader = builder
         .with_projection(mask)
         .with_row_selection(RowSelection::from_consecutive_ranges(
@@ -172,8 +180,8 @@ fn consecutive_ranges(rows: &[(usize, usize)], total: usize) -> Vec<Range<usize>
     ranges
 }
 
-/// Hands each body of a batch of the selected rows to `each` with its
-/// caller's index; false once every selected row has been seen.
+/// Hands each text of a batch of the selected rows (one column) to `each`
+/// with its caller's index; false once every selected row has been seen.
 fn visit_bodies<'a>(
     batch: &arrow::record_batch::RecordBatch,
     next: &mut impl Iterator<Item = &'a (usize, usize)>,
@@ -182,7 +190,7 @@ fn visit_bodies<'a>(
     let body = batch
         .column(0)
         .as_string_opt::<i32>()
-        .ok_or_else(|| internal("body is not text"))?;
+        .ok_or_else(|| internal("the checked column is not text"))?;
     for r in 0..body.len() {
         let Some((_, i)) = next.next() else {
             return Ok(false);

@@ -11,7 +11,9 @@
 //! documents are blocks of [`DIGIT_BLOCK_ROWS`] consecutive rows, by their
 //! first four characters ([`loupe_search::indexed_word`]); a search for
 //! one checks the rows of its blocks the same way
-//! ([`loupe_search::RowBlocks`]).
+//! ([`loupe_search::RowBlocks`]). `trace_id` keeps each id's first eight
+//! digits, and a search for an id checks the rows under them against the
+//! `trace_id` column the same way.
 //!
 //! On disk an index is one "bundle" file beside its Parquet file, written
 //! and deleted with it through the object store; the blocks' index is in
@@ -25,7 +27,8 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, TimestampNanosecondType};
 use loupe_search::{
-    Ast, DIGIT_WORDS_TOKENIZER, ID_WORDS_TOKENIZER, RowBlocks, WORDS_NO_DIGITS_TOKENIZER,
+    Ast, DIGIT_WORDS_TOKENIZER, ID_WORDS_TOKENIZER, RowBlocks, SHORT_KEYS_TOKENIZER,
+    WORDS_NO_DIGITS_TOKENIZER,
 };
 use tantivy::collector::Count;
 use tantivy::directory::RamDirectory;
@@ -79,12 +82,14 @@ fn schema() -> (Schema, Fields) {
             .set_fieldnorms(false)
             .set_index_option(IndexRecordOption::Basic),
     );
-    let keyword = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer(RAW_LOWER)
-            .set_fieldnorms(false)
-            .set_index_option(IndexRecordOption::Basic),
-    );
+    let keyword = |tokenizer| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_fieldnorms(false)
+                .set_index_option(IndexRecordOption::Basic),
+        )
+    };
     let json = JsonObjectOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
@@ -97,11 +102,13 @@ fn schema() -> (Schema, Fields) {
         .set_fast("raw");
     let fields = Fields {
         body: b.add_text_field("body", words),
-        service: b.add_text_field("service", keyword.clone()),
-        severity_text: b.add_text_field("severity_text", keyword.clone()),
+        service: b.add_text_field("service", keyword(RAW_LOWER)),
+        severity_text: b.add_text_field("severity_text", keyword(RAW_LOWER)),
         severity_number: b
             .add_i64_field("severity_number", NumericOptions::default().set_indexed()),
-        trace_id: b.add_text_field("trace_id", keyword),
+        // Nearly one value per two lines: kept by prefix, and the rows
+        // under a prefix checked against the column (`short_keys`).
+        trace_id: b.add_text_field("trace_id", keyword(SHORT_KEYS_TOKENIZER)),
         // Columnar only: newest-first and histograms read it without
         // Parquet, and time ranges scan it (a term per distinct second
         // was 2 % of the index, and ranges were only to the second).
@@ -143,6 +150,7 @@ fn register_in(tokenizers: &tantivy::tokenizer::TokenizerManager) {
         loupe_search::words_without_digits_analyzer(),
     );
     tokenizers.register(DIGIT_WORDS_TOKENIZER, loupe_search::digit_words_analyzer());
+    tokenizers.register(SHORT_KEYS_TOKENIZER, loupe_search::short_keys_analyzer());
 }
 
 fn register_tokenizers(index: &Index) {
@@ -510,7 +518,7 @@ impl LogIndex {
         let body = strings(batch, "body")?;
         let mut builder = LogIndexBuilder::in_one_segment(body.values().len())?;
         builder.add(batch)?;
-        builder.finish(Bodies::Batch(body.clone()))
+        builder.finish(Bodies::Batch(batch.clone()))
     }
 
     /// An index of no rows: compiling and running a query against it
@@ -1055,6 +1063,67 @@ mod id_word_tests {
             .map(|(_, d)| d.len())
             .collect();
         assert_eq!(stores, vec![empty_store().unwrap().len(); 2]);
+    }
+}
+
+#[cfg(test)]
+mod trace_id_tests {
+    use super::*;
+    use crate::test_batches::log_batch_with;
+
+    /// Trace ids are indexed by their first eight digits; searches for
+    /// them still answer exactly, in a memtable batch and in a split
+    /// (whose rows are checked against its Parquet file).
+    #[test]
+    fn trace_ids_are_found_exactly_though_kept_by_prefix() {
+        let batch = log_batch_with(&[
+            ("cart", "INFO", 9, "a", &[]),
+            ("cart", "INFO", 9, "b", &[]),
+            ("cart", "INFO", 9, "c", &[]),
+            ("cart", "INFO", 9, "d", &[]),
+        ]);
+        let trace_ids: arrow::array::ArrayRef = Arc::new(StringArray::from(vec![
+            Some("5b8efff798038103d269b633813fc60c"),
+            Some("5b8efff7aaaaaaaabbbbbbbbcccccccc"),
+            Some("abc"),
+            None,
+        ]));
+        let mut columns = batch.columns().to_vec();
+        columns[batch.schema().index_of("trace_id").unwrap()] = trace_ids;
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let memtable = LogIndex::build(&batch).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (reopened, _) = reopened_split(&batch, dir.path());
+        for index in [&memtable, &reopened] {
+            let searcher = index.reader.searcher();
+            let terms = searcher.segment_readers()[0]
+                .inverted_index(index.fields.trace_id)
+                .unwrap()
+                .terms()
+                .num_terms();
+            assert_eq!(terms, 2, "the two long ids share one term");
+            for (query, expected) in [
+                ("trace_id:5b8efff798038103d269b633813fc60c", vec![0]),
+                ("trace_id:5B8EFFF798038103D269B633813FC60C", vec![0]),
+                ("trace_id:\"5b8efff7aaaaaaaabbbbbbbbcccccccc\"", vec![1]),
+                ("trace_id:5b8efff798038103d269b633813fc60d", vec![]),
+                ("trace_id:5b8efff7", vec![]),
+                ("trace_id:abc", vec![2]),
+                ("trace_id:5b8e*", vec![0, 1]),
+                ("trace_id:5b8efff7*", vec![0, 1]),
+                ("trace_id:5b8efff79*", vec![0]),
+                ("trace_id:5b8efff798038103d269b633813fc60c*", vec![0]),
+                ("trace_id:5b8efff7b*", vec![]),
+                (
+                    "NOT trace_id:5b8efff798038103d269b633813fc60c",
+                    vec![1, 2, 3],
+                ),
+                ("a OR trace_id:5b8efff7aaaaaaaabbbbbbbbcccccccc", vec![0, 1]),
+            ] {
+                let ast = parse_query(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+                assert_eq!(index.matching_rows(&ast).unwrap(), expected, "{query}");
+            }
+        }
     }
 }
 
