@@ -12,15 +12,17 @@
 //! budget's server at 650–750 MiB resident with every budget share within
 //! its limit, and at 530–625 MiB of heap after the load had stopped: freed
 //! pages waiting to be purged. [`return_freed_memory_promptly`] cuts the
-//! delay to 10 ms.
+//! delay to 100 ms.
 //!
-//! Why 10 ms rather than 0 (measured with the debug build on a loaded
-//! 2-core machine, the same 20 s `loupe gen` load, medians of 3): under
-//! the overload test's load both keep anonymous memory at 120-150 MiB
-//! (1 s: 286 MiB, and 283 MiB still after the load); 0 takes about 35 %
-//! more page faults than 10 ms (memory returned and at once faulted back
-//! in), a cost that weighs more in a release build, where the rest of
-//! ingest is several times cheaper.
+//! Why not 0 (measured with the debug build on a loaded 2-core machine,
+//! the same 20 s `loupe gen` load, medians of 3): 0 takes about 35 % more
+//! page faults than 10 ms (memory returned and at once faulted back in).
+//! Why 100 ms rather than 10: each request's buffers were returned between
+//! requests and faulted back in, zeroed by the kernel; release span ingest
+//! (`loupe gen --signals traces`, 12 s, six alternated pairs) took 4 %
+//! less CPU per span at 100 ms (median 176.6 k spans per CPU-second
+//! against 169.3 k; every pair faster), for 33 MiB more anonymous memory
+//! at the overload test's peak (294 against 261 MiB, of a 384 MiB budget).
 
 use std::ffi::c_long;
 
@@ -37,8 +39,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
 /// The purge delay we run with, in milliseconds: freed pages go back to
-/// the system at the next allocator activity 10 ms after being freed.
-const PURGE_DELAY_MS: c_long = 10;
+/// the system at the next allocator activity 100 ms after being freed.
+const PURGE_DELAY_MS: c_long = 100;
 
 /// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless
 /// `MIMALLOC_PURGE_DELAY` is set. Call first thing in `main`, before any
