@@ -11,6 +11,7 @@ mod index_cache;
 mod interleave;
 mod ipc;
 mod log_bodies;
+mod log_bundle;
 pub mod log_index;
 mod maintenance;
 mod memtable;
