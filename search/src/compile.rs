@@ -19,7 +19,7 @@ use crate::id_words::{
 };
 use crate::row_blocks::{BlockRowsQuery, RowBlocks, WORDS_NO_DIGITS_TOKENIZER, in_blocks};
 use crate::short_keys::{
-    SHORT_KEYS_TOKENIZER, full_keys_analyzer, indexed_key, shortened_key_stem,
+    SHORT_KEYS_TOKENIZER, full_keys_analyzer, indexed_key, is_shortened_key, shortened_key_stem,
 };
 use crate::verified_phrase::{PhraseMatcher, TextSource, VerifiedPhraseQuery};
 use crate::{Result, SearchError};
@@ -241,7 +241,7 @@ impl Compiler<'_> {
     /// shortened), so that its rows must be checked.
     fn is_shortened(&self, target: &Target<'_>, word: &str) -> bool {
         if self.shortens_keys(target) {
-            indexed_key(word) != word
+            is_shortened_key(word)
         } else {
             self.shortens_ids(target) && indexed_word(word) != word
         }
@@ -547,6 +547,12 @@ impl Compiler<'_> {
                     texts,
                     target.name.clone(),
                 );
+                // A keyword's whole terms are too short to start with the
+                // stem, and a shortened term the pattern matches is the
+                // checked one.
+                if self.shortens_keys(target) {
+                    return Ok(Box::new(shortened));
+                }
                 Ok(any_of(vec![whole, Box::new(shortened)]))
             }
             None => Ok(whole),

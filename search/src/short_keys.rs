@@ -23,9 +23,10 @@ pub const SHORT_KEYS_TOKENIZER: &str = "raw_lower_short_keys";
 /// Characters a long keyword value keeps in the index.
 pub const KEY_PREFIX_CHARS: usize = 8;
 
-/// Ends a shortened value. A value is shortened only when longer than
-/// [`KEY_PREFIX_CHARS`], and its term is then exactly one character longer
-/// than that, so it never equals a value indexed whole.
+/// Ends a shortened value, so that a long value's term reads as what it
+/// is. A value may hold the mark itself (`5b8efff7~` is indexed under the
+/// same term as `5b8efff798…`): whether a query's value was shortened is
+/// decided by its length ([`is_shortened_key`]), never by comparing terms.
 const MARK: char = '~';
 
 /// The term a whole value (lowercased) is indexed under.
@@ -34,6 +35,12 @@ pub fn indexed_key(value: &str) -> Cow<'_, str> {
         Some(len) => Cow::Owned(format!("{}{MARK}", &value[..len])),
         None => Cow::Borrowed(value),
     }
+}
+
+/// Whether `value` is indexed shortened, so that the rows under its term
+/// hold other values too and must be checked.
+pub fn is_shortened_key(value: &str) -> bool {
+    shortened_len(value).is_some()
 }
 
 /// The term values starting with `stem` are indexed under when such a
@@ -132,6 +139,11 @@ mod tests {
         assert_eq!(terms("ünïcödé-ïd"), vec!["ünïcödé-~"]);
         assert_eq!(indexed_key("5b8efff798"), "5b8efff7~");
         assert_eq!(indexed_key("abc~"), "abc~");
+        assert!(
+            is_shortened_key("5b8efff7~"),
+            "nine characters, mark or not"
+        );
+        assert!(!is_shortened_key("5b8efff7"));
         assert_eq!(
             shortened_key_stem("5b8efff79").as_deref(),
             Some("5b8efff7~")

@@ -188,8 +188,9 @@ fn visit_bodies<'a>(
     each: &mut dyn FnMut(usize, &str),
 ) -> tantivy::Result<bool> {
     let body = batch
-        .column(0)
-        .as_string_opt::<i32>()
+        .columns()
+        .first()
+        .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| internal("the checked column is not text"))?;
     for r in 0..body.len() {
         let Some((_, i)) = next.next() else {

@@ -42,8 +42,9 @@ pub(crate) fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
                 .try_into()
                 .map_err(|_| corrupt())?,
         ) as usize;
-        let name = rest.get(4..4 + name_len).ok_or_else(corrupt)?;
-        let after = &rest[4 + name_len..];
+        let name_end = name_len.checked_add(4).ok_or_else(corrupt)?;
+        let name = rest.get(4..name_end).ok_or_else(corrupt)?;
+        let after = &rest[name_end..];
         let data_len = u64::from_le_bytes(
             after
                 .get(..8)
@@ -51,12 +52,13 @@ pub(crate) fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
                 .try_into()
                 .map_err(|_| corrupt())?,
         ) as usize;
-        let data = after.get(8..8 + data_len).ok_or_else(corrupt)?;
+        let data_end = data_len.checked_add(8).ok_or_else(corrupt)?;
+        let data = after.get(8..data_end).ok_or_else(corrupt)?;
         files.push((
             Path::new(std::str::from_utf8(name).map_err(|_| corrupt())?).to_path_buf(),
             data,
         ));
-        rest = &after[8 + data_len..];
+        rest = &after[data_end..];
     }
     Ok(files)
 }
@@ -81,5 +83,10 @@ mod tests {
         for len in [0, 7, bundle.len() - 1] {
             assert!(read_bundle(&bundle[..len]).is_err(), "{len} bytes");
         }
+        let mut huge = new_bundle();
+        huge.extend_from_slice(&1u32.to_le_bytes());
+        huge.push(b'x');
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(read_bundle(&huge).is_err(), "a length past the end");
     }
 }

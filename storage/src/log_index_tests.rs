@@ -312,6 +312,13 @@ mod trace_id_tests {
                 ("trace_id:5b8efff79*", vec![0]),
                 ("trace_id:5b8efff798038103d269b633813fc60c*", vec![0]),
                 ("trace_id:5b8efff7b*", vec![]),
+                // Values holding the mark share the long ids' term, and are
+                // checked like them.
+                ("trace_id:5b8efff7~", vec![]),
+                ("trace_id:5B8EFFF7~", vec![]),
+                ("trace_id:\"5b8efff7~\"", vec![]),
+                ("trace_id:\"5b8efff7~\"*", vec![]),
+                ("trace_id:\"5b8efff7~a\"*", vec![]),
                 (
                     "NOT trace_id:5b8efff798038103d269b633813fc60c",
                     vec![1, 2, 3],
