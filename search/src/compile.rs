@@ -2,6 +2,7 @@
 //! analysed with its field's own tokenizer, so a query matches what
 //! indexing stored.
 
+use std::borrow::Cow;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -222,29 +223,22 @@ impl Compiler<'_> {
         }
     }
 
-    /// Whether the field shortens id-like words in its index
-    /// ([`crate::id_words`]): such a word is found through its shortened
-    /// term and checked against the text. A field keeping words with a
-    /// digit by blocks shortens them there.
-    fn shortens_ids(&self, target: &Target<'_>) -> bool {
-        self.tokenizer_name(target)
-            .is_some_and(|t| t == ID_WORDS_TOKENIZER || t == WORDS_NO_DIGITS_TOKENIZER)
-    }
-
-    /// Whether the field keeps long values by their prefix
-    /// ([`crate::short_keys`]).
-    fn shortens_keys(&self, target: &Target<'_>) -> bool {
-        self.tokenizer_name(target).as_deref() == Some(SHORT_KEYS_TOKENIZER)
+    /// How the field shortens terms in its index, if it does: such a term
+    /// is found through its shortened term and checked against the text.
+    /// A field keeping words with a digit by blocks shortens them there.
+    fn shortening(&self, target: &Target<'_>) -> Option<Shortening> {
+        match self.tokenizer_name(target)?.as_str() {
+            ID_WORDS_TOKENIZER | WORDS_NO_DIGITS_TOKENIZER => Some(Shortening::Ids),
+            SHORT_KEYS_TOKENIZER => Some(Shortening::Keys),
+            _ => None,
+        }
     }
 
     /// Whether a whole word's term holds other words too (it is
     /// shortened), so that its rows must be checked.
     fn is_shortened(&self, target: &Target<'_>, word: &str) -> bool {
-        if self.shortens_keys(target) {
-            is_shortened_key(word)
-        } else {
-            self.shortens_ids(target) && indexed_word(word) != word
-        }
+        self.shortening(target)
+            .is_some_and(|s| s.is_shortened(word))
     }
 
     /// Where the field's words with a digit are, when not in its own
@@ -284,11 +278,8 @@ impl Compiler<'_> {
     /// How the words of a query on the field are split: as the field's
     /// analyzer does, but with words whole where it shortens them.
     fn analyzer(&self, target: &Target<'_>) -> Result<TextAnalyzer> {
-        if self.shortens_ids(target) {
-            return Ok(full_words_analyzer());
-        }
-        if self.shortens_keys(target) {
-            return Ok(full_keys_analyzer());
+        if let Some(shortening) = self.shortening(target) {
+            return Ok(shortening.whole_analyzer());
         }
         self.index
             .tokenizer_for_field(target.field)
@@ -297,19 +288,11 @@ impl Compiler<'_> {
 
     /// The term a whole word of the field is indexed under.
     fn indexed_term(&self, target: &Target<'_>, term: Term) -> Term {
-        let value = term.value();
-        let word = value.as_str();
-        let indexed = if self.shortens_keys(target) {
-            word.map(indexed_key)
-        } else if self.shortens_ids(target) {
-            word.map(indexed_word)
-        } else {
-            None
+        let indexed = match (self.shortening(target), term.value().as_str()) {
+            (Some(shortening), Some(word)) => shortening.indexed(word).into_owned(),
+            _ => return term,
         };
-        match indexed {
-            Some(word) => Term::from_field_text(target.field, &word),
-            None => term.clone(),
-        }
+        Term::from_field_text(target.field, &indexed)
     }
 
     fn json_base(&self, target: &Target<'_>) -> Option<Term> {
@@ -531,12 +514,8 @@ impl Compiler<'_> {
         }
         // Words of the stem shortened past it are under the stem's own
         // shortened term: those rows are checked.
-        let short = if self.shortens_keys(target) {
-            shortened_key_stem(&stem)
-        } else {
-            shortened_stem(&stem).filter(|_| self.shortens_ids(target))
-        };
-        match short {
+        let shortening = self.shortening(target);
+        match shortening.and_then(|s| s.stem_term(&stem)) {
             Some(short) => {
                 let Some(texts) = self.texts.clone() else {
                     return fail(format!("field '{}' cannot match this prefix", target.name));
@@ -550,7 +529,7 @@ impl Compiler<'_> {
                 // A keyword's whole terms are too short to start with the
                 // stem, and a shortened term the pattern matches is the
                 // checked one.
-                if self.shortens_keys(target) {
+                if shortening == Some(Shortening::Keys) {
                     return Ok(Box::new(shortened));
                 }
                 Ok(any_of(vec![whole, Box::new(shortened)]))
@@ -603,7 +582,7 @@ impl Compiler<'_> {
                         term
                     }
                 },
-                FieldType::Str(_) if self.shortens_ids(target) || self.shortens_keys(target) => {
+                FieldType::Str(_) if self.shortening(target).is_some() => {
                     return fail(format!("field '{}' has no ranges", target.name));
                 }
                 FieldType::Str(_) => {
@@ -636,6 +615,50 @@ impl Compiler<'_> {
             return fail("a range needs at least one bound");
         }
         Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+}
+
+/// How a field's index shortens terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shortening {
+    /// Words with a digit ([`crate::id_words`]).
+    Ids,
+    /// Long keyword values ([`crate::short_keys`]).
+    Keys,
+}
+
+impl Shortening {
+    /// The term `word` is indexed under.
+    fn indexed(self, word: &str) -> Cow<'_, str> {
+        match self {
+            Shortening::Ids => indexed_word(word),
+            Shortening::Keys => indexed_key(word),
+        }
+    }
+
+    /// Whether `word`'s term holds other words too.
+    fn is_shortened(self, word: &str) -> bool {
+        match self {
+            Shortening::Ids => indexed_word(word) != word,
+            Shortening::Keys => is_shortened_key(word),
+        }
+    }
+
+    /// The shortened term words starting with `stem` may be under.
+    fn stem_term(self, stem: &str) -> Option<String> {
+        match self {
+            Shortening::Ids => shortened_stem(stem),
+            Shortening::Keys => shortened_key_stem(stem),
+        }
+    }
+
+    /// How a query's words and the checked texts are split: as the
+    /// field's analyzer does, with nothing shortened.
+    fn whole_analyzer(self) -> TextAnalyzer {
+        match self {
+            Shortening::Ids => full_words_analyzer(),
+            Shortening::Keys => full_keys_analyzer(),
+        }
     }
 }
 

@@ -10,10 +10,9 @@
 
 use std::borrow::Cow;
 
-use tantivy::tokenizer::{
-    LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, Token, TokenFilter, TokenStream,
-    Tokenizer,
-};
+use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+
+use crate::shorten::{self, Shorten};
 
 /// The name an index registers [`words_analyzer`] under; a field with this
 /// tokenizer is searched through [`indexed_word`].
@@ -22,26 +21,20 @@ pub const ID_WORDS_TOKENIZER: &str = "words_short_ids";
 /// Characters an id-like word keeps in the index.
 pub const ID_PREFIX_CHARS: usize = 4;
 
-/// Ends a shortened word; the tokenizer never puts it in a word, so a
-/// shortened word is never mistaken for a short word of the text.
-const MARK: char = '~';
-
 /// The term `word` (as the default analyzer emits it: lowercased, letters
-/// and digits only) is indexed under: itself, or its prefix and the mark
-/// when it holds a digit and is longer than [`ID_PREFIX_CHARS`].
+/// and digits only) is indexed under: itself, or its prefix and a mark
+/// when it holds a digit and is longer than [`ID_PREFIX_CHARS`]. The
+/// tokenizer never puts the mark in a word, so a shortened word is never
+/// mistaken for a short word of the text.
 pub fn indexed_word(word: &str) -> Cow<'_, str> {
-    match shortened_len(word) {
-        Some(len) => Cow::Owned(format!("{}{MARK}", &word[..len])),
-        None => Cow::Borrowed(word),
-    }
+    shorten::indexed(word, shortened_len)
 }
 
 /// The term a word starting with `stem` is indexed under when such a word
 /// may have been shortened past the stem (the stem is longer than the
 /// kept prefix): the stem's prefix and the mark.
 pub fn shortened_stem(stem: &str) -> Option<String> {
-    let (len, _) = stem.char_indices().nth(ID_PREFIX_CHARS)?;
-    Some(format!("{}{MARK}", &stem[..len]))
+    shorten::stem_term(stem, ID_PREFIX_CHARS)
 }
 
 /// Bytes of `word` kept when it is shortened, if it is.
@@ -49,7 +42,12 @@ fn shortened_len(word: &str) -> Option<usize> {
     if !word.bytes().any(|b| b.is_ascii_digit()) {
         return None;
     }
-    word.char_indices().nth(ID_PREFIX_CHARS).map(|(i, _)| i)
+    shorten::prefix_len(word, ID_PREFIX_CHARS)
+}
+
+/// The token filter that shortens id-like words ([`indexed_word`]).
+pub(crate) fn shorten_ids() -> Shorten {
+    Shorten(shortened_len)
 }
 
 /// Tantivy's default analyzer (words of letters and digits, at most 40
@@ -59,7 +57,7 @@ pub fn words_analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
-        .filter(ShortenIds)
+        .filter(shorten_ids())
         .build()
 }
 
@@ -70,53 +68,6 @@ pub fn full_words_analyzer() -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .build()
-}
-
-/// The token filter that shortens id-like words ([`indexed_word`]).
-#[derive(Clone)]
-pub struct ShortenIds;
-
-impl TokenFilter for ShortenIds {
-    type Tokenizer<T: Tokenizer> = ShortenIdsFilter<T>;
-
-    fn transform<T: Tokenizer>(self, tokenizer: T) -> ShortenIdsFilter<T> {
-        ShortenIdsFilter(tokenizer)
-    }
-}
-
-#[derive(Clone)]
-pub struct ShortenIdsFilter<T>(T);
-
-impl<T: Tokenizer> Tokenizer for ShortenIdsFilter<T> {
-    type TokenStream<'a> = ShortenIdsStream<T::TokenStream<'a>>;
-
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        ShortenIdsStream(self.0.token_stream(text))
-    }
-}
-
-pub struct ShortenIdsStream<S>(S);
-
-impl<S: TokenStream> TokenStream for ShortenIdsStream<S> {
-    fn advance(&mut self) -> bool {
-        if !self.0.advance() {
-            return false;
-        }
-        let text = &mut self.0.token_mut().text;
-        if let Some(len) = shortened_len(text) {
-            text.truncate(len);
-            text.push(MARK);
-        }
-        true
-    }
-
-    fn token(&self) -> &Token {
-        self.0.token()
-    }
-
-    fn token_mut(&mut self) -> &mut Token {
-        self.0.token_mut()
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod lexer;
 mod parser;
 mod row_blocks;
 mod short_keys;
+mod shorten;
 mod verified_phrase;
 
 pub use ast::Ast;

@@ -20,7 +20,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{BitSet, DocId, Score, SegmentReader, TantivyError};
 
-use crate::id_words::ShortenIds;
+use crate::id_words::shorten_ids;
 
 /// The tokenizer of a field that holds only the words without a digit
 /// (the others are in its [`RowBlocks`]).
@@ -70,7 +70,7 @@ pub fn digit_words_analyzer() -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(KeepDigits(true))
-        .filter(ShortenIds)
+        .filter(shorten_ids())
         .build()
 }
 

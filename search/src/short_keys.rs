@@ -13,9 +13,9 @@
 
 use std::borrow::Cow;
 
-use tantivy::tokenizer::{
-    LowerCaser, RawTokenizer, TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
-};
+use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
+
+use crate::shorten::{self, Shorten};
 
 /// The name an index registers [`short_keys_analyzer`] under.
 pub const SHORT_KEYS_TOKENIZER: &str = "raw_lower_short_keys";
@@ -23,18 +23,12 @@ pub const SHORT_KEYS_TOKENIZER: &str = "raw_lower_short_keys";
 /// Characters a long keyword value keeps in the index.
 pub const KEY_PREFIX_CHARS: usize = 8;
 
-/// Ends a shortened value, so that a long value's term reads as what it
-/// is. A value may hold the mark itself (`5b8efff7~` is indexed under the
-/// same term as `5b8efff798…`): whether a query's value was shortened is
-/// decided by its length ([`is_shortened_key`]), never by comparing terms.
-const MARK: char = '~';
-
-/// The term a whole value (lowercased) is indexed under.
+/// The term a whole value (lowercased) is indexed under. A value may hold
+/// the mark itself (`5b8efff7~` is indexed under the same term as
+/// `5b8efff798…`): whether a query's value was shortened is decided by its
+/// length ([`is_shortened_key`]), never by comparing terms.
 pub fn indexed_key(value: &str) -> Cow<'_, str> {
-    match shortened_len(value) {
-        Some(len) => Cow::Owned(format!("{}{MARK}", &value[..len])),
-        None => Cow::Borrowed(value),
-    }
+    shorten::indexed(value, shortened_len)
 }
 
 /// Whether `value` is indexed shortened, so that the rows under its term
@@ -47,12 +41,11 @@ pub fn is_shortened_key(value: &str) -> bool {
 /// value was shortened past the stem (the stem is longer than the kept
 /// prefix).
 pub fn shortened_key_stem(stem: &str) -> Option<String> {
-    let (len, _) = stem.char_indices().nth(KEY_PREFIX_CHARS)?;
-    Some(format!("{}{MARK}", &stem[..len]))
+    shorten::stem_term(stem, KEY_PREFIX_CHARS)
 }
 
 fn shortened_len(value: &str) -> Option<usize> {
-    value.char_indices().nth(KEY_PREFIX_CHARS).map(|(i, _)| i)
+    shorten::prefix_len(value, KEY_PREFIX_CHARS)
 }
 
 /// The whole value, lowercased, as one term: how a query's value and the
@@ -68,55 +61,8 @@ pub fn full_keys_analyzer() -> TextAnalyzer {
 pub fn short_keys_analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(RawTokenizer::default())
         .filter(LowerCaser)
-        .filter(ShortenKeys)
+        .filter(Shorten(shortened_len))
         .build()
-}
-
-/// The token filter that shortens long values ([`indexed_key`]).
-#[derive(Clone)]
-pub struct ShortenKeys;
-
-impl TokenFilter for ShortenKeys {
-    type Tokenizer<T: Tokenizer> = ShortenKeysFilter<T>;
-
-    fn transform<T: Tokenizer>(self, tokenizer: T) -> ShortenKeysFilter<T> {
-        ShortenKeysFilter(tokenizer)
-    }
-}
-
-#[derive(Clone)]
-pub struct ShortenKeysFilter<T>(T);
-
-impl<T: Tokenizer> Tokenizer for ShortenKeysFilter<T> {
-    type TokenStream<'a> = ShortenKeysStream<T::TokenStream<'a>>;
-
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        ShortenKeysStream(self.0.token_stream(text))
-    }
-}
-
-pub struct ShortenKeysStream<S>(S);
-
-impl<S: TokenStream> TokenStream for ShortenKeysStream<S> {
-    fn advance(&mut self) -> bool {
-        if !self.0.advance() {
-            return false;
-        }
-        let text = &mut self.0.token_mut().text;
-        if let Some(len) = shortened_len(text) {
-            text.truncate(len);
-            text.push(MARK);
-        }
-        true
-    }
-
-    fn token(&self) -> &Token {
-        self.0.token()
-    }
-
-    fn token_mut(&mut self) -> &mut Token {
-        self.0.token_mut()
-    }
 }
 
 #[cfg(test)]

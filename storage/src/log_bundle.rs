@@ -36,31 +36,28 @@ pub(crate) fn read_bundle(bytes: &[u8]) -> Result<Vec<(PathBuf, &[u8])>> {
         .ok_or_else(corrupt)?;
     let mut files = Vec::new();
     while !rest.is_empty() {
-        let name_len = u32::from_le_bytes(
-            rest.get(..4)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?,
-        ) as usize;
-        let name_end = name_len.checked_add(4).ok_or_else(corrupt)?;
-        let name = rest.get(4..name_end).ok_or_else(corrupt)?;
-        let after = &rest[name_end..];
-        let data_len = u64::from_le_bytes(
-            after
-                .get(..8)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?,
-        ) as usize;
-        let data_end = data_len.checked_add(8).ok_or_else(corrupt)?;
-        let data = after.get(8..data_end).ok_or_else(corrupt)?;
-        files.push((
-            Path::new(std::str::from_utf8(name).map_err(|_| corrupt())?).to_path_buf(),
-            data,
-        ));
-        rest = &after[data_end..];
+        let name_len = take(&mut rest, 4).ok_or_else(corrupt)?;
+        let name_len = u32::from_le_bytes(name_len.try_into().map_err(|_| corrupt())?);
+        let name = take(&mut rest, name_len as usize).ok_or_else(corrupt)?;
+        let data_len = take(&mut rest, 8).ok_or_else(corrupt)?;
+        let data_len = u64::from_le_bytes(data_len.try_into().map_err(|_| corrupt())?);
+        let data_len = usize::try_from(data_len).map_err(|_| corrupt())?;
+        let data = take(&mut rest, data_len).ok_or_else(corrupt)?;
+        let name = std::str::from_utf8(name).map_err(|_| corrupt())?;
+        files.push((Path::new(name).to_path_buf(), data));
     }
     Ok(files)
+}
+
+/// The next `len` bytes of `rest`, which moves past them; `None` when it
+/// holds fewer.
+fn take<'a>(rest: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    if rest.len() < len {
+        return None;
+    }
+    let (head, tail) = rest.split_at(len);
+    *rest = tail;
+    Some(head)
 }
 
 #[cfg(test)]

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// `batch` with these trace ids (row i = element i).
+fn with_trace_ids(batch: &RecordBatch, ids: &[Option<&str>]) -> RecordBatch {
+    let mut columns = batch.columns().to_vec();
+    columns[batch.schema().index_of("trace_id").unwrap()] =
+        Arc::new(StringArray::from(ids.to_vec()));
+    RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
 /// `batch` as a split: its Parquet file written in `dir`, and its index
 /// bundle (returned too) opened over that file.
 fn reopened_split(batch: &RecordBatch, dir: &std::path::Path) -> (LogIndex, Vec<u8>) {
@@ -132,14 +140,10 @@ mod field_tests {
             ("payment", "WARN", 13, "connection refused: timeout", &[]),
             ("payment", "INFO", 9, "reset\tdone \"quoted\"", &[]),
         ]);
-        let trace_ids: arrow::array::ArrayRef = std::sync::Arc::new(StringArray::from(vec![
-            Some("5b8efff798038103d269b633813fc60c"),
-            None,
-            None,
-        ]));
-        let mut columns = batch.columns().to_vec();
-        columns[batch.schema().index_of("trace_id").unwrap()] = trace_ids;
-        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let batch = with_trace_ids(
+            &batch,
+            &[Some("5b8efff798038103d269b633813fc60c"), None, None],
+        );
         let index = LogIndex::build(&batch).unwrap();
         for (query, expected) in [
             ("timeout", vec![1]),
@@ -280,15 +284,15 @@ mod trace_id_tests {
             ("cart", "INFO", 9, "c", &[]),
             ("cart", "INFO", 9, "d", &[]),
         ]);
-        let trace_ids: arrow::array::ArrayRef = Arc::new(StringArray::from(vec![
-            Some("5b8efff798038103d269b633813fc60c"),
-            Some("5b8efff7aaaaaaaabbbbbbbbcccccccc"),
-            Some("abc"),
-            None,
-        ]));
-        let mut columns = batch.columns().to_vec();
-        columns[batch.schema().index_of("trace_id").unwrap()] = trace_ids;
-        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let batch = with_trace_ids(
+            &batch,
+            &[
+                Some("5b8efff798038103d269b633813fc60c"),
+                Some("5b8efff7aaaaaaaabbbbbbbbcccccccc"),
+                Some("abc"),
+                None,
+            ],
+        );
         let memtable = LogIndex::build(&batch).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (reopened, _) = reopened_split(&batch, dir.path());
