@@ -249,6 +249,11 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
             sort_col("service")?,
             sort_col(signal.time_column())?,
         ]));
+    // Comparing every value of these for a page's min/max was a twentieth
+    // of span ingest, for statistics no query can use.
+    for path in unprunable_columns(signal) {
+        props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
     if signal == Signal::Logs {
         // Page and dictionary limits are checked once per write batch: at
         // parquet's default of 1,024 rows, wide log lines (tens of KB each)
@@ -299,6 +304,33 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
         }
     }
     Ok(props.build())
+}
+
+/// Columns whose min/max can never prune a page, so Parquet is spared
+/// comparing every value for them: random ids, free text and JSON matched
+/// inside, and attribute maps' entries, which are read through a function
+/// no pruning predicate sees into.
+fn unprunable_columns(signal: Signal) -> Vec<ColumnPath> {
+    let own: &[&str] = match signal {
+        Signal::Logs => &["body", "span_id"],
+        Signal::Spans => &[
+            "span_id",
+            "parent_span_id",
+            "trace_state",
+            "status_message",
+            "events",
+            "links",
+        ],
+        Signal::Metrics => &[],
+    };
+    let map_leaves = ["attributes", "resource_attributes"]
+        .into_iter()
+        .flat_map(|map| ["keys", "values"].map(|leaf| format!("{map}.entries.{leaf}")));
+    own.iter()
+        .map(|name| name.to_string())
+        .chain(map_leaves)
+        .map(|path| ColumnPath::new(path.split('.').map(String::from).collect()))
+        .collect()
 }
 
 /// The index written beside a split, built as its rows arrive.
@@ -591,5 +623,41 @@ mod tests {
             pages.iter().all(|r| *r <= PAGE_ROWS as i64),
             "spans pages hold at most {PAGE_ROWS} rows: {pages:?}"
         );
+    }
+
+    #[test]
+    fn unprunable_columns_carry_no_statistics_but_keep_their_page_offsets() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let rows: Vec<(i64, &str)> = (0..100i64).map(|i| (i, "svc")).collect();
+        for (signal, batch) in [
+            (Signal::Logs, log_batch(&rows)),
+            (Signal::Spans, crate::test_batches::span_batch(100)),
+        ] {
+            for effort in [Effort::Flush, Effort::Compaction] {
+                let split = encode_splits_with(signal, &[batch.clone()], effort)
+                    .unwrap()
+                    .remove(0);
+                let unprunable = unprunable_columns(signal);
+                let reader = SerializedFileReader::new(Bytes::from(split.bytes)).unwrap();
+                let columns = reader.metadata().row_group(0).columns();
+                for path in &unprunable {
+                    assert!(
+                        columns.iter().any(|c| c.column_path() == path),
+                        "{signal:?} has no column {path}"
+                    );
+                }
+                for column in columns {
+                    let path = column.column_path();
+                    assert_eq!(
+                        column.statistics().is_none(),
+                        unprunable.contains(path),
+                        "{signal:?} {path}"
+                    );
+                }
+            }
+        }
+        // A phrase check still reads only its rows' pages of `body`.
+        let logs = encode_splits(Signal::Logs, &[log_batch(&rows)]).unwrap();
+        assert_eq!(page_rows(&logs[0].bytes, "body").iter().sum::<i64>(), 100);
     }
 }
