@@ -19,6 +19,7 @@ use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -184,7 +185,18 @@ impl SignalTable {
         // of spans: 11-15 ms with it, 9.3-9.5 ms without, DataFusion
         // 55 on the same file). Searches and trace lookups still read
         // only their rows through access plans.
+        // A split never changes once written, so its footer and page
+        // index are read once and kept in the runtime's metadata cache
+        // (bounded by `metadata_cache_bytes`). The cache was configured
+        // but unused until this factory: RED per service over one file
+        // (7 ms in all) spent 1.2 ms of its scan reading them again.
+        let runtime = state.runtime_env();
+        let reader = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&self.store_url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
         let mut source = ParquetSource::new(schema.clone())
+            .with_parquet_file_reader_factory(Arc::new(reader))
             .with_pushdown_filters(false)
             .with_enable_page_index(true)
             .with_bloom_filter_on_read(false);
@@ -476,6 +488,25 @@ mod tests {
             let printed = pretty_format_batches(&out.batches).unwrap().to_string();
             assert!(printed.contains(&format!("| {count} ")), "{sql}: {printed}");
         }
+    }
+
+    /// A split's footer and page index are read from the file once, then
+    /// from the engine's metadata cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn split_metadata_is_read_once_then_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_storage, engine) = engine(dir.path()).await;
+        assert_eq!(engine.metadata_cache_bytes(), 0);
+        let sql = "SELECT count(*) FROM spans WHERE name = 'op1'";
+        let first = engine.sql(sql).await.unwrap();
+        let cached = engine.metadata_cache_bytes();
+        assert!(cached > 0, "the scan left nothing in the metadata cache");
+        let again = engine.sql(sql).await.unwrap();
+        assert_eq!(engine.metadata_cache_bytes(), cached);
+        assert_eq!(
+            pretty_format_batches(&first.batches).unwrap().to_string(),
+            pretty_format_batches(&again.batches).unwrap().to_string()
+        );
     }
 
     #[test]
