@@ -497,12 +497,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_storage, engine) = engine(dir.path()).await;
         assert_eq!(engine.metadata_cache_bytes(), 0);
+        let hits = || -> usize {
+            let runtime = engine.runtime().unwrap();
+            let cache = runtime.cache_manager.get_file_metadata_cache();
+            cache.list_entries().values().map(|e| e.hits).sum()
+        };
         let sql = "SELECT count(*) FROM spans WHERE name = 'op1'";
         let first = engine.sql(sql).await.unwrap();
         let cached = engine.metadata_cache_bytes();
         assert!(cached > 0, "the scan left nothing in the metadata cache");
+        assert_eq!(hits(), 0);
         let again = engine.sql(sql).await.unwrap();
         assert_eq!(engine.metadata_cache_bytes(), cached);
+        // Each of the two files was read from the cache, not stored again
+        // (storing an entry resets its hits).
+        assert!(hits() >= 2, "{} cache hits", hits());
         assert_eq!(
             pretty_format_batches(&first.batches).unwrap().to_string(),
             pretty_format_batches(&again.batches).unwrap().to_string()
