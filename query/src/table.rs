@@ -176,15 +176,6 @@ impl SignalTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = view_schema::table_schema(self.signal);
-        // Filters prune files, row groups and pages (statistics and page
-        // index; splits have no bloom filters, the trace index does that
-        // job, so none are looked for) but are not evaluated while decoding:
-        // row-level pushdown decodes the filter columns first and the rest
-        // through a selection, which cost more than it saved on the
-        // suite's analytics (RED per service, kind = 'server' keeps 45 %
-        // of spans: 11-15 ms with it, 9.3-9.5 ms without, DataFusion
-        // 55 on the same file). Searches and trace lookups still read
-        // only their rows through access plans.
         // A split never changes once written, so its footer and page
         // index are read once and kept in the runtime's metadata cache
         // (bounded by `metadata_cache_bytes`). The cache was configured
@@ -195,6 +186,15 @@ impl SignalTable {
             runtime.object_store(&self.store_url)?,
             runtime.cache_manager.get_file_metadata_cache(),
         );
+        // Filters prune files, row groups and pages (statistics and page
+        // index; splits have no bloom filters, the trace index does that
+        // job, so none are looked for) but are not evaluated while decoding:
+        // row-level pushdown decodes the filter columns first and the rest
+        // through a selection, which cost more than it saved on the
+        // suite's analytics (RED per service, kind = 'server' keeps 45 %
+        // of spans: 11-15 ms with it, 9.3-9.5 ms without, DataFusion
+        // 55 on the same file). Searches and trace lookups still read
+        // only their rows through access plans.
         let mut source = ParquetSource::new(schema.clone())
             .with_parquet_file_reader_factory(Arc::new(reader))
             .with_pushdown_filters(false)

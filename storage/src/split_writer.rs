@@ -1,7 +1,8 @@
 //! Turns a signal's memtable batches into Parquet files ("splits"): sorted by
 //! service then time, one file per hour of data, zstd-compressed, with page
-//! statistics for the columns queries prune by — plus, beside each file, the index that finds rows by more
-//! than time: a full-text index for logs, a trace-id index for spans.
+//! statistics for the columns queries prune by — plus, beside each file, the
+//! index that finds rows by more than time: a full-text index for logs, a
+//! trace-id index for spans.
 
 use std::collections::BTreeSet;
 
@@ -330,11 +331,13 @@ fn unprunable_columns(signal: Signal) -> Vec<ColumnPath> {
     };
     let map_leaves = ["attributes", "resource_attributes"]
         .into_iter()
-        .flat_map(|map| ["keys", "values"].map(|leaf| format!("{map}.entries.{leaf}")));
+        .flat_map(|map| {
+            ["keys", "values"]
+                .map(|leaf| ColumnPath::new(vec![map.into(), "entries".into(), leaf.into()]))
+        });
     own.iter()
-        .map(|name| name.to_string())
+        .map(|name| ColumnPath::from(*name))
         .chain(map_leaves)
-        .map(|path| ColumnPath::new(path.split('.').map(String::from).collect()))
         .collect()
 }
 
@@ -630,21 +633,31 @@ mod tests {
         );
     }
 
+    /// The metadata of the first row group of `batch` written as one split.
+    fn first_row_group(
+        signal: Signal,
+        batch: &RecordBatch,
+        effort: Effort,
+    ) -> parquet::file::metadata::RowGroupMetaData {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let split = encode_splits_with(signal, std::slice::from_ref(batch), effort)
+            .unwrap()
+            .remove(0);
+        let reader = SerializedFileReader::new(Bytes::from(split.bytes)).unwrap();
+        reader.metadata().row_group(0).clone()
+    }
+
     #[test]
     fn unprunable_columns_carry_no_statistics_but_keep_their_page_offsets() {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
         let rows: Vec<(i64, &str)> = (0..100i64).map(|i| (i, "svc")).collect();
         for (signal, batch) in [
             (Signal::Logs, log_batch(&rows)),
             (Signal::Spans, crate::test_batches::span_batch(100)),
         ] {
             for effort in [Effort::Flush, Effort::Compaction] {
-                let split = encode_splits_with(signal, std::slice::from_ref(&batch), effort)
-                    .unwrap()
-                    .remove(0);
+                let group = first_row_group(signal, &batch, effort);
                 let unprunable = unprunable_columns(signal);
-                let reader = SerializedFileReader::new(Bytes::from(split.bytes)).unwrap();
-                let columns = reader.metadata().row_group(0).columns();
+                let columns = group.columns();
                 for path in &unprunable {
                     assert!(
                         columns.iter().any(|c| c.column_path() == path),
@@ -668,7 +681,6 @@ mod tests {
 
     #[test]
     fn log_span_ids_are_plain_while_trace_ids_keep_a_dictionary() {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
         let rows: Vec<(i64, &str)> = (0..300i64).map(|i| (i, "svc")).collect();
         let batch = log_batch(&rows);
         let mut columns = batch.columns().to_vec();
@@ -683,11 +695,7 @@ mod tests {
         }
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
         for effort in [Effort::Flush, Effort::Compaction] {
-            let split = encode_splits_with(Signal::Logs, std::slice::from_ref(&batch), effort)
-                .unwrap()
-                .remove(0);
-            let reader = SerializedFileReader::new(Bytes::from(split.bytes)).unwrap();
-            let group = reader.metadata().row_group(0);
+            let group = first_row_group(Signal::Logs, &batch, effort);
             let dictionary = |name: &str| {
                 let column = group
                     .columns()
