@@ -1,5 +1,6 @@
-//! Arrow IPC encoding of WAL payloads: the WAL stores the exact batch that
-//! was acknowledged, so replay needs no knowledge of OTLP.
+//! A batch as one Arrow IPC stream: how quarantined batches are kept (any
+//! Arrow tool reads them), and how WAL records were written before
+//! `wal_payload`'s format, so replay needs no knowledge of OTLP.
 
 use std::io::Cursor;
 

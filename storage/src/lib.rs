@@ -27,6 +27,7 @@ mod split_writer;
 mod store;
 pub mod trace_index;
 mod wal;
+mod wal_payload;
 mod writer;
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::split_store::SplitStore;
 use crate::trace_index::{self, TraceIndexHead};
 use crate::wal::{SyncMode, Wal};
 use crate::writer::{self, Append, Command, Part};
-use crate::{ipc, split_writer};
+use crate::{ipc, split_writer, wal_payload};
 use loupe_base::self_metrics::Registry;
 use loupe_catalog::pg::PgDb;
 
@@ -224,7 +224,7 @@ impl Storage {
             Wal::open(&wal_dir, wal_sync, segment_bytes, floor, |record| {
                 state.last_seq = state.last_seq.max(record.seq);
                 if record.seq > flushed[record.signal.index()] {
-                    let batch = ipc::decode(record.signal, &record.payload)?;
+                    let batch = wal_payload::decode(record.signal, &record.payload)?;
                     state.insert(record.signal, record.seq, batch);
                     replayed += 1;
                 }
@@ -361,7 +361,7 @@ impl Storage {
             .max_record_bytes
             .min(crate::wal::MAX_PAYLOAD_LEN);
         for part in split_writer::split_by_hours(signal, &batch, max_hours)? {
-            let payload = ipc::encode(&part)?;
+            let payload = wal_payload::encode(signal, &part)?;
             if payload.len() > limit {
                 return Err(StorageError::RecordTooLarge {
                     bytes: payload.len(),
