@@ -22,6 +22,7 @@ pub mod plan_codec;
 mod query_pool;
 mod sandbox;
 mod search;
+mod split_reader;
 mod split_routing;
 mod table;
 pub mod template_miner;

@@ -32,6 +32,7 @@ use loupe_storage::{MemBatch, Signal, Storage, TableSnapshot};
 
 use crate::memtable_scan::{IngestPeers, MemtableFilter, MemtableScanExec};
 use crate::search;
+use crate::split_reader::SplitReaderFactory;
 use crate::time_bounds::TimeBounds;
 use crate::view_schema;
 
@@ -181,11 +182,13 @@ impl SignalTable {
         // (bounded by `metadata_cache_bytes`). The cache was configured
         // but unused until this factory: RED per service over one file
         // (7 ms in all) spent 1.2 ms of its scan reading them again.
+        // `SplitReaderFactory` makes the page index part of the cached
+        // entry; DataFusion's opener would otherwise re-read it per query.
         let runtime = state.runtime_env();
-        let reader = CachedParquetFileReaderFactory::new(
+        let reader = SplitReaderFactory(CachedParquetFileReaderFactory::new(
             runtime.object_store(&self.store_url)?,
             runtime.cache_manager.get_file_metadata_cache(),
-        );
+        ));
         // Filters prune files, row groups and pages (statistics and page
         // index; splits have no bloom filters, the trace index does that
         // job, so none are looked for) but are not evaluated while decoding:
@@ -456,6 +459,7 @@ mod tests {
     use super::spread;
     use crate::plan_codec::tests::engine;
     use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
     use datafusion::physical_plan::displayable;
 
     /// The files' row counts reach the planner: a join of a few filtered
@@ -512,6 +516,21 @@ mod tests {
         // Each of the two files was read from the cache, not stored again
         // (storing an entry resets its hits).
         assert!(hits() >= 2, "{} cache hits", hits());
+        // The page index is part of each entry, so the filter's page
+        // pruning found it there instead of reading it from the file.
+        let runtime = engine.runtime().unwrap();
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        for path in cache.list_entries().keys() {
+            let entry = cache.get(path).unwrap();
+            let parquet = entry
+                .file_metadata
+                .as_any()
+                .downcast_ref::<CachedParquetMetaData>()
+                .unwrap()
+                .parquet_metadata();
+            assert!(parquet.column_index().is_some(), "{path}: no column index");
+            assert!(parquet.offset_index().is_some(), "{path}: no offset index");
+        }
         assert_eq!(
             pretty_format_batches(&first.batches).unwrap().to_string(),
             pretty_format_batches(&again.batches).unwrap().to_string()
