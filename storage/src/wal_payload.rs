@@ -25,16 +25,15 @@
 //! never with the magic, so [`decode`] replays both.
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, AsArray, MapArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::ipc::MetadataVersion;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StorageError};
+use crate::ipc;
 use crate::schema::Signal;
 
 /// Marks a record in this format, and its version.
@@ -62,9 +61,9 @@ pub fn encode(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[0; 4]);
-    let out = write_stream(out, &run_batch)?;
+    let out = ipc::append_stream(out, &run_batch)?;
     let resources_len = out.len() - MAGIC.len() - 4;
-    let mut out = write_stream(out, &rows)?;
+    let mut out = ipc::append_stream(out, &rows)?;
     let len = u32::try_from(resources_len).map_err(|_| corrupt(signal, "resources too large"))?;
     out[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&len.to_le_bytes());
     Ok(out)
@@ -74,7 +73,7 @@ pub fn encode(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
 /// before it, back into `signal`'s batch.
 pub fn decode(signal: Signal, payload: &[u8]) -> Result<RecordBatch> {
     let Some(rest) = payload.strip_prefix(MAGIC) else {
-        return crate::ipc::decode(signal, payload);
+        return ipc::decode(signal, payload);
     };
     let (len, rest) = rest
         .split_first_chunk::<4>()
@@ -86,14 +85,14 @@ pub fn decode(signal: Signal, payload: &[u8]) -> Result<RecordBatch> {
     let (run_bytes, row_bytes) = rest.split_at(len);
     let run_batch = read_one(signal, run_bytes)?;
     let rows = read_one(signal, row_bytes)?;
+    if rows.num_columns() + 1 != signal.schema().fields().len() {
+        return Err(corrupt(signal, "wrong number of columns"));
+    }
 
     let column = resource_column(signal)?;
     let indices = run_indices(signal, &run_batch, rows.num_rows())?;
     let resources = arrow::compute::take(run_batch.column(0), &indices, None)?;
     let mut columns = rows.columns().to_vec();
-    if columns.len() + 1 != signal.schema().fields().len() {
-        return Err(corrupt(signal, "wrong number of columns"));
-    }
     columns.insert(column, resources);
     RecordBatch::try_new(signal.schema(), columns).map_err(|e| corrupt(signal, &e.to_string()))
 }
@@ -105,28 +104,25 @@ fn resource_column(signal: Signal) -> Result<usize> {
         .map_err(|e| corrupt(signal, &e.to_string()))
 }
 
-fn run_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new(RESOURCE, crate::schema::attributes_type(), false),
-        Field::new(RUN_END, DataType::UInt32, false),
-    ]))
+fn run_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(RESOURCE, crate::schema::attributes_type(), false),
+            Field::new(RUN_END, DataType::UInt32, false),
+        ]))
+    });
+    SCHEMA.clone()
 }
 
 /// Each run of rows with equal maps: its first row and the row after its
 /// last. An empty batch has no runs.
 fn runs(maps: &MapArray) -> (Vec<u32>, Vec<u32>) {
-    let (mut starts, mut ends) = (Vec::new(), Vec::new());
-    for row in 0..maps.len() {
-        if row == 0 || !same_map(maps, row - 1, row) {
-            if row > 0 {
-                ends.push(row as u32);
-            }
-            starts.push(row as u32);
-        }
-    }
-    if !maps.is_empty() {
-        ends.push(maps.len() as u32);
-    }
+    let starts: Vec<u32> = (0..maps.len())
+        .filter(|&row| row == 0 || !same_map(maps, row - 1, row))
+        .map(|row| row as u32)
+        .collect();
+    let last_end = (!maps.is_empty()).then_some(maps.len() as u32);
+    let ends = starts.iter().skip(1).copied().chain(last_end).collect();
     (starts, ends)
 }
 
@@ -159,7 +155,7 @@ fn run_indices(signal: Signal, run_batch: &RecordBatch, rows: usize) -> Result<U
     for (run, end) in ends.values().iter().enumerate() {
         let end = *end as usize;
         if end <= indices.len() || end > rows {
-            return Err(corrupt(signal, "run ends out of order"));
+            return Err(corrupt(signal, "run ends out of order or past the rows"));
         }
         indices.resize(end, run as u32);
     }
@@ -169,18 +165,7 @@ fn run_indices(signal: Signal, run_batch: &RecordBatch, rows: usize) -> Result<U
     Ok(UInt32Array::from(indices))
 }
 
-/// Buffers are aligned to 8 bytes, not the writer's default 64: that is
-/// enough for every type in the schemas, and a one-row request no longer
-/// pads each of its ~50 buffers to 64 bytes.
-fn write_stream(out: Vec<u8>, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let options = IpcWriteOptions::try_new(8, false, MetadataVersion::V5)?;
-    let mut writer = StreamWriter::try_new_with_options(out, &batch.schema(), options)?;
-    writer.write(batch)?;
-    writer.finish()?;
-    Ok(writer.into_inner()?)
-}
-
-/// The one batch of an IPC stream [`write_stream`] wrote.
+/// The one batch of an IPC stream [`ipc::append_stream`] wrote.
 fn read_one(signal: Signal, bytes: &[u8]) -> Result<RecordBatch> {
     let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     let batch = reader
@@ -204,6 +189,16 @@ mod tests {
     use super::*;
     use crate::test_batches::{log_batch, spans_with_attributes};
     use arrow::array::{MapBuilder, StringBuilder};
+    use arrow::ipc::writer::StreamWriter;
+
+    /// A record as binaries before this format wrote it: one IPC stream,
+    /// with the writer's default 64-byte alignment.
+    fn bare_record(batch: &RecordBatch) -> Vec<u8> {
+        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+        writer.write(batch).unwrap();
+        writer.finish().unwrap();
+        writer.into_inner().unwrap()
+    }
 
     /// Replaces `batch`'s resource maps with `service.name = names[i]`.
     fn with_resources(batch: &RecordBatch, names: &[Option<&str>]) -> RecordBatch {
@@ -274,7 +269,7 @@ mod tests {
             (Signal::Logs, log_batch(&[(1, "one")])),
             (Signal::Spans, spans_with_attributes(0, 1)),
         ] {
-            let bare = crate::ipc::encode(&batch).unwrap().len();
+            let bare = bare_record(&batch).len();
             let record = encode(signal, &batch).unwrap().len();
             assert!(record < bare * 4 / 5, "{signal}: {record} vs {bare} bytes");
         }
@@ -283,7 +278,7 @@ mod tests {
     #[test]
     fn records_from_before_the_format_still_replay() {
         let spans = spans_with_attributes(3, 7);
-        let old = crate::ipc::encode(&spans).unwrap();
+        let old = bare_record(&spans);
         assert_eq!(decode(Signal::Spans, &old).unwrap(), spans);
     }
 
