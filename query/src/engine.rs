@@ -349,9 +349,14 @@ impl QueryEngine {
         // than holding every group and emitting them as slices of one
         // large batch, which DataFusion charges in full per slice
         // (apache/datafusion#22757): those slices exhausted the query
-        // memory limit for a fraction of the memory they held.
+        // memory limit for a fraction of the memory they held. Keeping
+        // more than a quarter of its rows is already "barely": counting
+        // distinct traces over 2.2 M spans (0.29 groups per row), the
+        // partial aggregates spent 160 ms of CPU to spare the final one
+        // 25 ms; streaming the rows on instead, the query took 19 % less
+        // CPU (258 -> 210 ms per query).
         let execution = &mut config.options_mut().execution;
-        execution.skip_partial_aggregation_probe_ratio_threshold = 0.5;
+        execution.skip_partial_aggregation_probe_ratio_threshold = 0.25;
         execution.skip_partial_aggregation_probe_rows_threshold = 16 * 1024;
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
@@ -378,13 +383,23 @@ impl QueryEngine {
 
     /// Runs one read-only statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryOutput, QueryError> {
-        sandbox::check(sql)?;
+        // The statement the sandbox parsed is the one planned: parsing the
+        // text a second time (as `SessionContext::sql` would) was 1 % of
+        // the server's CPU for RED per service.
+        let statement = sandbox::check(sql)?;
         self.query(async |ctx| {
-            let options = SQLOptions::new()
+            let plan = ctx
+                .state()
+                .statement_to_plan(statement)
+                .await
+                .map_err(from_datafusion)?;
+            SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
-                .with_allow_statements(false);
-            ctx.sql_with_options(sql, options)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(from_datafusion)?;
+            ctx.execute_logical_plan(plan)
                 .await
                 .map_err(from_datafusion)
         })

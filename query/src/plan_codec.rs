@@ -97,7 +97,7 @@ pub fn wrap_selected_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execu
     .map(|t| t.data)
 }
 
-fn scan_config(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
+pub(crate) fn scan_config(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
     plan.downcast_ref::<DataSourceExec>()?
         .data_source()
         .downcast_ref::<FileScanConfig>()
