@@ -199,14 +199,15 @@ impl SignalTable {
         // DataFusion pushes the `FilterExec` above it down (the filters are
         // `Inexact`, so one is always there); giving them to the scan here
         // as well built and evaluated every pruning predicate twice
-        // (`kind = server AND kind = server`). They are not evaluated while
-        // decoding:
-        // row-level pushdown decodes the filter columns first and the rest
-        // through a selection, which cost more than it saved on the
-        // suite's analytics (RED per service, kind = 'server' keeps 45 %
-        // of spans: 11-15 ms with it, 9.3-9.5 ms without, DataFusion
-        // 55 on the same file). Searches and trace lookups still read
-        // only their rows through access plans.
+        // (`kind = server AND kind = server`).
+        //
+        // They are not evaluated while decoding: row-level pushdown decodes
+        // the filter columns first and the rest through a selection, which
+        // cost more than it saved on the suite's analytics (RED per
+        // service, kind = 'server' keeps 45 % of spans: 11-15 ms with it,
+        // 9.3-9.5 ms without, DataFusion 55 on the same file). Searches
+        // and trace lookups still read only their rows through access
+        // plans.
         let source = ParquetSource::new(schema.clone())
             .with_parquet_file_reader_factory(Arc::new(reader))
             .with_pushdown_filters(false)
