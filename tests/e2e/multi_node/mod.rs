@@ -1,6 +1,9 @@
 //! Loupe on shared storage: Parquet files and indexes in an S3-compatible
 //! store (moto's server from PyPI), the catalog in PostgreSQL 15 — both
 //! real servers on 127.0.0.1, started per test and stopped after.
+//!
+//! This file holds those servers and the helpers the tests share; the
+//! tests are in the submodules, one subject each.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
