@@ -97,7 +97,7 @@ pub fn wrap_selected_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execu
     .map(|t| t.data)
 }
 
-pub(crate) fn scan_config(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
+fn scan_config(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
     plan.downcast_ref::<DataSourceExec>()?
         .data_source()
         .downcast_ref::<FileScanConfig>()
@@ -628,8 +628,11 @@ pub(crate) mod tests {
         (storage, engine)
     }
 
-    /// Each file scanned, with its access plan if it has one.
-    fn access_plans(plan: &Arc<dyn ExecutionPlan>) -> Vec<(String, Option<ParquetAccessPlan>)> {
+    /// Each file (or piece of one) scanned, with its access plan if it has
+    /// one.
+    pub(crate) fn access_plans(
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> Vec<(String, Option<ParquetAccessPlan>)> {
         let mut out = Vec::new();
         plan.apply(|node| {
             if let Some(config) = scan_config(node.as_ref()) {

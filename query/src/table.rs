@@ -486,10 +486,8 @@ impl TableProvider for SignalTable {
 #[cfg(test)]
 mod tests {
     use super::{PartitionedFile, SignalTable, pieces, spread};
-    use crate::plan_codec::scan_config;
-    use crate::plan_codec::tests::engine;
+    use crate::plan_codec::tests::{access_plans, engine};
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
     use datafusion::execution::object_store::ObjectStoreUrl;
     use datafusion::physical_plan::display::DisplayableExecutionPlan;
@@ -639,22 +637,8 @@ mod tests {
             let ctx = &ctx;
             let sql = sql(table);
             async move {
-                let plan = ctx
-                    .sql(&sql)
-                    .await
-                    .unwrap()
-                    .create_physical_plan()
-                    .await
-                    .unwrap();
-                let mut ranges = 0;
-                plan.apply(|node| {
-                    if let Some(config) = scan_config(node.as_ref()) {
-                        ranges += config.file_groups.iter().map(|g| g.len()).sum::<usize>();
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                })
-                .unwrap();
-                ranges
+                let df = ctx.sql(&sql).await.unwrap();
+                access_plans(&df.create_physical_plan().await.unwrap()).len()
             }
         };
         // Two small files: whole (DataFusion may still cut them in two).

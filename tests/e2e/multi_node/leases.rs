@@ -174,9 +174,7 @@ fn a_lease_has_one_holder_and_passes_on_when_renewals_stop() {
 fn one_maintenance_leader_among_roles_and_a_takeover_when_it_dies() {
     let pg = Postgres::start();
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let catalog = pg.url();
     let node = |role: &str| {
         Loupe::start_with_env(
@@ -361,9 +359,7 @@ fn three_nodes_answer_like_one_lose_nothing_to_a_crash_and_hand_the_lease_over()
     let began = std::time::Instant::now();
     let pg = Postgres::start();
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let catalog = pg.url();
     let args = |role: &str, flush: &str| -> Vec<String> {
         [

@@ -149,7 +149,8 @@ impl Drop for Postgres {
     }
 }
 
-/// moto's S3 server on 127.0.0.1; stopped when dropped.
+/// moto's S3 server on 127.0.0.1 with the `loupe` bucket every test
+/// stores in; stopped when dropped.
 pub struct S3Server {
     child: Child,
     pub endpoint: String,
@@ -182,21 +183,22 @@ impl S3Server {
             server.client.get(&server.endpoint).send().is_ok()
         });
         assert!(ready, "moto_server did not start on {}", server.endpoint);
+        server.create_bucket("loupe");
         server
     }
 
     /// The `AWS_*` variables pointing Loupe at this server.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
         vec![
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT", self.endpoint.clone()),
-            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", &self.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
         ]
     }
 
-    pub fn create_bucket(&self, bucket: &str) {
+    fn create_bucket(&self, bucket: &str) {
         let r = self
             .client
             .put(format!("{}/{bucket}", self.endpoint))

@@ -165,9 +165,7 @@ fn one_vs_three_nodes() {
     const ROUNDS: usize = 7;
     let (pg_one, pg_three) = (Postgres::start(), Postgres::start());
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let one = Deployment::start(
         "1 node",
         &["ingest,query,compact"],

@@ -241,9 +241,7 @@ fn alert_capacity_and_token_state_is_shared_and_a_new_leader_delivers_what_the_o
     use serde_json::json;
     let pg = Postgres::start();
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let catalog = pg.url();
     let node = |role: &str| {
         Loupe::start_with_env(

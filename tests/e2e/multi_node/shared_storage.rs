@@ -8,9 +8,7 @@ use super::*;
 fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
     let pg = Postgres::start();
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let catalog = pg.url();
     let shared = [
         "--storage",
@@ -242,9 +240,7 @@ fn s3_and_postgres_answer_like_a_single_node_and_survive_a_crash() {
 fn s3_query_latency() {
     let pg = Postgres::start();
     let s3 = S3Server::start();
-    s3.create_bucket("loupe");
     let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let catalog = pg.url();
     let args = [
         "--storage",
