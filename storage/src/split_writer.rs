@@ -293,17 +293,23 @@ fn writer_properties(signal: Signal, effort: Effort) -> Result<WriterProperties>
         // its children: a dictionary of them fills up and falls back to
         // plain after hashing every value (a tenth of a flush's Parquet
         // work).
-        // Durations hardly recur either: their dictionary fell back to
-        // plain and left pages a third larger than plain alone (183 k
-        // spans: 1.01 MB against 0.66 MB). Trace ids keep theirs: the
-        // spans of a trace in one service share it (1.55 MB against 1.78).
-        for name in ["span_id", "parent_span_id", "duration_ns"] {
+        // Trace ids keep theirs: the spans of a trace in one service share
+        // it (1.55 MB against 1.78).
+        for name in ["span_id", "parent_span_id"] {
             props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
         }
         // Start and end times sorted within a service differ little row
         // to row, as log times do: deltas took 0.50 and 0.62 MB where
         // dictionary/plain took 0.91 and 1.00.
-        for name in ["start_time", "end_time"] {
+        // Durations hardly recur (their dictionary fell back to plain and
+        // left pages a third larger than plain alone), nor are they
+        // sorted, but deltas bit-pack them into about the bits the range
+        // of a page's values needs: 3.36 bytes a span against 3.61 for
+        // plain + zstd (2.19 M spans), and a query no longer inflates
+        // 8 bytes a span through zstd to read them. That was a quarter of
+        // RED per service's CPU; with deltas RED took 23 % less time and
+        // top-10 slowest operations 20 % less.
+        for name in ["start_time", "end_time", "duration_ns"] {
             props = props
                 .set_column_dictionary_enabled(ColumnPath::from(name), false)
                 .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
@@ -677,6 +683,54 @@ mod tests {
         // A phrase check still reads only its rows' pages of `body`.
         let logs = encode_splits(Signal::Logs, &[log_batch(&rows)]).unwrap();
         assert_eq!(page_rows(&logs[0].bytes, "body").iter().sum::<i64>(), 100);
+    }
+
+    #[test]
+    fn span_times_and_durations_are_delta_packed() {
+        // Durations from 1 µs to about 2 s, in no order.
+        let batch = crate::test_batches::span_batch(500);
+        let durations: Vec<i64> = (0..500i64)
+            .map(|i| 1_000 + (i * 7_919_333) % 2_000_000_000)
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[batch.schema().index_of("duration_ns").unwrap()] =
+            std::sync::Arc::new(Int64Array::from(durations.clone()));
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        for effort in [Effort::Flush, Effort::Compaction] {
+            let group = first_row_group(Signal::Spans, &batch, effort);
+            for name in ["start_time", "end_time", "duration_ns"] {
+                let column = group
+                    .columns()
+                    .iter()
+                    .find(|c| c.column_path().string() == name)
+                    .unwrap();
+                assert!(
+                    column
+                        .encodings()
+                        .any(|e| e == Encoding::DELTA_BINARY_PACKED),
+                    "{name} is not delta-packed: {:?}",
+                    column.encodings().collect::<Vec<_>>()
+                );
+                assert!(column.dictionary_page_offset().is_none(), "{name}");
+            }
+        }
+        // The values read back as written.
+        let split = encode_splits(Signal::Spans, std::slice::from_ref(&batch))
+            .unwrap()
+            .remove(0);
+        let read: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(split.bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+        let read = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        let read = read.column_by_name("duration_ns").unwrap();
+        assert_eq!(
+            read.as_primitive::<Int64Type>().values().to_vec(),
+            durations
+        );
     }
 
     #[test]
