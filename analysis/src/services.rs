@@ -65,6 +65,9 @@ struct RedRow {
     operation: Option<String>,
     #[serde(default)]
     grp: Option<String>,
+    /// 1 on a service's row over all its operations, from `grouping(name)`.
+    #[serde(default)]
+    all_operations: i32,
     requests: i64,
     errors: Option<i64>,
     p50_ns: Option<f64>,
@@ -177,20 +180,21 @@ async fn red(
         filter.push_str(&format!(" AND service = {}", quote(service)));
     }
     let instances = "count(DISTINCT resource_attributes['service.instance.id']) AS instances";
-    let (per_service, per_operation) = futures::try_join!(
-        rows_as::<RedRow>(
-            engine,
-            format!(
-                "SELECT service, {STATS}, {instances} FROM spans WHERE {filter} GROUP BY service ORDER BY service"
-            ),
+    // Each service's row and each of its operations' in one scan: reading
+    // the resource attributes for the instance count is most of the work
+    // (at 2.2 M spans the two queries this was took 370 ms each, together
+    // 440 ms).
+    let (per_service, per_operation): (Vec<RedRow>, Vec<RedRow>) = rows_as::<RedRow>(
+        engine,
+        format!(
+            "SELECT service, name AS operation, grouping(name) AS all_operations, {STATS}, {instances}
+             FROM spans WHERE {filter}
+             GROUP BY GROUPING SETS ((service), (service, name)) ORDER BY service, operation"
         ),
-        rows_as::<RedRow>(
-            engine,
-            format!(
-                "SELECT service, name AS operation, {STATS}, {instances} FROM spans WHERE {filter} GROUP BY service, name ORDER BY service, name"
-            ),
-        ),
-    )?;
+    )
+    .await?
+    .into_iter()
+    .partition(|r| r.all_operations == 1);
     let shape = |r: &RedRow| -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("requests".into(), json!(r.requests));
