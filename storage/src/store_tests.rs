@@ -1,7 +1,9 @@
 //! Unit tests of the store: appends, flushes, the WAL, the memory share,
 //! quarantine and recovery after a crash.
 
+use super::flush::QUARANTINE_AFTER_FAILURES;
 use super::*;
+use crate::ipc;
 use crate::test_batches::log_batch;
 
 fn rows(snapshot: &TableSnapshot) -> (u64, usize) {
