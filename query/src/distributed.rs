@@ -284,7 +284,7 @@ impl QueryPlanner for SelectingPlanner {
 mod tests {
     use super::*;
     use crate::memtable_scan::IngestPeer;
-    use crate::plan_codec::tests::{engine, logs, trace};
+    use crate::plan_codec::tests::{engine, logs, physical_plan, trace};
     use crate::split_routing::rendezvous;
     use crate::{QueryConfig, QueryEngine};
     use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -321,13 +321,7 @@ mod tests {
 
     async fn plan(engine: &QueryEngine, sql: &str) -> String {
         let ctx = engine.session().unwrap();
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical_plan(&ctx, sql).await;
         datafusion_distributed::display_plan_ascii(plan.as_ref(), false)
     }
 
@@ -395,13 +389,7 @@ mod tests {
 
         // Task i reads the files whose rendezvous winner is worker i.
         let ctx = coordinator.session().unwrap();
-        let physical = ctx
-            .sql(&queries[0])
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let physical = physical_plan(&ctx, &queries[0]).await;
         let mut workers = cluster.workers();
         workers.sort();
         let mut files = 0;

@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
 use loupe_base::self_metrics::Registry;
 use loupe_storage::{Storage, StorageConfig};
 
@@ -156,6 +157,16 @@ fn selects_some_rows_only(plan: &ParquetAccessPlan) -> bool {
         .any(|g| matches!(g, RowGroupAccess::Selection(s) if s.skipped_row_count() > 0))
 }
 
+/// `sql` planned on `ctx`, ready to run or to inspect.
+pub(crate) async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
 /// Plans `sql`, sends it through bytes to a fresh session (another
 /// node's stand-in), runs both; returns both results, printed, and the
 /// access plans of the original.
@@ -164,13 +175,7 @@ async fn round_trip(
     sql: &str,
 ) -> (String, String, Vec<(String, Option<ParquetAccessPlan>)>) {
     let ctx = engine.session().unwrap();
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, sql).await;
     let bytes = plan_to_bytes(plan.clone()).unwrap();
     let remote = engine.session().unwrap();
     let decoded = plan_from_bytes(&bytes, &remote.task_ctx()).unwrap();
@@ -250,13 +255,7 @@ async fn a_node_the_codec_does_not_know_fails_to_encode() {
     let dir = tempfile::tempdir().unwrap();
     let (storage, engine) = engine(dir.path()).await;
     let ctx = engine.session().unwrap();
-    let plan = ctx
-        .sql("SELECT body FROM logs WHERE match_all('alpha')")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, "SELECT body FROM logs WHERE match_all('alpha')").await;
     let limit = std::time::Duration::from_secs(5);
     let timed =
         crate::deadline::with_deadline(plan, std::time::Instant::now() + limit, limit).unwrap();

@@ -163,7 +163,7 @@ impl SignalTable {
                 }
                 None => {
                     total_rows += split.row_count as usize;
-                    files.extend(pieces(file, split.byte_size, self.piece_bytes));
+                    files.extend(pieces(file, self.piece_bytes));
                 }
             }
         }
@@ -322,9 +322,10 @@ pub(crate) fn mem_rows(
 /// an open from the cached footer.
 const SCAN_PIECE_BYTES: u64 = 4 << 20;
 
-/// A whole split file of `size` bytes as byte ranges of at most
-/// `piece_bytes` (a small file stays whole).
-fn pieces(file: PartitionedFile, size: u64, piece_bytes: u64) -> Vec<PartitionedFile> {
+/// A whole split file as byte ranges of at most `piece_bytes` (a small
+/// file stays whole).
+fn pieces(file: PartitionedFile, piece_bytes: u64) -> Vec<PartitionedFile> {
+    let size = file.object_meta.size;
     let n = size.div_ceil(piece_bytes.max(1)).max(1);
     if n == 1 {
         return vec![file];
@@ -486,7 +487,7 @@ impl TableProvider for SignalTable {
 #[cfg(test)]
 mod tests {
     use super::{PartitionedFile, SignalTable, pieces, spread};
-    use crate::plan_codec::tests::{access_plans, engine};
+    use crate::plan_codec::tests::{access_plans, engine, physical_plan};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
     use datafusion::execution::object_store::ObjectStoreUrl;
@@ -504,16 +505,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_storage, engine) = engine(dir.path()).await;
         let ctx = engine.session().unwrap();
-        let plan = ctx
-            .sql(
-                "SELECT s.service, count(*) FROM spans s JOIN logs l ON l.trace_id = s.trace_id \
+        let plan = physical_plan(
+            &ctx,
+            "SELECT s.service, count(*) FROM spans s JOIN logs l ON l.trace_id = s.trace_id \
                  WHERE s.name = 'op1' GROUP BY s.service",
-            )
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        )
+        .await;
         let shown = displayable(plan.as_ref()).indent(true).to_string();
         assert!(shown.contains("mode=CollectLeft"), "{shown}");
         for (sql, count) in [
@@ -578,13 +575,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_storage, engine) = engine(dir.path()).await;
         let ctx = engine.session().unwrap();
-        let plan = ctx
-            .sql("SELECT count(*) AS n FROM spans WHERE name = 'zz-no-such-op'")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical_plan(
+            &ctx,
+            "SELECT count(*) AS n FROM spans WHERE name = 'zz-no-such-op'",
+        )
+        .await;
         let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
         let printed = pretty_format_batches(&batches).unwrap().to_string();
         assert!(printed.contains("| 0 "), "{printed}");
@@ -636,10 +631,7 @@ mod tests {
         let ranges = |table: &str| {
             let ctx = &ctx;
             let sql = sql(table);
-            async move {
-                let df = ctx.sql(&sql).await.unwrap();
-                access_plans(&df.create_physical_plan().await.unwrap()).len()
-            }
+            async move { access_plans(&physical_plan(ctx, &sql).await).len() }
         };
         // Two small files: whole (DataFusion may still cut them in two).
         assert!(ranges("spans").await <= 4);
@@ -649,16 +641,16 @@ mod tests {
     #[test]
     fn pieces_cover_a_file_once_in_order() {
         let file = PartitionedFile::new("spans/a.parquet", 10_000);
-        let cut = pieces(file.clone(), 10_000, 3_000);
+        let cut = pieces(file.clone(), 3_000);
         let ranges: Vec<(u64, u64)> = cut.iter().map(|f| f.range()).collect();
         assert_eq!(
             ranges,
             vec![(0, 2_500), (2_500, 5_000), (5_000, 7_500), (7_500, 10_000)]
         );
-        let whole = pieces(file, 10_000, 10_000);
+        let whole = pieces(file, 10_000);
         assert_eq!(whole.len(), 1);
         assert!(whole[0].range.is_none());
-        let odd = pieces(PartitionedFile::new("b", 10_001), 10_001, 5_000);
+        let odd = pieces(PartitionedFile::new("b", 10_001), 5_000);
         let ranges: Vec<(u64, u64)> = odd.iter().map(|f| f.range()).collect();
         assert_eq!(ranges, vec![(0, 3_334), (3_334, 6_668), (6_668, 10_001)]);
     }
