@@ -162,7 +162,7 @@ pub(crate) async fn operation_lines(
         format!(
             "WITH l AS (
                  SELECT time, service, severity_text, body, trace_id, span_id,
-                        resource_attributes['service.instance.id'] AS instance
+                        instance
                  FROM logs
                  WHERE time >= {} AND time <= {} AND body IS NOT NULL
                  ORDER BY time DESC LIMIT 50000

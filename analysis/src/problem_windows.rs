@@ -195,7 +195,7 @@ pub(crate) async fn window_stats(
          ),
          per_span AS (
              SELECT p.service, p.name, p.kind, p.status_code, p.duration_ns,
-                    p.resource_attributes['service.instance.id'] AS instance,
+                    p.instance,
                     p.resource_attributes['service.version'] AS version,
                     p.resource_attributes['cloud.region'] AS region,
                     COALESCE(p.attributes['db.system'], p.attributes['messaging.system']) AS system,
@@ -441,7 +441,7 @@ pub(crate) async fn gauges(
     );
     let in_incident = format!("time >= {} AND time <= {}", ts(start), ts(end));
     let sql = format!(
-        "SELECT service, resource_attributes['service.instance.id'] AS instance, name,
+        "SELECT service, instance, name,
                 avg(CASE WHEN {in_base} THEN value END) AS base_mean,
                 stddev(CASE WHEN {in_base} THEN value END) AS base_std,
                 avg(CASE WHEN {in_incident} THEN value END) AS inc_mean
@@ -450,7 +450,7 @@ pub(crate) async fn gauges(
            AND (({in_base}) OR ({in_incident}))
            AND (lower(name) LIKE '%cpu%' OR lower(name) LIKE '%memory%')
            AND lower(name) NOT LIKE '%node%' AND lower(name) NOT LIKE 'system.%'
-           AND resource_attributes['service.instance.id'] IS NOT NULL
+           AND instance IS NOT NULL
          GROUP BY 1, 2, 3"
     );
     Ok(rows_as::<GaugeQueryRow>(engine, sql)

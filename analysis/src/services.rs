@@ -46,7 +46,7 @@ struct ServicesParams {
 fn dimension(by: &str) -> Result<&'static str, QueryError> {
     Ok(match by {
         "operation" => "name",
-        "instance" => "resource_attributes['service.instance.id']",
+        "instance" => "instance",
         "version" => "resource_attributes['service.version']",
         "region" => "resource_attributes['cloud.region']",
         other => {
@@ -179,7 +179,7 @@ async fn red(
     if let Some(service) = &p.service {
         filter.push_str(&format!(" AND service = {}", quote(service)));
     }
-    let instances = "count(DISTINCT resource_attributes['service.instance.id']) AS instances";
+    let instances = "count(DISTINCT instance) AS instances";
     // Each service's row and each of its operations' in one scan: reading
     // the resource attributes for the instance count is most of the work,
     // and this was two queries, each reading them (at 2.2 M spans the
@@ -273,7 +273,7 @@ async fn split(
         engine,
         format!(
             "SELECT service, {group} AS grp, {STATS},
-                    count(DISTINCT resource_attributes['service.instance.id']) AS instances
+                    count(DISTINCT instance) AS instances
              FROM spans WHERE {filter} GROUP BY 1, 2 ORDER BY requests DESC, grp LIMIT {MAX_GROUPS}"
         ),
     )

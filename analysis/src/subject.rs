@@ -109,10 +109,9 @@ impl Subject {
         let service = format!("service = {}", quote(self.service()));
         match self {
             Subject::Service { .. } => service,
-            Subject::Instance { instance, .. } => format!(
-                "{service} AND resource_attributes['service.instance.id'] = {}",
-                quote(instance)
-            ),
+            Subject::Instance { instance, .. } => {
+                format!("{service} AND instance = {}", quote(instance))
+            }
             Subject::Version { version, .. } => format!(
                 "{service} AND resource_attributes['service.version'] = {}",
                 quote(version)

@@ -244,17 +244,14 @@ pub async fn measure_steps(
         ts(req.end_ns)
     );
     if let Some(instance) = &req.instance {
-        filter.push_str(&format!(
-            " AND resource_attributes['service.instance.id'] = {}",
-            quote(instance)
-        ));
+        filter.push_str(&format!(" AND instance = {}", quote(instance)));
     }
     let measures = "count(*) AS requests,
         CAST(min(start_time) AS BIGINT) AS first_ns, CAST(max(start_time) AS BIGINT) AS last_ns,
         sum(duration_ns) AS busy_ns,
         approx_percentile_cont(duration_ns, 0.99) AS p99_ns,
         avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate,
-        count(DISTINCT resource_attributes['service.instance.id']) AS instances";
+        count(DISTINCT instance) AS instances";
     let labelled = query(
         t,
         format!(

@@ -189,7 +189,7 @@ pub async fn rate_from_metrics(t: &dyn Telemetry, scope: Scope<'_>, w: Window) -
     let rows = query(
         t,
         format!(
-            "SELECT resource_attributes['service.instance.id'] AS instance, attributes,
+            "SELECT instance, attributes,
                     CAST(start_time AS BIGINT) AS start_ns, CAST(time AS BIGINT) AS time_ns, count
              FROM metrics
              WHERE {} AND name = 'http.server.request.duration' AND count IS NOT NULL
@@ -231,10 +231,10 @@ pub async fn ready_instances(
         t,
         format!(
             "SELECT count(DISTINCT instance) AS n FROM (
-                SELECT resource_attributes['service.instance.id'] AS instance FROM spans
+                SELECT instance FROM spans
                 WHERE {filter} AND start_time >= {since}
                 UNION ALL
-                SELECT resource_attributes['service.instance.id'] AS instance FROM metrics
+                SELECT instance FROM metrics
                 WHERE {filter} AND time >= {since})"
         ),
     )
@@ -278,7 +278,7 @@ pub async fn read_signal(
             let rows = query(
                 t,
                 format!(
-                    "SELECT resource_attributes['service.instance.id'] AS instance, avg(value) AS v
+                    "SELECT instance, avg(value) AS v
                      FROM metrics WHERE {} AND name = {} AND time >= {} AND time < {}
                      GROUP BY 1",
                     scope.filter(),

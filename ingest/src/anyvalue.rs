@@ -146,6 +146,16 @@ pub fn service_name(resource_attrs: &[KeyValue]) -> String {
         .unwrap_or_else(|| "unknown_service".to_string())
 }
 
+/// The `instance` column: the first `service.instance.id` resource
+/// attribute as text, as `resource_attributes['service.instance.id']`
+/// reads it; none when absent.
+pub fn instance_id(resource_attrs: &[KeyValue]) -> Option<String> {
+    resource_attrs
+        .iter()
+        .find(|kv| kv.key == loupe_storage::INSTANCE_KEY)
+        .and_then(|kv| to_text(kv.value.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ mod deadline;
 pub mod distributed;
 mod engine;
 mod error;
+mod instance_column;
 pub mod internal_sql;
 mod log_template_udf;
 pub mod logs_api;

@@ -364,11 +364,9 @@ async fn context(
                     .and_then(|df| df.filter(cmp))
                     .map_err(from_datafusion)?;
                 if let Some(instance) = instance {
-                    let id = datafusion::functions::core::expr_fn::get_field(
-                        col("resource_attributes"),
-                        "service.instance.id",
-                    );
-                    df = df.filter(id.eq(lit(instance))).map_err(from_datafusion)?;
+                    df = df
+                        .filter(col(loupe_storage::INSTANCE).eq(lit(instance)))
+                        .map_err(from_datafusion)?;
                 }
                 df.select(hit_columns())
                     .and_then(|df| df.sort(vec![col("time").sort(ascending, true)]))

@@ -8,14 +8,16 @@
 //! `PartitionedFile::extensions`, so a plan decoded on another node would
 //! silently read every row of every file.
 //!
-//! Design: [`wrap_selected_scans`] puts every Parquet scan whose files carry
-//! access plans under a transport-only node, [`SelectedScanExec`]. That node
+//! Design: [`wrap_selected_scans`] puts every Parquet scan under a
+//! transport-only node, [`SelectedScanExec`]. That node
 //! is unknown to `datafusion-proto`, so [`LoupeCodec`] encodes it: the
 //! access plan of each file (row groups skipped, scanned, or read through a
 //! row selection's runs), keyed by the file's place in the scan and its
 //! path, while the scan below is still encoded by `datafusion-proto`. On
 //! decoding, the codec puts the access plans back on the decoded scan's
-//! files and returns the scan itself, so the decoded plan has the same
+//! files, and the expression adapter every Loupe scan has
+//! ([`crate::instance_column`], which `datafusion-proto` drops too) back on
+//! the scan, and returns the scan itself, so the decoded plan has the same
 //! shape as the one encoded. This is simpler than encoding
 //! `DataSourceExec` by hand (everything but the selection stays
 //! DataFusion's), and unlike a permanent Loupe scan node it leaves
@@ -58,6 +60,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use loupe_storage::Signal;
 use prost::Message;
 
+use crate::instance_column::InstanceFromResources;
 use crate::memtable_scan::{IngestPeer, MemtableFilter, MemtableScanExec};
 use crate::time_bounds::TimeBounds;
 
@@ -74,19 +77,13 @@ pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn Execut
     physical_plan_from_bytes_with_extension_codec(bytes, ctx, &LoupeCodec)
 }
 
-/// Puts every file scan some of whose files carry extensions (access
-/// plans) under a [`SelectedScanExec`], so [`LoupeCodec`] gets to encode
-/// what `datafusion-proto` would drop.
+/// Puts every file scan under a [`SelectedScanExec`], so [`LoupeCodec`]
+/// gets to encode what `datafusion-proto` would drop: its files' access
+/// plans, and the scan's expression adapter (every scan's, for files
+/// written before the `instance` column; see [`crate::instance_column`]).
 pub fn wrap_selected_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        let selected = scan_config(node.as_ref()).is_some_and(|config| {
-            config
-                .file_groups
-                .iter()
-                .flat_map(|g| g.iter())
-                .any(|f| !f.extensions.is_empty())
-        });
-        if !selected {
+        if scan_config(node.as_ref()).is_none() {
             return Ok(Transformed::no(node));
         }
         Ok(Transformed::yes(Arc::new(SelectedScanExec {
@@ -304,6 +301,7 @@ fn restore_selections(
             .collect::<Result<Vec<_>>>()?;
         file.extensions.insert(ParquetAccessPlan::new(row_groups));
     }
+    config.expr_adapter_factory = Some(Arc::new(InstanceFromResources));
     Ok(DataSourceExec::from_data_source(config))
 }
 

@@ -29,6 +29,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use loupe_storage::{MemBatch, Signal, Storage, TableSnapshot};
 
+use crate::instance_column::InstanceFromResources;
 use crate::memtable_scan::{IngestPeers, MemtableFilter, MemtableScanExec};
 use crate::search;
 use crate::split_reader::SplitReaderFactory;
@@ -226,6 +227,7 @@ impl SignalTable {
             .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
+            .with_expr_adapter(Some(Arc::new(InstanceFromResources)))
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }

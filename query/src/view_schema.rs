@@ -28,8 +28,9 @@ use datafusion::common::{Result, project_schema};
 use loupe_storage::Signal;
 
 /// The text columns queries read as views (see the module documentation).
-const DIMENSIONS: [&str; 9] = [
+const DIMENSIONS: [&str; 10] = [
     "service",
+    "instance",
     "name",
     "kind",
     "status_code",

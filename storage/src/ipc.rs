@@ -11,6 +11,7 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StorageError};
+use crate::instance;
 use crate::schema::Signal;
 
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
@@ -29,14 +30,16 @@ pub fn append_stream(out: Vec<u8>, batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(writer.into_inner()?)
 }
 
+/// Reads a stream [`encode`] wrote as `signal`'s batch; a stream written
+/// before the table's `instance` column gets it ([`instance::complete`]).
 pub fn decode(signal: Signal, payload: &[u8]) -> Result<RecordBatch> {
     let reader = StreamReader::try_new(Cursor::new(payload), None)?;
+    let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    let schema = signal.schema();
     let batch =
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| StorageError::Schema {
             signal,
             reason: format!("WAL record: {e}"),
         })?;
-    Ok(batch)
+    instance::complete(signal, batch)
 }

@@ -22,6 +22,7 @@ use crate::compaction_memory::{
     CompactionMemory, INPUT_BATCH_BYTES, OUTPUT_BATCH_BYTES, WRITER_OVERHEAD,
 };
 use crate::error::{Result, StorageError};
+use crate::instance;
 use crate::schema::Signal;
 use crate::split_writer::{Effort, EncodedSplit, SplitBuilder};
 
@@ -91,16 +92,13 @@ impl Cursor {
                 batch_reader(ParquetRecordBatchReaderBuilder::try_new(bytes)?)?
             }
         };
-        match next_nonempty(&mut reader)? {
-            Some(batch) => {
-                check_schema(signal, &batch)?;
-                Ok(Some(Cursor {
-                    reader,
-                    row_bytes: row_bytes(&batch),
-                    batch,
-                    row: 0,
-                }))
-            }
+        match next_nonempty(signal, &mut reader)? {
+            Some(batch) => Ok(Some(Cursor {
+                reader,
+                row_bytes: row_bytes(&batch),
+                batch,
+                row: 0,
+            })),
             None => Ok(None),
         }
     }
@@ -110,24 +108,20 @@ impl Cursor {
     }
 }
 
-fn next_nonempty(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>> {
+/// The next batch with rows, in the table's schema: a file written before
+/// the `instance` column gets it ([`instance::complete`]); a file with
+/// other columns is refused.
+fn next_nonempty(
+    signal: Signal,
+    reader: &mut ParquetRecordBatchReader,
+) -> Result<Option<RecordBatch>> {
     for batch in reader.by_ref() {
         let batch = batch?;
         if batch.num_rows() > 0 {
-            return Ok(Some(batch));
+            return instance::complete(signal, batch).map(Some);
         }
     }
     Ok(None)
-}
-
-fn check_schema(signal: Signal, batch: &RecordBatch) -> Result<()> {
-    if batch.schema().fields() != signal.schema().fields() {
-        return Err(StorageError::Schema {
-            signal,
-            reason: "a split file's columns differ from the table schema".into(),
-        });
-    }
-    Ok(())
 }
 
 /// The sort key (service, time) of one row.
@@ -208,9 +202,8 @@ pub(crate) fn merge_files(
                 // The batch is about to be replaced: what points into it goes first.
                 out.write(&cursors, &mut pending)?;
                 let cursor = &mut cursors[i];
-                match next_nonempty(&mut cursor.reader)? {
+                match next_nonempty(signal, &mut cursor.reader)? {
                     Some(batch) => {
-                        check_schema(signal, &batch)?;
                         cursor.row_bytes = row_bytes(&batch);
                         cursor.batch = batch;
                         cursor.row = 0;
@@ -312,7 +305,7 @@ impl Output<'_> {
 mod tests {
     use super::*;
     use crate::split_writer::encode_splits;
-    use crate::test_batches::{log_batch, wordy_log_batch};
+    use crate::test_batches::{log_batch, with_instances, without_instance, wordy_log_batch};
 
     const WIDE: FileLimits = FileLimits {
         rows: 1 << 20,
@@ -417,6 +410,50 @@ mod tests {
         let merged = merge(Signal::Logs, fetched(&files), small, &memory);
         assert!(merged.len() >= 2, "{}", merged.len());
         assert_eq!(times_and_services(&merged), want);
+    }
+
+    #[test]
+    fn files_from_before_the_instance_column_merge_with_it() {
+        let new = with_instances(&log_batch(&[(1, "a"), (3, "a")]), &[Some("a-1"), None]);
+        let old = with_instances(
+            &log_batch(&[(2, "a"), (4, "a")]),
+            &[Some("a-2"), Some("a-3")],
+        );
+        let mut written = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            &mut written,
+            without_instance(&old).schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&without_instance(&old)).unwrap();
+        writer.close().unwrap();
+        let encoded = encode_splits(Signal::Logs, std::slice::from_ref(&new))
+            .unwrap()
+            .remove(0)
+            .bytes;
+        let files = [Bytes::from(encoded), Bytes::from(written)];
+
+        let memory = CompactionMemory::new(usize::MAX);
+        let merged = merge(Signal::Logs, fetched(&files), WIDE, &memory);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(merged[0].bytes.clone()))
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut instances = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            assert_eq!(batch.schema().fields(), Signal::Logs.schema().fields());
+            let column = batch.column_by_name(crate::schema::INSTANCE).unwrap();
+            instances.extend(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(String::from)),
+            );
+        }
+        let want = [Some("a-1"), Some("a-2"), None, Some("a-3")];
+        assert_eq!(instances, want.map(|v| v.map(String::from)));
     }
 
     #[test]

@@ -179,3 +179,31 @@ pub fn spans_with_attributes(seed: usize, n: usize) -> RecordBatch {
     columns[schema.index_of("resource_attributes").unwrap()] = Arc::new(resource.finish());
     RecordBatch::try_new(schema, columns).unwrap()
 }
+
+/// `batch` with row `i`'s resource naming instance `ids[i]` (no such
+/// attribute where `None`) and its `instance` column to match.
+pub fn with_instances(batch: &RecordBatch, ids: &[Option<&str>]) -> RecordBatch {
+    let mut maps = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for id in ids {
+        maps.keys().append_value("service.name");
+        maps.values().append_value("cart");
+        if let Some(id) = id {
+            maps.keys().append_value(crate::schema::INSTANCE_KEY);
+            maps.values().append_value(id);
+        }
+        maps.append(true).unwrap();
+    }
+    let schema = batch.schema();
+    let mut columns = batch.columns().to_vec();
+    columns[schema.index_of("resource_attributes").unwrap()] = Arc::new(maps.finish());
+    columns[schema.index_of(crate::schema::INSTANCE).unwrap()] =
+        Arc::new(ids.iter().copied().collect::<StringArray>());
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// `batch` as written before the `instance` column existed.
+pub fn without_instance(batch: &RecordBatch) -> RecordBatch {
+    let at = batch.schema().index_of(crate::schema::INSTANCE).unwrap();
+    let others: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != at).collect();
+    batch.project(&others).unwrap()
+}

@@ -16,9 +16,10 @@
 //! where `resources` is an Arrow IPC stream of one batch holding each run
 //! of equal `resource_attributes` once (`resource_attributes`, and
 //! `run_end`: the row after the run's last), and `rows` is an IPC stream of
-//! the batch without that column. Runs need no hashing: a converter emits a
-//! resource's rows together, so comparing each row with the one before
-//! finds them.
+//! the batch without that column and without `instance` (each row's
+//! resource's `service.instance.id`, taken from the runs again on replay).
+//! Runs need no hashing: a converter emits a resource's rows together, so
+//! comparing each row with the one before finds them.
 //!
 //! Records written before this format are a bare IPC stream of the whole
 //! batch. Such a stream starts with the continuation marker `0xFFFFFFFF`,
@@ -33,8 +34,9 @@ use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StorageError};
+use crate::instance;
 use crate::ipc;
-use crate::schema::Signal;
+use crate::schema::{INSTANCE, Signal};
 
 /// Marks a record in this format, and its version.
 const MAGIC: &[u8; 4] = b"LWP1";
@@ -55,7 +57,10 @@ pub fn encode(signal: Signal, batch: &RecordBatch) -> Result<Vec<u8>> {
         run_schema(),
         vec![firsts, Arc::new(UInt32Array::from(ends))],
     )?;
-    let others: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != column).collect();
+    let instance = instance_column(signal)?;
+    let others: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| i != column && i != instance)
+        .collect();
     let rows = batch.project(&others)?;
 
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
@@ -85,22 +90,38 @@ pub fn decode(signal: Signal, payload: &[u8]) -> Result<RecordBatch> {
     let (run_bytes, row_bytes) = rest.split_at(len);
     let run_batch = read_one(signal, run_bytes)?;
     let rows = read_one(signal, row_bytes)?;
-    if rows.num_columns() + 1 != signal.schema().fields().len() {
+    if rows.num_columns() + 2 != signal.schema().fields().len() {
         return Err(corrupt(signal, "wrong number of columns"));
     }
 
-    let column = resource_column(signal)?;
     let indices = run_indices(signal, &run_batch, rows.num_rows())?;
-    let resources = arrow::compute::take(run_batch.column(0), &indices, None)?;
+    let run_resources = run_batch
+        .column(0)
+        .as_map_opt()
+        .ok_or_else(|| corrupt(signal, "resource attributes are not a map"))?;
+    let run_instances = instance::of_resources(run_resources);
+    let resources = arrow::compute::take(run_resources, &indices, None)?;
+    let instances = arrow::compute::take(&run_instances, &indices, None)?;
+    // The resource column comes before the instance column: inserted in
+    // that order, each lands at its schema index.
     let mut columns = rows.columns().to_vec();
-    columns.insert(column, resources);
+    columns.insert(resource_column(signal)?, resources);
+    columns.insert(instance_column(signal)?, instances);
     RecordBatch::try_new(signal.schema(), columns).map_err(|e| corrupt(signal, &e.to_string()))
 }
 
 fn resource_column(signal: Signal) -> Result<usize> {
+    column_index(signal, RESOURCE)
+}
+
+fn instance_column(signal: Signal) -> Result<usize> {
+    column_index(signal, INSTANCE)
+}
+
+fn column_index(signal: Signal, name: &str) -> Result<usize> {
     signal
         .schema()
-        .index_of(RESOURCE)
+        .index_of(name)
         .map_err(|e| corrupt(signal, &e.to_string()))
 }
 
@@ -188,7 +209,7 @@ fn corrupt(signal: Signal, reason: &str) -> StorageError {
 mod tests {
     use super::*;
     use crate::test_batches::{log_batch, spans_with_attributes};
-    use arrow::array::{MapBuilder, StringBuilder};
+    use arrow::array::{MapBuilder, StringArray, StringBuilder};
     use arrow::ipc::writer::StreamWriter;
 
     /// A record as binaries before this format wrote it: one IPC stream,
@@ -200,7 +221,8 @@ mod tests {
         writer.into_inner().unwrap()
     }
 
-    /// Replaces `batch`'s resource maps with `service.name = names[i]`.
+    /// Replaces `batch`'s resource maps with `service.name = names[i]` and
+    /// `service.instance.id = "{names[i]}-1"`, and its instances to match.
     fn with_resources(batch: &RecordBatch, names: &[Option<&str>]) -> RecordBatch {
         let mut maps = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         for name in names {
@@ -209,11 +231,15 @@ mod tests {
                 maps.values().append_value(name);
                 maps.keys().append_value("host.name");
                 maps.values().append_null();
+                maps.keys().append_value(crate::schema::INSTANCE_KEY);
+                maps.values().append_value(format!("{name}-1"));
             }
             maps.append(true).unwrap();
         }
+        let instances: StringArray = names.iter().map(|n| n.map(|n| format!("{n}-1"))).collect();
         let mut columns = batch.columns().to_vec();
         columns[batch.schema().index_of(RESOURCE).unwrap()] = Arc::new(maps.finish());
+        columns[batch.schema().index_of(INSTANCE).unwrap()] = Arc::new(instances);
         RecordBatch::try_new(batch.schema(), columns).unwrap()
     }
 
@@ -280,6 +306,22 @@ mod tests {
         let spans = spans_with_attributes(3, 7);
         let old = bare_record(&spans);
         assert_eq!(decode(Signal::Spans, &old).unwrap(), spans);
+    }
+
+    #[test]
+    fn records_from_before_the_instance_column_replay_with_it() {
+        let spans = with_resources(&spans_with_attributes(0, 3), &[Some("a"), None, Some("b")]);
+        let mut old = spans.clone();
+        old.remove_column(spans.schema().index_of(INSTANCE).unwrap());
+        // The bare format stored every column the schema had then.
+        assert_eq!(decode(Signal::Spans, &bare_record(&old)).unwrap(), spans);
+        // This format never stores the column: its records are the same
+        // before and after it, and replay derives it.
+        let record = encode(Signal::Spans, &spans).unwrap();
+        let len = u32::from_le_bytes(record[4..8].try_into().unwrap()) as usize;
+        let rows = read_one(Signal::Spans, &record[8 + len..]).unwrap();
+        assert!(rows.schema().index_of(INSTANCE).is_err());
+        assert_eq!(decode(Signal::Spans, &record).unwrap(), spans);
     }
 
     #[test]

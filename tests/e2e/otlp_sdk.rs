@@ -244,6 +244,19 @@ fn check_round_trip(loupe: &Loupe, service: &str, trace_id: &str, span_id: &str)
         "SELECT kind, value FROM metrics WHERE service = '{service}' AND name = 'queue_depth' ORDER BY time DESC LIMIT 1"
     ));
     assert_eq!(gauge, vec![vec![json!("gauge"), json!(7.0)]]);
+
+    // Every table's `instance` is the resource's `service.instance.id`,
+    // fresh (the memtable) and after a restart (Parquet).
+    for table in ["spans", "logs", "metrics"] {
+        let rows = loupe.count(&format!(
+            "SELECT count(*) FROM {table} WHERE service = '{service}'"
+        ));
+        let same = loupe.count(&format!(
+            "SELECT count(*) FROM {table} WHERE service = '{service}' AND instance = 'i-1'
+                AND instance = resource_attributes['service.instance.id']"
+        ));
+        assert!(rows > 0 && same == rows, "{table}: {same} of {rows} rows");
+    }
 }
 
 #[test]

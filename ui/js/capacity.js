@@ -12,7 +12,7 @@ function LoadChart({ service, baseline, policy, params }) {
   const [b0, b1] = rangeBounds(params);
   const step = Math.max(10, Math.round((b1 - b0) / 1000 / 120));
   const sql = `SELECT date_bin(INTERVAL '${step} seconds', start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS t, count(*) / ${step}.0 AS rps, ` +
-    `count(DISTINCT resource_attributes['service.instance.id']) AS instances FROM spans WHERE service = '${service.replace(/'/g, "''")}' ` +
+    `count(DISTINCT instance) AS instances FROM spans WHERE service = '${service.replace(/'/g, "''")}' ` +
     `AND kind IN ('server', 'consumer') AND start_time >= TIMESTAMP '${isoUtc(b0)}' AND start_time <= TIMESTAMP '${isoUtc(b1)}' GROUP BY 1 ORDER BY 1`;
   const [state, setState] = useState({ loading: true, data: null, error: null });
   useEffect(() => {

@@ -257,6 +257,7 @@ fn utf8(bytes: &[u8]) -> Read<&str> {
 mod tests {
     use super::*;
     use crate::convert::traces;
+    use arrow::array::AsArray;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{
         ArrayValue as Array, KeyValue, KeyValueList, any_value,
@@ -364,6 +365,7 @@ mod tests {
                         attributes: vec![
                             kv("service.name", Some(StringValue("cart".into()))),
                             kv("host.name", Some(StringValue("h1".into()))),
+                            kv("service.instance.id", Some(any_value::Value::IntValue(7))),
                         ],
                         ..Default::default()
                     }),
@@ -415,6 +417,10 @@ mod tests {
         let in_place = in_place.expect("read in place");
         assert_eq!(decoded.batch.num_rows(), 9, "3 refused for time, 1 for id");
         assert_eq!(in_place.batch, decoded.batch);
+        // The instance is the resource's, as text; the second resource has none.
+        let instances = decoded.batch.column_by_name("instance").unwrap();
+        let instances: Vec<_> = instances.as_string::<i32>().iter().collect();
+        assert_eq!(instances, [[Some("7")].repeat(8), vec![None]].concat());
         assert_eq!(in_place.rejected.count, decoded.rejected.count);
         assert_eq!(in_place.rejected.message(), decoded.rejected.message());
     }

@@ -234,7 +234,10 @@ mod tests {
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(Resource {
-                    attributes: vec![kv("service.name", Value::StringValue("cart".into()))],
+                    attributes: vec![
+                        kv("service.name", Value::StringValue("cart".into())),
+                        kv("service.instance.id", Value::StringValue("cart-1".into())),
+                    ],
                     ..Default::default()
                 }),
                 scope_logs: vec![ScopeLogs {
@@ -261,6 +264,7 @@ mod tests {
             500
         );
         assert_eq!(col("service").as_string::<i32>().value(0), "cart");
+        assert_eq!(col("instance").as_string::<i32>().value(0), "cart-1");
         assert_eq!(col("severity_text").as_string::<i32>().value(0), "ERROR");
         assert_eq!(
             col("severity_number").as_primitive::<Int32Type>().value(0),

@@ -18,7 +18,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::{Arrival, Converted, Rejections, resource_attributes, scope_name_version, to_nanos};
-use crate::anyvalue::{AttrBuilder, append_attributes, new_attr_builder, service_name};
+use crate::anyvalue::{
+    AttrBuilder, append_attributes, instance_id, new_attr_builder, service_name,
+};
 
 fn temporality_name(t: i32) -> Option<&'static str> {
     match t {
@@ -56,6 +58,7 @@ struct Columns {
     flags: UInt32Builder,
     attributes: AttrBuilder,
     resource_attributes: AttrBuilder,
+    instance: StringBuilder,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
 }
@@ -63,6 +66,7 @@ struct Columns {
 /// What every data point shares with its metric, resource and scope.
 struct Context<'a> {
     service: &'a str,
+    instance: Option<&'a str>,
     resource_attrs: &'a [KeyValue],
     scope: (&'a str, &'a str),
     metric: &'a Metric,
@@ -153,6 +157,7 @@ impl Columns {
             flags: UInt32Builder::new(),
             attributes: new_attr_builder(),
             resource_attributes: new_attr_builder(),
+            instance: StringBuilder::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
         }
@@ -180,6 +185,7 @@ impl Columns {
         self.flags.append_value(p.flags);
         append_attributes(&mut self.attributes, p.attributes);
         append_attributes(&mut self.resource_attributes, ctx.resource_attrs);
+        self.instance.append_option(ctx.instance);
         self.scope_name.append_value(ctx.scope.0);
         self.scope_version.append_value(ctx.scope.1);
     }
@@ -389,6 +395,7 @@ impl Columns {
             Arc::new(self.flags.finish()),
             Arc::new(self.attributes.finish()),
             Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.instance.finish()),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
         ];
@@ -444,6 +451,7 @@ pub fn convert(
     for resource_metrics in &request.resource_metrics {
         let resource_attrs = resource_attributes(resource_metrics.resource.as_ref());
         let service = service_name(resource_attrs);
+        let instance = instance_id(resource_attrs);
         for scope_metrics in &resource_metrics.scope_metrics {
             let scope = scope_name_version(scope_metrics.scope.as_ref());
             for metric in &scope_metrics.metrics {
@@ -469,6 +477,7 @@ pub fn convert(
                 }
                 let ctx = Context {
                     service: &service,
+                    instance: instance.as_deref(),
                     resource_attrs,
                     scope,
                     metric,
@@ -539,6 +548,8 @@ mod tests {
         assert_eq!((b.num_rows(), out.rejected.count), (2, 1));
         let kind = b.column_by_name("kind").unwrap().as_string::<i32>();
         assert_eq!((kind.value(0), kind.value(1)), ("gauge", "histogram"));
+        // No resource, so no instance.
+        assert_eq!(b.column_by_name("instance").unwrap().null_count(), 2);
         assert_eq!(
             b.column_by_name("value")
                 .unwrap()

@@ -16,7 +16,9 @@ use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::anyvalue::{AttrBuilder, Text, append_pairs, new_attr_builder, service_name};
+use crate::anyvalue::{
+    AttrBuilder, Text, append_pairs, instance_id, new_attr_builder, service_name,
+};
 
 pub use ids::{HexId, hex_id, optional_id};
 
@@ -106,11 +108,12 @@ pub fn to_nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
 
-/// Where records come from: their resource (its attributes and service) and
-/// instrumentation scope, shared by every record under them.
+/// Where records come from: their resource (its attributes, service and
+/// instance) and instrumentation scope, shared by every record under them.
 pub struct Origin<'a> {
     pub resource: Vec<(&'a str, Text<'a>)>,
     pub service: String,
+    pub instance: Option<String>,
     pub scope_name: &'a str,
     pub scope_version: &'a str,
 }
@@ -125,6 +128,7 @@ impl<'a> Origin<'a> {
                 .map(|kv| (kv.key.as_str(), Text::of(kv.value.as_ref())))
                 .collect(),
             service: service_name(attrs),
+            instance: instance_id(attrs),
             scope_name,
             scope_version,
         }
@@ -132,11 +136,12 @@ impl<'a> Origin<'a> {
 }
 
 /// The columns every signal's table ends its own with (storage's
-/// `attributes_and_scope`): a record's attributes, its resource's, and its
-/// instrumentation scope.
+/// `attributes_and_scope`): a record's attributes, its resource's (and its
+/// instance), and its instrumentation scope.
 pub(super) struct OriginColumns {
     attributes: AttrBuilder,
     resource_attributes: AttrBuilder,
+    instance: StringBuilder,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
 }
@@ -146,6 +151,7 @@ impl OriginColumns {
         OriginColumns {
             attributes: new_attr_builder(),
             resource_attributes: new_attr_builder(),
+            instance: StringBuilder::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
         }
@@ -162,15 +168,17 @@ impl OriginColumns {
             &mut self.resource_attributes,
             origin.resource.iter().map(|(k, v)| (*k, v)),
         );
+        self.instance.append_option(origin.instance.as_deref());
         self.scope_name.append_value(origin.scope_name);
         self.scope_version.append_value(origin.scope_version);
     }
 
-    /// The four columns, in schema order.
-    pub(super) fn finish(&mut self) -> [ArrayRef; 4] {
+    /// The five columns, in schema order.
+    pub(super) fn finish(&mut self) -> [ArrayRef; 5] {
         [
             Arc::new(self.attributes.finish()),
             Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.instance.finish()),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
         ]
