@@ -265,6 +265,12 @@ mod tests {
         );
         assert_eq!(col("service").as_string::<i32>().value(0), "cart");
         assert_eq!(col("instance").as_string::<i32>().value(0), "cart-1");
+        // The batch holds its row, not the builders' room for 1024 (72 KiB).
+        assert!(
+            b.get_array_memory_size() < 8 << 10,
+            "{}",
+            b.get_array_memory_size()
+        );
         assert_eq!(col("severity_text").as_string::<i32>().value(0), "ERROR");
         assert_eq!(
             col("severity_number").as_primitive::<Int32Type>().value(0),

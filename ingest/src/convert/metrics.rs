@@ -488,7 +488,7 @@ pub fn convert(
         }
     }
     Ok(Converted {
-        batch: c.finish()?,
+        batch: super::fitted(c.finish()?)?,
         rejected,
     })
 }
