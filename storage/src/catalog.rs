@@ -37,6 +37,12 @@ pub struct SplitMeta {
     /// Distinct `service` values in the file, sorted.
     pub services: Vec<String>,
     pub created_at: i64,
+    /// Written by compaction, in its encoding; a flushed file is not.
+    /// Compaction rewrites an hour's lone flushed file once it settles, so
+    /// quiet hours get the encoding busy hours get by merging. Files
+    /// recorded before this was read as flushed (rewritten once).
+    #[serde(default)]
+    pub compacted: bool,
     /// The node that wrote it, in a catalog several nodes share (`None`:
     /// this node's own catalog). A split a compaction wrote names the
     /// maintenance leader that wrote it, whoever wrote its inputs.
@@ -124,6 +130,7 @@ pub const SCHEMA: loupe_catalog::Schema = loupe_catalog::Schema {
         flushed_seq  INTEGER NOT NULL
     );",
         "ALTER TABLE splits ADD COLUMN raw_bytes INTEGER NOT NULL DEFAULT 0;",
+        "ALTER TABLE splits ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;",
     ],
 };
 
@@ -153,8 +160,8 @@ impl SqliteCatalog {
 
 fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result<()> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes, compacted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for split in splits {
         let services = serde_json::to_string(&split.services)
@@ -171,6 +178,7 @@ fn insert_splits(tx: &rusqlite::Transaction<'_>, splits: &[SplitMeta]) -> Result
             services,
             split.created_at,
             split.raw_bytes as i64,
+            split.compacted,
         ])?;
     }
     Ok(())
@@ -245,7 +253,7 @@ fn commit_flush(
 fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
     {
         let mut stmt = conn.prepare(
-            "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes
+            "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, services, created_at, raw_bytes, compacted
              FROM splits ORDER BY min_time",
         )?;
         let rows = stmt.query_map([], |row| {
@@ -261,7 +269,11 @@ fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
                 row.get::<_, i64>(6)?,
                 row.get::<_, i64>(7)?,
                 row.get::<_, String>(8)?,
-                (row.get::<_, i64>(9)?, row.get::<_, i64>(10)?),
+                (
+                    row.get::<_, i64>(9)?,
+                    row.get::<_, i64>(10)?,
+                    row.get::<_, bool>(11)?,
+                ),
             ))
         })?;
         let mut splits = Vec::new();
@@ -273,7 +285,7 @@ fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
                 rows,
                 bytes,
                 services,
-                (created_at, raw_bytes),
+                (created_at, raw_bytes, compacted),
             ) = row?;
             let signal = signal
                 .parse::<Signal>()
@@ -292,6 +304,7 @@ fn list_splits(conn: &mut Connection) -> Result<Vec<SplitMeta>> {
                 raw_bytes: raw_bytes as u64,
                 services,
                 created_at,
+                compacted,
                 node: None,
             });
         }
@@ -329,7 +342,15 @@ mod tests {
             raw_bytes: 1000,
             services: vec!["a".into(), "b".into()],
             created_at: 1,
+            compacted: false,
             node: None,
+        }
+    }
+
+    fn compacted(id: &str, min: i64, max: i64) -> SplitMeta {
+        SplitMeta {
+            compacted: true,
+            ..split(id, min, max)
         }
     }
 
@@ -341,7 +362,7 @@ mod tests {
             let catalog = SqliteCatalog::open(&path).unwrap();
             assert_eq!(catalog.flushed_seq(Signal::Logs).await.unwrap(), 0);
             catalog
-                .commit_flush(Signal::Logs, &[split("x", 5, 9), split("y", 1, 3)], 17)
+                .commit_flush(Signal::Logs, &[split("x", 5, 9), compacted("y", 1, 3)], 17)
                 .await
                 .unwrap();
             // A duplicate path aborts the whole transaction: progress stays.
@@ -356,7 +377,7 @@ mod tests {
         assert_eq!(catalog.flushed_seq(Signal::Logs).await.unwrap(), 17);
         assert_eq!(catalog.flushed_seq(Signal::Spans).await.unwrap(), 0);
         let splits = catalog.list_splits().await.unwrap();
-        assert_eq!(splits, vec![split("y", 1, 3), split("x", 5, 9)]);
+        assert_eq!(splits, vec![compacted("y", 1, 3), split("x", 5, 9)]);
         assert!(splits[0].overlaps(3, 4));
         assert!(!splits[0].overlaps(4, 5));
     }

@@ -18,7 +18,8 @@ pub const SPLITS_CHANNEL: &str = "loupe_splits";
 /// The storage component's tables on PostgreSQL.
 pub const PG_SCHEMA: PgSchema = PgSchema {
     component: "storage",
-    migrations: &["
+    migrations: &[
+        "
     CREATE TABLE splits (
         id          TEXT PRIMARY KEY,
         signal      TEXT NOT NULL,
@@ -39,10 +40,12 @@ pub const PG_SCHEMA: PgSchema = PgSchema {
         signal       TEXT NOT NULL,
         flushed_seq  BIGINT NOT NULL,
         PRIMARY KEY (node, signal)
-    );"],
+    );",
+        "ALTER TABLE splits ADD COLUMN compacted BOOLEAN NOT NULL DEFAULT false;",
+    ],
 };
 
-const LIST_SPLITS: &str = "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node
+const LIST_SPLITS: &str = "SELECT id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node, compacted
      FROM splits ORDER BY min_time, id";
 
 fn splits_from_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<SplitMeta>> {
@@ -67,6 +70,7 @@ fn splits_from_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<SplitMeta>> {
             services,
             created_at: row.get(10),
             node: Some(row.get(11)),
+            compacted: row.get(12),
             id,
         });
     }
@@ -109,8 +113,8 @@ async fn insert_splits(
     }
     let insert = tx
         .prepare(
-            "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO splits (id, signal, path, index_path, min_time, max_time, row_count, byte_size, raw_bytes, services, created_at, node, compacted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .await
         .map_err(pg)?;
@@ -132,6 +136,7 @@ async fn insert_splits(
                 &services,
                 &split.created_at,
                 &node,
+                &split.compacted,
             ],
         )
         .await

@@ -138,7 +138,18 @@ pub fn plan_merges(
     let mut merges = Vec::new();
     for (hour, mut small) in by_hour {
         let settled = (hour + 1) * NANOS_PER_HOUR + settle <= now_ns;
-        if small.len() < 2 || (small.len() < config.min_files && !settled) {
+        if let [lone] = small.as_slice() {
+            // A settled hour's only small file, if a flush wrote it, is
+            // rewritten once to get compaction's encoding (a larger zstd
+            // level and pages for log bodies), as files merged with others
+            // get it. 50 k real log lines loaded in one flush took 1.15 MB
+            // of Parquet, 0.99 MB compacted.
+            if settled && !lone.compacted {
+                merges.push(small);
+            }
+            continue;
+        }
+        if small.len() < config.min_files && !settled {
             continue;
         }
         small.sort_by_key(|s| (s.min_time, s.created_at));
@@ -418,6 +429,7 @@ mod tests {
             raw_bytes: bytes,
             services: vec![],
             created_at: t,
+            compacted: false,
             node: None,
         })
     }
@@ -456,6 +468,33 @@ mod tests {
             ids(&plan_merges(&many, &config, now_in_hour_2)),
             vec![vec!["s0", "s1", "s2"], vec!["s3", "s4", "s5"]]
         );
+    }
+
+    #[test]
+    fn a_settled_hours_lone_flushed_file_is_rewritten_once() {
+        let config = MaintenanceConfig {
+            target_bytes: 100,
+            settle: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let hour = |h: i64| h * NANOS_PER_HOUR;
+        let minute = 60_000_000_000;
+        // Flushed during hour 1 (created at its time).
+        let flushed = split("flushed", 1, 5, 10);
+        let lone = std::slice::from_ref(&flushed);
+        // Not before the hour has settled…
+        assert!(plan_merges(lone, &config, hour(2) + minute / 2).is_empty());
+        // …then once.
+        assert_eq!(
+            ids(&plan_merges(lone, &config, hour(2) + 2 * minute)),
+            vec![vec!["flushed"]]
+        );
+        // Its rewrite is left alone, as is a lone large file.
+        let mut rewritten = SplitMeta::clone(&flushed);
+        rewritten.compacted = true;
+        let big = split("big", 3, 0, 80);
+        let later = hour(5);
+        assert!(plan_merges(&[Arc::new(rewritten), big], &config, later).is_empty());
     }
 
     #[test]
@@ -540,11 +579,14 @@ mod tests {
                 .unwrap();
             storage.flush(Signal::Logs).await.unwrap();
         }
-        assert_eq!(storage.snapshot(Signal::Logs).splits.len(), 4);
+        let flushed = storage.snapshot(Signal::Logs).splits;
+        assert_eq!(flushed.len(), 4);
+        assert!(flushed.iter().all(|s| !s.compacted));
         assert_eq!(storage.compact().await.unwrap(), 1);
         let splits = storage.snapshot(Signal::Logs).splits;
         assert_eq!(splits.len(), 1);
         assert_eq!(splits[0].row_count, 8);
+        assert!(splits[0].compacted);
         let index = storage.split_index(&splits[0]).await.unwrap();
         // Rows are sorted by service, then time: "other" comes first.
         assert_eq!(

@@ -361,6 +361,7 @@ enum IndexBuilder {
 pub struct SplitBuilder {
     signal: Signal,
     hour: i64,
+    effort: Effort,
     writer: ArrowWriter<Vec<u8>>,
     index: IndexBuilder,
     min_time: i64,
@@ -396,6 +397,7 @@ impl SplitBuilder {
         Ok(SplitBuilder {
             signal,
             hour,
+            effort,
             writer,
             index,
             min_time: i64::MAX,
@@ -525,6 +527,7 @@ impl SplitBuilder {
                 raw_bytes: raw_bytes.max(0) as u64,
                 services: self.services.into_iter().collect(),
                 created_at: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+                compacted: self.effort == Effort::Compaction,
                 node: None,
             },
             bytes,
