@@ -3,14 +3,16 @@
 //!
 //! Why this shape:
 //! - The coordinating session plans as a single node would, then
-//!   [`SelectingPlanner`] puts each Parquet scan whose files carry a row
-//!   selection (a `match_all` search, a trace-id lookup) under
+//!   [`SelectingPlanner`] puts each Parquet scan under
 //!   [`SelectedScanExec`], and only then does the distributed planner cut
 //!   the plan into stages. Its file-scan splitting keeps each file's
 //!   extensions, and when a stage is sent, [`LoupeCodec`] (registered as
-//!   the user codec on both sides) encodes the row selection of exactly the
-//!   files that task reads: without it, `datafusion-proto` would drop the
-//!   selection and a worker would return every row of the file.
+//!   the user codec on both sides) encodes the row selection (a
+//!   `match_all` search, a trace-id lookup) of exactly the files that task
+//!   reads, and the worker's decoder gives the scan back its expression
+//!   adapter (files written before the `instance` column): without it,
+//!   `datafusion-proto` would drop both, and a worker would return every
+//!   row of the file, and no instance from an older one.
 //! - Workers run plans on the node's own [`RuntimeEnv`] (the query memory
 //!   pool, the Parquet metadata cache, and the split store, local or S3,
 //!   registered under the same URL as on the coordinator), with the same

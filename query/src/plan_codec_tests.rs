@@ -181,6 +181,16 @@ async fn round_trip(
     let decoded = plan_from_bytes(&bytes, &remote.task_ctx()).unwrap();
     let sent = access_plans(&plan);
     assert_eq!(sent, access_plans(&decoded), "{sql}");
+    // Every scan, selected or not, keeps the adapter that reads files
+    // written before the `instance` column.
+    decoded
+        .apply(|node| {
+            if let Some(config) = scan_config(node.as_ref()) {
+                assert!(config.expr_adapter_factory.is_some(), "{sql}");
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
     let here = collect(plan, ctx.task_ctx()).await.unwrap();
     let there = collect(decoded, remote.task_ctx()).await.unwrap();
     let print = |b: &[RecordBatch]| pretty_format_batches(b).unwrap().to_string();
