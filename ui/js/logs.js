@@ -63,7 +63,7 @@ function Histogram({ data, onSelect, tz }) {
             return span > 2 * 86400 ? full.slice(5, 16) : span < 30 ? full.slice(11, 21) : span < 300 ? full.slice(11, 19) : full.slice(11, 16);
           });
         } },
-        { stroke: style.getPropertyValue("--muted").trim(), size: 44, grid: { stroke: style.getPropertyValue("--grid").trim() } },
+        { stroke: style.getPropertyValue("--muted").trim(), size: 60, grid: { stroke: style.getPropertyValue("--grid").trim() } },
       ],
       series: [{}, { label: "lines", fill: style.getPropertyValue("--accent").trim() + "99", stroke: style.getPropertyValue("--accent").trim(), paths: uPlot.paths.bars({ size: [0.9, 40], align: 1 }), points: { show: false } }],
       hooks: {
