@@ -546,6 +546,8 @@ impl QueryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sessions_run_the_logical_optimizer_once() {
@@ -554,30 +556,23 @@ mod tests {
         let ctx = engine.session().unwrap();
         assert_eq!(ctx.state().config().options().optimizer.max_passes, 1);
         // One pass still answers a subquery, filtered on the outer side.
-        let out = engine
-            .sql(
-                "SELECT count(*) AS n FROM spans WHERE service IN \
-                 (SELECT service FROM spans) AND duration_ns >= 0",
-            )
-            .await
-            .unwrap();
-        let n = out.batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .unwrap()
-            .value(0);
-        let all = engine.sql("SELECT count(*) FROM spans").await.unwrap();
-        let all = all.batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .unwrap()
-            .value(0);
+        let count = async |sql: &str| {
+            let out = engine.sql(sql).await.unwrap();
+            let column = out.batches[0].column(0).clone();
+            column
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        let n = count(
+            "SELECT count(*) FROM spans WHERE service IN \
+             (SELECT service FROM spans) AND duration_ns >= 0",
+        )
+        .await;
+        let all = count("SELECT count(*) FROM spans").await;
         assert!(n > 0 && n == all, "{n} of {all}");
     }
-    use datafusion::arrow::array::StringArray;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[test]
     fn one_batch_over_the_byte_cap_is_cut_to_fit() {
