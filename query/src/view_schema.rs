@@ -25,21 +25,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, project_schema};
-use loupe_storage::Signal;
-
-/// The text columns queries read as views (see the module documentation).
-const DIMENSIONS: [&str; 10] = [
-    "service",
-    "instance",
-    "name",
-    "kind",
-    "status_code",
-    "severity_text",
-    "event_name",
-    "unit",
-    "temporality",
-    "description",
-];
+use loupe_storage::{DIMENSIONS, Signal};
 
 static SCHEMAS: LazyLock<[SchemaRef; 3]> =
     LazyLock::new(|| Signal::ALL.map(|signal| with_views(&signal.schema())));

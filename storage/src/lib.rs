@@ -41,7 +41,7 @@ pub use catalog_pg::{PG_SCHEMA, PgCatalog};
 pub use error::{Result, StorageError};
 pub use maintenance::MaintenanceConfig;
 pub use memtable::{FLUSHED_GRACE, MemBatch};
-pub use schema::{INSTANCE, INSTANCE_KEY, Signal, attributes_type, timestamp_type};
+pub use schema::{DIMENSIONS, INSTANCE, INSTANCE_KEY, Signal, attributes_type, timestamp_type};
 pub use shared::TableSnapshot;
 pub use split_store::STORE_URL;
 pub use split_writer::{ROW_GROUP_ROWS, row_group_rows};

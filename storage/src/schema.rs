@@ -119,6 +119,23 @@ fn attrs(name: &str) -> Field {
     Field::new(name, attributes_type(), false)
 }
 
+/// Text columns with few distinct values, mostly short (service,
+/// operation name, kind, status, severity, unit, …): queries read them as
+/// views, and splits store them without zstd, their dictionary encoding
+/// being compression enough.
+pub const DIMENSIONS: [&str; 10] = [
+    "service",
+    "instance",
+    "name",
+    "kind",
+    "status_code",
+    "severity_text",
+    "event_name",
+    "unit",
+    "temporality",
+    "description",
+];
+
 /// The column holding each row's `service.instance.id` resource attribute.
 ///
 /// The attribute is also in `resource_attributes`; it is promoted because
