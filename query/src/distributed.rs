@@ -483,13 +483,13 @@ mod tests {
             .with_cluster(cluster_y.clone());
         // X's worker reads split files from the store Y's are in (as nodes
         // sharing a bucket do) and unflushed rows from X's storage.
-        let worker_x = Cluster::default().worker(y.runtime().unwrap(), storage_x.clone(), |b| {
+        let worker_x = Cluster::default().worker(y.runtime(), storage_x.clone(), |b| {
             let ctx = datafusion::prelude::SessionContext::new_with_state(b.build());
             crate::engine::offer_functions(&ctx);
             Ok(ctx.state())
         });
         let url_x = serve(worker_x).await;
-        let worker_z = Cluster::default().worker(y.runtime().unwrap(), storage_z.clone(), |b| {
+        let worker_z = Cluster::default().worker(y.runtime(), storage_z.clone(), |b| {
             let ctx = datafusion::prelude::SessionContext::new_with_state(b.build());
             crate::engine::offer_functions(&ctx);
             Ok(ctx.state())

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -17,6 +20,7 @@ use datafusion::execution::memory_pool::{
 };
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_base::self_metrics::{Counter, Histogram, Registry};
@@ -159,6 +163,83 @@ pub(crate) fn offer_functions(ctx: &SessionContext) {
     ctx.register_udf(crate::log_template_udf::log_template_udf());
 }
 
+/// The runtime every query of a node runs on, local or a worker's stage:
+/// the shared memory pool and metadata cache, spilling off, and the split
+/// store registered under the URL plans name it by.
+fn runtime(
+    config: &QueryConfig,
+    metadata_cache: &Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
+    memory: &Arc<dyn MemoryPool>,
+    store_url: &ObjectStoreUrl,
+    storage: &Storage,
+) -> Result<Arc<RuntimeEnv>, QueryError> {
+    let caches = CacheManagerConfig::default()
+        .with_file_metadata_cache(Some(metadata_cache.clone()))
+        .with_metadata_cache_limit(config.metadata_cache_bytes);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(caches)
+        .with_memory_pool(memory.clone())
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(from_datafusion)?;
+    runtime.register_object_store(store_url.as_ref(), storage.object_store());
+    Ok(runtime)
+}
+
+/// A session's configuration, runtime and DataFusion's functions; the
+/// tables and Loupe's own functions come after.
+fn session_builder(config: &QueryConfig, runtime: Arc<RuntimeEnv>) -> SessionStateBuilder {
+    let mut session = SessionConfig::new()
+        .with_target_partitions(config.target_partitions)
+        .with_information_schema(true);
+    // A partial aggregate that barely reduces its input (grouping by
+    // trace and span, as `/problems` does: 0.7-0.8 groups per row)
+    // stops aggregating and streams its rows on after a probe, rather
+    // than holding every group and emitting them as slices of one
+    // large batch, which DataFusion charges in full per slice
+    // (apache/datafusion#22757): those slices exhausted the query
+    // memory limit for a fraction of the memory they held. Keeping
+    // more than a quarter of its rows is already "barely": counting
+    // distinct traces over 2.2 M spans (0.29 groups per row), the
+    // partial aggregates spent 160 ms of CPU to spare the final one
+    // 25 ms; streaming the rows on instead, the query took 19 % less
+    // CPU (258 -> 210 ms per query).
+    let execution = &mut session.options_mut().execution;
+    execution.skip_partial_aggregation_probe_ratio_threshold = 0.25;
+    execution.skip_partial_aggregation_probe_rows_threshold = 16 * 1024;
+    // One pass of the logical optimizer, not DataFusion's default of
+    // up to three: its rules are ordered so that one pass does their
+    // work (subqueries become joins before filters are pushed down),
+    // and a second pass mostly finds nothing left to change. Planning
+    // is serial before any execution, 20 % of RED per service's CPU on
+    // small-scale data; one pass took RED 4-6 % less time, top-10
+    // slowest operations 3-7 %, the join of erroring spans to logs
+    // 10 %, `/problems` 3 % (41 and 9 alternated calls).
+    session.options_mut().optimizer.max_passes = 1;
+    SessionStateBuilder::new()
+        .with_config(session)
+        .with_runtime_env(runtime)
+        .with_default_features()
+}
+
+/// A catalog list holding `tables` as the default catalog's default
+/// schema, named as `state` names them.
+fn catalog_of(
+    state: &SessionState,
+    tables: Arc<MemorySchemaProvider>,
+) -> Result<Arc<dyn CatalogProviderList>, QueryError> {
+    let names = &state.config().options().catalog;
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    catalog
+        .register_schema(&names.default_schema, tables)
+        .map_err(from_datafusion)?;
+    let list = Arc::new(MemoryCatalogProviderList::new());
+    list.register_catalog(names.default_catalog.clone(), catalog);
+    Ok(list)
+}
+
 /// The one place queries run: every API, the SQL endpoint and the
 /// internal queries of the analysis APIs alike, so all share its limits,
 /// its concurrency bound and its metadata cache.
@@ -183,6 +264,10 @@ pub struct QueryEngine {
     pool: crate::query_pool::QueryPool,
     /// The workers queries are distributed over; `None` on a single node.
     cluster: Option<crate::distributed::Cluster>,
+    /// A local query's session before its tables: configuration, runtime
+    /// and functions, built once and cloned per query (see
+    /// [`QueryEngine::session_for`]).
+    prototype: SessionState,
 }
 
 impl QueryEngine {
@@ -193,11 +278,18 @@ impl QueryEngine {
     ) -> Result<Self, QueryError> {
         let store_url =
             ObjectStoreUrl::parse(STORE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
+        let metadata_cache = Arc::new(DefaultCache::new(config.metadata_cache_bytes));
+        let memory: Arc<dyn MemoryPool> =
+            Arc::new(GreedyMemoryPool::new(config.memory_limit.max(1)));
+        let runtime = runtime(&config, &metadata_cache, &memory, &store_url, &storage)?;
+        let ctx = SessionContext::new_with_state(session_builder(&config, runtime).build());
+        offer_functions(&ctx);
         Ok(QueryEngine {
             storage,
             permits: Semaphore::new(config.max_concurrent.max(1)),
-            metadata_cache: Arc::new(DefaultCache::new(config.metadata_cache_bytes)),
-            memory: Arc::new(GreedyMemoryPool::new(config.memory_limit.max(1))),
+            metadata_cache,
+            memory,
+            prototype: ctx.state(),
             config,
             store_url,
             ok: registry.counter(
@@ -274,22 +366,9 @@ impl QueryEngine {
     }
 
     /// The runtime every query of this node runs on, local or a worker's
-    /// stage: the shared memory pool and metadata cache, spilling off, and
-    /// the split store registered under the URL plans name it by.
-    pub fn runtime(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
-        let caches = CacheManagerConfig::default()
-            .with_file_metadata_cache(Some(self.metadata_cache.clone()))
-            .with_metadata_cache_limit(self.config.metadata_cache_bytes);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(caches)
-            .with_memory_pool(self.memory.clone())
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
-            .build_arc()
-            .map_err(from_datafusion)?;
-        runtime.register_object_store(self.store_url.as_ref(), self.storage.object_store());
-        Ok(runtime)
+    /// stage (see [`runtime`]).
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        self.prototype.runtime_env().clone()
     }
 
     /// Makes this engine coordinate queries over `cluster` whenever it has
@@ -306,7 +385,7 @@ impl QueryEngine {
             return Ok(None);
         };
         Ok(Some(cluster.worker(
-            self.runtime()?,
+            self.runtime(),
             self.storage.clone(),
             |builder| {
                 let ctx = SessionContext::new_with_state(builder.build());
@@ -339,54 +418,36 @@ impl QueryEngine {
         self.cluster.as_ref().is_some_and(|c| c.distributes())
     }
 
+    /// A session over the three tables. A local one clones the prototype
+    /// and gives it its own catalog: a clone shares the prototype's
+    /// catalog list, and one query's tables (each holds the splits it
+    /// lists) must not be another's. Building the state per query
+    /// instead (every function registered again) was 2.5 % of RED per
+    /// service's CPU.
     fn session_for(&self, distributed: bool) -> Result<SessionContext, QueryError> {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(self.config.target_partitions)
-            .with_information_schema(true);
-        // A partial aggregate that barely reduces its input (grouping by
-        // trace and span, as `/problems` does: 0.7-0.8 groups per row)
-        // stops aggregating and streams its rows on after a probe, rather
-        // than holding every group and emitting them as slices of one
-        // large batch, which DataFusion charges in full per slice
-        // (apache/datafusion#22757): those slices exhausted the query
-        // memory limit for a fraction of the memory they held. Keeping
-        // more than a quarter of its rows is already "barely": counting
-        // distinct traces over 2.2 M spans (0.29 groups per row), the
-        // partial aggregates spent 160 ms of CPU to spare the final one
-        // 25 ms; streaming the rows on instead, the query took 19 % less
-        // CPU (258 -> 210 ms per query).
-        let execution = &mut config.options_mut().execution;
-        execution.skip_partial_aggregation_probe_ratio_threshold = 0.25;
-        execution.skip_partial_aggregation_probe_rows_threshold = 16 * 1024;
-        // One pass of the logical optimizer, not DataFusion's default of
-        // up to three: its rules are ordered so that one pass does their
-        // work (subqueries become joins before filters are pushed down),
-        // and a second pass mostly finds nothing left to change. Planning
-        // is serial before any execution, 20 % of RED per service's CPU on
-        // small-scale data; one pass took RED 4-6 % less time, top-10
-        // slowest operations 3-7 %, the join of erroring spans to logs
-        // 10 %, `/problems` 3 % (41 and 9 alternated calls).
-        config.options_mut().optimizer.max_passes = 1;
-        let mut builder = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(self.runtime()?)
-            .with_default_features();
-        if let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) {
-            builder = cluster
-                .coordinator(
-                    builder,
-                    self.config.distributed_partition_bytes,
-                    self.storage.node_id(),
-                )
-                .map_err(from_datafusion)?;
-        }
-        let ctx = SessionContext::new_with_state(builder.build());
-        offer_functions(&ctx);
+        let tables = Arc::new(MemorySchemaProvider::new());
         for signal in Signal::ALL {
             let table = SignalTable::new(self.storage.clone(), signal, self.store_url.clone());
-            ctx.register_table(signal.name(), Arc::new(table))
+            tables
+                .register_table(signal.name().to_string(), Arc::new(table))
                 .map_err(from_datafusion)?;
         }
+        let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) else {
+            let mut state = self.prototype.clone();
+            state.register_catalog_list(catalog_of(&state, tables)?);
+            return Ok(SessionContext::new_with_state(state));
+        };
+        let builder = cluster
+            .coordinator(
+                session_builder(&self.config, self.runtime()),
+                self.config.distributed_partition_bytes,
+                self.storage.node_id(),
+            )
+            .map_err(from_datafusion)?;
+        let state = builder.build();
+        let ctx = SessionContext::new_with_state(state);
+        offer_functions(&ctx);
+        ctx.register_catalog_list(catalog_of(&ctx.state(), tables)?);
         Ok(ctx)
     }
 
@@ -572,6 +633,40 @@ mod tests {
         .await;
         let all = count("SELECT count(*) FROM spans").await;
         assert!(n > 0 && n == all, "{n} of {all}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_cloned_from_the_prototype_keep_their_own_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_storage, engine) = crate::plan_codec::tests::engine(dir.path()).await;
+        let first = engine.session().unwrap();
+        let second = engine.session().unwrap();
+        first.deregister_table("spans").unwrap();
+        assert!(!first.table_exist("spans").unwrap());
+        assert!(second.table_exist("spans").unwrap());
+        assert!(engine.session().unwrap().table_exist("spans").unwrap());
+        // Loupe's functions are offered and the amplifying ones are not.
+        let state = second.state();
+        assert!(
+            state
+                .scalar_functions()
+                .contains_key(crate::search::MATCH_ALL)
+        );
+        for name in AMPLIFYING_FUNCTIONS {
+            assert!(!state.scalar_functions().contains_key(*name), "{name}");
+        }
+        // The information schema lists the session's own tables.
+        let out = engine
+            .sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'spans'")
+            .await
+            .unwrap();
+        let columns = out.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(columns, Signal::Spans.schema().fields().len() as i64);
     }
 
     #[test]

@@ -534,7 +534,7 @@ mod tests {
         let (_storage, engine) = engine(dir.path()).await;
         assert_eq!(engine.metadata_cache_bytes(), 0);
         let hits = || -> usize {
-            let runtime = engine.runtime().unwrap();
+            let runtime = engine.runtime();
             let cache = runtime.cache_manager.get_file_metadata_cache();
             cache.list_entries().values().map(|e| e.hits).sum()
         };
@@ -550,7 +550,7 @@ mod tests {
         assert!(hits() >= 2, "{} cache hits", hits());
         // The page index is part of each entry, so the filter's page
         // pruning found it there instead of reading it from the file.
-        let runtime = engine.runtime().unwrap();
+        let runtime = engine.runtime();
         let cache = runtime.cache_manager.get_file_metadata_cache();
         for path in cache.list_entries().keys() {
             let entry = cache.get(path).unwrap();
