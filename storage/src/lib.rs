@@ -8,6 +8,7 @@ mod compaction_memory;
 mod error;
 mod file_order;
 mod index_cache;
+mod indexed_attributes;
 mod instance;
 mod interleave;
 mod ipc;

@@ -35,12 +35,13 @@ use tantivy::directory::RamDirectory;
 use tantivy::query::{EnableScoring, Query, RegexQuery, TermQuery};
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, IndexRecordOption, JsonObjectOptions,
-    NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
+    NumericOptions, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{DateTime, Directory, Index, IndexReader, TantivyDocument, Term};
 
 use crate::error::{Result, StorageError};
+use crate::indexed_attributes::Attributes;
 use crate::log_bodies::Bodies;
 use crate::log_bundle;
 
@@ -163,23 +164,6 @@ fn raw_lower() -> TextAnalyzer {
         .build()
 }
 
-/// An attribute value as indexed: numbers as numbers (so ranges work on
-/// `attributes.http.response.status_code:[500 TO 599]`), the rest as text.
-fn attribute_value(text: &str) -> OwnedValue {
-    if let Ok(i) = text.parse::<i64>() {
-        OwnedValue::I64(i)
-    } else if let Ok(f) = text.parse::<f64>()
-        && f.is_finite()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'e' || b == b'E')
-    {
-        OwnedValue::F64(f)
-    } else {
-        OwnedValue::Str(text.to_string())
-    }
-}
-
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
@@ -215,6 +199,16 @@ fn index_batch(
         .as_any()
         .downcast_ref::<MapArray>()
         .ok_or_else(|| StorageError::Internal("attributes is not a map".into()))?;
+    let offsets = attributes.value_offsets();
+    let not_text = || StorageError::Internal("attributes are not text".into());
+    let keys = attributes
+        .keys()
+        .as_string_opt::<i32>()
+        .ok_or_else(not_text)?;
+    let values = attributes
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(not_text)?;
     for row in 0..batch.num_rows() {
         let mut doc = TantivyDocument::default();
         doc.add_u64(fields.row, first_row + row as u64);
@@ -228,19 +222,15 @@ fn index_batch(
             doc.add_text(fields.trace_id, trace_id.value(row));
         }
         doc.add_date(fields.time, DateTime::from_timestamp_nanos(time.value(row)));
-        let entries = attributes.value(row);
-        let (keys, values) = (
-            entries.column(0).as_string::<i32>(),
-            entries.column(1).as_string::<i32>(),
-        );
-        if !keys.is_empty() {
-            let mut object = BTreeMap::new();
-            for i in 0..keys.len() {
-                if values.is_valid(i) {
-                    object.insert(keys.value(i).to_string(), attribute_value(values.value(i)));
-                }
-            }
-            doc.add_object(fields.attributes, object);
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        if start < end {
+            let object = Attributes::Object {
+                keys,
+                values,
+                start,
+                end,
+            };
+            doc.add_field_value(fields.attributes, object);
         }
         add(doc)?;
     }

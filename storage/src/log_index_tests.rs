@@ -123,6 +123,32 @@ mod field_tests {
         );
     }
 
+    /// Attributes are read in place from the map column: a batch that is
+    /// a slice of another indexes its own rows' entries, and decimals are
+    /// numbers.
+    #[test]
+    fn attributes_of_a_sliced_batch_are_its_rows_own() {
+        let batch = log_batch_with(&[
+            ("a", "INFO", 9, "first", &[("http.route", "/first")]),
+            (
+                "a",
+                "INFO",
+                9,
+                "second",
+                &[("http.route", "/second"), ("latency", "0.25")],
+            ),
+            ("a", "INFO", 9, "third", &[("latency", "2.5e0")]),
+        ]);
+        let index = LogIndex::build(&batch.slice(1, 2)).unwrap();
+        assert_eq!(rows(&index, "attributes.http.route:second"), vec![0]);
+        assert_eq!(
+            rows(&index, "attributes.http.route:first"),
+            Vec::<u32>::new()
+        );
+        assert_eq!(rows(&index, "attributes.latency:[0.1 TO 0.5]"), vec![0]);
+        assert_eq!(rows(&index, "attributes.latency:[1 TO 3]"), vec![1]);
+    }
+
     /// Every example of the README's "Searching logs" table, run.
     #[test]
     fn readme_examples() {
