@@ -667,6 +667,20 @@ mod tests {
             .unwrap()
             .value(0);
         assert_eq!(columns, Signal::Spans.schema().fields().len() as i64);
+        // Each query has its own start time, not the prototype's.
+        let now = async || {
+            let out = engine.sql("SELECT now()").await.unwrap();
+            out.batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
+                .unwrap()
+                .value(0)
+        };
+        let first = now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = now().await;
+        assert!(second >= first + 5_000_000, "{first} then {second}");
     }
 
     #[test]
