@@ -421,6 +421,33 @@ mod tests {
         let instances = decoded.batch.column_by_name("instance").unwrap();
         let instances: Vec<_> = instances.as_string::<i32>().iter().collect();
         assert_eq!(instances, [[Some("7")].repeat(8), vec![None]].concat());
+        // Each row holds its own resource's attributes, in order, as text.
+        let resources = decoded
+            .batch
+            .column_by_name("resource_attributes")
+            .unwrap()
+            .as_map();
+        let entries = |row: usize| -> Vec<(String, String)> {
+            let entry = resources.value(row);
+            let (keys, values) = (
+                entry.column(0).as_string::<i32>(),
+                entry.column(1).as_string::<i32>(),
+            );
+            (0..arrow::array::Array::len(keys))
+                .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+                .collect()
+        };
+        let first: Vec<(String, String)> = [
+            ("service.name", "cart"),
+            ("host.name", "h1"),
+            ("service.instance.id", "7"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec();
+        for row in 0..8 {
+            assert_eq!(entries(row), first, "row {row}");
+        }
+        assert_eq!(entries(8), Vec::new());
         assert_eq!(in_place.rejected.count, decoded.rejected.count);
         assert_eq!(in_place.rejected.message(), decoded.rejected.message());
     }
