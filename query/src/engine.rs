@@ -264,8 +264,8 @@ pub struct QueryEngine {
     pool: crate::query_pool::QueryPool,
     /// The workers queries are distributed over; `None` on a single node.
     cluster: Option<crate::distributed::Cluster>,
-    /// A local query's session before its tables: configuration, runtime
-    /// and functions, built once and cloned per query (see
+    /// A query's session before its tables: configuration, runtime and
+    /// functions, built once and cloned per query (see
     /// [`QueryEngine::session_for`]).
     prototype: SessionState,
 }
@@ -418,12 +418,12 @@ impl QueryEngine {
         self.cluster.as_ref().is_some_and(|c| c.distributes())
     }
 
-    /// A session over the three tables. A local one clones the prototype
-    /// and gives it its own catalog: a clone shares the prototype's
-    /// catalog list, and one query's tables (each holds the splits it
-    /// lists) must not be another's. Building the state per query
-    /// instead (every function registered again) was 2.5 % of RED per
-    /// service's CPU.
+    /// A session over the three tables: the prototype, cloned (a
+    /// coordinating one built on it), with a catalog of its own. A clone
+    /// shares the prototype's catalog list, and one query's tables (each
+    /// holds the splits it lists) must not be another's. Building the
+    /// state per query instead (every function registered again) was
+    /// 2.5 % of RED per service's CPU.
     fn session_for(&self, distributed: bool) -> Result<SessionContext, QueryError> {
         let tables = Arc::new(MemorySchemaProvider::new());
         for signal in Signal::ALL {
@@ -432,23 +432,20 @@ impl QueryEngine {
                 .register_table(signal.name().to_string(), Arc::new(table))
                 .map_err(from_datafusion)?;
         }
-        let Some(cluster) = self.cluster.as_ref().filter(|_| distributed) else {
-            let mut state = self.prototype.clone();
-            state.register_catalog_list(catalog_of(&state, tables)?);
-            return Ok(SessionContext::new_with_state(state));
+        let mut state = match self.cluster.as_ref().filter(|_| distributed) {
+            None => self.prototype.clone(),
+            // The coordinator wraps the prototype's planner in its own.
+            Some(cluster) => cluster
+                .coordinator(
+                    SessionStateBuilder::new_from_existing(self.prototype.clone()),
+                    self.config.distributed_partition_bytes,
+                    self.storage.node_id(),
+                )
+                .map_err(from_datafusion)?
+                .build(),
         };
-        let builder = cluster
-            .coordinator(
-                session_builder(&self.config, self.runtime()),
-                self.config.distributed_partition_bytes,
-                self.storage.node_id(),
-            )
-            .map_err(from_datafusion)?;
-        let state = builder.build();
-        let ctx = SessionContext::new_with_state(state);
-        offer_functions(&ctx);
-        ctx.register_catalog_list(catalog_of(&ctx.state(), tables)?);
-        Ok(ctx)
+        state.register_catalog_list(catalog_of(&state, tables)?);
+        Ok(SessionContext::new_with_state(state))
     }
 
     /// Runs one read-only statement.

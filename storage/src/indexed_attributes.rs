@@ -36,7 +36,7 @@ pub(crate) enum Attributes<'a> {
         start: usize,
         end: usize,
     },
-    Value(&'a str),
+    Text(&'a str),
 }
 
 impl<'a> Value<'a> for Attributes<'a> {
@@ -45,7 +45,7 @@ impl<'a> Value<'a> for Attributes<'a> {
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         match *self {
-            Attributes::Value(text) => ReferenceValue::Leaf(attribute_value(text)),
+            Attributes::Text(text) => ReferenceValue::Leaf(attribute_value(text)),
             Attributes::Object {
                 keys,
                 values,
@@ -78,7 +78,7 @@ impl<'a> Iterator for Entries<'a> {
             let i = self.next;
             self.next += 1;
             if self.values.is_valid(i) {
-                return Some((self.keys.value(i), Attributes::Value(self.values.value(i))));
+                return Some((self.keys.value(i), Attributes::Text(self.values.value(i))));
             }
         }
         None
