@@ -341,7 +341,8 @@ mod tests {
             .unwrap();
 
         let cluster = Cluster::default();
-        let coordinator = QueryEngine::new(storage.clone(), spread(), &Registry::default())
+        let registry = Registry::default();
+        let coordinator = QueryEngine::new(storage.clone(), spread(), &registry)
             .unwrap()
             .with_cluster(cluster.clone());
         let mut urls = Vec::new();
@@ -368,6 +369,11 @@ mod tests {
             format!(
                 "SELECT service, count(*) AS n FROM logs WHERE trace_id = '{id}' GROUP BY service ORDER BY service"
             ),
+            // Short text comparisons (`crate::short_text_eq`), sent as
+            // DataFusion's.
+            "SELECT service, count(*) AS n, sum(CASE WHEN service = 'api' THEN 1 ELSE 0 END) AS a \
+             FROM logs WHERE service <> 'db' GROUP BY service ORDER BY service"
+                .to_string(),
         ];
         for sql in &queries {
             let shown = plan(&coordinator, sql).await;
@@ -378,6 +384,20 @@ mod tests {
             let (here, there) = (run(&local, sql).await, run(&coordinator, sql).await);
             assert_eq!(here, there, "{sql}\n{shown}");
         }
+        // Every query ran in stages on the workers: one that fails there
+        // runs again on this node, with the same answer.
+        let outcome = |outcome| {
+            let help = "Queries planned in stages over several nodes.";
+            registry
+                .counter(
+                    "loupe_distributed_queries_total",
+                    help,
+                    &[("outcome", outcome)],
+                )
+                .get()
+        };
+        assert_eq!(outcome("sent"), queries.len() as u64);
+        assert_eq!(outcome("run_here_after_failure"), 0);
 
         // The selection's figures themselves (334 of 1000 flushed lines
         // say "alpha", and 30 of the 90 unflushed ones).

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{QueryError, from_datafusion};
 use crate::sandbox;
+use crate::short_text_eq::ShortTextComparisons;
 use crate::table::SignalTable;
 
 /// Limits that keep one query from hurting the server.
@@ -222,6 +223,9 @@ fn session_builder(config: &QueryConfig, runtime: Arc<RuntimeEnv>) -> SessionSta
         .with_config(session)
         .with_runtime_env(runtime)
         .with_default_features()
+        // After DataFusion's rules, so the scans' pruning keeps the
+        // comparisons it reads.
+        .with_physical_optimizer_rule(Arc::new(ShortTextComparisons))
 }
 
 /// A catalog list holding `tables` as the default catalog's default

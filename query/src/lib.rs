@@ -23,6 +23,7 @@ pub mod plan_codec;
 mod query_pool;
 mod sandbox;
 mod search;
+mod short_text_eq;
 mod split_reader;
 mod split_routing;
 mod table;

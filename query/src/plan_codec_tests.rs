@@ -368,3 +368,36 @@ fn row_group_accesses_survive_their_wire_form() {
     };
     assert!(decode_access(unknown).is_err());
 }
+
+/// A comparison the short-text rule rewrote (`crate::short_text_eq`)
+/// reaches the other node as DataFusion's, and answers there as here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_text_comparisons_travel_as_datafusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, engine) = engine(dir.path()).await;
+    let sql = "SELECT service, count(*) AS n, \
+               sum(CASE WHEN service IN ('api', 'web') THEN 1 ELSE 0 END) AS a \
+               FROM logs WHERE service <> 'db' GROUP BY service";
+    let (here, there, _) = round_trip(&engine, sql).await;
+    assert_eq!(here, there);
+    assert!(here.contains("| api     | 500 | 500 |"), "{here}");
+
+    let ctx = engine.session().unwrap();
+    let plan = physical_plan(&ctx, sql).await;
+    let decoded = plan_from_bytes(&plan_to_bytes(plan.clone()).unwrap(), &ctx.task_ctx()).unwrap();
+    let shown = |plan: &Arc<dyn ExecutionPlan>| {
+        datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string()
+    };
+    let (sent, arrived) = (shown(&plan), shown(&decoded));
+    assert!(
+        sent.contains("FilterExec: service@0 != db [views]\n"),
+        "{sent}"
+    );
+    assert!(
+        arrived.contains("FilterExec: service@0 != db\n"),
+        "{arrived}"
+    );
+    storage.shutdown().await.unwrap();
+}
