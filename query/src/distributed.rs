@@ -374,6 +374,11 @@ mod tests {
             "SELECT service, count(*) AS n, sum(CASE WHEN service = 'api' THEN 1 ELSE 0 END) AS a \
              FROM logs WHERE service <> 'db' GROUP BY service ORDER BY service"
                 .to_string(),
+            // Whole-table distinct counts (`crate::count_distinct_text`),
+            // whose partial states cross nodes.
+            "SELECT count(DISTINCT trace_id) AS traces, count(DISTINCT body) AS bodies, \
+             count(DISTINCT service) AS services FROM logs"
+                .to_string(),
         ];
         for sql in &queries {
             let shown = plan(&coordinator, sql).await;

@@ -21,12 +21,14 @@ use datafusion::execution::memory_pool::{
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_base::self_metrics::{Counter, Histogram, Registry};
 use loupe_storage::{STORE_URL, Signal, Storage};
 use tokio::sync::Semaphore;
 
+use crate::count_distinct_text::{self, CountDistinctTexts};
 use crate::error::{QueryError, from_datafusion};
 use crate::sandbox;
 use crate::short_text_eq::ShortTextComparisons;
@@ -162,6 +164,7 @@ pub(crate) fn offer_functions(ctx: &SessionContext) {
     }
     ctx.register_udf(crate::search::match_all_udf());
     ctx.register_udf(crate::log_template_udf::log_template_udf());
+    ctx.register_udaf(crate::count_distinct_text::count_distinct_text_udaf());
 }
 
 /// The runtime every query of a node runs on, local or a worker's stage:
@@ -219,10 +222,19 @@ fn session_builder(config: &QueryConfig, runtime: Arc<RuntimeEnv>) -> SessionSta
     // slowest operations 3-7 %, the join of erroring spans to logs
     // 10 %, `/problems` 3 % (41 and 9 alternated calls).
     session.options_mut().optimizer.max_passes = 1;
+    // `count(DISTINCT text)` over a whole table, before DataFusion makes
+    // it a grouping.
+    let mut rules = Optimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == count_distinct_text::BEFORE_RULE)
+        .unwrap_or(0);
+    rules.insert(at, Arc::new(CountDistinctTexts));
     SessionStateBuilder::new()
         .with_config(session)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rules(rules)
         // After DataFusion's rules, so the scans' pruning keeps the
         // comparisons it reads.
         .with_physical_optimizer_rule(Arc::new(ShortTextComparisons))

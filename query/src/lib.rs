@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 
 pub mod api;
+mod count_distinct_text;
 mod deadline;
 pub mod distributed;
 mod engine;

@@ -49,7 +49,16 @@ use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion_proto::protobuf::PhysicalExprNode;
 
 /// The longest literal a view holds whole.
-const INLINE_BYTES: usize = 12;
+pub(crate) const INLINE_BYTES: usize = 12;
+
+/// The bits of a view of a value of `len` bytes (at most [`INLINE_BYTES`])
+/// that hold its length and bytes; what follows them is padding.
+pub(crate) fn inline_mask(len: usize) -> u128 {
+    match len {
+        INLINE_BYTES.. => u128::MAX,
+        n => (1u128 << ((4 + n) * 8)) - 1,
+    }
+}
 
 /// `text = literal` (or `<>` when `negated`) where `text` is a view column
 /// and `literal` at most [`INLINE_BYTES`] bytes long.
@@ -85,12 +94,8 @@ impl ShortTextEq {
             return None;
         }
         let view = make_view(literal.as_bytes(), 0, 0);
-        // The length (4 bytes) and the literal's bytes; what follows them
-        // in a value's view is padding, or the value is longer anyway.
-        let mask = match len {
-            INLINE_BYTES => u128::MAX,
-            n => (1u128 << ((4 + n) * 8)) - 1,
-        };
+        // A longer value's view differs in its length anyway.
+        let mask = inline_mask(len);
         Some(ShortTextEq {
             text,
             literal,
