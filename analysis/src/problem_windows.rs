@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use loupe_base::sql_literal::timestamp as ts;
-use loupe_query::internal_sql::rows_as;
+use loupe_query::internal_sql::{rows_as, rows_as_written};
 use loupe_query::{QueryEngine, QueryError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -164,6 +164,19 @@ pub(crate) async fn window_stats(
              SELECT DISTINCT trace_id FROM spans
              WHERE start_time >= {start} AND start_time <= {end}{sampled}
          ),
+         -- The spans of the window's traces in the margin, the window's
+         -- traces on the left: the side a hash join holds in memory, kept
+         -- as written (`rows_as_written`). As `trace_id IN (window_traces)`
+         -- (a semi join holds its filtered side) or with the sides left to
+         -- DataFusion, the join held every span of the margin, and after
+         -- a busy minute (24 k spans a second) ran into the query memory
+         -- limit.
+         margin AS (
+             SELECT s.trace_id, s.parent_span_id, s.start_time, s.duration_ns,
+                    s.status_code, s.service, s.kind, s.name
+             FROM window_traces w JOIN spans s ON s.trace_id = w.trace_id
+             WHERE s.start_time >= {lo} AND s.start_time <= {hi} AND s.parent_span_id <> ''{s_sampled}
+         ),
          children AS (
              SELECT trace_id, parent_span_id AS span_id,
                     sum(duration_ns) AS child_ns,
@@ -174,9 +187,7 @@ pub(crate) async fn window_stats(
                     max(CASE WHEN kind IN ('server', 'consumer') THEN name END) AS entry_op,
                     max(duration_ns) AS longest_ns,
                     max(CASE WHEN kind IN ('server', 'consumer') THEN duration_ns END) AS longest_entry_ns
-             FROM spans
-             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''{sampled}
-                   AND trace_id IN (SELECT trace_id FROM window_traces)
+             FROM margin
              GROUP BY trace_id, parent_span_id
          ),
          -- The calls among each span's children only: the sibling calls a
@@ -187,10 +198,8 @@ pub(crate) async fn window_stats(
                     min(CAST(start_time AS BIGINT)) AS calls_t0,
                     max(CAST(start_time AS BIGINT) + duration_ns) AS calls_t1,
                     sum(duration_ns) AS calls_ns
-             FROM spans
-             WHERE start_time >= {lo} AND start_time <= {hi} AND parent_span_id <> ''
-                   AND kind IN ('client', 'producer'){sampled}
-                   AND trace_id IN (SELECT trace_id FROM window_traces)
+             FROM margin
+             WHERE kind IN ('client', 'producer')
              GROUP BY trace_id, parent_span_id
          ),
          per_span AS (
@@ -233,12 +242,13 @@ pub(crate) async fn window_stats(
         start = ts(start),
         end = ts(end),
         p_sampled = sampled.replace("trace_id", "p.trace_id"),
+        s_sampled = sampled.replace("trace_id", "s.trace_id"),
     );
     let mut out = WindowStats {
         share,
         ..WindowStats::default()
     };
-    for r in rows_as::<GroupRow>(engine, sql).await? {
+    for r in rows_as_written::<GroupRow>(engine, sql).await? {
         let Some(service) = named(r.service) else {
             continue;
         };

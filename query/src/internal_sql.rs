@@ -40,6 +40,30 @@ pub async fn rows_as<T: DeserializeOwned>(
     decode(&run(engine, sql).await?)
 }
 
+/// [`rows_as`], with each join's sides kept as `sql` writes them: the left
+/// side is the one a hash join holds in memory. DataFusion swaps the sides
+/// by its estimates of their sizes, and an estimate it cannot make well
+/// (the rows of an aggregate over a time window, against a scan of a wider
+/// window) can put millions of rows on the held side.
+pub async fn rows_as_written<T: DeserializeOwned>(
+    engine: &QueryEngine,
+    sql: String,
+) -> Result<Vec<T>, QueryError> {
+    let out = engine
+        .query(async |ctx| {
+            let state = ctx.state_ref();
+            state
+                .write()
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .join_reordering = false;
+            ctx.sql(&sql).await.map_err(from_datafusion)
+        })
+        .await?;
+    decode(&out)
+}
+
 async fn run(engine: &QueryEngine, sql: String) -> Result<QueryOutput, QueryError> {
     engine
         .query(async |ctx| ctx.sql(&sql).await.map_err(from_datafusion))

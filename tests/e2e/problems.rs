@@ -155,9 +155,19 @@ type SpanSpec = (
 /// The traces of `requests` requests from `t0` (ns), one a second, each
 /// shaped by `shape(i)`; as OTLP/JSON grouped per service.
 fn traces(t0: i64, requests: usize, shape: impl Fn(usize) -> Vec<SpanSpec>) -> Value {
+    traces_every(1_000_000_000, t0, requests, shape)
+}
+
+/// [`traces`], a request every `step_ns`.
+fn traces_every(
+    step_ns: i64,
+    t0: i64,
+    requests: usize,
+    shape: impl Fn(usize) -> Vec<SpanSpec>,
+) -> Value {
     let mut per_service: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
     for i in 0..requests {
-        let start = t0 + i as i64 * 1_000_000_000;
+        let start = t0 + i as i64 * step_ns;
         let trace = format!("{:032x}", (t0 as u128) * 10_000 + i as u128);
         for (id, parent, service, name, kind, from, to) in shape(i) {
             let id_hex = |s: &str| {
@@ -265,4 +275,82 @@ fn a_delayed_callee_is_blamed_not_its_caller_or_a_long_childless_span() {
         .collect();
     assert!(!named.contains(&"gateway"), "{named:?}");
     assert!(!named.contains(&"order"), "{named:?}");
+}
+
+/// A busy half-minute just before the baseline window: the windows'
+/// spans' children are looked for in a minute's margin around them, and
+/// here the margin holds 300 k spans against the windows' 1 k.
+/// `/problems` reads only the margin's spans of the window's traces, and
+/// its joins hold the window's traces, not the margin, so it answers
+/// within a small query memory limit. (Held as the left side of a semi
+/// join on `trace_id`, the margin's spans took the query past this limit
+/// here, and past the default one after a busy minute of `loupe gen`.)
+#[test]
+fn a_busy_minute_beside_the_baseline_stays_within_the_query_memory_limit() {
+    let loupe = Loupe::start(&["--query-memory-limit", "4MiB", "--flush-interval", "1s"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let minute = 60_000_000_000;
+    let (busy, baseline, incident) = (
+        now - 9 * minute - minute / 2,
+        now - 9 * minute,
+        now - 6 * minute,
+    );
+    let shape = |delay: i64| {
+        move |_: usize| {
+            vec![
+                ("root", "", "gateway", "GET /*", 2, 0, 30 + delay),
+                ("call", "root", "gateway", "GET", 3, 1, 29 + delay),
+                ("pay", "call", "payment", "GET /pay", 2, 2, 28 + delay),
+            ]
+        }
+    };
+    let mut bodies = vec![
+        traces(baseline, 180, shape(0)),
+        traces(incident, 180, shape(50)),
+    ];
+    // 100 k requests in 25 s, sent 1 k to a request.
+    for k in 0..100 {
+        bodies.push(traces_every(
+            250_000,
+            busy + k * 250_000_000,
+            1_000,
+            shape(0),
+        ));
+    }
+    for body in bodies {
+        let response = loupe.post(
+            "/v1/traces",
+            "application/json",
+            body.to_string().into_bytes(),
+        );
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
+    let visible = crate::harness::wait_until(deadline, || {
+        loupe.count("SELECT count(*) FROM spans") >= (2 * 180 + 100_000) * 3
+    });
+    assert!(visible, "spans not visible");
+    // In Parquet, as a busy minute is by the time it is looked at.
+    let flushed = crate::harness::wait_until(deadline, || {
+        let metrics = (loupe.client().get(loupe.api_url("/metrics")).send())
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        metrics.lines().any(|l| l == "loupe_unflushed_bytes 0")
+    });
+    assert!(flushed, "spans not flushed");
+    let end = incident + 180 * 1_000_000_000;
+    let response = loupe
+        .client()
+        .get(loupe.api_url(&format!(
+            "/api/v1/problems?start={incident}&end={end}&baseline_start={baseline}&baseline_end={incident}"
+        )))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let report: Value = response.json().unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(top(&report)["subject"]["service"], "payment", "{report:#}");
 }
