@@ -202,6 +202,38 @@ fn traces_every(
     json!({ "resourceSpans": resource_spans })
 }
 
+/// Posts OTLP/JSON `bodies` and waits until `spans` spans are visible.
+fn post_traces(loupe: &Loupe, bodies: Vec<Value>, spans: u64) {
+    for body in bodies {
+        let response = loupe.post(
+            "/v1/traces",
+            "application/json",
+            body.to_string().into_bytes(),
+        );
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
+    let visible = crate::harness::wait_until(deadline, || {
+        loupe.count("SELECT count(*) FROM spans") >= spans
+    });
+    assert!(visible, "spans not visible");
+}
+
+/// `/problems` over the three minutes from `incident`, against the
+/// baseline from `baseline` to `incident`: its status and report.
+fn three_minutes_of_problems(loupe: &Loupe, baseline: i64, incident: i64) -> (u16, Value) {
+    let end = incident + 180 * 1_000_000_000;
+    let response = loupe
+        .client()
+        .get(loupe.api_url(&format!(
+            "/api/v1/problems?start={incident}&end={end}&baseline_start={baseline}&baseline_end={incident}"
+        )))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
 /// Lessons 1 and 2 on a hand-built fixture. `payment`'s network is
 /// delayed by 50 ms: `order`'s CLIENT span to it stretches while
 /// payment's SERVER span does not, and the gateway's childless handler
@@ -241,32 +273,16 @@ fn a_delayed_callee_is_blamed_not_its_caller_or_a_long_childless_span() {
             ]
         }
     };
-    for body in [
-        traces(baseline, 180, shape(0)),
-        traces(incident, 180, shape(50)),
-    ] {
-        let response = loupe.post(
-            "/v1/traces",
-            "application/json",
-            body.to_string().into_bytes(),
-        );
-        assert_eq!(response.status().as_u16(), 200);
-    }
-    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
-    let visible = crate::harness::wait_until(deadline, || {
-        loupe.count("SELECT count(*) FROM spans") >= 2 * 180 * 7
-    });
-    assert!(visible, "spans not visible");
-    let end = incident + 180 * 1_000_000_000;
-    let response = loupe
-        .client()
-        .get(loupe.api_url(&format!(
-            "/api/v1/problems?start={incident}&end={end}&baseline_start={baseline}&baseline_end={incident}"
-        )))
-        .send()
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let report: Value = response.json().unwrap();
+    post_traces(
+        &loupe,
+        vec![
+            traces(baseline, 180, shape(0)),
+            traces(incident, 180, shape(50)),
+        ],
+        2 * 180 * 7,
+    );
+    let (status, report) = three_minutes_of_problems(&loupe, baseline, incident);
+    assert_eq!(status, 200, "{report}");
     let s = top(&report);
     assert_eq!(s["subject"]["service"], "payment", "{report:#}");
     assert_eq!(s["kind"], "latency");
@@ -320,20 +336,9 @@ fn a_busy_minute_beside_the_baseline_stays_within_the_query_memory_limit() {
             shape(0),
         ));
     }
-    for body in bodies {
-        let response = loupe.post(
-            "/v1/traces",
-            "application/json",
-            body.to_string().into_bytes(),
-        );
-        assert_eq!(response.status().as_u16(), 200);
-    }
-    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
-    let visible = crate::harness::wait_until(deadline, || {
-        loupe.count("SELECT count(*) FROM spans") >= (2 * 180 + 100_000) * 3
-    });
-    assert!(visible, "spans not visible");
+    post_traces(&loupe, bodies, (2 * 180 + 100_000) * 3);
     // In Parquet, as a busy minute is by the time it is looked at.
+    let deadline = crate::harness::deadline_in(std::time::Duration::from_secs(60));
     let flushed = crate::harness::wait_until(deadline, || {
         let metrics = (loupe.client().get(loupe.api_url("/metrics")).send())
             .and_then(|r| r.text())
@@ -341,16 +346,7 @@ fn a_busy_minute_beside_the_baseline_stays_within_the_query_memory_limit() {
         metrics.lines().any(|l| l == "loupe_unflushed_bytes 0")
     });
     assert!(flushed, "spans not flushed");
-    let end = incident + 180 * 1_000_000_000;
-    let response = loupe
-        .client()
-        .get(loupe.api_url(&format!(
-            "/api/v1/problems?start={incident}&end={end}&baseline_start={baseline}&baseline_end={incident}"
-        )))
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    let report: Value = response.json().unwrap();
+    let (status, report) = three_minutes_of_problems(&loupe, baseline, incident);
     assert_eq!(status, 200, "{report}");
     assert_eq!(top(&report)["subject"]["service"], "payment", "{report:#}");
 }
