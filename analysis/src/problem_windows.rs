@@ -170,12 +170,12 @@ pub(crate) async fn window_stats(
          -- (a semi join holds its filtered side) or with the sides left to
          -- DataFusion, the join held every span of the margin, and after
          -- a busy minute (24 k spans a second) ran into the query memory
-         -- limit.
+         -- limit. Sampled already: the window's traces are.
          margin AS (
              SELECT s.trace_id, s.parent_span_id, s.start_time, s.duration_ns,
                     s.status_code, s.service, s.kind, s.name
              FROM window_traces w JOIN spans s ON s.trace_id = w.trace_id
-             WHERE s.start_time >= {lo} AND s.start_time <= {hi} AND s.parent_span_id <> ''{s_sampled}
+             WHERE s.start_time >= {lo} AND s.start_time <= {hi} AND s.parent_span_id <> ''
          ),
          children AS (
              SELECT trace_id, parent_span_id AS span_id,
@@ -242,7 +242,6 @@ pub(crate) async fn window_stats(
         start = ts(start),
         end = ts(end),
         p_sampled = sampled.replace("trace_id", "p.trace_id"),
-        s_sampled = sampled.replace("trace_id", "s.trace_id"),
     );
     let mut out = WindowStats {
         share,
