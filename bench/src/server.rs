@@ -168,20 +168,31 @@ impl Loupe {
     }
 
     /// Waits until compaction of `signal` has settled: the file count
-    /// unchanged over two polls (at most `limit`).
+    /// unchanged over two polls and the server idle between them (at most
+    /// `limit`). A merge keeps the count until it commits, so the count
+    /// alone let the queries be timed while one ran beside them.
     pub fn settle(&self, signal: &str, limit: Duration) -> Result<usize> {
         let started = Instant::now();
         let mut last = usize::MAX;
+        let mut cpu = self.cpu_secs();
         loop {
-            std::thread::sleep(Duration::from_secs(3));
+            std::thread::sleep(SETTLE_POLL);
             let n = self.live_files(signal)?.len();
-            if n == last || started.elapsed() > limit {
+            let now = self.cpu_secs();
+            let idle = now - cpu < IDLE_CPU_SHARE * SETTLE_POLL.as_secs_f64();
+            cpu = now;
+            if (n == last && idle) || started.elapsed() > limit {
                 return Ok(n);
             }
             last = n;
         }
     }
 }
+
+/// How often [`Loupe::settle`] looks.
+const SETTLE_POLL: Duration = Duration::from_secs(3);
+/// A server using less than this share of a core is idle: no merge runs.
+const IDLE_CPU_SHARE: f64 = 0.05;
 
 impl Drop for Loupe {
     fn drop(&mut self) {
