@@ -29,6 +29,7 @@ use loupe_storage::{STORE_URL, Signal, Storage};
 use tokio::sync::Semaphore;
 
 use crate::count_distinct_text::{self, CountDistinctTexts};
+use crate::counted_cases::CountedCases;
 use crate::error::{QueryError, from_datafusion};
 use crate::sandbox;
 use crate::short_text_eq::ShortTextComparisons;
@@ -230,6 +231,8 @@ fn session_builder(config: &QueryConfig, runtime: Arc<RuntimeEnv>) -> SessionSta
         .position(|r| r.name() == count_distinct_text::BEFORE_RULE)
         .unwrap_or(0);
     rules.insert(at, Arc::new(CountDistinctTexts));
+    // Grouped `sum(CASE WHEN p THEN 1 ELSE 0 END)` as a filtered count.
+    rules.insert(at, Arc::new(CountedCases));
     SessionStateBuilder::new()
         .with_config(session)
         .with_runtime_env(runtime)

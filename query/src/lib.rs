@@ -10,6 +10,7 @@ use axum::Router;
 
 pub mod api;
 mod count_distinct_text;
+mod counted_cases;
 mod deadline;
 pub mod distributed;
 mod engine;

@@ -277,6 +277,29 @@ fn rewrite_node(node: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Exec
             changed |= rewritten.is_some();
             aggregates.push(rewritten.map_or_else(|| Arc::clone(a), Arc::new));
         }
+        // Filters of aggregates (`count(*) FILTER (WHERE …)`, which
+        // `crate::counted_cases` also writes).
+        let mut filters = Vec::with_capacity(aggregate.filter_expr().len());
+        let mut filtered = false;
+        for f in aggregate.filter_expr() {
+            let f = f.as_ref().map(|f| rewrite_expr(f, &schema)).transpose()?;
+            filtered |= f.as_ref().is_some_and(|f| f.transformed);
+            filters.push(f.map(|f| f.data));
+        }
+        // Rebuilding makes a new dynamic filter, which the scan that holds
+        // the old one would not see: such aggregates keep their filters.
+        if filtered && aggregate.dynamic_expressions_produced().is_empty() {
+            let rebuilt = AggregateExec::try_new(
+                *aggregate.mode(),
+                aggregate.group_expr().clone(),
+                aggregates,
+                filters,
+                Arc::clone(aggregate.input()),
+                aggregate.input_schema(),
+            )?
+            .with_new_limit_options(aggregate.limit_options());
+            return Ok(Transformed::yes(Arc::new(rebuilt)));
+        }
         if !changed {
             return Ok(Transformed::no(node));
         }
@@ -457,6 +480,7 @@ mod tests {
             }
             if let Some(a) = node.downcast_ref::<AggregateExec>() {
                 exprs.extend(a.aggr_expr().iter().flat_map(|a| a.expressions()));
+                exprs.extend(a.filter_expr().iter().flatten().cloned());
             }
             if let Some(p) = node.downcast_ref::<ProjectionExec>() {
                 exprs.extend(p.expr().iter().map(|e| Arc::clone(&e.expr)));
