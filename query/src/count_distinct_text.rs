@@ -46,7 +46,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::utils::SingleRowListArrayBuilder;
 use datafusion::common::{HashSet, Result, ScalarValue, internal_err};
-use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Alias};
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
@@ -58,6 +58,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr_common::binary_map::OutputType;
 use datafusion::physical_expr_common::binary_view_map::ArrowBytesViewSet;
 
+use crate::aggregate_rewrite::{replace_calls, same_columns};
 use crate::short_text_eq::{INLINE_BYTES, inline_mask};
 
 /// The function's SQL name (also what a plan sent to another node names).
@@ -474,29 +475,15 @@ impl OptimizerRule for CountDistinctTexts {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
         let input = aggregate.input.schema();
-        let mut changed = false;
-        let mut exprs = Vec::with_capacity(aggregate.aggr_expr.len());
-        for expr in &aggregate.aggr_expr {
-            let rewritten = match expr {
-                Expr::Alias(Alias {
-                    expr: inner,
-                    relation,
-                    name,
-                    ..
-                }) => counted_text(inner, input)?
-                    .map(|text| counted(text).alias_qualified(relation.clone(), name)),
-                _ => counted_text(expr, input)?
-                    .map(|text| counted(text).alias(expr.schema_name().to_string())),
-            };
-            changed |= rewritten.is_some();
-            exprs.push(rewritten.unwrap_or_else(|| expr.clone()));
-        }
-        if !changed {
+        let Some(exprs) = replace_calls(&aggregate.aggr_expr, |e| {
+            Ok(counted_text(e, input)?.map(counted))
+        })?
+        else {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        }
+        };
         let rewritten = Aggregate::try_new(Arc::clone(&aggregate.input), vec![], exprs)?;
         // The plan above refers to the aggregate's columns by name.
-        if !rewritten.schema.iter().eq(aggregate.schema.iter()) {
+        if !same_columns(&rewritten.schema, &aggregate.schema) {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
         Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))

@@ -1,12 +1,9 @@
 use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::SessionContext;
 
 use super::*;
-use crate::plan_codec::tests::engine;
+use crate::plan_codec::tests::{answer, engine, optimized, without_rule};
 
 /// Values of every shape: short ones around the inline limit, hex ids of
 /// 16 and 32 digits, the same digits at the other length, ids with an
@@ -151,16 +148,6 @@ fn states_merge_across_partitions() {
 }
 
 /// The optimized logical plan of `sql`, as text.
-async fn optimized(ctx: &SessionContext, sql: &str) -> String {
-    ctx.sql(sql)
-        .await
-        .unwrap()
-        .into_optimized_plan()
-        .unwrap()
-        .display_indent()
-        .to_string()
-}
-
 /// Whole-table distinct counts of text take the sets, under the same
 /// column names and with the same answers as DataFusion's grouping;
 /// grouped ones, and counts of other types, stay DataFusion's.
@@ -169,19 +156,7 @@ async fn whole_table_distinct_counts_answer_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let (_storage, engine) = engine(dir.path()).await;
     let with = engine.session().unwrap();
-    let state = with.state();
-    let rules: Vec<_> = state
-        .optimizers()
-        .iter()
-        .filter(|r| r.name() != CountDistinctTexts.name())
-        .cloned()
-        .collect();
-    assert_eq!(rules.len() + 1, state.optimizers().len());
-    let without = SessionContext::new_with_state(
-        SessionStateBuilder::new_from_existing(state)
-            .with_optimizer_rules(rules)
-            .build(),
-    );
+    let without = without_rule(&with, CountDistinctTexts.name());
     let queries = [
         ("SELECT count(DISTINCT trace_id) FROM spans", true),
         (
@@ -209,22 +184,10 @@ async fn whole_table_distinct_counts_answer_as_before() {
         let shown = optimized(&with, sql).await;
         assert_eq!(shown.contains(NAME), rewritten, "{sql}\n{shown}");
         assert!(!optimized(&without, sql).await.contains(NAME));
-        let got = with.sql(sql).await.unwrap().collect().await.unwrap();
-        let want = without.sql(sql).await.unwrap().collect().await.unwrap();
-        let (got, want) = (
-            pretty_format_batches(&got).unwrap().to_string(),
-            pretty_format_batches(&want).unwrap().to_string(),
-        );
+        let (got, want) = (answer(&with, sql).await, answer(&without, sql).await);
         assert_eq!(got, want, "{sql}");
     }
     // The figures themselves: seven traces, 500 span ids in 800 spans.
-    let got = with
-        .sql(queries[1].0)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let shown = pretty_format_batches(&got).unwrap().to_string();
+    let shown = answer(&with, queries[1].0).await;
     assert!(shown.contains("| 500 | 800 |"), "{shown}");
 }

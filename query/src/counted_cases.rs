@@ -16,10 +16,12 @@ use std::sync::Arc;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Alias, Case};
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Case};
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, lit};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::aggregate_rewrite::{replace_calls, same_columns};
 
 /// The rule; see the module documentation.
 #[derive(Debug, Default)]
@@ -50,42 +52,19 @@ impl OptimizerRule for CountedCases {
         if !grouped {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
-        let mut changed = false;
-        let mut exprs = Vec::with_capacity(aggregate.aggr_expr.len());
-        for expr in &aggregate.aggr_expr {
-            let rewritten = match expr {
-                Expr::Alias(Alias {
-                    expr: inner,
-                    relation,
-                    name,
-                    ..
-                }) => counted_when(inner)
-                    .map(|p| filtered_count(p).alias_qualified(relation.clone(), name)),
-                _ => counted_when(expr)
-                    .map(|p| filtered_count(p).alias(expr.schema_name().to_string())),
-            };
-            changed |= rewritten.is_some();
-            exprs.push(rewritten.unwrap_or_else(|| expr.clone()));
-        }
-        if !changed {
+        let Some(exprs) = replace_calls(&aggregate.aggr_expr, |e| {
+            Ok(counted_when(e).map(filtered_count))
+        })?
+        else {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        }
+        };
         let rewritten = Aggregate::try_new(
             Arc::clone(&aggregate.input),
             aggregate.group_expr.clone(),
             exprs,
         )?;
-        // The plan above refers to the aggregate's columns by name and
-        // type (a count is never null where the sum could be; DataFusion
-        // compares schemas without nullability).
-        let same =
-            rewritten.schema.fields().len() == aggregate.schema.fields().len()
-                && rewritten.schema.iter().zip(aggregate.schema.iter()).all(
-                    |((q1, f1), (q2, f2))| {
-                        q1 == q2 && f1.name() == f2.name() && f1.data_type() == f2.data_type()
-                    },
-                );
-        if !same {
+        // The plan above refers to the aggregate's columns by name.
+        if !same_columns(&rewritten.schema, &aggregate.schema) {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
         Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))

@@ -1,19 +1,5 @@
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::SessionContext;
-
 use super::*;
-use crate::plan_codec::tests::engine;
-
-async fn optimized(ctx: &SessionContext, sql: &str) -> String {
-    ctx.sql(sql)
-        .await
-        .unwrap()
-        .into_optimized_plan()
-        .unwrap()
-        .display_indent()
-        .to_string()
-}
+use crate::plan_codec::tests::{answer, engine, optimized, without_rule};
 
 /// Grouped sums of `CASE WHEN p THEN 1 ELSE 0 END` become filtered counts,
 /// under the same column names and with the same answers; other sums, and
@@ -23,19 +9,7 @@ async fn grouped_sums_of_one_or_zero_answer_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let (_storage, engine) = engine(dir.path()).await;
     let with = engine.session().unwrap();
-    let state = with.state();
-    let rules: Vec<_> = state
-        .optimizers()
-        .iter()
-        .filter(|r| r.name() != CountedCases.name())
-        .cloned()
-        .collect();
-    assert_eq!(rules.len() + 1, state.optimizers().len());
-    let without = SessionContext::new_with_state(
-        SessionStateBuilder::new_from_existing(state)
-            .with_optimizer_rules(rules)
-            .build(),
-    );
+    let without = without_rule(&with, CountedCases.name());
     const FILTERED: &str = "FILTER (WHERE";
     let queries = [
         (
@@ -77,12 +51,7 @@ async fn grouped_sums_of_one_or_zero_answer_as_before() {
         let shown = optimized(&with, sql).await;
         assert_eq!(shown.contains(FILTERED), rewritten, "{sql}\n{shown}");
         assert!(!optimized(&without, sql).await.contains(FILTERED));
-        let got = with.sql(sql).await.unwrap().collect().await.unwrap();
-        let want = without.sql(sql).await.unwrap().collect().await.unwrap();
-        let (got, want) = (
-            pretty_format_batches(&got).unwrap().to_string(),
-            pretty_format_batches(&want).unwrap().to_string(),
-        );
+        let (got, want) = (answer(&with, sql).await, answer(&without, sql).await);
         assert_eq!(got, want, "{sql}");
         assert!(
             got.lines().count() > 4,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
+mod aggregate_rewrite;
 pub mod api;
 mod count_distinct_text;
 mod counted_cases;

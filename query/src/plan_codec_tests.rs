@@ -97,6 +97,41 @@ fn spans(n: usize, hour: i64) -> RecordBatch {
     })
 }
 
+/// `ctx`'s session without the logical optimizer rule `rule`, to compare
+/// answers with and without it.
+pub(crate) fn without_rule(ctx: &SessionContext, rule: &str) -> SessionContext {
+    let state = ctx.state();
+    let rules: Vec<_> = state
+        .optimizers()
+        .iter()
+        .filter(|r| r.name() != rule)
+        .cloned()
+        .collect();
+    assert_eq!(rules.len() + 1, state.optimizers().len(), "{rule}");
+    SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rules(rules)
+            .build(),
+    )
+}
+
+/// The optimized logical plan of `sql`, as text.
+pub(crate) async fn optimized(ctx: &SessionContext, sql: &str) -> String {
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .into_optimized_plan()
+        .unwrap()
+        .display_indent()
+        .to_string()
+}
+
+/// The answer to `sql`, as a printed table.
+pub(crate) async fn answer(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
 /// A query engine over real splits: logs and spans in two files each
 /// (two hours), nothing left in the memtables.
 pub(crate) async fn engine(dir: &std::path::Path) -> (Arc<Storage>, QueryEngine) {
