@@ -50,15 +50,15 @@ use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams}
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, Expr, ExprSchemable, LogicalPlan,
-    Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, ExprSchemable, LogicalPlan, Signature,
+    Volatility,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr_common::binary_map::OutputType;
 use datafusion::physical_expr_common::binary_view_map::ArrowBytesViewSet;
 
-use crate::aggregate_rewrite::{replace_calls, same_columns};
+use crate::aggregate_rewrite::with_calls_replaced;
 use crate::short_text_eq::{INLINE_BYTES, inline_mask};
 
 /// The function's SQL name (also what a plan sent to another node names).
@@ -474,19 +474,8 @@ impl OptimizerRule for CountDistinctTexts {
         if !aggregate.group_expr.is_empty() {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
-        let input = aggregate.input.schema();
-        let Some(exprs) = replace_calls(&aggregate.aggr_expr, |e| {
-            Ok(counted_text(e, input)?.map(counted))
-        })?
-        else {
-            return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        };
-        let rewritten = Aggregate::try_new(Arc::clone(&aggregate.input), vec![], exprs)?;
-        // The plan above refers to the aggregate's columns by name.
-        if !same_columns(&rewritten.schema, &aggregate.schema) {
-            return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        }
-        Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))
+        let input = Arc::clone(aggregate.input.schema());
+        with_calls_replaced(aggregate, |e| Ok(counted_text(e, &input)?.map(counted)))
     }
 }
 

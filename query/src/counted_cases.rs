@@ -11,17 +11,15 @@
 //! and the count 0, so those stay as written. A row whose `p` is null adds
 //! 0 to the sum and is left out of the count: the same.
 
-use std::sync::Arc;
-
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Case};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, lit};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::aggregate_rewrite::{replace_calls, same_columns};
+use crate::aggregate_rewrite::with_calls_replaced;
 
 /// The rule; see the module documentation.
 #[derive(Debug, Default)]
@@ -52,22 +50,7 @@ impl OptimizerRule for CountedCases {
         if !grouped {
             return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
         }
-        let Some(exprs) = replace_calls(&aggregate.aggr_expr, |e| {
-            Ok(counted_when(e).map(filtered_count))
-        })?
-        else {
-            return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        };
-        let rewritten = Aggregate::try_new(
-            Arc::clone(&aggregate.input),
-            aggregate.group_expr.clone(),
-            exprs,
-        )?;
-        // The plan above refers to the aggregate's columns by name.
-        if !same_columns(&rewritten.schema, &aggregate.schema) {
-            return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
-        }
-        Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))
+        with_calls_replaced(aggregate, |e| Ok(counted_when(e).map(filtered_count)))
     }
 }
 
