@@ -22,6 +22,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::optimizer::Optimizer;
+use datafusion::optimizer::analyzer::Analyzer;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use loupe_base::self_metrics::{Counter, Histogram, Registry};
@@ -31,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::count_distinct_text::{self, CountDistinctTexts};
 use crate::counted_cases::CountedCases;
 use crate::error::{QueryError, from_datafusion};
+use crate::map_key_types::MapKeyTypes;
 use crate::sandbox;
 use crate::short_text_eq::ShortTextComparisons;
 use crate::table::SignalTable;
@@ -233,10 +235,14 @@ fn session_builder(config: &QueryConfig, runtime: Arc<RuntimeEnv>) -> SessionSta
     rules.insert(at, Arc::new(CountDistinctTexts));
     // Grouped `sum(CASE WHEN p THEN 1 ELSE 0 END)` as a filtered count.
     rules.insert(at, Arc::new(CountedCases));
+    // Map keys are read as views; `get_field`'s key must be one too.
+    let mut analyzer = Analyzer::new().rules;
+    analyzer.push(Arc::new(MapKeyTypes));
     SessionStateBuilder::new()
         .with_config(session)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_analyzer_rules(analyzer)
         .with_optimizer_rules(rules)
         // After DataFusion's rules, so the scans' pruning keeps the
         // comparisons it reads.

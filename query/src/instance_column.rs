@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::config::ConfigOptions;
@@ -23,6 +23,8 @@ use datafusion::physical_expr_adapter::{
 };
 use datafusion::physical_plan::PhysicalExpr;
 use loupe_storage::{INSTANCE, INSTANCE_KEY};
+
+use crate::map_key_types;
 
 const RESOURCE: &str = "resource_attributes";
 
@@ -79,7 +81,11 @@ impl PhysicalExprAdapter for Adapter {
 /// over the table's schema.
 fn instance_from_resources(schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>> {
     let resources = Arc::new(Column::new_with_schema(RESOURCE, schema)?);
-    let key = Arc::new(Literal::new(ScalarValue::Utf8(Some(INSTANCE_KEY.into()))));
+    // The map's own key type (views in the table schema).
+    let key_type = map_key_types::key_type(schema.field_with_name(RESOURCE)?.data_type())
+        .unwrap_or(DataType::Utf8);
+    let key = ScalarValue::Utf8(Some(INSTANCE_KEY.into())).cast_to(&key_type)?;
+    let key = Arc::new(Literal::new(key));
     let lookup = ScalarFunctionExpr::try_new(
         datafusion::functions::core::get_field(),
         vec![resources, key],

@@ -20,6 +20,7 @@ mod instance_column;
 pub mod internal_sql;
 mod log_template_udf;
 pub mod logs_api;
+mod map_key_types;
 pub mod memtable_scan;
 mod output;
 pub mod plan_codec;

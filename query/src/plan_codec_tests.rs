@@ -97,6 +97,28 @@ fn spans(n: usize, hour: i64) -> RecordBatch {
     })
 }
 
+/// Spans `first..first + n` of the hour, whose attributes map
+/// `http.route` to `/r{i % 3}` and `k{i % 2}` to `v{i}`.
+pub(crate) fn spans_with_routes(first: usize, n: usize, hour: i64) -> RecordBatch {
+    let mut maps = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for i in first..first + n {
+        maps.keys().append_value("http.route");
+        maps.values().append_value(format!("/r{}", i % 3));
+        maps.keys().append_value(format!("k{}", i % 2));
+        maps.values().append_value(format!("v{i}"));
+        maps.append(true).unwrap();
+    }
+    let attributes: ArrayRef = Arc::new(maps.finish());
+    batch(Signal::Spans, n, |name| match name {
+        "trace_id" => Some(texts((first..first + n).map(trace))),
+        "span_id" => Some(texts((first..first + n).map(|i| format!("{i:016x}")))),
+        "service" => Some(texts((0..n).map(|i| ["api", "db"][i % 2].to_string()))),
+        "start_time" | "end_time" => Some(times(hour * HOUR, n)),
+        "attributes" => Some(attributes.clone()),
+        _ => None,
+    })
+}
+
 /// `ctx`'s session without the logical optimizer rule `rule`, to compare
 /// answers with and without it.
 pub(crate) fn without_rule(ctx: &SessionContext, rule: &str) -> SessionContext {
@@ -205,7 +227,7 @@ pub(crate) async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn Ex
 /// Plans `sql`, sends it through bytes to a fresh session (another
 /// node's stand-in), runs both; returns both results, printed, and the
 /// access plans of the original.
-async fn round_trip(
+pub(crate) async fn round_trip(
     engine: &QueryEngine,
     sql: &str,
 ) -> (String, String, Vec<(String, Option<ParquetAccessPlan>)>) {

@@ -190,10 +190,14 @@ impl SignalTable {
         // `SplitReaderFactory` makes the page index part of the cached
         // entry; DataFusion's opener would otherwise re-read it per query.
         let runtime = state.runtime_env();
-        let reader = SplitReaderFactory(CachedParquetFileReaderFactory::new(
-            runtime.object_store(&self.store_url)?,
-            runtime.cache_manager.get_file_metadata_cache(),
-        ));
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let reader = SplitReaderFactory {
+            inner: CachedParquetFileReaderFactory::new(
+                runtime.object_store(&self.store_url)?,
+                cache.clone(),
+            ),
+            cache,
+        };
         // The query's filters prune files, row groups and pages (statistics
         // and page index; splits have no bloom filters, the trace index
         // does that job, so none are looked for). They reach the scan as

@@ -15,6 +15,13 @@
 //! charged many times the memory it held. A dimension's buffers hold its
 //! few distinct values.
 //!
+//! Attribute maps' keys are views too: a handful of distinct keys
+//! repeated on every row, which the reader otherwise copies byte by byte
+//! into each batch. Splits store them as plain text, so the scan reads
+//! them as views through [`crate::split_reader`], and `attributes['k']`
+//! compares its key as a view through [`crate::map_key_types`]. Values
+//! stay `Utf8`, for the same reason as ids: they can be as many as rows.
+//!
 //! Memtable batches are cast on the way in (a view per value, the bytes
 //! shared), after projection so that only the columns a query reads are
 //! cast.
@@ -43,10 +50,33 @@ fn with_views(stored: &Schema) -> SchemaRef {
             DataType::Utf8 if DIMENSIONS.contains(&f.name().as_str()) => {
                 f.as_ref().clone().with_data_type(DataType::Utf8View)
             }
-            _ => f.as_ref().clone(),
+            _ => with_view_keys(f),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
+/// `field` with its map's keys as views, if it is a map with text keys;
+/// otherwise `field` unchanged.
+pub fn with_view_keys(field: &Field) -> Field {
+    let DataType::Map(entries, sorted) = field.data_type() else {
+        return field.clone();
+    };
+    let DataType::Struct(parts) = entries.data_type() else {
+        return field.clone();
+    };
+    let Some(key) = parts.first().filter(|k| k.data_type() == &DataType::Utf8) else {
+        return field.clone();
+    };
+    let mut parts = parts.to_vec();
+    parts[0] = Arc::new(key.as_ref().clone().with_data_type(DataType::Utf8View));
+    let entries = entries
+        .as_ref()
+        .clone()
+        .with_data_type(DataType::Struct(parts.into()));
+    field
+        .clone()
+        .with_data_type(DataType::Map(Arc::new(entries), *sorted))
 }
 
 /// Stored-schema `batches` of `signal` as the table's `projection` of
@@ -95,7 +125,7 @@ mod tests {
     use datafusion::arrow::array::new_empty_array;
 
     #[test]
-    fn dimensions_become_views_and_nothing_else_changes() {
+    fn dimensions_and_map_keys_become_views_and_nothing_else_changes() {
         for signal in Signal::ALL {
             let stored = signal.schema();
             let table = table_schema(signal);
@@ -105,12 +135,22 @@ mod tests {
                 assert_eq!(s.is_nullable(), t.is_nullable());
                 let view =
                     s.data_type() == &DataType::Utf8 && DIMENSIONS.contains(&s.name().as_str());
-                let expected = if view {
-                    &DataType::Utf8View
-                } else {
-                    s.data_type()
+                let expected = match s.data_type() {
+                    _ if view => DataType::Utf8View,
+                    DataType::Map(_, _) => {
+                        let DataType::Map(entries, _) = t.data_type() else {
+                            panic!("{} is no longer a map", s.name());
+                        };
+                        let DataType::Struct(parts) = entries.data_type() else {
+                            panic!("{}'s entries are not a struct", s.name());
+                        };
+                        assert_eq!(parts[0].data_type(), &DataType::Utf8View, "{}", s.name());
+                        assert_eq!(parts[1].data_type(), &DataType::Utf8, "{}", s.name());
+                        t.data_type().clone()
+                    }
+                    other => other.clone(),
                 };
-                assert_eq!(t.data_type(), expected, "{}", s.name());
+                assert_eq!(t.data_type(), &expected, "{}", s.name());
             }
         }
         let spans = table_schema(Signal::Spans);
