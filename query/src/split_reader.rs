@@ -71,7 +71,7 @@ impl ParquetFileReaderFactory for SplitReaderFactory {
         let inner = self
             .inner
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
-        Ok(Box::new(WithPageIndex {
+        Ok(Box::new(SplitReader {
             inner,
             cache: self.cache.clone(),
             meta,
@@ -79,13 +79,15 @@ impl ParquetFileReaderFactory for SplitReaderFactory {
     }
 }
 
-struct WithPageIndex {
+/// One split's reader: DataFusion's cached reader, asked for the page
+/// index, its footer rewritten once and cached.
+struct SplitReader {
     inner: Box<dyn AsyncFileReader + Send>,
     cache: Arc<FileMetadataCache>,
     meta: ObjectMeta,
 }
 
-impl WithPageIndex {
+impl SplitReader {
     /// The file's footer as this reader cached it, if it is there.
     fn cached(&self) -> Option<Arc<ParquetMetaData>> {
         let entry = self.cache.get(&self.meta.location)?;
@@ -98,7 +100,7 @@ impl WithPageIndex {
     }
 }
 
-impl AsyncFileReader for WithPageIndex {
+impl AsyncFileReader for SplitReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
         self.inner.get_bytes(range)
     }
